@@ -1,0 +1,13 @@
+.PHONY: build test lint bench server scale
+build:
+	go build -o bin/neocloud ./cmd/neocloud
+test:
+	go test -race -timeout 30m ./...
+lint:
+	gofmt -l . | (! grep .) && go vet ./...
+bench:
+	go test -run '^$$' -bench . -benchtime 2000x ./httpapi/
+server:
+	go run ./cmd/neocloud server
+scale:
+	NEOCLOUD_SCALE=1 go test -timeout 30m -run Scale -count=1 ./...

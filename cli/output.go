@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// column is one column of a table or CSV: a header and the JSON key whose
+// value it shows (dots reach into nested objects).
+type column struct {
+	Header string
+	Key    string
+}
+
+// printItems prints raw API objects: json prints them exactly as the API
+// answered (one object, or the items array of a list); table and csv show
+// the given columns.
+func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, cols []column) error {
+	switch format {
+	case "json":
+		var out []byte
+		if single && len(raw) == 1 {
+			var buf bytes.Buffer
+			if err := json.Indent(&buf, raw[0], "", "  "); err != nil {
+				return err
+			}
+			out = buf.Bytes()
+		} else {
+			if raw == nil {
+				raw = []json.RawMessage{}
+			}
+			var err error
+			if out, err = json.MarshalIndent(raw, "", "  "); err != nil {
+				return err
+			}
+		}
+		_, err := fmt.Fprintln(w, string(out))
+		return err
+	case "csv":
+		cw := csv.NewWriter(w)
+		hdr := make([]string, len(cols))
+		for i, c := range cols {
+			hdr[i] = c.Key
+		}
+		cw.Write(hdr)
+		for _, r := range raw {
+			cw.Write(cells(r, cols))
+		}
+		cw.Flush()
+		return cw.Error()
+	case "table", "":
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		hdr := make([]string, len(cols))
+		for i, c := range cols {
+			hdr[i] = c.Header
+		}
+		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+		for _, r := range raw {
+			fmt.Fprintln(tw, strings.Join(cells(r, cols), "\t"))
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("unknown output format %q (want table, json or csv)", format)
+}
+
+func cells(r json.RawMessage, cols []column) []string {
+	var m map[string]any
+	json.Unmarshal(r, &m)
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		var v any = m
+		for _, k := range strings.Split(c.Key, ".") {
+			mm, ok := v.(map[string]any)
+			if !ok {
+				v = nil
+				break
+			}
+			v = mm[k]
+		}
+		out[i] = cellString(v)
+	}
+	return out
+}
+
+func cellString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		if t, err := time.Parse(time.RFC3339Nano, x); err == nil && strings.Contains(x, "T") {
+			return t.UTC().Format("2006-01-02T15:04:05Z")
+		}
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	default:
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+}

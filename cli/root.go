@@ -1,0 +1,151 @@
+// Package cli is the neocloud command: the server and the client verbs, one
+// grammar for all of them (ARCHITECTURE.md, "Conventions"). It is the only
+// package that wires concrete stores and transports together.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/client"
+)
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := NewRoot(stdout, stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(stderr, "error:", describe(err))
+		return 1
+	}
+	return 0
+}
+
+func describe(err error) string {
+	var e *neocloud.Error
+	if errors.As(err, &e) {
+		s := e.Message
+		if e.Field != "" {
+			s = e.Field + ": " + s
+		}
+		if e.State != "" {
+			s += " (current state: " + e.State + ")"
+		}
+		return string(e.Kind) + ": " + s
+	}
+	return err.Error()
+}
+
+type globals struct {
+	server string
+	token  string
+	output string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (g *globals) client() (*client.Client, error) {
+	if g.server == "" {
+		return nil, errors.New("no server: pass --server or set NEOCLOUD_SERVER")
+	}
+	return client.New(g.server, g.token), nil
+}
+
+// NewRoot builds the root command.
+func NewRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "neocloud",
+		Short:         "Control plane of a GPU neocloud",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&g.server, "server", envOr("NEOCLOUD_SERVER", "http://127.0.0.1:8080"), "server URL (NEOCLOUD_SERVER)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("NEOCLOUD_TOKEN"), "bearer token (NEOCLOUD_TOKEN)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or csv")
+	root.AddCommand(serverCmd(g), tenantCmd(g), tokenCmd(g), auditCmd(g))
+	return root
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// listFlags are the pagination flags every list verb takes.
+type listFlags struct {
+	limit  int
+	cursor string
+	all    bool
+}
+
+func (l *listFlags) add(c *cobra.Command) {
+	c.Flags().IntVar(&l.limit, "limit", 100, "items per page (1-1000)")
+	c.Flags().StringVar(&l.cursor, "cursor", "", "cursor from a previous page")
+	c.Flags().BoolVar(&l.all, "all", false, "fetch every page")
+}
+
+// list fetches one page (or all with --all) of path and prints it.
+func (g *globals) list(ctx context.Context, path string, q url.Values, lf listFlags, cols []column) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("limit", strconv.Itoa(lf.limit))
+	cursor := lf.cursor
+	var items []json.RawMessage
+	for {
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		var page struct {
+			Items      []json.RawMessage `json:"items"`
+			NextCursor string            `json:"next_cursor"`
+		}
+		if err := c.Do(ctx, http.MethodGet, path, q, nil, &page); err != nil {
+			return err
+		}
+		items = append(items, page.Items...)
+		cursor = page.NextCursor
+		if cursor == "" || !lf.all {
+			break
+		}
+	}
+	if err := printItems(g.stdout, g.output, items, false, cols); err != nil {
+		return err
+	}
+	if cursor != "" && !lf.all {
+		fmt.Fprintf(g.stderr, "more: --cursor %s (or --all)\n", cursor)
+	}
+	return nil
+}
+
+// one performs a request answering one object and prints it.
+func (g *globals) one(ctx context.Context, method, path string, body any, cols []column) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	raw, err := c.Raw(ctx, method, path, nil, body, "")
+	if err != nil {
+		return err
+	}
+	return printItems(g.stdout, g.output, []json.RawMessage{raw}, true, cols)
+}

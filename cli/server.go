@@ -1,0 +1,153 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/httpapi"
+	"github.com/neocloud/neocloud/idempotency"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// Version is set at build time with -ldflags "-X …/cli.Version=…".
+var Version = "dev"
+
+func roleOf(s string) neocloud.Role { return neocloud.Role(s) }
+
+func printJSON(w io.Writer, v any) {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Fprintln(w, string(b))
+}
+
+// ServerOptions configure a server process.
+type ServerOptions struct {
+	Listen      string // HOST:PORT; port 0 picks a free one
+	DataDir     string // SQLite database directory
+	DatabaseURL string // postgres://… overrides DataDir
+	Bootstrap   string // NEOCLOUD_BOOTSTRAP_TOKEN
+	Logger      *slog.Logger
+}
+
+// Running is a started server.
+type Running struct {
+	URL   string
+	Token string // the first operator-admin secret, if created on this start
+	Store *sqlstore.DB
+	srv   *http.Server
+	done  chan struct{}
+	stop  context.CancelFunc
+}
+
+// StartServer opens the store, bootstraps the operator token, and serves
+// until Close.
+func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	target := o.DatabaseURL
+	if target == "" {
+		target = filepath.Join(o.DataDir, "neocloud.db")
+	}
+	db, err := sqlstore.Open(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	tenants := tenant.NewService(db)
+	secret, err := tenants.Bootstrap(ctx, o.Bootstrap)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	api := httpapi.New(httpapi.Config{
+		Tenants: tenants, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Logger: o.Logger, Version: Version,
+	})
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("listen %s: %w", o.Listen, err)
+	}
+	bg, stop := context.WithCancel(context.Background())
+	r := &Running{URL: "http://" + ln.Addr().String(), Token: secret, Store: db, done: make(chan struct{}), stop: stop,
+		srv: &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		defer close(r.done)
+		if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			o.Logger.Error("serve", "err", err)
+		}
+	}()
+	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
+	return r, nil
+}
+
+// purgeIdempotencyKeys forgets keys older than the retention, hourly.
+func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.Purge(ctx, time.Now().Add(-idempotency.Retention)); err != nil && ctx.Err() == nil {
+			log.Warn("purge idempotency keys", "err", err)
+		} else if n > 0 {
+			log.Info("purged idempotency keys", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops serving (finishing requests in flight) and closes the store.
+func (r *Running) Close() error {
+	r.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.srv.Shutdown(ctx)
+	<-r.done
+	return r.Store.Close()
+}
+
+func serverCmd(g *globals) *cobra.Command {
+	o := ServerOptions{}
+	cmd := &cobra.Command{Use: "server", Short: "Run the control-plane server", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o.Bootstrap = os.Getenv("NEOCLOUD_BOOTSTRAP_TOKEN")
+			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			r, err := StartServer(ctx, o)
+			if err != nil {
+				return err
+			}
+			store := "sqlite " + r.Store.Path
+			if r.Store.Dialect == sqlstore.Postgres {
+				store = "postgres"
+			}
+			fmt.Fprintf(g.stdout, "neocloud %s listening on %s (store: %s)\n", Version, r.URL, store)
+			if r.Token != "" {
+				fmt.Fprintf(g.stdout, "operator-admin token (shown once): %s\n", r.Token)
+			}
+			<-ctx.Done()
+			fmt.Fprintln(g.stdout, "shutting down")
+			return r.Close()
+		}}
+	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
+	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")
+	cmd.Flags().StringVar(&o.DatabaseURL, "database-url", os.Getenv("NEOCLOUD_DATABASE_URL"), "postgres://… to use PostgreSQL (NEOCLOUD_DATABASE_URL)")
+	return cmd
+}

@@ -1,0 +1,40 @@
+package httpapi
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus series. Labels are operation ids,
+// methods and status codes only: never tenant ids or other unbounded values.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neocloud_http_requests_total", Help: "HTTP requests by operation, method and status code.",
+	}, []string{"operation", "method", "code"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "neocloud_http_request_duration_seconds", Help: "HTTP request latency by operation and method.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"operation", "method"})
+	m.reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+func (m *metrics) observe(op, method string, status int, d time.Duration) {
+	if op == "" || strings.Contains(op, " ") { // unrouted: "GET /path" would be unbounded
+		op = "other"
+	}
+	m.requests.WithLabelValues(op, method, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(op, method).Observe(d.Seconds())
+}

@@ -1,0 +1,119 @@
+package sqlstore
+
+import (
+	"bufio"
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// migration is one numbered file. Its body is split into sections by lines
+// "-- dialect: all|sqlite|postgres"; a store runs the "all" sections and its
+// own, in file order, as one transaction.
+type migration struct {
+	version int
+	name    string
+	body    string
+}
+
+func loadMigrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, n := range names {
+		base := strings.TrimPrefix(n, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: migration %s: name must start with a number", base)
+		}
+		b, err := migrationFS.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: base, body: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("sqlstore: two migrations numbered %d", ms[i].version)
+		}
+	}
+	return ms, nil
+}
+
+// sqlFor returns the statements of m that apply to dialect d.
+func (m migration) sqlFor(d Dialect) string {
+	var out strings.Builder
+	keep := true
+	sc := bufio.NewScanner(strings.NewReader(m.body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "-- dialect:"); ok {
+			w := strings.TrimSpace(rest)
+			keep = w == "all" || w == string(d)
+			continue
+		}
+		if keep {
+			out.WriteString(line)
+			out.WriteByte('\n')
+		}
+	}
+	return out.String()
+}
+
+// migrate applies pending migrations. Several servers may start at once:
+// on PostgreSQL an advisory transaction lock serializes them, on SQLite the
+// IMMEDIATE transaction does.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	return db.InTx(ctx, func(ctx context.Context) error {
+		if db.Dialect == Postgres {
+			if _, err := db.exec(ctx, "SELECT pg_advisory_xact_lock(7311001)"); err != nil {
+				return fmt.Errorf("sqlstore: migration lock: %w", err)
+			}
+		}
+		if _, err := db.exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
+			return fmt.Errorf("sqlstore: schema_migrations: %w", err)
+		}
+		applied := map[int]bool{}
+		rows, err := db.query(ctx, "SELECT version FROM schema_migrations")
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return err
+			}
+			applied[v] = true
+		}
+		rows.Close()
+		for _, m := range ms {
+			if applied[m.version] {
+				continue
+			}
+			// Multi-statement text runs as one Exec; no placeholders here.
+			if _, err := db.q(ctx).ExecContext(ctx, m.sqlFor(db.Dialect)); err != nil {
+				return fmt.Errorf("sqlstore: migration %s: %w", m.name, err)
+			}
+			if _, err := db.exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", m.version, m.name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

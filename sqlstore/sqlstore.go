@@ -1,0 +1,294 @@
+// Package sqlstore is the store of record on SQLite (embedded, the default)
+// and PostgreSQL (several server replicas). One schema, one migration set
+// and one set of queries serve both; the few engine-specific spots branch
+// on Dialect. It implements the Store interfaces the domain packages
+// declare and translates driver errors into neocloud error kinds before they
+// leave.
+//
+// Transactions travel in the context: InTx begins one (IMMEDIATE on SQLite)
+// and every method called with that context joins it, so a request's effects,
+// its audit record and its idempotency record commit together or not at all.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/neocloud/neocloud"
+)
+
+// Dialect names the engine.
+type Dialect string
+
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is an open store. It is safe for concurrent use.
+type DB struct {
+	Dialect Dialect
+	// w runs write transactions; on SQLite it has a single connection so that
+	// writers queue in Go instead of spinning on SQLITE_BUSY.
+	w *sql.DB
+	// r serves reads outside transactions; on PostgreSQL it is w.
+	r *sql.DB
+
+	rebindMu sync.RWMutex
+	rebound  map[string]string
+
+	// Path is the SQLite file, empty on PostgreSQL.
+	Path string
+}
+
+// IsPostgresURL reports whether target names a PostgreSQL database.
+func IsPostgresURL(target string) bool {
+	return strings.HasPrefix(target, "postgres://") || strings.HasPrefix(target, "postgresql://")
+}
+
+// Open opens a store and applies the migrations. target is a postgres:// URL
+// or the path of a SQLite database file (its directory is created).
+func Open(ctx context.Context, target string) (*DB, error) {
+	var db *DB
+	var err error
+	if IsPostgresURL(target) {
+		db, err = openPostgres(target)
+	} else {
+		db, err = openSQLite(target)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func sqliteDSN(path string) string {
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_txlock=immediate"
+}
+
+func openSQLite(path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlstore: create data dir: %w", err)
+	}
+	w, err := sql.Open("sqlite", sqliteDSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", sqliteDSN(path))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	db := &DB{Dialect: SQLite, w: w, r: r, Path: path, rebound: map[string]string{}}
+	// Touch the writer first so the WAL switch happens before readers open.
+	if err := w.Ping(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func openPostgres(url string) (*DB, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: parse database url: %w", err)
+	}
+	// An acknowledged write must survive a crash.
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	cfg.RuntimeParams["timezone"] = "UTC"
+	w := stdlib.OpenDB(*cfg)
+	w.SetMaxOpenConns(32)
+	w.SetMaxIdleConns(32)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlstore: connect: %w", err)
+	}
+	return &DB{Dialect: Postgres, w: w, r: w, rebound: map[string]string{}}, nil
+}
+
+// Close closes the store. On SQLite it checkpoints the WAL first.
+func (db *DB) Close() error {
+	if db.Dialect == SQLite {
+		db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	}
+	err := db.w.Close()
+	if db.r != db.w {
+		if e := db.r.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.r.PingContext(ctx); err != nil {
+		return &neocloud.Error{Kind: neocloud.KindUnavailable, Message: "database unavailable", Err: err}
+	}
+	return nil
+}
+
+// RawDB returns the writer pool, for tests and maintenance tools that must
+// go around the store (e.g. to show the audit trigger refusing an UPDATE).
+func (db *DB) RawDB() *sql.DB { return db.w }
+
+type txKey struct{}
+
+// InTx runs fn in a write transaction carried by the context it is given.
+// If ctx already carries one, fn joins it. fn's error rolls back.
+func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(txKey{}).(*sql.Tx); ok {
+		return fn(ctx)
+	}
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return db.translate(fmt.Errorf("begin: %w", err))
+	}
+	if err := fn(context.WithValue(ctx, txKey{}, tx)); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return db.translate(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// q returns the context's transaction or the read pool.
+func (db *DB) q(ctx context.Context) querier {
+	if tx, ok := ctx.Value(txKey{}).(*sql.Tx); ok {
+		return tx
+	}
+	return db.r
+}
+
+// rebind turns ? placeholders into $n for PostgreSQL (cached per query).
+// Queries in this package never hold a literal '?'.
+func (db *DB) rebind(query string) string {
+	if db.Dialect != Postgres {
+		return query
+	}
+	db.rebindMu.RLock()
+	out, ok := db.rebound[query]
+	db.rebindMu.RUnlock()
+	if ok {
+		return out
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	out = b.String()
+	db.rebindMu.Lock()
+	db.rebound[query] = out
+	db.rebindMu.Unlock()
+	return out
+}
+
+func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := db.q(ctx).ExecContext(ctx, db.rebind(query), args...)
+	return res, db.translate(err)
+}
+
+func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := db.q(ctx).QueryContext(ctx, db.rebind(query), args...)
+	return rows, db.translate(err)
+}
+
+func (db *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return db.q(ctx).QueryRowContext(ctx, db.rebind(query), args...)
+}
+
+// write runs fn in the context's transaction, or in a new one.
+func (db *DB) write(ctx context.Context, fn func(ctx context.Context) error) error {
+	return db.InTx(ctx, fn)
+}
+
+// translate maps driver errors to neocloud kinds: unique and check
+// violations become Conflict and Invalid; a lost connection Unavailable.
+func (db *DB) translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ne *neocloud.Error
+	if errors.As(err, &ne) {
+		return err
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return &neocloud.Error{Kind: neocloud.KindConflict, Message: "already exists", Err: err}
+		case sqlite3.SQLITE_CONSTRAINT_CHECK, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY, sqlite3.SQLITE_CONSTRAINT_NOTNULL:
+			return &neocloud.Error{Kind: neocloud.KindInvalid, Message: "violates a constraint", Err: err}
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return &neocloud.Error{Kind: neocloud.KindUnavailable, Message: "database busy", Err: err}
+		}
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505":
+			return &neocloud.Error{Kind: neocloud.KindConflict, Message: "already exists", Err: err}
+		case "23514", "23503", "23502":
+			return &neocloud.Error{Kind: neocloud.KindInvalid, Message: "violates a constraint", Err: err}
+		case "40001", "40P01", "57P01", "57P03", "53300":
+			return &neocloud.Error{Kind: neocloud.KindUnavailable, Message: "database unavailable, retry", Err: err}
+		}
+		return err
+	}
+	if pgconn.SafeToRetry(err) || errors.Is(err, sql.ErrConnDone) {
+		return &neocloud.Error{Kind: neocloud.KindUnavailable, Message: "database unavailable", Err: err}
+	}
+	return err
+}
+
+// micros converts between time.Time and stored microseconds.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func nullMicros(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMicro()
+}

@@ -1,0 +1,224 @@
+package tenant
+
+import (
+	"context"
+	"time"
+	"unicode"
+
+	"github.com/neocloud/neocloud"
+)
+
+// Service applies the rules for tenants and tokens on top of a Store. Role
+// checks for whole routes happen in the transport; Service enforces the
+// object-level rules: which tenant a principal may see, which roles it may
+// grant. A foreign object answers NotFound, exactly like a missing one.
+type Service struct {
+	Store Store
+	Now   func() time.Time
+}
+
+// NewService returns a Service with the wall clock.
+func NewService(s Store) *Service { return &Service{Store: s, Now: time.Now} }
+
+func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
+
+// Create creates a tenant.
+func (s *Service) Create(ctx context.Context, in CreateInput) (Tenant, error) {
+	if err := in.Validate(); err != nil {
+		return Tenant{}, err
+	}
+	t := Tenant{ID: neocloud.NewID(neocloud.PrefixTenant), Name: in.Name, DisplayName: in.DisplayName, Internal: in.Internal, CreatedAt: s.now()}
+	if t.DisplayName == "" {
+		t.DisplayName = t.Name
+	}
+	if err := s.Store.CreateTenant(ctx, t); err != nil {
+		return Tenant{}, err
+	}
+	return t, nil
+}
+
+// Resolve finds a tenant by id or name, as p may see it.
+func (s *Service) Resolve(ctx context.Context, p neocloud.Principal, ref string) (Tenant, error) {
+	var (
+		t   Tenant
+		err error
+	)
+	if neocloud.HasPrefix(ref, neocloud.PrefixTenant) {
+		t, err = s.Store.Tenant(ctx, ref)
+	} else {
+		t, err = s.Store.TenantByName(ctx, ref)
+	}
+	if err != nil {
+		return Tenant{}, err
+	}
+	if !p.SeesTenant(t.ID) {
+		return Tenant{}, neocloud.NotFound("tenant", ref)
+	}
+	return t, nil
+}
+
+// List lists tenants; only operators may list (the transport enforces it).
+func (s *Service) List(ctx context.Context, f TenantFilter, pg neocloud.Page) ([]Tenant, error) {
+	if err := pg.Normalize(); err != nil {
+		return nil, err
+	}
+	return s.Store.Tenants(ctx, f, pg)
+}
+
+// CreateToken creates a token and returns it with its secret, which is never
+// shown again. Operator-admins grant any non-agent role; tenant-admins grant
+// tenant roles of their own tenant only.
+func (s *Service) CreateToken(ctx context.Context, p neocloud.Principal, in CreateTokenInput) (Token, string, error) {
+	if err := in.Validate(); err != nil {
+		return Token{}, "", err
+	}
+	if p.Role == neocloud.RoleTenantAdmin && !in.Role.Tenant() {
+		return Token{}, "", &neocloud.Error{Kind: neocloud.KindForbidden, Field: "body.role", Message: "a tenant-admin may grant only tenant roles"}
+	}
+	var tenantID string
+	if in.Tenant != "" {
+		t, err := s.Resolve(ctx, p, in.Tenant)
+		if err != nil {
+			if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+				return Token{}, "", neocloud.Invalid("body.tenant", "no tenant %q", in.Tenant)
+			}
+			return Token{}, "", err
+		}
+		tenantID = t.ID
+	}
+	secret := NewSecret()
+	tok := Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: in.Name, Role: in.Role, TenantID: tenantID,
+		Hint: Hint(secret), CreatedAt: s.now(), CreatedBy: p.TokenID}
+	if err := s.Store.CreateToken(ctx, tok, HashSecret(secret)); err != nil {
+		return Token{}, "", err
+	}
+	return tok, secret, nil
+}
+
+// scope narrows a token filter to what p may see.
+func scope(p neocloud.Principal, f TokenFilter) TokenFilter {
+	switch p.Role {
+	case neocloud.RoleTenantAdmin:
+		f.TenantID = p.TenantID
+	case neocloud.RoleTenantMember:
+		f.TenantID = p.TenantID
+		f.OnlyID = p.TokenID
+	}
+	return f
+}
+
+// Tokens lists the tokens p may see.
+func (s *Service) Tokens(ctx context.Context, p neocloud.Principal, f TokenFilter, pg neocloud.Page) ([]Token, error) {
+	if err := pg.Normalize(); err != nil {
+		return nil, err
+	}
+	if f.Role != "" && !f.Role.Valid() {
+		return nil, neocloud.Invalid("query.role", "unknown role %q", f.Role)
+	}
+	return s.Store.Tokens(ctx, scope(p, f), pg)
+}
+
+// Token returns one token p may see.
+func (s *Service) Token(ctx context.Context, p neocloud.Principal, id string) (Token, error) {
+	t, err := s.Store.Token(ctx, id)
+	if err != nil {
+		return Token{}, err
+	}
+	if !visible(p, t) {
+		return Token{}, neocloud.NotFound("token", id)
+	}
+	return t, nil
+}
+
+func visible(p neocloud.Principal, t Token) bool {
+	switch p.Role {
+	case neocloud.RoleOperatorAdmin, neocloud.RoleOperatorViewer:
+		return true
+	case neocloud.RoleTenantAdmin:
+		return t.TenantID != "" && t.TenantID == p.TenantID
+	case neocloud.RoleTenantMember:
+		return t.ID == p.TokenID
+	}
+	return false
+}
+
+// Revoke revokes a token p may see; it takes effect on the next request.
+// Revoking a revoked token is a conflict naming its state.
+func (s *Service) Revoke(ctx context.Context, p neocloud.Principal, id string) (Token, error) {
+	t, err := s.Token(ctx, p, id)
+	if err != nil {
+		return Token{}, err
+	}
+	if t.RevokedAt != nil {
+		return Token{}, neocloud.Conflict("revoked", "token %s is already revoked", id)
+	}
+	now := s.now()
+	if err := s.Store.RevokeToken(ctx, id, now); err != nil {
+		return Token{}, err
+	}
+	t.RevokedAt = &now
+	return t, nil
+}
+
+// Authenticate returns the principal for a bearer secret, or an
+// Unauthenticated error. It reads the store on every call, so a revocation
+// takes effect on the next request.
+func (s *Service) Authenticate(ctx context.Context, secret string) (neocloud.Principal, error) {
+	if secret == "" {
+		return neocloud.Principal{}, neocloud.Errorf(neocloud.KindUnauthenticated, "a bearer token is required")
+	}
+	t, err := s.Store.TokenByHash(ctx, HashSecret(secret))
+	if err != nil {
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+			return neocloud.Principal{}, neocloud.Errorf(neocloud.KindUnauthenticated, "the token is unknown or revoked")
+		}
+		return neocloud.Principal{}, err
+	}
+	return neocloud.Principal{TokenID: t.ID, Role: t.Role, TenantID: t.TenantID}, nil
+}
+
+// ValidBootstrapSecret reports whether s may be used as a bootstrap token:
+// at least 16 printable ASCII characters, no spaces.
+func ValidBootstrapSecret(s string) bool {
+	if len(s) < 16 {
+		return false
+	}
+	for _, r := range s {
+		if r > unicode.MaxASCII || !unicode.IsPrint(r) || r == ' ' {
+			return false
+		}
+	}
+	return true
+}
+
+// Bootstrap makes sure an operator-admin can sign in. With a bootstrap secret
+// it stores that secret's hash unless already stored (restarting with the
+// same value is a no-op); without one it creates an operator-admin token only
+// when none exists. It returns the new secret to print once, or "".
+func (s *Service) Bootstrap(ctx context.Context, bootstrapSecret string) (string, error) {
+	if bootstrapSecret != "" {
+		if !ValidBootstrapSecret(bootstrapSecret) {
+			return "", neocloud.Invalid("NEOCLOUD_BOOTSTRAP_TOKEN", "must be at least 16 printable characters without spaces")
+		}
+		h := HashSecret(bootstrapSecret)
+		if _, err := s.Store.TokenByHash(ctx, h); err == nil {
+			return "", nil
+		} else if neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			return "", err
+		}
+		tok := Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "bootstrap", Role: neocloud.RoleOperatorAdmin,
+			Hint: Hint(bootstrapSecret), CreatedAt: s.now(), CreatedBy: "bootstrap"}
+		return "", s.Store.CreateToken(ctx, tok, h)
+	}
+	ok, err := s.Store.HasOperatorAdmin(ctx)
+	if err != nil || ok {
+		return "", err
+	}
+	secret := NewSecret()
+	tok := Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "bootstrap", Role: neocloud.RoleOperatorAdmin,
+		Hint: Hint(secret), CreatedAt: s.now(), CreatedBy: "bootstrap"}
+	if err := s.Store.CreateToken(ctx, tok, HashSecret(secret)); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
