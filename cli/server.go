@@ -40,7 +40,10 @@ type ServerOptions struct {
 	DataDir     string // SQLite database directory
 	DatabaseURL string // postgres://… overrides DataDir
 	Bootstrap   string // NEOCLOUD_BOOTSTRAP_TOKEN
-	Logger      *slog.Logger
+	// IdempotencyLease: how long a request with an Idempotency-Key blocks
+	// retries with the same key before they may take it over.
+	IdempotencyLease time.Duration
+	Logger           *slog.Logger
 }
 
 // Running is a started server.
@@ -75,7 +78,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
-		Logger: o.Logger, Version: Version,
+		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease,
 	})
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -148,6 +151,7 @@ func serverCmd(g *globals) *cobra.Command {
 		}}
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")
+	cmd.Flags().DurationVar(&o.IdempotencyLease, "idempotency-lease", idempotency.DefaultLease, "how long a request with an Idempotency-Key blocks retries of that key (after a crash, retries wait this long)")
 	cmd.Flags().StringVar(&o.DatabaseURL, "database-url", os.Getenv("NEOCLOUD_DATABASE_URL"), "postgres://… to use PostgreSQL (NEOCLOUD_DATABASE_URL)")
 	return cmd
 }

@@ -52,6 +52,8 @@ func problemType(status int) string {
 		return "urn:neocloud:problem:conflict"
 	case 413:
 		return "urn:neocloud:problem:too-large"
+	case 415:
+		return "urn:neocloud:problem:unsupported-media-type"
 	case 422:
 		return "urn:neocloud:problem:invalid"
 	case 429:
@@ -80,7 +82,7 @@ func init() {
 			}
 			var d huma.ErrorDetailer
 			if errors.As(e, &d) {
-				p.Errors = append(p.Errors, d.ErrorDetail())
+				p.Errors = append(p.Errors, namedField(d.ErrorDetail()))
 			} else {
 				p.Errors = append(p.Errors, &huma.ErrorDetail{Message: e.Error()})
 			}
@@ -90,6 +92,17 @@ func init() {
 		}
 		return p
 	}
+}
+
+// namedField moves the name of a missing required property into the
+// location, so that the error names the field ("body.name", not "body").
+func namedField(d *huma.ErrorDetail) *huma.ErrorDetail {
+	const pre, post = "expected required property ", " to be present"
+	if name, ok := strings.CutPrefix(d.Message, pre); ok && strings.HasSuffix(name, post) {
+		d.Location += "." + strings.TrimSuffix(name, post)
+		d.Message = "is required"
+	}
+	return d
 }
 
 // statusOf maps an error kind to its HTTP status: the one place that does.

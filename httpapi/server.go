@@ -47,6 +47,9 @@ type Config struct {
 	Logger      *slog.Logger
 	Now         func() time.Time
 	Version     string
+	// IdempotencyLease bounds how long a request holding an Idempotency-Key
+	// blocks retries with that key (idempotency.DefaultLease if zero).
+	IdempotencyLease time.Duration
 }
 
 // Server serves the API. Build it with New; it is safe for concurrent use.
@@ -65,6 +68,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.IdempotencyLease == 0 {
+		cfg.IdempotencyLease = idempotency.DefaultLease
 	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"
@@ -281,7 +287,7 @@ func (s *Server) transact(next http.Handler) http.Handler {
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			e, claimed, err := s.cfg.Idempotency.Claim(ctx, scope, key, idempotency.Hash(r.Method, r.URL.RequestURI(), body), s.cfg.Now())
+			e, claimed, err := s.cfg.Idempotency.Claim(ctx, scope, key, idempotency.Hash(r.Method, r.URL.RequestURI(), body), s.cfg.Now(), s.cfg.IdempotencyLease)
 			if err != nil {
 				writeProblem(w, problemFor(err))
 				return

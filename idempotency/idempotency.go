@@ -15,10 +15,11 @@ import (
 // Retention is how long keys are kept, at least.
 const Retention = 7 * 24 * time.Hour
 
-// Lease is how long a claim stays in flight before another request with the
-// same key may take it over (its first holder having died with nothing
-// committed: effects and the stored response commit together).
-const Lease = 30 * time.Second
+// DefaultLease is how long a claim stays in flight before another request
+// with the same key may take it over: its first holder has then died or
+// given up with nothing committed, since effects and the stored response
+// commit together.
+const DefaultLease = 30 * time.Second
 
 // Entry is a stored key.
 type Entry struct {
@@ -33,8 +34,9 @@ type Entry struct {
 type Store interface {
 	// Claim marks (scope, key) in flight for the request with hash h and
 	// returns claimed=true, or returns the existing entry. An in-flight entry
-	// whose lease ran out is taken over (claimed=true).
-	Claim(ctx context.Context, scope, key, h string, now time.Time) (e Entry, claimed bool, err error)
+	// whose lease ran out is taken over (claimed=true). The claim holds until
+	// now+lease.
+	Claim(ctx context.Context, scope, key, h string, now time.Time, lease time.Duration) (e Entry, claimed bool, err error)
 	// Finish stores the response; call it in the request's transaction.
 	Finish(ctx context.Context, scope, key string, status int, contentType string, body []byte) error
 	// Release forgets an in-flight key so that the request may be retried.

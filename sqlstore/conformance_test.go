@@ -225,22 +225,22 @@ func TestIdempotencyStore(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
 		s := db.Idempotency()
-		e, claimed, err := s.Claim(ctx, "operator", "k1", "h1", t0)
+		e, claimed, err := s.Claim(ctx, "operator", "k1", "h1", t0, time.Minute)
 		if err != nil || !claimed {
 			t.Fatalf("first claim: claimed=%v err=%v", claimed, err)
 		}
-		e, claimed, err = s.Claim(ctx, "operator", "k1", "h1", t0.Add(time.Second))
+		e, claimed, err = s.Claim(ctx, "operator", "k1", "h1", t0.Add(time.Second), time.Minute)
 		if err != nil || claimed || e.Done {
 			t.Fatalf("second claim while in flight: claimed=%v done=%v err=%v", claimed, e.Done, err)
 		}
 		// Another scope has its own keys.
-		if _, claimed, _ := s.Claim(ctx, "tnt_a", "k1", "h9", t0); !claimed {
+		if _, claimed, _ := s.Claim(ctx, "tnt_a", "k1", "h9", t0, time.Minute); !claimed {
 			t.Error("same key in another scope was not claimable")
 		}
 		if err := s.Finish(ctx, "operator", "k1", 201, "application/json", []byte(`{"id":"x"}`)); err != nil {
 			t.Fatal(err)
 		}
-		e, claimed, err = s.Claim(ctx, "operator", "k1", "h1", t0.Add(time.Hour))
+		e, claimed, err = s.Claim(ctx, "operator", "k1", "h1", t0.Add(time.Hour), time.Minute)
 		if err != nil || claimed {
 			t.Fatalf("claim after finish: claimed=%v err=%v", claimed, err)
 		}
@@ -257,15 +257,15 @@ func TestIdempotencyStore(t *testing.T) {
 			t.Errorf("stored response (-want +got):\n%s", diff)
 		}
 		// An abandoned claim is taken over after its lease.
-		s.Claim(ctx, "operator", "k2", "h2", t0)
-		if _, claimed, _ := s.Claim(ctx, "operator", "k2", "h2", t0.Add(time.Hour)); !claimed {
+		s.Claim(ctx, "operator", "k2", "h2", t0, time.Minute)
+		if _, claimed, _ := s.Claim(ctx, "operator", "k2", "h2", t0.Add(time.Hour), time.Minute); !claimed {
 			t.Error("expired in-flight claim was not taken over")
 		}
 		// Release lets a retry claim again at once.
 		if err := s.Release(ctx, "operator", "k2"); err != nil {
 			t.Fatal(err)
 		}
-		if _, claimed, _ := s.Claim(ctx, "operator", "k2", "h2", t0.Add(time.Hour)); !claimed {
+		if _, claimed, _ := s.Claim(ctx, "operator", "k2", "h2", t0.Add(time.Hour), time.Minute); !claimed {
 			t.Error("released key was not claimable")
 		}
 		// k1 in both scopes was created at t0; k2 was claimed anew an hour later.

@@ -13,14 +13,14 @@ type Idempotency struct{ db *DB }
 // Idempotency returns the idempotency key store.
 func (db *DB) Idempotency() idempotency.Store { return Idempotency{db} }
 
-func (s Idempotency) Claim(ctx context.Context, scope, key, h string, now time.Time) (idempotency.Entry, bool, error) {
+func (s Idempotency) Claim(ctx context.Context, scope, key, h string, now time.Time, lease time.Duration) (idempotency.Entry, bool, error) {
 	db := s.db
 	var e idempotency.Entry
 	claimed := false
 	err := db.write(ctx, func(ctx context.Context) error {
 		res, err := db.exec(ctx, `INSERT INTO idempotency_keys (scope, key, request_hash, state, created_at, locked_until)
 			VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT (scope, key) DO NOTHING`,
-			scope, key, h, micros(now), micros(now.Add(idempotency.Lease)))
+			scope, key, h, micros(now), micros(now.Add(lease)))
 		if err != nil {
 			return err
 		}
@@ -39,7 +39,7 @@ func (s Idempotency) Claim(ctx context.Context, scope, key, h string, now time.T
 		e.Body = []byte(body)
 		if !e.Done && e.RequestHash == h && locked < micros(now) {
 			res, err := db.exec(ctx, `UPDATE idempotency_keys SET locked_until = ? WHERE scope = ? AND key = ? AND state = 'in_flight' AND locked_until = ?`,
-				micros(now.Add(idempotency.Lease)), scope, key, locked)
+				micros(now.Add(lease)), scope, key, locked)
 			if err != nil {
 				return err
 			}

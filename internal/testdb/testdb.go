@@ -86,4 +86,3 @@ func Each(t *testing.T, fn func(t *testing.T, db *sqlstore.DB)) {
 
 // Raw opens a plain connection to the same database, around the store.
 func Raw(db *sqlstore.DB) *sql.DB { return db.RawDB() }
-

@@ -1,0 +1,156 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/httpapi"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// env is a server on a loopback port over a real store, with an operator
+// and two tenants (a and b), each with an admin and a member token.
+type env struct {
+	t       *testing.T
+	db      *sqlstore.DB
+	api     *httpapi.Server
+	url     string
+	tenants *tenant.Service
+	secrets map[string]string // "operator-admin", "a/tenant-admin", …
+	tokIDs  map[string]string
+	a, b    tenant.Tenant
+}
+
+func newEnv(t *testing.T, db *sqlstore.DB) *env {
+	t.Helper()
+	ts := tenant.NewService(db)
+	api := httpapi.New(httpapi.Config{Tenants: ts, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, secrets: map[string]string{}, tokIDs: map[string]string{}}
+	ctx := context.Background()
+	op := neocloud.Principal{TokenID: "tok_setup", Role: neocloud.RoleOperatorAdmin}
+	var err error
+	if e.a, err = ts.Create(ctx, tenant.CreateInput{Name: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if e.b, err = ts.Create(ctx, tenant.CreateInput{Name: "tenant-b"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []neocloud.Role{neocloud.RoleOperatorAdmin, neocloud.RoleOperatorViewer} {
+		tok, sec, err := ts.CreateToken(ctx, op, tenant.CreateTokenInput{Name: "op", Role: r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.secrets[string(r)], e.tokIDs[string(r)] = sec, tok.ID
+	}
+	for _, tn := range []tenant.Tenant{e.a, e.b} {
+		for _, r := range []neocloud.Role{neocloud.RoleTenantAdmin, neocloud.RoleTenantMember} {
+			tok, sec, err := ts.CreateToken(ctx, op, tenant.CreateTokenInput{Name: "fixture", Role: r, Tenant: tn.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := tn.Name[len(tn.Name)-1:] + "/" + string(r)
+			e.secrets[k], e.tokIDs[k] = sec, tok.ID
+		}
+	}
+	// Agent credentials are issued at join; make one directly.
+	sec := tenant.NewSecret()
+	agent := tenant.Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "agent", Role: neocloud.RoleAgent, Hint: tenant.Hint(sec), CreatedBy: "test"}
+	if err := db.CreateToken(ctx, agent, tenant.HashSecret(sec)); err != nil {
+		t.Fatal(err)
+	}
+	e.secrets["agent"], e.tokIDs["agent"] = sec, agent.ID
+	return e
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("answer is not a JSON object: %v: %s", err, r.body)
+	}
+	return m
+}
+
+// do sends a request with the given secret ("" for none) and headers.
+func (e *env) do(method, path, secret string, body any, hdr ...string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{res.StatusCode, res.Header, b}
+}
+
+// state is a comparable snapshot of everything the API can change, except
+// the audit trail (which every request may append to).
+func (e *env) state() string {
+	e.t.Helper()
+	var b strings.Builder
+	for _, q := range []string{
+		`SELECT id || name || display_name FROM tenants ORDER BY id`,
+		`SELECT id || name || role || COALESCE(tenant_id, '') || COALESCE(CAST(revoked_at AS TEXT), '-') FROM tokens ORDER BY id`,
+	} {
+		rows, err := e.db.RawDB().Query(q)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for rows.Next() {
+			var s string
+			rows.Scan(&s)
+			b.WriteString(s + "\n")
+		}
+		rows.Close()
+	}
+	return b.String()
+}
+
+func (e *env) auditCount() int {
+	e.t.Helper()
+	var n int
+	if err := e.db.RawDB().QueryRow(`SELECT COUNT(*) FROM audit`).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,211 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+const (
+	OA = neocloud.RoleOperatorAdmin
+	OV = neocloud.RoleOperatorViewer
+	TA = neocloud.RoleTenantAdmin
+	TM = neocloud.RoleTenantMember
+	AG = neocloud.RoleAgent
+)
+
+// rolesTable is the roles table of ARCHITECTURE.md, written out by hand for
+// every operation: who may call it at all. Tenant roles reach only their own
+// tenant's objects; a foreign one answers 404.
+var rolesTable = map[string][]neocloud.Role{
+	"get-me":        {OA, OV, TA, TM, AG},
+	"create-tenant": {OA},
+	"list-tenants":  {OA, OV},
+	"get-tenant":    {OA, OV, TA, TM},
+	"create-token":  {OA, TA},
+	"list-tokens":   {OA, OV, TA, TM},
+	"get-token":     {OA, OV, TA, TM},
+	"revoke-token":  {OA, TA, TM},
+	"list-audit":    {OA, OV, TA},
+	"verify-audit":  {OA, OV},
+}
+
+type operation struct{ id, method, path string }
+
+func operations(e *env) []operation {
+	var ops []operation
+	for path, item := range e.api.OpenAPI().Paths {
+		for _, x := range []struct {
+			method string
+			op     *huma.Operation
+		}{{"GET", item.Get}, {"POST", item.Post}, {"PUT", item.Put}, {"PATCH", item.Patch}, {"DELETE", item.Delete}} {
+			if x.op != nil {
+				ops = append(ops, operation{x.op.OperationID, x.method, path})
+			}
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].id < ops[j].id })
+	return ops
+}
+
+// caller is one principal of the matrix.
+type caller struct {
+	name   string // key into env.secrets, or "anonymous"
+	role   neocloud.Role
+	tenant string // "a" or "" for callers without a tenant
+}
+
+var callers = []caller{
+	{"anonymous", "", ""},
+	{"operator-admin", OA, ""},
+	{"operator-viewer", OV, ""},
+	{"a/tenant-admin", TA, "a"},
+	{"a/tenant-member", TM, "a"},
+	{"agent", AG, ""},
+}
+
+// request builds the request for op made by c against its own ("own") or
+// another tenant's ("foreign") objects. For tenant callers, own means tenant
+// a and foreign tenant b; operators see both.
+func (e *env) request(t *testing.T, op operation, c caller, target string, n int) (method, path string, body any, secret string) {
+	t.Helper()
+	secret = e.secrets[c.name]
+	ten := e.a
+	if target == "foreign" {
+		ten = e.b
+	}
+	ctx := context.Background()
+	opP := neocloud.Principal{TokenID: "tok_setup", Role: OA}
+	fresh := func(role neocloud.Role) tenant.Token {
+		tok, sec, err := e.tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "victim", Role: role, Tenant: ten.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.role == TM && target == "own" {
+			secret = sec // a member's own token is itself
+		}
+		return tok
+	}
+	path = op.path
+	switch op.id {
+	case "get-me", "list-tenants", "list-audit", "verify-audit":
+	case "list-tokens":
+		path += "?tenant=" + ten.Name
+	case "create-tenant":
+		body = map[string]any{"name": fmt.Sprintf("new-%d", n)}
+	case "get-tenant":
+		path = strings.Replace(path, "{tenant}", ten.Name, 1)
+	case "create-token":
+		body = map[string]any{"name": "made", "role": "tenant-member", "tenant": ten.Name}
+	case "get-token":
+		var id string
+		if target == "foreign" {
+			id = e.tokIDs["b/tenant-admin"]
+		} else if c.role == TM {
+			id = e.tokIDs["a/tenant-member"]
+		} else {
+			id = e.tokIDs["a/tenant-admin"]
+		}
+		path = strings.Replace(path, "{token}", id, 1)
+	case "revoke-token":
+		path = strings.Replace(path, "{token}", fresh(TM).ID, 1)
+	default:
+		t.Fatalf("operation %s has no request in the matrix: add one", op.id)
+	}
+	return op.method, path, body, secret
+}
+
+// TestRoleMatrix calls every route of the OpenAPI document as every role,
+// against own and foreign objects, and checks the status, that a denied
+// request changes nothing and leaves one audit record, and that no answer to
+// a tenant caller mentions the other tenant.
+func TestRoleMatrix(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		foreignIDs := []string{e.b.ID, e.b.Name, e.tokIDs["b/tenant-admin"], e.tokIDs["b/tenant-member"]}
+		ops := operations(e)
+		if len(ops) != len(rolesTable) {
+			t.Errorf("OpenAPI has %d operations, the roles table %d: keep them equal", len(ops), len(rolesTable))
+		}
+		n := 0
+		for _, op := range ops {
+			allowed, ok := rolesTable[op.id]
+			if !ok {
+				t.Errorf("operation %s (%s %s) is missing from the roles table", op.id, op.method, op.path)
+				continue
+			}
+			for _, c := range callers {
+				for _, target := range []string{"own", "foreign"} {
+					n++
+					name := fmt.Sprintf("%s/%s/%s", op.id, c.name, target)
+					method, path, body, secret := e.request(t, op, c, target, n)
+					before, auditBefore := e.state(), e.auditCount()
+					r := e.do(method, path, secret, body)
+
+					isAllowed := false
+					for _, a := range allowed {
+						isAllowed = isAllowed || a == c.role
+					}
+					scoped := strings.Contains(op.path, "{") || op.id == "create-token"
+					var want int
+					switch {
+					case c.role == "":
+						want = 401
+					case !isAllowed:
+						want = 403
+					case c.role.Tenant() && target == "foreign" && scoped:
+						want = 404
+						if op.id == "create-token" {
+							want = 422 // the body names a tenant it cannot see: "no tenant"
+						}
+					default:
+						want = 200
+					}
+					got := r.status
+					if got == 201 {
+						got = 200
+					}
+					if got != want {
+						t.Errorf("%s: status %d, want %d: %.300s", name, r.status, want, r.body)
+						continue
+					}
+					denied := want >= 400
+					if denied {
+						if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+							t.Errorf("%s: Content-Type %q, want application/problem+json", name, ct)
+						}
+						if after := e.state(); after != before {
+							t.Errorf("%s: a denied request changed state:\nbefore:\n%s\nafter:\n%s", name, before, after)
+						}
+						if d := e.auditCount() - auditBefore; d != 1 {
+							t.Errorf("%s: denied request left %d audit records, want 1", name, d)
+						}
+					} else if method != http.MethodGet {
+						if d := e.auditCount() - auditBefore; d != 1 {
+							t.Errorf("%s: mutation left %d audit records, want 1", name, d)
+						}
+					}
+					if c.role.Tenant() {
+						sent := path + fmt.Sprint(body)
+						for _, id := range foreignIDs {
+							// An answer may echo what the caller sent; nothing else of b.
+							if strings.Contains(string(r.body), id) && !strings.Contains(sent, id) {
+								t.Errorf("%s: answer to tenant a mentions tenant b's %s: %s", name, id, r.body)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}
