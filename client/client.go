@@ -26,8 +26,9 @@ type Client struct {
 	BaseURL string
 	Token   string
 	HTTP    *http.Client
-	// Retries is how many times a mutating request is retried (with the same
-	// Idempotency-Key) after a network error or a 503. Default 3.
+	// Retries is how many times a request is retried (a mutating one with
+	// the same Idempotency-Key) after a network error, a 503 or a 409 for a
+	// key still in flight. New sets 3.
 	Retries int
 }
 
@@ -156,8 +157,8 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 }
 
 func (c *Client) retries() int {
-	if c.Retries == 0 {
-		return 3
+	if c.Retries < 0 {
+		return 0
 	}
 	return c.Retries
 }

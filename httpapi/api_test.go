@@ -2,7 +2,10 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
 )
 
 func tenantCount(t *testing.T, e *env) int {
@@ -275,4 +279,53 @@ func TestListPagination(t *testing.T) {
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("paged names (-want +got):\n%s", diff)
 	}
+}
+
+func TestTenantAdminGrantsOnlyTenantRoles(t *testing.T) {
+	e := newEnv(t, testdb.SQLite(t))
+	ta := e.secrets["a/tenant-admin"]
+	if r := e.do("POST", "/v1/tokens", ta, `{"name":"sneaky","role":"operator-admin"}`); r.status != 403 {
+		t.Errorf("tenant-admin granting operator-admin: %d %s, want 403", r.status, r.body)
+	}
+	r := e.do("POST", "/v1/tokens", ta, `{"name":"helper","role":"tenant-member"}`)
+	if r.status != 201 || r.json(t)["tenant_id"] != e.a.ID {
+		t.Errorf("tenant-admin granting a member of its own tenant (tenant implied): %d %s", r.status, r.body)
+	}
+}
+
+// FuzzCreateTenantBody sends arbitrary bodies: never a 5xx, never a change
+// unless the answer is 201.
+func FuzzCreateTenantBody(f *testing.F) {
+	for _, s := range []string{`{"name":"ok-name"}`, `{"name": `, `[]`, `{"name":1}`, `{"name":"a","x":1}`, "\x00"} {
+		f.Add(s)
+	}
+	db := testdb.SQLite(f)
+	ts := tenant.NewService(db)
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Tenants: ts, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping}).Handler())
+	defer srv.Close()
+	secret, err := ts.Bootstrap(context.Background(), "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	count := func() (n int) {
+		db.RawDB().QueryRow(`SELECT COUNT(*) FROM tenants`).Scan(&n)
+		return n
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		before := count()
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/tenants", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode >= 500 {
+			t.Fatalf("body %q: status %d", body, res.StatusCode)
+		}
+		if res.StatusCode != 201 && count() != before {
+			t.Fatalf("body %q: answered %d but changed state", body, res.StatusCode)
+		}
+	})
 }

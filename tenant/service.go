@@ -69,6 +69,9 @@ func (s *Service) List(ctx context.Context, f TenantFilter, pg neocloud.Page) ([
 // shown again. Operator-admins grant any non-agent role; tenant-admins grant
 // tenant roles of their own tenant only.
 func (s *Service) CreateToken(ctx context.Context, p neocloud.Principal, in CreateTokenInput) (Token, string, error) {
+	if p.Role.Tenant() && in.Tenant == "" && in.Role.Tenant() {
+		in.Tenant = p.TenantID // a tenant-admin grants within its own tenant
+	}
 	if err := in.Validate(); err != nil {
 		return Token{}, "", err
 	}

@@ -1,0 +1,127 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/neocloud/neocloud/cli"
+)
+
+// run runs the CLI in-process and returns stdout, stderr and the exit code.
+func run(t *testing.T, url, token string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := cli.Main(append([]string{"--server", url, "--token", token}, args...), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func startServer(t *testing.T) *cli.Running {
+	t.Helper()
+	r, err := cli.StartServer(context.Background(), cli.ServerOptions{
+		Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if !strings.HasPrefix(r.Token, "nct_") {
+		t.Fatalf("first start printed no operator-admin token: %q", r.Token)
+	}
+	return r
+}
+
+func TestCLITenantsTokensAudit(t *testing.T) {
+	srv := startServer(t)
+	op := srv.Token
+
+	out, errOut, code := run(t, srv.URL, op, "tenant", "create", "acme", "--display-name", "Acme AI")
+	if code != 0 || !strings.Contains(out, "acme") || !strings.Contains(out, "Acme AI") {
+		t.Fatalf("tenant create: %d %q %q", code, out, errOut)
+	}
+	// A duplicate is refused with the field and exit 1.
+	_, errOut, code = run(t, srv.URL, op, "tenant", "create", "acme")
+	if code != 1 || !strings.Contains(errOut, "body.name") || !strings.Contains(errOut, "conflict") {
+		t.Errorf("duplicate tenant: exit %d, stderr %q", code, errOut)
+	}
+	// json prints exactly the API's objects.
+	out, _, _ = run(t, srv.URL, op, "tenant", "list", "-o", "json")
+	var tenants []map[string]any
+	if err := json.Unmarshal([]byte(out), &tenants); err != nil || len(tenants) != 1 || tenants[0]["name"] != "acme" {
+		t.Errorf("tenant list -o json = %q (%v)", out, err)
+	}
+	out, _, _ = run(t, srv.URL, op, "tenant", "show", "acme", "-o", "json")
+	var one map[string]any
+	if err := json.Unmarshal([]byte(out), &one); err != nil || one["id"] != tenants[0]["id"] {
+		t.Errorf("tenant show -o json = %q", out)
+	}
+
+	out, _, code = run(t, srv.URL, op, "token", "create", "acme-admin", "--role", "tenant-admin", "--tenant", "acme", "-o", "json")
+	var tok map[string]any
+	if err := json.Unmarshal([]byte(out), &tok); code != 0 || err != nil || !strings.HasPrefix(tok["secret"].(string), "nct_") {
+		t.Fatalf("token create: %d %q", code, out)
+	}
+	secret := tok["secret"].(string)
+	// The tenant-admin sees its tenant and its tokens, never the list of tenants.
+	if out, _, code := run(t, srv.URL, secret, "tenant", "show", "acme"); code != 0 || !strings.Contains(out, "acme") {
+		t.Errorf("tenant-admin tenant show: %d %q", code, out)
+	}
+	if _, errOut, code := run(t, srv.URL, secret, "tenant", "list"); code != 1 || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("tenant-admin tenant list: %d %q, want forbidden", code, errOut)
+	}
+	out, _, _ = run(t, srv.URL, op, "token", "list", "--tenant", "acme", "-o", "csv")
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil || len(rows) != 2 || rows[0][0] != "id" || rows[1][0] != tok["id"] {
+		t.Errorf("token list -o csv = %q (%v)", out, err)
+	}
+	if _, errOut, code := run(t, srv.URL, op, "token", "revoke", tok["id"].(string)); code != 0 {
+		t.Errorf("token revoke: %d %q", code, errOut)
+	}
+	if _, errOut, code := run(t, srv.URL, secret, "tenant", "show", "acme"); code != 1 || !strings.Contains(errOut, "unauthenticated") {
+		t.Errorf("revoked token: %d %q, want unauthenticated", code, errOut)
+	}
+
+	out, _, code = run(t, srv.URL, op, "audit", "list", "--action", "create-tenant")
+	if code != 0 || !strings.Contains(out, "create-tenant") || !strings.Contains(out, "ok") || !strings.Contains(out, "failed") {
+		t.Errorf("audit list: %d %q", code, out)
+	}
+	out, errOut, code = run(t, srv.URL, op, "audit", "verify")
+	if code != 0 || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("audit verify: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := run(t, srv.URL, op, "audit", "list", "--since", "yesterday"); code != 1 || !strings.Contains(errOut, "RFC 3339") {
+		t.Errorf("bad --since: %d %q", code, errOut)
+	}
+}
+
+func TestBootstrapTokenIsIdempotent(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "operator-chosen-secret-0001"
+	for i := 0; i < 2; i++ {
+		r, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: dir, Bootstrap: secret,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Token != "" {
+			t.Errorf("start %d printed a generated token although a bootstrap token was given", i)
+		}
+		out, errOut, code := run(t, r.URL, secret, "token", "list", "-o", "json")
+		var toks []map[string]any
+		json.Unmarshal([]byte(out), &toks)
+		if code != 0 || len(toks) != 1 {
+			t.Errorf("start %d: %d tokens (%q %q), want exactly the bootstrap one", i, len(toks), out, errOut)
+		}
+		r.Close()
+	}
+	if _, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Bootstrap: "short"}); err == nil {
+		t.Error("a 5-character bootstrap token was accepted")
+	}
+}
