@@ -19,7 +19,7 @@ import (
 // env is a server on a loopback port over a real store, with an operator
 // and two tenants (a and b), each with an admin and a member token.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	db      *sqlstore.DB
 	api     *httpapi.Server
 	url     string
@@ -29,7 +29,9 @@ type env struct {
 	a, b    tenant.Tenant
 }
 
-func newEnv(t *testing.T, db *sqlstore.DB) *env {
+func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }
+
+func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	t.Helper()
 	ts := tenant.NewService(db)
 	api := httpapi.New(httpapi.Config{Tenants: ts, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
@@ -78,7 +80,7 @@ type resp struct {
 	body   []byte
 }
 
-func (r resp) json(t *testing.T) map[string]any {
+func (r resp) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
