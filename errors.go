@@ -31,6 +31,15 @@ type Error struct {
 	State   string
 	Message string
 	Err     error
+	// Details lists every fault when there are several (a document with many
+	// bad fields); Field and Message then describe the first.
+	Details []FieldError
+}
+
+// FieldError is one fault of an input: where and what.
+type FieldError struct {
+	Field   string
+	Message string
 }
 
 func (e *Error) Error() string {

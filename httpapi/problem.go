@@ -148,6 +148,12 @@ func problemFor(err error) *Problem {
 		p.Detail = ne.Field + ": " + ne.Message
 		p.Errors = []*huma.ErrorDetail{{Location: ne.Field, Message: ne.Message}}
 	}
+	if len(ne.Details) > 0 {
+		p.Errors = p.Errors[:0]
+		for _, d := range ne.Details {
+			p.Errors = append(p.Errors, &huma.ErrorDetail{Location: d.Field, Message: d.Message})
+		}
+	}
 	if ne.State != "" {
 		p.CurrentState = ne.State
 		if !strings.Contains(p.Detail, ne.State) {

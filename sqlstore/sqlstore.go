@@ -155,24 +155,47 @@ func (db *DB) RawDB() *sql.DB { return db.w }
 
 type txKey struct{}
 
+// txState is the transaction a context carries and the work deferred until
+// it commits.
+type txState struct {
+	tx    *sql.Tx
+	after []func()
+}
+
 // InTx runs fn in a write transaction carried by the context it is given.
-// If ctx already carries one, fn joins it. fn's error rolls back.
+// If ctx already carries one, fn joins it. fn's error rolls back; after a
+// commit the functions registered with AfterCommit run, in order.
 func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
-	if _, ok := ctx.Value(txKey{}).(*sql.Tx); ok {
+	if _, ok := ctx.Value(txKey{}).(*txState); ok {
 		return fn(ctx)
 	}
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return db.translate(fmt.Errorf("begin: %w", err))
 	}
-	if err := fn(context.WithValue(ctx, txKey{}, tx)); err != nil {
+	st := &txState{tx: tx}
+	if err := fn(context.WithValue(ctx, txKey{}, st)); err != nil {
 		tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return db.translate(fmt.Errorf("commit: %w", err))
 	}
+	for _, f := range st.after {
+		f()
+	}
 	return nil
+}
+
+// AfterCommit defers fn until the context's transaction commits (it never
+// runs if it rolls back); without a transaction fn runs at once. In-memory
+// state that mirrors the database is updated this way.
+func (db *DB) AfterCommit(ctx context.Context, fn func()) {
+	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+		st.after = append(st.after, fn)
+		return
+	}
+	fn()
 }
 
 type querier interface {
@@ -183,8 +206,8 @@ type querier interface {
 
 // q returns the context's transaction or the read pool.
 func (db *DB) q(ctx context.Context) querier {
-	if tx, ok := ctx.Value(txKey{}).(*sql.Tx); ok {
-		return tx
+	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+		return st.tx
 	}
 	return db.r
 }

@@ -1,0 +1,167 @@
+// Package fleet owns what the control plane knows of its hardware: sites
+// with their topology and other hierarchies (power, cooling), SKUs, nodes
+// and their GPUs. A node has three separate axes — lifecycle, health and a
+// cordon flag — and a spare flag; whether it is in use is derived from
+// allocations, never stored here. The package parses and validates site
+// specs, generates Colossus-shaped ones, computes what applying a spec
+// changes, and keeps the in-memory snapshot that fast reads (and the placer)
+// use. It holds no SQL and no HTTP.
+package fleet
+
+import (
+	"time"
+
+	"github.com/neocloud/neocloud"
+)
+
+// ID prefixes of fleet objects.
+const (
+	PrefixSite = "site_"
+	PrefixNode = "node_"
+)
+
+// Lifecycle is where a node is in its life. Transitions go through
+// Transition only.
+type Lifecycle string
+
+const (
+	LifecycleProvisioning Lifecycle = "provisioning"
+	LifecycleBurnIn       Lifecycle = "burn_in"
+	LifecycleAvailable    Lifecycle = "available"
+	LifecycleMaintenance  Lifecycle = "maintenance"
+	LifecycleRepair       Lifecycle = "repair"
+	LifecycleSanitizing   Lifecycle = "sanitizing"
+	LifecycleRetired      Lifecycle = "retired"
+)
+
+// Lifecycles lists every lifecycle state.
+var Lifecycles = []Lifecycle{LifecycleProvisioning, LifecycleBurnIn, LifecycleAvailable, LifecycleMaintenance, LifecycleRepair, LifecycleSanitizing, LifecycleRetired}
+
+// transitions is the lifecycle state machine: the states each state may move
+// to. A node returns to service after repair only through burn-in and
+// sanitizing; retired is left only when a spec admits the node again.
+var transitions = map[Lifecycle][]Lifecycle{
+	LifecycleProvisioning: {LifecycleBurnIn, LifecycleAvailable, LifecycleRepair, LifecycleRetired},
+	LifecycleBurnIn:       {LifecycleAvailable, LifecycleSanitizing, LifecycleRepair, LifecycleRetired},
+	LifecycleAvailable:    {LifecycleMaintenance, LifecycleRepair, LifecycleSanitizing, LifecycleRetired},
+	LifecycleMaintenance:  {LifecycleAvailable, LifecycleBurnIn, LifecycleRepair, LifecycleSanitizing, LifecycleRetired},
+	LifecycleRepair:       {LifecycleBurnIn, LifecycleMaintenance, LifecycleRetired},
+	LifecycleSanitizing:   {LifecycleAvailable, LifecycleRepair, LifecycleRetired},
+	LifecycleRetired:      {LifecycleProvisioning},
+}
+
+// Valid reports whether l is a lifecycle state.
+func (l Lifecycle) Valid() bool {
+	_, ok := transitions[l]
+	return ok
+}
+
+// CanTransition reports whether a node may move from one state to another.
+func CanTransition(from, to Lifecycle) bool {
+	for _, t := range transitions[from] {
+		if t == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Transition checks a lifecycle move; an illegal one is a conflict naming
+// the current state.
+func Transition(from, to Lifecycle) error {
+	if !to.Valid() {
+		return neocloud.Invalid("lifecycle", "unknown lifecycle state %q", to)
+	}
+	if !CanTransition(from, to) {
+		return neocloud.Conflict(string(from), "a node in %s cannot move to %s", from, to)
+	}
+	return nil
+}
+
+// Health is what the control plane believes of a node's hardware, with
+// reasons; it is separate from lifecycle.
+type Health string
+
+const (
+	HealthOK          Health = "ok"
+	HealthDegraded    Health = "degraded"
+	HealthUnreachable Health = "unreachable"
+	HealthFailed      Health = "failed"
+)
+
+// Valid reports whether h is a health state.
+func (h Health) Valid() bool {
+	switch h {
+	case HealthOK, HealthDegraded, HealthUnreachable, HealthFailed:
+		return true
+	}
+	return false
+}
+
+// Site is a data center. Levels name its network topology from the top
+// (e.g. hall, pod, su, rack); nodes hang below the last level. Hierarchies
+// name other trees a node also belongs to (power: feed, hall, busway).
+type Site struct {
+	ID          string              `json:"id"`
+	Name        string              `json:"name"`
+	Region      string              `json:"region"`
+	Timezone    string              `json:"timezone"`
+	Levels      []string            `json:"levels"`
+	Hierarchies map[string][]string `json:"hierarchies,omitempty"`
+	Power       *Power              `json:"power,omitempty"`
+	CreatedAt   time.Time           `json:"created_at"`
+	UpdatedAt   time.Time           `json:"updated_at"`
+}
+
+// Power is a site's declared power and environment model; the power model
+// uses it. All fields are optional.
+type Power struct {
+	Feeds                   []Feed       `json:"feeds,omitempty" yaml:"feeds"`
+	Generation              []Generation `json:"generation,omitempty" yaml:"generation"`
+	PUE                     float64      `json:"pue,omitempty" yaml:"pue"`
+	WUELPerKWh              float64      `json:"wue_l_per_kwh,omitempty" yaml:"wue_l_per_kwh"`
+	CarbonIntensityGPerKWh  float64      `json:"carbon_intensity_g_per_kwh,omitempty" yaml:"carbon_intensity_g_per_kwh"`
+}
+
+// Feed is a grid feed.
+type Feed struct {
+	Name       string  `json:"name" yaml:"name"`
+	CapacityMW float64 `json:"capacity_mw" yaml:"capacity_mw"`
+}
+
+// Generation is an on-site generation unit (e.g. a gas turbine).
+type Generation struct {
+	Name       string  `json:"name" yaml:"name"`
+	CapacityMW float64 `json:"capacity_mw" yaml:"capacity_mw"`
+}
+
+// GPU is one device of a node. UUID is empty until an agent reports it.
+type GPU struct {
+	Index     int    `json:"index"`
+	UUID      string `json:"uuid,omitempty"`
+	Model     string `json:"model"`
+	MemoryMiB int    `json:"memory_mib"`
+}
+
+// Node is one GPU server. Domain is its topology path below the site, one
+// element per level joined by "/" (e.g. "h1/p03/su12/r2"). Version counts
+// stored changes; the snapshot ignores updates older than what it holds.
+type Node struct {
+	ID            string            `json:"id"`
+	Hostname      string            `json:"hostname"`
+	Serial        string            `json:"serial"`
+	SiteID        string            `json:"site_id"`
+	Site          string            `json:"site"`
+	SKU           string            `json:"sku"`
+	Domain        string            `json:"domain"`
+	Hierarchies   map[string]string `json:"hierarchies,omitempty"`
+	Lifecycle     Lifecycle         `json:"lifecycle"`
+	Health        Health            `json:"health"`
+	HealthReasons []string          `json:"health_reasons,omitempty"`
+	Cordoned      bool              `json:"cordoned"`
+	Spare         bool              `json:"spare"`
+	GPUs          []GPU             `json:"gpus"`
+	Version       int64             `json:"version"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
+}

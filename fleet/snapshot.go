@@ -1,0 +1,186 @@
+package fleet
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/neocloud/neocloud"
+)
+
+// Snapshot is the in-memory fleet that fast reads use. The store is the
+// truth: the snapshot is loaded from it at start and updated after each
+// commit. It is safe for concurrent use; readers get copies.
+type Snapshot struct {
+	mu     sync.RWMutex
+	sites  map[string]*Site // by id
+	byName map[string]*Site
+	nodes  []*Node // sorted by id
+	byID   map[string]*Node
+	byHost map[string]*Node
+}
+
+// NewSnapshot returns an empty snapshot.
+func NewSnapshot() *Snapshot {
+	return &Snapshot{sites: map[string]*Site{}, byName: map[string]*Site{}, byID: map[string]*Node{}, byHost: map[string]*Node{}}
+}
+
+// Load replaces the snapshot's contents.
+func (s *Snapshot) Load(sites []Site, nodes []Node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sites, s.byName = map[string]*Site{}, map[string]*Site{}
+	s.byID, s.byHost = make(map[string]*Node, len(nodes)), make(map[string]*Node, len(nodes))
+	s.nodes = s.nodes[:0]
+	for i := range sites {
+		st := sites[i]
+		s.sites[st.ID], s.byName[st.Name] = &st, &st
+	}
+	for i := range nodes {
+		n := nodes[i]
+		s.nodes = append(s.nodes, &n)
+		s.byID[n.ID], s.byHost[n.Hostname] = &n, &n
+	}
+	sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID })
+}
+
+// PutSite adds or replaces a site.
+func (s *Snapshot) PutSite(st Site) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.sites[st.ID]; ok {
+		delete(s.byName, old.Name)
+	}
+	s.sites[st.ID], s.byName[st.Name] = &st, &st
+}
+
+// PutNodes adds or replaces nodes; a node older (by Version) than the one
+// held is ignored, so late updates never undo newer ones.
+func (s *Snapshot) PutNodes(nodes []Node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	added := false
+	for i := range nodes {
+		n := nodes[i]
+		if old, ok := s.byID[n.ID]; ok {
+			if old.Version > n.Version {
+				continue
+			}
+			if old.Hostname != n.Hostname {
+				delete(s.byHost, old.Hostname)
+			}
+			*old = n
+			s.byHost[n.Hostname] = old
+			continue
+		}
+		p := &n
+		s.nodes = append(s.nodes, p)
+		s.byID[n.ID], s.byHost[n.Hostname] = p, p
+		added = true
+	}
+	if added && !sort.SliceIsSorted(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID }) {
+		sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID })
+	}
+}
+
+// Site returns a site by id or name.
+func (s *Snapshot) Site(ref string) (Site, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st, ok := s.sites[ref]
+	if !ok {
+		st, ok = s.byName[ref]
+	}
+	if !ok {
+		return Site{}, false
+	}
+	return *st, true
+}
+
+// Sites returns every site, by name.
+func (s *Snapshot) Sites() []Site {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Site, 0, len(s.sites))
+	for _, st := range s.sites {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Node returns a node by id or hostname.
+func (s *Snapshot) Node(ref string) (Node, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, ok := s.byID[ref]
+	if !ok {
+		n, ok = s.byHost[ref]
+	}
+	if !ok {
+		return Node{}, false
+	}
+	return copyNode(n), true
+}
+
+func copyNode(n *Node) Node {
+	c := *n
+	c.GPUs = append([]GPU(nil), n.GPUs...)
+	c.HealthReasons = append([]string(nil), n.HealthReasons...)
+	return c
+}
+
+// NodeFilter selects nodes. Empty fields match all. Domain matches a path
+// prefix at a segment boundary ("h1/p03" matches "h1/p03/su12/r2").
+type NodeFilter struct {
+	SiteID    string
+	Domain    string
+	SKU       string
+	Lifecycle Lifecycle
+	Health    Health
+	Cordoned  *bool
+	Spare     *bool
+}
+
+func (f NodeFilter) match(n *Node) bool {
+	switch {
+	case f.SiteID != "" && n.SiteID != f.SiteID,
+		f.SKU != "" && n.SKU != f.SKU,
+		f.Lifecycle != "" && n.Lifecycle != f.Lifecycle,
+		f.Health != "" && n.Health != f.Health,
+		f.Cordoned != nil && n.Cordoned != *f.Cordoned,
+		f.Spare != nil && n.Spare != *f.Spare:
+		return false
+	case f.Domain != "":
+		return n.Domain == f.Domain || strings.HasPrefix(n.Domain, f.Domain+"/")
+	}
+	return true
+}
+
+// Nodes returns one page of matching nodes in id order.
+func (s *Snapshot) Nodes(f NodeFilter, p neocloud.Page) []Node {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	after := p.After()
+	i := sort.Search(len(s.nodes), func(i int) bool { return s.nodes[i].ID > after })
+	out := make([]Node, 0, min(p.Limit, 1024))
+	for ; i < len(s.nodes) && len(out) < p.Limit; i++ {
+		if f.match(s.nodes[i]) {
+			out = append(out, copyNode(s.nodes[i]))
+		}
+	}
+	return out
+}
+
+// Count returns how many nodes match f.
+func (s *Snapshot) Count(f NodeFilter) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, x := range s.nodes {
+		if f.match(x) {
+			n++
+		}
+	}
+	return n
+}
