@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/idempotency"
 	"github.com/neocloud/neocloud/sqlstore"
@@ -76,8 +77,13 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		db.Close()
 		return nil, err
 	}
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Tenants: tenants, Fleet: fl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease,
 	})
 	ln, err := net.Listen("tcp", o.Listen)

@@ -116,11 +116,11 @@ type Site struct {
 // Power is a site's declared power and environment model; the power model
 // uses it. All fields are optional.
 type Power struct {
-	Feeds                   []Feed       `json:"feeds,omitempty" yaml:"feeds"`
-	Generation              []Generation `json:"generation,omitempty" yaml:"generation"`
-	PUE                     float64      `json:"pue,omitempty" yaml:"pue"`
-	WUELPerKWh              float64      `json:"wue_l_per_kwh,omitempty" yaml:"wue_l_per_kwh"`
-	CarbonIntensityGPerKWh  float64      `json:"carbon_intensity_g_per_kwh,omitempty" yaml:"carbon_intensity_g_per_kwh"`
+	Feeds                  []Feed       `json:"feeds,omitempty" yaml:"feeds"`
+	Generation             []Generation `json:"generation,omitempty" yaml:"generation"`
+	PUE                    float64      `json:"pue,omitempty" yaml:"pue"`
+	WUELPerKWh             float64      `json:"wue_l_per_kwh,omitempty" yaml:"wue_l_per_kwh"`
+	CarbonIntensityGPerKWh float64      `json:"carbon_intensity_g_per_kwh,omitempty" yaml:"carbon_intensity_g_per_kwh"`
 }
 
 // Feed is a grid feed.

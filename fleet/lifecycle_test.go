@@ -19,7 +19,7 @@ func TestLifecycleTransitions(t *testing.T) {
 		{LifecycleMaintenance, LifecycleAvailable}: true, {LifecycleMaintenance, LifecycleBurnIn}: true,
 		{LifecycleMaintenance, LifecycleRepair}: true, {LifecycleMaintenance, LifecycleSanitizing}: true,
 		{LifecycleMaintenance, LifecycleRetired}: true,
-		{LifecycleRepair, LifecycleBurnIn}: true, {LifecycleRepair, LifecycleMaintenance}: true, {LifecycleRepair, LifecycleRetired}: true,
+		{LifecycleRepair, LifecycleBurnIn}:       true, {LifecycleRepair, LifecycleMaintenance}: true, {LifecycleRepair, LifecycleRetired}: true,
 		{LifecycleSanitizing, LifecycleAvailable}: true, {LifecycleSanitizing, LifecycleRepair}: true, {LifecycleSanitizing, LifecycleRetired}: true,
 		{LifecycleRetired, LifecycleProvisioning}: true,
 	}

@@ -184,3 +184,15 @@ func (s *Snapshot) Count(f NodeFilter) int {
 	}
 	return n
 }
+
+// Each calls fn for every node matching f, in id order, under the read
+// lock: fn must not keep n or call back into the snapshot.
+func (s *Snapshot) Each(f NodeFilter, fn func(n *Node)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, x := range s.nodes {
+		if f.match(x) {
+			fn(x)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/sqlstore"
@@ -301,7 +302,11 @@ func FuzzCreateTenantBody(f *testing.F) {
 	}
 	db := testdb.SQLite(f)
 	ts := tenant.NewService(db)
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Tenants: ts, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping}).Handler())
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping}).Handler())
 	defer srv.Close()
 	secret, err := ts.Bootstrap(context.Background(), "")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
@@ -19,14 +20,18 @@ import (
 // env is a server on a loopback port over a real store, with an operator
 // and two tenants (a and b), each with an admin and a member token.
 type env struct {
-	t       testing.TB
-	db      *sqlstore.DB
-	api     *httpapi.Server
-	url     string
-	tenants *tenant.Service
-	secrets map[string]string // "operator-admin", "a/tenant-admin", …
-	tokIDs  map[string]string
-	a, b    tenant.Tenant
+	t          testing.TB
+	db         *sqlstore.DB
+	api        *httpapi.Server
+	url        string
+	tenants    *tenant.Service
+	fleet      *fleet.Service
+	spec       []byte
+	hosts      []string // hostnames of the test site's nodes
+	nextRetire int
+	secrets    map[string]string // "operator-admin", "a/tenant-admin", …
+	tokIDs     map[string]string
+	a, b       tenant.Tenant
 }
 
 func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }
@@ -34,13 +39,34 @@ func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }
 func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	t.Helper()
 	ts := tenant.NewService(db)
-	api := httpapi.New(httpapi.Config{Tenants: ts, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, secrets: map[string]string{}, tokIDs: map[string]string{}}
+	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, secrets: map[string]string{}, tokIDs: map[string]string{}}
 	ctx := context.Background()
+	// A small site: 2 racks of 32 H100 nodes.
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	if _, err := fleet.Generate(&spec, fleet.GenerateOptions{Site: "lab", Region: "lab", Timezone: "UTC", SKU: sku, GPUs: 64 * 8,
+		Levels: []string{"hall", "rack"}, Fanout: []int{2, 32}}); err != nil {
+		t.Fatal(err)
+	}
+	e.spec = spec.Bytes()
+	parsed, err := fleet.ParseSpec(e.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fl.Apply(ctx, parsed); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range parsed.Nodes {
+		e.hosts = append(e.hosts, n.Hostname)
+	}
 	op := neocloud.Principal{TokenID: "tok_setup", Role: neocloud.RoleOperatorAdmin}
-	var err error
 	if e.a, err = ts.Create(ctx, tenant.CreateInput{Name: "tenant-a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +159,8 @@ func (e *env) state() string {
 	for _, q := range []string{
 		`SELECT id || name || display_name FROM tenants ORDER BY id`,
 		`SELECT id || name || role || COALESCE(tenant_id, '') || COALESCE(CAST(revoked_at AS TEXT), '-') FROM tokens ORDER BY id`,
+		`SELECT id || lifecycle || CAST(version AS TEXT) FROM nodes ORDER BY id`,
+		`SELECT id || CAST(updated_at AS TEXT) FROM sites ORDER BY id`,
 	} {
 		rows, err := e.db.RawDB().Query(q)
 		if err != nil {

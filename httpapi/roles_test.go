@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
@@ -38,6 +39,19 @@ var rolesTable = map[string][]neocloud.Role{
 	"revoke-token":  {OA, TA, TM},
 	"list-audit":    {OA, OV, TA},
 	"verify-audit":  {OA, OV},
+	// Fleet-wide data is the operator's: tenants get 403.
+	"apply-fleet":      {OA},
+	"list-sites":       {OA, OV},
+	"get-site":         {OA, OV},
+	"list-nodes":       {OA, OV},
+	"get-node":         {OA, OV},
+	"cordon-node":      {OA},
+	"uncordon-node":    {OA},
+	"drain-node":       {OA},
+	"maintenance-node": {OA},
+	"available-node":   {OA},
+	"retire-node":      {OA},
+	"list-skus":        {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -119,6 +133,21 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		path = strings.Replace(path, "{token}", id, 1)
 	case "revoke-token":
 		path = strings.Replace(path, "{token}", fresh(TM).ID, 1)
+	case "apply-fleet":
+		body = e.spec
+	case "list-sites", "list-nodes", "list-skus":
+	case "get-site":
+		path = strings.Replace(path, "{site}", "lab", 1)
+	case "get-node", "cordon-node", "uncordon-node", "drain-node", "maintenance-node":
+		path = strings.Replace(path, "{node}", e.hosts[0], 1)
+	case "available-node":
+		if _, err := e.fleet.Act(ctx, e.hosts[1], fleet.ActionMaintenance); err != nil {
+			t.Fatal(err)
+		}
+		path = strings.Replace(path, "{node}", e.hosts[1], 1)
+	case "retire-node":
+		e.nextRetire++
+		path = strings.Replace(path, "{node}", e.hosts[1+e.nextRetire], 1)
 	default:
 		t.Fatalf("operation %s has no request in the matrix: add one", op.id)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/audit"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -40,6 +41,7 @@ type TxRunner interface {
 // Config wires a Server. Every field but Logger and Now is required.
 type Config struct {
 	Tenants     *tenant.Service
+	Fleet       *fleet.Service
 	Audit       audit.Store
 	Idempotency idempotency.Store
 	Tx          TxRunner
@@ -99,6 +101,7 @@ func New(cfg Config) *Server {
 
 	s.registerTenants()
 	s.registerAudit()
+	s.registerFleet()
 
 	// Outermost first: request id and metrics, recovery, authentication,
 	// then the transaction around mutating requests.

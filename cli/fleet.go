@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/neocloud/neocloud/fleet"
+)
+
+var siteCols = []column{{"NAME", "name"}, {"ID", "id"}, {"REGION", "region"}, {"LEVELS", "levels"}, {"NODES", "nodes"}, {"GPUS", "gpus"},
+	{"SPARES", "spares"}, {"CORDONED", "cordoned"}, {"AVAILABLE", "by_lifecycle.available"}, {"HEALTH OK", "by_health.ok"}}
+
+var nodeCols = []column{{"HOSTNAME", "hostname"}, {"ID", "id"}, {"SITE", "site"}, {"SKU", "sku"}, {"DOMAIN", "domain"},
+	{"LIFECYCLE", "lifecycle"}, {"HEALTH", "health"}, {"CORDONED", "cordoned"}, {"SPARE", "spare"}}
+
+var skuCols = []column{{"NAME", "name"}, {"GPU", "gpu_model"}, {"GPUS/NODE", "gpus_per_node"}, {"GPU MEM MIB", "gpu_memory_mib"},
+	{"NODE MAX W", "node_max_power_w"}, {"PARTITIONS", "partitions"}, {"NVLINK NODES", "nvlink_domain_nodes"}, {"TURNAROUND S", "turnaround_s"}}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a whole number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func fleetCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "fleet", Short: "Site specs: generate and apply"}
+
+	var o struct {
+		gpus                           int
+		sku, out, site, levels, fanout string
+		spareLevel                     string
+		spares                         int
+	}
+	gen := &cobra.Command{Use: "generate", Short: "Write a Colossus-shaped site spec", Args: cobra.NoArgs,
+		Long: "Writes a site spec shaped like Colossus 1: 8 GPUs per node, 8 nodes per rack, scalable units (su) of 32 nodes, pods of 16 sus (4,096 GPUs), halls of 12 pods, with a power hierarchy (feed → hall → busway). --levels and --fanout override the shape: --fanout gives, per level, how many domains of the next level (or nodes, for the last) each holds.",
+		RunE: func(c *cobra.Command, _ []string) error {
+			sku, ok := fleet.CatalogSKU(o.sku)
+			if !ok {
+				return fmt.Errorf("--sku %q: unknown (known: h100-sxm5-80gb, h200-sxm-141gb, gb200-nvl72)", o.sku)
+			}
+			opts := fleet.ColossusOptions(sku, o.gpus)
+			opts.Site = o.site
+			if o.levels != "" {
+				opts.Levels = strings.Split(o.levels, ",")
+			}
+			if o.fanout != "" {
+				f, err := parseInts(o.fanout)
+				if err != nil {
+					return fmt.Errorf("--fanout: %w", err)
+				}
+				opts.Fanout = f
+			}
+			opts.SpareLevel, opts.Spares = o.spareLevel, o.spares
+			w := g.stdout
+			if o.out != "" && o.out != "-" {
+				f, err := os.Create(o.out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			n, err := fleet.Generate(w, opts)
+			if err != nil {
+				return err
+			}
+			if o.out != "" && o.out != "-" {
+				fmt.Fprintf(g.stderr, "wrote %s: site %s, %d nodes, %d GPUs (%s)\n", o.out, opts.Site, n, o.gpus, sku.Name)
+			}
+			return nil
+		}}
+	gen.Flags().IntVar(&o.gpus, "gpus", 196608, "total GPUs")
+	gen.Flags().StringVar(&o.sku, "sku", "h100-sxm5-80gb", "SKU of every node")
+	gen.Flags().StringVar(&o.out, "out", "", "file to write (default: standard output)")
+	gen.Flags().StringVar(&o.site, "site", "colossus-1", "site name")
+	gen.Flags().StringVar(&o.levels, "levels", "", "topology levels from the top, e.g. hall,pod,su,rack")
+	gen.Flags().StringVar(&o.fanout, "fanout", "", "children per domain of each level, e.g. 12,16,4,8")
+	gen.Flags().StringVar(&o.spareLevel, "spare-level", "su", "level whose domains each hold --spares spare nodes")
+	gen.Flags().IntVar(&o.spares, "spares", 0, "spare nodes per domain of --spare-level")
+
+	var file string
+	apply := &cobra.Command{Use: "apply -f FILE", Short: "Apply a site spec to the server", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("-f FILE is required (- for standard input)")
+			}
+			var b []byte
+			var err error
+			if file == "-" {
+				b, err = readAll(os.Stdin)
+			} else {
+				b, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "applying %s (%.1f MB)…\n", file, float64(len(b))/1e6)
+			t0 := time.Now()
+			var res fleet.ApplyResult
+			if err := cl.Do(c.Context(), http.MethodPost, "/v1/fleet/apply", nil, b, &res); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				printJSON(g.stdout, res)
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "site %s: %d added, %d changed, %d retired, %d unchanged (%d nodes, %d GPUs) in %s\n",
+				res.Site, res.Added, res.Changed, res.Retired, res.Unchanged, res.Nodes, res.GPUs, time.Since(t0).Round(time.Millisecond))
+			return nil
+		}}
+	apply.Flags().StringVarP(&file, "file", "f", "", "site spec (YAML or JSON)")
+	cmd.AddCommand(gen, apply)
+	return cmd
+}
+
+func siteCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "site", Short: "Sites: data centers and their topology"}
+	var lf listFlags
+	list := &cobra.Command{Use: "list", Short: "List sites", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return g.list(c.Context(), "/v1/sites", nil, lf, siteCols) }}
+	lf.add(list)
+	show := &cobra.Command{Use: "show NAME|ID", Short: "Show a site", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodGet, "/v1/sites/"+url.PathEscape(args[0]), nil, siteCols)
+		}}
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+func nodeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Nodes: GPU servers"}
+	var lf listFlags
+	var f struct{ site, domain, sku, lifecycle, health, cordoned, spare string }
+	list := &cobra.Command{Use: "list", Short: "List nodes", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"site": f.site, "domain": f.domain, "sku": f.sku, "lifecycle": f.lifecycle, "health": f.health, "cordoned": f.cordoned, "spare": f.spare} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			return g.list(c.Context(), "/v1/nodes", q, lf, nodeCols)
+		}}
+	lf.add(list)
+	list.Flags().StringVar(&f.site, "site", "", "site name or id")
+	list.Flags().StringVar(&f.domain, "domain", "", "topology path prefix, e.g. h1/p03")
+	list.Flags().StringVar(&f.sku, "sku", "", "SKU name")
+	list.Flags().StringVar(&f.lifecycle, "lifecycle", "", "provisioning, burn_in, available, maintenance, repair, sanitizing or retired")
+	list.Flags().StringVar(&f.health, "health", "", "ok, degraded, unreachable or failed")
+	list.Flags().StringVar(&f.cordoned, "cordoned", "", "true or false")
+	list.Flags().StringVar(&f.spare, "spare", "", "true or false")
+
+	show := &cobra.Command{Use: "show HOSTNAME|ID", Short: "Show a node", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, append(nodeCols, column{"GPUS", "gpus"}))
+		}}
+	cmd.AddCommand(list, show)
+	for _, a := range []struct {
+		action fleet.Action
+		short  string
+	}{
+		{fleet.ActionCordon, "Stop placing new work on a node"},
+		{fleet.ActionUncordon, "Let placement use a node again"},
+		{fleet.ActionDrain, "Cordon a node and move it to maintenance once its work has ended"},
+		{fleet.ActionMaintenance, "Move an idle node to maintenance"},
+		{fleet.ActionAvailable, "Return a node to service"},
+		{fleet.ActionRetire, "Retire a node for good"},
+	} {
+		cmd.AddCommand(&cobra.Command{Use: string(a.action) + " HOSTNAME|ID", Short: a.short, Args: cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/"+string(a.action), nil, nodeCols)
+			}})
+	}
+	return cmd
+}
+
+func skuCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "sku", Short: "SKUs: sellable node shapes"}
+	cmd.AddCommand(&cobra.Command{Use: "list", Short: "List SKUs", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return g.list(c.Context(), "/v1/skus", nil, listFlags{limit: 1000}, skuCols)
+		}})
+	return cmd
+}

@@ -1,0 +1,194 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// MaxSpecBytes is the body limit of a site spec.
+const MaxSpecBytes = 64 << 20
+
+// SiteSummary is a site with counts derived from its nodes.
+type SiteSummary struct {
+	fleet.Site
+	Nodes       int            `json:"nodes" doc:"Nodes not retired."`
+	GPUs        int            `json:"gpus" doc:"GPUs of nodes not retired."`
+	Spares      int            `json:"spares"`
+	Cordoned    int            `json:"cordoned"`
+	ByLifecycle map[string]int `json:"by_lifecycle"`
+	ByHealth    map[string]int `json:"by_health"`
+}
+
+func (s *Server) siteSummary(st fleet.Site) SiteSummary {
+	out := SiteSummary{Site: st, ByLifecycle: map[string]int{}, ByHealth: map[string]int{}}
+	s.cfg.Fleet.Snapshot.Each(fleet.NodeFilter{SiteID: st.ID}, func(n *fleet.Node) {
+		out.ByLifecycle[string(n.Lifecycle)]++
+		if n.Lifecycle == fleet.LifecycleRetired {
+			return
+		}
+		out.ByHealth[string(n.Health)]++
+		out.Nodes++
+		out.GPUs += len(n.GPUs)
+		if n.Spare {
+			out.Spares++
+		}
+		if n.Cordoned {
+			out.Cordoned++
+		}
+	})
+	return out
+}
+
+func boolParam(field, v string) (*bool, error) {
+	switch v {
+	case "":
+		return nil, nil
+	case "true":
+		b := true
+		return &b, nil
+	case "false":
+		b := false
+		return &b, nil
+	}
+	return nil, neocloud.Invalid(field, "must be true or false")
+}
+
+func (s *Server) registerFleet() {
+	register(s, opAdmin, huma.Operation{OperationID: "apply-fleet", Method: http.MethodPost, Path: "/v1/fleet/apply", Summary: "Apply a site spec",
+		Description: "Takes a site spec (YAML or JSON, up to 64 MiB) and makes the site match it: adds nodes (available, health ok), updates changed ones, retires nodes it no longer lists (refused with the reason for nodes in use). Faults name line:column and the field. Applying the same spec again changes nothing.",
+		Tags:        []string{"fleet"}, MaxBodyBytes: MaxSpecBytes},
+		func(ctx context.Context, in *struct {
+			RawBody []byte `contentType:"application/yaml"`
+		}) (*struct{ Body fleet.ApplyResult }, error) {
+			if len(in.RawBody) == 0 {
+				return nil, neocloud.Invalid("body", "a site spec is required")
+			}
+			spec, err := fleet.ParseSpec(in.RawBody)
+			if err != nil {
+				return nil, err
+			}
+			res, err := s.cfg.Fleet.Apply(ctx, spec)
+			if err != nil {
+				return nil, err
+			}
+			if st, ok := s.cfg.Fleet.Snapshot.Site(spec.Site.Name); ok {
+				info(ctx).Object = st.ID
+			}
+			return &struct{ Body fleet.ApplyResult }{res}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-sites", Method: http.MethodGet, Path: "/v1/sites", Summary: "List sites", Tags: []string{"fleet"}},
+		func(ctx context.Context, in *struct{ PageParams }) (*struct{ Body List[SiteSummary] }, error) {
+			pg := in.page()
+			if err := pg.Normalize(); err != nil {
+				return nil, err
+			}
+			var items []SiteSummary
+			after := pg.After()
+			for _, st := range s.cfg.Fleet.Snapshot.Sites() {
+				if st.Name > after && len(items) < pg.Limit {
+					items = append(items, s.siteSummary(st))
+				}
+			}
+			if items == nil {
+				items = []SiteSummary{}
+			}
+			return listOf(items, pg.Limit, func(x SiteSummary) string { return x.Name }), nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "get-site", Method: http.MethodGet, Path: "/v1/sites/{site}", Summary: "Show a site", Tags: []string{"fleet"}},
+		func(ctx context.Context, in *struct {
+			Site string `path:"site" doc:"Site name or id."`
+		}) (*struct{ Body SiteSummary }, error) {
+			st, ok := s.cfg.Fleet.Snapshot.Site(in.Site)
+			if !ok {
+				return nil, neocloud.NotFound("site", in.Site)
+			}
+			return &struct{ Body SiteSummary }{s.siteSummary(st)}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-nodes", Method: http.MethodGet, Path: "/v1/nodes", Summary: "List nodes",
+		Description: "Served from the in-memory fleet. Filters combine; domain matches a topology path prefix (h1/p03 matches every node below pod p03 of hall h1).", Tags: []string{"fleet"}},
+		func(ctx context.Context, in *struct {
+			PageParams
+			Site      string `query:"site" doc:"Site name or id."`
+			Domain    string `query:"domain" doc:"Topology path prefix, e.g. h1/p03."`
+			SKU       string `query:"sku"`
+			Lifecycle string `query:"lifecycle" enum:"provisioning,burn_in,available,maintenance,repair,sanitizing,retired,"`
+			Health    string `query:"health" enum:"ok,degraded,unreachable,failed,"`
+			Cordoned  string `query:"cordoned" enum:"true,false," doc:"true or false."`
+			Spare     string `query:"spare" enum:"true,false," doc:"true or false."`
+		}) (*struct{ Body List[fleet.Node] }, error) {
+			pg := in.page()
+			if err := pg.Normalize(); err != nil {
+				return nil, err
+			}
+			f := fleet.NodeFilter{Domain: in.Domain, SKU: in.SKU, Lifecycle: fleet.Lifecycle(in.Lifecycle), Health: fleet.Health(in.Health)}
+			if in.Site != "" {
+				st, ok := s.cfg.Fleet.Snapshot.Site(in.Site)
+				if !ok {
+					return &struct{ Body List[fleet.Node] }{List[fleet.Node]{Items: []fleet.Node{}}}, nil
+				}
+				f.SiteID = st.ID
+			}
+			var err error
+			if f.Cordoned, err = boolParam("query.cordoned", in.Cordoned); err != nil {
+				return nil, err
+			}
+			if f.Spare, err = boolParam("query.spare", in.Spare); err != nil {
+				return nil, err
+			}
+			items := s.cfg.Fleet.Snapshot.Nodes(f, pg)
+			return listOf(items, pg.Limit, func(n fleet.Node) string { return n.ID }), nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "get-node", Method: http.MethodGet, Path: "/v1/nodes/{node}", Summary: "Show a node", Tags: []string{"fleet"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node" doc:"Node id or hostname."`
+		}) (*struct{ Body fleet.Node }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			return &struct{ Body fleet.Node }{n}, nil
+		})
+
+	for _, a := range []struct {
+		action fleet.Action
+		doc    string
+	}{
+		{fleet.ActionCordon, "No new work is placed on the node; running work stays."},
+		{fleet.ActionUncordon, "Placement may use the node again."},
+		{fleet.ActionDrain, "Cordon the node and move it to maintenance once its work has ended."},
+		{fleet.ActionMaintenance, "Move an idle node to maintenance (409 if in use: drain it)."},
+		{fleet.ActionAvailable, "Return a node to service (from maintenance, burn-in, sanitizing or provisioning)."},
+		{fleet.ActionRetire, "Retire the node for good (409 while in use)."},
+	} {
+		register(s, opAdmin, huma.Operation{OperationID: string(a.action) + "-node", Method: http.MethodPost, Path: "/v1/nodes/{node}/" + string(a.action),
+			Summary: "Node: " + string(a.action), Description: a.doc + " An illegal lifecycle move answers 409 naming the current state.", Tags: []string{"fleet"}},
+			func(ctx context.Context, in *struct {
+				Node string `path:"node" doc:"Node id or hostname."`
+			}) (*struct{ Body fleet.Node }, error) {
+				n, err := s.cfg.Fleet.Act(ctx, in.Node, a.action)
+				if err != nil {
+					return nil, err
+				}
+				info(ctx).Object = n.ID
+				return &struct{ Body fleet.Node }{n}, nil
+			})
+	}
+
+	register(s, opReadTenant, huma.Operation{OperationID: "list-skus", Method: http.MethodGet, Path: "/v1/skus", Summary: "List SKUs", Tags: []string{"fleet"}},
+		func(ctx context.Context, _ *struct{}) (*struct{ Body List[fleet.SKU] }, error) {
+			skus, err := s.cfg.Fleet.Store.SKUs(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[fleet.SKU] }{List[fleet.SKU]{Items: skus}}, nil
+		})
+}
