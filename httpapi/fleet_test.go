@@ -1,0 +1,75 @@
+package httpapi_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
+)
+
+func TestFleetAPI(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		op := e.secrets["operator-admin"]
+
+		// A bad spec names line:column and field, and writes nothing.
+		before := e.state()
+		bad := strings.Replace(string(e.spec), "sku: h100-sxm5-80gb", "sku: a100", 1)
+		r := e.do("POST", "/v1/fleet/apply", op, bad, "Content-Type", "application/yaml")
+		if r.status != 422 || !strings.Contains(string(r.body), `"location":"spec:`) || !strings.Contains(string(r.body), "nodes[0].sku") {
+			t.Errorf("bad spec: %d %.400s", r.status, r.body)
+		}
+		if e.state() != before {
+			t.Error("a bad spec changed state")
+		}
+
+		// The same spec again: nothing changes.
+		m := e.do("POST", "/v1/fleet/apply", op, e.spec, "Content-Type", "application/yaml").json(t)
+		if m["added"] != 0.0 || m["changed"] != 0.0 || m["retired"] != 0.0 || m["unchanged"] != 64.0 {
+			t.Errorf("re-apply: %v", m)
+		}
+
+		// Filters.
+		count := func(q string) int {
+			t.Helper()
+			r := e.do("GET", "/v1/nodes?limit=1000&"+q, op, nil)
+			if r.status != 200 {
+				t.Fatalf("GET /v1/nodes?%s: %d %s", q, r.status, r.body)
+			}
+			return len(r.json(t)["items"].([]any))
+		}
+		e.do("POST", "/v1/nodes/"+e.hosts[5]+"/cordon", op, nil)
+		e.do("POST", "/v1/nodes/"+e.hosts[6]+"/maintenance", op, nil)
+		for q, want := range map[string]int{
+			"site=lab": 64, "site=nowhere": 0, "domain=h1": 64, "domain=h1/r1": 32, "domain=h1/r2": 32, "domain=h": 0,
+			"cordoned=true": 1, "lifecycle=maintenance": 1, "lifecycle=available": 63, "sku=h100-sxm5-80gb": 64, "health=ok": 64,
+			"spare=true": 0,
+		} {
+			if got := count(q); got != want {
+				t.Errorf("nodes?%s: %d, want %d", q, got, want)
+			}
+		}
+		if r := e.do("GET", "/v1/nodes?lifecycle=dancing", op, nil); r.status != 422 {
+			t.Errorf("bad lifecycle filter: %d", r.status)
+		}
+
+		// An illegal move is a 409 naming the current state; nothing changes.
+		e.do("POST", "/v1/nodes/"+e.hosts[7]+"/retire", op, nil)
+		r = e.do("POST", "/v1/nodes/"+e.hosts[7]+"/available", op, nil)
+		if r.status != 409 || r.json(t)["current_state"] != "retired" {
+			t.Errorf("retired → available: %d %s", r.status, r.body)
+		}
+		if r := e.do("POST", "/v1/nodes/no-such-node/cordon", op, nil); r.status != 404 {
+			t.Errorf("missing node: %d", r.status)
+		}
+
+		site := e.do("GET", "/v1/sites/lab", op, nil).json(t)
+		if site["nodes"] != 63.0 || site["gpus"] != 504.0 || site["cordoned"] != 1.0 {
+			t.Errorf("site summary: nodes %v gpus %v cordoned %v", site["nodes"], site["gpus"], site["cordoned"])
+		}
+		if n := e.do("GET", "/v1/nodes/"+e.hosts[0], op, nil).json(t); len(n["gpus"].([]any)) != 8 {
+			t.Errorf("node show: %v", n)
+		}
+	})
+}
