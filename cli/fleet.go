@@ -14,7 +14,7 @@ import (
 	"github.com/neocloud/neocloud/fleet"
 )
 
-var siteCols = []column{{"NAME", "name"}, {"ID", "id"}, {"REGION", "region"}, {"LEVELS", "levels"}, {"NODES", "nodes"}, {"GPUS", "gpus"},
+var siteCols = []column{{"NAME", "name"}, {"ID", "id"}, {"REGION", "region"}, {"LEVELS", "levels"}, {"DOMAINS", "domains"}, {"NODES", "nodes"}, {"GPUS", "gpus"},
 	{"SPARES", "spares"}, {"CORDONED", "cordoned"}, {"AVAILABLE", "by_lifecycle.available"}, {"HEALTH OK", "by_health.ok"}}
 
 var nodeCols = []column{{"HOSTNAME", "hostname"}, {"ID", "id"}, {"SITE", "site"}, {"SKU", "sku"}, {"DOMAIN", "domain"},
@@ -140,7 +140,16 @@ func siteCmd(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodGet, "/v1/sites/"+url.PathEscape(args[0]), nil, siteCols)
 		}}
-	cmd.AddCommand(list, show)
+	var dlf listFlags
+	var level string
+	domains := &cobra.Command{Use: "domains NAME|ID --level LEVEL", Short: "List a site's domains of one topology level with node counts", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.list(c.Context(), "/v1/sites/"+url.PathEscape(args[0])+"/domains", url.Values{"level": {level}}, dlf,
+				[]column{{"PATH", "path"}, {"LEVEL", "level"}, {"NODES", "nodes"}, {"GPUS", "gpus"}, {"AVAILABLE", "available"}, {"SPARES", "spares"}})
+		}}
+	dlf.add(domains)
+	domains.Flags().StringVar(&level, "level", "", "topology level, e.g. pod")
+	cmd.AddCommand(list, show, domains)
 	return cmd
 }
 

@@ -15,6 +15,7 @@ type SKU struct {
 	GPUMemoryMiB      int    `json:"gpu_memory_mib" yaml:"gpu_memory_mib"`
 	NodeMaxPowerW     int    `json:"node_max_power_w" yaml:"node_max_power_w"`
 	Partitions        []int  `json:"partitions,omitempty" yaml:"partitions"`
+	PartitionDelivery string `json:"partition_delivery,omitempty" yaml:"partition_delivery" doc:"How partitions are delivered: vm (Fabric Manager partitions), never bare metal."`
 	NVLinkDomainNodes int    `json:"nvlink_domain_nodes,omitempty" yaml:"nvlink_domain_nodes"`
 	TurnaroundS       int64  `json:"turnaround_s" yaml:"turnaround_s"`
 	Description       string `json:"description,omitempty" yaml:"description"`
@@ -24,12 +25,12 @@ type SKU struct {
 var Catalog = []SKU{
 	{
 		Name: "h100-sxm5-80gb", GPUModel: "NVIDIA H100 80GB HBM3", GPUsPerNode: 8, GPUMemoryMiB: 81559,
-		NodeMaxPowerW: 10200, Partitions: []int{1, 2, 4}, TurnaroundS: 2 * 3600,
+		NodeMaxPowerW: 10200, Partitions: []int{1, 2, 4}, PartitionDelivery: "vm", TurnaroundS: 2 * 3600,
 		Description: "HGX H100 8-GPU server (DGX H100 class): 8× H100 SXM5 80GB, NVSwitch; partitions of 1, 2 or 4 GPUs as VMs only",
 	},
 	{
 		Name: "h200-sxm-141gb", GPUModel: "NVIDIA H200 141GB HBM3e", GPUsPerNode: 8, GPUMemoryMiB: 143771,
-		NodeMaxPowerW: 10200, Partitions: []int{1, 2, 4}, TurnaroundS: 2 * 3600,
+		NodeMaxPowerW: 10200, Partitions: []int{1, 2, 4}, PartitionDelivery: "vm", TurnaroundS: 2 * 3600,
 		Description: "HGX H200 8-GPU server: 8× H200 SXM 141GB, NVSwitch; partitions of 1, 2 or 4 GPUs as VMs only",
 	},
 	{

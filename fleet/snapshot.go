@@ -196,3 +196,54 @@ func (s *Snapshot) Each(f NodeFilter, fn func(n *Node)) {
 		}
 	}
 }
+
+// DomainCount is one topology domain with node counts.
+type DomainCount struct {
+	Path      string `json:"path"`
+	Level     string `json:"level"`
+	Nodes     int    `json:"nodes" doc:"Nodes not retired."`
+	GPUs      int    `json:"gpus" doc:"GPUs of nodes not retired."`
+	Available int    `json:"available" doc:"Nodes available, not cordoned, health ok."`
+	Spares    int    `json:"spares"`
+}
+
+// Domains returns the domains of one level of a site's topology (derived
+// from node paths), sorted by path, with counts over nodes not retired.
+func (s *Snapshot) Domains(site Site, level string) ([]DomainCount, error) {
+	depth := -1
+	for i, l := range site.Levels {
+		if l == level {
+			depth = i
+		}
+	}
+	if depth < 0 {
+		return nil, neocloud.Invalid("query.level", "site %s has levels %s", site.Name, strings.Join(site.Levels, ", "))
+	}
+	byPath := map[string]*DomainCount{}
+	s.Each(NodeFilter{SiteID: site.ID}, func(n *Node) {
+		if n.Lifecycle == LifecycleRetired {
+			return
+		}
+		segs := strings.SplitN(n.Domain, "/", depth+2)
+		path := strings.Join(segs[:min(depth+1, len(segs))], "/")
+		d, ok := byPath[path]
+		if !ok {
+			d = &DomainCount{Path: path, Level: level}
+			byPath[path] = d
+		}
+		d.Nodes++
+		d.GPUs += len(n.GPUs)
+		if n.Spare {
+			d.Spares++
+		}
+		if n.Lifecycle == LifecycleAvailable && !n.Cordoned && n.Health == HealthOK {
+			d.Available++
+		}
+	})
+	out := make([]DomainCount, 0, len(byPath))
+	for _, d := range byPath {
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}

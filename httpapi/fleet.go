@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -22,16 +23,30 @@ type SiteSummary struct {
 	Cordoned    int            `json:"cordoned"`
 	ByLifecycle map[string]int `json:"by_lifecycle"`
 	ByHealth    map[string]int `json:"by_health"`
+	Domains     map[string]int `json:"domains" doc:"Domains per topology level."`
 }
 
 func (s *Server) siteSummary(st fleet.Site) SiteSummary {
-	out := SiteSummary{Site: st, ByLifecycle: map[string]int{}, ByHealth: map[string]int{}}
+	out := SiteSummary{Site: st, ByLifecycle: map[string]int{}, ByHealth: map[string]int{}, Domains: map[string]int{}}
+	seen := make([]map[string]bool, len(st.Levels))
+	for i := range seen {
+		seen[i] = map[string]bool{}
+	}
 	s.cfg.Fleet.Snapshot.Each(fleet.NodeFilter{SiteID: st.ID}, func(n *fleet.Node) {
 		out.ByLifecycle[string(n.Lifecycle)]++
 		if n.Lifecycle == fleet.LifecycleRetired {
 			return
 		}
 		out.ByHealth[string(n.Health)]++
+		for i, end := 0, 0; i < len(st.Levels); i++ {
+			if j := strings.IndexByte(n.Domain[end:], '/'); j >= 0 && i < len(st.Levels)-1 {
+				end += j
+			} else {
+				end = len(n.Domain)
+			}
+			seen[i][n.Domain[:end]] = true
+			end++
+		}
 		out.Nodes++
 		out.GPUs += len(n.GPUs)
 		if n.Spare {
@@ -41,6 +56,9 @@ func (s *Server) siteSummary(st fleet.Site) SiteSummary {
 			out.Cordoned++
 		}
 	})
+	for i, l := range st.Levels {
+		out.Domains[l] = len(seen[i])
+	}
 	return out
 }
 
@@ -110,6 +128,35 @@ func (s *Server) registerFleet() {
 				return nil, neocloud.NotFound("site", in.Site)
 			}
 			return &struct{ Body SiteSummary }{s.siteSummary(st)}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-domains", Method: http.MethodGet, Path: "/v1/sites/{site}/domains", Summary: "List a site's topology domains",
+		Description: "The domains of one topology level (derived from node paths) with node, GPU, available and spare counts.", Tags: []string{"fleet"}},
+		func(ctx context.Context, in *struct {
+			PageParams
+			Site  string `path:"site" doc:"Site name or id."`
+			Level string `query:"level" required:"true" doc:"Topology level, e.g. pod."`
+		}) (*struct{ Body List[fleet.DomainCount] }, error) {
+			pg := in.page()
+			if err := pg.Normalize(); err != nil {
+				return nil, err
+			}
+			st, ok := s.cfg.Fleet.Snapshot.Site(in.Site)
+			if !ok {
+				return nil, neocloud.NotFound("site", in.Site)
+			}
+			all, err := s.cfg.Fleet.Snapshot.Domains(st, in.Level)
+			if err != nil {
+				return nil, err
+			}
+			after := pg.After()
+			items := []fleet.DomainCount{}
+			for _, d := range all {
+				if d.Path > after && len(items) < pg.Limit {
+					items = append(items, d)
+				}
+			}
+			return listOf(items, pg.Limit, func(d fleet.DomainCount) string { return d.Path }), nil
 		})
 
 	register(s, opRead, huma.Operation{OperationID: "list-nodes", Method: http.MethodGet, Path: "/v1/nodes", Summary: "List nodes",
@@ -184,11 +231,22 @@ func (s *Server) registerFleet() {
 	}
 
 	register(s, opReadTenant, huma.Operation{OperationID: "list-skus", Method: http.MethodGet, Path: "/v1/skus", Summary: "List SKUs", Tags: []string{"fleet"}},
-		func(ctx context.Context, _ *struct{}) (*struct{ Body List[fleet.SKU] }, error) {
+		func(ctx context.Context, in *struct{ PageParams }) (*struct{ Body List[fleet.SKU] }, error) {
+			pg := in.page()
+			if err := pg.Normalize(); err != nil {
+				return nil, err
+			}
 			skus, err := s.cfg.Fleet.Store.SKUs(ctx)
 			if err != nil {
 				return nil, err
 			}
-			return &struct{ Body List[fleet.SKU] }{List[fleet.SKU]{Items: skus}}, nil
+			after := pg.After()
+			items := []fleet.SKU{}
+			for _, k := range skus {
+				if k.Name > after && len(items) < pg.Limit {
+					items = append(items, k)
+				}
+			}
+			return listOf(items, pg.Limit, func(k fleet.SKU) string { return k.Name }), nil
 		})
 }

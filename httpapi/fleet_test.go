@@ -68,6 +68,17 @@ func TestFleetAPI(t *testing.T) {
 		if site["nodes"] != 63.0 || site["gpus"] != 504.0 || site["cordoned"] != 1.0 {
 			t.Errorf("site summary: nodes %v gpus %v cordoned %v", site["nodes"], site["gpus"], site["cordoned"])
 		}
+		if d := site["domains"].(map[string]any); d["hall"] != 1.0 || d["rack"] != 2.0 {
+			t.Errorf("site domains: %v, want 1 hall and 2 racks", d)
+		}
+		doms := e.do("GET", "/v1/sites/lab/domains?level=rack", op, nil).json(t)["items"].([]any)
+		if len(doms) != 2 || doms[0].(map[string]any)["path"] != "h1/r1" || doms[0].(map[string]any)["available"] != 29.0 {
+			// r1 holds hosts[0..31]: hosts[5] cordoned, [6] in maintenance, [7] retired (31 left, 29 available).
+			t.Errorf("rack domains: %v", doms)
+		}
+		if r := e.do("GET", "/v1/sites/lab/domains?level=cabinet", op, nil); r.status != 422 {
+			t.Errorf("unknown level: %d", r.status)
+		}
 		if n := e.do("GET", "/v1/nodes/"+e.hosts[0], op, nil).json(t); len(n["gpus"].([]any)) != 8 {
 			t.Errorf("node show: %v", n)
 		}

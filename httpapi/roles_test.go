@@ -43,6 +43,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"apply-fleet":      {OA},
 	"list-sites":       {OA, OV},
 	"get-site":         {OA, OV},
+	"list-domains":     {OA, OV},
 	"list-nodes":       {OA, OV},
 	"get-node":         {OA, OV},
 	"cordon-node":      {OA},
@@ -138,6 +139,8 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "list-sites", "list-nodes", "list-skus":
 	case "get-site":
 		path = strings.Replace(path, "{site}", "lab", 1)
+	case "list-domains":
+		path = strings.Replace(path, "{site}", "lab", 1) + "?level=rack"
 	case "get-node", "cordon-node", "uncordon-node", "drain-node", "maintenance-node":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1)
 	case "available-node":
