@@ -1,0 +1,574 @@
+package placement
+
+import (
+	"fmt"
+	"math/bits"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Class is a request's priority class, highest first.
+type Class string
+
+const (
+	ClassLease    Class = "lease"
+	ClassReserved Class = "reserved"
+	ClassOnDemand Class = "on_demand"
+	ClassSpot     Class = "spot"
+	ClassInternal Class = "internal"
+)
+
+// Preemptible reports whether work of class c may be reclaimed; such work
+// may also run on spares meanwhile.
+func (c Class) Preemptible() bool { return c == ClassSpot || c == ClassInternal }
+
+// Request asks for GPUs of the snapshot's SKU.
+//
+// GPUs is a multiple of the SKU's GPUs per node (whole nodes, a gang) or one
+// of its partitions (inside one node). Within names a level whose single
+// domain must hold every node; MaxDomains caps the domains used at a level;
+// with neither, nodes are still packed into the fewest domains. Whole names a
+// domain path ("h1", or "*" for the site) every non-spare node of which is
+// asked for; GPUs is then ignored.
+type Request struct {
+	GPUs       int
+	Class      Class
+	Within     string
+	MaxDomains map[string]int
+	Exclude    []string // node ids or hostnames
+	Whole      string
+}
+
+// Constraint renders the request's topology constraint.
+func (r Request) Constraint() string {
+	var parts []string
+	if r.Within != "" {
+		parts = append(parts, "within="+r.Within)
+	}
+	keys := make([]string, 0, len(r.MaxDomains))
+	for k := range r.MaxDomains {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("max_domains=%s:%d", k, r.MaxDomains[k]))
+	}
+	if r.Whole != "" {
+		parts = append(parts, "whole="+r.Whole)
+	}
+	if len(parts) == 0 {
+		return "pack"
+	}
+	return strings.Join(parts, ",")
+}
+
+// Assignment is the GPUs of one node a plan uses.
+type Assignment struct {
+	NodeID string `json:"node_id"`
+	Domain string `json:"domain"`
+	GPUs   []int  `json:"gpus"`
+	index  int
+}
+
+// LevelScore compares the domains a plan uses at one level with the fewest
+// possible: on an empty fleet, and on the free capacity it was planned on.
+type LevelScore struct {
+	Level      string `json:"level"`
+	Used       int    `json:"used"`
+	BoundEmpty int    `json:"bound_empty"`
+	BoundFree  int    `json:"bound_free"`
+}
+
+// Plan is where a request goes.
+type Plan struct {
+	Nodes []Assignment `json:"nodes"`
+	GPUs  int          `json:"gpus"`
+	Score []LevelScore `json:"score"`
+}
+
+// Used returns the domains used at level name, or -1.
+func (p *Plan) Used(level string) int {
+	for _, s := range p.Score {
+		if s.Level == level {
+			return s.Used
+		}
+	}
+	return -1
+}
+
+// Alternative is a looser request that fits, with its score.
+type Alternative struct {
+	Constraint string       `json:"constraint"`
+	Score      []LevelScore `json:"score"`
+}
+
+// Refusal says why a request does not fit: candidate nodes rejected per
+// reason, and the nearest looser requests that do fit.
+type Refusal struct {
+	Message      string         `json:"message"`
+	Rejected     map[Reason]int `json:"rejected"`
+	Alternatives []Alternative  `json:"alternatives,omitempty"`
+}
+
+// Result is a plan or a refusal; "does not fit" is a result, not an error.
+type Result struct {
+	Plan    *Plan    `json:"plan,omitempty"`
+	Refusal *Refusal `json:"refusal,omitempty"`
+}
+
+// Place plans a request against the snapshot without changing it. Invalid
+// requests (a GPU count the SKU does not sell, an unknown level) are errors.
+func (s *Snapshot) Place(r Request) (Result, error) {
+	limits, err := s.limits(r)
+	if err != nil {
+		return Result{}, err
+	}
+	g := s.T.SKU.GPUsPerNode
+	if r.Whole == "" && (r.GPUs <= 0 || (r.GPUs%g != 0 && !s.T.SKU.Sellable(r.GPUs))) {
+		return Result{}, fmt.Errorf("gpus: %s sells whole nodes of %d GPUs or partitions of %v, not %d", s.T.SKU.Name, g, s.T.SKU.Partitions, r.GPUs)
+	}
+	var ex []int
+	for _, ref := range r.Exclude {
+		if i, ok := s.T.NodeIndex(ref); ok && !s.excluded.has(i) {
+			ex = append(ex, i)
+		}
+	}
+	saved := s.exclude(ex)
+	defer s.unexclude(ex, saved)
+
+	var plan *Plan
+	var why string
+	switch {
+	case r.Whole != "":
+		plan, why = s.placeWhole(r.Whole)
+	case r.GPUs < g:
+		plan, why = s.placePartition(r.GPUs, r.Class.Preemptible())
+	default:
+		plan, why = s.placeGang(r.GPUs/g, limits, r.Class.Preemptible())
+	}
+	if plan != nil {
+		s.score(plan)
+		return Result{Plan: plan}, nil
+	}
+	ref := &Refusal{Message: why, Rejected: s.rejected(r, why)}
+	if r.Whole == "" && r.GPUs >= g {
+		ref.Alternatives = s.alternatives(r)
+	}
+	return Result{Refusal: ref}, nil
+}
+
+// limits turns the constraint into a cap per level (0: none).
+func (s *Snapshot) limits(r Request) ([]int, error) {
+	lim := make([]int, len(s.T.Levels))
+	if r.Within != "" {
+		l := s.T.level(r.Within)
+		if l < 0 {
+			return nil, fmt.Errorf("within: no level %q (levels: %s)", r.Within, strings.Join(s.T.Levels, ", "))
+		}
+		for i := 0; i <= l; i++ {
+			lim[i] = 1
+		}
+	}
+	for name, n := range r.MaxDomains {
+		l := s.T.level(name)
+		if l < 0 || n < 1 {
+			return nil, fmt.Errorf("max_domains: %q:%d is not a level and a count ≥ 1", name, n)
+		}
+		if lim[l] == 0 || n < lim[l] {
+			lim[l] = n
+		}
+	}
+	return lim, nil
+}
+
+func (s *Snapshot) exclude(ex []int) []uint64 {
+	saved := make([]uint64, len(ex))
+	for j, i := range ex {
+		saved[j] = s.mask[i]
+		s.setMask(i, 0)
+		s.excluded.set(i)
+	}
+	return saved
+}
+
+func (s *Snapshot) unexclude(ex []int, saved []uint64) {
+	for j, i := range ex {
+		s.excluded.clear(i)
+		s.setMask(i, saved[j])
+	}
+}
+
+// freeAt is the whole-free nodes of a domain a request may use.
+func (s *Snapshot) freeAt(l int, d int32, spares bool) int {
+	f := int(s.free[l][d])
+	if spares {
+		f += int(s.spareFree[l][d])
+	}
+	return f
+}
+
+// placeGang plans k whole nodes: top down, at each level either one domain
+// that holds them all (the one needing the fewest domains below, then the
+// smallest: best fit) or, when none can, the fewest domains (largest first,
+// the last one the smallest that completes the count).
+func (s *Snapshot) placeGang(k int, lim []int, spares bool) (*Plan, string) {
+	if len(s.T.dom) == 0 {
+		return nil, "no nodes of this SKU"
+	}
+	total := 0
+	for d := range s.T.dom[0] {
+		total += s.freeAt(0, int32(d), spares)
+	}
+	if total < k {
+		return nil, fmt.Sprintf("%d whole nodes free, %d asked", total, k)
+	}
+	top := make([]int32, len(s.T.dom[0]))
+	for i := range top {
+		top[i] = int32(i)
+	}
+	var picked []int
+	if why := s.descend(0, top, k, lim, spares, &picked); why != "" {
+		return nil, why
+	}
+	p := &Plan{}
+	for _, i := range picked {
+		p.Nodes = append(p.Nodes, s.assign(i, s.full))
+	}
+	// A cap below the level where the gang spans is checked on the result.
+	for l, n := range lim {
+		if n > 0 && s.count(p, l) > n {
+			return nil, fmt.Sprintf("needs %d %s domains, at most %d allowed", s.count(p, l), s.T.Levels[l], n)
+		}
+	}
+	return p, ""
+}
+
+func (s *Snapshot) assign(i int, m uint64) Assignment {
+	a := Assignment{NodeID: s.T.nodes[i].id, Domain: s.T.dom[len(s.T.Levels)-1][s.T.nodes[i].anc[len(s.T.Levels)-1]].path, index: i}
+	for g := 0; m != 0; g++ {
+		if m&1 != 0 {
+			a.GPUs = append(a.GPUs, g)
+		}
+		m >>= 1
+	}
+	return a
+}
+
+// descend chooses among the domains cands of level l for k nodes.
+func (s *Snapshot) descend(l int, cands []int32, k int, lim []int, spares bool, out *[]int) string {
+	best, bestCost := int32(-1), []int(nil)
+	for _, d := range cands {
+		f := s.freeAt(l, d, spares)
+		if f < k {
+			continue
+		}
+		cost := s.lookahead(l, d, k, spares)
+		cost = append(cost, f)
+		if best < 0 || less(cost, bestCost) {
+			best, bestCost = d, cost
+		}
+	}
+	if best >= 0 {
+		return s.into(l, best, k, lim, spares, out)
+	}
+	if lim[l] == 1 {
+		return fmt.Sprintf("no single %s has %d whole nodes free", s.T.Levels[l], k)
+	}
+	// Span: largest first; the last is the smallest that completes k.
+	type fd struct {
+		d int32
+		f int
+	}
+	var all []fd
+	for _, d := range cands {
+		if f := s.freeAt(l, d, spares); f > 0 {
+			all = append(all, fd{d, f})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].f != all[j].f {
+			return all[i].f > all[j].f
+		}
+		return all[i].d < all[j].d
+	})
+	sum, n := 0, 0
+	for n < len(all) && sum+all[n].f < k {
+		sum += all[n].f
+		n++
+	}
+	if n == len(all) {
+		return fmt.Sprintf("%d whole nodes free here, %d asked", sum, k)
+	}
+	rest := k - sum
+	last := n
+	for j := n + 1; j < len(all); j++ {
+		if all[j].f >= rest && all[j].f <= all[last].f {
+			last = j
+		}
+	}
+	if lim[l] > 0 && n+1 > lim[l] {
+		return fmt.Sprintf("needs %d %s domains, at most %d allowed", n+1, s.T.Levels[l], lim[l])
+	}
+	for j := 0; j < n; j++ {
+		if why := s.into(l, all[j].d, all[j].f, lim, spares, out); why != "" {
+			return why
+		}
+	}
+	return s.into(l, all[last].d, rest, lim, spares, out)
+}
+
+// into places k nodes inside domain d of level l.
+func (s *Snapshot) into(l int, d int32, k int, lim []int, spares bool, out *[]int) string {
+	dom := &s.T.dom[l][d]
+	if l == len(s.T.Levels)-1 {
+		// Non-spare nodes first; spares only for preemptible work.
+		for pass := 0; pass < 2 && k > 0; pass++ {
+			for i := dom.lo; i < dom.hi && k > 0; i++ {
+				n := &s.T.nodes[i]
+				if s.mask[i] == s.full && s.usable(int(i)) && n.spare == (pass == 1) && (!n.spare || spares) {
+					*out = append(*out, int(i))
+					k--
+				}
+			}
+		}
+		if k > 0 {
+			return "capacity counters out of step"
+		}
+		return ""
+	}
+	return s.descend(l+1, dom.kids, k, lim, spares, out)
+}
+
+// lookahead is the fewest domains k nodes need at each level below d.
+func (s *Snapshot) lookahead(l int, d int32, k int, spares bool) []int {
+	var cost []int
+	if k == 1 {
+		return cost
+	}
+	lo, hi := s.T.dom[l][d].lo, s.T.dom[l][d].hi
+	vals := make([]int32, 0, 64)
+	for m := l + 1; m < len(s.T.Levels); m++ {
+		doms := s.T.dom[m]
+		first := sort.Search(len(doms), func(i int) bool { return doms[i].lo >= lo })
+		vals = vals[:0]
+		for j := first; j < len(doms) && doms[j].hi <= hi; j++ {
+			vals = append(vals, int32(s.freeAt(m, int32(j), spares)))
+		}
+		cost = append(cost, cover(vals, k))
+	}
+	return cost
+}
+
+// less compares cost vectors lexicographically.
+func less(a, b []int) bool {
+	for i := range a {
+		if i >= len(b) || a[i] != b[i] {
+			return i < len(b) && a[i] < b[i]
+		}
+	}
+	return false
+}
+
+// placePartition plans g GPUs inside one node along the SKU's partition
+// table: aligned blocks (GPUs 0-1, 2-3 … for 2; 0-3, 4-7 for 4), filling
+// partly used nodes first, the fullest that fits.
+func (s *Snapshot) placePartition(g int, spares bool) (*Plan, string) {
+	block := uint64(1)<<g - 1
+	fit := func(m uint64) uint64 {
+		for off := 0; off+g <= s.T.SKU.GPUsPerNode; off += g {
+			if m&(block<<off) == block<<off {
+				return block << off
+			}
+		}
+		return 0
+	}
+	for c := g; c < len(s.partial); c++ {
+		for i := s.partial[c].next(0); i >= 0; i = s.partial[c].next(i + 1) {
+			if !s.usable(i) {
+				continue
+			}
+			if b := fit(s.mask[i]); b != 0 {
+				return &Plan{Nodes: []Assignment{s.assign(i, b)}}, ""
+			}
+		}
+	}
+	var picked []int
+	lim := make([]int, len(s.T.Levels))
+	if why := s.descend(0, s.topDomains(), 1, lim, spares, &picked); why != "" {
+		return nil, fmt.Sprintf("no node has an aligned block of %d free GPUs", g)
+	}
+	return &Plan{Nodes: []Assignment{s.assign(picked[0], block)}}, ""
+}
+
+func (s *Snapshot) topDomains() []int32 {
+	top := make([]int32, len(s.T.dom[0]))
+	for i := range top {
+		top[i] = int32(i)
+	}
+	return top
+}
+
+// placeWhole plans every non-spare node of a domain ("*": the site).
+func (s *Snapshot) placeWhole(path string) (*Plan, string) {
+	lo, hi := int32(0), int32(len(s.T.nodes))
+	if path != "*" {
+		segs := strings.Count(path, "/")
+		if segs >= len(s.T.Levels) {
+			return nil, "no domain " + path
+		}
+		found := false
+		for _, d := range s.T.dom[segs] {
+			if d.path == path {
+				lo, hi, found = d.lo, d.hi, true
+			}
+		}
+		if !found {
+			return nil, "no domain " + path
+		}
+	}
+	p := &Plan{}
+	busy := 0
+	for i := lo; i < hi; i++ {
+		if s.T.nodes[i].spare {
+			continue
+		}
+		if s.mask[i] != s.full || !s.usable(int(i)) {
+			busy++
+			continue
+		}
+		p.Nodes = append(p.Nodes, s.assign(int(i), s.full))
+	}
+	if busy > 0 {
+		return nil, fmt.Sprintf("%d of the domain's non-spare nodes are not free", busy)
+	}
+	if len(p.Nodes) == 0 {
+		return nil, "the domain has no non-spare nodes"
+	}
+	return p, ""
+}
+
+// count returns the distinct domains of level l a plan uses.
+func (s *Snapshot) count(p *Plan, l int) int {
+	seen := map[int32]bool{}
+	for _, a := range p.Nodes {
+		seen[s.T.nodes[a.index].anc[l]] = true
+	}
+	return len(seen)
+}
+
+// score fills p.Score and p.GPUs.
+func (s *Snapshot) score(p *Plan) {
+	p.GPUs = 0
+	for _, a := range p.Nodes {
+		p.GPUs += len(a.GPUs)
+	}
+	k := len(p.Nodes)
+	p.Score = make([]LevelScore, len(s.T.Levels))
+	for l, name := range s.T.Levels {
+		sc := LevelScore{Level: name, Used: s.count(p, l), BoundEmpty: s.T.emptyBound(l, k)}
+		// The bound on free capacity counts the plan's own nodes as free.
+		vals := make([]int32, len(s.T.dom[l]))
+		for d := range vals {
+			vals[d] = s.free[l][d]
+		}
+		for _, a := range p.Nodes {
+			if len(a.GPUs) == s.T.SKU.GPUsPerNode && s.mask[a.index] != s.full {
+				vals[s.T.nodes[a.index].anc[l]]++
+			}
+		}
+		if k == 1 {
+			sc.BoundFree = 1
+		} else {
+			sc.BoundFree = cover(vals, k)
+		}
+		p.Score[l] = sc
+	}
+}
+
+// rejected counts the site's nodes per reason they cannot serve r.
+func (s *Snapshot) rejected(r Request, why string) map[Reason]int {
+	out := map[Reason]int{}
+	if s.T.otherSKU > 0 {
+		out[ReasonSKU] = s.T.otherSKU
+	}
+	free := 0
+	for i := range s.T.nodes {
+		n := &s.T.nodes[i]
+		switch {
+		case n.blocked != "":
+			out[n.blocked]++
+		case s.excluded.has(i):
+			out[ReasonExcluded]++
+		case n.spare && !r.Class.Preemptible():
+			out[ReasonSpare]++
+		case bits.OnesCount64(s.mask[i]) < min(max(r.GPUs, 1), s.T.SKU.GPUsPerNode):
+			out[ReasonCapacity]++
+		default:
+			free++
+		}
+	}
+	if strings.Contains(why, "domains") || strings.Contains(why, "no single") {
+		out[ReasonTopology] = free
+	}
+	return out
+}
+
+// alternatives tries looser constraints, nearest first, and keeps the first
+// two that fit.
+func (s *Snapshot) alternatives(r Request) []Alternative {
+	var tries []Request
+	if r.Within != "" {
+		for l := s.T.level(r.Within) - 1; l >= 0; l-- {
+			x := r
+			x.Within = s.T.Levels[l]
+			tries = append(tries, x)
+		}
+	}
+	names := make([]string, 0, len(r.MaxDomains))
+	for name := range r.MaxDomains {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		n := r.MaxDomains[name]
+		x := r
+		x.MaxDomains = map[string]int{}
+		for k, v := range r.MaxDomains {
+			x.MaxDomains[k] = v
+		}
+		x.MaxDomains[name] = n * 2
+		tries = append(tries, x)
+	}
+	if r.Within != "" || len(r.MaxDomains) > 0 {
+		x := r
+		x.Within, x.MaxDomains = "", nil
+		tries = append(tries, x)
+	}
+	var out []Alternative
+	for _, x := range tries {
+		lim, _ := s.limits(x)
+		if p, _ := s.placeGang(x.GPUs/s.T.SKU.GPUsPerNode, lim, x.Class.Preemptible()); p != nil {
+			s.score(p)
+			out = append(out, Alternative{Constraint: x.Constraint(), Score: p.Score})
+			if len(out) == 2 {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ParseMaxDomains parses "LEVEL:N[,LEVEL:N]".
+func ParseMaxDomains(v string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, part := range strings.Split(v, ",") {
+		name, num, ok := strings.Cut(part, ":")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil || n < 1 {
+			return nil, fmt.Errorf("max_domains %q: want LEVEL:N, e.g. su:4", part)
+		}
+		out[name] = n
+	}
+	return out, nil
+}

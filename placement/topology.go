@@ -1,0 +1,181 @@
+// Package placement decides which nodes and GPUs serve a request. It is a
+// pure library: a snapshot and a request in, a plan or a reasoned refusal
+// out. It does no I/O, reads no clock and uses no randomness of its own.
+//
+// A Topology is the static tree of one site and SKU, built once per fleet
+// generation and shared read-only. A Snapshot holds the free capacity of that
+// tree for one planning cycle, indexed by domain; planning reads it, Commit
+// and Release change it.
+package placement
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// Reason says why a node cannot serve a request.
+type Reason string
+
+const (
+	ReasonLifecycle Reason = "lifecycle" // not available
+	ReasonHealth    Reason = "health"    // not ok
+	ReasonCordoned  Reason = "cordoned"
+	ReasonSKU       Reason = "sku"       // another SKU
+	ReasonCapacity  Reason = "capacity"  // its GPUs are in use
+	ReasonSpare     Reason = "spare"     // held back for replacements
+	ReasonExcluded  Reason = "excluded"  // the request excludes it
+	ReasonTopology  Reason = "topology"  // free, but no placement meeting the constraint uses it
+)
+
+type domain struct {
+	path   string
+	parent int32   // index at the level above; -1 at the top
+	lo, hi int32   // node index range [lo, hi)
+	kids   []int32 // indexes at the level below (empty at the last level)
+}
+
+type node struct {
+	id, host string
+	anc      []int32 // domain index at each level
+	spare    bool
+	blocked  Reason // static reason it cannot be used, or ""
+}
+
+// Topology is the tree of one site's nodes of one SKU. Nodes are ordered by
+// domain path, so every domain holds a contiguous range of them.
+type Topology struct {
+	Site        string
+	SKU         fleet.SKU
+	Levels      []string
+	dom         [][]domain
+	nodes       []node
+	byID        map[string]int32
+	capSorted   [][]int32 // per level: node counts of its domains, descending
+	otherSKU    int       // nodes of the site with another SKU
+}
+
+// Build makes the topology of a site for one SKU from fleet nodes. Nodes of
+// other SKUs and retired nodes are left out (counted for explanations).
+func Build(site fleet.Site, sku fleet.SKU, nodes []fleet.Node) *Topology {
+	t := &Topology{Site: site.Name, SKU: sku, Levels: site.Levels, byID: map[string]int32{}}
+	var mine []fleet.Node
+	for _, n := range nodes {
+		switch {
+		case n.SiteID != site.ID && n.Site != site.Name, n.Lifecycle == fleet.LifecycleRetired:
+		case n.SKU != sku.Name:
+			t.otherSKU++
+		default:
+			mine = append(mine, n)
+		}
+	}
+	sort.Slice(mine, func(i, j int) bool {
+		if mine[i].Domain != mine[j].Domain {
+			return mine[i].Domain < mine[j].Domain
+		}
+		return mine[i].Hostname < mine[j].Hostname
+	})
+	L := len(site.Levels)
+	t.dom = make([][]domain, L)
+	index := make([]map[string]int32, L)
+	for l := range index {
+		index[l] = map[string]int32{}
+	}
+	for i, n := range mine {
+		segs := strings.Split(n.Domain, "/")
+		tn := node{id: n.ID, host: n.Hostname, anc: make([]int32, L), spare: n.Spare}
+		switch {
+		case n.Lifecycle != fleet.LifecycleAvailable:
+			tn.blocked = ReasonLifecycle
+		case n.Health != fleet.HealthOK:
+			tn.blocked = ReasonHealth
+		case n.Cordoned:
+			tn.blocked = ReasonCordoned
+		}
+		for l := 0; l < L; l++ {
+			path := strings.Join(segs[:min(l+1, len(segs))], "/")
+			d, ok := index[l][path]
+			if !ok {
+				parent := int32(-1)
+				if l > 0 {
+					parent = tn.anc[l-1]
+				}
+				d = int32(len(t.dom[l]))
+				t.dom[l] = append(t.dom[l], domain{path: path, parent: parent, lo: int32(i)})
+				index[l][path] = d
+				if l > 0 {
+					t.dom[l-1][parent].kids = append(t.dom[l-1][parent].kids, d)
+				}
+			}
+			t.dom[l][d].hi = int32(i + 1)
+			tn.anc[l] = d
+		}
+		t.byID[n.ID] = int32(len(t.nodes))
+		t.byID[n.Hostname] = int32(len(t.nodes))
+		t.nodes = append(t.nodes, tn)
+	}
+	t.capSorted = make([][]int32, L)
+	for l := range t.dom {
+		for _, d := range t.dom[l] {
+			t.capSorted[l] = append(t.capSorted[l], d.hi-d.lo)
+		}
+		sort.Slice(t.capSorted[l], func(i, j int) bool { return t.capSorted[l][i] > t.capSorted[l][j] })
+	}
+	return t
+}
+
+// Nodes returns how many nodes the topology holds.
+func (t *Topology) Nodes() int { return len(t.nodes) }
+
+// NodeIndex returns a node's index by id or hostname.
+func (t *Topology) NodeIndex(ref string) (int, bool) {
+	i, ok := t.byID[ref]
+	return int(i), ok
+}
+
+// NodeID returns the id of node i.
+func (t *Topology) NodeID(i int) string { return t.nodes[i].id }
+
+// Domain returns the path of node i's domain at level l.
+func (t *Topology) Domain(i, l int) string { return t.dom[l][t.nodes[i].anc[l]].path }
+
+// level returns the index of a level name, or -1.
+func (t *Topology) level(name string) int {
+	for i, l := range t.Levels {
+		if l == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// cover returns how many of the largest values it takes to reach k, or -1.
+// vals is reordered.
+func cover(vals []int32, k int) int {
+	sort.Slice(vals, func(i, j int) bool { return vals[i] > vals[j] })
+	sum := 0
+	for i, v := range vals {
+		if v <= 0 {
+			break
+		}
+		sum += int(v)
+		if sum >= k {
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// emptyBound is the fewest domains of level l that k nodes need on an empty
+// fleet.
+func (t *Topology) emptyBound(l, k int) int {
+	sum := 0
+	for i, c := range t.capSorted[l] {
+		sum += int(c)
+		if sum >= k {
+			return i + 1
+		}
+	}
+	return -1
+}
