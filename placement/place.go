@@ -67,7 +67,7 @@ func (r Request) Constraint() string {
 type Assignment struct {
 	NodeID string `json:"node_id"`
 	Domain string `json:"domain"`
-	GPUs   []int  `json:"gpus"`
+	GPUs   []int  `json:"gpus"` // may share its array with other assignments: read only
 	index  int
 }
 
@@ -151,7 +151,7 @@ func (s *Snapshot) Place(r Request) (Result, error) {
 		s.score(plan)
 		return Result{Plan: plan}, nil
 	}
-	ref := &Refusal{Message: why, Rejected: s.rejected(r, why)}
+	ref := &Refusal{Message: why, Rejected: s.rejected(r, why, len(ex))}
 	if r.Whole == "" && r.GPUs >= g {
 		ref.Alternatives = s.alternatives(r)
 	}
@@ -231,9 +231,15 @@ func (s *Snapshot) placeGang(k int, lim []int, spares bool) (*Plan, string) {
 	if why := s.descend(0, top, k, lim, spares, &picked); why != "" {
 		return nil, why
 	}
-	p := &Plan{}
-	for _, i := range picked {
-		p.Nodes = append(p.Nodes, s.assign(i, s.full))
+	sort.Ints(picked)
+	p := s.wholeNodes(picked)
+	// Rank candidates: the descent decides level by level and can split a
+	// spanning share unluckily; an unconstrained gang also considers the
+	// first free nodes in topology order, and keeps whichever spans less.
+	if k > 1 && !constrained(lim) {
+		if ff := s.firstFit(k, spares); ff != nil && less(s.spanKey(ff), s.spanKey(p)) {
+			p = ff
+		}
 	}
 	// A cap below the level where the gang spans is checked on the result.
 	for l, n := range lim {
@@ -242,6 +248,21 @@ func (s *Snapshot) placeGang(k int, lim []int, spares bool) (*Plan, string) {
 		}
 	}
 	return p, ""
+}
+
+// wholeNodes makes a plan of whole nodes, their GPU lists sharing one array.
+func (s *Snapshot) wholeNodes(idx []int) *Plan {
+	g := s.T.SKU.GPUsPerNode
+	all := make([]int, g)
+	for j := range all {
+		all[j] = j
+	}
+	p := &Plan{Nodes: make([]Assignment, len(idx))}
+	last := len(s.T.Levels) - 1
+	for j, i := range idx {
+		p.Nodes[j] = Assignment{NodeID: s.T.nodes[i].id, Domain: s.T.dom[last][s.T.nodes[i].anc[last]].path, GPUs: all[:g:g], index: i}
+	}
+	return p
 }
 
 func (s *Snapshot) assign(i int, m uint64) Assignment {
@@ -310,12 +331,117 @@ func (s *Snapshot) descend(l int, cands []int32, k int, lim []int, spares bool, 
 	if lim[l] > 0 && n+1 > lim[l] {
 		return fmt.Sprintf("needs %d %s domains, at most %d allowed", n+1, s.T.Levels[l], lim[l])
 	}
+	if l+1 < len(s.T.Levels) {
+		// n+1 domains here is the fewest. Which ones, and how much of each,
+		// decides the domains used below: choose them so that the fewest
+		// children are drawn on (fullest first), then span those children.
+		var kids []int32
+		if l+2 < len(s.T.Levels) { // e.g. spanning pods: choose them for their sus
+			kids = s.spanChildren(l, cands, n+1, k, spares)
+		}
+		if kids == nil {
+			for j := 0; j < n; j++ {
+				kids = append(kids, s.T.dom[l][all[j].d].kids...)
+			}
+			kids = append(kids, s.T.dom[l][all[last].d].kids...)
+		}
+		return s.descend(l+1, kids, k, lim, spares, out)
+	}
 	for j := 0; j < n; j++ {
 		if why := s.into(l, all[j].d, all[j].f, lim, spares, out); why != "" {
 			return why
 		}
 	}
 	return s.into(l, all[last].d, rest, lim, spares, out)
+}
+
+// spanChildren picks, among the domains cands of level l, at most n and a
+// number of the fullest children of each, so that together they hold k
+// nodes with the fewest children: a knapsack over (domains used, nodes
+// covered, capped at k). It returns the chosen children, or nil when the
+// tables would be too large to be worth it.
+func (s *Snapshot) spanChildren(l int, cands []int32, n, k int, spares bool) []int32 {
+	if len(cands)*n*(k+1) > 4<<20 {
+		return nil
+	}
+	const inf = int32(1 << 30)
+	width := k + 1
+	at := func(j, x int) int { return j*width + x }
+	dp := make([]int32, (n+1)*width)
+	for i := range dp {
+		dp[i] = inf
+	}
+	dp[0] = 0
+	type step struct {
+		kids []int32 // children of this candidate, fullest first
+		take []int8  // per state: children taken from it (0: none)
+		from []int32 // per state: nodes covered before it
+	}
+	steps := make([]step, len(cands))
+	next := make([]int32, len(dp))
+	for i, d := range cands {
+		st := &steps[i]
+		for _, kid := range s.T.dom[l][d].kids {
+			if s.freeAt(l+1, kid, spares) > 0 {
+				st.kids = append(st.kids, kid)
+			}
+		}
+		if len(st.kids) == 0 || len(st.kids) > 127 {
+			continue
+		}
+		sort.Slice(st.kids, func(a, b int) bool {
+			fa, fb := s.freeAt(l+1, st.kids[a], spares), s.freeAt(l+1, st.kids[b], spares)
+			return fa > fb || fa == fb && st.kids[a] < st.kids[b]
+		})
+		st.take = make([]int8, len(dp))
+		st.from = make([]int32, len(dp))
+		copy(next, dp)
+		for j := 0; j < n; j++ {
+			for x := 0; x <= k; x++ {
+				base := dp[at(j, x)]
+				if base == inf {
+					continue
+				}
+				sum := 0
+				for t, kid := range st.kids {
+					sum += s.freeAt(l+1, kid, spares)
+					nx := min(k, x+sum)
+					if c := base + int32(t+1); c < next[at(j+1, nx)] {
+						next[at(j+1, nx)] = c
+						st.take[at(j+1, nx)] = int8(t + 1)
+						st.from[at(j+1, nx)] = int32(x)
+					}
+					if nx == k {
+						break
+					}
+				}
+			}
+		}
+		dp, next = next, dp
+	}
+	bestJ := -1
+	for j := 1; j <= n; j++ {
+		if dp[at(j, k)] != inf && (bestJ < 0 || dp[at(j, k)] < dp[at(bestJ, k)]) {
+			bestJ = j
+		}
+	}
+	if bestJ < 0 {
+		return nil
+	}
+	// Walk back: a candidate was taken where its step improved the state.
+	var out []int32
+	j, x := bestJ, k
+	for i := len(cands) - 1; i >= 0 && j > 0; i-- {
+		st := &steps[i]
+		if st.take == nil || st.take[at(j, x)] == 0 {
+			continue
+		}
+		t := int(st.take[at(j, x)])
+		out = append(out, st.kids[:t]...)
+		x = int(st.from[at(j, x)])
+		j--
+	}
+	return out
 }
 
 // into places k nodes inside domain d of level l.
@@ -427,7 +553,7 @@ func (s *Snapshot) placeWhole(path string) (*Plan, string) {
 			return nil, "no domain " + path
 		}
 	}
-	p := &Plan{}
+	idx := make([]int, 0, hi-lo)
 	busy := 0
 	for i := lo; i < hi; i++ {
 		if s.T.nodes[i].spare {
@@ -437,24 +563,73 @@ func (s *Snapshot) placeWhole(path string) (*Plan, string) {
 			busy++
 			continue
 		}
-		p.Nodes = append(p.Nodes, s.assign(int(i), s.full))
+		idx = append(idx, int(i))
 	}
 	if busy > 0 {
 		return nil, fmt.Sprintf("%d of the domain's non-spare nodes are not free", busy)
 	}
-	if len(p.Nodes) == 0 {
+	if len(idx) == 0 {
 		return nil, "the domain has no non-spare nodes"
 	}
-	return p, ""
+	return s.wholeNodes(idx), ""
+}
+
+func constrained(lim []int) bool {
+	for _, n := range lim {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// spanKey orders plans by the domains they span: from the second level down
+// (pods, sus, racks on a Colossus-shaped site), then the top level (halls),
+// whose boundaries are boundaries of every level below anyway.
+func (s *Snapshot) spanKey(p *Plan) []int {
+	L := len(s.T.Levels)
+	key := make([]int, 0, L)
+	for l := 1; l < L; l++ {
+		key = append(key, s.count(p, l))
+	}
+	return append(key, s.count(p, 0))
+}
+
+// firstFit takes the first k whole-free usable nodes in topology order.
+func (s *Snapshot) firstFit(k int, spares bool) *Plan {
+	idx := make([]int, 0, k)
+	for i := range s.T.nodes {
+		if len(idx) == k {
+			break
+		}
+		if s.mask[i] == s.full && s.usable(i) && (!s.T.nodes[i].spare || spares) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) < k {
+		return nil
+	}
+	return s.wholeNodes(idx)
 }
 
 // count returns the distinct domains of level l a plan uses.
 func (s *Snapshot) count(p *Plan, l int) int {
-	seen := map[int32]bool{}
-	for _, a := range p.Nodes {
-		seen[s.T.nodes[a.index].anc[l]] = true
+	s.gen++
+	if s.gen == 0 { // wrapped: start the marks afresh
+		for _, m := range s.mark {
+			clear(m)
+		}
+		s.gen = 1
 	}
-	return len(seen)
+	n := 0
+	for _, a := range p.Nodes {
+		d := s.T.nodes[a.index].anc[l]
+		if s.mark[l][d] != s.gen {
+			s.mark[l][d] = s.gen
+			n++
+		}
+	}
+	return n
 }
 
 // score fills p.Score and p.GPUs.
@@ -466,50 +641,56 @@ func (s *Snapshot) score(p *Plan) {
 	k := len(p.Nodes)
 	p.Score = make([]LevelScore, len(s.T.Levels))
 	for l, name := range s.T.Levels {
-		sc := LevelScore{Level: name, Used: s.count(p, l), BoundEmpty: s.T.emptyBound(l, k)}
-		// The bound on free capacity counts the plan's own nodes as free.
-		vals := make([]int32, len(s.T.dom[l]))
-		for d := range vals {
-			vals[d] = s.free[l][d]
-		}
-		for _, a := range p.Nodes {
-			if len(a.GPUs) == s.T.SKU.GPUsPerNode && s.mask[a.index] != s.full {
-				vals[s.T.nodes[a.index].anc[l]]++
-			}
-		}
-		if k == 1 {
-			sc.BoundFree = 1
-		} else {
-			sc.BoundFree = cover(vals, k)
+		sc := LevelScore{Level: name, Used: s.count(p, l), BoundEmpty: s.T.emptyBound(l, k), BoundFree: 1}
+		// Plans are scored before they are committed, so their nodes still
+		// count as free: the bound is over the non-spare free capacity.
+		if k > 1 {
+			sc.BoundFree = cover(s.free[l], k)
 		}
 		p.Score[l] = sc
 	}
 }
 
-// rejected counts the site's nodes per reason they cannot serve r.
-func (s *Snapshot) rejected(r Request, why string) map[Reason]int {
+// rejected counts the site's nodes per reason they cannot serve r, from
+// counters kept up to date, without visiting nodes.
+func (s *Snapshot) rejected(r Request, why string, excluded int) map[Reason]int {
 	out := map[Reason]int{}
+	for k, v := range s.blocked {
+		out[k] = v
+	}
 	if s.T.otherSKU > 0 {
 		out[ReasonSKU] = s.T.otherSKU
 	}
-	free := 0
-	for i := range s.T.nodes {
-		n := &s.T.nodes[i]
-		switch {
-		case n.blocked != "":
-			out[n.blocked]++
-		case s.excluded.has(i):
-			out[ReasonExcluded]++
-		case n.spare && !r.Class.Preemptible():
-			out[ReasonSpare]++
-		case bits.OnesCount64(s.mask[i]) < min(max(r.GPUs, 1), s.T.SKU.GPUsPerNode):
-			out[ReasonCapacity]++
-		default:
-			free++
+	if excluded > 0 {
+		out[ReasonExcluded] = excluded
+	}
+	whole, spareWhole := 0, 0
+	for d := range s.T.dom[0] {
+		whole += int(s.free[0][d])
+		spareWhole += int(s.spareFree[0][d])
+	}
+	usable := whole // nodes with room for r
+	if r.GPUs > 0 && r.GPUs < s.T.SKU.GPUsPerNode {
+		for c := r.GPUs; c < len(s.partial); c++ {
+			for _, w := range s.partial[c] {
+				usable += bits.OnesCount64(w)
+			}
 		}
 	}
+	if r.Class.Preemptible() {
+		usable += spareWhole
+		out[ReasonCapacity] = s.sellable + s.spares - usable - excluded
+	} else {
+		out[ReasonSpare] = s.spares
+		out[ReasonCapacity] = s.sellable - usable - excluded
+	}
 	if strings.Contains(why, "domains") || strings.Contains(why, "no single") {
-		out[ReasonTopology] = free
+		out[ReasonTopology] = usable
+	}
+	for k, v := range out {
+		if v <= 0 {
+			delete(out, k)
+		}
 	}
 	return out
 }

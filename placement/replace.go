@@ -50,26 +50,16 @@ func (s *Snapshot) Replace(failed string, within string) (Result, error) {
 	if within != "" {
 		scope = fmt.Sprintf("%s %s", within, s.T.dom[widest][n.anc[widest]].path)
 	}
-	return Result{Refusal: &Refusal{Message: "no free node or spare in " + scope, Rejected: s.rejected(Request{GPUs: s.T.SKU.GPUsPerNode}, "")}}, nil
+	return Result{Refusal: &Refusal{Message: "no free node or spare in " + scope, Rejected: s.rejected(Request{GPUs: s.T.SKU.GPUsPerNode}, "", 0)}}, nil
 }
 
 // FirstFit is the naive baseline: the first free nodes in index order (by
 // domain path), ignoring topology. It is what a scheduler without gang or
 // topology semantics does, kept for comparison in tests and benchmarks.
 func (s *Snapshot) FirstFit(gpus int) *Plan {
-	k := gpus / s.T.SKU.GPUsPerNode
-	p := &Plan{}
-	for i := range s.T.nodes {
-		if len(p.Nodes) == k {
-			break
-		}
-		if s.mask[i] == s.full && s.usable(i) && !s.T.nodes[i].spare {
-			p.Nodes = append(p.Nodes, s.assign(i, s.full))
-		}
+	p := s.firstFit(gpus/s.T.SKU.GPUsPerNode, false)
+	if p != nil {
+		s.score(p)
 	}
-	if len(p.Nodes) < k {
-		return nil
-	}
-	s.score(p)
 	return p
 }

@@ -1,6 +1,9 @@
 package placement
 
-import "math/bits"
+import (
+	"math/bits"
+	"sort"
+)
 
 // Snapshot is the free capacity of a Topology for one planning cycle. Plans
 // are computed against it without changing it; Commit and Release apply a
@@ -17,14 +20,23 @@ type Snapshot struct {
 	partial []bitset
 	// excluded marks nodes a request excludes while it is being planned.
 	excluded bitset
+	// blocked counts nodes per static reason; sellable counts unblocked
+	// non-spare nodes and spares unblocked spares, for explanations.
+	blocked          map[Reason]int
+	sellable, spares int
+	// mark and gen count distinct domains without allocating.
+	mark [][]uint32
+	gen  uint32
+	// freeGPUs and usableGPUs count GPUs of unblocked nodes.
+	freeGPUs, usableGPUs int
 }
 
 type bitset []uint64
 
-func newBitset(n int) bitset         { return make(bitset, (n+63)/64) }
-func (b bitset) set(i int)           { b[i/64] |= 1 << (i % 64) }
-func (b bitset) clear(i int)         { b[i/64] &^= 1 << (i % 64) }
-func (b bitset) has(i int) bool      { return b[i/64]&(1<<(i%64)) != 0 }
+func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
+func (b bitset) set(i int)      { b[i/64] |= 1 << (i % 64) }
+func (b bitset) clear(i int)    { b[i/64] &^= 1 << (i % 64) }
+func (b bitset) has(i int) bool { return b[i/64]&(1<<(i%64)) != 0 }
 func (b bitset) next(i int) int { // first set index ≥ i, or -1
 	for w := i / 64; w < len(b); w++ {
 		word := b[w]
@@ -52,8 +64,22 @@ func NewSnapshot(t *Topology) *Snapshot {
 	for c := range s.partial {
 		s.partial[c] = newBitset(len(t.nodes))
 	}
+	s.blocked = map[Reason]int{}
+	s.mark = make([][]uint32, len(t.Levels))
+	for l := range s.mark {
+		s.mark[l] = make([]uint32, len(t.dom[l]))
+	}
 	for i, n := range t.nodes {
-		if n.blocked == "" {
+		switch {
+		case n.blocked != "":
+			s.blocked[n.blocked]++
+		case n.spare:
+			s.spares++
+			s.usableGPUs += g
+			s.setMask(i, s.full)
+		default:
+			s.sellable++
+			s.usableGPUs += g
 			s.setMask(i, s.full)
 		}
 	}
@@ -89,15 +115,31 @@ func (s *Snapshot) setMask(i int, m uint64) {
 			s.partial[c].set(i)
 		}
 	}
+	s.freeGPUs += bits.OnesCount64(m) - bits.OnesCount64(old)
 	s.mask[i] = m
 }
 
 // Block takes node i out of service (failed, cordoned) for this snapshot;
 // its GPUs count as used until Unblock.
 func (s *Snapshot) Block(i int, why Reason) {
+	n := &s.T.nodes[i]
+	if n.blocked != "" {
+		return
+	}
 	s.setMask(i, 0)
-	s.T.nodes[i].blocked = why
+	n.blocked = why
+	s.blocked[why]++
+	s.usableGPUs -= s.T.SKU.GPUsPerNode
+	if n.spare {
+		s.spares--
+	} else {
+		s.sellable--
+	}
 }
+
+// Occupy marks all of node i's GPUs used by work the snapshot did not plan
+// (e.g. allocations loaded from the store).
+func (s *Snapshot) Occupy(i int) { s.setMask(i, 0) }
 
 // Commit marks a plan's GPUs used.
 func (s *Snapshot) Commit(p *Plan) {
@@ -129,16 +171,64 @@ func (s *Snapshot) FreeGPUs(i int) uint64 { return s.mask[i] }
 
 // Utilization returns the share of usable GPUs in use.
 func (s *Snapshot) Utilization() float64 {
-	used, total := 0, 0
-	for i := range s.T.nodes {
-		if s.T.nodes[i].blocked != "" {
-			continue
-		}
-		total += bits.OnesCount64(s.full)
-		used += bits.OnesCount64(s.full &^ s.mask[i])
-	}
-	if total == 0 {
+	if s.usableGPUs == 0 {
 		return 0
 	}
-	return float64(used) / float64(total)
+	return 1 - float64(s.freeGPUs)/float64(s.usableGPUs)
+}
+
+// NestedBound returns the fewest domains of level l that k whole nodes need
+// on the current free capacity, and the fewest domains of level l+1 among
+// placements that use only that many of level l: the lexicographic lower
+// bound (pods first, then sus). It runs a small dynamic programme; it is
+// meant for reports, not the planning path.
+func (s *Snapshot) NestedBound(l, k int) (int, int) {
+	n := cover(s.free[l], k)
+	if n < 0 || l+1 >= len(s.T.Levels) {
+		return n, -1
+	}
+	const inf = 1 << 30
+	dp := make([][]int, n+1)
+	for j := range dp {
+		dp[j] = make([]int, k+1)
+		for x := range dp[j] {
+			dp[j][x] = inf
+		}
+	}
+	dp[0][0] = 0
+	for d := range s.T.dom[l] {
+		var vals []int
+		for _, kid := range s.T.dom[l][d].kids {
+			if f := int(s.free[l+1][kid]); f > 0 {
+				vals = append(vals, f)
+			}
+		}
+		if len(vals) == 0 {
+			continue
+		}
+		sort.Sort(sort.Reverse(sort.IntSlice(vals)))
+		for j := n - 1; j >= 0; j-- {
+			for x := k; x >= 0; x-- {
+				if dp[j][x] == inf {
+					continue
+				}
+				sum := 0
+				for t, v := range vals {
+					sum += v
+					nx := min(k, x+sum)
+					if c := dp[j][x] + t + 1; c < dp[j+1][nx] {
+						dp[j+1][nx] = c
+					}
+					if nx == k {
+						break
+					}
+				}
+			}
+		}
+	}
+	best := inf
+	for j := 1; j <= n; j++ {
+		best = min(best, dp[j][k])
+	}
+	return n, best
 }

@@ -22,11 +22,11 @@ const (
 	ReasonLifecycle Reason = "lifecycle" // not available
 	ReasonHealth    Reason = "health"    // not ok
 	ReasonCordoned  Reason = "cordoned"
-	ReasonSKU       Reason = "sku"       // another SKU
-	ReasonCapacity  Reason = "capacity"  // its GPUs are in use
-	ReasonSpare     Reason = "spare"     // held back for replacements
-	ReasonExcluded  Reason = "excluded"  // the request excludes it
-	ReasonTopology  Reason = "topology"  // free, but no placement meeting the constraint uses it
+	ReasonSKU       Reason = "sku"      // another SKU
+	ReasonCapacity  Reason = "capacity" // its GPUs are in use
+	ReasonSpare     Reason = "spare"    // held back for replacements
+	ReasonExcluded  Reason = "excluded" // the request excludes it
+	ReasonTopology  Reason = "topology" // free, but no placement meeting the constraint uses it
 )
 
 type domain struct {
@@ -46,14 +46,14 @@ type node struct {
 // Topology is the tree of one site's nodes of one SKU. Nodes are ordered by
 // domain path, so every domain holds a contiguous range of them.
 type Topology struct {
-	Site        string
-	SKU         fleet.SKU
-	Levels      []string
-	dom         [][]domain
-	nodes       []node
-	byID        map[string]int32
-	capSorted   [][]int32 // per level: node counts of its domains, descending
-	otherSKU    int       // nodes of the site with another SKU
+	Site      string
+	SKU       fleet.SKU
+	Levels    []string
+	dom       [][]domain
+	nodes     []node
+	byID      map[string]int32
+	capSorted [][]int32 // per level: node counts of its domains, descending
+	otherSKU  int       // nodes of the site with another SKU
 }
 
 // Build makes the topology of a site for one SKU from fleet nodes. Nodes of
@@ -151,18 +151,48 @@ func (t *Topology) level(name string) int {
 }
 
 // cover returns how many of the largest values it takes to reach k, or -1.
-// vals is reordered.
+// It counts instead of sorting: values are node counts of domains, small.
 func cover(vals []int32, k int) int {
-	sort.Slice(vals, func(i, j int) bool { return vals[i] > vals[j] })
+	var mx int32
 	sum := 0
-	for i, v := range vals {
-		if v <= 0 {
-			break
+	for _, v := range vals {
+		if v > mx {
+			mx = v
 		}
-		sum += int(v)
-		if sum >= k {
-			return i + 1
+		if v > 0 {
+			sum += int(v)
 		}
+	}
+	switch {
+	case sum < k || k <= 0:
+		if k <= 0 {
+			return 0
+		}
+		return -1
+	case int(mx) >= k:
+		return 1
+	}
+	var buf [1025]int32
+	cnt := buf[:]
+	if int(mx) >= len(buf) {
+		cnt = make([]int32, mx+1)
+	}
+	for _, v := range vals {
+		if v > 0 {
+			cnt[v]++
+		}
+	}
+	n, got := 0, 0
+	for v := int(mx); v > 0; v-- {
+		c := int(cnt[v])
+		if c == 0 {
+			continue
+		}
+		if need := (k - got + v - 1) / v; need <= c {
+			return n + need
+		}
+		n += c
+		got += c * v
 	}
 	return -1
 }

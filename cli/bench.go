@@ -1,0 +1,26 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/neocloud/neocloud/placement/placementbench"
+)
+
+func benchCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that need no server"}
+	var o placementbench.Options
+	p := &cobra.Command{Use: "placement", Short: "Measure the placer on a 196,608-GPU fleet filled to 70% (speed and quality)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o.Progress = g.stderr
+			return placementbench.Run(g.stdout, o)
+		}}
+	p.Flags().Uint64Var(&o.Seed, "seed", 1, "seed of the request streams")
+	p.Flags().IntVar(&o.GPUs, "gpus", 196608, "fleet size in GPUs (8 per node)")
+	p.Flags().Float64Var(&o.Fill, "fill", 0.70, "occupancy to reach before measuring")
+	p.Flags().IntVar(&o.Samples, "samples", 20000, "samples per latency case")
+	p.Flags().DurationVar(&o.StreamFor, "stream", 5*time.Second, "length of the sustained stream")
+	cmd.AddCommand(p)
+	return cmd
+}

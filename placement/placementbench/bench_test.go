@@ -1,0 +1,32 @@
+package placementbench
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunSmall runs the whole benchmark on a small fleet: every case and
+// quality row must come out.
+func TestRunSmall(t *testing.T) {
+	var out stringsBuilder
+	if err := Run(&out, Options{GPUs: 8 * 2048, Samples: 200, StreamFor: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1. one 8-GPU node", "3. 512-node gang within=pod", "6. sustained mixed stream", "peak RSS", "40% of nodes busy"} {
+		if !contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func BenchmarkStream(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		Run(io.Discard, Options{Samples: 2000, StreamFor: 3 * time.Second})
+	}
+}
+
+type stringsBuilder = strings.Builder
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
