@@ -7,6 +7,8 @@ lint:
 	gofmt -l . | (! grep .) && go vet ./...
 bench:
 	go test -run '^$$' -bench . -benchtime 2000x ./httpapi/
+	go test -run '^$$' -bench . -benchtime 300x ./placement/
+	go run ./cmd/neocloud bench placement
 server:
 	go run ./cmd/neocloud server
 scale:

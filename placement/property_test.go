@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -104,13 +105,20 @@ func TestPlacementProperties(t *testing.T) {
 			if rng.IntN(6) == 0 {
 				r.Class = ClassSpot
 			}
+			if rng.IntN(5) == 0 {
+				r.Exclude = []string{s.T.NodeID(rng.IntN(s.T.Nodes())), s.T.NodeID(rng.IntN(s.T.Nodes()))}
+			}
 			var ff *Plan
-			if r.Within == "" && r.MaxDomains == nil && r.GPUs >= 8 && r.Class != ClassSpot {
+			if r.Within == "" && r.MaxDomains == nil && r.GPUs >= 8 && r.Class != ClassSpot && r.Exclude == nil {
 				ff = s.FirstFit(r.GPUs)
 			}
 			res, err := s.Place(r)
 			if err != nil {
 				fail("step %d %+v: %v", step, r, err)
+			}
+			// Deterministic: the same snapshot and request give the same answer.
+			if again, _ := s.Place(r); !reflect.DeepEqual(res, again) {
+				fail("step %d %+v: two answers for one request on one snapshot", step, r)
 			}
 			if res.Plan == nil {
 				if ff != nil {
@@ -135,6 +143,11 @@ func TestPlacementProperties(t *testing.T) {
 			}
 			for _, a := range p.Nodes {
 				n := s.T.nodes[a.index]
+				for _, x := range r.Exclude {
+					if x == n.id {
+						fail("step %d: plan uses excluded node %s", step, n.host)
+					}
+				}
 				if n.blocked != "" || (n.spare && !r.Class.Preemptible()) {
 					fail("step %d: plan uses node %s (blocked %q, spare %v)", step, n.host, n.blocked, n.spare)
 				}
