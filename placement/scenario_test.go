@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/neocloud/neocloud/fleet"
 )
@@ -131,6 +132,31 @@ func runScenario(t *testing.T, path string) {
 	}
 	var out strings.Builder
 	var s *Snapshot
+	var cal *Calendar
+	epoch := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(v string) time.Time {
+		if v == "" {
+			return epoch
+		}
+		if h, ok := strings.CutSuffix(v, "h"); ok {
+			return epoch.Add(time.Duration(atoi(t, h)) * time.Hour)
+		}
+		return epoch.AddDate(0, 0, atoi(t, v))
+	}
+	day := func(tm time.Time) string {
+		d := tm.Sub(epoch)
+		if d%(24*time.Hour) == 0 {
+			return fmt.Sprintf("day %d", d/(24*time.Hour))
+		}
+		return fmt.Sprintf("hour %d", d/time.Hour)
+	}
+	request := func(a map[string]string) Request {
+		r := Request{Within: a["within"], Class: Class(cmp(a["class"], "reserved")), Whole: a["whole"]}
+		if a["gpus"] != "" {
+			r.GPUs = atoi(t, a["gpus"])
+		}
+		return r
+	}
 	plans := map[string]*Plan{}
 	blocks := strings.Split(strings.TrimSpace(string(data)), "\n\n")
 	changed := false
@@ -160,7 +186,92 @@ func runScenario(t *testing.T, path string) {
 			}
 			site, nodes := testFleet(t, o)
 			s = NewSnapshot(Build(site, sku, nodes))
+			cal = NewCalendar(Build(site, sku, nodes))
 			got = fmt.Sprintf("%d nodes\n", s.T.Nodes())
+		case "admit":
+			r := request(a)
+			res, err := cal.Admit(a["id"], r, a["tenant"], at(a["start"]), at(a["end"]))
+			if err != nil {
+				got = "error: " + err.Error() + "\n"
+				break
+			}
+			got = cal.scratch.render(res)
+			if res.Plan != nil {
+				cm, _ := cal.Commitment(a["id"])
+				if a["min"] != "" {
+					cm.MinNodes, cm.ShrinkLevel = atoi(t, a["min"]), a["shrink"]
+				}
+				if a["maxout"] != "" {
+					cm.MaxOut = atoi(t, a["maxout"])
+				}
+			}
+		case "earliest":
+			adm, err := cal.EarliestStart(request(a), a["tenant"], at(a["start"]), at(a["dur"]).Sub(epoch), 1000)
+			if err != nil {
+				got = "error: " + err.Error() + "\n"
+				break
+			}
+			if adm.Plan != nil {
+				got = "earliest start " + day(adm.Start) + "\n" + cal.scratch.render(adm.Result)
+			} else {
+				got = cal.scratch.render(adm.Result)
+			}
+		case "calfail":
+			if err := cal.Block(a["host"]); err != nil {
+				t.Fatal(err)
+			}
+			got = "failed " + a["host"] + "\n"
+		case "rechoose":
+			res, err := cal.Rechoose(a["id"], a["host"])
+			if err != nil {
+				got = "error: " + err.Error() + "\n"
+				break
+			}
+			got = cal.scratch.render(res)
+		case "rolling":
+			var hosts []string
+			for i := range cal.T.nodes {
+				if strings.HasPrefix(cal.T.Domain(i, len(cal.T.Levels)-1)+"/", a["domain"]+"/") {
+					hosts = append(hosts, cal.T.nodes[i].host)
+				}
+			}
+			ws, err := cal.Rolling(a["id"], hosts, at(a["start"]), at(a["dur"]).Sub(epoch))
+			if err != nil {
+				t.Fatal(err)
+			}
+			worst := map[string]int{}
+			for _, w := range ws {
+				for id := range cal.commits {
+					worst[id] = max(worst[id], cal.OutAt(id, w.Start))
+				}
+			}
+			got = fmt.Sprintf("%d windows of %s, first %s, last %s\n", len(ws), a["dur"], day(ws[0].Start), day(ws[len(ws)-1].Start))
+			var ids []string
+			for id := range worst {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				got += fmt.Sprintf("  %s: at most %d nodes out at once (max_out %d)\n", id, worst[id], cal.commits[id].MaxOut)
+			}
+		case "preempt":
+			notice := map[Class]time.Duration{ClassSpot: 2 * time.Minute, ClassInternal: 30 * time.Minute}
+			pr, err := cal.PlanPreemption(request(a), a["tenant"], at(a["start"]), at(a["end"]), notice)
+			if err != nil {
+				got = "error: " + err.Error() + "\n"
+				break
+			}
+			switch {
+			case pr.Refusal != "":
+				got = "refused: " + pr.Refusal + "\n"
+			case len(pr.Victims) == 0:
+				got = "fits without preemption\n" + cal.scratch.render(Result{Plan: pr.Plan})
+			default:
+				for _, v := range pr.Victims {
+					got += fmt.Sprintf("%s %s (%s): %d nodes, %.0f GPU-hours, off by %s\n", v.Action, v.Commitment, v.Class, len(v.Nodes), v.GPUHours, v.OffBy.Sub(epoch))
+				}
+				got += cal.scratch.render(Result{Plan: pr.Plan})
+			}
 		case "place":
 			r := Request{Within: a["within"], Class: Class(cmp(a["class"], "reserved")), Whole: a["whole"]}
 			if a["gpus"] != "" {

@@ -1,0 +1,421 @@
+package placement
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// Forever is the end of an open interval (on-demand work until it ends).
+var Forever = time.Unix(math.MaxInt64/2, 0).UTC()
+
+// Commitment is work on concrete nodes over [Start, End): a reservation's
+// allocation, present or future. End is Forever for on-demand work that has
+// not ended. Elastic work (internal, optionally spot) may shrink down to
+// MinNodes in whole domains of ShrinkLevel. MaxOut caps how many of its
+// nodes rolling maintenance may take at once (0: one at a time).
+type Commitment struct {
+	ID          string
+	Tenant      string
+	Class       Class
+	Start, End  time.Time
+	Request     Request // the shape it was admitted with, kept for re-choosing
+	Nodes       []string
+	MinNodes    int
+	ShrinkLevel string
+	MaxOut      int
+}
+
+// committed reports whether c blocks admission (lease, reserved, on-demand).
+func (c *Commitment) committed() bool { return !c.Class.Preemptible() }
+
+// Window is planned maintenance of some nodes over [Start, End).
+type Window struct {
+	ID         string
+	Start, End time.Time
+	Nodes      []string
+}
+
+// entry is one busy interval of one node, in Unix seconds.
+type entry struct {
+	start, end int64
+	commit     *Commitment // nil for maintenance
+	window     *Window
+}
+
+// Calendar holds, per node, the committed intervals and maintenance windows
+// of one topology, and admits requests into the future. Turnaround (the
+// SKU's) separates the work of two tenants on a node. Spot and internal
+// work is held too but never blocks admission: it is planned around and
+// reclaimed. The calendar is pure (times are given, never read) and not safe
+// for concurrent use.
+type Calendar struct {
+	T          *Topology
+	Turnaround time.Duration
+	byNode     [][]entry // sorted by start
+	commits    map[string]*Commitment
+	windows    map[string]*Window
+	scratch    *Snapshot
+}
+
+// NewCalendar returns an empty calendar over t.
+func NewCalendar(t *Topology) *Calendar {
+	return &Calendar{T: t, Turnaround: time.Duration(t.SKU.TurnaroundS) * time.Second,
+		byNode: make([][]entry, len(t.nodes)), commits: map[string]*Commitment{}, windows: map[string]*Window{}, scratch: NewSnapshot(t)}
+}
+
+func unix(t time.Time) int64 { return t.Unix() }
+
+func (c *Calendar) insert(i int, e entry) {
+	es := c.byNode[i]
+	j := sort.Search(len(es), func(j int) bool { return es[j].start > e.start })
+	es = append(es, entry{})
+	copy(es[j+1:], es[j:])
+	es[j] = e
+	c.byNode[i] = es
+}
+
+func (c *Calendar) remove(i int, pred func(entry) bool) {
+	es := c.byNode[i][:0]
+	for _, e := range c.byNode[i] {
+		if !pred(e) {
+			es = append(es, e)
+		}
+	}
+	c.byNode[i] = es
+}
+
+func (c *Calendar) index(refs []string) ([]int, error) {
+	out := make([]int, len(refs))
+	for j, r := range refs {
+		i, ok := c.T.NodeIndex(r)
+		if !ok {
+			return nil, fmt.Errorf("node %q is not in this calendar", r)
+		}
+		out[j] = i
+	}
+	return out, nil
+}
+
+// Hold records a commitment as it is (loading the calendar, or spot and
+// internal work started elsewhere). It checks nothing.
+func (c *Calendar) Hold(cm *Commitment) error {
+	idx, err := c.index(cm.Nodes)
+	if err != nil {
+		return err
+	}
+	c.commits[cm.ID] = cm
+	for _, i := range idx {
+		c.insert(i, entry{start: unix(cm.Start), end: unix(cm.End), commit: cm})
+	}
+	return nil
+}
+
+// Drop removes a commitment (ended, cancelled or evicted).
+func (c *Calendar) Drop(id string) {
+	cm, ok := c.commits[id]
+	if !ok {
+		return
+	}
+	idx, _ := c.index(cm.Nodes)
+	for _, i := range idx {
+		c.remove(i, func(e entry) bool { return e.commit == cm })
+	}
+	delete(c.commits, id)
+}
+
+// Commitment returns a held commitment.
+func (c *Calendar) Commitment(id string) (*Commitment, bool) {
+	cm, ok := c.commits[id]
+	return cm, ok
+}
+
+// gap is the time node work of tenant a needs before or after work of b.
+func (c *Calendar) gap(a, b string) int64 {
+	if a == b {
+		return 0
+	}
+	return int64(c.Turnaround / time.Second)
+}
+
+// freeOver reports whether node i can take committed work of tenant over
+// [s, e): no maintenance overlaps, and every committed interval of another
+// tenant ends a turnaround before s or starts a turnaround after e. Spot
+// and internal work does not count. skip is a commitment to ignore (the
+// one being re-chosen).
+func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Commitment) bool {
+	return c.freeFor(i, s, e, tenant, skip, false)
+}
+
+// freeFor is freeOver; with all, spot and internal work counts too (for
+// placing preemptible work, which must not overlap other work).
+func (c *Calendar) freeFor(i int, s, e int64, tenant string, skip *Commitment, all bool) bool {
+	maxGap := int64(c.Turnaround / time.Second)
+	for _, en := range c.byNode[i] {
+		if en.start >= e+maxGap {
+			break
+		}
+		if en.end+maxGap <= s || en.commit == skip {
+			continue
+		}
+		if en.window != nil {
+			if en.start < e && en.end > s {
+				return false
+			}
+			continue
+		}
+		if !en.commit.committed() && !all {
+			continue
+		}
+		g := c.gap(en.commit.Tenant, tenant)
+		if en.start < e+g && en.end+g > s {
+			return false
+		}
+	}
+	return true
+}
+
+// prepare sets the scratch snapshot to the nodes free over [s, e) for
+// tenant (excluding skip's hold); it returns the nodes it took out.
+func (c *Calendar) prepare(s, e int64, tenant string, skip *Commitment, all ...bool) []int {
+	every := len(all) > 0 && all[0]
+	var out []int
+	for i := range c.T.nodes {
+		if c.scratch.T.nodes[i].blocked == "" && !c.freeFor(i, s, e, tenant, skip, every) {
+			c.scratch.setMask(i, 0)
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (c *Calendar) restore(out []int) {
+	for _, i := range out {
+		c.scratch.setMask(i, c.scratch.full)
+	}
+}
+
+// Admission is the answer to Admit or EarliestStart.
+type Admission struct {
+	Result
+	Start, End time.Time
+	// Alternatives are looser constraints that fit at the asked start.
+}
+
+// Plan answers whether r fits over [start, end) for tenant, without
+// holding anything.
+func (c *Calendar) Plan(r Request, tenant string, start, end time.Time) (Result, error) {
+	if !end.After(start) {
+		return Result{}, fmt.Errorf("end %v is not after start %v", end, start)
+	}
+	out := c.prepare(unix(start), unix(end), tenant, nil, r.Class.Preemptible())
+	defer c.restore(out)
+	return c.scratch.Place(r)
+}
+
+// Admit places r over [start, end) for tenant and holds it as commitment id
+// on concrete nodes, so the promise is real. It fits only if nodes are free
+// over the whole window (turnaround kept between tenants, maintenance and
+// spares avoided, other commitments untouched).
+func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Time) (Result, error) {
+	res, err := c.Plan(r, tenant, start, end)
+	if err != nil || res.Plan == nil {
+		return res, err
+	}
+	cm := &Commitment{ID: id, Tenant: tenant, Class: r.Class, Start: start, End: end, Request: r}
+	for _, a := range res.Plan.Nodes {
+		cm.Nodes = append(cm.Nodes, a.NodeID)
+	}
+	return res, c.Hold(cm)
+}
+
+// changePoints returns the instants after t at which some node becomes
+// free: ends of committed work (plus turnaround) and of maintenance.
+func (c *Calendar) changePoints(after int64) []int64 {
+	seen := map[int64]bool{}
+	var pts []int64
+	maxGap := int64(c.Turnaround / time.Second)
+	add := func(p int64) {
+		if p > after && !seen[p] {
+			seen[p] = true
+			pts = append(pts, p)
+		}
+	}
+	for _, cm := range c.commits {
+		if cm.committed() && cm.End != Forever {
+			add(unix(cm.End))
+			add(unix(cm.End) + maxGap)
+		}
+	}
+	for _, w := range c.windows {
+		add(unix(w.End))
+	}
+	sort.Slice(pts, func(i, j int) bool { return pts[i] < pts[j] })
+	return pts
+}
+
+// EarliestStart finds the earliest start at or after start at which r fits
+// for duration d, searching the calendar's change points (at most limit of
+// them). It returns the plan and its start, or a refusal.
+func (c *Calendar) EarliestStart(r Request, tenant string, start time.Time, d time.Duration, limit int) (Admission, error) {
+	try := func(s int64) (Result, error) {
+		st := time.Unix(s, 0).UTC()
+		return c.Plan(r, tenant, st, st.Add(d))
+	}
+	res, err := try(unix(start))
+	if err != nil || res.Plan != nil {
+		return Admission{Result: res, Start: start, End: start.Add(d)}, err
+	}
+	for n, p := range c.changePoints(unix(start)) {
+		if n >= limit {
+			break
+		}
+		if res, err := try(p); err != nil || res.Plan != nil {
+			st := time.Unix(p, 0).UTC()
+			return Admission{Result: res, Start: st, End: st.Add(d)}, err
+		}
+	}
+	return Admission{Result: res}, nil
+}
+
+// Rechoose replaces a node of a future commitment (failed, or going into
+// maintenance) with another free over the commitment's window, within the
+// same constraint. It changes the commitment only on success.
+func (c *Calendar) Rechoose(id, node string) (Result, error) {
+	cm, ok := c.commits[id]
+	if !ok {
+		return Result{}, fmt.Errorf("no commitment %q", id)
+	}
+	fi, ok := c.T.NodeIndex(node)
+	if !ok {
+		return Result{}, fmt.Errorf("node %q is not in this calendar", node)
+	}
+	out := c.prepare(unix(cm.Start), unix(cm.End), cm.Tenant, cm)
+	// The commitment's other nodes stay its own; the failed one is out.
+	idx, _ := c.index(cm.Nodes)
+	for _, i := range idx {
+		if c.scratch.mask[i] != 0 {
+			c.scratch.setMask(i, 0)
+			out = append(out, i)
+		}
+	}
+	res, err := c.scratch.Replace(c.T.nodes[fi].id, cm.Request.Within)
+	c.restore(out)
+	if err != nil || res.Plan == nil {
+		return res, err
+	}
+	repl := res.Plan.Nodes[0].NodeID
+	c.remove(fi, func(e entry) bool { return e.commit == cm })
+	ri, _ := c.T.NodeIndex(repl)
+	c.insert(ri, entry{start: unix(cm.Start), end: unix(cm.End), commit: cm})
+	for j, n := range cm.Nodes {
+		if n == c.T.nodes[fi].id || n == c.T.nodes[fi].host {
+			cm.Nodes[j] = repl
+		}
+	}
+	return res, nil
+}
+
+// Block marks a node failed in the calendar's own snapshot, so that no
+// admission uses it until the calendar is rebuilt.
+func (c *Calendar) Block(node string) error {
+	i, ok := c.T.NodeIndex(node)
+	if !ok {
+		return fmt.Errorf("node %q is not in this calendar", node)
+	}
+	c.scratch.Block(i, ReasonHealth)
+	return nil
+}
+
+// AddWindow records maintenance and returns the commitments it touches,
+// which must be notified (and, if future, may be re-chosen around it).
+func (c *Calendar) AddWindow(w *Window) ([]string, error) {
+	idx, err := c.index(w.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	c.windows[w.ID] = w
+	touched := map[string]bool{}
+	s, e := unix(w.Start), unix(w.End)
+	for _, i := range idx {
+		for _, en := range c.byNode[i] {
+			if en.commit != nil && en.start < e && en.end > s {
+				touched[en.commit.ID] = true
+			}
+		}
+		c.insert(i, entry{start: s, end: e, window: w})
+	}
+	out := make([]string, 0, len(touched))
+	for id := range touched {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Rolling plans maintenance of nodes, each for d, from start, as a series of
+// windows: a node joins a batch only if no commitment it serves would then
+// have more than its MaxOut nodes (at least one) out at once.
+func (c *Calendar) Rolling(idPrefix string, nodes []string, start time.Time, d time.Duration) ([]*Window, error) {
+	idx, err := c.index(nodes)
+	if err != nil {
+		return nil, err
+	}
+	var windows []*Window
+	left := idx
+	at := start
+	for batch := 0; len(left) > 0; batch++ {
+		out := map[*Commitment]int{}
+		var take, rest []int
+		for _, i := range left {
+			ok := true
+			var serves []*Commitment
+			for _, en := range c.byNode[i] {
+				if en.commit != nil && en.commit.committed() && en.start < unix(at.Add(d)) && en.end > unix(at) {
+					serves = append(serves, en.commit)
+					if out[en.commit] >= max(1, en.commit.MaxOut) {
+						ok = false
+					}
+				}
+			}
+			if !ok {
+				rest = append(rest, i)
+				continue
+			}
+			for _, cm := range serves {
+				out[cm]++
+			}
+			take = append(take, i)
+		}
+		w := &Window{ID: fmt.Sprintf("%s-%d", idPrefix, batch+1), Start: at, End: at.Add(d)}
+		for _, i := range take {
+			w.Nodes = append(w.Nodes, c.T.nodes[i].id)
+		}
+		if _, err := c.AddWindow(w); err != nil {
+			return nil, err
+		}
+		windows = append(windows, w)
+		left, at = rest, at.Add(d)
+	}
+	return windows, nil
+}
+
+// OutAt returns how many nodes of a commitment are in maintenance at t.
+func (c *Calendar) OutAt(id string, t time.Time) int {
+	cm, ok := c.commits[id]
+	if !ok {
+		return 0
+	}
+	idx, _ := c.index(cm.Nodes)
+	n := 0
+	for _, i := range idx {
+		for _, en := range c.byNode[i] {
+			if en.window != nil && en.start <= unix(t) && unix(t) < en.end {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,319 @@
+package placement
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Victim is lower-class work a preemption plan reclaims: a whole
+// commitment evicted, or an elastic one shrunk by whole steps. OffBy is
+// when its nodes must be free: now plus its class's notice plus turnaround.
+type Victim struct {
+	Commitment string    `json:"commitment"`
+	Class      Class     `json:"class"`
+	Action     string    `json:"action" enum:"evict,shrink"`
+	Nodes      []string  `json:"nodes"`
+	GPUHours   float64   `json:"gpu_hours_lost"`
+	OffBy      time.Time `json:"off_by"`
+}
+
+// Preemption is the answer of PlanPreemption: a plan that holds only once
+// the victims are off, or a refusal when nothing helps.
+type Preemption struct {
+	Plan    *Plan    `json:"plan,omitempty"`
+	Victims []Victim `json:"victims,omitempty"`
+	Refusal string   `json:"refusal,omitempty"`
+}
+
+// classRank orders preemptible classes: internal work goes first.
+func classRank(c Class) int {
+	if c == ClassSpot {
+		return 1
+	}
+	return 0
+}
+
+// option is one way to free nodes inside a domain.
+type option struct {
+	cm     *Commitment
+	shrink bool
+	nodes  []int
+	hours  float64
+}
+
+// PlanPreemption plans r (a committed class) over [now, end) for tenant
+// when it does not fit: it picks whole spot and internal commitments (or
+// whole shrink steps of elastic ones) whose removal yields a valid
+// placement, minimizing first the victims' class, then their number, then
+// the GPU-hours they lose, preferring shrinking to evicting. It simulates
+// the placement before answering, and answers no victims when nothing helps
+// or r fits as it is.
+func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, notice map[Class]time.Duration) (Preemption, error) {
+	if r.Class.Preemptible() {
+		return Preemption{}, fmt.Errorf("class %s cannot preempt", r.Class)
+	}
+	s, e := unix(now), unix(end)
+	out := c.prepare(s, e, tenant, nil)
+	// Running spot and internal work occupies its nodes too.
+	var running []*Commitment
+	for _, cm := range c.commits {
+		if !cm.committed() && unix(cm.Start) < e && unix(cm.End) > s {
+			running = append(running, cm)
+		}
+	}
+	sort.Slice(running, func(i, j int) bool { return running[i].ID < running[j].ID })
+	held := map[int][]*Commitment{}
+	for _, cm := range running {
+		idx, _ := c.index(cm.Nodes)
+		for _, i := range idx {
+			held[i] = append(held[i], cm)
+			if c.scratch.mask[i] != 0 {
+				c.scratch.setMask(i, 0)
+				out = append(out, i)
+			}
+		}
+	}
+	defer c.restore(out)
+	res, err := c.scratch.Place(r)
+	if err != nil {
+		return Preemption{}, err
+	}
+	if res.Plan != nil {
+		return Preemption{Plan: res.Plan}, nil
+	}
+	k := r.GPUs / c.T.SKU.GPUsPerNode
+	if r.Whole != "" || k == 0 {
+		return Preemption{Refusal: "preemption plans whole-node gangs only"}, nil
+	}
+
+	// A node is reclaimable when only preemptible work keeps it busy.
+	reclaimable := func(i int) bool {
+		n := &c.T.nodes[i]
+		return n.blocked == "" && !n.spare && c.freeOver(i, s, e, tenant, nil)
+	}
+	level := -1
+	if r.Within != "" {
+		level = c.T.level(r.Within)
+	}
+	type cand struct {
+		lo, hi int32
+		cost   [4]float64 // spot evictions, internal evictions, shrinks, GPU-hours
+		pick   []option
+	}
+	var cands []cand
+	// An evicted commitment loses the rest of its time (to the preemptor's
+	// end if it has none); a shrunk one loses its step while r runs.
+	hoursLeft := func(cm *Commitment, shrink bool) float64 {
+		stop := cm.End
+		if shrink || stop == Forever {
+			if end.Before(stop) {
+				stop = end
+			}
+		}
+		return max(0, stop.Sub(now).Hours())
+	}
+	g := float64(c.T.SKU.GPUsPerNode)
+	domains := []domain{{lo: 0, hi: int32(len(c.T.nodes))}}
+	if level >= 0 {
+		domains = c.T.dom[level]
+	}
+	for _, d := range domains {
+		free := 0
+		byCm := map[*Commitment][]int{}
+		for i := d.lo; i < d.hi; i++ {
+			if c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare {
+				free++
+				continue
+			}
+			if len(held[int(i)]) > 0 && reclaimable(int(i)) {
+				for _, cm := range held[int(i)] {
+					byCm[cm] = append(byCm[cm], int(i))
+				}
+			}
+		}
+		need := k - free
+		if need <= 0 {
+			continue // free enough here: the constraint below failed, not capacity
+		}
+		// Options: whole shrink steps of elastic work, then evictions.
+		var opts []option
+		for cm, nodes := range byCm {
+			if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
+				if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
+					spare := len(cm.Nodes) - cm.MinNodes
+					steps := map[int32][]int{}
+					for _, i := range nodes {
+						steps[c.T.nodes[i].anc[sl]] = append(steps[c.T.nodes[i].anc[sl]], i)
+					}
+					keys := make([]int32, 0, len(steps))
+					for key := range steps {
+						keys = append(keys, key)
+					}
+					sort.Slice(keys, func(a, b int) bool { return keys[a] < keys[b] })
+					for _, key := range keys {
+						st := steps[key]
+						if len(st) <= spare {
+							opts = append(opts, option{cm: cm, shrink: true, nodes: st, hours: float64(len(st)) * g * hoursLeft(cm, true)})
+							spare -= len(st)
+						}
+					}
+				}
+			}
+			opts = append(opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * hoursLeft(cm, false)})
+		}
+		sort.Slice(opts, func(a, b int) bool {
+			x, y := opts[a], opts[b]
+			if x.shrink != y.shrink {
+				return x.shrink
+			}
+			if classRank(x.cm.Class) != classRank(y.cm.Class) {
+				return classRank(x.cm.Class) < classRank(y.cm.Class)
+			}
+			if len(x.nodes) != len(y.nodes) {
+				return len(x.nodes) > len(y.nodes)
+			}
+			if x.hours != y.hours {
+				return x.hours < y.hours
+			}
+			return x.cm.ID < y.cm.ID
+		})
+		got := 0
+		var pick []option
+		evicted := map[*Commitment]bool{}
+		var cost [4]float64
+		for _, o := range opts {
+			if got >= need {
+				break
+			}
+			if evicted[o.cm] {
+				continue
+			}
+			if !o.shrink {
+				// Evicting after shrinking: count only what the shrinks left.
+				already := 0
+				for _, p := range pick {
+					if p.cm == o.cm {
+						already += len(p.nodes)
+					}
+				}
+				if already >= len(o.nodes) {
+					continue
+				}
+				got -= already
+				evicted[o.cm] = true
+				if o.cm.Class == ClassSpot {
+					cost[0]++
+				} else {
+					cost[1]++
+				}
+			} else {
+				cost[2]++
+			}
+			pick = append(pick, o)
+			got += len(o.nodes)
+			cost[3] += o.hours
+		}
+		if got >= need {
+			cands = append(cands, cand{lo: d.lo, hi: d.hi, cost: cost, pick: pick})
+		}
+	}
+	sort.SliceStable(cands, func(a, b int) bool {
+		for i := range cands[a].cost {
+			if cands[a].cost[i] != cands[b].cost[i] {
+				return cands[a].cost[i] < cands[b].cost[i]
+			}
+		}
+		return cands[a].lo < cands[b].lo
+	})
+	// Simulate in order of cost; the first that places is the answer.
+	for _, cd := range cands {
+		freed := c.victimNodes(cd.pick)
+		for _, i := range freed {
+			c.scratch.setMask(i, c.scratch.full)
+		}
+		res, err := c.scratch.Place(r)
+		for _, i := range freed {
+			c.scratch.setMask(i, 0)
+		}
+		if err != nil {
+			return Preemption{}, err
+		}
+		if res.Plan == nil {
+			continue
+		}
+		return Preemption{Plan: res.Plan, Victims: c.victims(cd.pick, now, notice)}, nil
+	}
+	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
+}
+
+// victimNodes lists the nodes the picked options free (evictions free all
+// of a commitment's nodes, shrinks their step).
+func (c *Calendar) victimNodes(pick []option) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, o := range pick {
+		nodes := o.nodes
+		if !o.shrink {
+			nodes, _ = c.index(o.cm.Nodes)
+		}
+		for _, i := range nodes {
+			if !seen[i] && c.scratch.mask[i] == 0 && c.T.nodes[i].blocked == "" {
+				seen[i] = true
+				out = append(out, i)
+			}
+		}
+	}
+	return out
+}
+
+func (c *Calendar) victims(pick []option, now time.Time, notice map[Class]time.Duration) []Victim {
+	byCm := map[*Commitment]*Victim{}
+	var order []*Commitment
+	for _, o := range pick {
+		v, ok := byCm[o.cm]
+		if !ok {
+			v = &Victim{Commitment: o.cm.ID, Class: o.cm.Class, Action: "shrink", OffBy: now.Add(notice[o.cm.Class] + c.Turnaround)}
+			byCm[o.cm] = v
+			order = append(order, o.cm)
+		}
+		if !o.shrink {
+			v.Action = "evict"
+			v.Nodes = append([]string(nil), o.cm.Nodes...)
+			v.GPUHours = o.hours
+			continue
+		}
+		if v.Action == "shrink" {
+			for _, i := range o.nodes {
+				v.Nodes = append(v.Nodes, c.T.nodes[i].id)
+			}
+			v.GPUHours += o.hours
+		}
+	}
+	out := make([]Victim, 0, len(order))
+	for _, cm := range order {
+		out = append(out, *byCm[cm])
+	}
+	return out
+}
+
+// ChooseSpares picks concrete spare nodes by policy: in every domain of
+// level, count nodes, or percent of its nodes rounded up (whichever is
+// larger), taken from the end of the domain (the last nodes by path).
+func (t *Topology) ChooseSpares(level string, count int, percent float64) ([]string, error) {
+	l := t.level(level)
+	if l < 0 {
+		return nil, fmt.Errorf("spares: no level %q", level)
+	}
+	var out []string
+	for _, d := range t.dom[l] {
+		size := int(d.hi - d.lo)
+		n := max(count, int(float64(size)*percent/100+0.999999))
+		for i := d.hi - 1; i >= d.lo && n > 0; i-- {
+			out = append(out, t.nodes[i].id)
+			n--
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
