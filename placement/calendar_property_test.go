@@ -1,0 +1,107 @@
+package placement
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// TestCalendarProperties admits random requests of random tenants and
+// classes over random windows, fails nodes and re-chooses, and checks on
+// every node: committed work never overlaps, two tenants' committed work is
+// always a turnaround apart, preemptible work is placed only where nothing
+// else runs, and preemption victims are always of a lower class.
+func TestCalendarProperties(t *testing.T) {
+	epoch := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, seed := range seeds(60) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		s := randomFleet(t, rng)
+		c := NewCalendar(s.T)
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("seed %d (replay: NEOCLOUD_SEED=%d go test -run CalendarProperties ./placement): %s", seed, seed, fmt.Sprintf(format, args...))
+		}
+		for i := range s.T.nodes {
+			if s.T.nodes[i].blocked != "" {
+				c.scratch.T.nodes[i].blocked = s.T.nodes[i].blocked
+			}
+		}
+		classes := []Class{ClassLease, ClassReserved, ClassOnDemand, ClassSpot, ClassInternal}
+		tenants := []string{"acme", "beta", "gamma"}
+		for step := 0; step < 80; step++ {
+			start := epoch.Add(time.Duration(rng.IntN(90*24)) * time.Hour)
+			end := start.Add(time.Duration(1+rng.IntN(30*24)) * time.Hour)
+			r := Request{GPUs: 8 * (1 + rng.IntN(max(1, s.T.Nodes()/4))), Class: classes[rng.IntN(len(classes))]}
+			if rng.IntN(3) == 0 {
+				r.Within = []string{"pod", "su", "rack"}[rng.IntN(3)]
+			}
+			tenant := tenants[rng.IntN(len(tenants))]
+			switch rng.IntN(6) {
+			case 0: // preemption planning for committed work
+				if r.Class.Preemptible() {
+					continue
+				}
+				pr, err := c.PlanPreemption(r, tenant, start, end, map[Class]time.Duration{ClassSpot: time.Minute})
+				if err != nil {
+					fail("step %d: %v", step, err)
+				}
+				for _, v := range pr.Victims {
+					if !v.Class.Preemptible() {
+						fail("step %d: victim %s is of class %s", step, v.Commitment, v.Class)
+					}
+				}
+			case 1: // a node fails; future commitments on it are re-chosen
+				i := rng.IntN(s.T.Nodes())
+				c.Block(s.T.nodes[i].id)
+				for _, en := range append([]entry(nil), c.byNode[i]...) {
+					if en.commit != nil && en.commit.committed() {
+						c.Rechoose(en.commit.ID, s.T.nodes[i].id)
+					}
+				}
+			default:
+				id := fmt.Sprintf("c%d", step)
+				res, err := c.Admit(id, r, tenant, start, end)
+				if err != nil {
+					fail("step %d: %v", step, err)
+				}
+				if res.Plan == nil || !r.Class.Preemptible() {
+					break
+				}
+				// Preemptible work is placed only where nothing else runs.
+				for _, a := range res.Plan.Nodes {
+					for _, en := range c.byNode[a.index] {
+						if en.commit != nil && en.commit.ID != id && en.start < unix(end) && en.end > unix(start) {
+							fail("step %d: %s work %s placed over %s on %s", step, r.Class, id, en.commit.ID, s.T.nodes[a.index].host)
+						}
+					}
+				}
+			}
+		}
+		// Check every node's intervals pairwise.
+		gap := int64(c.Turnaround / time.Second)
+		for i, es := range c.byNode {
+			for a := range es {
+				for b := a + 1; b < len(es); b++ {
+					x, y := es[a], es[b]
+					if x.commit == nil || y.commit == nil {
+						continue
+					}
+					// Committed work plans around spot and internal work (which is
+					// reclaimed), so only committed pairs must keep apart.
+					if !x.commit.committed() || !y.commit.committed() {
+						continue
+					}
+					g := int64(0)
+					if x.commit.Tenant != y.commit.Tenant {
+						g = gap
+					}
+					if x.start < y.end+g && y.start < x.end+g {
+						fail("node %s: %s (%s, %s) and %s (%s, %s) are closer than %ds", s.T.nodes[i].host,
+							x.commit.ID, x.commit.Tenant, x.commit.Class, y.commit.ID, y.commit.Tenant, y.commit.Class, g)
+					}
+				}
+			}
+		}
+	}
+}
