@@ -182,7 +182,7 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Commitment, all ...b
 	every := len(all) > 0 && all[0]
 	var out []int
 	for i := range c.T.nodes {
-		if c.scratch.T.nodes[i].blocked == "" && !c.freeFor(i, s, e, tenant, skip, every) {
+		if c.scratch.why[i] == "" && !c.freeFor(i, s, e, tenant, skip, every) {
 			c.scratch.setMask(i, 0)
 			out = append(out, i)
 		}
@@ -256,27 +256,132 @@ func (c *Calendar) changePoints(after int64) []int64 {
 }
 
 // EarliestStart finds the earliest start at or after start at which r fits
-// for duration d, searching the calendar's change points (at most limit of
-// them). It returns the plan and its start, or a refusal.
+// for duration d. For each domain of the constraint's level (the site when
+// there is none) it sweeps, over time, how many of its nodes could host a
+// window of length d starting then — a node cannot where its committed work
+// (a turnaround apart for another tenant) or maintenance would overlap — and
+// takes the first instant with enough of them; each candidate is then
+// verified by a real placement. At most limit candidates are verified.
 func (c *Calendar) EarliestStart(r Request, tenant string, start time.Time, d time.Duration, limit int) (Admission, error) {
-	try := func(s int64) (Result, error) {
-		st := time.Unix(s, 0).UTC()
-		return c.Plan(r, tenant, st, st.Add(d))
-	}
-	res, err := try(unix(start))
-	if err != nil || res.Plan != nil {
+	k := r.GPUs / c.T.SKU.GPUsPerNode
+	if r.Whole != "" || k == 0 || r.Class.Preemptible() {
+		res, err := c.Plan(r, tenant, start, start.Add(d))
 		return Admission{Result: res, Start: start, End: start.Add(d)}, err
 	}
-	for n, p := range c.changePoints(unix(start)) {
-		if n >= limit {
-			break
-		}
-		if res, err := try(p); err != nil || res.Plan != nil {
-			st := time.Unix(p, 0).UTC()
-			return Admission{Result: res, Start: st, End: st.Add(d)}, err
+	level := -1
+	if r.Within != "" {
+		if level = c.T.level(r.Within); level < 0 {
+			return Admission{}, fmt.Errorf("within: no level %q", r.Within)
 		}
 	}
-	return Admission{Result: res}, nil
+	domains := []domain{{lo: 0, hi: int32(len(c.T.nodes))}}
+	if level >= 0 {
+		domains = c.T.dom[level]
+	}
+	s0, dur := unix(start), int64(d/time.Second)
+	var cands []int64
+	for _, dm := range domains {
+		if t, ok := c.sweep(dm.lo, dm.hi, k, s0, dur, tenant); ok {
+			cands = append(cands, t)
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i] < cands[j] })
+	var last Result
+	for n, t := range cands {
+		if n >= limit || (n > 0 && t == cands[n-1]) {
+			continue
+		}
+		st := time.Unix(t, 0).UTC()
+		res, err := c.Plan(r, tenant, st, st.Add(d))
+		if err != nil {
+			return Admission{}, err
+		}
+		if res.Plan != nil {
+			return Admission{Result: res, Start: st, End: st.Add(d)}, nil
+		}
+		last = res
+	}
+	if last.Refusal == nil {
+		last.Refusal = &Refusal{Message: fmt.Sprintf("no %s ever has %d nodes free for %v", cmpStr(r.Within, "site"), k, d)}
+	}
+	return Admission{Result: last}, nil
+}
+
+func cmpStr(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a
+}
+
+// sweep returns the first instant t ≥ s0 at which at least k nodes of
+// [lo, hi) are free over [t, t+dur) for tenant.
+func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string) (int64, bool) {
+	type ev struct {
+		t int64
+		d int
+	}
+	var evs []ev
+	var bad [][2]int64
+	usable := 0
+	for i := lo; i < hi; i++ {
+		n := &c.T.nodes[i]
+		if n.spare || c.scratch.why[i] != "" {
+			continue
+		}
+		usable++
+		// Bad starts of this node: [a - g - dur + 1, b + g) per busy
+		// interval, merged so that the node counts once.
+		bad = bad[:0]
+		for _, en := range c.byNode[i] {
+			g := int64(0)
+			switch {
+			case en.window != nil:
+			case !en.commit.committed():
+				continue
+			default:
+				g = c.gap(en.commit.Tenant, tenant)
+			}
+			if a, b := max(en.start-g-dur+1, s0), en.end+g; b > s0 && b > a {
+				bad = append(bad, [2]int64{a, b})
+			}
+		}
+		sort.Slice(bad, func(x, y int) bool { return bad[x][0] < bad[y][0] })
+		for x := 0; x < len(bad); {
+			a, b := bad[x][0], bad[x][1]
+			for x++; x < len(bad) && bad[x][0] <= b; x++ {
+				b = max(b, bad[x][1])
+			}
+			evs = append(evs, ev{a, +1}, ev{b, -1})
+		}
+	}
+	if usable < k {
+		return 0, false
+	}
+	// busy is the number of nodes that cannot host a window starting now.
+	sort.Slice(evs, func(i, j int) bool {
+		if evs[i].t != evs[j].t {
+			return evs[i].t < evs[j].t
+		}
+		return evs[i].d < evs[j].d
+	})
+	busy := 0
+	allowed := usable - k
+	j := 0
+	for j < len(evs) && evs[j].t <= s0 {
+		busy += evs[j].d
+		j++
+	}
+	if busy <= allowed {
+		return s0, true
+	}
+	for ; j < len(evs); j++ {
+		busy += evs[j].d
+		if busy <= allowed && (j+1 == len(evs) || evs[j+1].t > evs[j].t) {
+			return evs[j].t, true
+		}
+	}
+	return 0, false
 }
 
 // Rechoose replaces a node of a future commitment (failed, or going into

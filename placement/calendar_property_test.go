@@ -22,11 +22,6 @@ func TestCalendarProperties(t *testing.T) {
 			t.Helper()
 			t.Fatalf("seed %d (replay: NEOCLOUD_SEED=%d go test -run CalendarProperties ./placement): %s", seed, seed, fmt.Sprintf(format, args...))
 		}
-		for i := range s.T.nodes {
-			if s.T.nodes[i].blocked != "" {
-				c.scratch.T.nodes[i].blocked = s.T.nodes[i].blocked
-			}
-		}
 		classes := []Class{ClassLease, ClassReserved, ClassOnDemand, ClassSpot, ClassInternal}
 		tenants := []string{"acme", "beta", "gamma"}
 		for step := 0; step < 80; step++ {
@@ -75,6 +70,31 @@ func TestCalendarProperties(t *testing.T) {
 							fail("step %d: %s work %s placed over %s on %s", step, r.Class, id, en.commit.ID, s.T.nodes[a.index].host)
 						}
 					}
+				}
+			}
+		}
+		// Earliest start is exact: it fits there and at no earlier hour.
+		for q := 0; q < 3; q++ {
+			r := Request{GPUs: 8 * (1 + rng.IntN(max(1, s.T.Nodes()/3))), Class: ClassReserved}
+			if rng.IntN(2) == 0 {
+				r.Within = []string{"pod", "su"}[rng.IntN(2)]
+			}
+			from := epoch.Add(time.Duration(rng.IntN(60*24)) * time.Hour)
+			d := time.Duration(1+rng.IntN(10*24)) * time.Hour
+			adm, err := c.EarliestStart(r, "acme", from, d, 1000)
+			if err != nil {
+				fail("earliest: %v", err)
+			}
+			horizon := epoch.Add(200 * 24 * time.Hour)
+			if adm.Plan != nil {
+				horizon = adm.Start
+				if res, _ := c.Plan(r, "acme", adm.Start, adm.End); res.Plan == nil {
+					fail("earliest start %v for %+v does not fit", adm.Start, r)
+				}
+			}
+			for t := from; t.Before(horizon); t = t.Add(time.Hour) {
+				if res, _ := c.Plan(r, "acme", t, t.Add(d)); res.Plan != nil {
+					fail("%+v fits at %v, before the earliest start %v (found: %v)", r, t, horizon, adm.Plan != nil)
 				}
 			}
 		}

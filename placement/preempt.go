@@ -90,7 +90,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// A node is reclaimable when only preemptible work keeps it busy.
 	reclaimable := func(i int) bool {
 		n := &c.T.nodes[i]
-		return n.blocked == "" && !n.spare && c.freeOver(i, s, e, tenant, nil)
+		return c.scratch.why[i] == "" && !n.spare && c.freeOver(i, s, e, tenant, nil)
 	}
 	level := -1
 	if r.Within != "" {
@@ -258,7 +258,7 @@ func (c *Calendar) victimNodes(pick []option) []int {
 			nodes, _ = c.index(o.cm.Nodes)
 		}
 		for _, i := range nodes {
-			if !seen[i] && c.scratch.mask[i] == 0 && c.T.nodes[i].blocked == "" {
+			if !seen[i] && c.scratch.mask[i] == 0 && c.scratch.why[i] == "" {
 				seen[i] = true
 				out = append(out, i)
 			}

@@ -148,8 +148,8 @@ func TestPlacementProperties(t *testing.T) {
 						fail("step %d: plan uses excluded node %s", step, n.host)
 					}
 				}
-				if n.blocked != "" || (n.spare && !r.Class.Preemptible()) {
-					fail("step %d: plan uses node %s (blocked %q, spare %v)", step, n.host, n.blocked, n.spare)
+				if s.why[a.index] != "" || (n.spare && !r.Class.Preemptible()) {
+					fail("step %d: plan uses node %s (blocked %q, spare %v)", step, n.host, s.why[a.index], n.spare)
 				}
 				if r.GPUs < 8 && (len(a.GPUs) != r.GPUs || a.GPUs[0]%r.GPUs != 0) {
 					fail("step %d: partition %v of %d GPUs is not an aligned block", step, a.GPUs, r.GPUs)
@@ -165,5 +165,24 @@ func TestPlacementProperties(t *testing.T) {
 			s.Commit(p)
 			live = append(live, p)
 		}
+	}
+}
+
+// TestSnapshotsShareTopologyReadOnly: a failure blocked in one snapshot is
+// not seen by another snapshot of the same topology.
+func TestSnapshotsShareTopologyReadOnly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	a := randomFleet(t, rng)
+	b := NewSnapshot(a.T)
+	i := 0
+	for a.Blocked(i) != "" {
+		i++
+	}
+	a.Block(i, ReasonHealth)
+	if b.Blocked(i) != "" || b.FreeGPUs(i) != b.full {
+		t.Errorf("node %d blocked in one snapshot is blocked (%q) or busy in another", i, b.Blocked(i))
+	}
+	if c := NewSnapshot(a.T); c.Blocked(i) != "" {
+		t.Error("a new snapshot inherits another's failure")
 	}
 }

@@ -20,8 +20,11 @@ type Snapshot struct {
 	partial []bitset
 	// excluded marks nodes a request excludes while it is being planned.
 	excluded bitset
-	// blocked counts nodes per static reason; sellable counts unblocked
-	// non-spare nodes and spares unblocked spares, for explanations.
+	// why holds each node's reason it cannot be used ("" if it can): the
+	// topology's static reasons, then failures seen by this snapshot.
+	why []Reason
+	// blocked counts nodes per reason; sellable counts unblocked non-spare
+	// nodes and spares unblocked spares, for explanations.
 	blocked          map[Reason]int
 	sellable, spares int
 	// mark and gen count distinct domains without allocating.
@@ -65,6 +68,7 @@ func NewSnapshot(t *Topology) *Snapshot {
 		s.partial[c] = newBitset(len(t.nodes))
 	}
 	s.blocked = map[Reason]int{}
+	s.why = make([]Reason, len(t.nodes))
 	s.mark = make([][]uint32, len(t.Levels))
 	for l := range s.mark {
 		s.mark[l] = make([]uint32, len(t.dom[l]))
@@ -72,6 +76,7 @@ func NewSnapshot(t *Topology) *Snapshot {
 	for i, n := range t.nodes {
 		switch {
 		case n.blocked != "":
+			s.why[i] = n.blocked
 			s.blocked[n.blocked]++
 		case n.spare:
 			s.spares++
@@ -87,7 +92,10 @@ func NewSnapshot(t *Topology) *Snapshot {
 }
 
 // usable reports whether node i may take work at all.
-func (s *Snapshot) usable(i int) bool { return s.T.nodes[i].blocked == "" && !s.excluded.has(i) }
+func (s *Snapshot) usable(i int) bool { return s.why[i] == "" && !s.excluded.has(i) }
+
+// Blocked returns why node i cannot be used in this snapshot, or "".
+func (s *Snapshot) Blocked(i int) Reason { return s.why[i] }
 
 // setMask changes node i's free GPUs and keeps the counters in step.
 func (s *Snapshot) setMask(i int, m uint64) {
@@ -119,15 +127,15 @@ func (s *Snapshot) setMask(i int, m uint64) {
 	s.mask[i] = m
 }
 
-// Block takes node i out of service (failed, cordoned) for this snapshot;
-// its GPUs count as used until Unblock.
+// Block takes node i out of service (failed, cordoned) in this snapshot
+// only; the shared topology is not touched.
 func (s *Snapshot) Block(i int, why Reason) {
 	n := &s.T.nodes[i]
-	if n.blocked != "" {
+	if s.why[i] != "" {
 		return
 	}
 	s.setMask(i, 0)
-	n.blocked = why
+	s.why[i] = why
 	s.blocked[why]++
 	s.usableGPUs -= s.T.SKU.GPUsPerNode
 	if n.spare {
@@ -155,7 +163,7 @@ func (s *Snapshot) Commit(p *Plan) {
 // Release frees a committed plan's GPUs again.
 func (s *Snapshot) Release(p *Plan) {
 	for _, a := range p.Nodes {
-		if s.T.nodes[a.index].blocked != "" {
+		if s.why[a.index] != "" {
 			continue
 		}
 		m := s.mask[a.index]
