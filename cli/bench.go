@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,11 +13,24 @@ import (
 func benchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that need no server"}
 	var o placementbench.Options
+	var cpuprofile string
 	p := &cobra.Command{Use: "placement", Short: "Measure the placer on a 196,608-GPU fleet filled to 70% (speed and quality)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			o.Progress = g.stderr
+			if cpuprofile != "" {
+				f, err := os.Create(cpuprofile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return placementbench.Run(g.stdout, o)
 		}}
+	p.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	p.Flags().Uint64Var(&o.Seed, "seed", 1, "seed of the request streams")
 	p.Flags().IntVar(&o.GPUs, "gpus", 196608, "fleet size in GPUs (8 per node)")
 	p.Flags().Float64Var(&o.Fill, "fill", 0.70, "occupancy to reach before measuring")

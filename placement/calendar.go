@@ -25,6 +25,8 @@ type Commitment struct {
 	MinNodes    int
 	ShrinkLevel string
 	MaxOut      int
+
+	idx []int // node indexes, kept in step with Nodes by the calendar
 }
 
 // committed reports whether c blocks admission (lease, reserved, on-demand).
@@ -37,11 +39,18 @@ type Window struct {
 	Nodes      []string
 }
 
-// entry is one busy interval of one node, in Unix seconds.
+// entry is one busy interval of one node, in Unix seconds. committed and
+// tenant copy the commitment's, so the hot loop reads no other memory.
 type entry struct {
 	start, end int64
+	committed  bool
+	tenant     string
 	commit     *Commitment // nil for maintenance
 	window     *Window
+}
+
+func commitEntry(cm *Commitment) entry {
+	return entry{start: unix(cm.Start), end: unix(cm.End), committed: cm.committed(), tenant: cm.Tenant, commit: cm}
 }
 
 // Calendar holds, per node, the committed intervals and maintenance windows
@@ -55,6 +64,8 @@ type Calendar struct {
 	Turnaround time.Duration
 	byNode     [][]entry // sorted by start
 	commits    map[string]*Commitment
+	list       []*Commitment // commits in the order they were held
+	holder     []*Commitment // per node scratch for preemption planning
 	windows    map[string]*Window
 	scratch    *Snapshot
 }
@@ -105,9 +116,13 @@ func (c *Calendar) Hold(cm *Commitment) error {
 	if err != nil {
 		return err
 	}
+	cm.idx = idx
+	if _, ok := c.commits[cm.ID]; !ok {
+		c.list = append(c.list, cm)
+	}
 	c.commits[cm.ID] = cm
 	for _, i := range idx {
-		c.insert(i, entry{start: unix(cm.Start), end: unix(cm.End), commit: cm})
+		c.insert(i, commitEntry(cm))
 	}
 	return nil
 }
@@ -118,11 +133,16 @@ func (c *Calendar) Drop(id string) {
 	if !ok {
 		return
 	}
-	idx, _ := c.index(cm.Nodes)
-	for _, i := range idx {
+	for _, i := range cm.idx {
 		c.remove(i, func(e entry) bool { return e.commit == cm })
 	}
 	delete(c.commits, id)
+	for j, x := range c.list {
+		if x == cm {
+			c.list = append(c.list[:j], c.list[j+1:]...)
+			break
+		}
+	}
 }
 
 // Commitment returns a held commitment.
@@ -165,10 +185,10 @@ func (c *Calendar) freeFor(i int, s, e int64, tenant string, skip *Commitment, a
 			}
 			continue
 		}
-		if !en.commit.committed() && !all {
+		if !en.committed && !all {
 			continue
 		}
-		g := c.gap(en.commit.Tenant, tenant)
+		g := c.gap(en.tenant, tenant)
 		if en.start < e+g && en.end+g > s {
 			return false
 		}
@@ -228,31 +248,6 @@ func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Ti
 		cm.Nodes = append(cm.Nodes, a.NodeID)
 	}
 	return res, c.Hold(cm)
-}
-
-// changePoints returns the instants after t at which some node becomes
-// free: ends of committed work (plus turnaround) and of maintenance.
-func (c *Calendar) changePoints(after int64) []int64 {
-	seen := map[int64]bool{}
-	var pts []int64
-	maxGap := int64(c.Turnaround / time.Second)
-	add := func(p int64) {
-		if p > after && !seen[p] {
-			seen[p] = true
-			pts = append(pts, p)
-		}
-	}
-	for _, cm := range c.commits {
-		if cm.committed() && cm.End != Forever {
-			add(unix(cm.End))
-			add(unix(cm.End) + maxGap)
-		}
-	}
-	for _, w := range c.windows {
-		add(unix(w.End))
-	}
-	sort.Slice(pts, func(i, j int) bool { return pts[i] < pts[j] })
-	return pts
 }
 
 // EarliestStart finds the earliest start at or after start at which r fits
@@ -337,10 +332,10 @@ func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string) (int
 			g := int64(0)
 			switch {
 			case en.window != nil:
-			case !en.commit.committed():
+			case !en.committed:
 				continue
 			default:
-				g = c.gap(en.commit.Tenant, tenant)
+				g = c.gap(en.tenant, tenant)
 			}
 			if a, b := max(en.start-g-dur+1, s0), en.end+g; b > s0 && b > a {
 				bad = append(bad, [2]int64{a, b})
@@ -398,8 +393,7 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 	}
 	out := c.prepare(unix(cm.Start), unix(cm.End), cm.Tenant, cm)
 	// The commitment's other nodes stay its own; the failed one is out.
-	idx, _ := c.index(cm.Nodes)
-	for _, i := range idx {
+	for _, i := range cm.idx {
 		if c.scratch.mask[i] != 0 {
 			c.scratch.setMask(i, 0)
 			out = append(out, i)
@@ -413,10 +407,10 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 	repl := res.Plan.Nodes[0].NodeID
 	c.remove(fi, func(e entry) bool { return e.commit == cm })
 	ri, _ := c.T.NodeIndex(repl)
-	c.insert(ri, entry{start: unix(cm.Start), end: unix(cm.End), commit: cm})
-	for j, n := range cm.Nodes {
-		if n == c.T.nodes[fi].id || n == c.T.nodes[fi].host {
-			cm.Nodes[j] = repl
+	c.insert(ri, commitEntry(cm))
+	for j, i := range cm.idx {
+		if i == fi {
+			cm.Nodes[j], cm.idx[j] = repl, ri
 		}
 	}
 	return res, nil
@@ -512,9 +506,8 @@ func (c *Calendar) OutAt(id string, t time.Time) int {
 	if !ok {
 		return 0
 	}
-	idx, _ := c.index(cm.Nodes)
 	n := 0
-	for _, i := range idx {
+	for _, i := range cm.idx {
 		for _, en := range c.byNode[i] {
 			if en.window != nil && en.start <= unix(t) && unix(t) < en.end {
 				n++

@@ -55,25 +55,30 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	}
 	s, e := unix(now), unix(end)
 	out := c.prepare(s, e, tenant, nil)
-	// Running spot and internal work occupies its nodes too.
-	var running []*Commitment
-	for _, cm := range c.commits {
-		if !cm.committed() && unix(cm.Start) < e && unix(cm.End) > s {
-			running = append(running, cm)
-		}
+	// Running spot and internal work occupies its nodes too. Such work never
+	// overlaps other work, so a node mostly has one holder; more go to extra.
+	if c.holder == nil {
+		c.holder = make([]*Commitment, len(c.T.nodes))
 	}
-	sort.Slice(running, func(i, j int) bool { return running[i].ID < running[j].ID })
-	held := map[int][]*Commitment{}
-	for _, cm := range running {
-		idx, _ := c.index(cm.Nodes)
-		for _, i := range idx {
-			held[i] = append(held[i], cm)
+	held := c.holder
+	extra := map[int][]*Commitment{}
+	for _, cm := range c.list {
+		if cm.committed() || unix(cm.Start) >= e || unix(cm.End) <= s {
+			continue
+		}
+		for _, i := range cm.idx {
+			if held[i] == nil {
+				held[i] = cm
+			} else {
+				extra[i] = append(extra[i], cm)
+			}
 			if c.scratch.mask[i] != 0 {
 				c.scratch.setMask(i, 0)
 				out = append(out, i)
 			}
 		}
 	}
+	defer clear(held)
 	defer c.restore(out)
 	res, err := c.scratch.Place(r)
 	if err != nil {
@@ -126,8 +131,9 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				free++
 				continue
 			}
-			if len(held[int(i)]) > 0 && reclaimable(int(i)) {
-				for _, cm := range held[int(i)] {
+			if held[i] != nil && reclaimable(int(i)) {
+				byCm[held[i]] = append(byCm[held[i]], int(i))
+				for _, cm := range extra[int(i)] {
 					byCm[cm] = append(byCm[cm], int(i))
 				}
 			}
@@ -255,7 +261,7 @@ func (c *Calendar) victimNodes(pick []option) []int {
 	for _, o := range pick {
 		nodes := o.nodes
 		if !o.shrink {
-			nodes, _ = c.index(o.cm.Nodes)
+			nodes = o.cm.idx
 		}
 		for _, i := range nodes {
 			if !seen[i] && c.scratch.mask[i] == 0 && c.scratch.why[i] == "" {

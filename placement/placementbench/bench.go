@@ -258,6 +258,11 @@ func Run(w io.Writer, o Options) error {
 	stats = append(stats, stat{name: "6. sustained mixed stream", lat: lat, ops: float64(ops) / el.Seconds(),
 		note: fmt.Sprintf("%.0f%% in use at the end", 100*s.Utilization())})
 
+	cal, calNote, err := calendarCases(topo, o, say, &stats)
+	if err != nil {
+		return err
+	}
+
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "placement on %d nodes × 8 GPUs (%d GPUs), filled to %.0f%% by %d placements (seed %d)\n\n", topo.Nodes(), topo.Nodes()*8, 100*o.Fill, fills, o.Seed)
 	fmt.Fprintln(tw, "case\tn\tp50\tp99\tthroughput/s\tnote")
@@ -273,7 +278,7 @@ func Run(w io.Writer, o Options) error {
 		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%.0f\t%s\n", st.name, len(st.lat), st.q(0.5).Round(100*time.Nanosecond), st.q(0.99).Round(100*time.Nanosecond), thr, st.note)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\npeak RSS: %d MiB\n\n", peakRSS()/1024)
+	fmt.Fprintf(w, "\n%s\npeak RSS: %d MiB\n\n", calNote, peakRSS()/1024)
 
 	// Quality.
 	fmt.Fprintln(w, "quality (domains spanned; lower bound on the free capacity at the time)")
@@ -322,7 +327,122 @@ func Run(w io.Writer, o Options) error {
 		}
 		fmt.Fprintf(tw, "%s (sums of 3)\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", q.name, row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 	}
+	// 10: future reservations on the busy calendar, against the bound.
+	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, nodes := range []int{512, 2048} {
+		at := year.AddDate(0, 6, 0)
+		res, err := cal.Plan(placement.Request{GPUs: nodes * 8, Class: placement.ClassReserved}, "bench", at, at.AddDate(0, 0, 30))
+		if err != nil {
+			return err
+		}
+		if res.Plan == nil {
+			fmt.Fprintf(tw, "10. %d-node future reservation (30 days from mid-year)\trefused: %s\n", nodes, res.Refusal.Message)
+			continue
+		}
+		p := res.Plan
+		fmt.Fprintf(tw, "10. %d-node future reservation on the calendar (30 days from mid-year)\t%d\t%d\t\t\t%d\t%d\t\n", nodes, p.Used("pod"), p.Used("su"), bound(p, "pod"), bound(p, "su"))
+	}
 	return tw.Flush()
+}
+
+// calendarCases builds a calendar of 10,000 reservations over one year and
+// measures cases 7 to 9.
+func calendarCases(topo *placement.Topology, o Options, say func(string, ...any), stats *[]stat) (*placement.Calendar, string, error) {
+	rng := rand.New(rand.NewPCG(o.Seed, 77))
+	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	cal := placement.NewCalendar(topo)
+	admitted := 0
+	t0 := time.Now()
+	for i := 0; i < 10000; i++ {
+		var r placement.Request
+		switch x := rng.IntN(10); {
+		case x < 4:
+			r = placement.Request{GPUs: 8}
+		case x < 7:
+			r = placement.Request{GPUs: 8 * (2 + rng.IntN(7)), Within: "rack"}
+		case x < 9:
+			r = placement.Request{GPUs: 8 * (9 + rng.IntN(24)), Within: "su"}
+		default:
+			r = placement.Request{GPUs: 8 * (33 + rng.IntN(96)), Within: "pod"}
+		}
+		r.Class = placement.ClassReserved
+		start := year.Add(time.Duration(rng.IntN(365*24)) * time.Hour)
+		end := start.Add(time.Duration(24+rng.IntN(29*24)) * time.Hour)
+		res, err := cal.Admit(fmt.Sprintf("rsv-%05d", i), r, fmt.Sprintf("tenant-%02d", rng.IntN(50)), start, end)
+		if err != nil {
+			return nil, "", err
+		}
+		if res.Plan != nil {
+			admitted++
+		}
+		if (i+1)%2000 == 0 {
+			say("calendar: %d of 10,000 reservations placed (%d admitted)", i+1, admitted)
+		}
+	}
+	note := fmt.Sprintf("calendar: %d of 10,000 random reservations over 2027 admitted in %v (1–30 days, 1–128 nodes)", admitted, time.Since(t0).Round(time.Millisecond))
+
+	// 7: admission of a 256-node future reservation (answered, not held).
+	n := max(o.Samples/100, 50)
+	var fit7 int
+	*stats = append(*stats, stat{name: "7. admit 256-node future reservation within=pod", lat: timeIt(n, func(int) {
+		at := year.Add(time.Duration(rng.IntN(330*24)) * time.Hour)
+		res, _ := cal.Plan(placement.Request{GPUs: 2048, Within: "pod", Class: placement.ClassReserved}, "bench", at, at.AddDate(0, 0, 30))
+		if res.Plan != nil {
+			fit7++
+		}
+	})})
+	(*stats)[len(*stats)-1].note = fmt.Sprintf("%d of %d fit at a random start", fit7, n)
+	// 8: earliest start of a 4,096-GPU gang within a pod.
+	var found8 int
+	var lastStart time.Time
+	*stats = append(*stats, stat{name: "8. earliest start, 4,096 GPUs within=pod", lat: timeIt(max(o.Samples/400, 20), func(int) {
+		at := year.Add(time.Duration(rng.IntN(300*24)) * time.Hour)
+		adm, _ := cal.EarliestStart(placement.Request{GPUs: 4096, Within: "pod", Class: placement.ClassReserved}, "bench", at, 30*24*time.Hour, 1000)
+		if adm.Plan != nil {
+			found8++
+			lastStart = adm.Start
+		}
+	})})
+	(*stats)[len(*stats)-1].note = fmt.Sprintf("%d found; e.g. %s", found8, lastStart.Format("2006-01-02T15:04Z"))
+
+	// 9: a 512-node reserved request that needs preemption, with 5,000
+	// spot and internal reservations running.
+	pc := placement.NewCalendar(topo)
+	now := year.AddDate(0, 3, 0)
+	running := 0
+	for i := 0; i < 5000; i++ {
+		r := placement.Request{GPUs: 8 * (1 + rng.IntN(8)), Class: placement.ClassSpot, Within: "rack"}
+		if rng.IntN(2) == 0 {
+			r.Class, r.GPUs, r.Within = placement.ClassInternal, 8*(4+rng.IntN(12)), "su"
+		}
+		id := fmt.Sprintf("pre-%04d", i)
+		res, err := pc.Admit(id, r, "owner", now.Add(-time.Hour), now.AddDate(0, 0, 30))
+		if err != nil {
+			return nil, "", err
+		}
+		if res.Plan != nil {
+			running++
+			if r.Class == placement.ClassInternal {
+				cm, _ := pc.Commitment(id)
+				cm.MinNodes, cm.ShrinkLevel = len(cm.Nodes)/2, "rack"
+			}
+		}
+	}
+	notice := map[placement.Class]time.Duration{placement.ClassSpot: 2 * time.Minute, placement.ClassInternal: 30 * time.Minute}
+	var victims, shrinks int
+	*stats = append(*stats, stat{name: "9. 512-node reserved request needing preemption", lat: timeIt(max(o.Samples/200, 50), func(int) {
+		pr, _ := pc.PlanPreemption(placement.Request{GPUs: 4096, Within: "pod", Class: placement.ClassReserved}, "acme", now, now.AddDate(0, 0, 14), notice)
+		victims, shrinks = 0, 0
+		for _, v := range pr.Victims {
+			if v.Action == "shrink" {
+				shrinks++
+			} else {
+				victims++
+			}
+		}
+	})})
+	(*stats)[len(*stats)-1].note = fmt.Sprintf("%d running; %d evicted, %d shrunk", running, victims, shrinks)
+	return cal, note, nil
 }
 
 func bound(p *placement.Plan, level string) int {
