@@ -216,11 +216,18 @@ func (c *Calendar) restore(out []int) {
 	}
 }
 
-// Admission is the answer to Admit or EarliestStart.
+// Admission is the answer to EarliestStart: a plan and its start, or a
+// refusal; and looser constraints with their own earliest starts.
 type Admission struct {
 	Result
 	Start, End time.Time
-	// Alternatives are looser constraints that fit at the asked start.
+	Looser     []LooserStart
+}
+
+// LooserStart is a looser constraint and the earliest start it allows.
+type LooserStart struct {
+	Constraint string    `json:"constraint"`
+	Start      time.Time `json:"start"`
 }
 
 // Plan answers whether r fits over [start, end) for tenant, without
@@ -258,6 +265,29 @@ func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Ti
 // takes the first instant with enough of them; each candidate is then
 // verified by a real placement. At most limit candidates are verified.
 func (c *Calendar) EarliestStart(r Request, tenant string, start time.Time, d time.Duration, limit int) (Admission, error) {
+	adm, err := c.earliest(r, tenant, start, d, limit)
+	if err != nil || r.Within == "" {
+		return adm, err
+	}
+	// Looser: the same size within each level above, then anywhere.
+	for l := c.T.level(r.Within) - 1; l >= -1; l-- {
+		x := r
+		x.Within = ""
+		if l >= 0 {
+			x.Within = c.T.Levels[l]
+		}
+		alt, err := c.earliest(x, tenant, start, d, limit)
+		if err != nil {
+			return adm, err
+		}
+		if alt.Plan != nil && (adm.Plan == nil || alt.Start.Before(adm.Start)) {
+			adm.Looser = append(adm.Looser, LooserStart{Constraint: x.Constraint(), Start: alt.Start})
+		}
+	}
+	return adm, nil
+}
+
+func (c *Calendar) earliest(r Request, tenant string, start time.Time, d time.Duration, limit int) (Admission, error) {
 	k := r.GPUs / c.T.SKU.GPUsPerNode
 	if r.Whole != "" || k == 0 || r.Class.Preemptible() {
 		res, err := c.Plan(r, tenant, start, start.Add(d))

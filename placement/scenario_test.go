@@ -216,6 +216,21 @@ func runScenario(t *testing.T, path string) {
 			} else {
 				got = cal.scratch.render(adm.Result)
 			}
+			for _, l := range adm.Looser {
+				got += fmt.Sprintf("  looser %s: %s\n", l.Constraint, day(l.Start))
+			}
+		case "spares":
+			ids, err := cal.T.ChooseSpares(a["level"], atoi(t, cmp(a["count"], "0")), float64(atoi(t, cmp(a["percent"], "0"))))
+			if err != nil {
+				got = "error: " + err.Error() + "\n"
+				break
+			}
+			var names []string
+			for _, id := range ids {
+				i, _ := cal.T.NodeIndex(id)
+				names = append(names, cal.T.Domain(i, len(cal.T.Levels)-1)+"/"+cal.scratch.short(i))
+			}
+			got = fmt.Sprintf("%d spares: %s\n", len(ids), strings.Join(names, " "))
 		case "calfail":
 			if err := cal.Block(a["host"]); err != nil {
 				t.Fatal(err)
