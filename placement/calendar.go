@@ -22,6 +22,9 @@ type Commitment struct {
 	Start, End  time.Time
 	Request     Request // the shape it was admitted with, kept for re-choosing
 	Nodes       []string
+	// GPUs, when set, lists per node (parallel to Nodes) the GPU indices a
+	// partition holds; a nil entry, or no GPUs at all, means the whole node.
+	GPUs        [][]int
 	MinNodes    int
 	ShrinkLevel string
 	MaxOut      int
@@ -43,14 +46,22 @@ type Window struct {
 // tenant copy the commitment's, so the hot loop reads no other memory.
 type entry struct {
 	start, end int64
+	mask       uint64 // the GPUs it holds
 	committed  bool
 	tenant     string
 	commit     *Commitment // nil for maintenance
 	window     *Window
 }
 
-func commitEntry(cm *Commitment) entry {
-	return entry{start: unix(cm.Start), end: unix(cm.End), committed: cm.committed(), tenant: cm.Tenant, commit: cm}
+func (c *Calendar) commitEntry(cm *Commitment, j int) entry {
+	m := c.scratch.full
+	if j < len(cm.GPUs) && cm.GPUs[j] != nil {
+		m = 0
+		for _, g := range cm.GPUs[j] {
+			m |= 1 << g
+		}
+	}
+	return entry{start: unix(cm.Start), end: unix(cm.End), mask: m, committed: cm.committed(), tenant: cm.Tenant, commit: cm}
 }
 
 // Calendar holds, per node, the committed intervals and maintenance windows
@@ -121,8 +132,8 @@ func (c *Calendar) Hold(cm *Commitment) error {
 		c.list = append(c.list, cm)
 	}
 	c.commits[cm.ID] = cm
-	for _, i := range idx {
-		c.insert(i, commitEntry(cm))
+	for j, i := range idx {
+		c.insert(i, c.commitEntry(cm, j))
 	}
 	return nil
 }
@@ -159,19 +170,21 @@ func (c *Calendar) gap(a, b string) int64 {
 	return int64(c.Turnaround / time.Second)
 }
 
-// freeOver reports whether node i can take committed work of tenant over
-// [s, e): no maintenance overlaps, and every committed interval of another
-// tenant ends a turnaround before s or starts a turnaround after e. Spot
-// and internal work does not count. skip is a commitment to ignore (the
-// one being re-chosen).
+// freeOver reports whether all of node i can take committed work of
+// tenant over [s, e); see freeMask.
 func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Commitment) bool {
-	return c.freeFor(i, s, e, tenant, skip, false)
+	return c.freeMask(i, s, e, tenant, skip, false) == c.scratch.full
 }
 
-// freeFor is freeOver; with all, spot and internal work counts too (for
-// placing preemptible work, which must not overlap other work).
-func (c *Calendar) freeFor(i int, s, e int64, tenant string, skip *Commitment, all bool) bool {
+// freeMask returns the GPUs of node i free for committed work of tenant
+// over [s, e): no maintenance overlaps them, and every committed interval
+// of another tenant on them ends a turnaround before s or starts a
+// turnaround after e. Spot and internal work does not count unless all is
+// set (for placing preemptible work, which must not overlap other work).
+// skip is a commitment to ignore (the one being re-chosen).
+func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Commitment, all bool) uint64 {
 	maxGap := int64(c.Turnaround / time.Second)
+	free := c.scratch.full
 	for _, en := range c.byNode[i] {
 		if en.start >= e+maxGap {
 			break
@@ -181,7 +194,7 @@ func (c *Calendar) freeFor(i int, s, e int64, tenant string, skip *Commitment, a
 		}
 		if en.window != nil {
 			if en.start < e && en.end > s {
-				return false
+				return 0
 			}
 			continue
 		}
@@ -190,10 +203,12 @@ func (c *Calendar) freeFor(i int, s, e int64, tenant string, skip *Commitment, a
 		}
 		g := c.gap(en.tenant, tenant)
 		if en.start < e+g && en.end+g > s {
-			return false
+			if free &^= en.mask; free == 0 {
+				return 0
+			}
 		}
 	}
-	return true
+	return free
 }
 
 // prepare sets the scratch snapshot to the nodes free over [s, e) for
@@ -202,8 +217,11 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Commitment, all ...b
 	every := len(all) > 0 && all[0]
 	var out []int
 	for i := range c.T.nodes {
-		if c.scratch.why[i] == "" && !c.freeFor(i, s, e, tenant, skip, every) {
-			c.scratch.setMask(i, 0)
+		if c.scratch.why[i] != "" {
+			continue
+		}
+		if m := c.freeMask(i, s, e, tenant, skip, every); m != c.scratch.full {
+			c.scratch.setMask(i, m)
 			out = append(out, i)
 		}
 	}
@@ -253,6 +271,11 @@ func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Ti
 	cm := &Commitment{ID: id, Tenant: tenant, Class: r.Class, Start: start, End: end, Request: r}
 	for _, a := range res.Plan.Nodes {
 		cm.Nodes = append(cm.Nodes, a.NodeID)
+		if len(a.GPUs) < c.T.SKU.GPUsPerNode {
+			cm.GPUs = append(cm.GPUs, append([]int(nil), a.GPUs...))
+		} else if cm.GPUs != nil {
+			cm.GPUs = append(cm.GPUs, nil)
+		}
 	}
 	return res, c.Hold(cm)
 }
@@ -421,6 +444,15 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 	if !ok {
 		return Result{}, fmt.Errorf("node %q is not in this calendar", node)
 	}
+	j := -1
+	for x, i := range cm.idx {
+		if i == fi {
+			j = x
+		}
+	}
+	if j < 0 {
+		return Result{}, fmt.Errorf("commitment %s does not use node %s", id, node)
+	}
 	out := c.prepare(unix(cm.Start), unix(cm.End), cm.Tenant, cm)
 	// The commitment's other nodes stay its own; the failed one is out.
 	for _, i := range cm.idx {
@@ -429,20 +461,26 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 			out = append(out, i)
 		}
 	}
-	res, err := c.scratch.Replace(c.T.nodes[fi].id, cm.Request.Within)
+	var res Result
+	var err error
+	partial := j < len(cm.GPUs) && cm.GPUs[j] != nil
+	if partial {
+		res, err = c.scratch.Place(Request{GPUs: len(cm.GPUs[j]), Class: cm.Class})
+	} else {
+		res, err = c.scratch.Replace(c.T.nodes[fi].id, cm.Request.Within)
+	}
 	c.restore(out)
 	if err != nil || res.Plan == nil {
 		return res, err
 	}
-	repl := res.Plan.Nodes[0].NodeID
+	a := res.Plan.Nodes[0]
 	c.remove(fi, func(e entry) bool { return e.commit == cm })
-	ri, _ := c.T.NodeIndex(repl)
-	c.insert(ri, commitEntry(cm))
-	for j, i := range cm.idx {
-		if i == fi {
-			cm.Nodes[j], cm.idx[j] = repl, ri
-		}
+	ri, _ := c.T.NodeIndex(a.NodeID)
+	cm.Nodes[j], cm.idx[j] = a.NodeID, ri
+	if partial {
+		cm.GPUs[j] = append([]int(nil), a.GPUs...)
 	}
+	c.insert(ri, c.commitEntry(cm, j))
 	return res, nil
 }
 

@@ -9,7 +9,7 @@ import (
 
 // TestCalendarProperties admits random requests of random tenants and
 // classes over random windows, fails nodes and re-chooses, and checks on
-// every node: committed work never overlaps, two tenants' committed work is
+// every GPU: committed work never overlaps, two tenants' committed work is
 // always a turnaround apart, preemptible work is placed only where nothing
 // else runs, and preemption victims are always of a lower class.
 func TestCalendarProperties(t *testing.T) {
@@ -28,7 +28,9 @@ func TestCalendarProperties(t *testing.T) {
 			start := epoch.Add(time.Duration(rng.IntN(90*24)) * time.Hour)
 			end := start.Add(time.Duration(1+rng.IntN(30*24)) * time.Hour)
 			r := Request{GPUs: 8 * (1 + rng.IntN(max(1, s.T.Nodes()/4))), Class: classes[rng.IntN(len(classes))]}
-			if rng.IntN(3) == 0 {
+			if rng.IntN(5) == 0 {
+				r.GPUs = []int{1, 2, 4}[rng.IntN(3)] // a partition, reserved ahead too
+			} else if rng.IntN(3) == 0 {
 				r.Within = []string{"pod", "su", "rack"}[rng.IntN(3)]
 			}
 			tenant := tenants[rng.IntN(len(tenants))]
@@ -65,8 +67,12 @@ func TestCalendarProperties(t *testing.T) {
 				}
 				// Preemptible work is placed only where nothing else runs.
 				for _, a := range res.Plan.Nodes {
+					var m uint64
+					for _, g := range a.GPUs {
+						m |= 1 << g
+					}
 					for _, en := range c.byNode[a.index] {
-						if en.commit != nil && en.commit.ID != id && en.start < unix(end) && en.end > unix(start) {
+						if en.commit != nil && en.commit.ID != id && en.mask&m != 0 && en.start < unix(end) && en.end > unix(start) {
 							fail("step %d: %s work %s placed over %s on %s", step, r.Class, id, en.commit.ID, s.T.nodes[a.index].host)
 						}
 					}
@@ -104,8 +110,8 @@ func TestCalendarProperties(t *testing.T) {
 			for a := range es {
 				for b := a + 1; b < len(es); b++ {
 					x, y := es[a], es[b]
-					if x.commit == nil || y.commit == nil {
-						continue
+					if x.commit == nil || y.commit == nil || x.mask&y.mask == 0 {
+						continue // maintenance, or different GPUs of the node
 					}
 					// Committed work plans around spot and internal work (which is
 					// reclaimed), so only committed pairs must keep apart.
