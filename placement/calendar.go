@@ -16,12 +16,12 @@ var Forever = time.Unix(math.MaxInt64/2, 0).UTC()
 // MinNodes in whole domains of ShrinkLevel. MaxOut caps how many of its
 // nodes rolling maintenance may take at once (0: one at a time).
 type Commitment struct {
-	ID          string
-	Tenant      string
-	Class       Class
-	Start, End  time.Time
-	Request     Request // the shape it was admitted with, kept for re-choosing
-	Nodes       []string
+	ID         string
+	Tenant     string
+	Class      Class
+	Start, End time.Time
+	Request    Request // the shape it was admitted with, kept for re-choosing
+	Nodes      []string
 	// GPUs, when set, lists per node (parallel to Nodes) the GPU indices a
 	// partition holds; a nil entry, or no GPUs at all, means the whole node.
 	GPUs        [][]int
