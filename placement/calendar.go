@@ -77,6 +77,7 @@ type Calendar struct {
 	commits    map[string]*Commitment
 	list       []*Commitment // commits in the order they were held
 	holder     []*Commitment // per node scratch for preemption planning
+	reclaim    bitset        // nodes only preemptible work keeps busy
 	windows    map[string]*Window
 	scratch    *Snapshot
 }
@@ -235,11 +236,10 @@ func (c *Calendar) restore(out []int) {
 }
 
 // Admission is the answer to EarliestStart: a plan and its start, or a
-// refusal; and looser constraints with their own earliest starts.
+// refusal.
 type Admission struct {
 	Result
 	Start, End time.Time
-	Looser     []LooserStart
 }
 
 // LooserStart is a looser constraint and the earliest start it allows.
@@ -288,11 +288,18 @@ func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Ti
 // takes the first instant with enough of them; each candidate is then
 // verified by a real placement. At most limit candidates are verified.
 func (c *Calendar) EarliestStart(r Request, tenant string, start time.Time, d time.Duration, limit int) (Admission, error) {
-	adm, err := c.earliest(r, tenant, start, d, limit)
-	if err != nil || r.Within == "" {
-		return adm, err
+	return c.earliest(r, tenant, start, d, limit)
+}
+
+// LooserStarts returns, for a request with a within constraint, the same
+// size within each level above and then anywhere, with the earliest start
+// each allows, where that is sooner than the request's own (before, or the
+// zero time if it never fits).
+func (c *Calendar) LooserStarts(r Request, tenant string, start time.Time, d time.Duration, limit int, before time.Time) ([]LooserStart, error) {
+	if r.Within == "" {
+		return nil, nil
 	}
-	// Looser: the same size within each level above, then anywhere.
+	var out []LooserStart
 	for l := c.T.level(r.Within) - 1; l >= -1; l-- {
 		x := r
 		x.Within = ""
@@ -301,13 +308,13 @@ func (c *Calendar) EarliestStart(r Request, tenant string, start time.Time, d ti
 		}
 		alt, err := c.earliest(x, tenant, start, d, limit)
 		if err != nil {
-			return adm, err
+			return nil, err
 		}
-		if alt.Plan != nil && (adm.Plan == nil || alt.Start.Before(adm.Start)) {
-			adm.Looser = append(adm.Looser, LooserStart{Constraint: x.Constraint(), Start: alt.Start})
+		if alt.Plan != nil && (before.IsZero() || alt.Start.Before(before)) {
+			out = append(out, LooserStart{Constraint: x.Constraint(), Start: alt.Start})
 		}
 	}
-	return adm, nil
+	return out, nil
 }
 
 func (c *Calendar) earliest(r Request, tenant string, start time.Time, d time.Duration, limit int) (Admission, error) {

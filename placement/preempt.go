@@ -59,6 +59,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// overlaps other work, so a node mostly has one holder; more go to extra.
 	if c.holder == nil {
 		c.holder = make([]*Commitment, len(c.T.nodes))
+		c.reclaim = newBitset(len(c.T.nodes))
 	}
 	held := c.holder
 	extra := map[int][]*Commitment{}
@@ -72,6 +73,9 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			} else {
 				extra[i] = append(extra[i], cm)
 			}
+			if c.scratch.mask[i] == c.scratch.full && !c.T.nodes[i].spare {
+				c.reclaim.set(i) // only preemptible work keeps it busy
+			}
 			if c.scratch.mask[i] != 0 {
 				c.scratch.setMask(i, 0)
 				out = append(out, i)
@@ -79,6 +83,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		}
 	}
 	defer clear(held)
+	defer clear(c.reclaim)
 	defer c.restore(out)
 	res, err := c.scratch.Place(r)
 	if err != nil {
@@ -92,11 +97,6 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		return Preemption{Refusal: "preemption plans whole-node gangs only"}, nil
 	}
 
-	// A node is reclaimable when only preemptible work keeps it busy.
-	reclaimable := func(i int) bool {
-		n := &c.T.nodes[i]
-		return c.scratch.why[i] == "" && !n.spare && c.freeOver(i, s, e, tenant, nil)
-	}
 	level := -1
 	if r.Within != "" {
 		level = c.T.level(r.Within)
@@ -131,7 +131,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				free++
 				continue
 			}
-			if held[i] != nil && reclaimable(int(i)) {
+			if held[i] != nil && c.reclaim.has(int(i)) {
 				byCm[held[i]] = append(byCm[held[i]], int(i))
 				for _, cm := range extra[int(i)] {
 					byCm[cm] = append(byCm[cm], int(i))

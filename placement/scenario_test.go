@@ -216,7 +216,15 @@ func runScenario(t *testing.T, path string) {
 			} else {
 				got = cal.scratch.render(adm.Result)
 			}
-			for _, l := range adm.Looser {
+			var before time.Time
+			if adm.Plan != nil {
+				before = adm.Start
+			}
+			looser, err := cal.LooserStarts(request(a), a["tenant"], at(a["start"]), at(a["dur"]).Sub(epoch), 1000, before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range looser {
 				got += fmt.Sprintf("  looser %s: %s\n", l.Constraint, day(l.Start))
 			}
 		case "spares":
