@@ -228,7 +228,25 @@ func (s *Snapshot) placeGang(k int, lim []int, spares bool) (*Plan, string) {
 		top[i] = int32(i)
 	}
 	var picked []int
-	if why := s.descend(0, top, k, lim, spares, &picked); why != "" {
+	start, cands := 0, top
+	if len(s.T.Levels) >= 3 && lim[0] == 0 {
+		// The top level (halls) is compared last: a gang no single domain
+		// of the next level can hold chooses those domains site-wide.
+		fits := false
+		for d := range s.T.dom[1] {
+			if s.freeAt(1, int32(d), spares) >= k {
+				fits = true
+				break
+			}
+		}
+		if !fits {
+			start, cands = 1, make([]int32, len(s.T.dom[1]))
+			for i := range cands {
+				cands[i] = int32(i)
+			}
+		}
+	}
+	if why := s.descend(start, cands, k, lim, spares, &picked); why != "" {
 		return nil, why
 	}
 	sort.Ints(picked)
