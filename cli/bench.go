@@ -36,6 +36,8 @@ func benchCmd(g *globals) *cobra.Command {
 	p.Flags().Float64Var(&o.Fill, "fill", 0.70, "occupancy to reach before measuring")
 	p.Flags().IntVar(&o.Samples, "samples", 20000, "samples per latency case")
 	p.Flags().DurationVar(&o.StreamFor, "stream", 5*time.Second, "length of the sustained stream")
+	p.Flags().IntVar(&o.Calendar, "calendar", 10000, "reservations on the calendar (cases 7, 8, 10)")
+	p.Flags().IntVar(&o.Running, "running", 5000, "spot and internal reservations running (case 9)")
 	cmd.AddCommand(p)
 	return cmd
 }

@@ -25,6 +25,8 @@ type Options struct {
 	Fill      float64       // occupancy to reach before measuring (default 0.70)
 	Samples   int           // samples per latency case (default 20,000)
 	StreamFor time.Duration // length of the sustained stream (default 5s)
+	Calendar  int           // reservations on the calendar of cases 7, 8, 10 (default 10,000)
+	Running   int           // spot and internal reservations running in case 9 (default 5,000)
 	Progress  io.Writer     // progress lines, or nil
 }
 
@@ -43,6 +45,12 @@ func (o *Options) defaults() {
 	}
 	if o.Seed == 0 {
 		o.Seed = 1
+	}
+	if o.Calendar == 0 {
+		o.Calendar = 10000
+	}
+	if o.Running == 0 {
+		o.Running = 5000
 	}
 }
 
@@ -353,7 +361,7 @@ func calendarCases(topo *placement.Topology, o Options, say func(string, ...any)
 	cal := placement.NewCalendar(topo)
 	admitted := 0
 	t0 := time.Now()
-	for i := 0; i < 10000; i++ {
+	for i := 0; i < o.Calendar; i++ {
 		var r placement.Request
 		switch x := rng.IntN(10); {
 		case x < 4:
@@ -376,10 +384,10 @@ func calendarCases(topo *placement.Topology, o Options, say func(string, ...any)
 			admitted++
 		}
 		if (i+1)%2000 == 0 {
-			say("calendar: %d of 10,000 reservations placed (%d admitted)", i+1, admitted)
+			say("calendar: %d of %d reservations placed (%d admitted)", i+1, o.Calendar, admitted)
 		}
 	}
-	note := fmt.Sprintf("calendar: %d of 10,000 random reservations over 2027 admitted in %v (1–30 days, 1–128 nodes)", admitted, time.Since(t0).Round(time.Millisecond))
+	note := fmt.Sprintf("calendar: %d of %d random reservations over 2027 admitted in %v (1–30 days, 1–128 nodes)", admitted, o.Calendar, time.Since(t0).Round(time.Millisecond))
 
 	// 7: admission of a 256-node future reservation (answered, not held).
 	n := max(o.Samples/100, 50)
@@ -410,7 +418,7 @@ func calendarCases(topo *placement.Topology, o Options, say func(string, ...any)
 	pc := placement.NewCalendar(topo)
 	now := year.AddDate(0, 3, 0)
 	running := 0
-	for i := 0; i < 5000; i++ {
+	for i := 0; i < o.Running; i++ {
 		r := placement.Request{GPUs: 8 * (1 + rng.IntN(8)), Class: placement.ClassSpot, Within: "rack"}
 		if rng.IntN(2) == 0 {
 			r.Class, r.GPUs, r.Within = placement.ClassInternal, 8*(4+rng.IntN(12)), "su"

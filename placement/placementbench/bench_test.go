@@ -11,10 +11,10 @@ import (
 // quality row must come out.
 func TestRunSmall(t *testing.T) {
 	var out stringsBuilder
-	if err := Run(&out, Options{GPUs: 8 * 2048, Samples: 200, StreamFor: 200 * time.Millisecond}); err != nil {
+	if err := Run(&out, Options{GPUs: 8 * 2048, Samples: 200, StreamFor: 200 * time.Millisecond, Calendar: 300, Running: 200}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"1. one 8-GPU node", "3. 512-node gang within=pod", "6. sustained mixed stream", "peak RSS", "40% of nodes busy"} {
+	for _, want := range []string{"1. one 8-GPU node", "3. 512-node gang within=pod", "6. sustained mixed stream", "7. admit", "8. earliest start", "9. 512-node reserved request needing preemption", "10. 2048-node", "peak RSS", "40% of nodes busy"} {
 		if !contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
