@@ -106,17 +106,12 @@ func (s *Server) registerFleet() {
 			if err := pg.Normalize(); err != nil {
 				return nil, err
 			}
-			var items []SiteSummary
-			after := pg.After()
-			for _, st := range s.cfg.Fleet.Snapshot.Sites() {
-				if st.Name > after && len(items) < pg.Limit {
-					items = append(items, s.siteSummary(st))
-				}
+			out := pageSorted(s.cfg.Fleet.Snapshot.Sites(), pg, func(st fleet.Site) string { return st.Name })
+			items := make([]SiteSummary, len(out.Body.Items))
+			for i, st := range out.Body.Items {
+				items[i] = s.siteSummary(st)
 			}
-			if items == nil {
-				items = []SiteSummary{}
-			}
-			return listOf(items, pg.Limit, func(x SiteSummary) string { return x.Name }), nil
+			return &struct{ Body List[SiteSummary] }{List[SiteSummary]{Items: items, NextCursor: out.Body.NextCursor}}, nil
 		})
 
 	register(s, opRead, huma.Operation{OperationID: "get-site", Method: http.MethodGet, Path: "/v1/sites/{site}", Summary: "Show a site", Tags: []string{"fleet"}},
@@ -149,14 +144,7 @@ func (s *Server) registerFleet() {
 			if err != nil {
 				return nil, err
 			}
-			after := pg.After()
-			items := []fleet.DomainCount{}
-			for _, d := range all {
-				if d.Path > after && len(items) < pg.Limit {
-					items = append(items, d)
-				}
-			}
-			return listOf(items, pg.Limit, func(d fleet.DomainCount) string { return d.Path }), nil
+			return pageSorted(all, pg, func(d fleet.DomainCount) string { return d.Path }), nil
 		})
 
 	register(s, opRead, huma.Operation{OperationID: "list-nodes", Method: http.MethodGet, Path: "/v1/nodes", Summary: "List nodes",
@@ -240,13 +228,6 @@ func (s *Server) registerFleet() {
 			if err != nil {
 				return nil, err
 			}
-			after := pg.After()
-			items := []fleet.SKU{}
-			for _, k := range skus {
-				if k.Name > after && len(items) < pg.Limit {
-					items = append(items, k)
-				}
-			}
-			return listOf(items, pg.Limit, func(k fleet.SKU) string { return k.Name }), nil
+			return pageSorted(skus, pg, func(k fleet.SKU) string { return k.Name }), nil
 		})
 }

@@ -74,6 +74,19 @@ func listOf[T any](items []T, limit int, key func(T) string) *struct{ Body List[
 	return out
 }
 
+// pageSorted answers one page of a list already sorted by key, held in
+// memory: the items after the cursor, at most pg.Limit of them.
+func pageSorted[T any](all []T, pg neocloud.Page, key func(T) string) *struct{ Body List[T] } {
+	after := pg.After()
+	items := []T{}
+	for _, x := range all {
+		if key(x) > after && len(items) < pg.Limit {
+			items = append(items, x)
+		}
+	}
+	return listOf(items, pg.Limit, key)
+}
+
 // notFoundDenied marks the request as denied when err hides a foreign
 // object, so that it is audited; it returns err unchanged.
 func notFoundDenied(ctx context.Context, err error) error {

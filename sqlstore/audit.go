@@ -75,21 +75,7 @@ func (db *DB) Audit(ctx context.Context, f audit.Filter, p neocloud.Page) ([]aud
 		args = append(args, micros(f.Until))
 	}
 	q += ` ORDER BY seq DESC LIMIT ?`
-	args = append(args, p.Limit)
-	rows, err := db.query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []audit.Record{}
-	for rows.Next() {
-		r, err := scanAudit(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, db.translate(rows.Err())
+	return collect(db, ctx, scanAudit, q, append(args, p.Limit)...)
 }
 
 // ScanAudit visits every record in chain order, in batches.

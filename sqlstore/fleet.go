@@ -88,20 +88,7 @@ func (db *DB) PutSite(ctx context.Context, s fleet.Site) error {
 }
 
 func (db *DB) Sites(ctx context.Context) ([]fleet.Site, error) {
-	rows, err := db.query(ctx, `SELECT `+siteCols+` FROM sites ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []fleet.Site
-	for rows.Next() {
-		s, err := scanSite(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, db.translate(rows.Err())
+	return collect(db, ctx, scanSite, `SELECT `+siteCols+` FROM sites ORDER BY name`)
 }
 
 const nodeCols = `n.id, n.site_id, s.name, n.hostname, n.serial, n.sku, n.domain, n.hierarchies, n.lifecycle, n.health, n.health_reasons, n.cordoned, n.spare, n.version, n.created_at, n.updated_at`

@@ -315,3 +315,21 @@ func nullMicros(t *time.Time) any {
 	}
 	return t.UnixMicro()
 }
+
+// collect runs a query and scans every row with scan.
+func collect[T any](db *DB, ctx context.Context, scan func(interface{ Scan(...any) error }) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := db.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		x, err := scan(rows)
+		if err != nil {
+			return nil, db.translate(err)
+		}
+		out = append(out, x)
+	}
+	return out, db.translate(rows.Err())
+}

@@ -57,21 +57,7 @@ func (db *DB) Tenants(ctx context.Context, f tenant.TenantFilter, p neocloud.Pag
 		args = append(args, *f.Internal)
 	}
 	q += ` ORDER BY id LIMIT ?`
-	args = append(args, p.Limit)
-	rows, err := db.query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []tenant.Tenant{}
-	for rows.Next() {
-		t, err := scanTenant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, db.translate(rows.Err())
+	return collect(db, ctx, scanTenant, q, append(args, p.Limit)...)
 }
 
 const tokenCols = `id, name, role, COALESCE(tenant_id, ''), hint, created_at, created_by, revoked_at`
@@ -139,21 +125,7 @@ func (db *DB) Tokens(ctx context.Context, f tenant.TokenFilter, p neocloud.Page)
 		q += ` AND revoked_at IS NULL`
 	}
 	q += ` ORDER BY id LIMIT ?`
-	args = append(args, p.Limit)
-	rows, err := db.query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []tenant.Token{}
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, db.translate(rows.Err())
+	return collect(db, ctx, scanToken, q, append(args, p.Limit)...)
 }
 
 func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) error {
