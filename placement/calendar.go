@@ -10,12 +10,12 @@ import (
 // Forever is the end of an open interval (on-demand work until it ends).
 var Forever = time.Unix(math.MaxInt64/2, 0).UTC()
 
-// Commitment is work on concrete nodes over [Start, End): a reservation's
+// Reservation is work on concrete nodes over [Start, End): a reservation's
 // allocation, present or future. End is Forever for on-demand work that has
 // not ended. Elastic work (internal, optionally spot) may shrink down to
 // MinNodes in whole domains of ShrinkLevel. MaxOut caps how many of its
 // nodes rolling maintenance may take at once (0: one at a time).
-type Commitment struct {
+type Reservation struct {
 	ID         string
 	Tenant     string
 	Class      Class
@@ -33,7 +33,7 @@ type Commitment struct {
 }
 
 // committed reports whether c blocks admission (lease, reserved, on-demand).
-func (c *Commitment) committed() bool { return !c.Class.Preemptible() }
+func (c *Reservation) committed() bool { return !c.Class.Preemptible() }
 
 // Window is planned maintenance of some nodes over [Start, End).
 type Window struct {
@@ -43,17 +43,17 @@ type Window struct {
 }
 
 // entry is one busy interval of one node, in Unix seconds. committed and
-// tenant copy the commitment's, so the hot loop reads no other memory.
+// tenant copy the reservation's, so the hot loop reads no other memory.
 type entry struct {
 	start, end int64
 	mask       uint64 // the GPUs it holds
 	committed  bool
 	tenant     string
-	commit     *Commitment // nil for maintenance
+	rsv        *Reservation // nil for maintenance
 	window     *Window
 }
 
-func (c *Calendar) commitEntry(cm *Commitment, j int) entry {
+func (c *Calendar) reservationEntry(cm *Reservation, j int) entry {
 	m := c.scratch.full
 	if j < len(cm.GPUs) && cm.GPUs[j] != nil {
 		m = 0
@@ -61,7 +61,7 @@ func (c *Calendar) commitEntry(cm *Commitment, j int) entry {
 			m |= 1 << g
 		}
 	}
-	return entry{start: unix(cm.Start), end: unix(cm.End), mask: m, committed: cm.committed(), tenant: cm.Tenant, commit: cm}
+	return entry{start: unix(cm.Start), end: unix(cm.End), mask: m, committed: cm.committed(), tenant: cm.Tenant, rsv: cm}
 }
 
 // Calendar holds, per node, the committed intervals and maintenance windows
@@ -74,10 +74,10 @@ type Calendar struct {
 	T          *Topology
 	Turnaround time.Duration
 	byNode     [][]entry // sorted by start
-	commits    map[string]*Commitment
-	list       []*Commitment // commits in the order they were held
-	holder     []*Commitment // per node scratch for preemption planning
-	reclaim    bitset        // nodes only preemptible work keeps busy
+	rsvs       map[string]*Reservation
+	list       []*Reservation // reservations in the order they were held
+	holder     []*Reservation // per node scratch for preemption planning
+	reclaim    bitset         // nodes only preemptible work keeps busy
 	windows    map[string]*Window
 	scratch    *Snapshot
 }
@@ -85,7 +85,7 @@ type Calendar struct {
 // NewCalendar returns an empty calendar over t.
 func NewCalendar(t *Topology) *Calendar {
 	return &Calendar{T: t, Turnaround: time.Duration(t.SKU.TurnaroundS) * time.Second,
-		byNode: make([][]entry, len(t.nodes)), commits: map[string]*Commitment{}, windows: map[string]*Window{}, scratch: NewSnapshot(t)}
+		byNode: make([][]entry, len(t.nodes)), rsvs: map[string]*Reservation{}, windows: map[string]*Window{}, scratch: NewSnapshot(t)}
 }
 
 func unix(t time.Time) int64 { return t.Unix() }
@@ -121,34 +121,34 @@ func (c *Calendar) index(refs []string) ([]int, error) {
 	return out, nil
 }
 
-// Hold records a commitment as it is (loading the calendar, or spot and
+// Hold records a reservation as it is (loading the calendar, or spot and
 // internal work started elsewhere). It checks nothing.
-func (c *Calendar) Hold(cm *Commitment) error {
+func (c *Calendar) Hold(cm *Reservation) error {
 	idx, err := c.index(cm.Nodes)
 	if err != nil {
 		return err
 	}
 	cm.idx = idx
-	if _, ok := c.commits[cm.ID]; !ok {
+	if _, ok := c.rsvs[cm.ID]; !ok {
 		c.list = append(c.list, cm)
 	}
-	c.commits[cm.ID] = cm
+	c.rsvs[cm.ID] = cm
 	for j, i := range idx {
-		c.insert(i, c.commitEntry(cm, j))
+		c.insert(i, c.reservationEntry(cm, j))
 	}
 	return nil
 }
 
-// Drop removes a commitment (ended, cancelled or evicted).
+// Drop removes a reservation (ended, cancelled or evicted).
 func (c *Calendar) Drop(id string) {
-	cm, ok := c.commits[id]
+	cm, ok := c.rsvs[id]
 	if !ok {
 		return
 	}
 	for _, i := range cm.idx {
-		c.remove(i, func(e entry) bool { return e.commit == cm })
+		c.remove(i, func(e entry) bool { return e.rsv == cm })
 	}
-	delete(c.commits, id)
+	delete(c.rsvs, id)
 	for j, x := range c.list {
 		if x == cm {
 			c.list = append(c.list[:j], c.list[j+1:]...)
@@ -157,9 +157,9 @@ func (c *Calendar) Drop(id string) {
 	}
 }
 
-// Commitment returns a held commitment.
-func (c *Calendar) Commitment(id string) (*Commitment, bool) {
-	cm, ok := c.commits[id]
+// Reservation returns a held reservation.
+func (c *Calendar) Reservation(id string) (*Reservation, bool) {
+	cm, ok := c.rsvs[id]
 	return cm, ok
 }
 
@@ -173,7 +173,7 @@ func (c *Calendar) gap(a, b string) int64 {
 
 // freeOver reports whether all of node i can take committed work of
 // tenant over [s, e); see freeMask.
-func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Commitment) bool {
+func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Reservation) bool {
 	return c.freeMask(i, s, e, tenant, skip, false) == c.scratch.full
 }
 
@@ -182,15 +182,15 @@ func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Commitment) 
 // of another tenant on them ends a turnaround before s or starts a
 // turnaround after e. Spot and internal work does not count unless all is
 // set (for placing preemptible work, which must not overlap other work).
-// skip is a commitment to ignore (the one being re-chosen).
-func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Commitment, all bool) uint64 {
+// skip is a reservation to ignore (the one being re-chosen).
+func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Reservation, all bool) uint64 {
 	maxGap := int64(c.Turnaround / time.Second)
 	free := c.scratch.full
 	for _, en := range c.byNode[i] {
 		if en.start >= e+maxGap {
 			break
 		}
-		if en.end+maxGap <= s || en.commit == skip {
+		if en.end+maxGap <= s || en.rsv == skip {
 			continue
 		}
 		if en.window != nil {
@@ -214,7 +214,7 @@ func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Commitment, 
 
 // prepare sets the scratch snapshot to the nodes free over [s, e) for
 // tenant (excluding skip's hold); it returns the nodes it took out.
-func (c *Calendar) prepare(s, e int64, tenant string, skip *Commitment, all ...bool) []int {
+func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...bool) []int {
 	every := len(all) > 0 && all[0]
 	var out []int
 	for i := range c.T.nodes {
@@ -259,16 +259,16 @@ func (c *Calendar) Plan(r Request, tenant string, start, end time.Time) (Result,
 	return c.scratch.Place(r)
 }
 
-// Admit places r over [start, end) for tenant and holds it as commitment id
+// Admit places r over [start, end) for tenant and holds it as reservation id
 // on concrete nodes, so the promise is real. It fits only if nodes are free
 // over the whole window (turnaround kept between tenants, maintenance and
-// spares avoided, other commitments untouched).
+// spares avoided, other reservations untouched).
 func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Time) (Result, error) {
 	res, err := c.Plan(r, tenant, start, end)
 	if err != nil || res.Plan == nil {
 		return res, err
 	}
-	cm := &Commitment{ID: id, Tenant: tenant, Class: r.Class, Start: start, End: end, Request: r}
+	cm := &Reservation{ID: id, Tenant: tenant, Class: r.Class, Start: start, End: end, Request: r}
 	for _, a := range res.Plan.Nodes {
 		cm.Nodes = append(cm.Nodes, a.NodeID)
 		if len(a.GPUs) < c.T.SKU.GPUsPerNode {
@@ -439,13 +439,13 @@ func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string) (int
 	return 0, false
 }
 
-// Rechoose replaces a node of a future commitment (failed, or going into
-// maintenance) with another free over the commitment's window, within the
-// same constraint. It changes the commitment only on success.
+// Rechoose replaces a node of a future reservation (failed, or going into
+// maintenance) with another free over the reservation's window, within the
+// same constraint. It changes the reservation only on success.
 func (c *Calendar) Rechoose(id, node string) (Result, error) {
-	cm, ok := c.commits[id]
+	cm, ok := c.rsvs[id]
 	if !ok {
-		return Result{}, fmt.Errorf("no commitment %q", id)
+		return Result{}, fmt.Errorf("no reservation %q", id)
 	}
 	fi, ok := c.T.NodeIndex(node)
 	if !ok {
@@ -458,10 +458,10 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 		}
 	}
 	if j < 0 {
-		return Result{}, fmt.Errorf("commitment %s does not use node %s", id, node)
+		return Result{}, fmt.Errorf("reservation %s does not use node %s", id, node)
 	}
 	out := c.prepare(unix(cm.Start), unix(cm.End), cm.Tenant, cm)
-	// The commitment's other nodes stay its own; the failed one is out.
+	// The reservation's other nodes stay its own; the failed one is out.
 	for _, i := range cm.idx {
 		if c.scratch.mask[i] != 0 {
 			c.scratch.setMask(i, 0)
@@ -481,13 +481,13 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 		return res, err
 	}
 	a := res.Plan.Nodes[0]
-	c.remove(fi, func(e entry) bool { return e.commit == cm })
+	c.remove(fi, func(e entry) bool { return e.rsv == cm })
 	ri, _ := c.T.NodeIndex(a.NodeID)
 	cm.Nodes[j], cm.idx[j] = a.NodeID, ri
 	if partial {
 		cm.GPUs[j] = append([]int(nil), a.GPUs...)
 	}
-	c.insert(ri, c.commitEntry(cm, j))
+	c.insert(ri, c.reservationEntry(cm, j))
 	return res, nil
 }
 
@@ -502,7 +502,7 @@ func (c *Calendar) Block(node string) error {
 	return nil
 }
 
-// AddWindow records maintenance and returns the commitments it touches,
+// AddWindow records maintenance and returns the reservations it touches,
 // which must be notified (and, if future, may be re-chosen around it).
 func (c *Calendar) AddWindow(w *Window) ([]string, error) {
 	idx, err := c.index(w.Nodes)
@@ -514,8 +514,8 @@ func (c *Calendar) AddWindow(w *Window) ([]string, error) {
 	s, e := unix(w.Start), unix(w.End)
 	for _, i := range idx {
 		for _, en := range c.byNode[i] {
-			if en.commit != nil && en.start < e && en.end > s {
-				touched[en.commit.ID] = true
+			if en.rsv != nil && en.start < e && en.end > s {
+				touched[en.rsv.ID] = true
 			}
 		}
 		c.insert(i, entry{start: s, end: e, window: w})
@@ -529,7 +529,7 @@ func (c *Calendar) AddWindow(w *Window) ([]string, error) {
 }
 
 // Rolling plans maintenance of nodes, each for d, from start, as a series of
-// windows: a node joins a batch only if no commitment it serves would then
+// windows: a node joins a batch only if no reservation it serves would then
 // have more than its MaxOut nodes (at least one) out at once.
 func (c *Calendar) Rolling(idPrefix string, nodes []string, start time.Time, d time.Duration) ([]*Window, error) {
 	idx, err := c.index(nodes)
@@ -540,15 +540,15 @@ func (c *Calendar) Rolling(idPrefix string, nodes []string, start time.Time, d t
 	left := idx
 	at := start
 	for batch := 0; len(left) > 0; batch++ {
-		out := map[*Commitment]int{}
+		out := map[*Reservation]int{}
 		var take, rest []int
 		for _, i := range left {
 			ok := true
-			var serves []*Commitment
+			var serves []*Reservation
 			for _, en := range c.byNode[i] {
-				if en.commit != nil && en.commit.committed() && en.start < unix(at.Add(d)) && en.end > unix(at) {
-					serves = append(serves, en.commit)
-					if out[en.commit] >= max(1, en.commit.MaxOut) {
+				if en.rsv != nil && en.rsv.committed() && en.start < unix(at.Add(d)) && en.end > unix(at) {
+					serves = append(serves, en.rsv)
+					if out[en.rsv] >= max(1, en.rsv.MaxOut) {
 						ok = false
 					}
 				}
@@ -575,9 +575,9 @@ func (c *Calendar) Rolling(idPrefix string, nodes []string, start time.Time, d t
 	return windows, nil
 }
 
-// OutAt returns how many nodes of a commitment are in maintenance at t.
+// OutAt returns how many nodes of a reservation are in maintenance at t.
 func (c *Calendar) OutAt(id string, t time.Time) int {
-	cm, ok := c.commits[id]
+	cm, ok := c.rsvs[id]
 	if !ok {
 		return 0
 	}

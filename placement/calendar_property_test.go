@@ -45,15 +45,15 @@ func TestCalendarProperties(t *testing.T) {
 				}
 				for _, v := range pr.Victims {
 					if !v.Class.Preemptible() {
-						fail("step %d: victim %s is of class %s", step, v.Commitment, v.Class)
+						fail("step %d: victim %s is of class %s", step, v.Reservation, v.Class)
 					}
 				}
-			case 1: // a node fails; future commitments on it are re-chosen
+			case 1: // a node fails; future reservations on it are re-chosen
 				i := rng.IntN(s.T.Nodes())
 				c.Block(s.T.nodes[i].id)
 				for _, en := range append([]entry(nil), c.byNode[i]...) {
-					if en.commit != nil && en.commit.committed() {
-						c.Rechoose(en.commit.ID, s.T.nodes[i].id)
+					if en.rsv != nil && en.rsv.committed() {
+						c.Rechoose(en.rsv.ID, s.T.nodes[i].id)
 					}
 				}
 			default:
@@ -72,8 +72,8 @@ func TestCalendarProperties(t *testing.T) {
 						m |= 1 << g
 					}
 					for _, en := range c.byNode[a.index] {
-						if en.commit != nil && en.commit.ID != id && en.mask&m != 0 && en.start < unix(end) && en.end > unix(start) {
-							fail("step %d: %s work %s placed over %s on %s", step, r.Class, id, en.commit.ID, s.T.nodes[a.index].host)
+						if en.rsv != nil && en.rsv.ID != id && en.mask&m != 0 && en.start < unix(end) && en.end > unix(start) {
+							fail("step %d: %s work %s placed over %s on %s", step, r.Class, id, en.rsv.ID, s.T.nodes[a.index].host)
 						}
 					}
 				}
@@ -110,21 +110,21 @@ func TestCalendarProperties(t *testing.T) {
 			for a := range es {
 				for b := a + 1; b < len(es); b++ {
 					x, y := es[a], es[b]
-					if x.commit == nil || y.commit == nil || x.mask&y.mask == 0 {
+					if x.rsv == nil || y.rsv == nil || x.mask&y.mask == 0 {
 						continue // maintenance, or different GPUs of the node
 					}
 					// Committed work plans around spot and internal work (which is
 					// reclaimed), so only committed pairs must keep apart.
-					if !x.commit.committed() || !y.commit.committed() {
+					if !x.rsv.committed() || !y.rsv.committed() {
 						continue
 					}
 					g := int64(0)
-					if x.commit.Tenant != y.commit.Tenant {
+					if x.rsv.Tenant != y.rsv.Tenant {
 						g = gap
 					}
 					if x.start < y.end+g && y.start < x.end+g {
 						fail("node %s: %s (%s, %s) and %s (%s, %s) are closer than %ds", s.T.nodes[i].host,
-							x.commit.ID, x.commit.Tenant, x.commit.Class, y.commit.ID, y.commit.Tenant, y.commit.Class, g)
+							x.rsv.ID, x.rsv.Tenant, x.rsv.Class, y.rsv.ID, y.rsv.Tenant, y.rsv.Class, g)
 					}
 				}
 			}

@@ -7,15 +7,15 @@ import (
 )
 
 // Victim is lower-class work a preemption plan reclaims: a whole
-// commitment evicted, or an elastic one shrunk by whole steps. OffBy is
+// reservation evicted, or an elastic one shrunk by whole steps. OffBy is
 // when its nodes must be free: now plus its class's notice plus turnaround.
 type Victim struct {
-	Commitment string    `json:"commitment"`
-	Class      Class     `json:"class"`
-	Action     string    `json:"action" enum:"evict,shrink"`
-	Nodes      []string  `json:"nodes"`
-	GPUHours   float64   `json:"gpu_hours_lost"`
-	OffBy      time.Time `json:"off_by"`
+	Reservation string    `json:"reservation"`
+	Class       Class     `json:"class"`
+	Action      string    `json:"action" enum:"evict,shrink"`
+	Nodes       []string  `json:"nodes"`
+	GPUHours    float64   `json:"gpu_hours_lost"`
+	OffBy       time.Time `json:"off_by"`
 }
 
 // Preemption is the answer of PlanPreemption: a plan that holds only once
@@ -36,14 +36,14 @@ func classRank(c Class) int {
 
 // option is one way to free nodes inside a domain.
 type option struct {
-	cm     *Commitment
+	cm     *Reservation
 	shrink bool
 	nodes  []int
 	hours  float64
 }
 
 // PlanPreemption plans r (a committed class) over [now, end) for tenant
-// when it does not fit: it picks whole spot and internal commitments (or
+// when it does not fit: it picks whole spot and internal reservations (or
 // whole shrink steps of elastic ones) whose removal yields a valid
 // placement, minimizing first the victims' class, then their number, then
 // the GPU-hours they lose, preferring shrinking to evicting. It simulates
@@ -58,11 +58,11 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// Running spot and internal work occupies its nodes too. Such work never
 	// overlaps other work, so a node mostly has one holder; more go to extra.
 	if c.holder == nil {
-		c.holder = make([]*Commitment, len(c.T.nodes))
+		c.holder = make([]*Reservation, len(c.T.nodes))
 		c.reclaim = newBitset(len(c.T.nodes))
 	}
 	held := c.holder
-	extra := map[int][]*Commitment{}
+	extra := map[int][]*Reservation{}
 	for _, cm := range c.list {
 		if cm.committed() || unix(cm.Start) >= e || unix(cm.End) <= s {
 			continue
@@ -107,9 +107,9 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		pick   []option
 	}
 	var cands []cand
-	// An evicted commitment loses the rest of its time (to the preemptor's
+	// An evicted reservation loses the rest of its time (to the preemptor's
 	// end if it has none); a shrunk one loses its step while r runs.
-	hoursLeft := func(cm *Commitment, shrink bool) float64 {
+	hoursLeft := func(cm *Reservation, shrink bool) float64 {
 		stop := cm.End
 		if shrink || stop == Forever {
 			if end.Before(stop) {
@@ -125,7 +125,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	}
 	for _, d := range domains {
 		free := 0
-		byCm := map[*Commitment][]int{}
+		byCm := map[*Reservation][]int{}
 		for i := d.lo; i < d.hi; i++ {
 			if c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare {
 				free++
@@ -186,7 +186,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		})
 		got := 0
 		var pick []option
-		evicted := map[*Commitment]bool{}
+		evicted := map[*Reservation]bool{}
 		var cost [4]float64
 		for _, o := range opts {
 			if got >= need {
@@ -254,7 +254,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 }
 
 // victimNodes lists the nodes the picked options free (evictions free all
-// of a commitment's nodes, shrinks their step).
+// of a reservation's nodes, shrinks their step).
 func (c *Calendar) victimNodes(pick []option) []int {
 	seen := map[int]bool{}
 	var out []int
@@ -274,12 +274,12 @@ func (c *Calendar) victimNodes(pick []option) []int {
 }
 
 func (c *Calendar) victims(pick []option, now time.Time, notice map[Class]time.Duration) []Victim {
-	byCm := map[*Commitment]*Victim{}
-	var order []*Commitment
+	byCm := map[*Reservation]*Victim{}
+	var order []*Reservation
 	for _, o := range pick {
 		v, ok := byCm[o.cm]
 		if !ok {
-			v = &Victim{Commitment: o.cm.ID, Class: o.cm.Class, Action: "shrink", OffBy: now.Add(notice[o.cm.Class] + c.Turnaround)}
+			v = &Victim{Reservation: o.cm.ID, Class: o.cm.Class, Action: "shrink", OffBy: now.Add(notice[o.cm.Class] + c.Turnaround)}
 			byCm[o.cm] = v
 			order = append(order, o.cm)
 		}

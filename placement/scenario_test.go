@@ -197,7 +197,7 @@ func runScenario(t *testing.T, path string) {
 			}
 			got = cal.scratch.render(res)
 			if res.Plan != nil {
-				cm, _ := cal.Commitment(a["id"])
+				cm, _ := cal.Reservation(a["id"])
 				if a["min"] != "" {
 					cm.MinNodes, cm.ShrinkLevel = atoi(t, a["min"]), a["shrink"]
 				}
@@ -264,7 +264,7 @@ func runScenario(t *testing.T, path string) {
 			}
 			worst := map[string]int{}
 			for _, w := range ws {
-				for id := range cal.commits {
+				for id := range cal.rsvs {
 					worst[id] = max(worst[id], cal.OutAt(id, w.Start))
 				}
 			}
@@ -275,7 +275,7 @@ func runScenario(t *testing.T, path string) {
 			}
 			sort.Strings(ids)
 			for _, id := range ids {
-				got += fmt.Sprintf("  %s: at most %d nodes out at once (max_out %d)\n", id, worst[id], cal.commits[id].MaxOut)
+				got += fmt.Sprintf("  %s: at most %d nodes out at once (max_out %d)\n", id, worst[id], cal.rsvs[id].MaxOut)
 			}
 		case "preempt":
 			notice := map[Class]time.Duration{ClassSpot: 2 * time.Minute, ClassInternal: 30 * time.Minute}
@@ -291,7 +291,7 @@ func runScenario(t *testing.T, path string) {
 				got = "fits without preemption\n" + cal.scratch.render(Result{Plan: pr.Plan})
 			default:
 				for _, v := range pr.Victims {
-					got += fmt.Sprintf("%s %s (%s): %d nodes, %.0f GPU-hours, off by %s\n", v.Action, v.Commitment, v.Class, len(v.Nodes), v.GPUHours, v.OffBy.Sub(epoch))
+					got += fmt.Sprintf("%s %s (%s): %d nodes, %.0f GPU-hours, off by %s\n", v.Action, v.Reservation, v.Class, len(v.Nodes), v.GPUHours, v.OffBy.Sub(epoch))
 				}
 				got += cal.scratch.render(Result{Plan: pr.Plan})
 			}

@@ -431,7 +431,7 @@ func calendarCases(topo *placement.Topology, o Options, say func(string, ...any)
 		if res.Plan != nil {
 			running++
 			if r.Class == placement.ClassInternal {
-				cm, _ := pc.Commitment(id)
+				cm, _ := pc.Reservation(id)
 				cm.MinNodes, cm.ShrinkLevel = len(cm.Nodes)/2, "rack"
 			}
 		}
