@@ -29,7 +29,9 @@ type Reservation struct {
 	ShrinkLevel string
 	MaxOut      int
 
-	idx []int // node indexes, kept in step with Nodes by the calendar
+	idx   []int    // node indexes, kept in step with Nodes by the calendar
+	masks []uint64 // the GPUs held on each of those nodes
+	s, e  int64    // Start and End in Unix seconds
 }
 
 // committed reports whether c blocks admission (lease, reserved, on-demand).
@@ -40,6 +42,8 @@ type Window struct {
 	ID         string
 	Start, End time.Time
 	Nodes      []string
+
+	idx []int
 }
 
 // entry is one busy interval of one node, in Unix seconds. committed and
@@ -53,15 +57,20 @@ type entry struct {
 	window     *Window
 }
 
-func (c *Calendar) reservationEntry(cm *Reservation, j int) entry {
-	m := c.scratch.full
-	if j < len(cm.GPUs) && cm.GPUs[j] != nil {
-		m = 0
-		for _, g := range cm.GPUs[j] {
-			m |= 1 << g
-		}
+// maskOf returns the GPUs a reservation holds on its j-th node.
+func (c *Calendar) maskOf(cm *Reservation, j int) uint64 {
+	if j >= len(cm.GPUs) || cm.GPUs[j] == nil {
+		return c.scratch.full
 	}
-	return entry{start: unix(cm.Start), end: unix(cm.End), mask: m, committed: cm.committed(), tenant: cm.Tenant, rsv: cm}
+	var m uint64
+	for _, g := range cm.GPUs[j] {
+		m |= 1 << g
+	}
+	return m
+}
+
+func (c *Calendar) reservationEntry(cm *Reservation, j int) entry {
+	return entry{start: cm.s, end: cm.e, mask: cm.masks[j], committed: cm.committed(), tenant: cm.Tenant, rsv: cm}
 }
 
 // Calendar holds, per node, the committed intervals and maintenance windows
@@ -80,6 +89,9 @@ type Calendar struct {
 	reclaim    bitset         // nodes only preemptible work keeps busy
 	windows    map[string]*Window
 	scratch    *Snapshot
+	byTime     timeIndex // reservations by time, for fast window queries
+	busy       []uint64  // per node scratch: GPUs busy in the queried window
+	touched    []int     // nodes with busy GPUs in the queried window
 }
 
 // NewCalendar returns an empty calendar over t.
@@ -128,11 +140,17 @@ func (c *Calendar) Hold(cm *Reservation) error {
 	if err != nil {
 		return err
 	}
-	cm.idx = idx
-	if _, ok := c.rsvs[cm.ID]; !ok {
-		c.list = append(c.list, cm)
+	if old, ok := c.rsvs[cm.ID]; ok {
+		c.Drop(old.ID)
 	}
+	cm.idx, cm.s, cm.e = idx, unix(cm.Start), unix(cm.End)
+	cm.masks = make([]uint64, len(idx))
+	for j := range idx {
+		cm.masks[j] = c.maskOf(cm, j)
+	}
+	c.list = append(c.list, cm)
 	c.rsvs[cm.ID] = cm
+	c.byTime.add(cm)
 	for j, i := range idx {
 		c.insert(i, c.reservationEntry(cm, j))
 	}
@@ -149,6 +167,7 @@ func (c *Calendar) Drop(id string) {
 		c.remove(i, func(e entry) bool { return e.rsv == cm })
 	}
 	delete(c.rsvs, id)
+	c.byTime.remove(cm)
 	for j, x := range c.list {
 		if x == cm {
 			c.list = append(c.list[:j], c.list[j+1:]...)
@@ -171,61 +190,49 @@ func (c *Calendar) gap(a, b string) int64 {
 	return int64(c.Turnaround / time.Second)
 }
 
-// freeOver reports whether all of node i can take committed work of
-// tenant over [s, e); see freeMask.
-func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Reservation) bool {
-	return c.freeMask(i, s, e, tenant, skip, false) == c.scratch.full
-}
-
-// freeMask returns the GPUs of node i free for committed work of tenant
-// over [s, e): no maintenance overlaps them, and every committed interval
-// of another tenant on them ends a turnaround before s or starts a
-// turnaround after e. Spot and internal work does not count unless all is
-// set (for placing preemptible work, which must not overlap other work).
-// skip is a reservation to ignore (the one being re-chosen).
-func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Reservation, all bool) uint64 {
-	maxGap := int64(c.Turnaround / time.Second)
-	free := c.scratch.full
-	for _, en := range c.byNode[i] {
-		if en.start >= e+maxGap {
-			break
-		}
-		if en.end+maxGap <= s || en.rsv == skip {
-			continue
-		}
-		if en.window != nil {
-			if en.start < e && en.end > s {
-				return 0
-			}
-			continue
-		}
-		if !en.committed && !all {
-			continue
-		}
-		g := c.gap(en.tenant, tenant)
-		if en.start < e+g && en.end+g > s {
-			if free &^= en.mask; free == 0 {
-				return 0
-			}
-		}
-	}
-	return free
-}
-
-// prepare sets the scratch snapshot to the nodes free over [s, e) for
-// tenant (excluding skip's hold); it returns the nodes it took out.
+// prepare sets the scratch snapshot to the GPUs free over [s, e) for
+// tenant (ignoring skip's hold; with all set, spot and internal work counts
+// too); it returns the nodes it changed. Only the reservations and windows
+// overlapping the range (widened by the turnaround) are visited.
 func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...bool) []int {
 	every := len(all) > 0 && all[0]
-	var out []int
-	for i := range c.T.nodes {
-		if c.scratch.why[i] != "" {
-			continue
+	maxGap := int64(c.Turnaround / time.Second)
+	if c.busy == nil {
+		c.busy = make([]uint64, len(c.T.nodes))
+	}
+	touched := c.touched[:0]
+	mark := func(i int, m uint64) {
+		if c.busy[i] == 0 {
+			touched = append(touched, i)
 		}
-		if m := c.freeMask(i, s, e, tenant, skip, every); m != c.scratch.full {
-			c.scratch.setMask(i, m)
-			out = append(out, i)
+		c.busy[i] |= m
+	}
+	c.byTime.each(s-maxGap, e+maxGap, func(r *Reservation) {
+		if r == skip || (!r.committed() && !every) {
+			return
+		}
+		if g := c.gap(r.Tenant, tenant); r.s < e+g && r.e+g > s {
+			for j, i := range r.idx {
+				mark(i, r.masks[j])
+			}
+		}
+	})
+	for _, w := range c.windows {
+		if unix(w.Start) < e && unix(w.End) > s {
+			for _, i := range w.idx {
+				mark(i, c.scratch.full)
+			}
 		}
 	}
+	var out []int
+	for _, i := range touched {
+		if c.scratch.why[i] == "" {
+			c.scratch.setMask(i, c.scratch.full&^c.busy[i])
+			out = append(out, i)
+		}
+		c.busy[i] = 0
+	}
+	c.touched = touched
 	return out
 }
 
@@ -487,6 +494,7 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 	if partial {
 		cm.GPUs[j] = append([]int(nil), a.GPUs...)
 	}
+	cm.masks[j] = c.maskOf(cm, j)
 	c.insert(ri, c.reservationEntry(cm, j))
 	return res, nil
 }
@@ -509,6 +517,7 @@ func (c *Calendar) AddWindow(w *Window) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.idx = idx
 	c.windows[w.ID] = w
 	touched := map[string]bool{}
 	s, e := unix(w.Start), unix(w.End)

@@ -125,6 +125,12 @@ func (s *Snapshot) render(res Result) string {
 //	release NAME
 //	fail host=HOST
 //	replace host=HOST [within=L] [commit]
+//	admit id=ID tenant=T (place arguments) start=DAY end=DAY [min=N shrink=L] [maxout=N]
+//	earliest tenant=T (place arguments) start=DAY dur=DAYS
+//	calfail host=HOST; rechoose id=ID host=HOST; maint id=ID hosts=H,… start= end=
+//	rolling id=ID domain=PATH start=DAY dur=DURATION; spares level=L count=N|percent=P
+//	preempt tenant=T (place arguments) start=DAY end=DAY
+// (DAY is a day number from 2027-01-01, or hours with an h suffix)
 func runScenario(t *testing.T, path string) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -239,6 +245,12 @@ func runScenario(t *testing.T, path string) {
 				names = append(names, cal.T.Domain(i, len(cal.T.Levels)-1)+"/"+cal.scratch.short(i))
 			}
 			got = fmt.Sprintf("%d spares: %s\n", len(ids), strings.Join(names, " "))
+		case "maint":
+			touched, err := cal.AddWindow(&Window{ID: a["id"], Start: at(a["start"]), End: at(a["end"]), Nodes: strings.Split(a["hosts"], ",")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = fmt.Sprintf("window %s touches %v\n", a["id"], touched)
 		case "calfail":
 			if err := cal.Block(a["host"]); err != nil {
 				t.Fatal(err)
