@@ -130,6 +130,7 @@ func (s *Snapshot) render(res Result) string {
 //	calfail host=HOST; rechoose id=ID host=HOST; maint id=ID hosts=H,… start= end=
 //	rolling id=ID domain=PATH start=DAY dur=DURATION; spares level=L count=N|percent=P
 //	preempt tenant=T (place arguments) start=DAY end=DAY
+//
 // (DAY is a day number from 2027-01-01, or hours with an h suffix)
 func runScenario(t *testing.T, path string) {
 	data, err := os.ReadFile(path)
