@@ -5,7 +5,10 @@
 // A Topology is the static tree of one site and SKU, built once per fleet
 // generation and shared read-only. A Snapshot holds the free capacity of that
 // tree for one planning cycle, indexed by domain; planning reads it, Commit
-// and Release change it.
+// and Release change it. A Calendar holds reservations over time (per GPU,
+// with the SKU's turnaround between tenants, maintenance windows and spares)
+// and answers admission, earliest start, re-choosing and preemption by
+// preparing a snapshot for the window asked about and planning on it.
 package placement
 
 import (
