@@ -1,8 +1,10 @@
 package placement
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -408,7 +410,7 @@ func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string) (int
 				bad = append(bad, [2]int64{a, b})
 			}
 		}
-		sort.Slice(bad, func(x, y int) bool { return bad[x][0] < bad[y][0] })
+		slices.SortFunc(bad, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) })
 		for x := 0; x < len(bad); {
 			a, b := bad[x][0], bad[x][1]
 			for x++; x < len(bad) && bad[x][0] <= b; x++ {
@@ -421,11 +423,11 @@ func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string) (int
 		return 0, false
 	}
 	// busy is the number of nodes that cannot host a window starting now.
-	sort.Slice(evs, func(i, j int) bool {
-		if evs[i].t != evs[j].t {
-			return evs[i].t < evs[j].t
+	slices.SortFunc(evs, func(x, y ev) int {
+		if c := cmp.Compare(x.t, y.t); c != 0 {
+			return c
 		}
-		return evs[i].d < evs[j].d
+		return cmp.Compare(x.d, y.d)
 	})
 	busy := 0
 	allowed := usable - k

@@ -158,7 +158,7 @@ func runScenario(t *testing.T, path string) {
 		return fmt.Sprintf("hour %d", d/time.Hour)
 	}
 	request := func(a map[string]string) Request {
-		r := Request{Within: a["within"], Class: Class(cmp(a["class"], "reserved")), Whole: a["whole"]}
+		r := Request{Within: a["within"], Class: Class(orDefault(a["class"], "reserved")), Whole: a["whole"]}
 		if a["gpus"] != "" {
 			r.GPUs = atoi(t, a["gpus"])
 		}
@@ -184,7 +184,7 @@ func runScenario(t *testing.T, path string) {
 		var got string
 		switch name {
 		case "fleet":
-			sku, _ := fleet.CatalogSKU(cmp(a["sku"], "h100-sxm5-80gb"))
+			sku, _ := fleet.CatalogSKU(orDefault(a["sku"], "h100-sxm5-80gb"))
 			o := fleet.GenerateOptions{Site: "test", Region: "lab", Timezone: "UTC", SKU: sku, GPUs: atoi(t, a["gpus"]),
 				Levels: strings.Split(a["levels"], ","), Fanout: ints(t, a["fanout"])}
 			if sp := a["spares"]; sp != "" {
@@ -235,7 +235,7 @@ func runScenario(t *testing.T, path string) {
 				got += fmt.Sprintf("  looser %s: %s\n", l.Constraint, day(l.Start))
 			}
 		case "spares":
-			ids, err := cal.T.ChooseSpares(a["level"], atoi(t, cmp(a["count"], "0")), float64(atoi(t, cmp(a["percent"], "0"))))
+			ids, err := cal.T.ChooseSpares(a["level"], atoi(t, orDefault(a["count"], "0")), float64(atoi(t, orDefault(a["percent"], "0"))))
 			if err != nil {
 				got = "error: " + err.Error() + "\n"
 				break
@@ -309,7 +309,7 @@ func runScenario(t *testing.T, path string) {
 				got += cal.scratch.render(Result{Plan: pr.Plan})
 			}
 		case "place":
-			r := Request{Within: a["within"], Class: Class(cmp(a["class"], "reserved")), Whole: a["whole"]}
+			r := Request{Within: a["within"], Class: Class(orDefault(a["class"], "reserved")), Whole: a["whole"]}
 			if a["gpus"] != "" {
 				r.GPUs = atoi(t, a["gpus"])
 			}
@@ -370,7 +370,7 @@ func runScenario(t *testing.T, path string) {
 	}
 }
 
-func cmp(v, def string) string {
+func orDefault(v, def string) string {
 	if v == "" {
 		return def
 	}
