@@ -85,9 +85,12 @@ func Build(site fleet.Site, sku fleet.SKU, nodes []fleet.Node) *Topology {
 	for l := range index {
 		index[l] = map[string]int32{}
 	}
+	// All ancestor lists share one array, in node order: the counters a
+	// node's change touches are found without chasing pointers.
+	ancAll := make([]int32, len(mine)*L)
 	for i, n := range mine {
 		segs := strings.Split(n.Domain, "/")
-		tn := node{id: n.ID, host: n.Hostname, anc: make([]int32, L), spare: n.Spare}
+		tn := node{id: n.ID, host: n.Hostname, anc: ancAll[i*L : (i+1)*L : (i+1)*L], spare: n.Spare}
 		switch {
 		case n.Lifecycle != fleet.LifecycleAvailable:
 			tn.blocked = ReasonLifecycle

@@ -3,6 +3,8 @@ package placementbench
 import (
 	"io"
 	"strings"
+
+	"github.com/neocloud/neocloud/placement"
 	"testing"
 	"time"
 )
@@ -30,3 +32,24 @@ func BenchmarkStream(b *testing.B) {
 type stringsBuilder = strings.Builder
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// BenchmarkCalendarPlan measures case 7 alone: a 256-node reservation
+// within a pod, planned on a calendar of 10,000 reservations over a year.
+func BenchmarkCalendarPlan(b *testing.B) {
+	topo, err := Fleet(196608)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stats []stat
+	cal, _, err := calendarCases(topo, Options{Seed: 1, Samples: 100, Calendar: 10000, Running: 10}, func(string, ...any) {}, &stats)
+	if err != nil {
+		b.Fatal(err)
+	}
+	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		at := year.Add(time.Duration(i*37%(330*24)) * time.Hour)
+		cal.Plan(placement.Request{GPUs: 2048, Within: "pod", Class: placement.ClassReserved}, "bench", at, at.AddDate(0, 0, 30))
+	}
+}
