@@ -21,7 +21,9 @@ func (m *memStore) AppendAudit(_ context.Context, r Record) (Record, error) {
 	return r, nil
 }
 
-func (m *memStore) Audit(context.Context, Filter, neocloud.Page) ([]Record, error) { return m.recs, nil }
+func (m *memStore) Audit(context.Context, Filter, neocloud.Page) ([]Record, error) {
+	return m.recs, nil
+}
 
 func (m *memStore) ScanAudit(_ context.Context, fn func(Record) error) error {
 	for _, r := range m.recs {
