@@ -119,7 +119,11 @@ type Result struct {
 
 // Place plans a request against the snapshot without changing it. Invalid
 // requests (a GPU count the SKU does not sell, an unknown level) are errors.
-func (s *Snapshot) Place(r Request) (Result, error) {
+func (s *Snapshot) Place(r Request) (Result, error) { return s.place(r, true) }
+
+// place plans r; explain says whether a refusal carries its reasons and
+// looser alternatives (planners that only need yes or no skip them).
+func (s *Snapshot) place(r Request, explain bool) (Result, error) {
 	limits, err := s.limits(r)
 	if err != nil {
 		return Result{}, err
@@ -150,6 +154,9 @@ func (s *Snapshot) Place(r Request) (Result, error) {
 	if plan != nil {
 		s.score(plan)
 		return Result{Plan: plan}, nil
+	}
+	if !explain {
+		return Result{Refusal: &Refusal{Message: why}}, nil
 	}
 	ref := &Refusal{Message: why, Rejected: s.rejected(r, why, len(ex))}
 	if r.Whole == "" && r.GPUs >= g {

@@ -1,7 +1,9 @@
 package placement
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -85,7 +87,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	defer clear(held)
 	defer clear(c.reclaim)
 	defer c.restore(out)
-	res, err := c.scratch.Place(r)
+	res, err := c.scratch.place(r, false)
 	if err != nil {
 		return Preemption{}, err
 	}
@@ -123,9 +125,10 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	if level >= 0 {
 		domains = c.T.dom[level]
 	}
+	byCm := map[*Reservation][]int{}
 	for _, d := range domains {
 		free := 0
-		byCm := map[*Reservation][]int{}
+		clear(byCm)
 		for i := d.lo; i < d.hi; i++ {
 			if c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare {
 				free++
@@ -147,42 +150,39 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		for cm, nodes := range byCm {
 			if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
 				if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
+					// nodes ascend and domains are index ranges: a shrink step
+					// (its nodes in one domain of the shrink level) is a run.
 					spare := len(cm.Nodes) - cm.MinNodes
-					steps := map[int32][]int{}
-					for _, i := range nodes {
-						steps[c.T.nodes[i].anc[sl]] = append(steps[c.T.nodes[i].anc[sl]], i)
-					}
-					keys := make([]int32, 0, len(steps))
-					for key := range steps {
-						keys = append(keys, key)
-					}
-					sort.Slice(keys, func(a, b int) bool { return keys[a] < keys[b] })
-					for _, key := range keys {
-						st := steps[key]
-						if len(st) <= spare {
+					for a := 0; a < len(nodes); {
+						b := a + 1
+						for b < len(nodes) && c.T.nodes[nodes[b]].anc[sl] == c.T.nodes[nodes[a]].anc[sl] {
+							b++
+						}
+						if st := nodes[a:b:b]; len(st) <= spare {
 							opts = append(opts, option{cm: cm, shrink: true, nodes: st, hours: float64(len(st)) * g * hoursLeft(cm, true)})
 							spare -= len(st)
 						}
+						a = b
 					}
 				}
 			}
 			opts = append(opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * hoursLeft(cm, false)})
 		}
-		sort.Slice(opts, func(a, b int) bool {
-			x, y := opts[a], opts[b]
-			if x.shrink != y.shrink {
-				return x.shrink
+		slices.SortFunc(opts, func(x, y option) int {
+			switch {
+			case x.shrink != y.shrink:
+				if x.shrink {
+					return -1
+				}
+				return 1
+			case classRank(x.cm.Class) != classRank(y.cm.Class):
+				return cmp.Compare(classRank(x.cm.Class), classRank(y.cm.Class))
+			case len(x.nodes) != len(y.nodes):
+				return cmp.Compare(len(y.nodes), len(x.nodes))
+			case x.hours != y.hours:
+				return cmp.Compare(x.hours, y.hours)
 			}
-			if classRank(x.cm.Class) != classRank(y.cm.Class) {
-				return classRank(x.cm.Class) < classRank(y.cm.Class)
-			}
-			if len(x.nodes) != len(y.nodes) {
-				return len(x.nodes) > len(y.nodes)
-			}
-			if x.hours != y.hours {
-				return x.hours < y.hours
-			}
-			return x.cm.ID < y.cm.ID
+			return cmp.Compare(x.cm.ID, y.cm.ID)
 		})
 		got := 0
 		var pick []option
@@ -238,7 +238,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		for _, i := range freed {
 			c.scratch.setMask(i, c.scratch.full)
 		}
-		res, err := c.scratch.Place(r)
+		res, err := c.scratch.place(r, false)
 		for _, i := range freed {
 			c.scratch.setMask(i, 0)
 		}

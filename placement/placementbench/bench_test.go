@@ -1,7 +1,9 @@
 package placementbench
 
 import (
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 
 	"github.com/neocloud/neocloud/placement"
@@ -51,5 +53,32 @@ func BenchmarkCalendarPlan(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		at := year.Add(time.Duration(i*37%(330*24)) * time.Hour)
 		cal.Plan(placement.Request{GPUs: 2048, Within: "pod", Class: placement.ClassReserved}, "bench", at, at.AddDate(0, 0, 30))
+	}
+}
+
+// BenchmarkPreempt measures case 9 alone.
+func BenchmarkPreempt(b *testing.B) {
+	topo, err := Fleet(196608)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 77))
+	pc := placement.NewCalendar(topo)
+	now := time.Date(2027, 4, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 5000; i++ {
+		r := placement.Request{GPUs: 8 * (1 + rng.IntN(8)), Class: placement.ClassSpot, Within: "rack"}
+		if rng.IntN(2) == 0 {
+			r.Class, r.GPUs, r.Within = placement.ClassInternal, 8*(4+rng.IntN(12)), "su"
+		}
+		pc.Admit(fmt.Sprintf("pre-%04d", i), r, "owner", now.Add(-time.Hour), now.AddDate(0, 0, 30))
+	}
+	notice := map[placement.Class]time.Duration{placement.ClassSpot: 2 * time.Minute}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pr, _ := pc.PlanPreemption(placement.Request{GPUs: 4096, Within: "pod", Class: placement.ClassReserved}, "acme", now, now.AddDate(0, 0, 14), notice)
+		if pr.Plan == nil {
+			b.Fatal(pr.Refusal)
+		}
 	}
 }
