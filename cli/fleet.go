@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -100,7 +101,7 @@ func fleetCmd(g *globals) *cobra.Command {
 			var b []byte
 			var err error
 			if file == "-" {
-				b, err = readAll(os.Stdin)
+				b, err = io.ReadAll(os.Stdin)
 			} else {
 				b, err = os.ReadFile(file)
 			}

@@ -149,5 +149,3 @@ func (g *globals) one(ctx context.Context, method, path string, body any, cols [
 	}
 	return printItems(g.stdout, g.output, []json.RawMessage{raw}, true, cols)
 }
-
-func readAll(r io.Reader) ([]byte, error) { return io.ReadAll(r) }

@@ -152,7 +152,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 			byHost[existing[i].Hostname] = &existing[i]
 		}
 		var added, updated, gpusChanged []Node
-		var retire []*Node
+		var mustIdle []*Node // retired, or changing SKU: refused while in use
 		for _, ns := range spec.Nodes {
 			sku, _ := spec.SKU(ns.SKU)
 			res.GPUs += sku.GPUsPerNode
@@ -173,7 +173,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 				res.Added++
 			case !sameDeclared(*old, n):
 				if old.SKU != n.SKU {
-					retire = append(retire, old) // checked for use below, like a retirement
+					mustIdle = append(mustIdle, old)
 				}
 				res.Changed++
 			default:
@@ -190,7 +190,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 			if old.Lifecycle == LifecycleRetired {
 				continue
 			}
-			retire = append(retire, old)
+			mustIdle = append(mustIdle, old)
 			n := *old
 			n.Lifecycle, n.Version, n.UpdatedAt = LifecycleRetired, old.Version+1, now
 			updated = append(updated, n)
@@ -199,8 +199,8 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 		res.Added += len(added)
 
 		// 3. Refuse to retire (or change the SKU of) nodes in use.
-		ids := make([]string, len(retire))
-		for i, n := range retire {
+		ids := make([]string, len(mustIdle))
+		for i, n := range mustIdle {
 			ids[i] = n.ID
 		}
 		busy, err := s.inUse(ctx, ids)
@@ -209,7 +209,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 		}
 		if len(busy) > 0 {
 			var details []neocloud.FieldError
-			for _, n := range retire {
+			for _, n := range mustIdle {
 				if why, ok := busy[n.ID]; ok {
 					details = append(details, neocloud.FieldError{Field: "spec nodes " + n.Hostname, Message: "in use: " + why})
 				}
