@@ -38,8 +38,11 @@ const (
 var Lifecycles = []Lifecycle{LifecycleProvisioning, LifecycleBurnIn, LifecycleAvailable, LifecycleMaintenance, LifecycleRepair, LifecycleSanitizing, LifecycleRetired}
 
 // transitions is the lifecycle state machine: the states each state may move
-// to. A node returns to service after repair only through burn-in and
-// sanitizing; retired is left only when a spec admits the node again.
+// to. Repair never leads straight back to service, only through burn-in;
+// retired is left only when a spec admits the node again. burn_in may go to
+// available because a new node has held no tenant's data: that a node which
+// served a tenant is sanitized before the next one (invariant 6) is decided
+// from its allocation history, which the remediation flow checks.
 var transitions = map[Lifecycle][]Lifecycle{
 	LifecycleProvisioning: {LifecycleBurnIn, LifecycleAvailable, LifecycleRepair, LifecycleRetired},
 	LifecycleBurnIn:       {LifecycleAvailable, LifecycleSanitizing, LifecycleRepair, LifecycleRetired},
