@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/spf13/cobra"
 
@@ -20,12 +19,7 @@ func auditCmd(g *globals) *cobra.Command {
 	var f struct{ tenant, actor, action, result, since, until string }
 	list := &cobra.Command{Use: "list", Short: "List audit records, newest first", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := url.Values{}
-			for k, v := range map[string]string{"tenant": f.tenant, "actor": f.actor, "action": f.action, "result": f.result} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
+			q := filters(map[string]string{"tenant": f.tenant, "actor": f.actor, "action": f.action, "result": f.result})
 			for k, v := range map[string]string{"since": f.since, "until": f.until} {
 				if v == "" {
 					continue

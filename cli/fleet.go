@@ -160,12 +160,7 @@ func nodeCmd(g *globals) *cobra.Command {
 	var f struct{ site, domain, sku, lifecycle, health, cordoned, spare string }
 	list := &cobra.Command{Use: "list", Short: "List nodes", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := url.Values{}
-			for k, v := range map[string]string{"site": f.site, "domain": f.domain, "sku": f.sku, "lifecycle": f.lifecycle, "health": f.health, "cordoned": f.cordoned, "spare": f.spare} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
+			q := filters(map[string]string{"site": f.site, "domain": f.domain, "sku": f.sku, "lifecycle": f.lifecycle, "health": f.health, "cordoned": f.cordoned, "spare": f.spare})
 			return g.list(c.Context(), "/v1/nodes", q, lf, nodeCols)
 		}}
 	lf.add(list)

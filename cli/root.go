@@ -149,3 +149,15 @@ func (g *globals) one(ctx context.Context, method, path string, body any, cols [
 	}
 	return printItems(g.stdout, g.output, []json.RawMessage{raw}, true, cols)
 }
+
+// filters makes list query parameters from flag values, leaving out the
+// empty ones: filters have the same names in the CLI and the API.
+func filters(kv map[string]string) url.Values {
+	q := url.Values{}
+	for k, v := range kv {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return q
+}

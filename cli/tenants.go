@@ -29,11 +29,7 @@ func tenantCmd(g *globals) *cobra.Command {
 	var internal string
 	list := &cobra.Command{Use: "list", Short: "List tenants", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := url.Values{}
-			if internal != "" {
-				q.Set("internal", internal)
-			}
-			return g.list(c.Context(), "/v1/tenants", q, lf, tenantCols)
+			return g.list(c.Context(), "/v1/tenants", filters(map[string]string{"internal": internal}), lf, tenantCols)
 		}}
 	lf.add(list)
 	list.Flags().StringVar(&internal, "internal", "", "true or false")
@@ -67,13 +63,7 @@ func tokenCmd(g *globals) *cobra.Command {
 	var revoked bool
 	list := &cobra.Command{Use: "list", Short: "List tokens", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := url.Values{}
-			if tenantRef != "" {
-				q.Set("tenant", tenantRef)
-			}
-			if roleFilter != "" {
-				q.Set("role", roleFilter)
-			}
+			q := filters(map[string]string{"tenant": tenantRef, "role": roleFilter})
 			if revoked {
 				q.Set("revoked", "true")
 			}

@@ -325,28 +325,8 @@ func (p *parser) nodes(n *yaml.Node, spec *Spec, skus map[string]SKU) {
 			}
 			return true
 		})
-		switch {
-		case hostN == nil:
-			p.fault(nn, field+".hostname", "is required")
-		case !hostRE.MatchString(ns.Hostname):
-			p.fault(hostN, field+".hostname", "must be a lower-case DNS name")
-		default:
-			if prev, dup := hosts[ns.Hostname]; dup {
-				p.fault(hostN, field+".hostname", "%s is also nodes[%d]", ns.Hostname, prev)
-			}
-			hosts[ns.Hostname] = i
-		}
-		switch {
-		case serialN == nil:
-			p.fault(nn, field+".serial", "is required")
-		case !serialRE.MatchString(ns.Serial):
-			p.fault(serialN, field+".serial", "must be letters, digits and _.:-")
-		default:
-			if prev, dup := serials[ns.Serial]; dup {
-				p.fault(serialN, field+".serial", "serial %s is also on nodes[%d]", ns.Serial, prev)
-			}
-			serials[ns.Serial] = i
-		}
+		p.unique(nn, hostN, field+".hostname", ns.Hostname, hostRE, "must be a lower-case DNS name", hosts, i)
+		p.unique(nn, serialN, field+".serial", ns.Serial, serialRE, "must be letters, digits and _.:-", serials, i)
 		if skuN == nil {
 			p.fault(nn, field+".sku", "is required")
 		} else if sku, ok := skus[ns.SKU]; !ok {
@@ -368,6 +348,23 @@ func (p *parser) nodes(n *yaml.Node, spec *Spec, skus map[string]SKU) {
 		if len(p.issues) >= MaxSpecIssues {
 			return
 		}
+	}
+}
+
+// unique checks a required field of node i (value v at node vn, nil when
+// absent from mapping n) against its format and the values of earlier
+// nodes in seen.
+func (p *parser) unique(n, vn *yaml.Node, field, v string, re *regexp.Regexp, format string, seen map[string]int, i int) {
+	switch {
+	case vn == nil:
+		p.fault(n, field, "is required")
+	case !re.MatchString(v):
+		p.fault(vn, field, "%s", format)
+	default:
+		if prev, dup := seen[v]; dup {
+			p.fault(vn, field, "%s is also on nodes[%d]", v, prev)
+		}
+		seen[v] = i
 	}
 }
 
