@@ -90,6 +90,7 @@ func (s *Service) inUse(ctx context.Context, ids []string) (map[string]string, e
 // ApplyResult says what applying a spec changed.
 type ApplyResult struct {
 	Site        string `json:"site"`
+	SiteID      string `json:"site_id"`
 	SiteCreated bool   `json:"site_created"`
 	SiteChanged bool   `json:"site_changed"`
 	Added       int    `json:"added" doc:"Nodes added, or re-admitted after retirement."`
@@ -136,6 +137,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 			}
 		}
 		touchedSite = want
+		res.SiteID = want.ID
 		if len(spec.SKUs) > 0 {
 			if err := s.Store.PutSKUs(ctx, spec.SKUs); err != nil {
 				return err

@@ -94,9 +94,7 @@ func (s *Server) registerFleet() {
 			if err != nil {
 				return nil, err
 			}
-			if st, ok := s.cfg.Fleet.Snapshot.Site(spec.Site.Name); ok {
-				info(ctx).Object = st.ID
-			}
+			info(ctx).Object = res.SiteID
 			return &struct{ Body fleet.ApplyResult }{res}, nil
 		})
 

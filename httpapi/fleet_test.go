@@ -82,5 +82,19 @@ func TestFleetAPI(t *testing.T) {
 		if n := e.do("GET", "/v1/nodes/"+e.hosts[0], op, nil).json(t); len(n["gpus"].([]any)) != 8 {
 			t.Errorf("node show: %v", n)
 		}
+		// The apply that created the site is audited with the site as object.
+		var object string
+		fresh := strings.Replace(string(e.spec), "name: lab", "name: lab-two", 1)
+		fresh = strings.ReplaceAll(fresh, "hostname: lab-", "hostname: labtwo-")
+		fresh = strings.ReplaceAll(fresh, "serial: SNLAB", "serial: SNLABTWO")
+		r = e.do("POST", "/v1/fleet/apply", op, fresh, "Content-Type", "application/yaml")
+		if r.status != 200 || r.json(t)["site_created"] != true {
+			t.Fatalf("apply of a new site: %d %.300s", r.status, r.body)
+		}
+		siteID := r.json(t)["site_id"].(string)
+		if err := db.RawDB().QueryRow(`SELECT object FROM audit WHERE action = 'apply-fleet' ORDER BY seq DESC LIMIT 1`).Scan(&object); err != nil || object != siteID {
+			t.Errorf("audit object of the creating apply = %q (%v), want the new site %s", object, err, siteID)
+		}
+
 	})
 }
