@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 	"time"
@@ -34,6 +35,10 @@ type Reservation struct {
 	idx   []int    // node indexes, kept in step with Nodes by the calendar
 	masks []uint64 // the GPUs held on each of those nodes
 	s, e  int64    // Start and End in Unix seconds
+
+	// scratch of preemption planning, valid while mark is the calendar's gen
+	mark, slot, taken int32
+	evicted           bool
 }
 
 // committed reports whether c blocks admission (lease, reserved, on-demand).
@@ -48,16 +53,20 @@ type Window struct {
 	idx []int
 }
 
-// entry is one busy interval of one node, in Unix seconds. committed and
-// tenant copy the reservation's, so the hot loop reads no other memory.
+// entry is one busy interval of one node, in Unix seconds: a reservation's
+// (rsv set) or maintenance (rsv nil). committed and tenant copy the
+// reservation's, so the hot loops read no other memory; entries are kept
+// small for the same reason.
 type entry struct {
 	start, end int64
 	mask       uint64 // the GPUs it holds
+	rsv        *Reservation
+	tenant     int32 // the calendar's number for the tenant
 	committed  bool
-	tenant     string
-	rsv        *Reservation // nil for maintenance
-	window     *Window
 }
+
+// maintenance reports whether e is a maintenance window.
+func (e *entry) maintenance() bool { return e.rsv == nil }
 
 // maskOf returns the GPUs a reservation holds on its j-th node.
 func (c *Calendar) maskOf(cm *Reservation, j int) uint64 {
@@ -72,7 +81,7 @@ func (c *Calendar) maskOf(cm *Reservation, j int) uint64 {
 }
 
 func (c *Calendar) reservationEntry(cm *Reservation, j int) entry {
-	return entry{start: cm.s, end: cm.e, mask: cm.masks[j], committed: cm.committed(), tenant: cm.Tenant, rsv: cm}
+	return entry{start: cm.s, end: cm.e, mask: cm.masks[j], committed: cm.committed(), tenant: c.tenantNumber(cm.Tenant, true), rsv: cm}
 }
 
 // Calendar holds, per node, the committed intervals and maintenance windows
@@ -86,23 +95,42 @@ type Calendar struct {
 	Turnaround time.Duration
 	byNode     [][]entry // sorted by start
 	rsvs       map[string]*Reservation
-	list       []*Reservation // reservations in the order they were held
-	holder     []*Reservation // per node scratch for preemption planning
-	reclaim    bitset         // nodes only preemptible work keeps busy
+	tenants    map[string]int32 // numbers of the tenants in entries
+	list       []*Reservation   // reservations in the order they were held
+	holder     []*Reservation   // per node scratch for preemption planning
+	gen        int32            // generation of the reservations' scratch marks
+	reclaim    bitset           // nodes only preemptible work keeps busy
 	windows    map[string]*Window
 	scratch    *Snapshot
 	byTime     timeIndex // reservations by time, for fast window queries
 	busy       []uint64  // per node scratch: GPUs busy in the queried window
-	touched    []int     // nodes with busy GPUs in the queried window
+	touched    bitset    // nodes with busy GPUs in the queried window
+	out        []int     // scratch: the nodes prepare changed
+	evs        []int64   // scratch: sweep events (eventKey)
+	bad        [][2]int64
 }
 
 // NewCalendar returns an empty calendar over t.
 func NewCalendar(t *Topology) *Calendar {
 	return &Calendar{T: t, Turnaround: time.Duration(t.SKU.TurnaroundS) * time.Second,
-		byNode: make([][]entry, len(t.nodes)), rsvs: map[string]*Reservation{}, windows: map[string]*Window{}, scratch: NewSnapshot(t)}
+		byNode: make([][]entry, len(t.nodes)), rsvs: map[string]*Reservation{}, tenants: map[string]int32{}, windows: map[string]*Window{}, scratch: NewSnapshot(t)}
 }
 
 func unix(t time.Time) int64 { return t.Unix() }
+
+// tenantNumber returns the calendar's number for a tenant, adding it when
+// add is set; an unknown tenant is -1, unlike every known one.
+func (c *Calendar) tenantNumber(tenant string, add bool) int32 {
+	n, ok := c.tenants[tenant]
+	if !ok {
+		if !add {
+			return -1
+		}
+		n = int32(len(c.tenants))
+		c.tenants[tenant] = n
+	}
+	return n
+}
 
 func (c *Calendar) insert(i int, e entry) {
 	es := c.byNode[i]
@@ -201,13 +229,11 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 	maxGap := int64(c.Turnaround / time.Second)
 	if c.busy == nil {
 		c.busy = make([]uint64, len(c.T.nodes))
+		c.touched = newBitset(len(c.T.nodes))
 	}
-	touched := c.touched[:0]
 	mark := func(i int, m uint64) {
-		if c.busy[i] == 0 {
-			touched = append(touched, i)
-		}
 		c.busy[i] |= m
+		c.touched.set(i)
 	}
 	c.byTime.each(s-maxGap, e+maxGap, func(r *Reservation) {
 		if r == skip || (!r.committed() && !every) {
@@ -226,15 +252,24 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 			}
 		}
 	}
-	var out []int
-	for _, i := range touched {
-		if c.scratch.why[i] == "" {
-			c.scratch.setMask(i, c.scratch.full&^c.busy[i])
-			out = append(out, i)
+	// Visit the marked nodes in index order: the snapshot's arrays are
+	// then read and written in sequence.
+	out := c.out[:0]
+	for wi, word := range c.touched {
+		if word == 0 {
+			continue
 		}
-		c.busy[i] = 0
+		c.touched[wi] = 0
+		for ; word != 0; word &= word - 1 {
+			i := wi*64 + bits.TrailingZeros64(word)
+			if c.scratch.why[i] == "" {
+				c.scratch.setMask(i, c.scratch.full&^c.busy[i])
+				out = append(out, i)
+			}
+			c.busy[i] = 0
+		}
 	}
-	c.touched = touched
+	c.out = out
 	return out
 }
 
@@ -343,27 +378,38 @@ func (c *Calendar) earliest(r Request, tenant string, start time.Time, d time.Du
 		domains = c.T.dom[level]
 	}
 	s0, dur := unix(start), int64(d/time.Second)
-	var cands []int64
-	for _, dm := range domains {
-		if t, ok := c.sweep(dm.lo, dm.hi, k, s0, dur, tenant); ok {
-			cands = append(cands, t)
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i] < cands[j] })
+	// A first pass keeps only domains that could start no later than the
+	// best found so far, which prunes most of the sweeping; should none of
+	// its candidates verify, a second pass takes every domain.
 	var last Result
-	for n, t := range cands {
-		if n >= limit || (n > 0 && t == cands[n-1]) {
-			continue
+	verified := 0
+	for _, prune := range []bool{true, false} {
+		var cands []int64
+		bound := int64(math.MaxInt64)
+		for _, dm := range domains {
+			if t, ok := c.sweep(dm.lo, dm.hi, k, s0, dur, tenant, bound); ok {
+				cands = append(cands, t)
+				if prune {
+					bound = min(bound, t)
+				}
+			}
 		}
-		st := time.Unix(t, 0).UTC()
-		res, err := c.Plan(r, tenant, st, st.Add(d))
-		if err != nil {
-			return Admission{}, err
+		slices.Sort(cands)
+		for n, t := range cands {
+			if verified >= limit || (prune && t > bound) || (n > 0 && t == cands[n-1]) {
+				continue
+			}
+			verified++
+			st := time.Unix(t, 0).UTC()
+			res, err := c.Plan(r, tenant, st, st.Add(d))
+			if err != nil {
+				return Admission{}, err
+			}
+			if res.Plan != nil {
+				return Admission{Result: res, Start: st, End: st.Add(d)}, nil
+			}
+			last = res
 		}
-		if res.Plan != nil {
-			return Admission{Result: res, Start: st, End: st.Add(d)}, nil
-		}
-		last = res
 	}
 	if last.Refusal == nil {
 		last.Refusal = &Refusal{Message: fmt.Sprintf("no %s ever has %d nodes free for %v", cmpStr(r.Within, "site"), k, d)}
@@ -378,74 +424,95 @@ func cmpStr(a, b string) string {
 	return a
 }
 
-// sweep returns the first instant t ≥ s0 at which at least k nodes of
-// [lo, hi) are free over [t, t+dur) for tenant.
-func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string) (int64, bool) {
-	type ev struct {
-		t int64
-		d int
-	}
-	var evs []ev
-	var bad [][2]int64
+// sweep returns the first instant t ≥ s0, and no later than bound, at
+// which at least k nodes of [lo, hi) are free over [t, t+dur) for tenant.
+// Busy intervals starting after bound cannot change the count before it, so
+// they are left out.
+func (c *Calendar) sweep(lo, hi int32, k int, s0, dur int64, tenant string, bound int64) (int64, bool) {
 	usable := 0
 	for i := lo; i < hi; i++ {
-		n := &c.T.nodes[i]
-		if n.spare || c.scratch.why[i] != "" {
-			continue
-		}
-		usable++
-		// Bad starts of this node: [a - g - dur + 1, b + g) per busy
-		// interval, merged so that the node counts once.
-		bad = bad[:0]
-		for _, en := range c.byNode[i] {
-			g := int64(0)
-			switch {
-			case en.window != nil:
-			case !en.committed:
-				continue
-			default:
-				g = c.gap(en.tenant, tenant)
-			}
-			if a, b := max(en.start-g-dur+1, s0), en.end+g; b > s0 && b > a {
-				bad = append(bad, [2]int64{a, b})
-			}
-		}
-		slices.SortFunc(bad, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) })
-		for x := 0; x < len(bad); {
-			a, b := bad[x][0], bad[x][1]
-			for x++; x < len(bad) && bad[x][0] <= b; x++ {
-				b = max(b, bad[x][1])
-			}
-			evs = append(evs, ev{a, +1}, ev{b, -1})
+		if !c.T.nodes[i].spare && c.scratch.why[i] == "" {
+			usable++
 		}
 	}
 	if usable < k {
 		return 0, false
 	}
-	// busy is the number of nodes that cannot host a window starting now.
-	slices.SortFunc(evs, func(x, y ev) int {
-		if c := cmp.Compare(x.t, y.t); c != 0 {
-			return c
+	evs, bad := c.evs[:0], c.bad[:0]
+	tid, turnaround := c.tenantNumber(tenant, false), int64(c.Turnaround/time.Second)
+	for i := lo; i < hi; i++ {
+		n := &c.T.nodes[i]
+		if n.spare || c.scratch.why[i] != "" {
+			continue
 		}
-		return cmp.Compare(x.d, y.d)
-	})
+		// Bad starts of this node: [a - g - dur + 1, b + g) per busy
+		// interval, merged so that the node counts once.
+		bad = bad[:0]
+		for x := range c.byNode[i] {
+			en := &c.byNode[i][x]
+			g := int64(0)
+			switch {
+			case en.maintenance():
+			case !en.committed:
+				continue
+			case en.tenant != tid:
+				g = turnaround
+			}
+			if a, b := max(en.start-g-dur+1, s0), en.end+g; b > s0 && b > a && a <= bound {
+				bad = append(bad, [2]int64{a, b})
+			}
+		}
+		if !slices.IsSortedFunc(bad, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) }) {
+			slices.SortFunc(bad, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) })
+		}
+		for x := 0; x < len(bad); {
+			a, b := bad[x][0], bad[x][1]
+			for x++; x < len(bad) && bad[x][0] <= b; x++ {
+				b = max(b, bad[x][1])
+			}
+			evs = append(evs, eventKey(a, +1), eventKey(b, -1))
+		}
+	}
+	c.evs, c.bad = evs, bad
+	// busy is the number of nodes that cannot host a window starting now;
+	// at one instant, nodes freeing count before nodes taken.
+	slices.Sort(evs)
 	busy := 0
 	allowed := usable - k
 	j := 0
-	for j < len(evs) && evs[j].t <= s0 {
-		busy += evs[j].d
+	for j < len(evs) && eventAt(evs[j]) <= s0 {
+		busy += eventDelta(evs[j])
 		j++
 	}
 	if busy <= allowed {
 		return s0, true
 	}
-	for ; j < len(evs); j++ {
-		busy += evs[j].d
-		if busy <= allowed && (j+1 == len(evs) || evs[j+1].t > evs[j].t) {
-			return evs[j].t, true
+	for ; j < len(evs) && eventAt(evs[j]) <= bound; j++ {
+		busy += eventDelta(evs[j])
+		if t := eventAt(evs[j]); busy <= allowed && (j+1 == len(evs) || eventAt(evs[j+1]) > t) {
+			return t, true
 		}
 	}
 	return 0, false
+}
+
+// A sweep event is a change, at an instant, of how many nodes cannot host a
+// window, packed in one integer that sorts by time, then -1 before +1.
+func eventKey(t int64, d int) int64 {
+	k := min(t, 1<<61) << 1
+	if d > 0 {
+		k |= 1
+	}
+	return k
+}
+
+func eventAt(k int64) int64 { return k >> 1 }
+
+func eventDelta(k int64) int {
+	if k&1 == 1 {
+		return +1
+	}
+	return -1
 }
 
 // Rechoose replaces a node of a future reservation (failed, or going into
@@ -529,7 +596,7 @@ func (c *Calendar) AddWindow(w *Window) ([]string, error) {
 				touched[en.rsv.ID] = true
 			}
 		}
-		c.insert(i, entry{start: s, end: e, window: w})
+		c.insert(i, entry{start: s, end: e, mask: c.scratch.full, tenant: -1})
 	}
 	out := make([]string, 0, len(touched))
 	for id := range touched {
@@ -595,7 +662,7 @@ func (c *Calendar) OutAt(id string, t time.Time) int {
 	n := 0
 	for _, i := range cm.idx {
 		for _, en := range c.byNode[i] {
-			if en.window != nil && en.start <= unix(t) && unix(t) < en.end {
+			if en.maintenance() && en.start <= unix(t) && unix(t) < en.end {
 				n++
 				break
 			}

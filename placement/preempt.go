@@ -64,15 +64,18 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		c.reclaim = newBitset(len(c.T.nodes))
 	}
 	held := c.holder
-	extra := map[int][]*Reservation{}
-	for _, cm := range c.list {
-		if cm.committed() || unix(cm.Start) >= e || unix(cm.End) <= s {
-			continue
+	var extra map[int][]*Reservation
+	c.byTime.each(s, e, func(cm *Reservation) {
+		if cm.committed() {
+			return
 		}
 		for _, i := range cm.idx {
 			if held[i] == nil {
 				held[i] = cm
 			} else {
+				if extra == nil {
+					extra = map[int][]*Reservation{}
+				}
 				extra[i] = append(extra[i], cm)
 			}
 			if c.scratch.mask[i] == c.scratch.full && !c.T.nodes[i].spare {
@@ -83,10 +86,10 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				out = append(out, i)
 			}
 		}
-	}
+	})
 	defer clear(held)
 	defer clear(c.reclaim)
-	defer c.restore(out)
+	defer func() { c.restore(out) }()
 	res, err := c.scratch.place(r, false)
 	if err != nil {
 		return Preemption{}, err
@@ -125,29 +128,66 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	if level >= 0 {
 		domains = c.T.dom[level]
 	}
-	byCm := map[*Reservation][]int{}
+	// Per domain, the reclaimable nodes are grouped by holder without maps:
+	// a holder's slot is valid while its mark is this domain's generation.
+	type group struct {
+		cm    *Reservation
+		n, at int // nodes, and where they start in flat
+	}
+	var groups []group
+	var flat []int
+	var opts []option
 	for _, d := range domains {
 		free := 0
-		clear(byCm)
+		c.gen++
+		groups = groups[:0]
+		add := func(cm *Reservation) {
+			if cm.mark != c.gen {
+				cm.mark, cm.slot, cm.taken, cm.evicted = c.gen, int32(len(groups)), 0, false
+				groups = append(groups, group{cm: cm})
+			}
+			groups[cm.slot].n++
+		}
 		for i := d.lo; i < d.hi; i++ {
 			if c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare {
 				free++
 				continue
 			}
 			if held[i] != nil && c.reclaim.has(int(i)) {
-				byCm[held[i]] = append(byCm[held[i]], int(i))
+				add(held[i])
 				for _, cm := range extra[int(i)] {
-					byCm[cm] = append(byCm[cm], int(i))
+					add(cm)
 				}
 			}
 		}
 		need := k - free
-		if need <= 0 {
-			continue // free enough here: the constraint below failed, not capacity
+		if need <= 0 || len(groups) == 0 {
+			continue // free enough here (the constraint below failed), or nothing to reclaim
+		}
+		// Lay the groups' nodes out in one slice, in ascending order.
+		total := 0
+		for x := range groups {
+			groups[x].at, total = total, total+groups[x].n
+			groups[x].n = 0
+		}
+		flat = slices.Grow(flat[:0], total)[:total]
+		put := func(cm *Reservation, i int) {
+			gr := &groups[cm.slot]
+			flat[gr.at+gr.n] = i
+			gr.n++
+		}
+		for i := d.lo; i < d.hi; i++ {
+			if held[i] != nil && c.reclaim.has(int(i)) && !(c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare) {
+				put(held[i], int(i))
+				for _, cm := range extra[int(i)] {
+					put(cm, int(i))
+				}
+			}
 		}
 		// Options: whole shrink steps of elastic work, then evictions.
-		var opts []option
-		for cm, nodes := range byCm {
+		opts = opts[:0]
+		for _, gr := range groups {
+			cm, nodes := gr.cm, flat[gr.at:gr.at+gr.n:gr.at+gr.n]
 			if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
 				if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
 					// nodes ascend and domains are index ranges: a shrink step
@@ -186,34 +226,29 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		})
 		got := 0
 		var pick []option
-		evicted := map[*Reservation]bool{}
 		var cost [4]float64
 		for _, o := range opts {
 			if got >= need {
 				break
 			}
-			if evicted[o.cm] {
+			if o.cm.evicted {
 				continue
 			}
 			if !o.shrink {
 				// Evicting after shrinking: count only what the shrinks left.
-				already := 0
-				for _, p := range pick {
-					if p.cm == o.cm {
-						already += len(p.nodes)
-					}
-				}
+				already := int(o.cm.taken)
 				if already >= len(o.nodes) {
 					continue
 				}
 				got -= already
-				evicted[o.cm] = true
+				o.cm.evicted = true
 				if o.cm.Class == ClassSpot {
 					cost[0]++
 				} else {
 					cost[1]++
 				}
 			} else {
+				o.cm.taken += int32(len(o.nodes))
 				cost[2]++
 			}
 			pick = append(pick, o)
@@ -221,6 +256,10 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			cost[3] += o.hours
 		}
 		if got >= need {
+			// The options' node lists live in flat, reused by the next domain.
+			for x := range pick {
+				pick[x].nodes = slices.Clone(pick[x].nodes)
+			}
 			cands = append(cands, cand{lo: d.lo, hi: d.hi, cost: cost, pick: pick})
 		}
 	}

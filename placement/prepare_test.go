@@ -30,7 +30,7 @@ func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Reservation,
 		if en.end+maxGap <= s || (skip != nil && en.rsv == skip) {
 			continue
 		}
-		if en.window != nil {
+		if en.maintenance() {
 			if en.start < e && en.end > s {
 				return 0
 			}
@@ -39,7 +39,7 @@ func (c *Calendar) freeMask(i int, s, e int64, tenant string, skip *Reservation,
 		if !en.committed && !all {
 			continue
 		}
-		g := c.gap(en.tenant, tenant)
+		g := c.gap(en.rsv.Tenant, tenant)
 		if en.start < e+g && en.end+g > s {
 			if free &^= en.mask; free == 0 {
 				return 0

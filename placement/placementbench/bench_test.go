@@ -35,9 +35,9 @@ type stringsBuilder = strings.Builder
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
-// BenchmarkCalendarPlan measures case 7 alone: a 256-node reservation
-// within a pod, planned on a calendar of 10,000 reservations over a year.
-func BenchmarkCalendarPlan(b *testing.B) {
+// benchCalendar builds the calendar of cases 7, 8 and 10: 10,000
+// reservations over 2027.
+func benchCalendar(b *testing.B) *placement.Calendar {
 	topo, err := Fleet(196608)
 	if err != nil {
 		b.Fatal(err)
@@ -47,12 +47,35 @@ func BenchmarkCalendarPlan(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return cal
+}
+
+// BenchmarkCalendarPlan measures case 7 alone: a 256-node reservation
+// within a pod, planned on a calendar of 10,000 reservations over a year.
+func BenchmarkCalendarPlan(b *testing.B) {
+	cal := benchCalendar(b)
 	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		at := year.Add(time.Duration(i*37%(330*24)) * time.Hour)
 		cal.Plan(placement.Request{GPUs: 2048, Within: "pod", Class: placement.ClassReserved}, "bench", at, at.AddDate(0, 0, 30))
+	}
+}
+
+// BenchmarkEarliestStart measures case 8 alone: the earliest start of a
+// 4,096-GPU gang within a pod for 30 days.
+func BenchmarkEarliestStart(b *testing.B) {
+	cal := benchCalendar(b)
+	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		at := year.Add(time.Duration(i*37%(300*24)) * time.Hour)
+		adm, err := cal.EarliestStart(placement.Request{GPUs: 4096, Within: "pod", Class: placement.ClassReserved}, "bench", at, 30*24*time.Hour, 1000)
+		if err != nil || adm.Plan == nil {
+			b.Fatal(err, adm.Refusal)
+		}
 	}
 }
 
