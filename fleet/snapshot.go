@@ -18,6 +18,15 @@ type Snapshot struct {
 	nodes  []*Node // sorted by id
 	byID   map[string]*Node
 	byHost map[string]*Node
+	gen    uint64 // bumped by every change
+}
+
+// Gen returns a number that changes whenever the snapshot does, so that
+// structures derived from it (placement topologies) know to rebuild.
+func (s *Snapshot) Gen() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gen
 }
 
 // NewSnapshot returns an empty snapshot.
@@ -29,6 +38,7 @@ func NewSnapshot() *Snapshot {
 func (s *Snapshot) Load(sites []Site, nodes []Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gen++
 	s.sites, s.byName = map[string]*Site{}, map[string]*Site{}
 	s.byID, s.byHost = make(map[string]*Node, len(nodes)), make(map[string]*Node, len(nodes))
 	s.nodes = s.nodes[:0]
@@ -48,6 +58,7 @@ func (s *Snapshot) Load(sites []Site, nodes []Node) {
 func (s *Snapshot) PutSite(st Site) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gen++
 	if old, ok := s.sites[st.ID]; ok {
 		delete(s.byName, old.Name)
 	}
@@ -59,6 +70,7 @@ func (s *Snapshot) PutSite(st Site) {
 func (s *Snapshot) PutNodes(nodes []Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gen++
 	added := false
 	for i := range nodes {
 		n := nodes[i]

@@ -308,7 +308,23 @@ func (c *Calendar) Plan(r Request, tenant string, start, end time.Time) (Result,
 // over the whole window (turnaround kept between tenants, maintenance and
 // spares avoided, other reservations untouched).
 func (c *Calendar) Admit(id string, r Request, tenant string, start, end time.Time) (Result, error) {
-	res, err := c.Plan(r, tenant, start, end)
+	return c.admit(id, r, tenant, start, end, r.Class.Preemptible())
+}
+
+// AdmitFree is Admit on capacity free of all work, spot and internal work
+// included: for work bound at once, which must not land on nodes that
+// running preemptible work has not yet left.
+func (c *Calendar) AdmitFree(id string, r Request, tenant string, start, end time.Time) (Result, error) {
+	return c.admit(id, r, tenant, start, end, true)
+}
+
+func (c *Calendar) admit(id string, r Request, tenant string, start, end time.Time, all bool) (Result, error) {
+	if !end.After(start) {
+		return Result{}, fmt.Errorf("end %v is not after start %v", end, start)
+	}
+	out := c.prepare(unix(start), unix(end), tenant, nil, all)
+	res, err := c.scratch.Place(r)
+	c.restore(out)
 	if err != nil || res.Plan == nil {
 		return res, err
 	}

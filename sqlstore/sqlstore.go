@@ -160,6 +160,7 @@ type txKey struct{}
 type txState struct {
 	tx    *sql.Tx
 	after []func()
+	ended []func(committed bool)
 }
 
 // InTx runs fn in a write transaction carried by the context it is given.
@@ -174,17 +175,36 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) erro
 		return db.translate(fmt.Errorf("begin: %w", err))
 	}
 	st := &txState{tx: tx}
+	end := func(committed bool) {
+		for _, f := range st.ended {
+			f(committed)
+		}
+	}
 	if err := fn(context.WithValue(ctx, txKey{}, st)); err != nil {
 		tx.Rollback()
+		end(false)
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		end(false)
 		return db.translate(fmt.Errorf("commit: %w", err))
 	}
 	for _, f := range st.after {
 		f()
 	}
+	end(true)
 	return nil
+}
+
+// OnEnd defers fn until the context's transaction ends, committed or not,
+// after the AfterCommit functions; without a transaction fn(true) runs at
+// once. In-memory state changed ahead of a commit is kept or undone this way.
+func (db *DB) OnEnd(ctx context.Context, fn func(committed bool)) {
+	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+		st.ended = append(st.ended, fn)
+		return
+	}
+	fn(true)
 }
 
 // AfterCommit defers fn until the context's transaction commits (it never

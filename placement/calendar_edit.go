@@ -1,0 +1,97 @@
+package placement
+
+import (
+	"fmt"
+	"time"
+)
+
+// MaxEnd returns the latest end a held reservation could be extended to on
+// the same nodes and GPUs: the first later committed work on any of them
+// (a turnaround earlier when it is another tenant's) or maintenance, or
+// Forever when nothing follows.
+func (c *Calendar) MaxEnd(id string) (time.Time, error) {
+	cm, ok := c.rsvs[id]
+	if !ok {
+		return time.Time{}, fmt.Errorf("no reservation %q", id)
+	}
+	limit := unix(Forever)
+	tid := c.tenantNumber(cm.Tenant, false)
+	turnaround := int64(c.Turnaround / time.Second)
+	for j, i := range cm.idx {
+		for x := range c.byNode[i] {
+			en := &c.byNode[i][x]
+			if en.rsv == cm || en.mask&cm.masks[j] == 0 || en.end <= cm.s {
+				continue
+			}
+			if !en.maintenance() && !en.committed {
+				continue // spot and internal work is reclaimed, never in the way
+			}
+			g := int64(0)
+			if !en.maintenance() && en.tenant != tid {
+				g = turnaround
+			}
+			if en.start >= cm.s {
+				limit = min(limit, en.start-g)
+			}
+		}
+	}
+	if limit >= unix(Forever) {
+		return Forever, nil
+	}
+	return time.Unix(limit, 0).UTC(), nil
+}
+
+// SetEnd moves a held reservation's end (extended, or cut short when it is
+// cancelled or ends early). It checks nothing: see MaxEnd.
+func (c *Calendar) SetEnd(id string, end time.Time) error {
+	cm, ok := c.rsvs[id]
+	if !ok {
+		return fmt.Errorf("no reservation %q", id)
+	}
+	c.Drop(id)
+	cp := *cm
+	cp.End = end
+	return c.Hold(&cp)
+}
+
+// Rename gives a held reservation a new id, keeping its nodes: a quote's
+// hold becomes the reservation made from it. The new class applies.
+func (c *Calendar) Rename(old, id string, class Class) error {
+	cm, ok := c.rsvs[old]
+	if !ok {
+		return fmt.Errorf("no reservation %q", old)
+	}
+	c.Drop(old)
+	cp := *cm
+	cp.ID, cp.Class = id, class
+	cp.Request.Class = class
+	return c.Hold(&cp)
+}
+
+// BusyGPUs counts the GPUs held by any work at instant t.
+func (c *Calendar) BusyGPUs(t time.Time) int {
+	at := unix(t)
+	n := 0
+	g := c.T.SKU.GPUsPerNode
+	c.byTime.each(at, at+1, func(r *Reservation) {
+		for j := range r.idx {
+			if r.masks[j] == c.scratch.full {
+				n += g
+			} else {
+				n += popcount(r.masks[j])
+			}
+		}
+	})
+	return n
+}
+
+// UsableGPUs counts the GPUs of nodes that may take work (spares included).
+func (c *Calendar) UsableGPUs() int { return c.scratch.usableGPUs }
+
+func popcount(m uint64) int {
+	n := 0
+	for ; m != 0; m &= m - 1 {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,460 @@
+package sales
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/neocloud/neocloud"
+)
+
+// bind makes one allocation per node of a scheduled reservation. The
+// database refuses a GPU already in a live allocation.
+func (s *Service) bind(ctx context.Context, r *Reservation, now time.Time) error {
+	for _, n := range r.Nodes {
+		if _, err := s.newAllocation(ctx, r, n, now); err != nil {
+			return err
+		}
+	}
+	r.Bound = true
+	r.DueAt = r.Shape.due()
+	if err := s.saveReservation(ctx, r, now); err != nil {
+		return err
+	}
+	return s.emit(ctx, r.TenantID, "reservation.bound", r.ID, map[string]any{"nodes": len(r.Nodes)})
+}
+
+func (s *Service) newAllocation(ctx context.Context, r *Reservation, n NodeGPUs, now time.Time) (Allocation, error) {
+	gpus := n.GPUs
+	if len(gpus) == 0 {
+		node, ok := s.Fleet.Snapshot.Node(n.NodeID)
+		if !ok {
+			return Allocation{}, errf("node %s of reservation %s is not in the fleet", n.NodeID, r.ID)
+		}
+		for _, g := range node.GPUs {
+			gpus = append(gpus, g.Index)
+		}
+	}
+	a := Allocation{ID: neocloud.NewID(PrefixAllocation), ReservationID: r.ID, TenantID: r.TenantID, NodeID: n.NodeID, Hostname: n.Hostname,
+		GPUs: gpus, State: AllocationBound, DueAt: now, BoundAt: now, Version: 1, CreatedAt: now, UpdatedAt: now}
+	if err := s.Store.InsertAllocation(ctx, a); err != nil {
+		return a, err
+	}
+	return a, s.emit(ctx, r.TenantID, "allocation.bound", a.ID, map[string]any{"reservation": r.ID, "node": n.Hostname})
+}
+
+// end moves a bound reservation to ending: its allocations release (network
+// detached, node sanitized) and its calendar entry ends now, so that the
+// nodes are free again after turnaround.
+func (s *Service) end(ctx context.Context, cal *calendar, r *Reservation, now time.Time) error {
+	if err := r.State.Move(ReservationEnding); err != nil {
+		return err
+	}
+	if r.Shape.end().After(now) {
+		if err := cal.SetEnd(r.ID, now); err != nil {
+			return err
+		}
+	}
+	r.State, r.DueAt = ReservationEnding, farFuture
+	allocs, err := s.Store.Allocations(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	for _, a := range allocs {
+		if a.State == AllocationEnded || a.State == AllocationReleasing {
+			continue
+		}
+		if err := s.release(ctx, r, &a, now); err != nil {
+			return err
+		}
+	}
+	if err := s.saveReservation(ctx, r, now); err != nil {
+		return err
+	}
+	return s.emit(ctx, r.TenantID, "reservation.ending", r.ID, map[string]any{"reason": r.Reason})
+}
+
+// release starts taking an allocation down: detach the network first.
+func (s *Service) release(ctx context.Context, r *Reservation, a *Allocation, now time.Time) error {
+	if err := a.State.Move(AllocationReleasing); err != nil {
+		return err
+	}
+	a.State, a.Attempts = AllocationReleasing, 1
+	t := now
+	a.ReleasedAt = &t
+	until, err := s.Network.Begin(ctx, Work{Op: "detach", Allocation: *a, Reservation: *r, Attempt: 1, Now: now})
+	if err != nil {
+		return err
+	}
+	a.DueAt = until
+	return s.saveAllocation(ctx, a, now, "allocation.releasing")
+}
+
+func (s *Service) saveAllocation(ctx context.Context, a *Allocation, now time.Time, event string) error {
+	a.Version++
+	a.UpdatedAt = now
+	if err := s.Store.UpdateAllocation(ctx, *a); err != nil {
+		return err
+	}
+	if event == "" {
+		return nil
+	}
+	data := map[string]any{"reservation": a.ReservationID, "node": a.Hostname}
+	if a.Reason != "" {
+		data["reason"] = a.Reason
+	}
+	return s.emit(ctx, a.TenantID, event, a.ID, data)
+}
+
+// Step does the lifecycle work due now: quotes expire and drop their holds;
+// reservations are bound at their lead time and end at their end;
+// allocations are provisioned, made ready at the reservation's start,
+// released and sanitized. It returns how much it did; call it until it
+// returns 0 to catch up. Each item commits in its own transaction.
+func (s *Service) Step(ctx context.Context) (int, error) {
+	now := s.now()
+	done := 0
+	quotes, err := s.Store.ExpiredQuotes(ctx, now, 500)
+	if err != nil {
+		return 0, err
+	}
+	for _, q := range quotes {
+		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.expire(ctx, q, now) }); err != nil {
+			return done, err
+		}
+		done++
+	}
+	rsvs, err := s.Store.DueReservations(ctx, now, 500)
+	if err != nil {
+		return done, err
+	}
+	for _, r := range rsvs {
+		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.stepReservation(ctx, r.ID, now) }); err != nil {
+			return done, fmt.Errorf("reservation %s: %w", r.ID, err)
+		}
+		done++
+	}
+	allocs, err := s.Store.DueAllocations(ctx, now, 2000)
+	if err != nil {
+		return done, err
+	}
+	for _, a := range allocs {
+		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.stepAllocation(ctx, a.ID, a.ReservationID, now) }); err != nil {
+			return done, fmt.Errorf("allocation %s: %w", a.ID, err)
+		}
+		done++
+	}
+	return done, nil
+}
+
+// Run calls Step every interval until ctx ends.
+func (s *Service) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for {
+			n, err := s.Step(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log().Error("lifecycle step failed", "err", err)
+			}
+			if n == 0 || err != nil {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) expire(ctx context.Context, q Quote, now time.Time) error {
+	q, err := s.Store.Quote(ctx, q.ID)
+	if err != nil || q.State != "open" {
+		return err
+	}
+	if q.Hold && q.Offer.Available {
+		s.lock(ctx)
+		cal, err := s.calendarFor(ctx, q.Shape.Site, q.Shape.SKU)
+		if err != nil {
+			return err
+		}
+		cal.Drop(q.ID)
+	}
+	q.State, q.Nodes = "expired", nil
+	if err := s.Store.UpdateQuote(ctx, q); err != nil {
+		return err
+	}
+	return s.emit(ctx, q.TenantID, "quote.expired", q.ID, map[string]any{"held": q.Hold})
+}
+
+func (s *Service) stepReservation(ctx context.Context, id string, now time.Time) error {
+	r, err := s.Store.Reservation(ctx, id)
+	if err != nil {
+		return err
+	}
+	if r.State.Terminal() || r.DueAt.After(now) {
+		return nil
+	}
+	switch {
+	case r.State == ReservationScheduled && !r.Bound:
+		return s.bind(ctx, &r, now)
+	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Shape.end().After(now):
+		s.lock(ctx)
+		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
+		if err != nil {
+			return err
+		}
+		return s.end(ctx, cal, &r, now)
+	}
+	r.DueAt = r.Shape.due()
+	return s.saveReservation(ctx, &r, now)
+}
+
+// stepAllocation advances one allocation whose step is due.
+func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time.Time) error {
+	r, err := s.Store.Reservation(ctx, rsvID)
+	if err != nil {
+		return err
+	}
+	allocs, err := s.Store.Allocations(ctx, rsvID)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(allocs, func(a Allocation) bool { return a.ID == id })
+	if i < 0 {
+		return nil
+	}
+	a := &allocs[i]
+	if a.DueAt.After(now) {
+		return nil
+	}
+	w := Work{Allocation: *a, Reservation: r, Attempt: a.Attempts, Now: now}
+	switch a.State {
+	case AllocationBound:
+		// 1. Provision and attach the network together.
+		if err := s.beginProvisioning(ctx, &r, a, 1, now); err != nil {
+			return err
+		}
+		return s.saveAllocation(ctx, a, now, "allocation.provisioning")
+	case AllocationProvisioning:
+		if a.Provisioned {
+			return s.ready(ctx, a, &r, now)
+		}
+		// 2. Both steps report; a failure is retried, then the node replaced.
+		w.Op = "provision"
+		okP, errP := s.Provisioner.Check(ctx, w)
+		w.Op = "attach"
+		okN, errN := s.Network.Check(ctx, w)
+		if failed := firstErr(errP, errN); failed != nil {
+			if a.Attempts < s.Policy.MaxAttempts {
+				a.Reason = "attempt " + fmt.Sprint(a.Attempts) + " failed: " + failed.Error()
+				if err := s.beginProvisioning(ctx, &r, a, a.Attempts+1, now.Add(s.Policy.Retry)); err != nil {
+					return err
+				}
+				return s.saveAllocation(ctx, a, now, "allocation.retrying")
+			}
+			return s.replace(ctx, &r, a, fmt.Sprintf("provisioning failed %d times: %v", a.Attempts, failed), now)
+		}
+		if !okP || !okN {
+			a.DueAt = now.Add(s.Policy.Retry)
+			return s.saveAllocation(ctx, a, now, "")
+		}
+		a.Provisioned, a.Reason = true, ""
+		a.DueAt = maxTime(now, r.Shape.Start)
+		if a.DueAt.After(now) {
+			return s.saveAllocation(ctx, a, now, "allocation.provisioned")
+		}
+		return s.ready(ctx, a, &r, now)
+	case AllocationReleasing:
+		if a.SanitizedAt == nil {
+			// 4. Network detached; sanitize.
+			w.Op = "detach"
+			if ok, err := s.Network.Check(ctx, w); err != nil || !ok {
+				a.DueAt = now.Add(s.Policy.Retry)
+				if err != nil {
+					a.Reason = "detach: " + err.Error()
+				}
+				return s.saveAllocation(ctx, a, now, "")
+			}
+			if a.Reason == "sanitizing" {
+				w.Op = "sanitize"
+				ok, err := s.Sanitizer.Check(ctx, w)
+				if err != nil {
+					// A node that does not sanitize never serves anyone again
+					// until it does: retry, and tell the operator via the event.
+					a.Attempts++
+					w.Attempt = a.Attempts
+					until, berr := s.Sanitizer.Begin(ctx, w)
+					if berr != nil {
+						return berr
+					}
+					a.DueAt = until
+					return s.saveAllocation(ctx, a, now, "allocation.sanitize_retry")
+				}
+				if !ok {
+					a.DueAt = now.Add(s.Policy.Retry)
+					return s.saveAllocation(ctx, a, now, "")
+				}
+				t := now
+				a.SanitizedAt = &t
+				return s.finish(ctx, &r, a, now)
+			}
+			w.Op, w.Attempt = "sanitize", 1
+			a.Attempts = 1
+			until, err := s.Sanitizer.Begin(ctx, w)
+			if err != nil {
+				return err
+			}
+			a.Reason, a.DueAt = "sanitizing", until
+			return s.saveAllocation(ctx, a, now, "")
+		}
+		return s.finish(ctx, &r, a, now)
+	}
+	return nil
+}
+
+// ready hands a provisioned allocation over at its due time (the
+// reservation's start, or when provisioning finished if later): billing
+// and the SLA clock start here.
+func (s *Service) ready(ctx context.Context, a *Allocation, r *Reservation, now time.Time) error {
+	t := a.DueAt
+	a.State, a.ReadyAt, a.DueAt = AllocationReady, &t, farFuture
+	if err := s.saveAllocation(ctx, a, now, "allocation.ready"); err != nil {
+		return err
+	}
+	return s.settle(ctx, r, now)
+}
+
+func (s *Service) beginProvisioning(ctx context.Context, r *Reservation, a *Allocation, attempt int, now time.Time) error {
+	a.State, a.Attempts = AllocationProvisioning, attempt
+	w := Work{Op: "provision", Allocation: *a, Reservation: *r, Attempt: attempt, Now: now}
+	u1, err := s.Provisioner.Begin(ctx, w)
+	if err != nil {
+		return err
+	}
+	w.Op = "attach"
+	u2, err := s.Network.Begin(ctx, w)
+	if err != nil {
+		return err
+	}
+	a.DueAt = maxTime(u1, u2)
+	return nil
+}
+
+// finish ends a sanitized allocation, freeing its GPUs.
+func (s *Service) finish(ctx context.Context, r *Reservation, a *Allocation, now time.Time) error {
+	t := now
+	a.State, a.EndedAt, a.DueAt = AllocationEnded, &t, farFuture
+	if a.Reason == "sanitizing" {
+		a.Reason = ""
+	}
+	if err := s.saveAllocation(ctx, a, now, "allocation.ended"); err != nil {
+		return err
+	}
+	return s.settle(ctx, r, now)
+}
+
+// settle derives the reservation's state from its allocations: active once
+// all are ready, ended once all have ended after its end.
+func (s *Service) settle(ctx context.Context, r *Reservation, now time.Time) error {
+	fresh, err := s.Store.Allocations(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	ready, ended, live := 0, 0, 0
+	for _, a := range fresh {
+		switch a.State {
+		case AllocationReady:
+			ready++
+		case AllocationEnded:
+			ended++
+			continue
+		}
+		live++
+	}
+	switch {
+	case r.State == ReservationScheduled && live > 0 && ready == live:
+		r.State = ReservationActive
+		if err := s.saveReservation(ctx, r, now); err != nil {
+			return err
+		}
+		return s.emit(ctx, r.TenantID, "reservation.active", r.ID, map[string]any{"nodes": ready})
+	case r.State == ReservationEnding && live == 0:
+		r.State = ReservationEnded
+		if err := s.saveReservation(ctx, r, now); err != nil {
+			return err
+		}
+		return s.emit(ctx, r.TenantID, "reservation.ended", r.ID, nil)
+	}
+	return nil
+}
+
+// replace ends an allocation whose node could not be provisioned, takes the
+// node out of service and binds a replacement within the reservation's
+// constraint. With none to be had the reservation goes on short a node and
+// the tenant is told.
+func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, why string, now time.Time) error {
+	t := now
+	a.State, a.EndedAt, a.DueAt, a.Reason = AllocationEnded, &t, farFuture, why
+	if err := s.saveAllocation(ctx, a, now, "allocation.failed"); err != nil {
+		return err
+	}
+	if s.FailNode != nil {
+		if err := s.FailNode(ctx, a.NodeID, why); err != nil {
+			return err
+		}
+	}
+	s.lock(ctx)
+	cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
+	if err != nil {
+		return err
+	}
+	if err := cal.Block(a.NodeID); err != nil {
+		return err
+	}
+	res, err := cal.Rechoose(r.ID, a.NodeID)
+	if err != nil {
+		return err
+	}
+	if res.Plan == nil {
+		r.Reason = "no replacement for " + a.Hostname
+		if err := s.saveReservation(ctx, r, now); err != nil {
+			return err
+		}
+		return s.emit(ctx, r.TenantID, "node.replacement_failed", r.ID, map[string]any{"node": a.Hostname, "reason": why})
+	}
+	cm, _ := cal.Reservation(r.ID)
+	r.Nodes = s.nodesOf(cm)
+	if err := s.saveReservation(ctx, r, now); err != nil {
+		return err
+	}
+	var repl NodeGPUs
+	for _, n := range r.Nodes {
+		if n.NodeID == res.Plan.Nodes[0].NodeID {
+			repl = n
+		}
+	}
+	if _, err := s.newAllocation(ctx, r, repl, now); err != nil {
+		return err
+	}
+	return s.emit(ctx, r.TenantID, "node.replaced", r.ID, map[string]any{"failed": a.Hostname, "replacement": repl.Hostname, "reason": why})
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,443 @@
+package sales_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/pricing"
+	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// clock is a settable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+var epoch = time.Date(2027, 1, 4, 0, 0, 0, 0, time.UTC)
+
+// world is a small site (1 hall, 2 pods of 2 sus of 2 racks of 4 nodes: 32
+// H100 nodes, 256 GPUs), two tenants, a price book and a sales service on
+// a settable clock.
+type world struct {
+	t       *testing.T
+	db      *sqlstore.DB
+	clock   *clock
+	fleet   *fleet.Service
+	tenants *tenant.Service
+	sales   *sales.Service
+	op      neocloud.Principal
+	acme    neocloud.Principal
+	beta    neocloud.Principal
+}
+
+func newWorld(t *testing.T, db *sqlstore.DB) *world {
+	t.Helper()
+	ctx := context.Background()
+	w := &world{t: t, db: db, clock: &clock{t: epoch}}
+	w.fleet = fleet.NewService(db, db)
+	w.fleet.Now = w.clock.Now
+	if err := w.fleet.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var b bytes.Buffer
+	o := fleet.ColossusOptions(sku, 256)
+	o.Fanout = []int{2, 2, 2, 4}
+	if _, err := fleet.Generate(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := fleet.ParseSpec(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.fleet.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	w.tenants = tenant.NewService(db)
+	w.op = neocloud.Principal{TokenID: "tok_op", Role: neocloud.RoleOperatorAdmin}
+	for _, name := range []string{"acme", "beta"} {
+		tn, err := w.tenants.Create(ctx, tenant.CreateInput{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := neocloud.Principal{TokenID: "tok_" + name, Role: neocloud.RoleTenantAdmin, TenantID: tn.ID}
+		if name == "acme" {
+			w.acme = p
+		} else {
+			w.beta = p
+		}
+	}
+	w.sales = sales.NewService(db, db, w.fleet)
+	w.sales.Now = w.clock.Now
+	w.sales.ResolveTenant = func(ctx context.Context, p neocloud.Principal, ref string) (string, error) {
+		tn, err := w.tenants.Resolve(ctx, p, ref)
+		return tn.ID, err
+	}
+	w.sales.FailNode = func(ctx context.Context, nodeID, reason string) error {
+		_, err := w.fleet.Act(ctx, nodeID, fleet.ActionCordon)
+		return err
+	}
+	w.fleet.InUse = func(ctx context.Context, ids []string) (map[string]string, error) {
+		return db.LiveAllocationNodes(ctx, ids)
+	}
+	for _, p := range []sales.PriceInput{
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassReserved, List: "2.50", TermDiscounts: []pricing.Tier{{Min: 30 * 86400, Percent: 10}}},
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassOnDemand, List: "3.20"},
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassSpot, SpotFloor: "0.80", SpotCeiling: "2.40"},
+	} {
+		if _, err := w.sales.SetPrice(ctx, w.op, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+// run steps the lifecycle until nothing is due.
+func (w *world) run() {
+	w.t.Helper()
+	for i := 0; ; i++ {
+		n, err := w.sales.Step(context.Background())
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if i > 1000 {
+			w.t.Fatal("the lifecycle does not settle")
+		}
+	}
+}
+
+// advance moves the clock in steps of at most a minute, running the
+// lifecycle at each.
+func (w *world) advance(d time.Duration) {
+	w.t.Helper()
+	end := w.clock.Now().Add(d)
+	for w.clock.Now().Before(end) {
+		w.clock.Add(min(time.Minute, end.Sub(w.clock.Now())))
+		w.run()
+	}
+}
+
+func (w *world) reservation(id string) sales.Reservation {
+	w.t.Helper()
+	r, err := w.sales.Reservation(context.Background(), w.op, id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return r
+}
+
+func (w *world) allocStates(id string) map[sales.AllocationState]int {
+	w.t.Helper()
+	as, err := w.sales.Allocations(context.Background(), w.op, id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[sales.AllocationState]int{}
+	for _, a := range as {
+		out[a.State]++
+	}
+	return out
+}
+
+func (w *world) events(p neocloud.Principal) []string {
+	w.t.Helper()
+	evs, err := w.sales.Events(context.Background(), p, 0, 10000)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func reserved(gpus int, start time.Time, d time.Duration, within string) sales.ShapeInput {
+	return sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: gpus, Class: placement.ClassReserved, Start: &start, DurationS: int64(d / time.Second), Within: within}
+}
+
+func TestReservedLifecycle(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		w.sales.Provisioner = &sales.SimStage{Duration: 10 * time.Minute}
+		w.sales.Network = &sales.SimStage{Duration: 2 * time.Minute}
+		w.sales.Sanitizer = &sales.SimStage{Duration: 40 * time.Minute}
+		start := epoch.Add(24 * time.Hour)
+
+		// A quote with a hold, then the reservation from it.
+		q, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(64, start, 30*24*time.Hour, "su"), Hold: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !q.Offer.Available || !q.Hold || len(q.Nodes) != 8 {
+			t.Fatalf("quote: %+v", q)
+		}
+		// 64 GPUs × 720 h at $2.50 less 10% for a 30-day term.
+		if q.Offer.RateMicros != 2_250_000 || *q.Offer.TotalMicros != 2_250_000*64*720 {
+			t.Fatalf("price: rate %d total %d", q.Offer.RateMicros, *q.Offer.TotalMicros)
+		}
+		r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{Quote: q.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != sales.ReservationScheduled || r.Bound || len(r.Nodes) != 8 {
+			t.Fatalf("reservation: %+v", r)
+		}
+		for i, n := range r.Nodes {
+			if n.NodeID != q.Nodes[i].NodeID {
+				t.Fatalf("the reservation did not take the held nodes: %v vs %v", r.Nodes, q.Nodes)
+			}
+		}
+		c, err := w.sales.Contract(ctx, w.acme, r.ContractID)
+		if err != nil || c.Kind != placement.ClassReserved || c.Terms.CommitmentMicros != *q.Offer.TotalMicros || c.Terms.BillingSchedule != "monthly_in_advance" {
+			t.Fatalf("contract %+v, %v", c, err)
+		}
+		if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{Quote: q.ID}); neocloud.ErrorKind(err) != neocloud.KindConflict {
+			t.Fatalf("a used quote reserved again: %v", err)
+		}
+
+		// Nothing happens until the lead time (30 minutes) before start.
+		w.advance(23*time.Hour + 29*time.Minute)
+		if r = w.reservation(r.ID); r.Bound {
+			t.Fatalf("bound %v before the lead time", w.clock.Now())
+		}
+		w.advance(time.Minute)
+		if r = w.reservation(r.ID); !r.Bound || w.allocStates(r.ID)[sales.AllocationProvisioning] != 8 {
+			t.Fatalf("not provisioning at the lead time: %+v %v", r, w.allocStates(r.ID))
+		}
+		// Provisioned after 10 minutes, but ready only at the start.
+		w.advance(15 * time.Minute)
+		if r = w.reservation(r.ID); r.State != sales.ReservationScheduled {
+			t.Fatalf("active before its start: %v", r.State)
+		}
+		w.advance(15 * time.Minute)
+		if r = w.reservation(r.ID); r.State != sales.ReservationActive {
+			t.Fatalf("not active at its start: %v %v", r.State, w.allocStates(r.ID))
+		}
+		as, _ := w.sales.Allocations(ctx, w.acme, r.ID)
+		for _, a := range as {
+			if a.ReadyAt == nil || !a.ReadyAt.Equal(start) {
+				t.Fatalf("allocation ready at %v, want the start %v", a.ReadyAt, start)
+			}
+		}
+		// Another tenant cannot take those nodes while it runs, nor see it.
+		if _, err := w.sales.Reservation(ctx, w.beta, r.ID); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("another tenant sees the reservation: %v", err)
+		}
+
+		// Extension on the same nodes.
+		newEnd := r.Shape.End.Add(7 * 24 * time.Hour)
+		if r, err = w.sales.Extend(ctx, w.acme, r.ID, newEnd); err != nil || !r.Shape.End.Equal(newEnd) {
+			t.Fatalf("extend: %v %v", r.Shape.End, err)
+		}
+
+		// At its end: releasing through detach and sanitize, then ended.
+		w.clock.Set(newEnd)
+		w.run()
+		if r = w.reservation(r.ID); r.State != sales.ReservationEnding || w.allocStates(r.ID)[sales.AllocationReleasing] != 8 {
+			t.Fatalf("at the end: %v %v", r.State, w.allocStates(r.ID))
+		}
+		w.advance(time.Hour)
+		if r = w.reservation(r.ID); r.State != sales.ReservationEnded || w.allocStates(r.ID)[sales.AllocationEnded] != 8 {
+			t.Fatalf("after sanitize: %v %v", r.State, w.allocStates(r.ID))
+		}
+		as, _ = w.sales.Allocations(ctx, w.acme, r.ID)
+		for _, a := range as {
+			if a.SanitizedAt == nil || a.EndedAt == nil || a.EndedAt.Before(*a.SanitizedAt) {
+				t.Fatalf("allocation ended without sanitize: %+v", a)
+			}
+		}
+		got := strings.Join(w.events(w.acme), " ")
+		for _, want := range []string{"reservation.scheduled", "reservation.bound", "allocation.provisioning", "allocation.ready", "reservation.active", "reservation.extended", "reservation.ending", "allocation.releasing", "allocation.ended", "reservation.ended"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("events lack %s: %s", want, got)
+			}
+		}
+		if evs := w.events(w.beta); len(evs) != 0 {
+			t.Errorf("beta sees acme's events: %v", evs)
+		}
+	})
+}
+
+func TestOnDemandSpotAndCancel(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		od, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassOnDemand}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A partition sold as a VM.
+		vm, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 2, Class: placement.ClassSpot}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(vm.Nodes) != 1 || len(vm.Nodes[0].GPUs) != 2 {
+			t.Fatalf("partition: %+v", vm.Nodes)
+		}
+		w.run()
+		if r := w.reservation(od.ID); r.State != sales.ReservationActive || r.Shape.End != nil {
+			t.Fatalf("on-demand: %v", r.State)
+		}
+		if r := w.reservation(vm.ID); r.State != sales.ReservationActive {
+			t.Fatalf("spot: %v", r.State)
+		}
+		// The standing contract is reused.
+		od2, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
+		if err != nil || od2.ContractID != od.ContractID {
+			t.Fatalf("standing contract not reused: %v %v", od2.ContractID, err)
+		}
+		w.advance(2 * time.Hour)
+		if _, err := w.sales.Cancel(ctx, w.acme, od.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.run()
+		if r := w.reservation(od.ID); r.State != sales.ReservationEnded {
+			t.Fatalf("cancelled on-demand: %v %v", r.State, w.allocStates(od.ID))
+		}
+		if _, err := w.sales.Cancel(ctx, w.acme, od.ID); neocloud.ErrorKind(err) != neocloud.KindConflict {
+			t.Fatalf("cancel twice: %v", err)
+		}
+		// A future reservation cancelled before it is bound.
+		fut, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(8, w.clock.Now().Add(48*time.Hour), 24*time.Hour, "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := w.sales.Cancel(ctx, w.beta, fut.ID); err != nil || r.State != sales.ReservationCancelled {
+			t.Fatalf("cancel scheduled: %v %v", r.State, err)
+		}
+		if _, err := w.sales.Cancel(ctx, w.acme, fut.ID); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("another tenant's cancel: %v", err)
+		}
+	})
+}
+
+func TestProvisioningFailureReplacesTheNode(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		w.sales.Provisioner = &failing{fail: map[string]bool{}}
+		r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 24, Class: placement.ClassOnDemand, Within: "rack"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := r.Nodes[0]
+		w.sales.Provisioner.(*failing).fail[bad.NodeID] = true
+		w.advance(5 * time.Minute)
+		r = w.reservation(r.ID)
+		if r.State != sales.ReservationActive || len(r.Nodes) != 3 {
+			t.Fatalf("after replacement: %v nodes %d %v", r.State, len(r.Nodes), w.allocStates(r.ID))
+		}
+		for _, n := range r.Nodes {
+			if n.NodeID == bad.NodeID {
+				t.Fatal("the failed node is still in the reservation")
+			}
+			if rackOf(n.Domain) != rackOf(bad.Domain) {
+				t.Fatalf("replacement %s is outside the rack %s", n.Domain, rackOf(bad.Domain))
+			}
+		}
+		if st := w.allocStates(r.ID); st[sales.AllocationEnded] != 1 || st[sales.AllocationReady] != 3 {
+			t.Fatalf("allocations: %v", st)
+		}
+		if n, _ := w.fleet.Snapshot.Node(bad.NodeID); !n.Cordoned {
+			t.Fatal("the failed node was not taken out of service")
+		}
+		if got := strings.Join(w.events(w.acme), " "); !strings.Contains(got, "allocation.retrying") || !strings.Contains(got, "node.replaced") {
+			t.Fatalf("events: %s", got)
+		}
+	})
+}
+
+func rackOf(domain string) string { return domain[:strings.LastIndexByte(domain, '/')] }
+
+// failing is a provisioner that always fails on chosen nodes.
+type failing struct{ fail map[string]bool }
+
+func (f *failing) Begin(_ context.Context, w sales.Work) (time.Time, error) {
+	return w.Now.Add(time.Minute), nil
+}
+
+func (f *failing) Check(_ context.Context, w sales.Work) (bool, error) {
+	if f.fail[w.Allocation.NodeID] {
+		return true, fmt.Errorf("image did not boot")
+	}
+	return true, nil
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	w := newWorld(t, testdb.SQLite(t))
+	ctx := context.Background()
+	q, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(8, epoch.Add(time.Hour), time.Hour, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		in    sales.ReserveInput
+		p     neocloud.Principal
+		kind  neocloud.Kind
+		field string
+	}{
+		{"past start", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(-time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "start"},
+		{"not a node multiple", sales.ReserveInput{ShapeInput: reserved(12, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "gpus"},
+		{"not a partition", sales.ReserveInput{ShapeInput: reserved(3, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "gpus"},
+		{"unknown sku", sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "a100", GPUs: 8, Class: placement.ClassOnDemand}}, w.acme, neocloud.KindInvalid, "sku"},
+		{"bare-metal partition", sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 4, Class: placement.ClassOnDemand, Delivery: sales.DeliveryBareMetal}}, w.acme, neocloud.KindInvalid, "delivery"},
+		{"unknown level", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(time.Hour), time.Hour, "row")}, w.acme, neocloud.KindInvalid, "within"},
+		{"reserved without duration", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(time.Hour), 0, "")}, w.acme, neocloud.KindInvalid, "duration_s"},
+		{"another tenant's quote", sales.ReserveInput{Quote: q.ID}, w.beta, neocloud.KindNotFound, ""},
+		{"missing quote", sales.ReserveInput{Quote: "quo_01JZZZZZZZZZZZZZZZZZZZZZZZ"}, w.acme, neocloud.KindNotFound, ""},
+		{"too large", sales.ReserveInput{ShapeInput: reserved(512, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindNoCapacity, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := w.sales.Reserve(ctx, c.p, c.in)
+			var ne *neocloud.Error
+			if neocloud.ErrorKind(err) != c.kind || (c.field != "" && (!asError(err, &ne) || ne.Field != c.field)) {
+				t.Fatalf("got %v (kind %s), want kind %s on field %q", err, neocloud.ErrorKind(err), c.kind, c.field)
+			}
+		})
+	}
+	// An expired quote.
+	w.clock.Add(16 * time.Minute)
+	w.run()
+	if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{Quote: q.ID}); neocloud.ErrorKind(err) != neocloud.KindConflict {
+		t.Fatalf("expired quote: %v", err)
+	}
+	rs, err := w.sales.Reservations(ctx, w.op, sales.ReservationFilter{}, neocloud.Page{})
+	if err != nil || len(rs) != 0 {
+		t.Fatalf("bad input left %d reservations (%v)", len(rs), err)
+	}
+	if evs := w.events(w.op); strings.Contains(strings.Join(evs, " "), "reservation") {
+		t.Fatalf("bad input left events: %v", evs)
+	}
+}
+
+func asError(err error, out **neocloud.Error) bool { return errors.As(err, out) }

@@ -1,0 +1,346 @@
+package sales
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/pricing"
+)
+
+// Store is what selling needs from storage. Updates are compare-and-set on
+// Version (the stored one must be one less); a lost race is a KindConflict
+// error. Lists are ordered by id unless said otherwise.
+type Store interface {
+	Prices(ctx context.Context) ([]pricing.Price, error)
+	InsertPrice(ctx context.Context, p pricing.Price) error
+
+	PutQuota(ctx context.Context, q Quota) error
+	Quotas(ctx context.Context, tenantID string) ([]Quota, error)
+	// HeldGPUs sums the GPUs of a tenant's live reservations and open holds
+	// of one SKU and class that overlap [start, end).
+	HeldGPUs(ctx context.Context, tenantID, sku string, class Class, start, end time.Time, now time.Time) (int64, error)
+
+	InsertQuote(ctx context.Context, q Quote) error
+	UpdateQuote(ctx context.Context, q Quote) error
+	Quote(ctx context.Context, id string) (Quote, error)
+	Quotes(ctx context.Context, tenantID string, pg neocloud.Page) ([]Quote, error)
+	// OpenHolds returns open holding quotes of a site and SKU.
+	OpenHolds(ctx context.Context, siteID, sku string) ([]Quote, error)
+	CountHolds(ctx context.Context, tenantID string, now time.Time) (int, error)
+	// ExpiredQuotes returns open quotes whose expiry is at or before now.
+	ExpiredQuotes(ctx context.Context, now time.Time, limit int) ([]Quote, error)
+
+	InsertContract(ctx context.Context, c Contract) error
+	Contract(ctx context.Context, id string) (Contract, error)
+	// StandingContract returns a tenant's on-demand or spot contract for a
+	// SKU, or a KindNotFound error.
+	StandingContract(ctx context.Context, tenantID string, kind Class, sku string) (Contract, error)
+	Contracts(ctx context.Context, tenantID string, pg neocloud.Page) ([]Contract, error)
+
+	InsertReservation(ctx context.Context, r Reservation) error
+	// UpdateReservation writes every field and replaces its nodes.
+	UpdateReservation(ctx context.Context, r Reservation) error
+	Reservation(ctx context.Context, id string) (Reservation, error)
+	Reservations(ctx context.Context, f ReservationFilter, pg neocloud.Page) ([]Reservation, error)
+	// LiveReservations returns the reservations of a site and SKU that are
+	// not terminal.
+	LiveReservations(ctx context.Context, siteID, sku string) ([]Reservation, error)
+	// DueReservations returns live reservations due at or before now.
+	DueReservations(ctx context.Context, now time.Time, limit int) ([]Reservation, error)
+
+	// InsertAllocation writes an allocation and claims its GPUs: a GPU in
+	// another live allocation is a KindConflict error.
+	InsertAllocation(ctx context.Context, a Allocation) error
+	// UpdateAllocation writes an allocation; an ended one frees its GPUs.
+	UpdateAllocation(ctx context.Context, a Allocation) error
+	Allocations(ctx context.Context, reservationID string) ([]Allocation, error)
+	DueAllocations(ctx context.Context, now time.Time, limit int) ([]Allocation, error)
+	// LiveAllocationNodes returns which of the nodes have live allocations,
+	// with the reservation of each.
+	LiveAllocationNodes(ctx context.Context, nodeIDs []string) (map[string]string, error)
+
+	// BumpCalendar increments and returns the admission version of a site
+	// and SKU; its row lock serializes admissions until commit.
+	BumpCalendar(ctx context.Context, siteID, sku string) (int64, error)
+
+	// AppendEvent numbers and stores an event.
+	AppendEvent(ctx context.Context, e Event) (Event, error)
+	// Events returns events after seq, oldest first; tenantID "" means all.
+	Events(ctx context.Context, tenantID string, after int64, limit int) ([]Event, error)
+}
+
+// ReservationFilter narrows a reservation list.
+type ReservationFilter struct {
+	TenantID string
+	State    ReservationState
+	Class    Class
+}
+
+// Tx runs work in one transaction carried by the context; OnEnd runs after
+// it ends, committed or not.
+type Tx interface {
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+	AfterCommit(ctx context.Context, fn func())
+	OnEnd(ctx context.Context, fn func(committed bool))
+}
+
+// Policy holds the operator's selling policy.
+type Policy struct {
+	QuoteTTL    time.Duration // how long a quote (and its hold) lasts; default 15m
+	MaxHolds    int           // open holds per tenant; default 4
+	LeadTime    time.Duration // allocations are bound this long before start; default 30m
+	MaxAttempts int           // provisioning attempts before the node is replaced; default 2
+	Retry       time.Duration // how soon a failed step is retried; default 30s
+}
+
+func (p *Policy) defaults() {
+	if p.QuoteTTL == 0 {
+		p.QuoteTTL = 15 * time.Minute
+	}
+	if p.MaxHolds == 0 {
+		p.MaxHolds = 4
+	}
+	if p.LeadTime == 0 {
+		p.LeadTime = 30 * time.Minute
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = 2
+	}
+	if p.Retry == 0 {
+		p.Retry = 30 * time.Second
+	}
+}
+
+// Service sells capacity. It is safe for concurrent use: calendars are
+// guarded by one lock taken inside a write transaction and held until that
+// transaction ends, so what a request admits is what it commits.
+type Service struct {
+	Store       Store
+	Tx          Tx
+	Fleet       *fleet.Service
+	Now         func() time.Time
+	Policy      Policy
+	Provisioner Provisioner
+	Network     NetworkAttacher
+	Sanitizer   Sanitizer
+	Logger      *slog.Logger
+	// FailNode takes a node that failed provisioning out of service (in the
+	// caller's transaction); nil leaves it to the calendar alone.
+	FailNode func(ctx context.Context, nodeID, reason string) error
+	// Notify is called after a commit that wrote events.
+	Notify func()
+	// ResolveTenant turns a tenant name or id into an id the principal may
+	// see, or a KindNotFound error.
+	ResolveTenant func(ctx context.Context, p neocloud.Principal, ref string) (string, error)
+
+	mu   sync.Mutex
+	cals map[string]*calendar
+}
+
+type calendar struct {
+	*placement.Calendar
+	site    fleet.Site
+	version int64
+	gen     uint64
+}
+
+// NewService returns a service with simulated seams that finish at once.
+func NewService(store Store, tx Tx, fl *fleet.Service) *Service {
+	s := &Service{Store: store, Tx: tx, Fleet: fl, Now: time.Now, cals: map[string]*calendar{},
+		Provisioner: &SimStage{}, Network: &SimStage{}, Sanitizer: &SimStage{}}
+	s.Policy.defaults()
+	return s
+}
+
+func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Second) }
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// lock takes the calendar lock for the rest of ctx's transaction. On a
+// rollback the calendars are dropped (they may hold what did not commit)
+// and rebuilt from the store when next needed.
+func (s *Service) lock(ctx context.Context) {
+	s.Policy.defaults()
+	s.mu.Lock()
+	s.Tx.OnEnd(ctx, func(committed bool) {
+		if !committed {
+			s.cals = map[string]*calendar{}
+		}
+		s.mu.Unlock()
+	})
+}
+
+// calendarFor returns the calendar of a site and SKU, current with the
+// store and the fleet. The lock must be held.
+func (s *Service) calendarFor(ctx context.Context, siteID, skuName string) (*calendar, error) {
+	if s.cals == nil {
+		s.cals = map[string]*calendar{}
+	}
+	v, err := s.Store.BumpCalendar(ctx, siteID, skuName)
+	if err != nil {
+		return nil, err
+	}
+	key := siteID + "|" + skuName
+	gen := s.Fleet.Snapshot.Gen()
+	c := s.cals[key]
+	if c == nil || c.gen != gen || c.version+1 != v {
+		if c, err = s.loadCalendar(ctx, siteID, skuName); err != nil {
+			return nil, err
+		}
+		c.gen = gen
+		s.cals[key] = c
+	}
+	c.version = v
+	return c, nil
+}
+
+func (s *Service) loadCalendar(ctx context.Context, siteID, skuName string) (*calendar, error) {
+	site, ok := s.Fleet.Snapshot.Site(siteID)
+	if !ok {
+		return nil, neocloud.NotFound("site", siteID)
+	}
+	sku, err := s.sku(ctx, skuName)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []fleet.Node
+	s.Fleet.Snapshot.Each(fleet.NodeFilter{SiteID: siteID, SKU: skuName}, func(n *fleet.Node) { nodes = append(nodes, *n) })
+	cal := placement.NewCalendar(placement.Build(site, sku, nodes))
+	live, err := s.Store.LiveReservations(ctx, siteID, skuName)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range live {
+		if r.State == ReservationPending {
+			continue
+		}
+		if err := cal.Hold(calendarEntry(r.ID, r.TenantID, r.Shape, r.Nodes)); err != nil {
+			s.log().Warn("reservation left off the calendar", "reservation", r.ID, "err", err)
+		}
+	}
+	holds, err := s.Store.OpenHolds(ctx, siteID, skuName)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range holds {
+		if err := cal.Hold(calendarEntry(q.ID, q.TenantID, q.Shape, q.Nodes)); err != nil {
+			s.log().Warn("hold left off the calendar", "quote", q.ID, "err", err)
+		}
+	}
+	return &calendar{Calendar: cal, site: site}, nil
+}
+
+func (s *Service) sku(ctx context.Context, name string) (fleet.SKU, error) {
+	if sku, ok := fleet.CatalogSKU(name); ok {
+		return sku, nil
+	}
+	all, err := s.Fleet.Store.SKUs(ctx)
+	if err != nil {
+		return fleet.SKU{}, err
+	}
+	for _, k := range all {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	return fleet.SKU{}, neocloud.Invalid("sku", "unknown SKU %q", name)
+}
+
+// calendarEntry is the calendar's view of a reservation or hold.
+func calendarEntry(id, tenant string, sh Shape, nodes []NodeGPUs) *placement.Reservation {
+	cm := &placement.Reservation{ID: id, Tenant: tenant, Class: sh.Class, Start: sh.Start, End: sh.end(),
+		Request: placement.Request{GPUs: sh.GPUs, Class: sh.Class, Within: sh.Within}}
+	partial := false
+	for _, n := range nodes {
+		cm.Nodes = append(cm.Nodes, n.NodeID)
+		partial = partial || len(n.GPUs) > 0
+	}
+	if partial {
+		for _, n := range nodes {
+			cm.GPUs = append(cm.GPUs, n.GPUs)
+		}
+	}
+	return cm
+}
+
+// nodesOf describes a calendar reservation's nodes.
+func (s *Service) nodesOf(cm *placement.Reservation) []NodeGPUs {
+	out := make([]NodeGPUs, len(cm.Nodes))
+	for j, id := range cm.Nodes {
+		out[j].NodeID = id
+		if n, ok := s.Fleet.Snapshot.Node(id); ok {
+			out[j].Hostname, out[j].Domain = n.Hostname, n.Domain
+		}
+		if j < len(cm.GPUs) && cm.GPUs[j] != nil {
+			out[j].GPUs = append([]int(nil), cm.GPUs[j]...)
+		}
+	}
+	return out
+}
+
+// emit stores an event in ctx's transaction and wakes followers after it
+// commits.
+func (s *Service) emit(ctx context.Context, tenant, kind, subject string, data map[string]any) error {
+	_, err := s.Store.AppendEvent(ctx, Event{ID: neocloud.NewID(PrefixEvent), TenantID: tenant, Kind: kind, Subject: subject, Data: data, At: s.now()})
+	if err == nil && s.Notify != nil {
+		s.Tx.AfterCommit(ctx, s.Notify)
+	}
+	return err
+}
+
+// topologyPromise renders how many domains of each level a plan spans.
+func topologyPromise(t *placement.Topology, p *placement.Plan, within string) string {
+	var parts []string
+	for _, l := range t.Levels {
+		if n := p.Used(l); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, l))
+		}
+	}
+	s := strings.Join(parts, ", ")
+	if within != "" {
+		s = "within one " + within + ": " + s
+	}
+	return s
+}
+
+// siteFor resolves the site of a shape: the one named, else the only site
+// with nodes of the SKU.
+func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
+	if ref != "" {
+		st, ok := s.Fleet.Snapshot.Site(ref)
+		if !ok {
+			return fleet.Site{}, neocloud.Invalid("site", "unknown site %q", ref)
+		}
+		return st, nil
+	}
+	var ids []string
+	seen := map[string]bool{}
+	s.Fleet.Snapshot.Each(fleet.NodeFilter{SKU: sku}, func(n *fleet.Node) {
+		if !seen[n.SiteID] && n.Lifecycle != fleet.LifecycleRetired {
+			seen[n.SiteID] = true
+			ids = append(ids, n.SiteID)
+		}
+	})
+	switch len(ids) {
+	case 0:
+		return fleet.Site{}, neocloud.Invalid("sku", "no site has nodes of SKU %q", sku)
+	case 1:
+		st, _ := s.Fleet.Snapshot.Site(ids[0])
+		return st, nil
+	}
+	sort.Strings(ids)
+	return fleet.Site{}, neocloud.Invalid("site", "SKU %s is sold at %d sites; name one", sku, len(ids))
+}

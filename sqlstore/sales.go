@@ -1,0 +1,456 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/pricing"
+	"github.com/neocloud/neocloud/sales"
+)
+
+var _ sales.Store = (*DB)(nil)
+
+type scanner = interface{ Scan(...any) error }
+
+// endMicros stores an open end as the largest value.
+func endMicros(t *time.Time) int64 {
+	if t == nil {
+		return math.MaxInt64
+	}
+	return micros(*t)
+}
+
+func (db *DB) Prices(ctx context.Context) ([]pricing.Price, error) {
+	out, err := collect(db, ctx, func(r scanner) (pricing.Price, error) {
+		var p pricing.Price
+		var eff, created int64
+		var terms, vol string
+		err := r.Scan(&p.ID, &p.SKU, &p.Class, &eff, &p.ListMicros, &terms, &vol, &p.SpotFloor, &p.SpotCeiling, &p.Currency, &p.CreatedBy, &created)
+		p.EffectiveAt, p.CreatedAt = fromMicros(eff), fromMicros(created)
+		json.Unmarshal([]byte(terms), &p.TermDiscounts)
+		json.Unmarshal([]byte(vol), &p.VolumeTiers)
+		p.List = pricing.FormatMicros(p.ListMicros)
+		return p, err
+	}, `SELECT id, sku, class, effective_at, list_micros, term_discounts, volume_tiers, spot_floor_micros, spot_ceiling_micros, currency, created_by, created_at
+		FROM prices ORDER BY sku, class, effective_at`)
+	return out, err
+}
+
+func (db *DB) InsertPrice(ctx context.Context, p pricing.Price) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO prices (id, sku, class, effective_at, list_micros, term_discounts, volume_tiers, spot_floor_micros, spot_ceiling_micros, currency, created_by, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.ID, p.SKU, p.Class, micros(p.EffectiveAt), p.ListMicros, mustJSON(nonNil(p.TermDiscounts)), mustJSON(nonNil(p.VolumeTiers)),
+			p.SpotFloor, p.SpotCeiling, p.Currency, p.CreatedBy, micros(p.CreatedAt))
+		if neocloud.ErrorKind(err) == neocloud.KindConflict {
+			return neocloud.Conflict("exists", "a %s %s price already takes effect at that instant", p.Class, p.SKU)
+		}
+		return err
+	})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (db *DB) PutQuota(ctx context.Context, q sales.Quota) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO quotas (tenant_id, sku, class, gpus, updated_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (tenant_id, sku, class) DO UPDATE SET gpus = excluded.gpus, updated_at = excluded.updated_at`,
+			q.TenantID, q.SKU, string(q.Class), q.GPUs, micros(q.UpdatedAt))
+		return err
+	})
+}
+
+func (db *DB) Quotas(ctx context.Context, tenantID string) ([]sales.Quota, error) {
+	q := `SELECT tenant_id, sku, class, gpus, updated_at FROM quotas`
+	var args []any
+	if tenantID != "" {
+		q += ` WHERE tenant_id = ?`
+		args = append(args, tenantID)
+	}
+	return collect(db, ctx, func(r scanner) (sales.Quota, error) {
+		var x sales.Quota
+		var u int64
+		err := r.Scan(&x.TenantID, &x.SKU, &x.Class, &x.GPUs, &u)
+		x.UpdatedAt = fromMicros(u)
+		return x, err
+	}, q+` ORDER BY tenant_id, sku, class`, args...)
+}
+
+func (db *DB) HeldGPUs(ctx context.Context, tenantID, sku string, class sales.Class, start, end, now time.Time) (int64, error) {
+	e := micros(end)
+	if end.Year() > 9000 {
+		e = math.MaxInt64
+	}
+	var n int64
+	rows, err := db.query(ctx, `SELECT body FROM reservations WHERE tenant_id = ? AND sku = ? AND class = ? AND state IN ('pending','scheduled','active','ending')
+		AND start_at < ? AND end_at > ?`, tenantID, sku, string(class), e, micros(start))
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		var r sales.Reservation
+		json.Unmarshal([]byte(body), &r)
+		n += int64(r.Shape.GPUs)
+	}
+	rows.Close()
+	holds, err := db.query(ctx, `SELECT body FROM quotes WHERE tenant_id = ? AND state = 'open' AND hold AND expires_at > ?`, tenantID, micros(now))
+	if err != nil {
+		return 0, err
+	}
+	defer holds.Close()
+	for holds.Next() {
+		var body string
+		if err := holds.Scan(&body); err != nil {
+			return 0, err
+		}
+		var q sales.Quote
+		json.Unmarshal([]byte(body), &q)
+		if q.Shape.SKU == sku && q.Shape.Class == class && q.Shape.Start.Before(end) && (q.Shape.End == nil || q.Shape.End.After(start)) {
+			n += int64(q.Shape.GPUs)
+		}
+	}
+	return n, db.translate(holds.Err())
+}
+
+func scanBody[T any](r scanner) (T, error) {
+	var v T
+	var body string
+	if err := r.Scan(&body); err != nil {
+		return v, err
+	}
+	return v, json.Unmarshal([]byte(body), &v)
+}
+
+func (db *DB) InsertQuote(ctx context.Context, q sales.Quote) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO quotes (id, tenant_id, state, hold, body, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			q.ID, q.TenantID, q.State, q.Hold && q.Offer.Available, mustJSON(q), micros(q.ExpiresAt), micros(q.CreatedAt))
+		return err
+	})
+}
+
+func (db *DB) UpdateQuote(ctx context.Context, q sales.Quote) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `UPDATE quotes SET state = ?, body = ? WHERE id = ?`, q.State, mustJSON(q), q.ID)
+		return err
+	})
+}
+
+func (db *DB) Quote(ctx context.Context, id string) (sales.Quote, error) {
+	q, err := scanBody[sales.Quote](db.queryRow(ctx, `SELECT body FROM quotes WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return q, neocloud.NotFound("quote", id)
+	}
+	return q, db.translate(err)
+}
+
+func (db *DB) Quotes(ctx context.Context, tenantID string, pg neocloud.Page) ([]sales.Quote, error) {
+	q, args := `SELECT body FROM quotes WHERE id > ?`, []any{pg.After()}
+	if tenantID != "" {
+		q += ` AND tenant_id = ?`
+		args = append(args, tenantID)
+	}
+	return collect(db, ctx, scanBody[sales.Quote], q+` ORDER BY id LIMIT ?`, append(args, limitOf(pg))...)
+}
+
+func limitOf(pg neocloud.Page) int {
+	if pg.Limit <= 0 {
+		return 100
+	}
+	return pg.Limit
+}
+
+func (db *DB) OpenHolds(ctx context.Context, siteID, sku string) ([]sales.Quote, error) {
+	all, err := collect(db, ctx, scanBody[sales.Quote], `SELECT body FROM quotes WHERE state = 'open' AND hold ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, q := range all {
+		if q.Shape.Site == siteID && q.Shape.SKU == sku {
+			out = append(out, q)
+		}
+	}
+	return out, nil
+}
+
+func (db *DB) CountHolds(ctx context.Context, tenantID string, now time.Time) (int, error) {
+	var n int
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM quotes WHERE tenant_id = ? AND state = 'open' AND hold AND expires_at > ?`, tenantID, micros(now)).Scan(&n)
+	return n, db.translate(err)
+}
+
+func (db *DB) ExpiredQuotes(ctx context.Context, now time.Time, limit int) ([]sales.Quote, error) {
+	return collect(db, ctx, scanBody[sales.Quote], `SELECT body FROM quotes WHERE state = 'open' AND expires_at <= ? ORDER BY expires_at, id LIMIT ?`, micros(now), limit)
+}
+
+func (db *DB) InsertContract(ctx context.Context, c sales.Contract) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO contracts (id, tenant_id, kind, sku, terms, start_at, end_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.ID, c.TenantID, string(c.Kind), c.SKU, mustJSON(c.Terms), micros(c.Start), nullMicros(c.End), micros(c.CreatedAt))
+		return err
+	})
+}
+
+const contractCols = `id, tenant_id, kind, sku, terms, start_at, end_at, created_at`
+
+func scanContract(r scanner) (sales.Contract, error) {
+	var c sales.Contract
+	var terms string
+	var st, cr int64
+	var end sql.NullInt64
+	if err := r.Scan(&c.ID, &c.TenantID, &c.Kind, &c.SKU, &terms, &st, &end, &cr); err != nil {
+		return c, err
+	}
+	c.Start, c.CreatedAt = fromMicros(st), fromMicros(cr)
+	if end.Valid {
+		t := fromMicros(end.Int64)
+		c.End = &t
+	}
+	return c, json.Unmarshal([]byte(terms), &c.Terms)
+}
+
+func (db *DB) Contract(ctx context.Context, id string) (sales.Contract, error) {
+	c, err := scanContract(db.queryRow(ctx, `SELECT `+contractCols+` FROM contracts WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, neocloud.NotFound("contract", id)
+	}
+	return c, db.translate(err)
+}
+
+func (db *DB) StandingContract(ctx context.Context, tenantID string, kind sales.Class, sku string) (sales.Contract, error) {
+	c, err := scanContract(db.queryRow(ctx, `SELECT `+contractCols+` FROM contracts WHERE tenant_id = ? AND kind = ? AND sku = ?`, tenantID, string(kind), sku))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, neocloud.NotFound("contract", string(kind))
+	}
+	return c, db.translate(err)
+}
+
+func (db *DB) Contracts(ctx context.Context, tenantID string, pg neocloud.Page) ([]sales.Contract, error) {
+	q, args := `SELECT `+contractCols+` FROM contracts WHERE id > ?`, []any{pg.After()}
+	if tenantID != "" {
+		q += ` AND tenant_id = ?`
+		args = append(args, tenantID)
+	}
+	return collect(db, ctx, scanContract, q+` ORDER BY id LIMIT ?`, append(args, limitOf(pg))...)
+}
+
+func (db *DB) InsertReservation(ctx context.Context, r sales.Reservation) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		var quote any
+		if r.QuoteID != "" {
+			quote = r.QuoteID
+		}
+		_, err := db.exec(ctx, `INSERT INTO reservations (id, tenant_id, contract_id, quote_id, site_id, sku, class, state, start_at, end_at, due_at, body, version, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ID, r.TenantID, r.ContractID, quote, r.Shape.Site, r.Shape.SKU, string(r.Shape.Class), string(r.State),
+			micros(r.Shape.Start), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.CreatedAt), micros(r.UpdatedAt))
+		if err != nil {
+			if neocloud.ErrorKind(err) == neocloud.KindConflict && r.QuoteID != "" {
+				return neocloud.Conflict("used", "quote %s has already been reserved", r.QuoteID)
+			}
+			return err
+		}
+		return db.putReservationNodes(ctx, r)
+	})
+}
+
+func (db *DB) putReservationNodes(ctx context.Context, r sales.Reservation) error {
+	have, err := collect(db, ctx, func(sc scanner) (string, error) {
+		var id, gpus string
+		err := sc.Scan(&id, &gpus)
+		return id + " " + gpus, err
+	}, `SELECT node_id, gpus FROM reservation_nodes WHERE reservation_id = ? ORDER BY node_id`, r.ID)
+	if err != nil {
+		return err
+	}
+	want := make([]string, len(r.Nodes))
+	for i, n := range r.Nodes {
+		want[i] = n.NodeID + " " + mustJSON(nonNil(n.GPUs))
+	}
+	slices.Sort(want)
+	if slices.Equal(have, want) {
+		return nil
+	}
+	if _, err := db.exec(ctx, `DELETE FROM reservation_nodes WHERE reservation_id = ?`, r.ID); err != nil {
+		return err
+	}
+	for _, n := range r.Nodes {
+		if _, err := db.exec(ctx, `INSERT INTO reservation_nodes (reservation_id, node_id, gpus) VALUES (?, ?, ?)`, r.ID, n.NodeID, mustJSON(nonNil(n.GPUs))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) UpdateReservation(ctx context.Context, r sales.Reservation) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `UPDATE reservations SET state = ?, end_at = ?, due_at = ?, body = ?, version = ?, updated_at = ? WHERE id = ? AND version = ?`,
+			string(r.State), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.UpdatedAt), r.ID, r.Version-1)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return neocloud.Conflict("changed", "reservation %s changed meanwhile; retry", r.ID)
+		}
+		return db.putReservationNodes(ctx, r)
+	})
+}
+
+func (db *DB) Reservation(ctx context.Context, id string) (sales.Reservation, error) {
+	r, err := scanBody[sales.Reservation](db.queryRow(ctx, `SELECT body FROM reservations WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, neocloud.NotFound("reservation", id)
+	}
+	return r, db.translate(err)
+}
+
+func (db *DB) Reservations(ctx context.Context, f sales.ReservationFilter, pg neocloud.Page) ([]sales.Reservation, error) {
+	var where []string
+	args := []any{pg.After()}
+	where = append(where, "id > ?")
+	if f.TenantID != "" {
+		where, args = append(where, "tenant_id = ?"), append(args, f.TenantID)
+	}
+	if f.State != "" {
+		where, args = append(where, "state = ?"), append(args, string(f.State))
+	}
+	if f.Class != "" {
+		where, args = append(where, "class = ?"), append(args, string(f.Class))
+	}
+	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, append(args, limitOf(pg))...)
+}
+
+func (db *DB) LiveReservations(ctx context.Context, siteID, sku string) ([]sales.Reservation, error) {
+	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE site_id = ? AND sku = ? AND state IN ('pending','scheduled','active','ending') ORDER BY id`, siteID, sku)
+}
+
+func (db *DB) DueReservations(ctx context.Context, now time.Time, limit int) ([]sales.Reservation, error) {
+	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE due_at <= ? AND state IN ('scheduled','active') ORDER BY due_at, id LIMIT ?`, micros(now), limit)
+}
+
+func (db *DB) InsertAllocation(ctx context.Context, a sales.Allocation) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		if _, err := db.exec(ctx, `INSERT INTO allocations (id, reservation_id, tenant_id, node_id, gpus, state, body, due_at, version, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.ID, a.ReservationID, a.TenantID, a.NodeID, mustJSON(a.GPUs), string(a.State), mustJSON(a),
+			micros(a.DueAt), a.Version, micros(a.CreatedAt), micros(a.UpdatedAt)); err != nil {
+			return err
+		}
+		for _, g := range a.GPUs {
+			if _, err := db.exec(ctx, `INSERT INTO allocation_gpus (allocation_id, node_id, idx, live) VALUES (?, ?, ?, TRUE)`, a.ID, a.NodeID, g); err != nil {
+				if neocloud.ErrorKind(err) == neocloud.KindConflict {
+					return neocloud.Conflict("allocated", "GPU %d of node %s is already in a live allocation", g, a.Hostname)
+				}
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) UpdateAllocation(ctx context.Context, a sales.Allocation) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `UPDATE allocations SET state = ?, body = ?, due_at = ?, version = ?, updated_at = ? WHERE id = ? AND version = ?`,
+			string(a.State), mustJSON(a), micros(a.DueAt), a.Version, micros(a.UpdatedAt), a.ID, a.Version-1)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return neocloud.Conflict("changed", "allocation %s changed meanwhile; retry", a.ID)
+		}
+		if a.State == sales.AllocationEnded {
+			_, err = db.exec(ctx, `UPDATE allocation_gpus SET live = FALSE WHERE allocation_id = ?`, a.ID)
+		}
+		return err
+	})
+}
+
+func (db *DB) Allocations(ctx context.Context, reservationID string) ([]sales.Allocation, error) {
+	return collect(db, ctx, scanBody[sales.Allocation], `SELECT body FROM allocations WHERE reservation_id = ? ORDER BY id`, reservationID)
+}
+
+func (db *DB) DueAllocations(ctx context.Context, now time.Time, limit int) ([]sales.Allocation, error) {
+	return collect(db, ctx, scanBody[sales.Allocation], `SELECT body FROM allocations WHERE due_at <= ? AND state IN ('bound','provisioning','releasing') ORDER BY due_at, id LIMIT ?`, micros(now), limit)
+}
+
+func (db *DB) LiveAllocationNodes(ctx context.Context, nodeIDs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for start := 0; start < len(nodeIDs); start += 500 {
+		chunk := nodeIDs[start:min(len(nodeIDs), start+500)]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := db.query(ctx, `SELECT node_id, reservation_id FROM allocations WHERE state <> 'ended' AND node_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var n, r string
+			if err := rows.Scan(&n, &r); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[n] = "allocated to reservation " + r
+		}
+		rows.Close()
+	}
+	return out, nil
+}
+
+func (db *DB) BumpCalendar(ctx context.Context, siteID, sku string) (int64, error) {
+	var v int64
+	err := db.write(ctx, func(ctx context.Context) error {
+		return db.translate(db.queryRow(ctx, `INSERT INTO calendar_versions (site_id, sku, version) VALUES (?, ?, 1)
+			ON CONFLICT (site_id, sku) DO UPDATE SET version = calendar_versions.version + 1 RETURNING version`, siteID, sku).Scan(&v))
+	})
+	return v, err
+}
+
+func (db *DB) AppendEvent(ctx context.Context, e sales.Event) (sales.Event, error) {
+	err := db.write(ctx, func(ctx context.Context) error {
+		if err := db.queryRow(ctx, `UPDATE event_head SET seq = seq + 1 WHERE id = 1 RETURNING seq`).Scan(&e.Seq); err != nil {
+			return db.translate(err)
+		}
+		var tenant any
+		if e.TenantID != "" {
+			tenant = e.TenantID
+		}
+		_, err := db.exec(ctx, `INSERT INTO events (seq, id, tenant_id, kind, subject, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			e.Seq, e.ID, tenant, e.Kind, e.Subject, mustJSON(e.Data), micros(e.At))
+		return err
+	})
+	return e, err
+}
+
+func (db *DB) Events(ctx context.Context, tenantID string, after int64, limit int) ([]sales.Event, error) {
+	q, args := `SELECT seq, id, COALESCE(tenant_id, ''), kind, subject, data, at FROM events WHERE seq > ?`, []any{after}
+	if tenantID != "" {
+		q += ` AND tenant_id = ?`
+		args = append(args, tenantID)
+	}
+	return collect(db, ctx, func(r scanner) (sales.Event, error) {
+		var e sales.Event
+		var data string
+		var at int64
+		err := r.Scan(&e.Seq, &e.ID, &e.TenantID, &e.Kind, &e.Subject, &data, &at)
+		e.At = fromMicros(at)
+		json.Unmarshal([]byte(data), &e.Data)
+		return e, err
+	}, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
+}
