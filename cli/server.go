@@ -21,6 +21,7 @@ import (
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/idempotency"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -45,6 +46,22 @@ type ServerOptions struct {
 	// retries with the same key before they may take it over.
 	IdempotencyLease time.Duration
 	Logger           *slog.Logger
+	// RateLimit and RateBurst bound each token's requests per second.
+	RateLimit float64
+	RateBurst int
+	// Policy is the selling policy; Seams the provisioning, network and
+	// sanitize drivers (simulated, finishing at once, when nil).
+	Policy sales.Policy
+	Seams  *Seams
+	// NoLifecycle leaves the lifecycle loop off (tests drive it).
+	NoLifecycle bool
+}
+
+// Seams are the drivers of the allocation lifecycle.
+type Seams struct {
+	Provision sales.Provisioner
+	Network   sales.NetworkAttacher
+	Sanitize  sales.Sanitizer
 }
 
 // Running is a started server.
@@ -52,6 +69,7 @@ type Running struct {
 	URL   string
 	Token string // the first operator-admin secret, if created on this start
 	Store *sqlstore.DB
+	Sales *sales.Service
 	srv   *http.Server
 	done  chan struct{}
 	stop  context.CancelFunc
@@ -82,9 +100,15 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		db.Close()
 		return nil, err
 	}
+	sv := sales.NewService(db, db, fl, tenants)
+	sv.Logger = o.Logger
+	sv.Policy = o.Policy
+	if o.Seams != nil {
+		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
+	}
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Fleet: fl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
-		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease,
+		Tenants: tenants, Fleet: fl, Sales: sv, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst,
 	})
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -101,6 +125,10 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 	}()
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
+	if !o.NoLifecycle {
+		go sv.Run(bg, time.Second)
+	}
+	r.Sales = sv
 	return r, nil
 }
 
@@ -159,5 +187,20 @@ func serverCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")
 	cmd.Flags().DurationVar(&o.IdempotencyLease, "idempotency-lease", idempotency.DefaultLease, "how long a request with an Idempotency-Key blocks retries of that key (after a crash, retries wait this long)")
 	cmd.Flags().StringVar(&o.DatabaseURL, "database-url", os.Getenv("NEOCLOUD_DATABASE_URL"), "postgres://… to use PostgreSQL (NEOCLOUD_DATABASE_URL)")
+	cmd.Flags().Float64Var(&o.RateLimit, "rate-limit", 50, "requests per second each token may make (0: no limit); above it, 429 with Retry-After")
+	cmd.Flags().IntVar(&o.RateBurst, "rate-burst", 0, "requests a token may make at once above the rate (default 2 × rate-limit)")
+	cmd.Flags().DurationVar(&o.Policy.QuoteTTL, "quote-ttl", 15*time.Minute, "how long a quote, and the capacity it holds, lasts")
+	cmd.Flags().IntVar(&o.Policy.MaxHolds, "max-holds", 4, "open holds (quotes holding capacity) per tenant")
+	cmd.Flags().DurationVar(&o.Policy.LeadTime, "lead-time", 30*time.Minute, "allocations are bound and provisioned this long before a reservation starts")
+	var prov, net, san time.Duration
+	var fail float64
+	cmd.Flags().DurationVar(&prov, "sim-provision", 90*time.Second, "simulated provisioning time per node (image, keys, cluster join)")
+	cmd.Flags().DurationVar(&net, "sim-network", 20*time.Second, "simulated network attach/detach time per node")
+	cmd.Flags().DurationVar(&san, "sim-sanitize", 5*time.Minute, "simulated sanitize time per node")
+	cmd.Flags().Float64Var(&fail, "sim-fail-rate", 0, "probability a simulated provisioning step fails (retried, then the node is replaced)")
+	cmd.PreRun = func(*cobra.Command, []string) {
+		o.Seams = &Seams{Provision: &sales.SimStage{Duration: prov, Jitter: prov / 3, FailRate: fail, Seed: 1},
+			Network: &sales.SimStage{Duration: net}, Sanitize: &sales.SimStage{Duration: san, Jitter: san / 5}}
+	}
 	return cmd
 }

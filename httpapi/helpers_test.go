@@ -9,10 +9,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -32,6 +35,10 @@ type env struct {
 	secrets    map[string]string // "operator-admin", "a/tenant-admin", …
 	tokIDs     map[string]string
 	a, b       tenant.Tenant
+	sales      *sales.Service
+	// per tenant ("a", "b"): a future reserved reservation, a quote
+	rsv, quote map[string]sales.Reservation
+	quotes     map[string]sales.Quote
 }
 
 func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }
@@ -43,10 +50,12 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	if err := fl.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	sv := sales.NewService(db, db, fl, ts)
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, secrets: map[string]string{}, tokIDs: map[string]string{}}
+	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, secrets: map[string]string{}, tokIDs: map[string]string{},
+		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}}
 	ctx := context.Background()
 	// A small site: 2 racks of 32 H100 nodes.
 	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
@@ -97,6 +106,29 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 		t.Fatal(err)
 	}
 	e.secrets["agent"], e.tokIDs["agent"] = sec, agent.ID
+	// Selling: a price book, and per tenant a quote and a future reservation.
+	for _, p := range []sales.PriceInput{
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassReserved, List: "2.50"},
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassOnDemand, List: "3.20"},
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassSpot, SpotFloor: "0.80", SpotCeiling: "2.40"},
+	} {
+		if _, err := sv.SetPrice(ctx, op, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now().UTC().Add(48 * time.Hour).Truncate(time.Hour)
+	for k, tn := range map[string]tenant.Tenant{"a": e.a, "b": e.b} {
+		in := sales.ShapeInput{Tenant: tn.ID, SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassReserved, Start: &start, DurationS: 86400}
+		q, err := sv.CreateQuote(ctx, op, sales.QuoteInput{ShapeInput: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := sv.Reserve(ctx, op, sales.ReserveInput{ShapeInput: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.quotes[k], e.rsv[k] = q, r
+	}
 	return e
 }
 
@@ -161,6 +193,12 @@ func (e *env) state() string {
 		`SELECT id || name || role || COALESCE(tenant_id, '') || COALESCE(CAST(revoked_at AS TEXT), '-') FROM tokens ORDER BY id`,
 		`SELECT id || lifecycle || CAST(version AS TEXT) FROM nodes ORDER BY id`,
 		`SELECT id || CAST(updated_at AS TEXT) FROM sites ORDER BY id`,
+		`SELECT id FROM prices ORDER BY id`,
+		`SELECT tenant_id || sku || class || CAST(gpus AS TEXT) FROM quotas ORDER BY tenant_id, sku, class`,
+		`SELECT id || state FROM quotes ORDER BY id`,
+		`SELECT id || state || CAST(version AS TEXT) FROM reservations ORDER BY id`,
+		`SELECT id FROM contracts ORDER BY id`,
+		`SELECT id || state || CAST(version AS TEXT) FROM allocations ORDER BY id`,
 	} {
 		rows, err := e.db.RawDB().Query(q)
 		if err != nil {

@@ -35,6 +35,7 @@ func (p *Problem) ContentType(string) string { return "application/problem+json"
 const (
 	ProblemIdempotencyMismatch = "urn:neocloud:problem:idempotency-key-mismatch"
 	ProblemIdempotencyInFlight = "urn:neocloud:problem:idempotency-key-in-flight"
+	ProblemRateLimited         = "urn:neocloud:problem:rate-limited"
 )
 
 // problemType returns the type URI for a status.

@@ -7,12 +7,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -53,6 +56,24 @@ var rolesTable = map[string][]neocloud.Role{
 	"available-node":   {OA},
 	"retire-node":      {OA},
 	"list-skus":        {OA, OV, TA, TM},
+	// Selling.
+	"set-price":                {OA},
+	"list-prices":              {OA, OV, TA, TM},
+	"set-quota":                {OA},
+	"list-quotas":              {OA, OV, TA},
+	"create-quote":             {OA, TA, TM},
+	"list-quotes":              {OA, OV, TA, TM},
+	"get-quote":                {OA, OV, TA, TM},
+	"create-reservation":       {OA, TA},
+	"list-reservations":        {OA, OV, TA, TM},
+	"get-reservation":          {OA, OV, TA, TM},
+	"list-allocations":         {OA, OV, TA, TM},
+	"get-reservation-topology": {OA, OV, TA, TM},
+	"extend-reservation":       {OA, TA},
+	"cancel-reservation":       {OA, TA},
+	"list-contracts":           {OA, OV, TA, TM},
+	"get-contract":             {OA, OV, TA, TM},
+	"events":                   {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -151,10 +172,48 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "retire-node":
 		e.nextRetire++
 		path = strings.Replace(path, "{node}", e.hosts[1+e.nextRetire], 1)
+	case "set-price":
+		body = map[string]any{"sku": "h100-sxm5-80gb", "class": "reserved", "price_per_gpu_hour": "2.40", "effective_at": time.Now().UTC().Add(time.Duration(n) * time.Hour)}
+	case "set-quota":
+		body = map[string]any{"tenant": ten.Name, "sku": "h100-sxm5-80gb", "class": "spot", "gpus": 64}
+	case "list-prices", "list-quotes", "list-reservations", "list-contracts", "events":
+	case "list-quotas":
+		path += "?tenant=" + ten.Name
+	case "create-quote", "create-reservation":
+		b := map[string]any{"sku": "h100-sxm5-80gb", "gpus": 8, "class": "on_demand"}
+		if c.role.Operator() {
+			b["tenant"] = ten.Name
+		}
+		body = b
+	case "get-quote":
+		path = strings.Replace(path, "{quote}", e.quotes[tenantKey(target)].ID, 1)
+	case "get-reservation", "list-allocations":
+		path = strings.Replace(path, "{reservation}", e.rsv[tenantKey(target)].ID, 1)
+	case "get-reservation-topology":
+		path = strings.Replace(path, "{reservation}", e.rsv[tenantKey(target)].ID, 1) + "?format=slurm"
+	case "extend-reservation":
+		path = strings.Replace(path, "{reservation}", e.rsv[tenantKey(target)].ID, 1)
+		body = map[string]any{"end": e.rsv[tenantKey(target)].Shape.End.Add(time.Duration(n) * time.Minute)}
+	case "cancel-reservation":
+		start := time.Now().UTC().Add(30 * 24 * time.Hour)
+		r, err := e.sales.Reserve(ctx, opP, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: ten.ID, SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassReserved, Start: &start, DurationS: 3600}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = strings.Replace(path, "{reservation}", r.ID, 1)
+	case "get-contract":
+		path = strings.Replace(path, "{contract}", e.rsv[tenantKey(target)].ContractID, 1)
 	default:
 		t.Fatalf("operation %s has no request in the matrix: add one", op.id)
 	}
 	return op.method, path, body, secret
+}
+
+func tenantKey(target string) string {
+	if target == "foreign" {
+		return "b"
+	}
+	return "a"
 }
 
 // TestRoleMatrix calls every route of the OpenAPI document as every role,

@@ -26,6 +26,7 @@ import (
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
 )
 
@@ -42,6 +43,7 @@ type TxRunner interface {
 type Config struct {
 	Tenants     *tenant.Service
 	Fleet       *fleet.Service
+	Sales       *sales.Service
 	Audit       audit.Store
 	Idempotency idempotency.Store
 	Tx          TxRunner
@@ -52,6 +54,10 @@ type Config struct {
 	// IdempotencyLease bounds how long a request holding an Idempotency-Key
 	// blocks retries with that key (idempotency.DefaultLease if zero).
 	IdempotencyLease time.Duration
+	// RateLimit is the sustained requests per second each token may make
+	// (0: no limit); RateBurst the burst above it (default 2 × RateLimit).
+	RateLimit float64
+	RateBurst int
 }
 
 // Server serves the API. Build it with New; it is safe for concurrent use.
@@ -61,6 +67,8 @@ type Server struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	metrics *metrics
+	events  hub
+	limits  *limiter
 }
 
 // New builds the server and registers every route.
@@ -102,10 +110,15 @@ func New(cfg Config) *Server {
 	s.registerTenants()
 	s.registerAudit()
 	s.registerFleet()
+	s.registerSales()
+	if cfg.Sales != nil && cfg.Sales.Notify == nil {
+		cfg.Sales.Notify = s.events.Wake
+	}
+	s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst)
 
 	// Outermost first: request id and metrics, recovery, authentication,
 	// then the transaction around mutating requests.
-	s.handler = s.observe(s.recoverer(s.authenticate(s.transact(s.mux))))
+	s.handler = s.observe(s.recoverer(s.authenticate(s.rateLimit(s.transact(s.mux)))))
 	return s
 }
 
@@ -260,6 +273,10 @@ func (s *Server) transact(next http.Handler) http.Handler {
 		ri := info(ctx)
 		if !isAPI(r.URL.Path) {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if !mutating(r.Method) && r.URL.Path == "/v1/events" && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			next.ServeHTTP(w, r) // a stream is never buffered
 			return
 		}
 		if !mutating(r.Method) {

@@ -88,19 +88,8 @@ func newWorld(t *testing.T, db *sqlstore.DB) *world {
 			w.beta = p
 		}
 	}
-	w.sales = sales.NewService(db, db, w.fleet)
+	w.sales = sales.NewService(db, db, w.fleet, w.tenants)
 	w.sales.Now = w.clock.Now
-	w.sales.ResolveTenant = func(ctx context.Context, p neocloud.Principal, ref string) (string, error) {
-		tn, err := w.tenants.Resolve(ctx, p, ref)
-		return tn.ID, err
-	}
-	w.sales.FailNode = func(ctx context.Context, nodeID, reason string) error {
-		_, err := w.fleet.Act(ctx, nodeID, fleet.ActionCordon)
-		return err
-	}
-	w.fleet.InUse = func(ctx context.Context, ids []string) (map[string]string, error) {
-		return db.LiveAllocationNodes(ctx, ids)
-	}
 	for _, p := range []sales.PriceInput{
 		{SKU: "h100-sxm5-80gb", Class: placement.ClassReserved, List: "2.50", TermDiscounts: []pricing.Tier{{Min: 30 * 86400, Percent: 10}}},
 		{SKU: "h100-sxm5-80gb", Class: placement.ClassOnDemand, List: "3.20"},

@@ -13,6 +13,7 @@ import (
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/pricing"
+	"github.com/neocloud/neocloud/tenant"
 )
 
 // Store is what selling needs from storage. Updates are compare-and-set on
@@ -153,10 +154,21 @@ type calendar struct {
 }
 
 // NewService returns a service with simulated seams that finish at once.
-func NewService(store Store, tx Tx, fl *fleet.Service) *Service {
+// It resolves tenants with tenants, takes nodes that fail provisioning out
+// of service by cordoning them, and tells the fleet which nodes are in use.
+func NewService(store Store, tx Tx, fl *fleet.Service, tenants *tenant.Service) *Service {
 	s := &Service{Store: store, Tx: tx, Fleet: fl, Now: time.Now, cals: map[string]*calendar{},
 		Provisioner: &SimStage{}, Network: &SimStage{}, Sanitizer: &SimStage{}}
 	s.Policy.defaults()
+	s.ResolveTenant = func(ctx context.Context, p neocloud.Principal, ref string) (string, error) {
+		t, err := tenants.Resolve(ctx, p, ref)
+		return t.ID, err
+	}
+	s.FailNode = func(ctx context.Context, nodeID, reason string) error {
+		_, err := fl.Act(ctx, nodeID, fleet.ActionCordon)
+		return err
+	}
+	fl.InUse = store.LiveAllocationNodes
 	return s
 }
 
