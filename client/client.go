@@ -5,6 +5,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,6 +144,16 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 				return b, nil
 			default:
 				perr := problemError(resp.StatusCode, b)
+				if resp.StatusCode == http.StatusTooManyRequests {
+					// Rate limited: wait as told (at most 10 s), then retry.
+					wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+					if attempt < c.retries() && ctx.Err() == nil {
+						time.Sleep(min(10*time.Second, time.Duration(max(1, wait))*time.Second))
+						lastErr = perr
+						continue
+					}
+					return nil, perr
+				}
 				if resp.StatusCode != http.StatusServiceUnavailable && !(resp.StatusCode == 409 && strings.Contains(string(b), "in-flight")) {
 					return nil, perr
 				}
@@ -194,4 +206,63 @@ func StatusOf(err error) int {
 		}
 	}
 	return 500
+}
+
+// Stream follows a Server-Sent Events answer of path (GET), calling fn for
+// each event with its id, type and data, until ctx ends, fn errs or the
+// server closes the stream. lastID resumes after that event.
+func (c *Client) Stream(ctx context.Context, path string, query url.Values, lastID string, fn func(id, event string, data []byte) error) error {
+	u := c.BaseURL + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	hc := *c.HTTP
+	hc.Timeout = 0 // a stream lasts
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return problemError(resp.StatusCode, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var id, event string
+	var data []byte
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if data != nil {
+				if err := fn(id, event, data); err != nil {
+					return err
+				}
+			}
+			id, event, data = "", "", nil
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id: "):
+			id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, line[6:]...)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
 }

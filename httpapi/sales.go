@@ -271,12 +271,13 @@ func (s *Server) registerSales() {
 		Description: "Reservation and allocation state changes, quote expiries, node replacements; a tenant sees only its own. With Accept: text/event-stream the answer is a Server-Sent Events stream that follows new events (id: is the event's seq; resume with Last-Event-ID or after). Otherwise a JSON list {items, next_cursor} of at most limit events after the cursor (a seq).",
 		Tags:        []string{"events"}},
 		func(ctx context.Context, in *struct {
-			After       string `query:"after" doc:"Resume after this seq (or cursor)."`
+			After       string `query:"after" doc:"Resume after this event seq."`
+			Cursor      string `query:"cursor" doc:"next_cursor of the previous page (an event seq)."`
 			Limit       int    `query:"limit" minimum:"0" maximum:"1000"`
 			Accept      string `header:"Accept"`
 			LastEventID string `header:"Last-Event-ID"`
 		}) (*huma.StreamResponse, error) {
-			after, err := eventCursor(in.After, in.LastEventID)
+			after, err := eventCursor(cmpOr(in.After, in.Cursor), in.LastEventID)
 			if err != nil {
 				return nil, err
 			}
@@ -308,6 +309,13 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func eventCursor(after, lastID string) (int64, error) {

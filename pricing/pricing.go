@@ -48,10 +48,10 @@ type Price struct {
 // Validate checks a price entry's fields.
 func (p *Price) Validate() error {
 	if p.ListMicros < 0 {
-		return neocloud.Invalid("price_per_gpu_hour", "must not be negative")
+		return neocloud.Invalid("body.price_per_gpu_hour", "must not be negative")
 	}
 	if p.SpotFloor < 0 || p.SpotCeiling < p.SpotFloor {
-		return neocloud.Invalid("spot_ceiling", "the spot ceiling must be at least the floor, and both non-negative")
+		return neocloud.Invalid("body.spot_ceiling", "the spot ceiling must be at least the floor, and both non-negative")
 	}
 	for i, t := range p.TermDiscounts {
 		if t.Min < 0 || t.Percent < 0 || t.Percent > 100 {
@@ -64,7 +64,7 @@ func (p *Price) Validate() error {
 		}
 	}
 	if len(p.Currency) != 3 {
-		return neocloud.Invalid("currency", "must be an ISO 4217 code such as USD")
+		return neocloud.Invalid("body.currency", "must be an ISO 4217 code such as USD")
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func Total(rate Micros, gpus int, d time.Duration) (Micros, error) {
 		q.Add(q, big.NewInt(1))
 	}
 	if !q.IsInt64() {
-		return 0, neocloud.Invalid("gpus", "the total exceeds what one quote can carry")
+		return 0, neocloud.Invalid("body.gpus", "the total exceeds what one quote can carry")
 	}
 	return q.Int64(), nil
 }

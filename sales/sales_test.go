@@ -394,13 +394,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 		kind  neocloud.Kind
 		field string
 	}{
-		{"past start", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(-time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "start"},
-		{"not a node multiple", sales.ReserveInput{ShapeInput: reserved(12, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "gpus"},
-		{"not a partition", sales.ReserveInput{ShapeInput: reserved(3, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "gpus"},
-		{"unknown sku", sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "a100", GPUs: 8, Class: placement.ClassOnDemand}}, w.acme, neocloud.KindInvalid, "sku"},
-		{"bare-metal partition", sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 4, Class: placement.ClassOnDemand, Delivery: sales.DeliveryBareMetal}}, w.acme, neocloud.KindInvalid, "delivery"},
-		{"unknown level", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(time.Hour), time.Hour, "row")}, w.acme, neocloud.KindInvalid, "within"},
-		{"reserved without duration", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(time.Hour), 0, "")}, w.acme, neocloud.KindInvalid, "duration_s"},
+		{"past start", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(-time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "body.start"},
+		{"not a node multiple", sales.ReserveInput{ShapeInput: reserved(12, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "body.gpus"},
+		{"not a partition", sales.ReserveInput{ShapeInput: reserved(3, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindInvalid, "body.gpus"},
+		{"unknown sku", sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "a100", GPUs: 8, Class: placement.ClassOnDemand}}, w.acme, neocloud.KindInvalid, "body.sku"},
+		{"bare-metal partition", sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 4, Class: placement.ClassOnDemand, Delivery: sales.DeliveryBareMetal}}, w.acme, neocloud.KindInvalid, "body.delivery"},
+		{"unknown level", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(time.Hour), time.Hour, "row")}, w.acme, neocloud.KindInvalid, "body.within"},
+		{"reserved without duration", sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(time.Hour), 0, "")}, w.acme, neocloud.KindInvalid, "body.duration_s"},
 		{"another tenant's quote", sales.ReserveInput{Quote: q.ID}, w.beta, neocloud.KindNotFound, ""},
 		{"missing quote", sales.ReserveInput{Quote: "quo_01JZZZZZZZZZZZZZZZZZZZZZZZ"}, w.acme, neocloud.KindNotFound, ""},
 		{"too large", sales.ReserveInput{ShapeInput: reserved(512, epoch.Add(time.Hour), time.Hour, "")}, w.acme, neocloud.KindNoCapacity, ""},

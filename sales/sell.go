@@ -16,9 +16,9 @@ import (
 type ShapeInput struct {
 	Tenant    string     `json:"tenant,omitempty" doc:"Tenant name or id; operators must name one, tenants may only name their own."`
 	Site      string     `json:"site,omitempty" doc:"Site name or id; default the only site selling the SKU."`
-	SKU       string     `json:"sku" minLength:"1"`
-	GPUs      int        `json:"gpus" minimum:"1" doc:"Whole nodes' worth of GPUs, or one partition size of the SKU."`
-	Class     Class      `json:"class" enum:"reserved,on_demand,spot"`
+	SKU       string     `json:"sku,omitempty" doc:"Required unless a quote is given."`
+	GPUs      int        `json:"gpus,omitempty" doc:"Whole nodes' worth of GPUs, or one partition size of the SKU."`
+	Class     Class      `json:"class,omitempty" doc:"reserved, on_demand or spot."`
 	Start     *time.Time `json:"start,omitempty" doc:"RFC 3339; default now. Reserved capacity needs a start not in the past."`
 	DurationS int64      `json:"duration_s,omitempty" minimum:"0" doc:"Seconds; required for reserved, absent for on-demand and spot (they run until cancelled)."`
 	Within    string     `json:"within,omitempty" doc:"Topology level all nodes must share (e.g. pod, su, rack)."`
@@ -50,21 +50,21 @@ func (s *Service) shape(ctx context.Context, in ShapeInput, now time.Time) (Shap
 	switch in.Class {
 	case placement.ClassReserved, placement.ClassOnDemand, placement.ClassSpot:
 	default:
-		return sh, neocloud.Invalid("class", "must be reserved, on_demand or spot, not %q", in.Class)
+		return sh, neocloud.Invalid("body.class", "must be reserved, on_demand or spot, not %q", in.Class)
 	}
 	if sh.Delivery != DeliveryManaged && sh.Delivery != DeliveryBareMetal {
-		return sh, neocloud.Invalid("delivery", "must be managed or bare_metal, not %q", in.Delivery)
+		return sh, neocloud.Invalid("body.delivery", "must be managed or bare_metal, not %q", in.Delivery)
 	}
 	g := sku.GPUsPerNode
 	partition := in.GPUs > 0 && in.GPUs < g && slices.Contains(sku.Partitions, in.GPUs)
 	if in.GPUs <= 0 || (in.GPUs%g != 0 && !partition) {
-		return sh, neocloud.Invalid("gpus", "%s sells whole nodes (multiples of %d GPUs) or partitions of %v GPUs, not %d", sku.Name, g, sku.Partitions, in.GPUs)
+		return sh, neocloud.Invalid("body.gpus", "%s sells whole nodes (multiples of %d GPUs) or partitions of %v GPUs, not %d", sku.Name, g, sku.Partitions, in.GPUs)
 	}
 	if partition && sh.Delivery == DeliveryBareMetal {
-		return sh, neocloud.Invalid("delivery", "a %d-GPU partition is sold only as a managed VM, never bare metal", in.GPUs)
+		return sh, neocloud.Invalid("body.delivery", "a %d-GPU partition is sold only as a managed VM, never bare metal", in.GPUs)
 	}
 	if partition && in.Within != "" {
-		return sh, neocloud.Invalid("within", "a partition lies in one node; within does not apply")
+		return sh, neocloud.Invalid("body.within", "a partition lies in one node; within does not apply")
 	}
 	site, err := s.siteFor(in.Site, in.SKU)
 	if err != nil {
@@ -72,13 +72,13 @@ func (s *Service) shape(ctx context.Context, in ShapeInput, now time.Time) (Shap
 	}
 	sh.Site = site.ID
 	if in.Within != "" && !slices.Contains(site.Levels, in.Within) {
-		return sh, neocloud.Invalid("within", "site %s has no level %q (levels: %v)", site.Name, in.Within, site.Levels)
+		return sh, neocloud.Invalid("body.within", "site %s has no level %q (levels: %v)", site.Name, in.Within, site.Levels)
 	}
 	if in.Start != nil {
 		st := in.Start.UTC().Truncate(time.Second)
 		// A minute of clock skew is forgiven; older is the past.
 		if st.Before(now.Add(-time.Minute)) {
-			return sh, neocloud.Invalid("start", "%s is in the past", fmtTime(st))
+			return sh, neocloud.Invalid("body.start", "%s is in the past", fmtTime(st))
 		}
 		if st.After(now) {
 			sh.Start = st
@@ -86,15 +86,15 @@ func (s *Service) shape(ctx context.Context, in ShapeInput, now time.Time) (Shap
 	}
 	switch {
 	case in.Class == placement.ClassReserved && in.DurationS <= 0:
-		return sh, neocloud.Invalid("duration_s", "reserved capacity needs a duration")
+		return sh, neocloud.Invalid("body.duration_s", "reserved capacity needs a duration")
 	case in.Class != placement.ClassReserved && in.DurationS > 0:
-		return sh, neocloud.Invalid("duration_s", "%s capacity runs until cancelled; leave the duration out", in.Class)
+		return sh, neocloud.Invalid("body.duration_s", "%s capacity runs until cancelled; leave the duration out", in.Class)
 	case in.Class != placement.ClassReserved && sh.Start.After(now):
-		return sh, neocloud.Invalid("start", "%s capacity starts now; reserve capacity for a later start", in.Class)
+		return sh, neocloud.Invalid("body.start", "%s capacity starts now; reserve capacity for a later start", in.Class)
 	}
 	if in.DurationS > 0 {
 		if in.DurationS > 10*365*86400 {
-			return sh, neocloud.Invalid("duration_s", "at most ten years")
+			return sh, neocloud.Invalid("body.duration_s", "at most ten years")
 		}
 		end := sh.Start.Add(time.Duration(in.DurationS) * time.Second)
 		sh.End = &end
@@ -128,18 +128,18 @@ func (s *Service) tenantOf(ctx context.Context, p neocloud.Principal, ref string
 		if ref != "" && ref != p.TenantID {
 			id, err := s.ResolveTenant(ctx, p, ref)
 			if err != nil || id != p.TenantID {
-				return "", neocloud.Invalid("tenant", "a tenant may only act for itself")
+				return "", neocloud.Invalid("body.tenant", "a tenant may only act for itself")
 			}
 		}
 		return p.TenantID, nil
 	}
 	if ref == "" {
-		return "", neocloud.Invalid("tenant", "an operator must name the tenant")
+		return "", neocloud.Invalid("body.tenant", "an operator must name the tenant")
 	}
 	id, err := s.ResolveTenant(ctx, p, ref)
 	if err != nil {
 		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
-			return "", neocloud.Invalid("tenant", "unknown tenant %q", ref)
+			return "", neocloud.Invalid("body.tenant", "unknown tenant %q", ref)
 		}
 		return "", err
 	}
@@ -266,7 +266,7 @@ func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in Quot
 			res, err = cal.Plan(sh.request(), tenant, sh.Start, sh.end())
 		}
 		if err != nil {
-			return neocloud.Invalid("gpus", "%v", err)
+			return neocloud.Invalid("body.gpus", "%v", err)
 		}
 		if res.Plan == nil {
 			if err := unavailable(cal, sh, tenant, res.Refusal, &q.Offer); err != nil {
@@ -373,7 +373,7 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			}
 			res, err := admit(r.ID, sh.request(), tenant, sh.Start, sh.end())
 			if err != nil {
-				return neocloud.Invalid("gpus", "%v", err)
+				return neocloud.Invalid("body.gpus", "%v", err)
 			}
 			if res.Plan == nil {
 				var o Offer
@@ -513,13 +513,13 @@ func (s *Service) Extend(ctx context.Context, p neocloud.Principal, id string, e
 		end = end.UTC().Truncate(time.Second)
 		switch {
 		case r.Shape.Open():
-			return neocloud.Invalid("end", "%s capacity runs until cancelled; it has no end to extend", r.Shape.Class)
+			return neocloud.Invalid("body.end", "%s capacity runs until cancelled; it has no end to extend", r.Shape.Class)
 		case r.State != ReservationScheduled && r.State != ReservationActive:
 			return neocloud.Conflict(string(r.State), "a %s reservation cannot be extended", r.State)
 		case !end.After(*r.Shape.End):
-			return neocloud.Invalid("end", "%s is not after the current end %s", fmtTime(end), fmtTime(*r.Shape.End))
+			return neocloud.Invalid("body.end", "%s is not after the current end %s", fmtTime(end), fmtTime(*r.Shape.End))
 		case end.Sub(r.Shape.Start) > 10*365*24*time.Hour:
-			return neocloud.Invalid("end", "a reservation lasts at most ten years")
+			return neocloud.Invalid("body.end", "a reservation lasts at most ten years")
 		}
 		s.lock(ctx)
 		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
@@ -635,7 +635,7 @@ func (s *Service) SetPrice(ctx context.Context, p neocloud.Principal, in PriceIn
 	}
 	if in.EffectiveAt != nil {
 		if in.EffectiveAt.Before(now.Add(-time.Minute)) {
-			return pr, neocloud.Invalid("effective_at", "a price change cannot be retroactive")
+			return pr, neocloud.Invalid("body.effective_at", "a price change cannot be retroactive")
 		}
 		pr.EffectiveAt = in.EffectiveAt.UTC().Truncate(time.Second)
 	}
@@ -647,7 +647,7 @@ func (s *Service) SetPrice(ctx context.Context, p neocloud.Principal, in PriceIn
 	}
 	if in.Class == placement.ClassSpot {
 		if in.SpotFloor == "" || in.SpotCeiling == "" {
-			return pr, neocloud.Invalid("spot_floor", "a spot price needs a floor and a ceiling")
+			return pr, neocloud.Invalid("body.spot_floor", "a spot price needs a floor and a ceiling")
 		}
 		if pr.SpotFloor, err = pricing.ParseMicros("spot_floor", in.SpotFloor); err != nil {
 			return pr, err
@@ -677,10 +677,10 @@ func (s *Service) SetQuota(ctx context.Context, p neocloud.Principal, tenantRef,
 	switch class {
 	case placement.ClassReserved, placement.ClassOnDemand, placement.ClassSpot:
 	default:
-		return q, neocloud.Invalid("class", "must be reserved, on_demand or spot")
+		return q, neocloud.Invalid("body.class", "must be reserved, on_demand or spot")
 	}
 	if gpus < 0 {
-		return q, neocloud.Invalid("gpus", "must not be negative")
+		return q, neocloud.Invalid("body.gpus", "must not be negative")
 	}
 	return q, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.PutQuota(ctx, q) })
 }

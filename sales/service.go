@@ -268,7 +268,7 @@ func (s *Service) sku(ctx context.Context, name string) (fleet.SKU, error) {
 			return k, nil
 		}
 	}
-	return fleet.SKU{}, neocloud.Invalid("sku", "unknown SKU %q", name)
+	return fleet.SKU{}, neocloud.Invalid("body.sku", "unknown SKU %q", name)
 }
 
 // calendarEntry is the calendar's view of a reservation or hold.
@@ -334,7 +334,7 @@ func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
 	if ref != "" {
 		st, ok := s.Fleet.Snapshot.Site(ref)
 		if !ok {
-			return fleet.Site{}, neocloud.Invalid("site", "unknown site %q", ref)
+			return fleet.Site{}, neocloud.Invalid("body.site", "unknown site %q", ref)
 		}
 		return st, nil
 	}
@@ -348,11 +348,11 @@ func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
 	})
 	switch len(ids) {
 	case 0:
-		return fleet.Site{}, neocloud.Invalid("sku", "no site has nodes of SKU %q", sku)
+		return fleet.Site{}, neocloud.Invalid("body.sku", "no site has nodes of SKU %q", sku)
 	case 1:
 		st, _ := s.Fleet.Snapshot.Site(ids[0])
 		return st, nil
 	}
 	sort.Strings(ids)
-	return fleet.Site{}, neocloud.Invalid("site", "SKU %s is sold at %d sites; name one", sku, len(ids))
+	return fleet.Site{}, neocloud.Invalid("body.site", "SKU %s is sold at %d sites; name one", sku, len(ids))
 }
