@@ -181,6 +181,9 @@ func problemError(status int, b []byte) error {
 		return &neocloud.Error{Kind: kindOf(status), Message: fmt.Sprintf("HTTP %d: %s", status, strings.TrimSpace(string(b)))}
 	}
 	e := &neocloud.Error{Kind: kindOf(status), Message: p.Detail, State: p.CurrentState}
+	if p.Type == "urn:neocloud:problem:no-capacity" {
+		e.Kind = neocloud.KindNoCapacity
+	}
 	if e.Message == "" {
 		e.Message = p.Title
 	}

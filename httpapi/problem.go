@@ -36,6 +36,7 @@ const (
 	ProblemIdempotencyMismatch = "urn:neocloud:problem:idempotency-key-mismatch"
 	ProblemIdempotencyInFlight = "urn:neocloud:problem:idempotency-key-in-flight"
 	ProblemRateLimited         = "urn:neocloud:problem:rate-limited"
+	ProblemNoCapacity          = "urn:neocloud:problem:no-capacity"
 )
 
 // problemType returns the type URI for a status.
@@ -160,6 +161,9 @@ func problemFor(err error) *Problem {
 		if !strings.Contains(p.Detail, ne.State) {
 			p.Detail += " (current state: " + ne.State + ")"
 		}
+	}
+	if ne.Kind == neocloud.KindNoCapacity {
+		p.Type = ProblemNoCapacity
 	}
 	if ne.Kind == neocloud.KindUnavailable {
 		p.Detail = "service unavailable, retry"
