@@ -534,7 +534,13 @@ func eventDelta(k int64) int {
 // Rechoose replaces a node of a future reservation (failed, or going into
 // maintenance) with another free over the reservation's window, within the
 // same constraint. It changes the reservation only on success.
-func (c *Calendar) Rechoose(id, node string) (Result, error) {
+func (c *Calendar) Rechoose(id, node string) (Result, error) { return c.rechoose(id, node, false) }
+
+// RechooseFree is Rechoose onto a node free of all work, spot and internal
+// work included: for a node about to be bound.
+func (c *Calendar) RechooseFree(id, node string) (Result, error) { return c.rechoose(id, node, true) }
+
+func (c *Calendar) rechoose(id, node string, all bool) (Result, error) {
 	cm, ok := c.rsvs[id]
 	if !ok {
 		return Result{}, fmt.Errorf("no reservation %q", id)
@@ -552,7 +558,7 @@ func (c *Calendar) Rechoose(id, node string) (Result, error) {
 	if j < 0 {
 		return Result{}, fmt.Errorf("reservation %s does not use node %s", id, node)
 	}
-	out := c.prepare(unix(cm.Start), unix(cm.End), cm.Tenant, cm)
+	out := c.prepare(unix(cm.Start), unix(cm.End), cm.Tenant, cm, all)
 	// The reservation's other nodes stay its own; the failed one is out.
 	for _, i := range cm.idx {
 		if c.scratch.mask[i] != 0 {

@@ -9,20 +9,92 @@ import (
 	"github.com/neocloud/neocloud"
 )
 
-// bind makes one allocation per node of a scheduled reservation. The
-// database refuses a GPU already in a live allocation.
-func (s *Service) bind(ctx context.Context, r *Reservation, now time.Time) error {
-	for _, n := range r.Nodes {
+// bind makes one allocation per node of a scheduled reservation. A node
+// whose GPUs are still in another live allocation (work that has not left
+// it yet: sanitizing, or spot work awaiting preemption) is re-chosen within
+// the constraint onto a node free of all work; failing that, it is bound
+// later and the reservation says it waits. The database refuses a GPU in
+// two live allocations whatever happens here. The calendar lock is held.
+func (s *Service) bind(ctx context.Context, cal *calendar, r *Reservation, now time.Time) error {
+	have, err := s.Store.Allocations(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	bound := map[string]bool{}
+	for _, a := range have {
+		if a.State != AllocationEnded {
+			bound[a.NodeID] = true
+		}
+	}
+	first := len(bound) == 0
+	waiting := 0
+	for j := 0; j < len(r.Nodes); j++ {
+		n := r.Nodes[j]
+		if bound[n.NodeID] {
+			continue
+		}
+		free, err := s.freeNow(ctx, n)
+		if err != nil {
+			return err
+		}
+		for try := 0; !free && try < 3; try++ {
+			res, err := cal.RechooseFree(r.ID, n.NodeID)
+			if err != nil {
+				return err
+			}
+			if res.Plan == nil {
+				break
+			}
+			cm, _ := cal.Reservation(r.ID)
+			r.Nodes = s.nodesOf(cm)
+			n = r.Nodes[j]
+			if free, err = s.freeNow(ctx, n); err != nil {
+				return err
+			}
+		}
+		if !free {
+			waiting++
+			continue
+		}
 		if _, err := s.newAllocation(ctx, r, n, now); err != nil {
 			return err
 		}
 	}
-	r.Bound = true
-	r.DueAt = r.Shape.due()
+	r.Bound = waiting == 0
+	r.DueAt, r.Reason = r.Shape.due(), ""
+	if waiting > 0 {
+		r.DueAt = now.Add(s.Policy.Retry)
+		r.Reason = fmt.Sprintf("%d of %d nodes wait for work to leave them", waiting, len(r.Nodes))
+	}
 	if err := s.saveReservation(ctx, r, now); err != nil {
 		return err
 	}
-	return s.emit(ctx, r.TenantID, "reservation.bound", r.ID, map[string]any{"nodes": len(r.Nodes)})
+	if !first && waiting > 0 {
+		return nil
+	}
+	return s.emit(ctx, r.TenantID, "reservation.bound", r.ID, map[string]any{"nodes": len(r.Nodes) - waiting, "waiting": waiting})
+}
+
+// freeNow reports whether the GPUs a reservation wants on a node are in no
+// live allocation.
+func (s *Service) freeNow(ctx context.Context, n NodeGPUs) (bool, error) {
+	live, err := s.Store.LiveGPUs(ctx, []string{n.NodeID})
+	if err != nil {
+		return false, err
+	}
+	busy := live[n.NodeID]
+	if len(busy) == 0 {
+		return true, nil
+	}
+	if len(n.GPUs) == 0 {
+		return false, nil
+	}
+	for _, g := range n.GPUs {
+		if slices.Contains(busy, g) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (s *Service) newAllocation(ctx context.Context, r *Reservation, n NodeGPUs, now time.Time) (Allocation, error) {
@@ -51,8 +123,10 @@ func (s *Service) end(ctx context.Context, cal *calendar, r *Reservation, now ti
 	if err := r.State.Move(ReservationEnding); err != nil {
 		return err
 	}
-	if r.Shape.end().After(now) {
-		if err := cal.SetEnd(r.ID, now); err != nil {
+	// The nodes stay the reservation's on the calendar while they are
+	// released and sanitized (about a turnaround); settle sets the true end.
+	if release := now.Add(cal.Turnaround); r.Shape.end().After(release) {
+		if err := cal.SetEnd(r.ID, release); err != nil {
 			return err
 		}
 	}
@@ -198,16 +272,16 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 	if r.State.Terminal() || r.DueAt.After(now) {
 		return nil
 	}
+	s.lock(ctx)
+	cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
+	if err != nil {
+		return err
+	}
 	switch {
-	case r.State == ReservationScheduled && !r.Bound:
-		return s.bind(ctx, &r, now)
 	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Shape.end().After(now):
-		s.lock(ctx)
-		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
-		if err != nil {
-			return err
-		}
 		return s.end(ctx, cal, &r, now)
+	case r.State == ReservationScheduled && !r.Bound:
+		return s.bind(ctx, cal, &r, now)
 	}
 	r.DueAt = r.Shape.due()
 	return s.saveReservation(ctx, &r, now)
@@ -383,6 +457,16 @@ func (s *Service) settle(ctx context.Context, r *Reservation, now time.Time) err
 		}
 		return s.emit(ctx, r.TenantID, "reservation.active", r.ID, map[string]any{"nodes": ready})
 	case r.State == ReservationEnding && live == 0:
+		s.lock(ctx)
+		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
+		if err != nil {
+			return err
+		}
+		if cm, ok := cal.Reservation(r.ID); ok && cm.End.After(now) {
+			if err := cal.SetEnd(r.ID, now); err != nil {
+				return err
+			}
+		}
 		r.State = ReservationEnded
 		if err := s.saveReservation(ctx, r, now); err != nil {
 			return err

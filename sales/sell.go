@@ -418,7 +418,7 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			return err
 		}
 		if !r.DueAt.After(now) {
-			return s.bind(ctx, &r, now)
+			return s.bind(ctx, cal, &r, now)
 		}
 		return nil
 	})

@@ -64,6 +64,8 @@ type Store interface {
 	UpdateAllocation(ctx context.Context, a Allocation) error
 	Allocations(ctx context.Context, reservationID string) ([]Allocation, error)
 	DueAllocations(ctx context.Context, now time.Time, limit int) ([]Allocation, error)
+	// LiveGPUs returns the GPUs of the nodes that are in live allocations.
+	LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error)
 	// LiveAllocationNodes returns which of the nodes have live allocations,
 	// with the reservation of each.
 	LiveAllocationNodes(ctx context.Context, nodeIDs []string) (map[string]string, error)

@@ -454,3 +454,32 @@ func (db *DB) Events(ctx context.Context, tenantID string, after int64, limit in
 		return e, err
 	}, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
 }
+
+func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error) {
+	out := map[string][]int{}
+	for start := 0; start < len(nodeIDs); start += 500 {
+		chunk := nodeIDs[start:min(len(nodeIDs), start+500)]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := db.query(ctx, `SELECT node_id, idx FROM allocation_gpus WHERE live AND node_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`) ORDER BY node_id, idx`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var n string
+			var g int
+			if err := rows.Scan(&n, &g); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[n] = append(out[n], g)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, db.translate(err)
+		}
+	}
+	return out, nil
+}
