@@ -11,7 +11,7 @@ import (
 )
 
 func benchCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that need no server"}
+	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks (they start what they need themselves)"}
 	var o placementbench.Options
 	var cpuprofile string
 	p := &cobra.Command{Use: "placement", Short: "Measure the placer on a 196,608-GPU fleet filled to 70% (speed and quality)", Args: cobra.NoArgs,
@@ -38,6 +38,30 @@ func benchCmd(g *globals) *cobra.Command {
 	p.Flags().DurationVar(&o.StreamFor, "stream", 5*time.Second, "length of the sustained stream")
 	p.Flags().IntVar(&o.Calendar, "calendar", 10000, "reservations on the calendar (cases 7, 8, 10)")
 	p.Flags().IntVar(&o.Running, "running", 5000, "spot and internal reservations running (case 9)")
-	cmd.AddCommand(p)
+	var rb ReservationBench
+	rsv := &cobra.Command{Use: "reservations", Short: "Measure reservations over HTTP: per second, create and create → ready latencies (SQLite, or PostgreSQL with --database-url)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			rb.Progress = g.stderr
+			if cpuprofile != "" {
+				f, err := os.Create(cpuprofile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			return RunReservationBench(c.Context(), g.stdout, rb)
+		}}
+	rsv.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	rsv.Flags().StringVar(&rb.DatabaseURL, "database-url", "", "postgres://… to measure PostgreSQL (default: SQLite in a temporary directory)")
+	rsv.Flags().IntVar(&rb.GPUs, "gpus", 196608, "site size in GPUs")
+	rsv.Flags().IntVar(&rb.N, "n", 2000, "reservations to make")
+	rsv.Flags().IntVar(&rb.Clients, "clients", 16, "concurrent HTTP clients")
+	rsv.Flags().IntVar(&rb.GPUsEach, "gpus-each", 8, "GPUs per reservation")
+	rsv.Flags().DurationVar(&rb.Provision, "provision", 0, "simulated provisioning time per node")
+	cmd.AddCommand(p, rsv)
 	return cmd
 }

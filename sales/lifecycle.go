@@ -98,6 +98,7 @@ func (s *Service) freeNow(ctx context.Context, n NodeGPUs) (bool, error) {
 }
 
 func (s *Service) newAllocation(ctx context.Context, r *Reservation, n NodeGPUs, now time.Time) (Allocation, error) {
+	s.Tx.AfterCommit(ctx, s.Kick) // its provisioning is due now
 	gpus := n.GPUs
 	if len(gpus) == 0 {
 		node, ok := s.Fleet.Snapshot.Node(n.NodeID)
@@ -203,26 +204,51 @@ func (s *Service) Step(ctx context.Context) (int, error) {
 	if err != nil {
 		return done, err
 	}
-	for _, r := range rsvs {
-		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.stepReservation(ctx, r.ID, now) }); err != nil {
-			return done, fmt.Errorf("reservation %s: %w", r.ID, err)
-		}
-		done++
+	n, err := batches(ctx, s, rsvs, func(ctx context.Context, r Reservation) error { return s.stepReservation(ctx, r.ID, now) })
+	done += n
+	if err != nil {
+		return done, err
 	}
 	allocs, err := s.Store.DueAllocations(ctx, now, 2000)
 	if err != nil {
 		return done, err
 	}
-	for _, a := range allocs {
-		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.stepAllocation(ctx, a.ID, a.ReservationID, now) }); err != nil {
-			return done, fmt.Errorf("allocation %s: %w", a.ID, err)
+	n, err = batches(ctx, s, allocs, func(ctx context.Context, a Allocation) error { return s.stepAllocation(ctx, a.ID, a.ReservationID, now) })
+	return done + n, err
+}
+
+// batches runs fn over items, 64 to a transaction (a commit per item would
+// make the disk's flushes the limit); a batch that fails is run again an
+// item per transaction, so that one bad item holds up no other.
+func batches[T any](ctx context.Context, s *Service, items []T, fn func(context.Context, T) error) (int, error) {
+	const size = 64
+	done := 0
+	for lo := 0; lo < len(items); lo += size {
+		chunk := items[lo:min(len(items), lo+size)]
+		err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+			for _, it := range chunk {
+				if err := fn(ctx, it); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			done += len(chunk)
+			continue
 		}
-		done++
+		for _, it := range chunk {
+			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return fn(ctx, it) }); err != nil {
+				return done, err
+			}
+			done++
+		}
 	}
 	return done, nil
 }
 
-// Run calls Step every interval until ctx ends.
+// Run calls Step every interval, and at once after a commit that made
+// work due now (a reservation starting now), until ctx ends.
 func (s *Service) Run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -240,7 +266,22 @@ func (s *Service) Run(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kicked():
 		}
+	}
+}
+
+// kicked returns the channel Kick signals.
+func (s *Service) kicked() chan struct{} {
+	s.kickOnce.Do(func() { s.kick = make(chan struct{}, 1) })
+	return s.kick
+}
+
+// Kick wakes Run: work is due now.
+func (s *Service) Kick() {
+	select {
+	case s.kicked() <- struct{}{}:
+	default:
 	}
 }
 

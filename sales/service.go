@@ -93,6 +93,7 @@ type Tx interface {
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	AfterCommit(ctx context.Context, fn func())
 	OnEnd(ctx context.Context, fn func(committed bool))
+	TxID(ctx context.Context) any
 }
 
 // Policy holds the operator's selling policy.
@@ -144,8 +145,17 @@ type Service struct {
 	// see, or a KindNotFound error.
 	ResolveTenant func(ctx context.Context, p neocloud.Principal, ref string) (string, error)
 
-	mu   sync.Mutex
-	cals map[string]*calendar
+	mu      sync.Mutex
+	ownerMu sync.Mutex
+	owner   any // the transaction holding mu
+	cals    map[string]*calendar
+
+	kickOnce sync.Once
+	kick     chan struct{}
+
+	siteMu   sync.Mutex
+	sites    map[string][]string // SKU → ids of the sites selling it
+	sitesGen uint64
 }
 
 type calendar struct {
@@ -183,16 +193,30 @@ func (s *Service) log() *slog.Logger {
 	return s.Logger
 }
 
-// lock takes the calendar lock for the rest of ctx's transaction. On a
-// rollback the calendars are dropped (they may hold what did not commit)
-// and rebuilt from the store when next needed.
+// lock takes the calendar lock for the rest of ctx's transaction (again
+// within the same transaction, it is already held). On a rollback the
+// calendars are dropped (they may hold what did not commit) and rebuilt
+// from the store when next needed.
 func (s *Service) lock(ctx context.Context) {
 	s.Policy.defaults()
+	id := s.Tx.TxID(ctx)
+	s.ownerMu.Lock()
+	held := id != nil && s.owner == id
+	s.ownerMu.Unlock()
+	if held {
+		return
+	}
 	s.mu.Lock()
+	s.ownerMu.Lock()
+	s.owner = id
+	s.ownerMu.Unlock()
 	s.Tx.OnEnd(ctx, func(committed bool) {
 		if !committed {
 			s.cals = map[string]*calendar{}
 		}
+		s.ownerMu.Lock()
+		s.owner = nil
+		s.ownerMu.Unlock()
 		s.mu.Unlock()
 	})
 }
@@ -330,6 +354,28 @@ func topologyPromise(t *placement.Topology, p *placement.Plan, within string) st
 	return s
 }
 
+// sitesSelling returns the ids of the sites with nodes of a SKU, cached
+// per fleet generation (a walk of every node is too slow per request).
+func (s *Service) sitesSelling(sku string) []string {
+	gen := s.Fleet.Snapshot.Gen()
+	s.siteMu.Lock()
+	defer s.siteMu.Unlock()
+	if s.sites == nil || s.sitesGen != gen {
+		s.sites, s.sitesGen = map[string][]string{}, gen
+		seen := map[string]bool{}
+		s.Fleet.Snapshot.Each(fleet.NodeFilter{}, func(n *fleet.Node) {
+			if k := n.SKU + "|" + n.SiteID; !seen[k] && n.Lifecycle != fleet.LifecycleRetired {
+				seen[k] = true
+				s.sites[n.SKU] = append(s.sites[n.SKU], n.SiteID)
+			}
+		})
+		for _, ids := range s.sites {
+			sort.Strings(ids)
+		}
+	}
+	return s.sites[sku]
+}
+
 // siteFor resolves the site of a shape: the one named, else the only site
 // with nodes of the SKU.
 func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
@@ -340,14 +386,7 @@ func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
 		}
 		return st, nil
 	}
-	var ids []string
-	seen := map[string]bool{}
-	s.Fleet.Snapshot.Each(fleet.NodeFilter{SKU: sku}, func(n *fleet.Node) {
-		if !seen[n.SiteID] && n.Lifecycle != fleet.LifecycleRetired {
-			seen[n.SiteID] = true
-			ids = append(ids, n.SiteID)
-		}
-	})
+	ids := s.sitesSelling(sku)
 	switch len(ids) {
 	case 0:
 		return fleet.Site{}, neocloud.Invalid("body.sku", "no site has nodes of SKU %q", sku)
@@ -355,6 +394,5 @@ func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
 		st, _ := s.Fleet.Snapshot.Site(ids[0])
 		return st, nil
 	}
-	sort.Strings(ids)
 	return fleet.Site{}, neocloud.Invalid("body.site", "SKU %s is sold at %d sites; name one", sku, len(ids))
 }

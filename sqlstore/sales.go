@@ -266,8 +266,24 @@ func (db *DB) InsertReservation(ctx context.Context, r sales.Reservation) error 
 			}
 			return err
 		}
-		return db.putReservationNodes(ctx, r)
+		return db.insertReservationNodes(ctx, r)
 	})
+}
+
+// insertReservationNodes writes a new reservation's nodes, 300 rows to a
+// statement.
+func (db *DB) insertReservationNodes(ctx context.Context, r sales.Reservation) error {
+	for lo := 0; lo < len(r.Nodes); lo += 300 {
+		chunk := r.Nodes[lo:min(len(r.Nodes), lo+300)]
+		args := make([]any, 0, 3*len(chunk))
+		for _, n := range chunk {
+			args = append(args, r.ID, n.NodeID, mustJSON(nonNil(n.GPUs)))
+		}
+		if _, err := db.exec(ctx, `INSERT INTO reservation_nodes (reservation_id, node_id, gpus) VALUES (?, ?, ?)`+strings.Repeat(", (?, ?, ?)", len(chunk)-1), args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (db *DB) putReservationNodes(ctx context.Context, r sales.Reservation) error {
@@ -290,12 +306,7 @@ func (db *DB) putReservationNodes(ctx context.Context, r sales.Reservation) erro
 	if _, err := db.exec(ctx, `DELETE FROM reservation_nodes WHERE reservation_id = ?`, r.ID); err != nil {
 		return err
 	}
-	for _, n := range r.Nodes {
-		if _, err := db.exec(ctx, `INSERT INTO reservation_nodes (reservation_id, node_id, gpus) VALUES (?, ?, ?)`, r.ID, n.NodeID, mustJSON(nonNil(n.GPUs))); err != nil {
-			return err
-		}
-	}
-	return nil
+	return db.insertReservationNodes(ctx, r)
 }
 
 func (db *DB) UpdateReservation(ctx context.Context, r sales.Reservation) error {
@@ -351,15 +362,18 @@ func (db *DB) InsertAllocation(ctx context.Context, a sales.Allocation) error {
 			micros(a.DueAt), a.Version, micros(a.CreatedAt), micros(a.UpdatedAt)); err != nil {
 			return err
 		}
-		for _, g := range a.GPUs {
-			if _, err := db.exec(ctx, `INSERT INTO allocation_gpus (allocation_id, node_id, idx, live) VALUES (?, ?, ?, TRUE)`, a.ID, a.NodeID, g); err != nil {
-				if neocloud.ErrorKind(err) == neocloud.KindConflict {
-					return neocloud.Conflict("allocated", "GPU %d of node %s is already in a live allocation", g, a.Hostname)
-				}
-				return err
-			}
+		if len(a.GPUs) == 0 {
+			return nil
 		}
-		return nil
+		args := make([]any, 0, 3*len(a.GPUs))
+		for _, g := range a.GPUs {
+			args = append(args, a.ID, a.NodeID, g)
+		}
+		_, err := db.exec(ctx, `INSERT INTO allocation_gpus (allocation_id, node_id, idx, live) VALUES (?, ?, ?, TRUE)`+strings.Repeat(", (?, ?, ?, TRUE)", len(a.GPUs)-1), args...)
+		if neocloud.ErrorKind(err) == neocloud.KindConflict {
+			return neocloud.Conflict("allocated", "a GPU of node %s is already in a live allocation", a.Hostname)
+		}
+		return err
 	})
 }
 

@@ -196,6 +196,15 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) erro
 	return nil
 }
 
+// TxID identifies the transaction ctx carries (nil for none), so that a
+// lock taken for a transaction can be taken again within it.
+func (db *DB) TxID(ctx context.Context) any {
+	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+		return st
+	}
+	return nil
+}
+
 // OnEnd defers fn until the context's transaction ends, committed or not,
 // after the AfterCommit functions; without a transaction fn(true) runs at
 // once. In-memory state changed ahead of a commit is kept or undone this way.
