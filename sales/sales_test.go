@@ -430,3 +430,78 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func asError(err error, out **neocloud.Error) bool { return errors.As(err, out) }
+
+func TestHoldsQuotasAndExpiry(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		w.sales.Policy.MaxHolds = 2
+		start := epoch.Add(48 * time.Hour)
+		// Two holds of half the site each: the site is then fully held.
+		var held []sales.Quote
+		for i := 0; i < 2; i++ {
+			q, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(128, start, 24*time.Hour, "pod"), Hold: true})
+			if err != nil || !q.Offer.Available {
+				t.Fatalf("hold %d: %+v %v", i, q.Offer, err)
+			}
+			held = append(held, q)
+		}
+		if _, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(8, start, time.Hour, ""), Hold: true}); neocloud.ErrorKind(err) != neocloud.KindConflict {
+			t.Fatalf("a third hold past the cap: %v", err)
+		}
+		// Another tenant finds nothing free then, and is told when.
+		q, err := w.sales.CreateQuote(ctx, w.beta, sales.QuoteInput{ShapeInput: reserved(8, start, time.Hour, "")})
+		if err != nil || q.Offer.Available || q.Offer.EarliestStart == nil || q.Offer.EarliestStart.Before(start.Add(24*time.Hour)) {
+			t.Fatalf("beta during acme's holds: %+v %v", q.Offer, err)
+		}
+		// Holds expire with the quote; the capacity is free again.
+		w.advance(16 * time.Minute)
+		q, err = w.sales.CreateQuote(ctx, w.beta, sales.QuoteInput{ShapeInput: reserved(8, start, time.Hour, "")})
+		if err != nil || !q.Offer.Available {
+			t.Fatalf("beta after the holds expired: %+v %v", q.Offer, err)
+		}
+		if got := strings.Count(strings.Join(w.events(w.acme), " "), "quote.expired"); got < 2 {
+			t.Fatalf("acme was told of %d expiries, want 2", got)
+		}
+		for _, h := range held {
+			if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{Quote: h.ID}); neocloud.ErrorKind(err) != neocloud.KindConflict {
+				t.Fatalf("reserving an expired hold: %v", err)
+			}
+		}
+		// Quotas count what overlaps in time.
+		if _, err := w.sales.SetQuota(ctx, w.op, "beta", "h100-sxm5-80gb", placement.ClassReserved, 64); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(48, start, 24*time.Hour, "")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(24, start.Add(time.Hour), time.Hour, "")}); neocloud.ErrorKind(err) != neocloud.KindConflict {
+			t.Fatalf("past the quota: %v", err)
+		}
+		if _, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(24, start.Add(25*time.Hour), time.Hour, "")}); err != nil {
+			t.Fatalf("after the first ends, within quota: %v", err)
+		}
+		// Spot follows utilization: dearer on a busier site.
+		spot := sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassSpot}
+		idle, err := w.sales.CreateQuote(ctx, w.beta, sales.QuoteInput{ShapeInput: spot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 192, Class: placement.ClassOnDemand}}); err != nil {
+			t.Fatal(err)
+		}
+		busy, err := w.sales.CreateQuote(ctx, w.beta, sales.QuoteInput{ShapeInput: spot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// floor 0.80, ceiling 2.40: idle 0.80; 192 of 256 GPUs busy → 0.80 + 1.60 × 0.75² = 1.70.
+		if idle.Offer.RateMicros != 800_000 || busy.Offer.RateMicros != 1_700_000 {
+			t.Fatalf("spot rates idle %d busy %d", idle.Offer.RateMicros, busy.Offer.RateMicros)
+		}
+		// A node in use cannot be retired.
+		rs, _ := w.sales.Reservations(ctx, w.acme, sales.ReservationFilter{Class: placement.ClassOnDemand}, neocloud.Page{})
+		if _, err := w.fleet.Act(ctx, rs[0].Nodes[0].NodeID, "retire"); neocloud.ErrorKind(err) != neocloud.KindConflict {
+			t.Fatalf("retiring a node in use: %v", err)
+		}
+	})
+}

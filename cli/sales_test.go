@@ -1,0 +1,113 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud/cli"
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// TestCLISelling walks the selling verbs end to end: the operator sets
+// prices and a quota; a tenant quotes with a hold, reserves from the quote,
+// reads its nodes as Slurm topology, extends, sees its events, cancels.
+func TestCLISelling(t *testing.T) {
+	srv := startServer(t)
+	op := srv.Token
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 512)
+	o.Fanout = []int{2, 2, 2, 8}
+	if _, err := fleet.Generate(&spec, o); err != nil {
+		t.Fatal(err)
+	}
+	specPath := filepath.Join(t.TempDir(), "site.yaml")
+	os.WriteFile(specPath, spec.Bytes(), 0o644)
+	must := func(token string, args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, srv.URL, token, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	must(op, "fleet", "apply", "-f", specPath)
+	must(op, "price", "set", "--sku", sku.Name, "--class", "reserved", "--rate", "2.50", "--term-discount", "7d=10", "--volume-tier", "128=5")
+	must(op, "price", "set", "--sku", sku.Name, "--class", "spot", "--spot-floor", "0.80", "--spot-ceiling", "2.40")
+	if out := must(op, "price", "list", "--current", "-o", "csv"); !strings.Contains(out, "reserved") || !strings.Contains(out, "2.50") {
+		t.Fatalf("price list: %s", out)
+	}
+	must(op, "tenant", "create", "acme")
+	must(op, "quota", "set", "--tenant", "acme", "--sku", sku.Name, "--class", "reserved", "--gpus", "256")
+	var tok struct{ Secret string }
+	json.Unmarshal([]byte(must(op, "token", "create", "admin", "--role", "tenant-admin", "--tenant", "acme", "-o", "json")), &tok)
+	ta := tok.Secret
+
+	start := time.Now().UTC().Add(72 * time.Hour).Truncate(time.Hour).Format(time.RFC3339)
+	var q struct {
+		ID    string
+		Offer struct {
+			Available       bool
+			PricePerGPUHour string `json:"price_per_gpu_hour"`
+			Topology        string
+		}
+	}
+	json.Unmarshal([]byte(must(ta, "quote", "create", "--sku", sku.Name, "--gpus", "128", "--start", start, "--duration", "7d", "--within", "su", "--hold", "-o", "json")), &q)
+	// 10% for a 7-day term beats 5% for 128 GPUs: 2.25.
+	if !q.Offer.Available || q.Offer.PricePerGPUHour != "2.25" || !strings.Contains(q.Offer.Topology, "1 su") {
+		t.Fatalf("quote: %+v", q)
+	}
+	// Past the quota: a clear error naming it.
+	if _, errOut, code := run(t, srv.URL, ta, "reservation", "create", "--sku", sku.Name, "--gpus", "256", "--start", start, "--duration", "1d"); code != 1 || !strings.Contains(errOut, "quota") {
+		t.Fatalf("over quota: %d %s", code, errOut)
+	}
+	var r struct {
+		ID    string
+		State string
+		Nodes []struct{ Hostname string }
+	}
+	json.Unmarshal([]byte(must(ta, "reservation", "create", "--quote", q.ID, "-o", "json")), &r)
+	if r.State != "scheduled" || len(r.Nodes) != 16 {
+		t.Fatalf("reservation: %+v", r)
+	}
+	topo := must(ta, "reservation", "show", r.ID, "--topology", "slurm")
+	if !strings.Contains(topo, "SwitchName=") || !strings.Contains(topo, r.Nodes[0].Hostname) {
+		t.Fatalf("topology:\n%s", topo)
+	}
+	if out := must(ta, "reservation", "extend", r.ID, "--by", "2d", "-o", "csv"); !strings.Contains(out, r.ID) {
+		t.Fatalf("extend: %s", out)
+	}
+	if out := must(ta, "events"); !strings.Contains(out, "reservation.scheduled") || !strings.Contains(out, "reservation.extended") {
+		t.Fatalf("events: %s", out)
+	}
+	if out := must(ta, "contract", "list", "-o", "csv"); !strings.Contains(out, "monthly_in_advance") {
+		t.Fatalf("contracts: %s", out)
+	}
+	if out := must(ta, "reservation", "cancel", r.ID, "-o", "csv"); !strings.Contains(out, "cancelled") {
+		t.Fatalf("cancel: %s", out)
+	}
+	// Bad input: a past start names the field.
+	if _, errOut, code := run(t, srv.URL, ta, "quote", "create", "--sku", sku.Name, "--gpus", "8", "--start", "2020-01-01T00:00:00Z", "--duration", "1d"); code != 1 || !strings.Contains(errOut, "body.start") {
+		t.Fatalf("past start: %d %s", code, errOut)
+	}
+}
+
+// TestReservationBenchRuns runs the reservations bench small, so it keeps
+// working.
+func TestReservationBenchRuns(t *testing.T) {
+	var out bytes.Buffer
+	if err := cli.RunReservationBench(context.Background(), &out, cli.ReservationBench{GPUs: 1024, N: 40, Clients: 4, GPUsEach: 8}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"create (POST /v1/reservations → 201)", "create → ready", "40"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("bench output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
