@@ -505,3 +505,23 @@ func TestHoldsQuotasAndExpiry(t *testing.T) {
 		}
 	})
 }
+
+func TestTurnaroundBetweenTenants(t *testing.T) {
+	w := newWorld(t, testdb.SQLite(t))
+	ctx := context.Background()
+	start := epoch.Add(24 * time.Hour)
+	end := start.Add(24 * time.Hour)
+	if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: reserved(256, start, 24*time.Hour, "")}); err != nil {
+		t.Fatal(err)
+	}
+	// The same tenant may follow on at once; another only after the SKU's
+	// turnaround (2 h for H100: sanitize, and burn-in when required).
+	same, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(256, end, time.Hour, "")})
+	if err != nil || !same.Offer.Available {
+		t.Fatalf("same tenant right after: %+v %v", same.Offer, err)
+	}
+	other, err := w.sales.CreateQuote(ctx, w.beta, sales.QuoteInput{ShapeInput: reserved(256, end, time.Hour, "")})
+	if err != nil || other.Offer.Available || other.Offer.EarliestStart == nil || !other.Offer.EarliestStart.Equal(end.Add(2*time.Hour)) {
+		t.Fatalf("another tenant right after: %+v %v", other.Offer, err)
+	}
+}
