@@ -99,6 +99,9 @@ type Calendar struct {
 	list       []*Reservation   // reservations in the order they were held
 	holder     []*Reservation   // per node scratch for preemption planning
 	gen        int32            // generation of the reservations' scratch marks
+	heldNodes  []int            // scratch: nodes with a holder
+	heldFree   [][]int32        // scratch: reclaim nodes per level and domain
+	eager      bool             // tests: preemption marks every held node (no lazy path)
 	reclaim    bitset           // nodes only preemptible work keeps busy
 	windows    map[string]*Window
 	scratch    *Snapshot

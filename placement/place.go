@@ -658,7 +658,11 @@ func (s *Snapshot) count(p *Plan, l int) int {
 }
 
 // score fills p.Score and p.GPUs.
-func (s *Snapshot) score(p *Plan) {
+func (s *Snapshot) score(p *Plan) { s.scoreWith(p, s.free) }
+
+// scoreWith scores p against the given whole-free counts per level and
+// domain.
+func (s *Snapshot) scoreWith(p *Plan, free [][]int32) {
 	p.GPUs = 0
 	for _, a := range p.Nodes {
 		p.GPUs += len(a.GPUs)
@@ -670,7 +674,7 @@ func (s *Snapshot) score(p *Plan) {
 		// Plans are scored before they are committed, so their nodes still
 		// count as free: the bound is over the non-spare free capacity.
 		if k > 1 {
-			sc.BoundFree = cover(s.free[l], k)
+			sc.BoundFree = cover(free[l], k)
 		}
 		p.Score[l] = sc
 	}

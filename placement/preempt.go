@@ -3,6 +3,7 @@ package placement
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -42,6 +43,7 @@ type option struct {
 	shrink bool
 	nodes  []int
 	hours  float64
+	key    uint64 // the order before hours: shrink, class, size
 }
 
 // PlanPreemption plans r (a committed class) over [now, end) for tenant
@@ -57,14 +59,18 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	}
 	s, e := unix(now), unix(end)
 	out := c.prepare(s, e, tenant, nil)
-	// Running spot and internal work occupies its nodes too. Such work never
-	// overlaps other work, so a node mostly has one holder; more go to extra.
+	defer func() { c.restore(out) }()
+	// 1. Running spot and internal work occupies its nodes too. Such work
+	// never overlaps other work, so a node mostly has one holder; more go to
+	// extra. reclaim marks the whole-free non-spare nodes that only such
+	// work keeps busy.
 	if c.holder == nil {
 		c.holder = make([]*Reservation, len(c.T.nodes))
 		c.reclaim = newBitset(len(c.T.nodes))
 	}
 	held := c.holder
 	var extra map[int][]*Reservation
+	c.heldNodes = c.heldNodes[:0]
 	c.byTime.each(s, e, func(cm *Reservation) {
 		if cm.committed() {
 			return
@@ -72,6 +78,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		for _, i := range cm.idx {
 			if held[i] == nil {
 				held[i] = cm
+				c.heldNodes = append(c.heldNodes, i)
 			} else {
 				if extra == nil {
 					extra = map[int][]*Reservation{}
@@ -79,34 +86,68 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				extra[i] = append(extra[i], cm)
 			}
 			if c.scratch.mask[i] == c.scratch.full && !c.T.nodes[i].spare {
-				c.reclaim.set(i) // only preemptible work keeps it busy
+				c.reclaim.set(i)
 			}
+		}
+	})
+	defer func() {
+		for _, i := range c.heldNodes {
+			held[i] = nil
+		}
+	}()
+	defer clear(c.reclaim)
+
+	k := r.GPUs / c.T.SKU.GPUsPerNode
+	level := -1
+	if r.Within != "" {
+		level = c.T.level(r.Within)
+	}
+	// 2. Held nodes are marked busy in the snapshot only where needed: a
+	// whole-node gang within one domain is simulated inside its candidate
+	// domain alone (lazy); any other request marks them all, as does the
+	// check whether r fits without preemption when some domain might.
+	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
+	var heldFree [][]int32 // lazy: reclaim nodes per level and domain
+	markAll := func() {
+		for _, i := range c.heldNodes {
 			if c.scratch.mask[i] != 0 {
 				c.scratch.setMask(i, 0)
 				out = append(out, i)
 			}
 		}
-	})
-	defer clear(held)
-	defer clear(c.reclaim)
-	defer func() { c.restore(out) }()
-	res, err := c.scratch.place(r, false)
-	if err != nil {
+	}
+	if lazy {
+		heldFree = c.heldFreeCounts(level)
+		mayFit := false
+		for d := range c.T.dom[level] {
+			if int(c.scratch.free[level][d]-heldFree[level][d]) >= k {
+				mayFit = true
+				break
+			}
+		}
+		if mayFit {
+			lazy = false
+		}
+	}
+	if !lazy {
+		markAll()
+		res, err := c.scratch.place(r, false)
+		if err != nil {
+			return Preemption{}, err
+		}
+		if res.Plan != nil {
+			return Preemption{Plan: res.Plan}, nil
+		}
+	} else if _, err := c.scratch.limits(r); err != nil {
 		return Preemption{}, err
 	}
-	if res.Plan != nil {
-		return Preemption{Plan: res.Plan}, nil
-	}
-	k := r.GPUs / c.T.SKU.GPUsPerNode
 	if r.Whole != "" || k == 0 {
 		return Preemption{Refusal: "preemption plans whole-node gangs only"}, nil
 	}
 
-	level := -1
-	if r.Within != "" {
-		level = c.T.level(r.Within)
-	}
+	// 3. Per domain of the constraint's level, the cheapest set of victims.
 	type cand struct {
+		d      int32 // index at level (−1: the site)
 		lo, hi int32
 		cost   [4]float64 // spot evictions, internal evictions, shrinks, GPU-hours
 		pick   []option
@@ -137,7 +178,18 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	var groups []group
 	var flat []int
 	var opts []option
-	for _, d := range domains {
+	freeNode := func(i int32) bool {
+		return held[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare
+	}
+	type ranked struct {
+		key, hours uint64
+		i          int32
+	}
+	var order []ranked
+	// evaluate picks the cheapest victims freeing k nodes in domain d; with
+	// keep, the pick is the caller's (else it lives in reused buffers).
+	var pickBuf []option
+	evaluate := func(d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
 		free := 0
 		c.gen++
 		groups = groups[:0]
@@ -149,7 +201,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			groups[cm.slot].n++
 		}
 		for i := d.lo; i < d.hi; i++ {
-			if c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare {
+			if freeNode(i) {
 				free++
 				continue
 			}
@@ -162,7 +214,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		}
 		need := k - free
 		if need <= 0 || len(groups) == 0 {
-			continue // free enough here (the constraint below failed), or nothing to reclaim
+			return cost, nil, false // free enough here (the constraint below failed), or nothing to reclaim
 		}
 		// Lay the groups' nodes out in one slice, in ascending order.
 		total := 0
@@ -177,7 +229,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			gr.n++
 		}
 		for i := d.lo; i < d.hi; i++ {
-			if held[i] != nil && c.reclaim.has(int(i)) && !(c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare) {
+			if held[i] != nil && c.reclaim.has(int(i)) && !freeNode(i) {
 				put(held[i], int(i))
 				for _, cm := range extra[int(i)] {
 					put(cm, int(i))
@@ -208,26 +260,31 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			}
 			opts = append(opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * hoursLeft(cm, false)})
 		}
-		slices.SortFunc(opts, func(x, y option) int {
+		// Order: shrinks first, then internal before spot, then larger
+		// first, then fewer GPU-hours lost, then by id.
+		order = order[:0]
+		for x := range opts {
+			o := &opts[x]
+			key := uint64(len(c.T.nodes) - len(o.nodes))
+			if !o.shrink {
+				key |= 1 << 62
+			}
+			key |= uint64(classRank(o.cm.Class)) << 61
+			order = append(order, ranked{key: key, hours: math.Float64bits(o.hours), i: int32(x)})
+		}
+		slices.SortFunc(order, func(x, y ranked) int {
 			switch {
-			case x.shrink != y.shrink:
-				if x.shrink {
-					return -1
-				}
-				return 1
-			case classRank(x.cm.Class) != classRank(y.cm.Class):
-				return cmp.Compare(classRank(x.cm.Class), classRank(y.cm.Class))
-			case len(x.nodes) != len(y.nodes):
-				return cmp.Compare(len(y.nodes), len(x.nodes))
+			case x.key != y.key:
+				return cmp.Compare(x.key, y.key)
 			case x.hours != y.hours:
 				return cmp.Compare(x.hours, y.hours)
 			}
-			return cmp.Compare(x.cm.ID, y.cm.ID)
+			return cmp.Compare(opts[x.i].cm.ID, opts[y.i].cm.ID)
 		})
 		got := 0
-		var pick []option
-		var cost [4]float64
-		for _, o := range opts {
+		pick = pickBuf[:0]
+		for _, ox := range order {
+			o := opts[ox.i]
 			if got >= need {
 				break
 			}
@@ -255,12 +312,25 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			got += len(o.nodes)
 			cost[3] += o.hours
 		}
-		if got >= need {
-			// The options' node lists live in flat, reused by the next domain.
+		pickBuf = pick
+		if got < need {
+			return cost, nil, false
+		}
+		if keep {
+			pick = slices.Clone(pick)
 			for x := range pick {
 				pick[x].nodes = slices.Clone(pick[x].nodes)
 			}
-			cands = append(cands, cand{lo: d.lo, hi: d.hi, cost: cost, pick: pick})
+		}
+		return cost, pick, true
+	}
+	for di, d := range domains {
+		if cost, _, ok := evaluate(d, false); ok {
+			idx := int32(di)
+			if level < 0 {
+				idx = -1
+			}
+			cands = append(cands, cand{d: idx, lo: d.lo, hi: d.hi, cost: cost})
 		}
 	}
 	sort.SliceStable(cands, func(a, b int) bool {
@@ -271,29 +341,149 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		}
 		return cands[a].lo < cands[b].lo
 	})
-	// Simulate in order of cost; the first that places is the answer.
+	// 4. Simulate in order of cost; the first that places is the answer.
 	for _, cd := range cands {
-		freed := c.victimNodes(cd.pick)
-		for _, i := range freed {
-			c.scratch.setMask(i, c.scratch.full)
+		dom := domain{lo: cd.lo, hi: cd.hi}
+		_, pick, _ := evaluate(dom, true)
+		cd.pick = pick
+		var plan *Plan
+		if lazy {
+			plan = c.simulateIn(r, level, cd.d, cd.lo, cd.hi, cd.pick, heldFree)
+		} else {
+			freed := c.victimNodes(cd.pick)
+			for _, i := range freed {
+				c.scratch.setMask(i, c.scratch.full)
+			}
+			res, err := c.scratch.place(r, false)
+			for _, i := range freed {
+				c.scratch.setMask(i, 0)
+			}
+			if err != nil {
+				return Preemption{}, err
+			}
+			plan = res.Plan
 		}
-		res, err := c.scratch.place(r, false)
-		for _, i := range freed {
-			c.scratch.setMask(i, 0)
-		}
-		if err != nil {
-			return Preemption{}, err
-		}
-		if res.Plan == nil {
+		if plan == nil {
 			continue
 		}
-		return Preemption{Plan: res.Plan, Victims: c.victims(cd.pick, now, notice)}, nil
+		return Preemption{Plan: plan, Victims: c.victims(cd.pick, now, notice)}, nil
 	}
 	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
 }
 
+// heldFreeCounts counts, per level and domain, the reclaim nodes (whole
+// and free but for spot and internal work) below it.
+// With only >= 0, just that level is counted (the rest stay zero until a
+// call without).
+func (c *Calendar) heldFreeCounts(only int) [][]int32 {
+	if c.heldFree == nil {
+		c.heldFree = make([][]int32, len(c.T.Levels))
+		for l := range c.heldFree {
+			c.heldFree[l] = make([]int32, len(c.T.dom[l]))
+		}
+	}
+	for l := range c.heldFree {
+		clear(c.heldFree[l])
+	}
+	for _, i := range c.heldNodes {
+		if c.reclaim.has(i) {
+			if only >= 0 {
+				c.heldFree[only][c.T.nodes[i].anc[only]]++
+				continue
+			}
+			for l, a := range c.T.nodes[i].anc {
+				c.heldFree[l][a]++
+			}
+		}
+	}
+	return c.heldFree
+}
+
+// simulateIn places r (k whole nodes within one domain of level) inside
+// domain d with the picked victims off: the held nodes of d that stay held
+// are marked busy for the attempt. The plan is scored as if every held node
+// outside d were busy too, but for those the victims free.
+func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []option, heldFree [][]int32) *Plan {
+	sn := c.scratch
+	freed := c.freedSet(pick)
+	var marked []int
+	for i := lo; i < hi; i++ {
+		if c.holder[i] != nil && !freed[int(i)] && sn.mask[i] != 0 {
+			marked = append(marked, int(i))
+		}
+	}
+	saved := make([]uint64, len(marked))
+	for j, i := range marked {
+		saved[j] = sn.mask[i]
+		sn.setMask(i, 0)
+	}
+	defer func() {
+		for j, i := range marked {
+			sn.setMask(i, saved[j])
+		}
+	}()
+	lim, _ := sn.limits(r)
+	k := r.GPUs / c.T.SKU.GPUsPerNode
+	if sn.freeAt(level, d, false) < k {
+		return nil
+	}
+	var picked []int
+	if why := sn.into(level, d, k, lim, false, &picked); why != "" {
+		return nil
+	}
+	sort.Ints(picked)
+	p := sn.wholeNodes(picked)
+	heldFree = c.heldFreeCounts(-1)
+	// Score against the free capacity the full simulation would see: the
+	// reclaim nodes outside d are busy unless a victim frees them.
+	adj := make([][]int32, len(c.T.Levels))
+	for l := range adj {
+		adj[l] = slices.Clone(sn.free[l])
+		for x := range adj[l] {
+			adj[l][x] -= heldFree[l][x]
+		}
+	}
+	dn := &c.T.nodes[lo]
+	for l := range adj {
+		if l <= level {
+			adj[l][dn.anc[l]] += heldFree[level][d] // d's own are accounted for in sn
+		} else {
+			for x := range adj[l] {
+				if c.T.dom[l][x].lo >= lo && c.T.dom[l][x].hi <= hi {
+					adj[l][x] += heldFree[l][x]
+				}
+			}
+		}
+	}
+	for i := range freed {
+		if (int32(i) < lo || int32(i) >= hi) && c.reclaim.has(i) {
+			for l, a := range c.T.nodes[i].anc {
+				adj[l][a]++
+			}
+		}
+	}
+	sn.scoreWith(p, adj)
+	return p
+}
+
+// freedSet is the set of nodes the picked options free.
+func (c *Calendar) freedSet(pick []option) map[int]bool {
+	out := map[int]bool{}
+	for _, o := range pick {
+		nodes := o.nodes
+		if !o.shrink {
+			nodes = o.cm.idx
+		}
+		for _, i := range nodes {
+			out[i] = true
+		}
+	}
+	return out
+}
+
 // victimNodes lists the nodes the picked options free (evictions free all
-// of a reservation's nodes, shrinks their step).
+// of a reservation's nodes, shrinks their step): those only preemptible
+// work kept busy. A node committed work also holds stays busy.
 func (c *Calendar) victimNodes(pick []option) []int {
 	seen := map[int]bool{}
 	var out []int
@@ -303,7 +493,7 @@ func (c *Calendar) victimNodes(pick []option) []int {
 			nodes = o.cm.idx
 		}
 		for _, i := range nodes {
-			if !seen[i] && c.scratch.mask[i] == 0 && c.scratch.why[i] == "" {
+			if !seen[i] && c.reclaim.has(i) && c.scratch.mask[i] == 0 {
 				seen[i] = true
 				out = append(out, i)
 			}

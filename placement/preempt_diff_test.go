@@ -1,0 +1,71 @@
+package placement
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// TestLazyPreemptionMatchesEager plans preemptions on random calendars of
+// spot and internal work (elastic or not) and committed work, once with
+// held nodes marked only inside the candidate domain and once with all of
+// them marked: plans, scores and victims must be the same.
+func TestLazyPreemptionMatchesEager(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 5))
+		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+		site, nodes := testFleet(t, fleet.GenerateOptions{Site: "test", Region: "lab", Timezone: "UTC", SKU: sku, GPUs: 512,
+			Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}})
+		c := NewCalendar(Build(site, sku, nodes))
+		epoch := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+		for i := 0; i < 30; i++ {
+			r := Request{GPUs: 8 * (1 + rng.IntN(6)), Class: []Class{ClassSpot, ClassInternal, ClassReserved}[rng.IntN(3)], Within: []string{"", "rack", "su"}[rng.IntN(3)]}
+			st := epoch.Add(time.Duration(rng.IntN(48)) * time.Hour)
+			id := fmt.Sprintf("w%d", i)
+			res, _ := c.Admit(id, r, []string{"a", "b"}[rng.IntN(2)], st, st.Add(time.Duration(1+rng.IntN(96))*time.Hour))
+			if res.Plan != nil && r.Class == ClassInternal && rng.IntN(2) == 0 {
+				cm, _ := c.Reservation(id)
+				cm.MinNodes, cm.ShrinkLevel = max(1, len(cm.Nodes)/2), "rack"
+			}
+		}
+		notice := map[Class]time.Duration{ClassSpot: 2 * time.Minute, ClassInternal: 30 * time.Minute}
+		planned := 0
+		defer func() {
+			if seed == 40 && planned == 0 {
+				t.Error("no query needed a plan: the test does not exercise preemption")
+			}
+		}()
+		for q := 0; q < 10; q++ {
+			r := Request{GPUs: 8 * (1 + rng.IntN(16)), Class: ClassReserved, Within: []string{"rack", "su", "pod", "hall"}[rng.IntN(4)]}
+			now := epoch.Add(time.Duration(rng.IntN(72)) * time.Hour)
+			end := now.Add(time.Duration(1+rng.IntN(48)) * time.Hour)
+			c.eager = false
+			lazy, err1 := c.PlanPreemption(r, "acme", now, end, notice)
+			c.eager = true
+			eager, err2 := c.PlanPreemption(r, "acme", now, end, notice)
+			c.eager = false
+			if fmt.Sprint(err1) != fmt.Sprint(err2) {
+				t.Fatalf("seed %d: errors differ: %v vs %v", seed, err1, err2)
+			}
+			if diff := cmp.Diff(eager, lazy, cmpopts.IgnoreUnexported(Assignment{})); diff != "" {
+				t.Fatalf("seed %d query %d (%+v): lazy differs from eager (-eager +lazy):\n%s", seed, q, r, diff)
+			}
+			// The plan never takes a node committed work holds then.
+			if lazy.Plan != nil {
+				for _, a := range lazy.Plan.Nodes {
+					i, _ := c.T.NodeIndex(a.NodeID)
+					if c.freeMask(i, unix(now), unix(end), "acme", nil, false) != c.scratch.full {
+						t.Fatalf("seed %d query %d: the plan takes %s, busy with committed work", seed, q, a.NodeID)
+					}
+				}
+				planned++
+			}
+		}
+	}
+}
