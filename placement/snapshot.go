@@ -15,6 +15,9 @@ type Snapshot struct {
 	// free and spareFree count whole-free usable nodes per level and domain:
 	// non-spare and spare ones.
 	free, spareFree [][]int32
+	// freeAll and spareAll back free and spareFree: level l is
+	// [T.levelOff[l], T.levelOff[l+1]).
+	freeAll, spareAll []int32
 	// partial[c] marks usable non-spare nodes with exactly c free GPUs
 	// (0 < c < GPUs per node), so partitions fill used nodes first.
 	partial []bitset
@@ -59,9 +62,12 @@ func NewSnapshot(t *Topology) *Snapshot {
 	s := &Snapshot{T: t, mask: make([]uint64, len(t.nodes)), full: uint64(1)<<g - 1, excluded: newBitset(len(t.nodes))}
 	s.free = make([][]int32, len(t.Levels))
 	s.spareFree = make([][]int32, len(t.Levels))
+	n := t.levelOff[len(t.Levels)]
+	s.freeAll, s.spareAll = make([]int32, n), make([]int32, n)
 	for l := range t.Levels {
-		s.free[l] = make([]int32, len(t.dom[l]))
-		s.spareFree[l] = make([]int32, len(t.dom[l]))
+		lo, hi := t.levelOff[l], t.levelOff[l+1]
+		s.free[l] = s.freeAll[lo:hi:hi]
+		s.spareFree[l] = s.spareAll[lo:hi:hi]
 	}
 	s.partial = make([]bitset, g)
 	for c := range s.partial {
@@ -100,22 +106,27 @@ func (s *Snapshot) Blocked(i int) Reason { return s.why[i] }
 // setMask changes node i's free GPUs and keeps the counters in step.
 func (s *Snapshot) setMask(i int, m uint64) {
 	old := s.mask[i]
-	n := &s.T.nodes[i]
+	if old == m {
+		return
+	}
+	t := s.T
+	spare := t.spare[i]
 	wasFree, isFree := old == s.full && s.full != 0, m == s.full
 	if wasFree != isFree {
 		d := int32(1)
 		if wasFree {
 			d = -1
 		}
-		counts := s.free
-		if n.spare {
-			counts = s.spareFree
+		counts := s.freeAll
+		if spare {
+			counts = s.spareAll
 		}
-		for l, a := range n.anc {
-			counts[l][a] += d
+		L := len(t.Levels)
+		for _, x := range t.flat[i*L : (i+1)*L] {
+			counts[x] += d
 		}
 	}
-	if !n.spare {
+	if !spare {
 		if c := bits.OnesCount64(old); c > 0 && c < len(s.partial) {
 			s.partial[c].clear(i)
 		}

@@ -56,6 +56,9 @@ type Topology struct {
 	nodes     []node
 	byID      map[string]int32
 	capSorted [][]int32 // per level: node counts of its domains, descending
+	levelOff  []int32   // per level: where its domains start in a flat counter array
+	flat      []int32   // per node, L entries: its domain at each level, in flat counter indexes
+	spare     []bool    // per node: a spare
 	otherSKU  int       // nodes of the site with another SKU
 }
 
@@ -120,6 +123,20 @@ func Build(site fleet.Site, sku fleet.SKU, nodes []fleet.Node) *Topology {
 		t.byID[n.ID] = int32(len(t.nodes))
 		t.byID[n.Hostname] = int32(len(t.nodes))
 		t.nodes = append(t.nodes, tn)
+	}
+	// Flat counter indexes: level l's domains follow those of the levels
+	// above in one array, so a node's counters are L plain increments.
+	t.levelOff = make([]int32, L+1)
+	for l := 0; l < L; l++ {
+		t.levelOff[l+1] = t.levelOff[l] + int32(len(t.dom[l]))
+	}
+	t.flat = make([]int32, len(t.nodes)*L)
+	t.spare = make([]bool, len(t.nodes))
+	for i := range t.nodes {
+		for l, a := range t.nodes[i].anc {
+			t.flat[i*L+l] = t.levelOff[l] + a
+		}
+		t.spare[i] = t.nodes[i].spare
 	}
 	t.capSorted = make([][]int32, L)
 	for l := range t.dom {
