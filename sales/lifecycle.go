@@ -546,10 +546,30 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 	}
 	if res.Plan == nil {
 		r.Reason = "no replacement for " + a.Hostname
-		if err := s.saveReservation(ctx, r, now); err != nil {
+		if err := s.emit(ctx, r.TenantID, "node.replacement_failed", r.ID, map[string]any{"node": a.Hostname, "reason": why}); err != nil {
 			return err
 		}
-		return s.emit(ctx, r.TenantID, "node.replacement_failed", r.ID, map[string]any{"node": a.Hostname, "reason": why})
+		// With nothing left to deliver, the reservation has failed.
+		allocs, err := s.Store.Allocations(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		live := 0
+		for _, x := range allocs {
+			if x.State != AllocationEnded {
+				live++
+			}
+		}
+		if live == 0 && r.State.Move(ReservationFailed) == nil {
+			cal.Drop(r.ID)
+			r.State, r.DueAt = ReservationFailed, farFuture
+			r.Reason = "no node could be provisioned: " + why
+			if err := s.saveReservation(ctx, r, now); err != nil {
+				return err
+			}
+			return s.emit(ctx, r.TenantID, "reservation.failed", r.ID, map[string]any{"reason": r.Reason})
+		}
+		return s.saveReservation(ctx, r, now)
 	}
 	cm, _ := cal.Reservation(r.ID)
 	r.Nodes = s.nodesOf(cm)

@@ -361,6 +361,20 @@ func TestProvisioningFailureReplacesTheNode(t *testing.T) {
 		if got := strings.Join(w.events(w.acme), " "); !strings.Contains(got, "allocation.retrying") || !strings.Contains(got, "node.replaced") {
 			t.Fatalf("events: %s", got)
 		}
+		// A one-node reservation whose rack has no node that provisions:
+		// replaced until none is left, then failed.
+		one, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand, Within: "rack"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.fleet.Snapshot.Each(fleet.NodeFilter{Domain: rackOf(one.Nodes[0].Domain)}, func(n *fleet.Node) { w.sales.Provisioner.(*failing).fail[n.ID] = true })
+		w.advance(30 * time.Minute)
+		if one = w.reservation(one.ID); one.State != sales.ReservationFailed || !strings.Contains(one.Reason, "no node could be provisioned") {
+			t.Fatalf("after every node of its rack failed: %v %q %v", one.State, one.Reason, w.allocStates(one.ID))
+		}
+		if got := strings.Join(w.events(w.beta), " "); !strings.Contains(got, "node.replacement_failed") || !strings.Contains(got, "reservation.failed") {
+			t.Fatalf("beta's events: %s", got)
+		}
 	})
 }
 
