@@ -213,7 +213,9 @@ func (s *Service) Step(ctx context.Context) (int, error) {
 	if err != nil {
 		return done, err
 	}
-	n, err = batches(ctx, s, allocs, func(ctx context.Context, a Allocation) error { return s.stepAllocation(ctx, a.ID, a.ReservationID, now) })
+	n, err = batches(ctx, s, allocs, func(ctx context.Context, a Allocation) error {
+		return s.stepAllocation(ctx, a.ID, a.ReservationID, now)
+	})
 	return done + n, err
 }
 

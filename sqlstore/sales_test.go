@@ -65,7 +65,7 @@ func TestOneLiveAllocationPerGPU(t *testing.T) {
 		}
 		// Raw SQL cannot get around it either.
 		a3 := alloc(r2, 0)
-		if _, err := db.RawDB().Exec(`INSERT INTO allocations (id, reservation_id, tenant_id, node_id, gpus, state, body, due_at, version, created_at, updated_at) VALUES ('`+a3.ID+`', '`+r2.ID+`', '`+tn.ID+`', '`+node.ID+`', '[0]', 'bound', '{}', 0, 1, 0, 0)`); err != nil {
+		if _, err := db.RawDB().Exec(`INSERT INTO allocations (id, reservation_id, tenant_id, node_id, gpus, state, body, due_at, version, created_at, updated_at) VALUES ('` + a3.ID + `', '` + r2.ID + `', '` + tn.ID + `', '` + node.ID + `', '[0]', 'bound', '{}', 0, 1, 0, 0)`); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.RawDB().Exec(`INSERT INTO allocation_gpus (allocation_id, node_id, idx, live) VALUES ('` + a3.ID + `', '` + node.ID + `', 0, TRUE)`); err == nil {
