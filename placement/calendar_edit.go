@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -94,4 +95,35 @@ func popcount(m uint64) int {
 		n++
 	}
 	return n
+}
+
+// Displaced returns the spot and internal reservations a held committed
+// reservation overlaps on its GPUs (a turnaround apart when they are
+// another tenant's): the work it preempts. Ids ascend.
+func (c *Calendar) Displaced(id string) []string {
+	cm, ok := c.rsvs[id]
+	if !ok || !cm.committed() {
+		return nil
+	}
+	turnaround := int64(c.Turnaround / time.Second)
+	seen := map[string]bool{}
+	var out []string
+	for j, i := range cm.idx {
+		for x := range c.byNode[i] {
+			en := &c.byNode[i][x]
+			if en.maintenance() || en.committed || en.rsv == cm || en.mask&cm.masks[j] == 0 {
+				continue
+			}
+			g := int64(0)
+			if en.rsv.Tenant != cm.Tenant {
+				g = turnaround
+			}
+			if en.start < cm.e+g && en.end+g > cm.s && !seen[en.rsv.ID] {
+				seen[en.rsv.ID] = true
+				out = append(out, en.rsv.ID)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }

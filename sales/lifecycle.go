@@ -7,7 +7,57 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/placement"
 )
+
+// preempt gives the spot work a committed reservation displaces its notice:
+// it must be off its nodes by the later of now plus the class's notice and
+// the reservation's start less turnaround. The victims are told at once
+// (without naming who takes their nodes); their calendar entries end at the
+// deadline, when the lifecycle releases them. Holds of spot quotes on those
+// nodes are simply dropped.
+func (s *Service) preempt(ctx context.Context, cal *calendar, r *Reservation, now time.Time) error {
+	if r.Shape.Class.Preemptible() {
+		return nil
+	}
+	for _, id := range cal.Displaced(r.ID) {
+		v, err := s.Store.Reservation(ctx, id)
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+			cal.Drop(id) // a quote's hold
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if v.State.Terminal() || v.State == ReservationEnding {
+			continue
+		}
+		notice := s.Policy.SpotNotice
+		if v.Shape.Class == placement.ClassInternal {
+			notice = s.Policy.InternalNotice
+		}
+		deadline := maxTime(now.Add(notice), r.Shape.Start.Add(-cal.Turnaround))
+		if v.PreemptAt != nil && !deadline.Before(*v.PreemptAt) {
+			continue // already told of an earlier deadline
+		}
+		v.PreemptAt = &deadline
+		if v.DueAt.After(deadline) {
+			v.DueAt = deadline
+		}
+		if v.Shape.end().After(deadline) {
+			if err := cal.SetEnd(v.ID, deadline); err != nil {
+				return err
+			}
+		}
+		if err := s.saveReservation(ctx, &v, now); err != nil {
+			return err
+		}
+		if err := s.emit(ctx, v.TenantID, "reservation.preempting", v.ID, map[string]any{"deadline": deadline, "notice_s": int64(deadline.Sub(now) / time.Second), "reason": "capacity reclaimed for committed work"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // bind makes one allocation per node of a scheduled reservation. A node
 // whose GPUs are still in another live allocation (work that has not left
@@ -63,7 +113,7 @@ func (s *Service) bind(ctx context.Context, cal *calendar, r *Reservation, now t
 	r.Bound = waiting == 0
 	r.DueAt, r.Reason = r.Shape.due(), ""
 	if waiting > 0 {
-		r.DueAt = now.Add(s.Policy.Retry)
+		r.DueAt = now.Add(s.Policy.BindRetry)
 		r.Reason = fmt.Sprintf("%d of %d nodes wait for work to leave them", waiting, len(r.Nodes))
 	}
 	if err := s.saveReservation(ctx, r, now); err != nil {
@@ -321,6 +371,18 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 		return err
 	}
 	switch {
+	case r.PreemptAt != nil && !r.PreemptAt.After(now) && (r.State == ReservationScheduled || r.State == ReservationActive):
+		// Reclaimed: off its nodes now, its notice served.
+		r.Reason = "preempted: capacity reclaimed for committed work"
+		if !r.Bound {
+			cal.Drop(r.ID)
+			r.State, r.DueAt = ReservationCancelled, farFuture
+			if err := s.saveReservation(ctx, &r, now); err != nil {
+				return err
+			}
+			return s.emit(ctx, r.TenantID, "reservation.cancelled", r.ID, map[string]any{"reason": r.Reason})
+		}
+		return s.end(ctx, cal, &r, now)
 	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Shape.end().After(now):
 		return s.end(ctx, cal, &r, now)
 	case r.State == ReservationScheduled && !r.Bound:

@@ -539,3 +539,135 @@ func TestTurnaroundBetweenTenants(t *testing.T) {
 		t.Fatalf("another tenant right after: %+v %v", other.Offer, err)
 	}
 }
+
+// stepUntil runs the lifecycle every few simulated seconds until cond holds
+// or limit passes; it returns the simulated time cond first held.
+func (w *world) stepUntil(limit time.Duration, every time.Duration, cond func() bool) (time.Time, bool) {
+	w.t.Helper()
+	end := w.clock.Now().Add(limit)
+	for {
+		w.run()
+		if cond() {
+			return w.clock.Now(), true
+		}
+		if !w.clock.Now().Before(end) {
+			return w.clock.Now(), false
+		}
+		w.clock.Add(every)
+	}
+}
+
+func TestPreemptionWithNotice(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		provision, sanitize := 3*time.Minute, 10*time.Minute
+		w.sales.Provisioner = &sales.SimStage{Duration: provision}
+		w.sales.Sanitizer = &sales.SimStage{Duration: sanitize}
+		w.sales.Network = &sales.SimStage{}
+		// Beta's spot work fills the site.
+		var spot []string
+		for i := 0; i < 4; i++ {
+			r, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 64, Class: placement.ClassSpot, Within: "su"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			spot = append(spot, r.ID)
+		}
+		w.advance(10 * time.Minute)
+		for _, id := range spot {
+			if r := w.reservation(id); r.State != sales.ReservationActive {
+				t.Fatalf("spot %s: %v", id, r.State)
+			}
+		}
+
+		// A reserved request now: admitted over spot, whose victims get 120 s.
+		t0 := w.clock.Now()
+		r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: reserved(64, t0, 24*time.Hour, "su")})
+		if err != nil {
+			t.Fatalf("reserved over spot: %v", err)
+		}
+		var victims []string
+		for _, id := range spot {
+			if v := w.reservation(id); v.PreemptAt != nil {
+				if !v.PreemptAt.Equal(t0.Add(120 * time.Second)) {
+					t.Fatalf("victim %s deadline %v, want now + 120 s", id, v.PreemptAt)
+				}
+				victims = append(victims, id)
+			}
+		}
+		if len(victims) != 1 {
+			t.Fatalf("%d victims, want the one spot su the reservation took", len(victims))
+		}
+		evs, _ := w.sales.Events(ctx, w.beta, 0, 1000)
+		last := evs[len(evs)-1]
+		if last.Kind != "reservation.preempting" || last.Subject != victims[0] || strings.Contains(fmt.Sprint(last.Data), r.ID) {
+			t.Fatalf("the victim's notice: %+v", last)
+		}
+		// Not a second early.
+		w.clock.Set(t0.Add(119 * time.Second))
+		w.run()
+		if v := w.reservation(victims[0]); v.State != sales.ReservationActive {
+			t.Fatalf("the victim was taken before its deadline: %v", v.State)
+		}
+		// Ready within notice + sanitize + provisioning (+ the bind retry).
+		bound := t0.Add(120*time.Second + sanitize + provision + w.sales.Policy.BindRetry + 10*time.Second)
+		at, ok := w.stepUntil(time.Hour, 5*time.Second, func() bool { return w.reservation(r.ID).State == sales.ReservationActive })
+		if !ok || at.After(bound) {
+			t.Fatalf("the reservation became active at %v (ok %v), the guarantee is %v", at, ok, bound)
+		}
+		if v := w.reservation(victims[0]); v.State != sales.ReservationEnded || !strings.Contains(v.Reason, "preempted") {
+			t.Fatalf("the victim: %v %q", v.State, v.Reason)
+		}
+		for _, id := range spot {
+			if id != victims[0] && w.reservation(id).State != sales.ReservationActive {
+				t.Fatalf("spot %s outside the reservation's nodes was disturbed", id)
+			}
+		}
+		// On-demand and committed work is never a victim.
+		od, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
+		if err == nil {
+			if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: reserved(256, w.clock.Now(), time.Hour, "")}); neocloud.ErrorKind(err) != neocloud.KindNoCapacity {
+				t.Fatalf("a whole-site request over on-demand work: %v", err)
+			}
+			if w.reservation(od.ID).PreemptAt != nil {
+				t.Fatal("on-demand work got a preemption notice")
+			}
+		}
+	})
+}
+
+func TestFutureCommitmentNotifiesEarly(t *testing.T) {
+	w := newWorld(t, testdb.SQLite(t))
+	ctx := context.Background()
+	w.sales.Sanitizer = &sales.SimStage{Duration: 20 * time.Minute}
+	spot, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 256, Class: placement.ClassSpot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.run()
+	start := w.clock.Now().Add(6 * time.Hour)
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: reserved(64, start, 24*time.Hour, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Told now; off by the start less the turnaround (2 h), not sooner.
+	v := w.reservation(spot.ID)
+	if v.PreemptAt == nil || !v.PreemptAt.Equal(start.Add(-2*time.Hour)) {
+		t.Fatalf("deadline %v, want %v", v.PreemptAt, start.Add(-2*time.Hour))
+	}
+	if got := strings.Join(w.events(w.beta), " "); !strings.Contains(got, "reservation.preempting") {
+		t.Fatalf("beta was not told at once: %s", got)
+	}
+	w.advance(4*time.Hour - time.Minute)
+	if v := w.reservation(spot.ID); v.State != sales.ReservationActive {
+		t.Fatalf("spot stopped before its deadline: %v", v.State)
+	}
+	w.advance(2*time.Hour + time.Minute)
+	if r = w.reservation(r.ID); r.State != sales.ReservationActive {
+		t.Fatalf("the commitment at its start: %v %q %v", r.State, r.Reason, w.allocStates(r.ID))
+	}
+	if v := w.reservation(spot.ID); v.State != sales.ReservationEnded {
+		t.Fatalf("the spot work: %v", v.State)
+	}
+}

@@ -364,14 +364,18 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 				return err
 			}
 		} else {
-			admit := cal.Admit
-			if !sh.Start.Add(-s.Policy.LeadTime).After(now) {
-				// Bound at once: only nodes no work holds now will do.
-				// (Reclaiming spot and internal work for it, with notice,
-				// is preemption's job.)
-				admit = cal.AdmitFree
+			// Bound at once: nodes no work holds now are taken first; else
+			// committed work takes nodes spot work holds, which is reclaimed
+			// with notice (preemptible work only ever takes free nodes).
+			res, err := cal.Admit(r.ID, sh.request(), tenant, sh.Start, sh.end())
+			if soon := !sh.Start.Add(-s.Policy.LeadTime).After(now); soon && err == nil && res.Plan != nil && !sh.Class.Preemptible() {
+				cal.Drop(r.ID)
+				if free, ferr := cal.AdmitFree(r.ID, sh.request(), tenant, sh.Start, sh.end()); ferr == nil && free.Plan != nil {
+					res = free
+				} else {
+					res, err = cal.Admit(r.ID, sh.request(), tenant, sh.Start, sh.end())
+				}
 			}
-			res, err := admit(r.ID, sh.request(), tenant, sh.Start, sh.end())
 			if err != nil {
 				return neocloud.Invalid("body.gpus", "%v", err)
 			}
@@ -415,6 +419,9 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			return err
 		}
 		if err := s.emit(ctx, tenant, "reservation.scheduled", r.ID, map[string]any{"start": sh.Start, "gpus": sh.GPUs, "sku": sh.SKU, "class": sh.Class}); err != nil {
+			return err
+		}
+		if err := s.preempt(ctx, cal, &r, now); err != nil {
 			return err
 		}
 		if !r.DueAt.After(now) {
@@ -544,6 +551,9 @@ func (s *Service) Extend(ctx context.Context, p neocloud.Principal, id string, e
 			return &neocloud.Error{Kind: neocloud.KindNoCapacity, Message: msg}
 		}
 		if err := cal.SetEnd(r.ID, end); err != nil {
+			return err
+		}
+		if err := s.preempt(ctx, cal, &r, now); err != nil {
 			return err
 		}
 		old := *r.Shape.End

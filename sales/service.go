@@ -103,6 +103,10 @@ type Policy struct {
 	LeadTime    time.Duration // allocations are bound this long before start; default 30m
 	MaxAttempts int           // provisioning attempts before the node is replaced; default 2
 	Retry       time.Duration // how soon a failed step is retried; default 30s
+	SpotNotice  time.Duration // notice spot work gets before it is reclaimed; default 120s
+	// InternalNotice is the notice of the operator's internal work; default 30s.
+	InternalNotice time.Duration
+	BindRetry      time.Duration // how soon binding looks again at nodes work is leaving; default 10s
 }
 
 func (p *Policy) defaults() {
@@ -120,6 +124,15 @@ func (p *Policy) defaults() {
 	}
 	if p.Retry == 0 {
 		p.Retry = 30 * time.Second
+	}
+	if p.SpotNotice == 0 {
+		p.SpotNotice = 120 * time.Second
+	}
+	if p.InternalNotice == 0 {
+		p.InternalNotice = 30 * time.Second
+	}
+	if p.BindRetry == 0 {
+		p.BindRetry = 10 * time.Second
 	}
 }
 
