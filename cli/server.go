@@ -192,6 +192,8 @@ func serverCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&o.Policy.QuoteTTL, "quote-ttl", 15*time.Minute, "how long a quote, and the capacity it holds, lasts")
 	cmd.Flags().IntVar(&o.Policy.MaxHolds, "max-holds", 4, "open holds (quotes holding capacity) per tenant")
 	cmd.Flags().DurationVar(&o.Policy.LeadTime, "lead-time", 30*time.Minute, "allocations are bound and provisioned this long before a reservation starts")
+	cmd.Flags().DurationVar(&o.Policy.SpotNotice, "notice-spot", 120*time.Second, "notice spot work gets before committed work reclaims its nodes")
+	cmd.Flags().DurationVar(&o.Policy.InternalNotice, "notice-internal", 30*time.Second, "notice internal work gets before committed work reclaims its nodes")
 	var prov, net, san time.Duration
 	var fail float64
 	cmd.Flags().DurationVar(&prov, "sim-provision", 90*time.Second, "simulated provisioning time per node (image, keys, cluster join)")

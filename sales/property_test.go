@@ -176,6 +176,9 @@ func check(t *testing.T, w *world, step int, seed uint64, quotas map[string]int6
 			}
 		}
 		states[r.ID] = r.State
+		if r.PreemptAt != nil && !r.Shape.Class.Preemptible() {
+			fail("%s work %s was given a preemption notice", r.Shape.Class, r.ID)
+		}
 		as, err := w.sales.Allocations(ctx, w.op, r.ID)
 		if err != nil {
 			fail("%v", err)
