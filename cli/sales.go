@@ -30,6 +30,8 @@ var allocationCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"GPUS", "gpus
 
 var contractCols = []column{{"ID", "id"}, {"TENANT", "tenant_id"}, {"KIND", "kind"}, {"SKU", "sku"}, {"PER GPU-HOUR", "terms.price_per_gpu_hour"}, {"BILLING", "terms.billing_schedule"}, {"COMMITMENT µ", "terms.commitment_micros"}, {"START", "start"}, {"END", "end"}}
 
+var contractViewCols = append(append([]column{}, contractCols...), column{"GPUS", "delivery.contracted_gpus"}, column{"READY", "delivery.ready_gpus"}, column{"REMAINING µ", "delivery.remaining_commitment_micros"})
+
 var eventCols = []column{{"SEQ", "seq"}, {"AT", "at"}, {"KIND", "kind"}, {"SUBJECT", "subject"}, {"DATA", "data"}}
 
 func priceCmd(g *globals) *cobra.Command {
@@ -312,11 +314,50 @@ func contractCmd(g *globals) *cobra.Command {
 			return g.list(c.Context(), "/v1/contracts", nil, lf, contractCols)
 		}}
 	lf.add(list)
-	show := &cobra.Command{Use: "show ID", Short: "Show a contract", Args: cobra.ExactArgs(1),
+	show := &cobra.Command{Use: "show ID", Short: "Show a contract with its delivery progress and remaining commitment", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return g.one(c.Context(), http.MethodGet, "/v1/contracts/"+url.PathEscape(args[0]), nil, contractCols)
+			return g.one(c.Context(), http.MethodGet, "/v1/contracts/"+url.PathEscape(args[0]), nil, contractViewCols)
 		}}
-	cmd.AddCommand(list, show)
+	var in sales.LeaseInput
+	var kind, start, duration, every string
+	create := &cobra.Command{Use: "create", Short: "Sign a lease of a whole site or hall (--kind lease), optionally delivered in phases", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if kind != "lease" {
+				return neocloud.Invalid("--kind", "contracts created directly are leases (--kind lease); reserved, on-demand and spot contracts come with their reservations")
+			}
+			t, err := ParseInstant(start)
+			if err != nil {
+				return neocloud.Invalid("--start", "%v", err)
+			}
+			in.Start = t
+			d, err := ParseDuration(duration)
+			if err != nil {
+				return neocloud.Invalid("--duration", "%v", err)
+			}
+			in.DurationS = int64(d / time.Second)
+			if every != "" {
+				e, err := ParseDuration(every)
+				if err != nil {
+					return neocloud.Invalid("--phase-every", "%v", err)
+				}
+				in.PhaseEveryS = int64(e / time.Second)
+			}
+			return g.one(c.Context(), http.MethodPost, "/v1/contracts", in, contractViewCols)
+		}}
+	create.Flags().StringVar(&kind, "kind", "lease", "lease")
+	create.Flags().StringVar(&in.Tenant, "tenant", "", "tenant name or id")
+	create.Flags().StringVar(&in.Site, "site", "", "site name or id")
+	create.Flags().StringVar(&in.Domain, "hall", "", "a hall (or any domain path, e.g. h1/p03) instead of the whole site")
+	create.Flags().StringVar(&in.SKU, "sku", "", "SKU (default: the site's only one)")
+	create.Flags().StringVar(&start, "start", "", "RFC 3339 start")
+	create.Flags().StringVar(&duration, "duration", "", "term, e.g. 3y")
+	create.Flags().StringVar(&in.Rate, "rate", "", "price per GPU-hour in currency units, e.g. 1.85")
+	create.Flags().IntVar(&in.PhaseGPUs, "phase-gpus", 0, "deliver this many GPUs per phase")
+	create.Flags().StringVar(&every, "phase-every", "", "time between phases, e.g. 7d")
+	for _, f := range []string{"tenant", "site", "start", "duration", "rate"} {
+		create.MarkFlagRequired(f)
+	}
+	cmd.AddCommand(create, list, show)
 	return cmd
 }
 

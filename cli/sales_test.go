@@ -92,6 +92,25 @@ func TestCLISelling(t *testing.T) {
 	if out := must(ta, "reservation", "cancel", r.ID, "-o", "csv"); !strings.Contains(out, "cancelled") {
 		t.Fatalf("cancel: %s", out)
 	}
+	// A phased lease of one hall, signed by the operator, with its progress.
+	leaseStart := time.Now().UTC().AddDate(0, 1, 0).Truncate(time.Hour).Format(time.RFC3339)
+	var lease struct {
+		ID       string
+		Delivery struct {
+			ContractedGPUs int `json:"contracted_gpus"`
+			Phases         []struct{ GPUs int }
+		}
+	}
+	json.Unmarshal([]byte(must(op, "contract", "create", "--kind", "lease", "--tenant", "acme", "--site", "colossus-1", "--hall", "h1/p2", "--start", leaseStart, "--duration", "3y", "--rate", "1.85", "--phase-gpus", "128", "--phase-every", "7d", "-o", "json")), &lease)
+	if lease.Delivery.ContractedGPUs != 256 || len(lease.Delivery.Phases) != 2 {
+		t.Fatalf("lease: %+v", lease)
+	}
+	if out := must(ta, "contract", "show", lease.ID, "-o", "csv"); !strings.Contains(out, "lease") || !strings.Contains(out, "256") {
+		t.Fatalf("contract show: %s", out)
+	}
+	if _, errOut, code := run(t, srv.URL, op, "contract", "create", "--kind", "reserved", "--tenant", "acme", "--site", "colossus-1", "--start", leaseStart, "--duration", "1d", "--rate", "1"); code != 1 || !strings.Contains(errOut, "--kind") {
+		t.Fatalf("contract create --kind reserved: %d %s", code, errOut)
+	}
 	// Bad input: a past start names the field.
 	if _, errOut, code := run(t, srv.URL, ta, "quote", "create", "--sku", sku.Name, "--gpus", "8", "--start", "2020-01-01T00:00:00Z", "--duration", "1d"); code != 1 || !strings.Contains(errOut, "body.start") {
 		t.Fatalf("past start: %d %s", code, errOut)

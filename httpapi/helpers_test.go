@@ -185,6 +185,25 @@ func (e *env) do(method, path, secret string, body any, hdr ...string) resp {
 
 // state is a comparable snapshot of everything the API can change, except
 // the audit trail (which every request may append to).
+// addLeaseSite applies a second, small site of another SKU (h200), where
+// leases find nodes no other test's work holds.
+func (e *env) addLeaseSite() {
+	e.t.Helper()
+	h200, _ := fleet.CatalogSKU("h200-sxm-141gb")
+	var lease bytes.Buffer
+	if _, err := fleet.Generate(&lease, fleet.GenerateOptions{Site: "lease-lab", Region: "lab", Timezone: "UTC", SKU: h200, GPUs: 8 * 8,
+		Levels: []string{"hall", "rack"}, Fanout: []int{2, 4}}); err != nil {
+		e.t.Fatal(err)
+	}
+	spec, err := fleet.ParseSpec(lease.Bytes())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.fleet.Apply(context.Background(), spec); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) state() string {
 	e.t.Helper()
 	var b strings.Builder

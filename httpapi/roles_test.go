@@ -73,6 +73,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"cancel-reservation":       {OA, TA},
 	"list-contracts":           {OA, OV, TA, TM},
 	"get-contract":             {OA, OV, TA, TM},
+	"create-lease":             {OA},
 	"events":                   {OA, OV, TA, TM},
 }
 
@@ -201,6 +202,9 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 			t.Fatal(err)
 		}
 		path = strings.Replace(path, "{reservation}", r.ID, 1)
+	case "create-lease":
+		// A hall-sized lease far in the future, one per call.
+		body = map[string]any{"tenant": ten.Name, "site": "lease-lab", "domain": "h1/r2", "start": time.Now().UTC().AddDate(1, 0, n), "duration_s": 3600, "price_per_gpu_hour": "1.85"}
 	case "get-contract":
 		path = strings.Replace(path, "{contract}", e.rsv[tenantKey(target)].ContractID, 1)
 	default:
@@ -223,6 +227,7 @@ func tenantKey(target string) string {
 func TestRoleMatrix(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		e := newEnv(t, db)
+		e.addLeaseSite()
 		foreignIDs := []string{e.b.ID, e.b.Name, e.tokIDs["b/tenant-admin"], e.tokIDs["b/tenant-member"]}
 		ops := operations(e)
 		if len(ops) != len(rolesTable) {

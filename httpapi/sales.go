@@ -256,15 +256,28 @@ func (s *Server) registerSales() {
 			return listOf(nonNil(cs), limitOf(pg), func(c sales.Contract) string { return c.ID }), nil
 		})
 
-	register(s, anyHuman, huma.Operation{OperationID: "get-contract", Method: http.MethodGet, Path: "/v1/contracts/{contract}", Summary: "Show a contract", Tags: []string{"contracts"}},
+	register(s, anyHuman, huma.Operation{OperationID: "get-contract", Method: http.MethodGet, Path: "/v1/contracts/{contract}", Summary: "Show a contract",
+		Description: "With its delivery progress (GPUs ready against contracted, per phase for a lease) and the commitment that remains.", Tags: []string{"contracts"}},
 		func(ctx context.Context, in *struct {
 			Contract string `path:"contract"`
-		}) (*struct{ Body sales.Contract }, error) {
-			c, err := sv.Contract(ctx, principal(ctx), in.Contract)
+		}) (*struct{ Body sales.ContractView }, error) {
+			c, err := sv.ContractView(ctx, principal(ctx), in.Contract)
 			if err != nil {
 				return nil, notFoundDenied(ctx, err)
 			}
-			return &struct{ Body sales.Contract }{c}, nil
+			return &struct{ Body sales.ContractView }{c}, nil
+		})
+
+	register(s, opAdmin, huma.Operation{OperationID: "create-lease", Method: http.MethodPost, Path: "/v1/contracts", Summary: "Sign a lease",
+		Description: "A lease of every non-spare node of a site or one of its domains (a hall) for a term, on take-or-pay terms, optionally delivered in phases. Admitted only if no committed reservation or maintenance conflicts (the answer names them); spot work on the leased nodes is given notice before each phase starts.",
+		Tags:        []string{"contracts"}, DefaultStatus: 201},
+		func(ctx context.Context, in *struct{ Body sales.LeaseInput }) (*struct{ Body sales.ContractView }, error) {
+			c, err := sv.CreateLease(ctx, principal(ctx), in.Body)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object, info(ctx).Tenant = c.ID, c.TenantID
+			return &struct{ Body sales.ContractView }{c}, nil
 		})
 
 	register(s, anyHuman, huma.Operation{OperationID: "events", Method: http.MethodGet, Path: "/v1/events", Summary: "Events",

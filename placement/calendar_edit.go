@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -126,4 +127,77 @@ func (c *Calendar) Displaced(id string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// DomainNodes returns the non-spare nodes of the domain at path ("" for the
+// whole site) in topology order, and the level the domain is at (−1 for the
+// site).
+func (t *Topology) DomainNodes(path string) ([]string, int, error) {
+	lo, hi, level := int32(0), int32(len(t.nodes)), -1
+	if path != "" {
+		level = strings.Count(path, "/")
+		if level >= len(t.Levels) {
+			return nil, 0, fmt.Errorf("no domain %q", path)
+		}
+		found := false
+		for _, d := range t.dom[level] {
+			if d.path == path {
+				lo, hi, found = d.lo, d.hi, true
+			}
+		}
+		if !found {
+			return nil, 0, fmt.Errorf("no domain %q", path)
+		}
+	}
+	var out []string
+	for i := lo; i < hi; i++ {
+		if !t.nodes[i].spare {
+			out = append(out, t.nodes[i].id)
+		}
+	}
+	return out, level, nil
+}
+
+// Conflicts returns the committed reservations and maintenance windows that
+// overlap [start, end) on any of the nodes (a turnaround apart when the
+// work is another tenant's). Ids ascend.
+func (c *Calendar) Conflicts(nodes []string, tenant string, start, end time.Time) ([]string, error) {
+	idx, err := c.index(nodes)
+	if err != nil {
+		return nil, err
+	}
+	s, e := unix(start), unix(end)
+	turnaround := int64(c.Turnaround / time.Second)
+	seen := map[string]bool{}
+	var out []string
+	for _, i := range idx {
+		for x := range c.byNode[i] {
+			en := &c.byNode[i][x]
+			var id string
+			g := int64(0)
+			switch {
+			case en.maintenance():
+				for _, w := range c.windows {
+					for _, wi := range w.idx {
+						if wi == i && unix(w.Start) == en.start && unix(w.End) == en.end {
+							id = w.ID
+						}
+					}
+				}
+			case !en.committed:
+				continue
+			default:
+				id = en.rsv.ID
+				if en.rsv.Tenant != tenant {
+					g = turnaround
+				}
+			}
+			if en.start < e+g && en.end+g > s && !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }

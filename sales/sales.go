@@ -179,6 +179,7 @@ type Terms struct {
 	SLA               SLA    `json:"sla"`
 	EarlyTermination  string `json:"early_termination" doc:"What ending early costs."`
 	EarlyTerminationP int    `json:"early_termination_percent" doc:"Share of the remaining commitment due on early termination."`
+	Lease             *Lease `json:"lease,omitempty" doc:"For a lease: what is leased and its phases."`
 }
 
 // Contract is the commercial terms covering one or more reservations.

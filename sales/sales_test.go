@@ -671,3 +671,96 @@ func TestFutureCommitmentNotifiesEarly(t *testing.T) {
 		t.Fatalf("the spot work: %v", v.State)
 	}
 }
+
+func TestPhasedLeaseDisplacesSpotWithNotice(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		w.sales.Provisioner = &sales.SimStage{Duration: 5 * time.Minute}
+		w.sales.Sanitizer = &sales.SimStage{Duration: 30 * time.Minute}
+		// Beta's spot work fills the hall.
+		var spot []string
+		for i := 0; i < 4; i++ {
+			r, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 64, Class: placement.ClassSpot, Within: "su"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			spot = append(spot, r.ID)
+		}
+		w.advance(10 * time.Minute)
+		// A committed reservation in the window is named as a conflict.
+		blocker, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(30*24*time.Hour), time.Hour, "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := w.clock.Now().Add(24 * time.Hour)
+		in := sales.LeaseInput{Tenant: "acme", Site: "colossus-1", Domain: "h1", Start: start, DurationS: 3 * 365 * 86400, Rate: "1.85", PhaseGPUs: 96, PhaseEveryS: 7 * 86400}
+		if _, err := w.sales.CreateLease(ctx, w.op, in); neocloud.ErrorKind(err) != neocloud.KindNoCapacity || !strings.Contains(err.Error(), blocker.ID) {
+			t.Fatalf("a lease over committed work: %v", err)
+		}
+		if _, err := w.sales.Cancel(ctx, w.beta, blocker.ID); err != nil {
+			t.Fatal(err)
+		}
+		c, err := w.sales.CreateLease(ctx, w.op, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Kind != placement.ClassLease || c.Delivery.ContractedGPUs != 256 || len(c.Delivery.Phases) != 3 || c.Delivery.ReadyGPUs != 0 {
+			t.Fatalf("lease: %+v %+v", c.Contract, c.Delivery)
+		}
+		// 1.85 × 256 GPUs × 3 × 8760 h, take-or-pay.
+		if c.Terms.CommitmentMicros != 1_850_000*256*3*8760 || c.Delivery.RemainingMicros != c.Terms.CommitmentMicros {
+			t.Fatalf("commitment %d remaining %d", c.Terms.CommitmentMicros, c.Delivery.RemainingMicros)
+		}
+		for i, want := range []int{96, 96, 64} {
+			if ph := c.Delivery.Phases[i]; ph.GPUs != want || !ph.Start.Equal(start.Add(time.Duration(i)*7*24*time.Hour)) {
+				t.Fatalf("phase %d: %+v", i+1, ph)
+			}
+		}
+		// Every spot reservation on leased nodes is told at once, with the
+		// deadline of the first phase that needs its nodes.
+		deadlines := map[string]time.Time{}
+		for _, id := range spot {
+			v := w.reservation(id)
+			if v.PreemptAt == nil {
+				t.Fatalf("spot %s on the leased hall got no notice", id)
+			}
+			deadlines[id] = *v.PreemptAt
+		}
+		// Phase by phase: ready at its start; spot for later phases runs on
+		// until its own deadline.
+		for i, ph := range c.Delivery.Phases {
+			w.clock.Set(ph.Start.Add(-2*time.Hour - time.Minute))
+			w.run()
+			for id, dl := range deadlines {
+				v := w.reservation(id)
+				if dl.After(w.clock.Now()) && v.State != sales.ReservationActive {
+					t.Fatalf("phase %d: spot %s stopped before its deadline %v", i+1, id, dl)
+				}
+			}
+			w.advance(2*time.Hour + 2*time.Minute)
+			if r := w.reservation(ph.Reservation); r.State != sales.ReservationActive {
+				t.Fatalf("phase %d at its start: %v %q %v", i+1, r.State, r.Reason, w.allocStates(r.ID))
+			}
+			v, err := w.sales.ContractView(ctx, w.acme, c.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []int{96, 192, 256}[i]; v.Delivery.ReadyGPUs != want {
+				t.Fatalf("after phase %d: %d GPUs ready, want %d", i+1, v.Delivery.ReadyGPUs, want)
+			}
+			if v.Delivery.RemainingMicros >= c.Terms.CommitmentMicros {
+				t.Fatal("the remaining commitment does not go down")
+			}
+		}
+		for _, id := range spot {
+			if v := w.reservation(id); v.State != sales.ReservationEnded || !strings.Contains(v.Reason, "preempted") {
+				t.Fatalf("spot %s: %v %q", id, v.State, v.Reason)
+			}
+		}
+		// The tenant sees its contract; another does not.
+		if _, err := w.sales.ContractView(ctx, w.beta, c.ID); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("beta sees acme's lease: %v", err)
+		}
+	})
+}

@@ -45,6 +45,8 @@ type Store interface {
 	// SKU, or a KindNotFound error.
 	StandingContract(ctx context.Context, tenantID string, kind Class, sku string) (Contract, error)
 	Contracts(ctx context.Context, tenantID string, pg neocloud.Page) ([]Contract, error)
+	// ContractReservations returns a contract's reservations by start.
+	ContractReservations(ctx context.Context, contractID string) ([]Reservation, error)
 
 	InsertReservation(ctx context.Context, r Reservation) error
 	// UpdateReservation writes every field and replaces its nodes.

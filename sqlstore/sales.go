@@ -497,3 +497,7 @@ func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int,
 	}
 	return out, nil
 }
+
+func (db *DB) ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error) {
+	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE contract_id = ? ORDER BY start_at, id`, contractID)
+}
