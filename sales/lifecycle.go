@@ -21,7 +21,11 @@ func (s *Service) preempt(ctx context.Context, cal *calendar, r *Reservation, no
 		return nil
 	}
 	for _, id := range cal.Displaced(r.ID) {
-		v, err := s.Store.Reservation(ctx, id)
+		rid, stepID, isStep := stepOf(id)
+		if !isStep {
+			rid = id
+		}
+		v, err := s.Store.Reservation(ctx, rid)
 		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 			cal.Drop(id) // a quote's hold
 			continue
@@ -37,6 +41,22 @@ func (s *Service) preempt(ctx context.Context, cal *calendar, r *Reservation, no
 			notice = s.Policy.InternalNotice
 		}
 		deadline := maxTime(now.Add(notice), r.Shape.Start.Add(-cal.Turnaround))
+		if isStep {
+			// Elastic work gives back the step, unless that leaves it
+			// below its minimum: then it is evicted whole.
+			handled, err := s.preemptStep(ctx, &v, stepID, deadline, now)
+			if err != nil {
+				return err
+			}
+			if handled {
+				if cm, ok := cal.Reservation(stepID); ok && cm.End.After(deadline) {
+					if err := cal.SetEnd(stepID, deadline); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+		}
 		if v.PreemptAt != nil && !deadline.Before(*v.PreemptAt) {
 			continue // already told of an earlier deadline
 		}
@@ -44,9 +64,11 @@ func (s *Service) preempt(ctx context.Context, cal *calendar, r *Reservation, no
 		if v.DueAt.After(deadline) {
 			v.DueAt = deadline
 		}
-		if v.Shape.end().After(deadline) {
-			if err := cal.SetEnd(v.ID, deadline); err != nil {
-				return err
+		for _, cid := range v.calendarIDs() {
+			if cm, ok := cal.Reservation(cid); ok && cm.End.After(deadline) {
+				if err := cal.SetEnd(cid, deadline); err != nil {
+					return err
+				}
 			}
 		}
 		if err := s.saveReservation(ctx, &v, now); err != nil {
@@ -176,9 +198,15 @@ func (s *Service) end(ctx context.Context, cal *calendar, r *Reservation, now ti
 	}
 	// The nodes stay the reservation's on the calendar while they are
 	// released and sanitized (about a turnaround); settle sets the true end.
-	if release := now.Add(cal.Turnaround); r.Shape.end().After(release) {
-		if err := cal.SetEnd(r.ID, release); err != nil {
-			return err
+	// Preemptible work keeps them that long even past a reclaim deadline, so
+	// that other preemptible work is not placed on nodes still sanitizing.
+	release := now.Add(cal.Turnaround)
+	for _, cid := range r.calendarIDs() {
+		cm, ok := cal.Reservation(cid)
+		if ok && (cm.End.After(release) || (r.Shape.Class.Preemptible() && cm.End.Before(release))) {
+			if err := cal.SetEnd(cid, release); err != nil {
+				return err
+			}
 		}
 	}
 	r.State, r.DueAt = ReservationEnding, farFuture
@@ -374,6 +402,19 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 	case r.PreemptAt != nil && !r.PreemptAt.After(now) && (r.State == ReservationScheduled || r.State == ReservationActive):
 		// Reclaimed: off its nodes now, its notice served.
 		r.Reason = "preempted: capacity reclaimed for committed work"
+		data := map[string]any{"gpus": r.Shape.GPUs}
+		if e := r.Elastic; e != nil {
+			lost := 0.0
+			for _, st := range e.Steps {
+				lost += float64(e.StepGPUs) * sinceCheckpoint(st.Since, now, time.Duration(e.CheckpointS)*time.Second).Hours()
+			}
+			e.LostGPUh += lost
+			e.Reclaims++
+			data["lost_gpu_hours"] = round2(lost)
+		}
+		if err := s.emit(ctx, r.TenantID, "reservation.evicted", r.ID, data); err != nil {
+			return err
+		}
 		if !r.Bound {
 			cal.Drop(r.ID)
 			r.State, r.DueAt = ReservationCancelled, farFuture
@@ -383,6 +424,8 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 			return s.emit(ctx, r.TenantID, "reservation.cancelled", r.ID, map[string]any{"reason": r.Reason})
 		}
 		return s.end(ctx, cal, &r, now)
+	case r.Elastic != nil && (r.State == ReservationScheduled || r.State == ReservationActive):
+		return s.stepElastic(ctx, cal, &r, now)
 	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Shape.end().After(now):
 		return s.end(ctx, cal, &r, now)
 	case r.State == ReservationScheduled && !r.Bound:
@@ -567,9 +610,11 @@ func (s *Service) settle(ctx context.Context, r *Reservation, now time.Time) err
 		if err != nil {
 			return err
 		}
-		if cm, ok := cal.Reservation(r.ID); ok && cm.End.After(now) {
-			if err := cal.SetEnd(r.ID, now); err != nil {
-				return err
+		for _, cid := range r.calendarIDs() {
+			if cm, ok := cal.Reservation(cid); ok && cm.End.After(now) {
+				if err := cal.SetEnd(cid, now); err != nil {
+					return err
+				}
 			}
 		}
 		r.State = ReservationEnded
@@ -666,4 +711,17 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// calendarIDs are the reservation's entries on the calendar: its own id,
+// or one per step of elastic work.
+func (r *Reservation) calendarIDs() []string {
+	if r.Elastic == nil {
+		return []string{r.ID}
+	}
+	ids := make([]string, len(r.Elastic.Steps))
+	for i, st := range r.Elastic.Steps {
+		ids[i] = st.ID
+	}
+	return ids
 }

@@ -215,6 +215,7 @@ type Reservation struct {
 	Reason     string           `json:"reason,omitempty" doc:"Why it failed or ended early."`
 	Bound      bool             `json:"bound" doc:"Allocations have been made for its nodes."`
 	PreemptAt  *time.Time       `json:"preempt_at,omitempty" doc:"Spot work reclaimed for committed work: the deadline by which it must be off its nodes."`
+	Elastic    *Elastic         `json:"elastic,omitempty" doc:"Elastic internal work: its steps and what reclaims cost it."`
 	DueAt      time.Time        `json:"due_at" doc:"When its next step is due (binding, or its end)."`
 	Version    int64            `json:"version"`
 	CreatedAt  time.Time        `json:"created_at"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"fmt"
 	"strings"
 	"sync"
@@ -761,6 +762,93 @@ func TestPhasedLeaseDisplacesSpotWithNotice(t *testing.T) {
 		// The tenant sees its contract; another does not.
 		if _, err := w.sales.ContractView(ctx, w.beta, c.ID); neocloud.ErrorKind(err) != neocloud.KindNotFound {
 			t.Fatalf("beta sees acme's lease: %v", err)
+		}
+	})
+}
+
+func TestElasticInternalGrowsShrinksAndReports(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		w.sales.Sanitizer = &sales.SimStage{Duration: 10 * time.Minute}
+		train, err := w.tenants.Create(ctx, tenant.CreateInput{Name: "train", Internal: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := w.clock.Now()
+		elastic := &sales.ElasticInput{MinGPUs: 64, MaxGPUs: 256, StepGPUs: 64, StepWithin: "su", CheckpointS: 1800}
+		// Only the internal tenant runs internal work.
+		if _, err := w.sales.Reserve(ctx, w.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: "acme", SKU: "h100-sxm5-80gb", Class: placement.ClassInternal, Elastic: elastic}}); neocloud.ErrorKind(err) != neocloud.KindInvalid {
+			t.Fatalf("internal work for a customer: %v", err)
+		}
+		r, err := w.sales.Reserve(ctx, w.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: "train", SKU: "h100-sxm5-80gb", Class: placement.ClassInternal, Elastic: elastic}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// It grows into the idle site.
+		w.advance(5 * time.Minute)
+		if r = w.reservation(r.ID); r.State != sales.ReservationActive || r.Shape.GPUs != 256 || len(r.Elastic.Steps) != 4 {
+			t.Fatalf("grown: %v %d GPUs %d steps %q", r.State, r.Shape.GPUs, len(r.Elastic.Steps), r.Reason)
+		}
+		// Committed work takes a su: one step is given back after the
+		// internal notice (30 s), the rest runs on.
+		w.advance(44 * time.Minute) // the steps started 1 min in; 49 min in now
+		a1, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: reserved(64, w.clock.Now(), 24*time.Hour, "su")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(w.events(neocloud.Principal{Role: neocloud.RoleTenantAdmin, TenantID: train.ID}), " "); !strings.Contains(got, "reservation.shrinking") {
+			t.Fatalf("no shrink notice: %s", got)
+		}
+		w.clock.Add(30 * time.Second)
+		w.run()
+		if r = w.reservation(r.ID); r.Shape.GPUs != 192 || r.Elastic.Reclaims != 1 || r.State != sales.ReservationActive {
+			t.Fatalf("after one reclaim: %d GPUs, %d reclaims, %v", r.Shape.GPUs, r.Elastic.Reclaims, r.State)
+		}
+		// Reclaimed 49.5 min in, 48.5 min after the step started: 18.5 min
+		// after its last checkpoint (every 30 min).
+		if lost := r.Elastic.LostGPUh; math.Abs(lost-64*18.5/60) > 0.01 {
+			t.Fatalf("lost %.2f GPU-hours, want 64 GPUs × 18.5 min", lost)
+		}
+		// Down to its minimum, then evicted whole.
+		if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: reserved(128, w.clock.Now(), 24*time.Hour, "pod")}); err != nil {
+			t.Fatal(err)
+		}
+		w.advance(time.Minute)
+		if r = w.reservation(r.ID); r.Shape.GPUs != 64 || r.State != sales.ReservationActive {
+			t.Fatalf("at its minimum: %d GPUs %v", r.Shape.GPUs, r.State)
+		}
+		if _, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(64, w.clock.Now(), time.Hour, "su")}); err != nil {
+			t.Fatal(err)
+		}
+		w.advance(time.Minute)
+		if r = w.reservation(r.ID); r.State != sales.ReservationEnding && r.State != sales.ReservationEnded {
+			t.Fatalf("below its minimum it is evicted: %v %d GPUs", r.State, r.Shape.GPUs)
+		}
+		// A new request queues while nothing is idle, and grows once acme's
+		// first reservation is given back (after sanitize).
+		q, err := w.sales.Reserve(ctx, w.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: train.ID, SKU: "h100-sxm5-80gb", Class: placement.ClassInternal, Elastic: elastic}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.advance(2 * time.Minute)
+		if q = w.reservation(q.ID); q.State != sales.ReservationScheduled || !strings.Contains(q.Reason, "queued") {
+			t.Fatalf("with nothing idle: %v %q", q.State, q.Reason)
+		}
+		if _, err := w.sales.Cancel(ctx, w.acme, a1.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.advance(20 * time.Minute)
+		if q = w.reservation(q.ID); q.State != sales.ReservationActive || q.Shape.GPUs != 64 {
+			t.Fatalf("after capacity came back: %v %d GPUs %q", q.State, q.Shape.GPUs, q.Reason)
+		}
+		// The hybrid report.
+		rep, err := w.sales.Internal(ctx, t0, w.clock.Now(), []string{train.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Reclaims != 4 || rep.Shrinks != 3 || rep.Evictions != 1 || rep.UsedGPUh < 256*0.8 || rep.LostGPUh <= 0 || rep.RunningNow != 64 {
+			t.Fatalf("report: %+v", rep)
 		}
 	})
 }

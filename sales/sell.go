@@ -23,6 +23,9 @@ type ShapeInput struct {
 	DurationS int64      `json:"duration_s,omitempty" minimum:"0" doc:"Seconds; required for reserved, absent for on-demand and spot (they run until cancelled)."`
 	Within    string     `json:"within,omitempty" doc:"Topology level all nodes must share (e.g. pod, su, rack)."`
 	Delivery  Delivery   `json:"delivery,omitempty" enum:"managed,bare_metal," doc:"Default managed; partitions are sold only as managed VMs."`
+	// Elastic, with class internal (the operator's internal tenant only):
+	// the request grows into idle capacity and shrinks by steps.
+	Elastic *ElasticInput `json:"elastic,omitempty"`
 }
 
 // QuoteInput asks for a quote.
@@ -49,8 +52,27 @@ func (s *Service) shape(ctx context.Context, in ShapeInput, now time.Time) (Shap
 	}
 	switch in.Class {
 	case placement.ClassReserved, placement.ClassOnDemand, placement.ClassSpot:
+		if in.Elastic != nil {
+			return sh, neocloud.Invalid("body.elastic", "only internal work is elastic")
+		}
+	case placement.ClassInternal:
+		if in.Elastic == nil {
+			return sh, neocloud.Invalid("body.elastic", "internal work is elastic: give min_gpus, max_gpus and step_gpus")
+		}
+		site, err := s.siteFor(in.Site, in.SKU)
+		if err != nil {
+			return sh, err
+		}
+		if err := in.Elastic.validate(sku.GPUsPerNode, site.Levels); err != nil {
+			return sh, err
+		}
+		if in.Start != nil || in.DurationS != 0 || in.Within != "" {
+			return sh, neocloud.Invalid("body.start", "elastic internal work starts now and runs until cancelled; leave start, duration and within out")
+		}
+		sh.Site, sh.GPUs, sh.Delivery = site.ID, 0, DeliveryManaged
+		return sh, nil
 	default:
-		return sh, neocloud.Invalid("body.class", "must be reserved, on_demand or spot, not %q", in.Class)
+		return sh, neocloud.Invalid("body.class", "must be reserved, on_demand, spot or internal, not %q", in.Class)
 	}
 	if sh.Delivery != DeliveryManaged && sh.Delivery != DeliveryBareMetal {
 		return sh, neocloud.Invalid("body.delivery", "must be managed or bare_metal, not %q", in.Delivery)
@@ -228,6 +250,9 @@ func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in Quot
 		if err != nil {
 			return err
 		}
+		if sh.Class == placement.ClassInternal {
+			return neocloud.Invalid("body.class", "internal work is not quoted; reserve it")
+		}
 		q = Quote{ID: neocloud.NewID(PrefixQuote), TenantID: tenant, State: "open", Shape: sh, ExpiresAt: now.Add(s.Policy.QuoteTTL), CreatedAt: now}
 		if in.Hold {
 			if err := s.checkQuota(ctx, tenant, sh, now); err != nil {
@@ -339,6 +364,11 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			if sh, err = s.shape(ctx, in.ShapeInput, now); err != nil {
 				return err
 			}
+		}
+		if sh.Class == placement.ClassInternal {
+			var err error
+			r, err = s.reserveElastic(ctx, tenant, sh, *in.Elastic, now)
+			return err
 		}
 		if quote == nil || !quote.Hold {
 			if err := s.checkQuota(ctx, tenant, sh, now); err != nil {

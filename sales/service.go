@@ -156,6 +156,8 @@ type Service struct {
 	FailNode func(ctx context.Context, nodeID, reason string) error
 	// Notify is called after a commit that wrote events.
 	Notify func()
+	// IsInternal reports whether a tenant is the operator's internal one.
+	IsInternal func(ctx context.Context, tenantID string) (bool, error)
 	// ResolveTenant turns a tenant name or id into an id the principal may
 	// see, or a KindNotFound error.
 	ResolveTenant func(ctx context.Context, p neocloud.Principal, ref string) (string, error)
@@ -190,6 +192,10 @@ func NewService(store Store, tx Tx, fl *fleet.Service, tenants *tenant.Service) 
 	s.ResolveTenant = func(ctx context.Context, p neocloud.Principal, ref string) (string, error) {
 		t, err := tenants.Resolve(ctx, p, ref)
 		return t.ID, err
+	}
+	s.IsInternal = func(ctx context.Context, id string) (bool, error) {
+		t, err := tenants.Resolve(ctx, neocloud.Principal{Role: neocloud.RoleOperatorViewer}, id)
+		return t.Internal, err
 	}
 	s.FailNode = func(ctx context.Context, nodeID, reason string) error {
 		_, err := fl.Act(ctx, nodeID, fleet.ActionCordon)
@@ -278,6 +284,19 @@ func (s *Service) loadCalendar(ctx context.Context, siteID, skuName string) (*ca
 	}
 	for _, r := range live {
 		if r.State == ReservationPending {
+			continue
+		}
+		if r.Elastic != nil {
+			for _, st := range r.Elastic.Steps {
+				sh := Shape{Class: placement.ClassInternal, GPUs: r.Elastic.StepGPUs, Within: r.Elastic.StepWithin, Start: st.Since, End: st.ReclaimAt}
+				var ng []NodeGPUs
+				for _, id := range st.Nodes {
+					ng = append(ng, NodeGPUs{NodeID: id})
+				}
+				if err := cal.Hold(calendarEntry(st.ID, r.TenantID, sh, ng)); err != nil {
+					s.log().Warn("elastic step left off the calendar", "step", st.ID, "err", err)
+				}
+			}
 			continue
 		}
 		if err := cal.Hold(calendarEntry(r.ID, r.TenantID, r.Shape, r.Nodes)); err != nil {
