@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/tenant"
 )
 
 // TestRandomSequences runs random sequences of quotes (with and without
@@ -55,7 +57,7 @@ func TestRandomSequences(t *testing.T) {
 			}
 			var quotes []sales.Quote
 			var rsvs []string
-			fromQuotes := 0
+			fromQuotes, leases := 0, 0
 			states := map[string]sales.ReservationState{}
 			fail := func(step int, format string, args ...any) {
 				t.Helper()
@@ -76,9 +78,32 @@ func TestRandomSequences(t *testing.T) {
 				}
 				return in
 			}
+			train, err := w.tenants.Create(ctx, tenant.CreateInput{Name: "train", Internal: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			racks := []string{"h1/p1/su1/r1", "h1/p1/su2/r2", "h1/p2/su1/r2", "h1/p2/su2/r1"}
 			for step := 0; step < 120; step++ {
 				p := tenants[rng.IntN(2)]
-				switch op := rng.IntN(10); {
+				switch op := rng.IntN(12); {
+				case op == 10:
+					// Elastic internal work, growing into what is idle.
+					r, err := w.sales.Reserve(ctx, w.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: train.ID, SKU: "h100-sxm5-80gb", Class: placement.ClassInternal,
+						Elastic: &sales.ElasticInput{MinGPUs: 32, MaxGPUs: 32 * (1 + rng.IntN(4)), StepGPUs: 32, StepWithin: "rack", CheckpointS: 1800}}})
+					if err != nil {
+						fail(step, "elastic: %v", err)
+					}
+					rsvs = append(rsvs, r.ID)
+				case op == 11:
+					// A lease of one rack, in two phases.
+					st := w.clock.Now().Add(time.Duration(rng.IntN(48)) * time.Hour)
+					_, err := w.sales.CreateLease(ctx, w.op, sales.LeaseInput{Tenant: p.TenantID, Site: "colossus-1", Domain: racks[rng.IntN(len(racks))], Start: st,
+						DurationS: int64(24+rng.IntN(96)) * 3600, Rate: "1.85", PhaseGPUs: 16, PhaseEveryS: int64(1+rng.IntN(12)) * 3600})
+					if k := neocloud.ErrorKind(err); k != "" && k != neocloud.KindNoCapacity && k != neocloud.KindInvalid {
+						fail(step, "lease: %v", err)
+					} else if k == "" {
+						leases++
+					}
 				case op < 2:
 					q, err := w.sales.CreateQuote(ctx, p, sales.QuoteInput{ShapeInput: shape(), Hold: rng.IntN(2) == 0})
 					if err == nil {
@@ -137,7 +162,7 @@ func TestRandomSequences(t *testing.T) {
 			if len(rsvs) < 10 || fromQuotes == 0 {
 				t.Fatalf("seed %d: only %d reservations (%d from quotes): the sequence did not exercise selling", seed, len(rsvs), fromQuotes)
 			}
-			t.Logf("seed %d: %d reservations, %d from quotes, %d quotes", seed, len(rsvs), fromQuotes, len(quotes))
+			t.Logf("seed %d: %d reservations, %d from quotes, %d quotes, %d leases", seed, len(rsvs), fromQuotes, len(quotes), leases)
 		})
 	}
 }
@@ -194,6 +219,12 @@ func check(t *testing.T, w *world, step int, seed uint64, quotas map[string]int6
 				}
 				live[k] = r.ID
 			}
+		}
+		// The reclaim guarantee: committed work is ready within an hour of
+		// its start (notice, sanitize and provisioning, a retry, steps of a
+		// minute) unless its nodes failed.
+		if !r.Shape.Class.Preemptible() && r.State == sales.ReservationScheduled && now.Sub(r.Shape.Start) > time.Hour && !strings.Contains(r.Reason, "no replacement") {
+			fail("%s reservation %s is still %s %v after its start (%q)", r.Shape.Class, r.ID, r.State, now.Sub(r.Shape.Start), r.Reason)
 		}
 		if r.State.Terminal() || r.State == sales.ReservationEnding {
 			continue

@@ -558,6 +558,13 @@ func (s *Service) Extend(ctx context.Context, p neocloud.Principal, id string, e
 		case end.Sub(r.Shape.Start) > 10*365*24*time.Hour:
 			return neocloud.Invalid("body.end", "a reservation lasts at most ten years")
 		}
+		// The added time counts against the tenant's quota like a new
+		// reservation of the same size would.
+		more := r.Shape
+		more.Start, more.End = *r.Shape.End, &end
+		if err := s.checkQuota(ctx, r.TenantID, more, now); err != nil {
+			return err
+		}
 		s.lock(ctx)
 		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
 		if err != nil {
