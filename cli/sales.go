@@ -212,8 +212,9 @@ func quoteCmd(g *globals) *cobra.Command {
 func reservationCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "reservation", Aliases: []string{"rsv"}, Short: "Reservations: capacity over [start, end) on concrete nodes"}
 	var sf shapeFlags
-	var quote string
-	create := &cobra.Command{Use: "create", Short: "Reserve capacity from a quote (--quote) or directly with the quote's flags", Args: cobra.NoArgs,
+	var quote, checkpoint string
+	var el sales.ElasticInput
+	create := &cobra.Command{Use: "create", Short: "Reserve capacity from a quote (--quote) or directly with the quote's flags; --class internal with --min-gpus etc. for elastic internal work", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			in := sales.ReserveInput{Quote: quote}
 			if quote == "" {
@@ -222,10 +223,25 @@ func reservationCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
+			if el.MinGPUs > 0 || el.MaxGPUs > 0 || el.StepGPUs > 0 {
+				if checkpoint != "" {
+					d, err := ParseDuration(checkpoint)
+					if err != nil {
+						return neocloud.Invalid("--checkpoint", "%v", err)
+					}
+					el.CheckpointS = int64(d / time.Second)
+				}
+				in.Elastic = &el
+			}
 			return g.one(c.Context(), http.MethodPost, "/v1/reservations", in, reservationCols)
 		}}
 	sf.add(create)
 	create.Flags().StringVar(&quote, "quote", "", "quote id (its hold becomes the reservation)")
+	create.Flags().IntVar(&el.MinGPUs, "min-gpus", 0, "elastic internal work: run on at least this many GPUs")
+	create.Flags().IntVar(&el.MaxGPUs, "max-gpus", 0, "elastic internal work: grow into idle capacity up to this many")
+	create.Flags().IntVar(&el.StepGPUs, "step-gpus", 0, "elastic internal work: grow and shrink by this many")
+	create.Flags().StringVar(&el.StepWithin, "step-within", "", "elastic internal work: the level each step lies within, e.g. su")
+	create.Flags().StringVar(&checkpoint, "checkpoint", "", "elastic internal work: checkpoint interval, e.g. 30m")
 
 	var lf listFlags
 	var state, class string
@@ -389,5 +405,20 @@ func eventsCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "stream new events until interrupted")
 	cmd.Flags().StringVar(&after, "after", "", "resume after this event seq")
 	cmd.Flags().IntVar(&limit, "limit", 100, "events per page (without --follow)")
+	return cmd
+}
+
+func internalCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "internal", Short: "The operator's own training on idle capacity (the hybrid play)"}
+	var period, from, to string
+	report := &cobra.Command{Use: "report", Short: "GPU-hours internal work used and lost to reclaims, and the reclaims, over a period", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return g.one(c.Context(), http.MethodGet, "/v1/internal/report?"+filters(map[string]string{"period": period, "from": from, "to": to}).Encode(), nil,
+				[]column{{"START", "start"}, {"END", "end"}, {"GPU-HOURS USED", "gpu_hours_used"}, {"GPU-HOURS LOST", "gpu_hours_lost"}, {"RECLAIMS", "reclaims"}, {"SHRINKS", "shrinks"}, {"EVICTIONS", "evictions"}, {"GPUS RUNNING", "gpus_running_now"}})
+		}}
+	report.Flags().StringVar(&period, "period", "", "2027-01, 2027-Q1 or 2027-H1 (UTC)")
+	report.Flags().StringVar(&from, "from", "", "RFC 3339 start (instead of --period)")
+	report.Flags().StringVar(&to, "to", "", "RFC 3339 end")
+	cmd.AddCommand(report)
 	return cmd
 }

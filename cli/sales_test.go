@@ -111,6 +111,24 @@ func TestCLISelling(t *testing.T) {
 	if _, errOut, code := run(t, srv.URL, op, "contract", "create", "--kind", "reserved", "--tenant", "acme", "--site", "colossus-1", "--start", leaseStart, "--duration", "1d", "--rate", "1"); code != 1 || !strings.Contains(errOut, "--kind") {
 		t.Fatalf("contract create --kind reserved: %d %s", code, errOut)
 	}
+	// Elastic internal work for the operator's own tenant, and its report.
+	must(op, "tenant", "create", "train", "--internal")
+	var el struct {
+		Shape   struct{ Class string }
+		Elastic struct {
+			MinGPUs int `json:"min_gpus"`
+		}
+	}
+	json.Unmarshal([]byte(must(op, "reservation", "create", "--tenant", "train", "--sku", sku.Name, "--class", "internal", "--min-gpus", "64", "--max-gpus", "128", "--step-gpus", "64", "--step-within", "su", "--checkpoint", "30m", "-o", "json")), &el)
+	if el.Shape.Class != "internal" || el.Elastic.MinGPUs != 64 {
+		t.Fatalf("elastic: %+v", el)
+	}
+	if out := must(op, "internal", "report", "--period", time.Now().UTC().Format("2006-01"), "-o", "csv"); !strings.Contains(out, "GPU-HOURS USED") {
+		t.Fatalf("internal report: %s", out)
+	}
+	if _, errOut, code := run(t, srv.URL, op, "reservation", "create", "--tenant", "acme", "--sku", sku.Name, "--class", "internal", "--min-gpus", "64", "--max-gpus", "64", "--step-gpus", "64"); code != 1 || !strings.Contains(errOut, "internal tenant") {
+		t.Fatalf("internal work for a customer: %d %s", code, errOut)
+	}
 	// Bad input: a past start names the field.
 	if _, errOut, code := run(t, srv.URL, ta, "quote", "create", "--sku", sku.Name, "--gpus", "8", "--start", "2020-01-01T00:00:00Z", "--duration", "1d"); code != 1 || !strings.Contains(errOut, "body.start") {
 		t.Fatalf("past start: %d %s", code, errOut)

@@ -74,6 +74,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"list-contracts":           {OA, OV, TA, TM},
 	"get-contract":             {OA, OV, TA, TM},
 	"create-lease":             {OA},
+	"internal-report":          {OA, OV},
 	"events":                   {OA, OV, TA, TM},
 }
 
@@ -178,6 +179,8 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "set-quota":
 		body = map[string]any{"tenant": ten.Name, "sku": "h100-sxm5-80gb", "class": "spot", "gpus": 64}
 	case "list-prices", "list-quotes", "list-reservations", "list-contracts", "events":
+	case "internal-report":
+		path += "?period=2027-01"
 	case "list-quotas":
 		path += "?tenant=" + ten.Name
 	case "create-quote", "create-reservation":

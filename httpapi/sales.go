@@ -18,6 +18,7 @@ import (
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/pricing"
 	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/tenant"
 )
 
 var (
@@ -241,6 +242,39 @@ func (s *Server) registerSales() {
 				ContentType string `header:"Content-Type"`
 				Body        []byte
 			}{"text/plain; charset=utf-8", []byte(Topology(r, site, in.Format))}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "internal-report", Method: http.MethodGet, Path: "/v1/internal/report", Summary: "The hybrid play: what internal work got and lost",
+		Description: "Over a period (2027-01, 2027-Q1, 2027-H1, or from/to): GPU-hours the internal tenants' work ran, GPU-hours lost to reclaims (work since the last checkpoint), and the reclaims (steps given back, reservations evicted).", Tags: []string{"internal"}},
+		func(ctx context.Context, in *struct {
+			Period string    `query:"period" doc:"2027-01, 2027-Q1 or 2027-H1 (UTC)."`
+			From   time.Time `query:"from"`
+			To     time.Time `query:"to"`
+		}) (*struct{ Body sales.InternalReport }, error) {
+			from, to := in.From, in.To
+			if in.Period != "" {
+				var err error
+				if from, to, err = neocloud.ParsePeriod(in.Period); err != nil {
+					return nil, neocloud.Invalid("query.period", "%v", err)
+				}
+			}
+			if from.IsZero() || !to.After(from) {
+				return nil, neocloud.Invalid("query.period", "give a period, or from and to with to after from")
+			}
+			yes := true
+			ts, err := s.cfg.Tenants.List(ctx, tenant.TenantFilter{Internal: &yes}, neocloud.Page{Limit: 1000})
+			if err != nil {
+				return nil, err
+			}
+			var ids []string
+			for _, t := range ts {
+				ids = append(ids, t.ID)
+			}
+			rep, err := sv.Internal(ctx, from, to, ids)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body sales.InternalReport }{rep}, nil
 		})
 
 	register(s, anyHuman, huma.Operation{OperationID: "list-contracts", Method: http.MethodGet, Path: "/v1/contracts", Summary: "List contracts", Tags: []string{"contracts"}},
