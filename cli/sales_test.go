@@ -123,7 +123,7 @@ func TestCLISelling(t *testing.T) {
 	if el.Shape.Class != "internal" || el.Elastic.MinGPUs != 64 {
 		t.Fatalf("elastic: %+v", el)
 	}
-	if out := must(op, "internal", "report", "--period", time.Now().UTC().Format("2006-01"), "-o", "csv"); !strings.Contains(out, "GPU-HOURS USED") {
+	if out := must(op, "internal", "report", "--period", time.Now().UTC().Format("2006-01"), "-o", "csv"); !strings.Contains(out, "gpu_hours_used") {
 		t.Fatalf("internal report: %s", out)
 	}
 	if _, errOut, code := run(t, srv.URL, op, "reservation", "create", "--tenant", "acme", "--sku", sku.Name, "--class", "internal", "--min-gpus", "64", "--max-gpus", "64", "--step-gpus", "64"); code != 1 || !strings.Contains(errOut, "internal tenant") {
