@@ -422,3 +422,48 @@ func internalCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(report)
 	return cmd
 }
+
+var maintenanceCols = []column{{"ID", "id"}, {"STATE", "state"}, {"START", "start"}, {"END", "end"}, {"REASON", "reason"}, {"BATCHES", "batches"}, {"TOUCHED", "touched_reservations"}, {"MOVED", "moved"}}
+
+func maintenanceCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "maintenance", Short: "Planned maintenance: on the calendar, with notice, rolled within each reservation's limits"}
+	var in sales.MaintenanceInput
+	var window string
+	create := &cobra.Command{Use: "create", Short: "Plan maintenance of --nodes or a --domain in --window START/DURATION", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			st, d, ok := strings.Cut(window, "/")
+			if !ok {
+				return neocloud.Invalid("--window", "want START/DURATION, e.g. 2027-02-01T02:00:00Z/4h")
+			}
+			t, err := ParseInstant(st)
+			if err != nil {
+				return neocloud.Invalid("--window", "%v", err)
+			}
+			dur, err := ParseDuration(d)
+			if err != nil {
+				return neocloud.Invalid("--window", "%v", err)
+			}
+			in.Start, in.DurationS = t, int64(dur/time.Second)
+			return g.one(c.Context(), http.MethodPost, "/v1/maintenance", in, maintenanceCols)
+		}}
+	create.Flags().StringVar(&in.Site, "site", "", "site name or id")
+	create.Flags().StringSliceVar(&in.Nodes, "nodes", nil, "node hostnames or ids")
+	create.Flags().StringVar(&in.Domain, "domain", "", "every node below this topology path, e.g. h1/p03")
+	create.Flags().StringVar(&window, "window", "", "START/DURATION each node is out, e.g. 2027-02-01T02:00:00Z/4h")
+	create.Flags().StringVar(&in.Reason, "reason", "", "why")
+	for _, f := range []string{"site", "window", "reason"} {
+		create.MarkFlagRequired(f)
+	}
+	var site string
+	list := &cobra.Command{Use: "list", Short: "List planned maintenance", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return g.list(c.Context(), "/v1/maintenance", filters(map[string]string{"site": site}), listFlags{limit: 1000}, maintenanceCols)
+		}}
+	list.Flags().StringVar(&site, "site", "", "site name or id")
+	cancel := &cobra.Command{Use: "cancel ID", Short: "Cancel maintenance that has not started", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, "/v1/maintenance/"+url.PathEscape(args[0])+"/cancel", nil, maintenanceCols)
+		}}
+	cmd.AddCommand(create, list, cancel)
+	return cmd
+}

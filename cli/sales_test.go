@@ -129,6 +129,26 @@ func TestCLISelling(t *testing.T) {
 	if _, errOut, code := run(t, srv.URL, op, "reservation", "create", "--tenant", "acme", "--sku", sku.Name, "--class", "internal", "--min-gpus", "64", "--max-gpus", "64", "--step-gpus", "64"); code != 1 || !strings.Contains(errOut, "internal tenant") {
 		t.Fatalf("internal work for a customer: %d %s", code, errOut)
 	}
+	// Planned maintenance of a rack of the leased pod, once it runs.
+	soon := time.Now().UTC().Add(48 * time.Hour).Format(time.RFC3339)
+	late := time.Now().UTC().AddDate(0, 2, 0).Truncate(time.Hour).Format(time.RFC3339)
+	var mnt struct {
+		ID      string
+		Batches []struct{ Nodes []string }
+	}
+	json.Unmarshal([]byte(must(op, "maintenance", "create", "--site", "colossus-1", "--domain", "h1/p2/su1/r1", "--window", late+"/2h", "--reason", "firmware", "-o", "json")), &mnt)
+	if len(mnt.Batches) != 8 {
+		t.Fatalf("maintenance of a leased rack rolls node by node: %+v", mnt)
+	}
+	if out := must(op, "maintenance", "list", "-o", "csv"); !strings.Contains(out, mnt.ID) {
+		t.Fatalf("maintenance list: %s", out)
+	}
+	if out := must(op, "maintenance", "cancel", mnt.ID, "-o", "csv"); !strings.Contains(out, "cancelled") {
+		t.Fatalf("maintenance cancel: %s", out)
+	}
+	if _, errOut, code := run(t, srv.URL, op, "maintenance", "create", "--site", "colossus-1", "--domain", "h1", "--window", soon, "--reason", "x"); code != 1 || !strings.Contains(errOut, "--window") {
+		t.Fatalf("a window without duration: %d %s", code, errOut)
+	}
 	// Bad input: a past start names the field.
 	if _, errOut, code := run(t, srv.URL, ta, "quote", "create", "--sku", sku.Name, "--gpus", "8", "--start", "2020-01-01T00:00:00Z", "--duration", "1d"); code != 1 || !strings.Contains(errOut, "body.start") {
 		t.Fatalf("past start: %d %s", code, errOut)

@@ -75,6 +75,9 @@ var rolesTable = map[string][]neocloud.Role{
 	"get-contract":             {OA, OV, TA, TM},
 	"create-lease":             {OA},
 	"internal-report":          {OA, OV},
+	"create-maintenance":       {OA},
+	"list-maintenance":         {OA, OV},
+	"cancel-maintenance":       {OA},
 	"events":                   {OA, OV, TA, TM},
 }
 
@@ -181,6 +184,15 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "list-prices", "list-quotes", "list-reservations", "list-contracts", "events":
 	case "internal-report":
 		path += "?period=2027-01"
+	case "list-maintenance":
+	case "create-maintenance":
+		body = map[string]any{"site": "lease-lab", "domain": "h1/r1", "start": time.Now().UTC().AddDate(2, 0, n), "duration_s": 3600, "reason": "firmware"}
+	case "cancel-maintenance":
+		m, err := e.sales.CreateMaintenance(ctx, opP, sales.MaintenanceInput{Site: "lease-lab", Domain: "h1/r1", Start: time.Now().UTC().AddDate(3, 0, n), DurationS: 3600, Reason: "firmware"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = strings.Replace(path, "{maintenance}", m.ID, 1)
 	case "list-quotas":
 		path += "?tenant=" + ten.Name
 	case "create-quote", "create-reservation":

@@ -244,6 +244,41 @@ func (s *Server) registerSales() {
 			}{"text/plain; charset=utf-8", []byte(Topology(r, site, in.Format))}, nil
 		})
 
+	register(s, opAdmin, huma.Operation{OperationID: "create-maintenance", Method: http.MethodPost, Path: "/v1/maintenance", Summary: "Plan maintenance",
+		Description: "Puts maintenance of some nodes (or every node below a domain) on the calendar, each node out for duration_s, rolled in batches so that no reservation has more than its maximum nodes out at once. Future reservations are re-chosen around it where their constraint allows; the tenants of those it still touches are told now, and it is refused (409) if that is later than their contract's maintenance notice. Spot and internal work on those nodes is reclaimed with notice.",
+		Tags:        []string{"maintenance"}, DefaultStatus: 201},
+		func(ctx context.Context, in *struct{ Body sales.MaintenanceInput }) (*struct{ Body sales.Maintenance }, error) {
+			m, err := sv.CreateMaintenance(ctx, principal(ctx), in.Body)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = m.ID
+			return &struct{ Body sales.Maintenance }{m}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-maintenance", Method: http.MethodGet, Path: "/v1/maintenance", Summary: "List planned maintenance", Tags: []string{"maintenance"}},
+		func(ctx context.Context, in *struct {
+			Site string `query:"site" doc:"Site name or id."`
+		}) (*struct{ Body List[sales.Maintenance] }, error) {
+			ms, err := sv.Maintenances(ctx, in.Site)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[sales.Maintenance] }{List[sales.Maintenance]{Items: nonNil(ms)}}, nil
+		})
+
+	register(s, opAdmin, huma.Operation{OperationID: "cancel-maintenance", Method: http.MethodPost, Path: "/v1/maintenance/{maintenance}/cancel", Summary: "Cancel planned maintenance that has not started", Tags: []string{"maintenance"}},
+		func(ctx context.Context, in *struct {
+			Maintenance string `path:"maintenance"`
+		}) (*struct{ Body sales.Maintenance }, error) {
+			m, err := sv.CancelMaintenance(ctx, principal(ctx), in.Maintenance)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = m.ID
+			return &struct{ Body sales.Maintenance }{m}, nil
+		})
+
 	register(s, opRead, huma.Operation{OperationID: "internal-report", Method: http.MethodGet, Path: "/v1/internal/report", Summary: "The hybrid play: what internal work got and lost",
 		Description: "Over a period (2027-01, 2027-Q1, 2027-H1, or from/to): GPU-hours the internal tenants' work ran, GPU-hours lost to reclaims (work since the last checkpoint), and the reclaims (steps given back, reservations evicted).", Tags: []string{"internal"}},
 		func(ctx context.Context, in *struct {

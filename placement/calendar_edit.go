@@ -201,3 +201,40 @@ func (c *Calendar) Conflicts(nodes []string, tenant string, start, end time.Time
 	sort.Strings(out)
 	return out, nil
 }
+
+// DropWindow removes a maintenance window (cancelled, or done).
+func (c *Calendar) DropWindow(id string) {
+	w, ok := c.windows[id]
+	if !ok {
+		return
+	}
+	s, e := unix(w.Start), unix(w.End)
+	for _, i := range w.idx {
+		c.remove(i, func(en entry) bool { return en.maintenance() && en.start == s && en.end == e })
+	}
+	delete(c.windows, id)
+}
+
+// Window returns a maintenance window on the calendar.
+func (c *Calendar) Window(id string) (*Window, bool) {
+	w, ok := c.windows[id]
+	return w, ok
+}
+
+// HoldersDuring returns the ids of the reservations holding a node at any
+// time in [start, end).
+func (c *Calendar) HoldersDuring(node string, start, end time.Time) []string {
+	i, ok := c.T.NodeIndex(node)
+	if !ok {
+		return nil
+	}
+	s, e := unix(start), unix(end)
+	var out []string
+	for x := range c.byNode[i] {
+		en := &c.byNode[i][x]
+		if !en.maintenance() && en.start < e && en.end > s {
+			out = append(out, en.rsv.ID)
+		}
+	}
+	return out
+}

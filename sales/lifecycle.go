@@ -21,62 +21,73 @@ func (s *Service) preempt(ctx context.Context, cal *calendar, r *Reservation, no
 		return nil
 	}
 	for _, id := range cal.Displaced(r.ID) {
-		rid, stepID, isStep := stepOf(id)
-		if !isStep {
-			rid = id
+		if err := s.reclaim(ctx, cal, id, r.Shape.Start.Add(-cal.Turnaround), now); err != nil {
+			return err
 		}
-		v, err := s.Store.Reservation(ctx, rid)
-		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
-			cal.Drop(id) // a quote's hold
-			continue
-		}
+	}
+	return nil
+}
+
+// reclaim gives preemptible work (a reservation, an elastic step, or a
+// quote's hold) notice to be off its nodes by the later of its class's
+// notice and by; an elastic step that would leave its reservation below its
+// minimum evicts it whole.
+func (s *Service) reclaim(ctx context.Context, cal *calendar, id string, by time.Time, now time.Time) error {
+	rid, stepID, isStep := stepOf(id)
+	if !isStep {
+		rid = id
+	}
+	v, err := s.Store.Reservation(ctx, rid)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		cal.Drop(id) // a quote's hold
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if v.State.Terminal() || v.State == ReservationEnding {
+		return nil
+	}
+	notice := s.Policy.SpotNotice
+	if v.Shape.Class == placement.ClassInternal {
+		notice = s.Policy.InternalNotice
+	}
+	deadline := maxTime(now.Add(notice), by)
+	if isStep {
+		// Elastic work gives back the step, unless that leaves it
+		// below its minimum: then it is evicted whole.
+		handled, err := s.preemptStep(ctx, &v, stepID, deadline, now)
 		if err != nil {
 			return err
 		}
-		if v.State.Terminal() || v.State == ReservationEnding {
-			continue
-		}
-		notice := s.Policy.SpotNotice
-		if v.Shape.Class == placement.ClassInternal {
-			notice = s.Policy.InternalNotice
-		}
-		deadline := maxTime(now.Add(notice), r.Shape.Start.Add(-cal.Turnaround))
-		if isStep {
-			// Elastic work gives back the step, unless that leaves it
-			// below its minimum: then it is evicted whole.
-			handled, err := s.preemptStep(ctx, &v, stepID, deadline, now)
-			if err != nil {
-				return err
-			}
-			if handled {
-				if cm, ok := cal.Reservation(stepID); ok && cm.End.After(deadline) {
-					if err := cal.SetEnd(stepID, deadline); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-		}
-		if v.PreemptAt != nil && !deadline.Before(*v.PreemptAt) {
-			continue // already told of an earlier deadline
-		}
-		v.PreemptAt = &deadline
-		if v.DueAt.After(deadline) {
-			v.DueAt = deadline
-		}
-		for _, cid := range v.calendarIDs() {
-			if cm, ok := cal.Reservation(cid); ok && cm.End.After(deadline) {
-				if err := cal.SetEnd(cid, deadline); err != nil {
+		if handled {
+			if cm, ok := cal.Reservation(stepID); ok && cm.End.After(deadline) {
+				if err := cal.SetEnd(stepID, deadline); err != nil {
 					return err
 				}
 			}
+			return nil
 		}
-		if err := s.saveReservation(ctx, &v, now); err != nil {
-			return err
+	}
+	if v.PreemptAt != nil && !deadline.Before(*v.PreemptAt) {
+		return nil // already told of an earlier deadline
+	}
+	v.PreemptAt = &deadline
+	if v.DueAt.After(deadline) {
+		v.DueAt = deadline
+	}
+	for _, cid := range v.calendarIDs() {
+		if cm, ok := cal.Reservation(cid); ok && cm.End.After(deadline) {
+			if err := cal.SetEnd(cid, deadline); err != nil {
+				return err
+			}
 		}
-		if err := s.emit(ctx, v.TenantID, "reservation.preempting", v.ID, map[string]any{"deadline": deadline, "notice_s": int64(deadline.Sub(now) / time.Second), "reason": "capacity reclaimed for committed work"}); err != nil {
-			return err
-		}
+	}
+	if err := s.saveReservation(ctx, &v, now); err != nil {
+		return err
+	}
+	if err := s.emit(ctx, v.TenantID, "reservation.preempting", v.ID, map[string]any{"deadline": deadline, "notice_s": int64(deadline.Sub(now) / time.Second), "reason": "capacity reclaimed for committed work"}); err != nil {
+		return err
 	}
 	return nil
 }
@@ -287,6 +298,15 @@ func (s *Service) Step(ctx context.Context) (int, error) {
 	if err != nil {
 		return done, err
 	}
+	ms, err := s.Store.DueMaintenance(ctx, now)
+	if err != nil {
+		return done, err
+	}
+	n, err = batches(ctx, s, ms, func(ctx context.Context, m Maintenance) error { return s.stepMaintenance(ctx, m.ID, now) })
+	done += n
+	if err != nil {
+		return done, err
+	}
 	allocs, err := s.Store.DueAllocations(ctx, now, 2000)
 	if err != nil {
 		return done, err
@@ -428,7 +448,7 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 		return s.stepElastic(ctx, cal, &r, now)
 	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Shape.end().After(now):
 		return s.end(ctx, cal, &r, now)
-	case r.State == ReservationScheduled && !r.Bound:
+	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Bound:
 		return s.bind(ctx, cal, &r, now)
 	}
 	r.DueAt = r.Shape.due()

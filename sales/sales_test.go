@@ -852,3 +852,74 @@ func TestElasticInternalGrowsShrinksAndReports(t *testing.T) {
 		}
 	})
 }
+
+func TestMaintenanceRollsThroughALease(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		rack := "h1/p1/su1/r1"
+		lease, err := w.sales.CreateLease(ctx, w.op, sales.LeaseInput{Tenant: "acme", Site: "colossus-1", Domain: rack, Start: epoch.Add(24 * time.Hour), DurationS: 60 * 86400, Rate: "1.85"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ph := lease.Delivery.Phases[0].Reservation
+		// A lease promises 14 days of notice.
+		if _, err := w.sales.CreateMaintenance(ctx, w.op, sales.MaintenanceInput{Site: "colossus-1", Domain: rack, Start: epoch.Add(2 * 24 * time.Hour), DurationS: 4 * 3600, Reason: "firmware"}); neocloud.ErrorKind(err) != neocloud.KindConflict || !strings.Contains(err.Error(), ph) {
+			t.Fatalf("maintenance inside the notice: %v", err)
+		}
+		// Beta's future reservation on one of those nodes moves around it.
+		fut, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: reserved(8, epoch.Add(20*24*time.Hour), 24*time.Hour, "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.sales.CreateMaintenance(ctx, w.op, sales.MaintenanceInput{Site: "colossus-1", Nodes: []string{fut.Nodes[0].NodeID}, Start: epoch.Add(19 * 24 * time.Hour), DurationS: 3 * 86400, Reason: "psu swap"}); err != nil {
+			t.Fatal(err)
+		}
+		if moved := w.reservation(fut.ID); moved.Nodes[0].NodeID == fut.Nodes[0].NodeID {
+			t.Fatal("the future reservation was not moved around the maintenance")
+		}
+		start := epoch.Add(15 * 24 * time.Hour)
+		m, err := w.sales.CreateMaintenance(ctx, w.op, sales.MaintenanceInput{Site: "colossus-1", Domain: rack, Start: start, DurationS: 4 * 3600, Reason: "firmware"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One node out at a time: four batches, one after another.
+		if len(m.Batches) != 4 || len(m.Touched) != 1 || m.Touched[0] != ph {
+			t.Fatalf("maintenance: %d batches, touched %v", len(m.Batches), m.Touched)
+		}
+		for i, b := range m.Batches {
+			if len(b.Nodes) != 1 || !b.Start.Equal(start.Add(time.Duration(i)*4*time.Hour)) {
+				t.Fatalf("batch %d: %+v", i, b)
+			}
+		}
+		if got := strings.Join(w.events(w.acme), " "); !strings.Contains(got, "maintenance.scheduled") {
+			t.Fatalf("acme was not told: %s", got)
+		}
+		// The lease runs; the maintenance rolls through it.
+		w.clock.Set(start.Add(-time.Hour))
+		w.run()
+		if st := w.allocStates(ph); st[sales.AllocationReady] != 4 {
+			t.Fatalf("before the maintenance: %v", st)
+		}
+		for i := range m.Batches {
+			w.clock.Set(start.Add(time.Duration(i)*4*time.Hour + 30*time.Minute))
+			w.run()
+			if st := w.allocStates(ph); st[sales.AllocationReady] != 3 {
+				t.Fatalf("during batch %d: %v", i+1, st)
+			}
+		}
+		w.clock.Set(start.Add(16*time.Hour + time.Minute))
+		w.run()
+		w.advance(30 * time.Minute)
+		if st := w.allocStates(ph); st[sales.AllocationReady] != 4 {
+			t.Fatalf("after the maintenance: %v", st)
+		}
+		if m, _ = w.db.Maintenance(ctx, m.ID); m.State != "done" {
+			t.Fatalf("maintenance %s", m.State)
+		}
+		got := strings.Join(w.events(w.acme), " ")
+		if strings.Count(got, "maintenance.started") != 4 || strings.Count(got, "maintenance.ended") != 4 {
+			t.Fatalf("acme's events: %s", got)
+		}
+	})
+}

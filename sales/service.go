@@ -76,6 +76,8 @@ type Store interface {
 	// and SKU; its row lock serializes admissions until commit.
 	BumpCalendar(ctx context.Context, siteID, sku string) (int64, error)
 
+	MaintenanceStore
+
 	// AppendEvent numbers and stores an event.
 	AppendEvent(ctx context.Context, e Event) (Event, error)
 	// Events returns events after seq, oldest first; tenantID "" means all.
@@ -301,6 +303,22 @@ func (s *Service) loadCalendar(ctx context.Context, siteID, skuName string) (*ca
 		}
 		if err := cal.Hold(calendarEntry(r.ID, r.TenantID, r.Shape, r.Nodes)); err != nil {
 			s.log().Warn("reservation left off the calendar", "reservation", r.ID, "err", err)
+		}
+	}
+	ms, err := s.Store.Maintenances(ctx, siteID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.State != "scheduled" && m.State != "active" {
+			continue
+		}
+		for _, b := range m.Batches {
+			if b.SKU == skuName && b.State != "done" {
+				if _, err := cal.AddWindow(&placement.Window{ID: b.ID, Start: b.Start, End: b.End, Nodes: b.Nodes}); err != nil {
+					s.log().Warn("maintenance left off the calendar", "batch", b.ID, "err", err)
+				}
+			}
 		}
 	}
 	holds, err := s.Store.OpenHolds(ctx, siteID, skuName)

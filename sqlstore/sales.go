@@ -501,3 +501,37 @@ func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int,
 func (db *DB) ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error) {
 	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE contract_id = ? ORDER BY start_at, id`, contractID)
 }
+
+func (db *DB) InsertMaintenance(ctx context.Context, m sales.Maintenance) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO maintenance (id, site_id, state, start_at, end_at, due_at, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.ID, m.Site, m.State, micros(m.Start), micros(m.End), micros(m.DueAt), mustJSON(m), micros(m.CreatedAt))
+		return err
+	})
+}
+
+func (db *DB) UpdateMaintenance(ctx context.Context, m sales.Maintenance) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `UPDATE maintenance SET state = ?, due_at = ?, body = ? WHERE id = ?`, m.State, micros(m.DueAt), mustJSON(m), m.ID)
+		return err
+	})
+}
+
+func (db *DB) Maintenance(ctx context.Context, id string) (sales.Maintenance, error) {
+	m, err := scanBody[sales.Maintenance](db.queryRow(ctx, `SELECT body FROM maintenance WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, neocloud.NotFound("maintenance", id)
+	}
+	return m, db.translate(err)
+}
+
+func (db *DB) Maintenances(ctx context.Context, siteID string) ([]sales.Maintenance, error) {
+	if siteID == "" {
+		return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance ORDER BY id DESC`)
+	}
+	return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance WHERE site_id = ? ORDER BY id DESC`, siteID)
+}
+
+func (db *DB) DueMaintenance(ctx context.Context, now time.Time) ([]sales.Maintenance, error) {
+	return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance WHERE due_at <= ? AND state IN ('scheduled','active') ORDER BY due_at, id`, micros(now))
+}
