@@ -162,8 +162,12 @@ func (s *Service) stepElastic(ctx context.Context, cal *calendar, r *Reservation
 		}
 	}
 	r.Shape.GPUs = e.gpus()
-	// 3. Next look: the next reclaim deadline, or a minute.
+	// 3. Next look: the next reclaim deadline, or a minute after growing
+	// (five when nothing was idle).
 	r.DueAt = now.Add(GrowEvery)
+	if len(added) == 0 {
+		r.DueAt = now.Add(5 * GrowEvery)
+	}
 	for _, st := range e.Steps {
 		if st.ReclaimAt != nil && st.ReclaimAt.Before(r.DueAt) {
 			r.DueAt = *st.ReclaimAt

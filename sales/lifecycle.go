@@ -461,15 +461,11 @@ func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time
 	if err != nil {
 		return err
 	}
-	allocs, err := s.Store.Allocations(ctx, rsvID)
+	one, err := s.Store.Allocation(ctx, id)
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(allocs, func(a Allocation) bool { return a.ID == id })
-	if i < 0 {
-		return nil
-	}
-	a := &allocs[i]
+	a := &one
 	if a.DueAt.After(now) {
 		return nil
 	}
@@ -602,20 +598,15 @@ func (s *Service) finish(ctx context.Context, r *Reservation, a *Allocation, now
 // settle derives the reservation's state from its allocations: active once
 // all are ready, ended once all have ended after its end.
 func (s *Service) settle(ctx context.Context, r *Reservation, now time.Time) error {
-	fresh, err := s.Store.Allocations(ctx, r.ID)
+	byState, err := s.Store.AllocationStates(ctx, r.ID)
 	if err != nil {
 		return err
 	}
-	ready, ended, live := 0, 0, 0
-	for _, a := range fresh {
-		switch a.State {
-		case AllocationReady:
-			ready++
-		case AllocationEnded:
-			ended++
-			continue
+	ready, live := byState[AllocationReady], 0
+	for st, n := range byState {
+		if st != AllocationEnded {
+			live += n
 		}
-		live++
 	}
 	switch {
 	case r.State == ReservationScheduled && live > 0 && ready == live:

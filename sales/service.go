@@ -65,6 +65,9 @@ type Store interface {
 	// UpdateAllocation writes an allocation; an ended one frees its GPUs.
 	UpdateAllocation(ctx context.Context, a Allocation) error
 	Allocations(ctx context.Context, reservationID string) ([]Allocation, error)
+	Allocation(ctx context.Context, id string) (Allocation, error)
+	// AllocationStates counts a reservation's allocations by state.
+	AllocationStates(ctx context.Context, reservationID string) (map[AllocationState]int, error)
 	DueAllocations(ctx context.Context, now time.Time, limit int) ([]Allocation, error)
 	// LiveGPUs returns the GPUs of the nodes that are in live allocations.
 	LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error)

@@ -535,3 +535,29 @@ func (db *DB) Maintenances(ctx context.Context, siteID string) ([]sales.Maintena
 func (db *DB) DueMaintenance(ctx context.Context, now time.Time) ([]sales.Maintenance, error) {
 	return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance WHERE due_at <= ? AND state IN ('scheduled','active') ORDER BY due_at, id`, micros(now))
 }
+
+func (db *DB) Allocation(ctx context.Context, id string) (sales.Allocation, error) {
+	a, err := scanBody[sales.Allocation](db.queryRow(ctx, `SELECT body FROM allocations WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, neocloud.NotFound("allocation", id)
+	}
+	return a, db.translate(err)
+}
+
+func (db *DB) AllocationStates(ctx context.Context, reservationID string) (map[sales.AllocationState]int, error) {
+	rows, err := db.query(ctx, `SELECT state, COUNT(*) FROM allocations WHERE reservation_id = ? GROUP BY state`, reservationID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[sales.AllocationState]int{}
+	for rows.Next() {
+		var st sales.AllocationState
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, db.translate(rows.Err())
+}
