@@ -62,6 +62,7 @@ func benchCmd(g *globals) *cobra.Command {
 	rsv.Flags().IntVar(&rb.Clients, "clients", 16, "concurrent HTTP clients")
 	rsv.Flags().IntVar(&rb.GPUsEach, "gpus-each", 8, "GPUs per reservation")
 	rsv.Flags().DurationVar(&rb.Provision, "provision", 0, "simulated provisioning time per node")
+	rsv.Flags().BoolVar(&rb.OverSpot, "over-spot", false, "fill the site with spot work first, so that every reservation reclaims its nodes (wall-clock reclaim)")
 	cmd.AddCommand(p, rsv)
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/client"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/sales"
@@ -28,7 +29,11 @@ type ReservationBench struct {
 	Clients     int           // concurrent HTTP clients
 	GPUsEach    int           // GPUs per reservation
 	Provision   time.Duration // simulated provisioning time per node
-	Progress    io.Writer
+	// OverSpot fills the site with spot work first: every reservation then
+	// reclaims its nodes (notice 1 ms, sanitize 0), which measures the
+	// control plane's own reclaim path in wall-clock time.
+	OverSpot bool
+	Progress io.Writer
 }
 
 // RunReservationBench starts a server on loopback, makes N on-demand
@@ -49,8 +54,13 @@ func RunReservationBench(ctx context.Context, w io.Writer, o ReservationBench) e
 	defer os.RemoveAll(dir)
 	const boot = "reservation-bench-bootstrap-0123456789"
 	sim := &sales.SimStage{Duration: o.Provision}
-	r, err := StartServer(ctx, ServerOptions{Listen: "127.0.0.1:0", DataDir: dir, DatabaseURL: o.DatabaseURL, Bootstrap: boot,
-		Logger: slog.New(slog.DiscardHandler), Seams: &Seams{Provision: sim, Network: &sales.SimStage{}, Sanitize: &sales.SimStage{}}})
+	so := ServerOptions{Listen: "127.0.0.1:0", DataDir: dir, DatabaseURL: o.DatabaseURL, Bootstrap: boot,
+		Logger: slog.New(slog.DiscardHandler), Seams: &Seams{Provision: sim, Network: &sales.SimStage{}, Sanitize: &sales.SimStage{}}}
+	if o.OverSpot {
+		so.Policy = sales.Policy{SpotNotice: time.Millisecond, BindRetry: 5 * time.Millisecond}
+		so.LifecycleEvery = 10 * time.Millisecond
+	}
+	r, err := StartServer(ctx, so)
 	if err != nil {
 		return err
 	}
@@ -81,6 +91,33 @@ func RunReservationBench(ctx context.Context, w io.Writer, o ReservationBench) e
 	var tok struct{ Secret string }
 	if err := op.Do(ctx, http.MethodPost, "/v1/tokens", nil, map[string]any{"name": "bench", "role": "tenant-admin", "tenant": name}, &tok); err != nil {
 		return err
+	}
+
+	if o.OverSpot {
+		// Spot work fills the site first.
+		if _, err := op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "spot", "spot_floor": "0.80", "spot_ceiling": "2.40"}, ""); err != nil {
+			return err
+		}
+		if _, err := op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": name + "-spot"}, ""); err != nil {
+			return err
+		}
+		var st struct{ Secret string }
+		if err := op.Do(ctx, http.MethodPost, "/v1/tokens", nil, map[string]any{"name": "spot", "role": "tenant-admin", "tenant": name + "-spot"}, &st); err != nil {
+			return err
+		}
+		sc := client.New(r.URL, st.Secret)
+		say("filling the site with spot work…")
+		for n := 0; ; n++ {
+			err := sc.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"sku": sku.Name, "gpus": 256, "class": "spot", "within": "su"}, nil)
+			if neocloud.ErrorKind(err) == neocloud.KindNoCapacity {
+				say("%d spot reservations of 256 GPUs hold the site", n)
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		time.Sleep(2 * time.Second) // they become active
 	}
 
 	// 2. Follow the tenant's events: the moment each reservation is active.
@@ -164,7 +201,11 @@ func RunReservationBench(ctx context.Context, w io.Writer, o ReservationBench) e
 	mu.Unlock()
 
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "reservations over HTTP on a %d-GPU site (%s, %d clients, %d GPUs each, simulated provisioning %v)\n\n", o.GPUs, store, o.Clients, o.GPUsEach, o.Provision)
+	mode := ""
+	if o.OverSpot {
+		mode = "; every one reclaims nodes from spot work (notice 1 ms, sanitize 0)"
+	}
+	fmt.Fprintf(tw, "reservations over HTTP on a %d-GPU site (%s, %d clients, %d GPUs each, simulated provisioning %v%s)\n\n", o.GPUs, store, o.Clients, o.GPUsEach, o.Provision, mode)
 	fmt.Fprintln(tw, "measure\tn\tp50\tp99\tmax\tper second\t")
 	fmt.Fprintf(tw, "create (POST /v1/reservations → 201)\t%d\t%v\t%v\t%v\t%.0f\t\n", len(create), pct(create, 50), pct(create, 99), pct(create, 100), float64(len(create))/acked.Seconds())
 	fmt.Fprintf(tw, "create → ready (reservation.active event)\t%d\t%v\t%v\t%v\t%.0f\t\n", len(ready), pct(ready, 50), pct(ready, 99), pct(ready, 100), float64(len(ready))/all.Seconds())

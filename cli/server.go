@@ -53,8 +53,10 @@ type ServerOptions struct {
 	// sanitize drivers (simulated, finishing at once, when nil).
 	Policy sales.Policy
 	Seams  *Seams
-	// NoLifecycle leaves the lifecycle loop off (tests drive it).
-	NoLifecycle bool
+	// NoLifecycle leaves the lifecycle loop off (tests drive it);
+	// LifecycleEvery is its cadence (default 1 s).
+	NoLifecycle    bool
+	LifecycleEvery time.Duration
 }
 
 // Seams are the drivers of the allocation lifecycle.
@@ -126,7 +128,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}()
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
 	if !o.NoLifecycle {
-		go sv.Run(bg, time.Second)
+		every := o.LifecycleEvery
+		if every == 0 {
+			every = time.Second
+		}
+		go sv.Run(bg, every)
 	}
 	r.Sales = sv
 	return r, nil

@@ -661,7 +661,7 @@ type PriceInput struct {
 	SKU           string         `json:"sku" minLength:"1"`
 	Class         Class          `json:"class" enum:"lease,reserved,on_demand,spot,internal"`
 	EffectiveAt   *time.Time     `json:"effective_at,omitempty" doc:"Default now; a change is never retroactive."`
-	List          string         `json:"price_per_gpu_hour" doc:"List price per GPU-hour in currency units, e.g. 2.05."`
+	List          string         `json:"price_per_gpu_hour,omitempty" doc:"List price per GPU-hour in currency units, e.g. 2.05 (not for spot)."`
 	TermDiscounts []pricing.Tier `json:"term_discounts,omitempty"`
 	VolumeTiers   []pricing.Tier `json:"volume_tiers,omitempty"`
 	SpotFloor     string         `json:"spot_floor,omitempty" doc:"Spot only: price per GPU-hour at an idle site."`

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/neocloud/neocloud/placement"
 )
@@ -15,7 +16,7 @@ import (
 // report comes out.
 func TestHybridShortRun(t *testing.T) {
 	var out bytes.Buffer
-	res, err := RunHybrid(context.Background(), &out, Options{GPUs: 8192, Days: 4, Seed: 2})
+	res, err := RunHybrid(context.Background(), &out, Options{GPUs: 8192, Days: 4, Seed: 2, Step: 15 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
