@@ -312,17 +312,18 @@ func (s *Server) registerSales() {
 			return &struct{ Body sales.InternalReport }{rep}, nil
 		})
 
-	register(s, anyHuman, huma.Operation{OperationID: "list-contracts", Method: http.MethodGet, Path: "/v1/contracts", Summary: "List contracts", Tags: []string{"contracts"}},
-		func(ctx context.Context, in *struct{ PageParams }) (*struct{ Body List[sales.Contract] }, error) {
+	register(s, anyHuman, huma.Operation{OperationID: "list-contracts", Method: http.MethodGet, Path: "/v1/contracts", Summary: "List contracts",
+		Description: "Each with its delivery progress (GPUs ready against contracted) and remaining commitment.", Tags: []string{"contracts"}},
+		func(ctx context.Context, in *struct{ PageParams }) (*struct{ Body List[sales.ContractView] }, error) {
 			pg := in.page()
 			if err := pg.Normalize(); err != nil {
 				return nil, err
 			}
-			cs, err := sv.Contracts(ctx, principal(ctx), "", pg)
+			cs, err := sv.ContractViews(ctx, principal(ctx), "", pg)
 			if err != nil {
 				return nil, err
 			}
-			return listOf(nonNil(cs), limitOf(pg), func(c sales.Contract) string { return c.ID }), nil
+			return listOf(nonNil(cs), limitOf(pg), func(c sales.ContractView) string { return c.ID }), nil
 		})
 
 	register(s, anyHuman, huma.Operation{OperationID: "get-contract", Method: http.MethodGet, Path: "/v1/contracts/{contract}", Summary: "Show a contract",

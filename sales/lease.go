@@ -254,6 +254,25 @@ func (s *Service) ContractView(ctx context.Context, p neocloud.Principal, id str
 	return s.view(ctx, c, s.now())
 }
 
+// ContractViews lists the contracts the principal may see, each with its
+// delivery progress.
+func (s *Service) ContractViews(ctx context.Context, p neocloud.Principal, tenantID string, pg neocloud.Page) ([]ContractView, error) {
+	cs, err := s.Contracts(ctx, p, tenantID, pg)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ContractView, 0, len(cs))
+	now := s.now()
+	for _, c := range cs {
+		v, err := s.view(ctx, c, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 func (s *Service) view(ctx context.Context, c Contract, now time.Time) (ContractView, error) {
 	v := ContractView{Contract: c}
 	rsvs, err := s.Store.ContractReservations(ctx, c.ID)

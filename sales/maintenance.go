@@ -395,6 +395,11 @@ func (s *Service) takeOut(ctx context.Context, m Maintenance, b Batch, now time.
 		if err != nil {
 			return err
 		}
+		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
+		if err != nil {
+			return err
+		}
+		waiting := false
 		for i := range allocs {
 			a := &allocs[i]
 			if !in[a.NodeID] || a.State == AllocationEnded || a.State == AllocationReleasing {
@@ -404,13 +409,40 @@ func (s *Service) takeOut(ctx context.Context, m Maintenance, b Batch, now time.
 			if err := s.release(ctx, &r, a, now); err != nil {
 				return err
 			}
+			// A spare (or any free node) within the reservation's
+			// constraint takes the node's place for good; else the node
+			// comes back when the batch ends.
+			res, err := cal.RechooseFree(r.ID, a.NodeID)
+			if err != nil {
+				return err
+			}
+			if res.Plan != nil {
+				cm, _ := cal.Reservation(r.ID)
+				r.Nodes = s.nodesOf(cm)
+				var repl NodeGPUs
+				for _, n := range r.Nodes {
+					if n.NodeID == res.Plan.Nodes[0].NodeID {
+						repl = n
+					}
+				}
+				if _, err := s.newAllocation(ctx, &r, repl, now); err != nil {
+					return err
+				}
+				if err := s.emit(ctx, r.TenantID, "node.replaced", r.ID, map[string]any{"failed": a.Hostname, "replacement": repl.Hostname, "reason": "planned maintenance " + m.ID}); err != nil {
+					return err
+				}
+				continue
+			}
+			waiting = true
 			if err := s.emit(ctx, r.TenantID, "maintenance.started", r.ID, map[string]any{"maintenance": m.ID, "node": a.Hostname, "until": b.End}); err != nil {
 				return err
 			}
 		}
-		// Bind again when the batch ends.
-		r.Bound = false
-		r.DueAt = b.End
+		if waiting {
+			// Bind again when the batch ends.
+			r.Bound = false
+			r.DueAt = b.End
+		}
 		if err := s.saveReservation(ctx, &r, now); err != nil {
 			return err
 		}

@@ -52,7 +52,10 @@ type world struct {
 	beta    neocloud.Principal
 }
 
-func newWorld(t *testing.T, db *sqlstore.DB) *world {
+func newWorld(t *testing.T, db *sqlstore.DB) *world { return newWorldWith(t, db, nil) }
+
+// newWorldWith is newWorld with the site's generator options adjusted.
+func newWorldWith(t *testing.T, db *sqlstore.DB, adjust func(*fleet.GenerateOptions)) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{t: t, db: db, clock: &clock{t: epoch}}
@@ -65,6 +68,9 @@ func newWorld(t *testing.T, db *sqlstore.DB) *world {
 	var b bytes.Buffer
 	o := fleet.ColossusOptions(sku, 256)
 	o.Fanout = []int{2, 2, 2, 4}
+	if adjust != nil {
+		adjust(&o)
+	}
 	if _, err := fleet.Generate(&b, o); err != nil {
 		t.Fatal(err)
 	}
@@ -922,4 +928,60 @@ func TestMaintenanceRollsThroughALease(t *testing.T) {
 			t.Fatalf("acme's events: %s", got)
 		}
 	})
+}
+
+func TestMaintenanceReplacesFromSpares(t *testing.T) {
+	// One spare per rack.
+	w := newWorldWith(t, testdb.SQLite(t), func(o *fleet.GenerateOptions) { o.SpareLevel, o.Spares = "rack", 1 })
+	ctx := context.Background()
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 24, Class: placement.ClassOnDemand, Within: "rack"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.run()
+	node := r.Nodes[0]
+	start := w.clock.Now().Add(8 * 24 * time.Hour)
+	if _, err := w.sales.CreateMaintenance(ctx, w.op, sales.MaintenanceInput{Site: "colossus-1", Nodes: []string{node.NodeID}, Start: start, DurationS: 4 * 3600, Reason: "bios"}); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Set(start)
+	w.run()
+	w.advance(10 * time.Minute)
+	r = w.reservation(r.ID)
+	if r.State != sales.ReservationActive || len(r.Nodes) != 3 || holds(r, node.NodeID) {
+		t.Fatalf("during maintenance: %v, nodes %+v", r.State, r.Nodes)
+	}
+	spare := r.Nodes[len(r.Nodes)-1]
+	for _, n := range r.Nodes {
+		if rackOf(n.Domain) != rackOf(node.Domain) {
+			t.Fatalf("replacement %s left the rack %s", n.Domain, rackOf(node.Domain))
+		}
+	}
+	if fn, _ := w.fleet.Snapshot.Node(spare.NodeID); !fn.Spare && !anySpare(w, r) {
+		t.Fatalf("no spare took the node's place: %+v", r.Nodes)
+	}
+	if st := w.allocStates(r.ID); st[sales.AllocationReady] != 3 {
+		t.Fatalf("allocations: %v", st)
+	}
+	if got := strings.Join(w.events(w.acme), " "); !strings.Contains(got, "node.replaced") {
+		t.Fatalf("events: %s", got)
+	}
+}
+
+func anySpare(w *world, r sales.Reservation) bool {
+	for _, n := range r.Nodes {
+		if fn, _ := w.fleet.Snapshot.Node(n.NodeID); fn.Spare {
+			return true
+		}
+	}
+	return false
+}
+
+func holds(r sales.Reservation, node string) bool {
+	for _, n := range r.Nodes {
+		if n.NodeID == node {
+			return true
+		}
+	}
+	return false
 }
