@@ -112,8 +112,18 @@ type Site struct {
 	Levels      []string            `json:"levels"`
 	Hierarchies map[string][]string `json:"hierarchies,omitempty"`
 	Power       *Power              `json:"power,omitempty"`
+	Policy      *SitePolicy         `json:"policy,omitempty"`
 	CreatedAt   time.Time           `json:"created_at"`
 	UpdatedAt   time.Time           `json:"updated_at"`
+}
+
+// SitePolicy holds a site's operating settings; zero fields take the
+// server's defaults.
+type SitePolicy struct {
+	// SpotNoticeS and InternalNoticeS are the seconds of notice spot and
+	// internal work get before committed work reclaims their nodes.
+	SpotNoticeS     int64 `json:"spot_notice_s,omitempty" yaml:"spot_notice_s"`
+	InternalNoticeS int64 `json:"internal_notice_s,omitempty" yaml:"internal_notice_s"`
 }
 
 // Power is a site's declared power and environment model; the power model

@@ -123,7 +123,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 			return err
 		}
 		want := site
-		want.Region, want.Timezone, want.Levels, want.Hierarchies, want.Power = spec.Site.Region, spec.Site.Timezone, spec.Site.Levels, spec.Site.Hierarchies, spec.Site.Power
+		want.Region, want.Timezone, want.Levels, want.Hierarchies, want.Power, want.Policy = spec.Site.Region, spec.Site.Timezone, spec.Site.Levels, spec.Site.Hierarchies, spec.Site.Power, spec.Site.Policy
 		if !res.SiteCreated && !reflect.DeepEqual(normSite(site), normSite(want)) {
 			res.SiteChanged = true
 			if !slices.Equal(site.Levels, want.Levels) {

@@ -28,6 +28,7 @@ type SiteSpec struct {
 	Levels      []string
 	Hierarchies map[string][]string
 	Power       *Power
+	Policy      *SitePolicy
 }
 
 // NodeSpec is one node as a spec declares it.
@@ -235,6 +236,12 @@ func (p *parser) site(n *yaml.Node, s *SiteSpec) {
 				p.levels(hv, "site.hierarchies."+name, s.Hierarchies[name])
 				return true
 			})
+		case "policy":
+			s.Policy = &SitePolicy{}
+			p.decodeStrict(v, "site.policy", s.Policy)
+			if s.Policy.SpotNoticeS < 0 || s.Policy.InternalNoticeS < 0 {
+				p.fault(v, "site.policy", "notices must not be negative")
+			}
 		case "power":
 			s.Power = &Power{}
 			p.decodeStrict(v, "site.power", s.Power)

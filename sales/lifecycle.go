@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
 )
 
@@ -48,10 +49,7 @@ func (s *Service) reclaim(ctx context.Context, cal *calendar, id string, by time
 	if v.State.Terminal() || v.State == ReservationEnding {
 		return nil
 	}
-	notice := s.Policy.SpotNotice
-	if v.Shape.Class == placement.ClassInternal {
-		notice = s.Policy.InternalNotice
-	}
+	notice := s.notice(cal.site, v.Shape.Class)
 	deadline := maxTime(now.Add(notice), by)
 	if isStep {
 		// Elastic work gives back the step, unless that leaves it
@@ -735,4 +733,22 @@ func (r *Reservation) calendarIDs() []string {
 		ids[i] = st.ID
 	}
 	return ids
+}
+
+// notice is the notice a class of preemptible work gets at a site: the
+// site's policy, else the server's.
+func (s *Service) notice(site fleet.Site, class Class) time.Duration {
+	spot, internal := s.Policy.SpotNotice, s.Policy.InternalNotice
+	if p := site.Policy; p != nil {
+		if p.SpotNoticeS > 0 {
+			spot = time.Duration(p.SpotNoticeS) * time.Second
+		}
+		if p.InternalNoticeS > 0 {
+			internal = time.Duration(p.InternalNoticeS) * time.Second
+		}
+	}
+	if class == placement.ClassInternal {
+		return internal
+	}
+	return spot
 }

@@ -985,3 +985,38 @@ func holds(r sales.Reservation, node string) bool {
 	}
 	return false
 }
+
+func TestSitePolicySetsTheNotice(t *testing.T) {
+	w := newWorld(t, testdb.SQLite(t))
+	ctx := context.Background()
+	// The site declares ten minutes of notice for spot work.
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var b bytes.Buffer
+	o := fleet.ColossusOptions(sku, 256)
+	o.Fanout = []int{2, 2, 2, 4}
+	fleet.Generate(&b, o)
+	text := strings.Replace(b.String(), "site:\n", "site:\n  policy:\n    spot_notice_s: 600\n", 1)
+	spec, err := fleet.ParseSpec([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := w.fleet.Apply(ctx, spec); err != nil || !res.SiteChanged {
+		t.Fatalf("apply the policy: %+v %v", res, err)
+	}
+	spot, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 256, Class: placement.ClassSpot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.run()
+	now := w.clock.Now()
+	if _, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := w.reservation(spot.ID); v.PreemptAt == nil || !v.PreemptAt.Equal(now.Add(10*time.Minute)) {
+		t.Fatalf("deadline %v, want the site's 10 minutes", v.PreemptAt)
+	}
+	// A negative notice is refused with the field.
+	if _, err := fleet.ParseSpec([]byte(strings.Replace(text, "spot_notice_s: 600", "spot_notice_s: -1", 1))); err == nil || !strings.Contains(err.Error(), "site.policy") {
+		t.Fatalf("negative notice: %v", err)
+	}
+}

@@ -53,15 +53,16 @@ func (db *DB) SKUs(ctx context.Context) ([]fleet.SKU, error) {
 	return out, db.translate(rows.Err())
 }
 
-const siteCols = `id, name, region, timezone, levels, hierarchies, power, created_at, updated_at`
+const siteCols = `id, name, region, timezone, levels, hierarchies, power, policy, created_at, updated_at`
 
 func scanSite(row interface{ Scan(...any) error }) (fleet.Site, error) {
 	var s fleet.Site
-	var levels, hier, power string
+	var levels, hier, power, policy string
 	var c, u int64
-	if err := row.Scan(&s.ID, &s.Name, &s.Region, &s.Timezone, &levels, &hier, &power, &c, &u); err != nil {
+	if err := row.Scan(&s.ID, &s.Name, &s.Region, &s.Timezone, &levels, &hier, &power, &policy, &c, &u); err != nil {
 		return s, err
 	}
+	json.Unmarshal([]byte(policy), &s.Policy)
 	s.CreatedAt, s.UpdatedAt = fromMicros(c), fromMicros(u)
 	json.Unmarshal([]byte(levels), &s.Levels)
 	json.Unmarshal([]byte(hier), &s.Hierarchies)
@@ -79,10 +80,10 @@ func (db *DB) SiteByName(ctx context.Context, name string) (fleet.Site, error) {
 
 func (db *DB) PutSite(ctx context.Context, s fleet.Site) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `INSERT INTO sites (`+siteCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		_, err := db.exec(ctx, `INSERT INTO sites (`+siteCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET region = excluded.region, timezone = excluded.timezone, levels = excluded.levels,
-			hierarchies = excluded.hierarchies, power = excluded.power, updated_at = excluded.updated_at`,
-			s.ID, s.Name, s.Region, s.Timezone, mustJSON(s.Levels), mustJSON(s.Hierarchies), mustJSON(s.Power), micros(s.CreatedAt), micros(s.UpdatedAt))
+			hierarchies = excluded.hierarchies, power = excluded.power, policy = excluded.policy, updated_at = excluded.updated_at`,
+			s.ID, s.Name, s.Region, s.Timezone, mustJSON(s.Levels), mustJSON(s.Hierarchies), mustJSON(s.Power), mustJSON(s.Policy), micros(s.CreatedAt), micros(s.UpdatedAt))
 		return err
 	})
 }
