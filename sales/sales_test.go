@@ -1020,3 +1020,54 @@ func TestSitePolicySetsTheNotice(t *testing.T) {
 		t.Fatalf("negative notice: %v", err)
 	}
 }
+
+func TestLeaseDisplacesInternalWorkWithNotice(t *testing.T) {
+	w := newWorld(t, testdb.SQLite(t))
+	ctx := context.Background()
+	if _, err := w.tenants.Create(ctx, tenant.CreateInput{Name: "train", Internal: true}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := w.sales.Reserve(ctx, w.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: "train", SKU: "h100-sxm5-80gb", Class: placement.ClassInternal,
+		Elastic: &sales.ElasticInput{MinGPUs: 64, MaxGPUs: 256, StepGPUs: 64, StepWithin: "su", CheckpointS: 3600}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.advance(5 * time.Minute)
+	if r = w.reservation(r.ID); r.Shape.GPUs != 256 {
+		t.Fatalf("internal work did not fill the idle site: %d GPUs", r.Shape.GPUs)
+	}
+	// A two-phase lease of one rack from three hours on: the internal step
+	// holding that rack's su is told now and given back by the first
+	// phase's start less the turnaround.
+	start := w.clock.Now().Add(3 * time.Hour)
+	c, err := w.sales.CreateLease(ctx, w.op, sales.LeaseInput{Tenant: "acme", Site: "colossus-1", Domain: "h1/p1/su1/r1", Start: start, DurationS: 30 * 86400, Rate: "1.85", PhaseGPUs: 16, PhaseEveryS: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = w.reservation(r.ID)
+	var reclaimAt *time.Time
+	for _, st := range r.Elastic.Steps {
+		if st.ReclaimAt != nil {
+			reclaimAt = st.ReclaimAt
+		}
+	}
+	if reclaimAt == nil || !reclaimAt.Equal(start.Add(-2*time.Hour)) {
+		t.Fatalf("the step's reclaim deadline %v, want the first phase's start less turnaround %v", reclaimAt, start.Add(-2*time.Hour))
+	}
+	w.advance(time.Hour - 2*time.Minute)
+	if r = w.reservation(r.ID); r.Shape.GPUs != 256 {
+		t.Fatalf("given back before its deadline: %d GPUs", r.Shape.GPUs)
+	}
+	w.advance(2*time.Hour + 5*time.Minute)
+	if r = w.reservation(r.ID); r.Shape.GPUs != 192 || r.State != sales.ReservationActive {
+		t.Fatalf("after the deadline: %d GPUs %v", r.Shape.GPUs, r.State)
+	}
+	v, _ := w.sales.ContractView(ctx, w.acme, c.ID)
+	if v.Delivery.ReadyGPUs != 16 {
+		t.Fatalf("first phase: %d GPUs ready", v.Delivery.ReadyGPUs)
+	}
+	w.advance(time.Hour)
+	if v, _ = w.sales.ContractView(ctx, w.acme, c.ID); v.Delivery.ReadyGPUs != 32 {
+		t.Fatalf("second phase: %d GPUs ready", v.Delivery.ReadyGPUs)
+	}
+}
