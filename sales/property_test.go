@@ -26,7 +26,7 @@ import (
 // within its quota at every instant; reservation states moving only as the
 // state machine allows. NEOCLOUD_SEED=n replays one seed.
 func TestRandomSequences(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4}
+	seeds := []uint64{1, 2, 3}
 	if s := os.Getenv("NEOCLOUD_SEED"); s != "" {
 		n, _ := strconv.ParseUint(s, 10, 64)
 		seeds = []uint64{n}
@@ -83,7 +83,8 @@ func TestRandomSequences(t *testing.T) {
 				t.Fatal(err)
 			}
 			racks := []string{"h1/p1/su1/r1", "h1/p1/su2/r2", "h1/p2/su1/r2", "h1/p2/su2/r1"}
-			for step := 0; step < 120; step++ {
+			start := w.clock.Now()
+			for step := 0; step < 150; step++ {
 				p := tenants[rng.IntN(2)]
 				switch op := rng.IntN(12); {
 				case op == 10:
@@ -155,14 +156,16 @@ func TestRandomSequences(t *testing.T) {
 					class := []placement.Class{placement.ClassReserved, placement.ClassOnDemand}[rng.IntN(2)]
 					setQuota(p, class, quotas[p.TenantID+"/"+string(class)]+int64(8*(1+rng.IntN(4))))
 				default:
-					w.advance(time.Duration(rng.IntN(6*60)) * time.Minute)
+					// Up to half a day, in steps of five minutes: a run
+					// covers a week or so of simulated time.
+					w.advanceBy(time.Duration(rng.IntN(12*60))*time.Minute, 5*time.Minute)
 				}
 				check(t, w, step, seed, quotas, states)
 			}
 			if len(rsvs) < 10 || fromQuotes == 0 {
 				t.Fatalf("seed %d: only %d reservations (%d from quotes): the sequence did not exercise selling", seed, len(rsvs), fromQuotes)
 			}
-			t.Logf("seed %d: %d reservations, %d from quotes, %d quotes, %d leases", seed, len(rsvs), fromQuotes, len(quotes), leases)
+			t.Logf("seed %d: %d reservations, %d from quotes, %d quotes, %d leases over %v of simulated time", seed, len(rsvs), fromQuotes, len(quotes), leases, w.clock.Now().Sub(start))
 		})
 	}
 }

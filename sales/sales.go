@@ -86,7 +86,7 @@ const (
 )
 
 var allocationMoves = map[AllocationState][]AllocationState{
-	AllocationBound:        {AllocationProvisioning, AllocationEnded},
+	AllocationBound:        {AllocationProvisioning, AllocationReleasing, AllocationEnded},
 	AllocationProvisioning: {AllocationProvisioning, AllocationReady, AllocationReleasing, AllocationEnded},
 	AllocationReady:        {AllocationReleasing},
 	AllocationReleasing:    {AllocationReleasing, AllocationEnded},

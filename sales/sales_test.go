@@ -137,6 +137,16 @@ func (w *world) advance(d time.Duration) {
 	}
 }
 
+// advanceBy moves the clock by d in steps of at most step.
+func (w *world) advanceBy(d, step time.Duration) {
+	w.t.Helper()
+	end := w.clock.Now().Add(d)
+	for w.clock.Now().Before(end) {
+		w.clock.Add(min(step, end.Sub(w.clock.Now())))
+		w.run()
+	}
+}
+
 func (w *world) reservation(id string) sales.Reservation {
 	w.t.Helper()
 	r, err := w.sales.Reservation(context.Background(), w.op, id)
