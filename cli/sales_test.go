@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,5 +168,56 @@ func TestReservationBenchRuns(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("bench output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestCLIEventsFollow streams events as they happen.
+func TestCLIEventsFollow(t *testing.T) {
+	srv := startServer(t)
+	op := srv.Token
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 512)
+	o.Fanout = []int{2, 2, 2, 8}
+	fleet.Generate(&spec, o)
+	specPath := filepath.Join(t.TempDir(), "site.yaml")
+	os.WriteFile(specPath, spec.Bytes(), 0o644)
+	for _, args := range [][]string{{"fleet", "apply", "-f", specPath}, {"price", "set", "--sku", sku.Name, "--class", "on_demand", "--rate", "3"}, {"tenant", "create", "acme"}} {
+		if _, errOut, code := run(t, srv.URL, op, args...); code != 0 {
+			t.Fatalf("%v: %s", args, errOut)
+		}
+	}
+	out, _, _ := run(t, srv.URL, op, "token", "create", "admin", "--role", "tenant-admin", "--tenant", "acme", "-o", "json")
+	var tok struct{ Secret string }
+	json.Unmarshal([]byte(out), &tok)
+
+	var follow syncBuffer
+	go cli.Main([]string{"--server", srv.URL, "--token", tok.Secret, "events", "--follow"}, &follow, io.Discard)
+	time.Sleep(200 * time.Millisecond)
+	if _, errOut, code := run(t, srv.URL, tok.Secret, "reservation", "create", "--sku", sku.Name, "--gpus", "8", "--class", "on_demand"); code != 0 {
+		t.Fatal(errOut)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(follow.String(), "reservation.active") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower saw: %q", follow.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(follow.String(), "reservation.scheduled") {
+		t.Fatalf("the follower missed events: %q", follow.String())
 	}
 }

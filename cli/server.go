@@ -72,6 +72,7 @@ type Running struct {
 	Token string // the first operator-admin secret, if created on this start
 	Store *sqlstore.DB
 	Sales *sales.Service
+	api   *httpapi.Server
 	srv   *http.Server
 	done  chan struct{}
 	stop  context.CancelFunc
@@ -118,7 +119,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		return nil, fmt.Errorf("listen %s: %w", o.Listen, err)
 	}
 	bg, stop := context.WithCancel(context.Background())
-	r := &Running{URL: "http://" + ln.Addr().String(), Token: secret, Store: db, done: make(chan struct{}), stop: stop,
+	r := &Running{URL: "http://" + ln.Addr().String(), Token: secret, Store: db, done: make(chan struct{}), stop: stop, api: api,
 		srv: &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
 		defer close(r.done)
@@ -159,6 +160,7 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 // Close stops serving (finishing requests in flight) and closes the store.
 func (r *Running) Close() error {
 	r.stop()
+	r.api.StopStreams()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r.srv.Shutdown(ctx)

@@ -456,6 +456,8 @@ func (s *Server) streamEvents(hc huma.Context, p neocloud.Principal, after int64
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.events.closed():
+			return
 		case <-wake:
 		case <-poll.C:
 		case <-beat.C:
@@ -467,10 +469,29 @@ func (s *Server) streamEvents(hc huma.Context, p neocloud.Principal, after int64
 	}
 }
 
-// hub wakes event followers after commits that wrote events.
+// hub wakes event followers after commits that wrote events, and ends
+// their streams when the server stops.
 type hub struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu       sync.Mutex
+	ch       chan struct{}
+	stopOnce sync.Once
+	stop     chan struct{}
+}
+
+func (h *hub) closed() chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stop == nil {
+		h.stop = make(chan struct{})
+	}
+	return h.stop
+}
+
+// StopStreams ends every event stream, so that a graceful shutdown need
+// not wait for followers that never hang up.
+func (s *Server) StopStreams() {
+	c := s.events.closed()
+	s.events.stopOnce.Do(func() { close(c) })
 }
 
 func (h *hub) wait() <-chan struct{} {
