@@ -91,26 +91,29 @@ func (c *Calendar) reservationEntry(cm *Reservation, j int) entry {
 // reclaimed. The calendar is pure (times are given, never read) and not safe
 // for concurrent use.
 type Calendar struct {
-	T          *Topology
-	Turnaround time.Duration
-	byNode     [][]entry // sorted by start
-	rsvs       map[string]*Reservation
-	tenants    map[string]int32 // numbers of the tenants in entries
-	list       []*Reservation   // reservations in the order they were held
-	holder     []*Reservation   // per node scratch for preemption planning
-	gen        int32            // generation of the reservations' scratch marks
-	heldNodes  []int            // scratch: nodes with a holder
-	heldFree   [][]int32        // scratch: reclaim nodes per level and domain
-	eager      bool             // tests: preemption marks every held node (no lazy path)
-	reclaim    bitset           // nodes only preemptible work keeps busy
-	windows    map[string]*Window
-	scratch    *Snapshot
-	byTime     timeIndex // reservations by time, for fast window queries
-	busy       []uint64  // per node scratch: GPUs busy in the queried window
-	touched    bitset    // nodes with busy GPUs in the queried window
-	out        []int     // scratch: the nodes prepare changed
-	evs        []int64   // scratch: sweep events (eventKey)
-	bad        [][2]int64
+	T           *Topology
+	Turnaround  time.Duration
+	byNode      [][]entry // sorted by start
+	rsvs        map[string]*Reservation
+	tenants     map[string]int32 // numbers of the tenants in entries
+	list        []*Reservation   // reservations in the order they were held
+	holder      []*Reservation   // per node scratch for preemption planning
+	gen         int32            // generation of the reservations' scratch marks
+	heldNodes   []int            // scratch: nodes with a holder
+	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
+	heldFreeAll []int32          // backs heldFree (flat counter indexes)
+	runs        [][]holderRun    // scratch: per domain of the level, holders' reclaim runs
+	runNodes    []int            // scratch: the nodes of the runs
+	eager       bool             // tests: preemption marks every held node (no lazy path)
+	reclaim     bitset           // nodes only preemptible work keeps busy
+	windows     map[string]*Window
+	scratch     *Snapshot
+	byTime      timeIndex // reservations by time, for fast window queries
+	busy        []uint64  // per node scratch: GPUs busy in the queried window
+	touched     bitset    // nodes with busy GPUs in the queried window
+	out         []int     // scratch: the nodes prepare changed
+	evs         []int64   // scratch: sweep events (eventKey)
+	bad         [][2]int64
 }
 
 // NewCalendar returns an empty calendar over t.

@@ -38,6 +38,13 @@ func classRank(c Class) int {
 }
 
 // option is one way to free nodes inside a domain.
+// holderRun is a run of one holder's reclaim nodes inside one domain:
+// c.runNodes[lo:hi].
+type holderRun struct {
+	cm     *Reservation
+	lo, hi int
+}
+
 type option struct {
 	cm     *Reservation
 	shrink bool
@@ -71,10 +78,35 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	held := c.holder
 	var extra map[int][]*Reservation
 	c.heldNodes = c.heldNodes[:0]
+	k := r.GPUs / c.T.SKU.GPUsPerNode
+	level := -1
+	if r.Within != "" {
+		level = c.T.level(r.Within)
+	}
+	// Held nodes are marked busy in the snapshot only where needed: a
+	// whole-node gang within one domain is simulated inside its candidate
+	// domain alone (lazy); any other request marks them all, as does the
+	// check whether r fits without preemption when some domain might. The
+	// lazy path also gathers, in the same pass, each holder's reclaim nodes
+	// per domain of the level (runs: a holder's nodes ascend, and domains
+	// are index ranges) and the reclaim counts per domain of every level.
+	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
+	heldFree := c.clearHeldFree()
+	L := len(c.T.Levels)
+	if lazy {
+		if len(c.runs) != len(c.T.dom[level]) {
+			c.runs = make([][]holderRun, len(c.T.dom[level]))
+		}
+		for d := range c.runs {
+			c.runs[d] = c.runs[d][:0]
+		}
+		c.runNodes = c.runNodes[:0]
+	}
 	c.byTime.each(s, e, func(cm *Reservation) {
 		if cm.committed() {
 			return
 		}
+		cur, from := int32(-1), 0
 		for _, i := range cm.idx {
 			if held[i] == nil {
 				held[i] = cm
@@ -85,9 +117,24 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				}
 				extra[i] = append(extra[i], cm)
 			}
-			if c.scratch.mask[i] == c.scratch.full && !c.T.nodes[i].spare {
-				c.reclaim.set(i)
+			if !c.reclaim.has(i) && c.scratch.mask[i] == c.scratch.full && !c.T.spare[i] {
+				c.reclaim.set(i) // only preemptible work keeps it busy
+				for _, x := range c.T.flat[i*L : (i+1)*L] {
+					c.heldFreeAll[x]++
+				}
 			}
+			if lazy && c.reclaim.has(i) {
+				if d := c.T.nodes[i].anc[level]; d != cur {
+					if cur >= 0 {
+						c.runs[cur] = append(c.runs[cur], holderRun{cm: cm, lo: from, hi: len(c.runNodes)})
+					}
+					cur, from = d, len(c.runNodes)
+				}
+				c.runNodes = append(c.runNodes, i)
+			}
+		}
+		if cur >= 0 {
+			c.runs[cur] = append(c.runs[cur], holderRun{cm: cm, lo: from, hi: len(c.runNodes)})
 		}
 	})
 	defer func() {
@@ -97,17 +144,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	}()
 	defer clear(c.reclaim)
 
-	k := r.GPUs / c.T.SKU.GPUsPerNode
-	level := -1
-	if r.Within != "" {
-		level = c.T.level(r.Within)
-	}
-	// 2. Held nodes are marked busy in the snapshot only where needed: a
-	// whole-node gang within one domain is simulated inside its candidate
-	// domain alone (lazy); any other request marks them all, as does the
-	// check whether r fits without preemption when some domain might.
-	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
-	var heldFree [][]int32 // lazy: reclaim nodes per level and domain
+	// 2. Lazy or eager.
 	markAll := func() {
 		for _, i := range c.heldNodes {
 			if c.scratch.mask[i] != 0 {
@@ -117,7 +154,6 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		}
 	}
 	if lazy {
-		heldFree = c.heldFreeCounts(level)
 		mayFit := false
 		for d := range c.T.dom[level] {
 			if int(c.scratch.free[level][d]-heldFree[level][d]) >= k {
@@ -189,26 +225,34 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// evaluate picks the cheapest victims freeing k nodes in domain d; with
 	// keep, the pick is the caller's (else it lives in reused buffers).
 	var pickBuf []option
-	evaluate := func(d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
+	evaluate := func(di int, d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
 		free := 0
 		c.gen++
 		groups = groups[:0]
-		add := func(cm *Reservation) {
+		add := func(cm *Reservation, n int) {
 			if cm.mark != c.gen {
 				cm.mark, cm.slot, cm.taken, cm.evicted = c.gen, int32(len(groups)), 0, false
 				groups = append(groups, group{cm: cm})
 			}
-			groups[cm.slot].n++
+			groups[cm.slot].n += n
 		}
-		for i := d.lo; i < d.hi; i++ {
-			if freeNode(i) {
-				free++
-				continue
+		if lazy {
+			// The domain's free nodes, and its holders from the runs.
+			free = int(c.scratch.free[level][di] - heldFree[level][di])
+			for _, run := range c.runs[di] {
+				add(run.cm, run.hi-run.lo)
 			}
-			if held[i] != nil && c.reclaim.has(int(i)) {
-				add(held[i])
-				for _, cm := range extra[int(i)] {
-					add(cm)
+		} else {
+			for i := d.lo; i < d.hi; i++ {
+				if freeNode(i) {
+					free++
+					continue
+				}
+				if held[i] != nil && c.reclaim.has(int(i)) {
+					add(held[i], 1)
+					for _, cm := range extra[int(i)] {
+						add(cm, 1)
+					}
 				}
 			}
 		}
@@ -228,11 +272,26 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			flat[gr.at+gr.n] = i
 			gr.n++
 		}
-		for i := d.lo; i < d.hi; i++ {
-			if held[i] != nil && c.reclaim.has(int(i)) && !freeNode(i) {
-				put(held[i], int(i))
-				for _, cm := range extra[int(i)] {
-					put(cm, int(i))
+		if lazy {
+			for _, run := range c.runs[di] {
+				for _, i := range c.runNodes[run.lo:run.hi] {
+					put(run.cm, i)
+				}
+			}
+			for _, gr := range groups {
+				// A holder re-chosen onto a node out of order has runs out of
+				// order; shrink steps need its nodes ascending.
+				if nodes := flat[gr.at : gr.at+gr.n]; !slices.IsSorted(nodes) {
+					slices.Sort(nodes)
+				}
+			}
+		} else {
+			for i := d.lo; i < d.hi; i++ {
+				if held[i] != nil && c.reclaim.has(int(i)) && !freeNode(i) {
+					put(held[i], int(i))
+					for _, cm := range extra[int(i)] {
+						put(cm, int(i))
+					}
 				}
 			}
 		}
@@ -325,7 +384,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		return cost, pick, true
 	}
 	for di, d := range domains {
-		if cost, _, ok := evaluate(d, false); ok {
+		if cost, _, ok := evaluate(di, d, false); ok {
 			idx := int32(di)
 			if level < 0 {
 				idx = -1
@@ -344,7 +403,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// 4. Simulate in order of cost; the first that places is the answer.
 	for _, cd := range cands {
 		dom := domain{lo: cd.lo, hi: cd.hi}
-		_, pick, _ := evaluate(dom, true)
+		_, pick, _ := evaluate(int(max(cd.d, 0)), dom, true)
 		cd.pick = pick
 		var plan *Plan
 		if lazy {
@@ -371,31 +430,18 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
 }
 
-// heldFreeCounts counts, per level and domain, the reclaim nodes (whole
-// and free but for spot and internal work) below it.
-// With only >= 0, just that level is counted (the rest stay zero until a
-// call without).
-func (c *Calendar) heldFreeCounts(only int) [][]int32 {
+// clearHeldFree zeroes the reclaim counts per level and domain (filled as
+// reclaim nodes are found) and returns them by level.
+func (c *Calendar) clearHeldFree() [][]int32 {
 	if c.heldFree == nil {
+		c.heldFreeAll = make([]int32, c.T.levelOff[len(c.T.Levels)])
 		c.heldFree = make([][]int32, len(c.T.Levels))
 		for l := range c.heldFree {
-			c.heldFree[l] = make([]int32, len(c.T.dom[l]))
+			lo, hi := c.T.levelOff[l], c.T.levelOff[l+1]
+			c.heldFree[l] = c.heldFreeAll[lo:hi:hi]
 		}
 	}
-	for l := range c.heldFree {
-		clear(c.heldFree[l])
-	}
-	for _, i := range c.heldNodes {
-		if c.reclaim.has(i) {
-			if only >= 0 {
-				c.heldFree[only][c.T.nodes[i].anc[only]]++
-				continue
-			}
-			for l, a := range c.T.nodes[i].anc {
-				c.heldFree[l][a]++
-			}
-		}
-	}
+	clear(c.heldFreeAll)
 	return c.heldFree
 }
 
@@ -433,7 +479,6 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 	}
 	sort.Ints(picked)
 	p := sn.wholeNodes(picked)
-	heldFree = c.heldFreeCounts(-1)
 	// Score against the free capacity the full simulation would see: the
 	// reclaim nodes outside d are busy unless a victim frees them.
 	adj := make([][]int32, len(c.T.Levels))
