@@ -394,9 +394,9 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 				return err
 			}
 		} else {
-			// Bound at once: nodes no work holds now are taken first; else
-			// committed work takes nodes spot work holds, which is reclaimed
-			// with notice (preemptible work only ever takes free nodes).
+			// Committed work bound soon takes nodes free of all work first;
+			// failing that, nodes spot or internal work holds, reclaimed with
+			// notice. (Preemptible work only ever takes free nodes.)
 			res, err := cal.Admit(r.ID, sh.request(), tenant, sh.Start, sh.end())
 			if soon := !sh.Start.Add(-s.Policy.LeadTime).After(now); soon && err == nil && res.Plan != nil && !sh.Class.Preemptible() {
 				cal.Drop(r.ID)
