@@ -120,6 +120,7 @@ type Principal struct {
 	TokenID  string
 	Role     Role
 	TenantID string
+	NodeID   string // an agent's node: the only one it may act for
 }
 
 // SeesTenant reports whether p may see objects owned by tenant: operators see

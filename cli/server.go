@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/idempotency"
@@ -109,8 +110,9 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	if o.Seams != nil {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
+	ag := agents.NewService(db, db, fl, tenants)
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Fleet: fl, Sales: sv, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst,
 	})
 	ln, err := net.Listen("tcp", o.Listen)

@@ -357,3 +357,25 @@ func (s *Service) Act(ctx context.Context, ref string, a Action) (Node, error) {
 	})
 	return out, err
 }
+
+// SetHealth records a node's health and its reasons (from its agent's
+// reports, or the control plane's own judgement). Unchanged, it writes
+// nothing.
+func (s *Service) SetHealth(ctx context.Context, id string, h Health, reasons []string) error {
+	return s.Tx.InTx(ctx, func(ctx context.Context) error {
+		n, err := s.Store.Node(ctx, id)
+		if err != nil {
+			return err
+		}
+		if n.Health == h && slices.Equal(n.HealthReasons, reasons) {
+			return nil
+		}
+		n.Health, n.HealthReasons = h, slices.Clone(reasons)
+		n.Version, n.UpdatedAt = n.Version+1, s.now()
+		if err := s.Store.UpdateNodes(ctx, []Node{n}); err != nil {
+			return err
+		}
+		s.Tx.AfterCommit(ctx, func() { s.Snapshot.PutNodes([]Node{n}) })
+		return nil
+	})
+}

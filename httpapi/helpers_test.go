@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/placement"
@@ -36,6 +37,7 @@ type env struct {
 	tokIDs     map[string]string
 	a, b       tenant.Tenant
 	sales      *sales.Service
+	agents     *agents.Service
 	// per tenant ("a", "b"): a future reserved reservation, a quote
 	rsv, quote map[string]sales.Reservation
 	quotes     map[string]sales.Quote
@@ -51,10 +53,11 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 		t.Fatal(err)
 	}
 	sv := sales.NewService(db, db, fl, ts)
-	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	ag := agents.NewService(db, db, fl, ts)
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, secrets: map[string]string{}, tokIDs: map[string]string{},
+	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, secrets: map[string]string{}, tokIDs: map[string]string{},
 		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}}
 	ctx := context.Background()
 	// A small site: 2 racks of 32 H100 nodes.
@@ -101,7 +104,8 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	}
 	// Agent credentials are issued at join; make one directly.
 	sec := tenant.NewSecret()
-	agent := tenant.Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "agent", Role: neocloud.RoleAgent, Hint: tenant.Hint(sec), CreatedBy: "test"}
+	first, _ := fl.Snapshot.Node(e.hosts[0])
+	agent := tenant.Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "agent", Role: neocloud.RoleAgent, NodeID: first.ID, Hint: tenant.Hint(sec), CreatedBy: "test"}
 	if err := db.CreateToken(ctx, agent, tenant.HashSecret(sec)); err != nil {
 		t.Fatal(err)
 	}

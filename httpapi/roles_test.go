@@ -18,6 +18,7 @@ import (
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
+	"github.com/neocloud/neocloud/wire"
 )
 
 const (
@@ -78,7 +79,14 @@ var rolesTable = map[string][]neocloud.Role{
 	"create-maintenance":       {OA},
 	"list-maintenance":         {OA, OV},
 	"cancel-maintenance":       {OA},
-	"events":                   {OA, OV, TA, TM},
+	// Agents.
+	"create-join-token": {OA},
+	"list-join-tokens":  {OA, OV},
+	"agent-join":        {}, // public: its bearer is a join token (TestAgentJoin)
+	"agent-heartbeat":   {AG},
+	"get-node-agent":    {OA, OV},
+	"rekey-node":        {OA},
+	"events":            {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -184,6 +192,21 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "list-prices", "list-quotes", "list-reservations", "list-contracts", "events":
 	case "internal-report":
 		path += "?period=2027-01"
+	case "create-join-token":
+		path = strings.Replace(path, "{site}", "lab", 1)
+		body = map[string]any{"max_uses": 10, "ttl_s": 3600}
+	case "list-join-tokens":
+		path = strings.Replace(path, "{site}", "lab", 1)
+	case "agent-heartbeat":
+		body = map[string]any{"version": 1, "seq": n, "at": time.Now().UTC(), "gpus": []any{}}
+	case "get-node-agent":
+		first, _ := e.fleet.Snapshot.Node(e.hosts[0])
+		if _, err := e.agents.Heartbeat(ctx, neocloud.Principal{TokenID: "tok_agent", Role: AG, NodeID: first.ID}, wire.Heartbeat{Version: 1, Seq: int64(1000000 + n), At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		path = strings.Replace(path, "{node}", e.hosts[0], 1)
+	case "rekey-node":
+		path = strings.Replace(path, "{node}", e.hosts[2], 1)
 	case "list-maintenance":
 	case "create-maintenance":
 		body = map[string]any{"site": "lease-lab", "domain": "h1/r1", "start": time.Now().UTC().AddDate(2, 0, n), "duration_s": 3600, "reason": "firmware"}
@@ -255,6 +278,9 @@ func TestRoleMatrix(t *testing.T) {
 				t.Errorf("operation %s (%s %s) is missing from the roles table", op.id, op.method, op.path)
 				continue
 			}
+			if op.id == "agent-join" {
+				continue // public, tested on its own
+			}
 			for _, c := range callers {
 				for _, target := range []string{"own", "foreign"} {
 					n++
@@ -301,7 +327,7 @@ func TestRoleMatrix(t *testing.T) {
 						if d := e.auditCount() - auditBefore; d != 1 {
 							t.Errorf("%s: denied request left %d audit records, want 1", name, d)
 						}
-					} else if method != http.MethodGet {
+					} else if method != http.MethodGet && op.id != "agent-heartbeat" { // heartbeats are not audited
 						if d := e.auditCount() - auditBefore; d != 1 {
 							t.Errorf("%s: mutation left %d audit records, want 1", name, d)
 						}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
@@ -44,6 +45,7 @@ type Config struct {
 	Tenants     *tenant.Service
 	Fleet       *fleet.Service
 	Sales       *sales.Service
+	Agents      *agents.Service
 	Audit       audit.Store
 	Idempotency idempotency.Store
 	Tx          TxRunner
@@ -111,6 +113,9 @@ func New(cfg Config) *Server {
 	s.registerAudit()
 	s.registerFleet()
 	s.registerSales()
+	if cfg.Agents != nil {
+		s.registerAgents()
+	}
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake
 	}
@@ -151,6 +156,8 @@ type reqInfo struct {
 	Object    string
 	Tenant    string
 	Denied    bool
+	// JoinSecret is the bearer of an agent's join request: a join token.
+	JoinSecret string
 }
 
 type infoKey struct{}
@@ -228,6 +235,13 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if !ok {
 			secret = ""
 		}
+		if r.URL.Path == joinPath {
+			// A join token is not a token of the roles table: the join
+			// handler checks it.
+			ri.JoinSecret = strings.TrimSpace(secret)
+			next.ServeHTTP(w, r)
+			return
+		}
 		p, err := s.cfg.Tenants.Authenticate(r.Context(), strings.TrimSpace(secret))
 		if err != nil {
 			prob := problemFor(err)
@@ -250,6 +264,10 @@ func (s *Server) authorize(ctx huma.Context, next func(huma.Context)) {
 	ri := info(ctx.Context())
 	op := ctx.Operation()
 	ri.Action = op.OperationID
+	if public, _ := op.Metadata["public"].(bool); public {
+		next(ctx)
+		return
+	}
 	roles, _ := op.Metadata["roles"].([]neocloud.Role)
 	for _, r := range roles {
 		if r == ri.Principal.Role {
@@ -347,6 +365,9 @@ func (s *Server) transact(next http.Handler) http.Handler {
 				if err := s.cfg.Idempotency.Finish(ctx, scope, key, rec.status, rec.header.Get("Content-Type"), rec.buf.Bytes()); err != nil {
 					return err
 				}
+			}
+			if r.URL.Path == heartbeatPath {
+				return nil // heartbeats dedupe on their sequence; no audit record each
 			}
 			return s.appendAudit(ctx, rec.status)
 		})

@@ -60,13 +60,13 @@ func (db *DB) Tenants(ctx context.Context, f tenant.TenantFilter, p neocloud.Pag
 	return collect(db, ctx, scanTenant, q, append(args, p.Limit)...)
 }
 
-const tokenCols = `id, name, role, COALESCE(tenant_id, ''), hint, created_at, created_by, revoked_at`
+const tokenCols = `id, name, role, COALESCE(tenant_id, ''), COALESCE(node_id, ''), hint, created_at, created_by, revoked_at`
 
 func scanToken(row interface{ Scan(...any) error }) (tenant.Token, error) {
 	var t tenant.Token
 	var at int64
 	var revoked sql.NullInt64
-	err := row.Scan(&t.ID, &t.Name, &t.Role, &t.TenantID, &t.Hint, &at, &t.CreatedBy, &revoked)
+	err := row.Scan(&t.ID, &t.Name, &t.Role, &t.TenantID, &t.NodeID, &t.Hint, &at, &t.CreatedBy, &revoked)
 	t.CreatedAt = fromMicros(at)
 	if revoked.Valid {
 		r := fromMicros(revoked.Int64)
@@ -84,8 +84,8 @@ func nullString(s string) any {
 
 func (db *DB) CreateToken(ctx context.Context, t tenant.Token, hash string) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `INSERT INTO tokens (id, name, role, tenant_id, hash, hint, created_at, created_by, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.Name, string(t.Role), nullString(t.TenantID), hash, t.Hint, micros(t.CreatedAt), t.CreatedBy, nullMicros(t.RevokedAt))
+		_, err := db.exec(ctx, `INSERT INTO tokens (id, name, role, tenant_id, node_id, hash, hint, created_at, created_by, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Name, string(t.Role), nullString(t.TenantID), nullString(t.NodeID), hash, t.Hint, micros(t.CreatedAt), t.CreatedBy, nullMicros(t.RevokedAt))
 		return err
 	})
 }

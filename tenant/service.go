@@ -177,7 +177,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (neocloud.Pri
 		}
 		return neocloud.Principal{}, err
 	}
-	return neocloud.Principal{TokenID: t.ID, Role: t.Role, TenantID: t.TenantID}, nil
+	return neocloud.Principal{TokenID: t.ID, Role: t.Role, TenantID: t.TenantID, NodeID: t.NodeID}, nil
 }
 
 // ValidBootstrapSecret reports whether s may be used as a bootstrap token:

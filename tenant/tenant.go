@@ -34,6 +34,7 @@ type Token struct {
 	Name      string        `json:"name"`
 	Role      neocloud.Role `json:"role"`
 	TenantID  string        `json:"tenant_id,omitempty"`
+	NodeID    string        `json:"node_id,omitempty" doc:"For an agent credential: the one node it acts for."`
 	Hint      string        `json:"hint"`
 	CreatedAt time.Time     `json:"created_at"`
 	CreatedBy string        `json:"created_by"`

@@ -1,0 +1,251 @@
+// Package agents is the server's side of node agents: site-scoped join
+// tokens, joining (matching an agent to its node and issuing that node's
+// own credential), heartbeats applied once per sequence number, the latest
+// state of every node in memory, and health conditions from a rule table
+// of NVIDIA XID classes. It holds no SQL and no HTTP.
+package agents
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/tenant"
+	"github.com/neocloud/neocloud/wire"
+)
+
+// PrefixJoinToken is the id prefix of join tokens.
+const PrefixJoinToken = "jtk_"
+
+// JoinToken lets agents of one site join, until it expires or is used up.
+type JoinToken struct {
+	ID        string     `json:"id"`
+	SiteID    string     `json:"site_id"`
+	Hint      string     `json:"hint"`
+	MaxUses   int64      `json:"max_uses"`
+	Uses      int64      `json:"uses"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	CreatedBy string     `json:"created_by"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// State is a node's last heartbeat as the server keeps it.
+type State struct {
+	NodeID     string           `json:"node_id"`
+	Seq        int64            `json:"seq"`
+	SeenAt     time.Time        `json:"seen_at"`
+	Heartbeat  wire.Heartbeat   `json:"heartbeat"`
+	Conditions []Condition      `json:"conditions,omitempty"`
+	Health     fleet.Health     `json:"health"`
+	Action     Action           `json:"action,omitempty"`
+	GPUs       []wire.GPUSample `json:"-"`
+}
+
+// Store is what agents need from storage.
+type Store interface {
+	InsertJoinToken(ctx context.Context, t JoinToken, hash string) error
+	// UseJoinToken counts one use of the token with this hash, refusing an
+	// expired, revoked or used-up one (KindUnauthenticated).
+	UseJoinToken(ctx context.Context, hash string, now time.Time) (JoinToken, error)
+	JoinTokens(ctx context.Context, siteID string) ([]JoinToken, error)
+	// AgentState returns a node's stored last heartbeat, or KindNotFound.
+	AgentState(ctx context.Context, nodeID string) (State, error)
+	// PutAgentState stores a node's last heartbeat if seq is newer than the
+	// stored one, reporting whether it was.
+	PutAgentState(ctx context.Context, s State) (bool, error)
+	// NodeCredential returns the live agent token of a node, or KindNotFound.
+	NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error)
+}
+
+// Tx runs work in one transaction.
+type Tx interface {
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// Service serves agents. It is safe for concurrent use.
+type Service struct {
+	Store      Store
+	Tx         Tx
+	Fleet      *fleet.Service
+	Tokens     *tenant.Service
+	Now        func() time.Time
+	HeartbeatS int // the cadence agents are told to report at (default 10)
+	// SetHealth records a node's health and reasons (the fleet's).
+	SetHealth func(ctx context.Context, nodeID string, h fleet.Health, reasons []string) error
+
+	mu     sync.RWMutex
+	latest map[string]State
+}
+
+// NewService returns a service over store.
+func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *Service {
+	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, latest: map[string]State{},
+		SetHealth: fl.SetHealth}
+}
+
+func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
+
+// JoinTokenInput creates a join token.
+type JoinTokenInput struct {
+	Site    string `json:"site" doc:"Site name or id."`
+	MaxUses int64  `json:"max_uses" minimum:"1" doc:"How many agents may join with it."`
+	TTLS    int64  `json:"ttl_s" minimum:"1" doc:"Seconds it stays valid."`
+}
+
+// CreateJoinToken makes a join token and returns its secret, shown once.
+func (s *Service) CreateJoinToken(ctx context.Context, p neocloud.Principal, in JoinTokenInput) (JoinToken, string, error) {
+	site, ok := s.Fleet.Snapshot.Site(in.Site)
+	if !ok {
+		return JoinToken{}, "", neocloud.Invalid("body.site", "unknown site %q", in.Site)
+	}
+	if in.MaxUses <= 0 {
+		return JoinToken{}, "", neocloud.Invalid("body.max_uses", "must be positive")
+	}
+	if in.TTLS <= 0 || in.TTLS > 30*86400 {
+		return JoinToken{}, "", neocloud.Invalid("body.ttl_s", "must be between one second and 30 days")
+	}
+	now := s.now()
+	secret := tenant.NewSecret()
+	t := JoinToken{ID: neocloud.NewID(PrefixJoinToken), SiteID: site.ID, Hint: tenant.Hint(secret), MaxUses: in.MaxUses,
+		ExpiresAt: now.Add(time.Duration(in.TTLS) * time.Second), CreatedBy: p.TokenID, CreatedAt: now}
+	return t, secret, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.InsertJoinToken(ctx, t, tenant.HashSecret(secret)) })
+}
+
+// JoinTokens lists a site's join tokens.
+func (s *Service) JoinTokens(ctx context.Context, siteRef string) ([]JoinToken, error) {
+	site, ok := s.Fleet.Snapshot.Site(siteRef)
+	if !ok {
+		return nil, neocloud.NotFound("site", siteRef)
+	}
+	return s.Store.JoinTokens(ctx, site.ID)
+}
+
+// Join matches an agent to its node by hostname (and serial, when the node
+// declares one) at the join token's site, and issues the node's own
+// credential. A node that already has one must be re-keyed by an operator
+// first: a join token alone never takes over a known node.
+func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinRequest) (wire.JoinResponse, error) {
+	var out wire.JoinResponse
+	if in.Version < 1 || in.Version > wire.Version {
+		return out, neocloud.Invalid("body.version", "protocol version %d is not spoken here (1 to %d)", in.Version, wire.Version)
+	}
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		now := s.now()
+		jt, err := s.Store.UseJoinToken(ctx, tenant.HashSecret(joinSecret), now)
+		if err != nil {
+			return err
+		}
+		n, ok := s.Fleet.Snapshot.Node(in.Hostname)
+		if !ok || n.SiteID != jt.SiteID || n.Lifecycle == fleet.LifecycleRetired {
+			return neocloud.Invalid("body.hostname", "no node %q at the join token's site", in.Hostname)
+		}
+		if n.Serial != "" && n.Serial != in.Serial {
+			return neocloud.Invalid("body.serial", "node %s is declared with another serial", n.Hostname)
+		}
+		if _, err := s.Store.NodeCredential(ctx, n.ID); err == nil {
+			return neocloud.Conflict("joined", "node %s has joined already; an operator must re-key it (neocloud node rekey)", n.Hostname)
+		} else if neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			return err
+		}
+		secret := tenant.NewSecret()
+		tok := tenant.Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "agent " + n.Hostname, Role: neocloud.RoleAgent, NodeID: n.ID,
+			Hint: tenant.Hint(secret), CreatedAt: now, CreatedBy: jt.ID}
+		if err := s.Tokens.Store.CreateToken(ctx, tok, tenant.HashSecret(secret)); err != nil {
+			return err
+		}
+		out = wire.JoinResponse{Version: wire.Version, NodeID: n.ID, Credential: secret, HeartbeatS: s.HeartbeatS}
+		return nil
+	})
+	return out, err
+}
+
+// Rekey revokes a node's credential so that its agent may join again.
+func (s *Service) Rekey(ctx context.Context, p neocloud.Principal, ref string) (fleet.Node, error) {
+	n, ok := s.Fleet.Snapshot.Node(ref)
+	if !ok {
+		return fleet.Node{}, neocloud.NotFound("node", ref)
+	}
+	return n, s.Tx.InTx(ctx, func(ctx context.Context) error {
+		tok, err := s.Store.NodeCredential(ctx, n.ID)
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = s.Tokens.Revoke(ctx, p, tok.ID)
+		return err
+	})
+}
+
+// Heartbeat applies an agent's heartbeat once per sequence number: a
+// replay (or an older one arriving late) changes nothing. It evaluates the
+// rule table and records the node's health when it changes.
+func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.Heartbeat) (wire.HeartbeatAnswer, error) {
+	ans := wire.HeartbeatAnswer{Version: wire.Version}
+	if p.Role != neocloud.RoleAgent || p.NodeID == "" {
+		return ans, neocloud.Errorf(neocloud.KindForbidden, "only a node's agent may report for it")
+	}
+	if hb.Version < 1 || hb.Version > wire.Version {
+		return ans, neocloud.Invalid("body.version", "protocol version %d is not spoken here (1 to %d)", hb.Version, wire.Version)
+	}
+	if hb.Seq < 1 {
+		return ans, neocloud.Invalid("body.seq", "must be at least 1")
+	}
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		now := s.now()
+		st := State{NodeID: p.NodeID, Seq: hb.Seq, SeenAt: now, Heartbeat: hb}
+		st.Conditions = Evaluate(hb)
+		st.Health, st.Action = Worst(st.Conditions)
+		newer, err := s.Store.PutAgentState(ctx, st)
+		if err != nil {
+			return err
+		}
+		if !newer {
+			ans.Duplicate = true
+			prev, err := s.Store.AgentState(ctx, p.NodeID)
+			if err != nil {
+				return err
+			}
+			ans.Acked, ans.Health = prev.Seq, string(prev.Health)
+			return nil
+		}
+		ans.Acked, ans.Health = hb.Seq, string(st.Health)
+		n, ok := s.Fleet.Snapshot.Node(p.NodeID)
+		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
+			if err := s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)); err != nil {
+				return err
+			}
+		}
+		s.mu.Lock()
+		s.latest[p.NodeID] = st
+		s.mu.Unlock()
+		return nil
+	})
+	return ans, err
+}
+
+// Latest returns a node's last heartbeat state, from memory or the store.
+func (s *Service) Latest(ctx context.Context, nodeID string) (State, error) {
+	s.mu.RLock()
+	st, ok := s.latest[nodeID]
+	s.mu.RUnlock()
+	if ok {
+		return st, nil
+	}
+	return s.Store.AgentState(ctx, nodeID)
+}
+
+func reasons(cs []Condition) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Reason)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,110 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/wire"
+)
+
+const (
+	joinPath      = "/v1/agent/join"
+	heartbeatPath = "/v1/agent/heartbeat"
+)
+
+var agentOnly = []neocloud.Role{neocloud.RoleAgent}
+
+// JoinTokenWithSecret is the answer to creating a join token: the only
+// time its secret is shown.
+type JoinTokenWithSecret struct {
+	agents.JoinToken
+	Secret string `json:"secret" doc:"The join secret for agents of this site. Shown once."`
+}
+
+func (s *Server) registerAgents() {
+	av := s.cfg.Agents
+
+	register(s, opAdmin, huma.Operation{OperationID: "create-join-token", Method: http.MethodPost, Path: "/v1/sites/{site}/join-tokens", Summary: "Create a join token for a site's agents",
+		Description: "Agents of the site join with it until it expires or reaches its number of uses; each gets its node's own credential.", Tags: []string{"agents"}, DefaultStatus: 201},
+		func(ctx context.Context, in *struct {
+			Site string `path:"site" doc:"Site name or id."`
+			Body struct {
+				MaxUses int64 `json:"max_uses" minimum:"1"`
+				TTLS    int64 `json:"ttl_s" minimum:"1"`
+			}
+		}) (*struct{ Body JoinTokenWithSecret }, error) {
+			t, secret, err := av.CreateJoinToken(ctx, principal(ctx), agents.JoinTokenInput{Site: in.Site, MaxUses: in.Body.MaxUses, TTLS: in.Body.TTLS})
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = t.ID
+			return &struct{ Body JoinTokenWithSecret }{JoinTokenWithSecret{t, secret}}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-join-tokens", Method: http.MethodGet, Path: "/v1/sites/{site}/join-tokens", Summary: "List a site's join tokens", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Site string `path:"site"`
+		}) (*struct{ Body List[agents.JoinToken] }, error) {
+			ts, err := av.JoinTokens(ctx, in.Site)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.JoinToken] }{List[agents.JoinToken]{Items: nonNil(ts)}}, nil
+		})
+
+	op := huma.Operation{OperationID: "agent-join", Method: http.MethodPost, Path: joinPath, Summary: "An agent joins",
+		Description: "The bearer is a site join token. The node is matched by hostname (and serial, when declared) at the token's site; the answer carries the node's own credential (role agent, for this node only), shown once. A node that joined before must be re-keyed first.",
+		Tags:        []string{"agents"}, DefaultStatus: 201, Metadata: map[string]any{"public": true}}
+	op.Security = []map[string][]string{{"bearer": {}}}
+	op.Errors = []int{400, 401, 409, 422}
+	huma.Register(s.api, op, func(ctx context.Context, in *struct{ Body wire.JoinRequest }) (*struct{ Body wire.JoinResponse }, error) {
+		out, err := av.Join(ctx, info(ctx).JoinSecret, in.Body)
+		if err != nil {
+			return nil, problemFor(err)
+		}
+		info(ctx).Object = out.NodeID
+		return &struct{ Body wire.JoinResponse }{out}, nil
+	})
+
+	register(s, agentOnly, huma.Operation{OperationID: "agent-heartbeat", Method: http.MethodPost, Path: heartbeatPath, Summary: "An agent reports",
+		Description: "Telemetry and events of the agent's own node. Applied once per sequence number: a replay answers duplicate and changes nothing. No Idempotency-Key, no audit record per heartbeat.", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct{ Body wire.Heartbeat }) (*struct{ Body wire.HeartbeatAnswer }, error) {
+			ans, err := av.Heartbeat(ctx, principal(ctx), in.Body)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body wire.HeartbeatAnswer }{ans}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "get-node-agent", Method: http.MethodGet, Path: "/v1/nodes/{node}/agent", Summary: "A node's last report and conditions", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node" doc:"Node id or hostname."`
+		}) (*struct{ Body agents.State }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			st, err := av.Latest(ctx, n.ID)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body agents.State }{st}, nil
+		})
+
+	register(s, opAdmin, huma.Operation{OperationID: "rekey-node", Method: http.MethodPost, Path: "/v1/nodes/{node}/rekey", Summary: "Revoke a node's agent credential so that it may join again", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node" doc:"Node id or hostname."`
+		}) (*struct{ Body fleet.Node }, error) {
+			n, err := av.Rekey(ctx, principal(ctx), in.Node)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = n.ID
+			return &struct{ Body fleet.Node }{n}, nil
+		})
+}

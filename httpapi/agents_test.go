@@ -1,0 +1,160 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/wire"
+)
+
+// TestAgentJoinAndHeartbeats: a join token lets a site's agents join up to
+// its uses, each getting its node's own credential; a known node needs a
+// re-key; heartbeats apply once per sequence number and set the node's
+// health by the rule table; a node's credential acts for no other node and
+// reads nothing else.
+func TestAgentJoinAndHeartbeats(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		op := e.secrets["operator-admin"]
+		r := e.do("POST", "/v1/sites/lab/join-tokens", op, map[string]any{"max_uses": 2, "ttl_s": 3600})
+		if r.status != 201 {
+			t.Fatalf("join token: %d %s", r.status, r.body)
+		}
+		var jt struct{ Secret string }
+		json.Unmarshal(r.body, &jt)
+		join := func(host, secret string) resp {
+			n, _ := e.fleet.Snapshot.Node(host)
+			return e.do("POST", "/v1/agent/join", secret, wire.JoinRequest{Version: wire.Version, Hostname: host, Serial: n.Serial, AgentVersion: "test"})
+		}
+		if n, _ := e.fleet.Snapshot.Node(e.hosts[5]); n.Serial != "" {
+			r := e.do("POST", "/v1/agent/join", jt.Secret, wire.JoinRequest{Version: wire.Version, Hostname: e.hosts[5], Serial: "not-" + n.Serial})
+			if r.status != 422 || !strings.Contains(string(r.body), "body.serial") {
+				t.Fatalf("a wrong serial: %d %s", r.status, r.body)
+			}
+		}
+		if r := join(e.hosts[5], "nct_wrong"); r.status != 401 {
+			t.Fatalf("a bad join token: %d %s", r.status, r.body)
+		}
+		if r := join("no-such-host", jt.Secret); r.status != 422 || !strings.Contains(string(r.body), "body.hostname") {
+			t.Fatalf("an unknown host: %d %s", r.status, r.body)
+		}
+		r = join(e.hosts[5], jt.Secret)
+		if r.status != 201 {
+			t.Fatalf("join: %d %s", r.status, r.body)
+		}
+		var jr wire.JoinResponse
+		json.Unmarshal(r.body, &jr)
+		node, _ := e.fleet.Snapshot.Node(e.hosts[5])
+		if jr.NodeID != node.ID || !strings.HasPrefix(jr.Credential, "nct_") || jr.HeartbeatS != 10 {
+			t.Fatalf("join answer: %+v", jr)
+		}
+		// Joining again needs a re-key (a refused join uses nothing up: its
+		// transaction rolls back).
+		if r := join(e.hosts[5], jt.Secret); r.status != 409 || !strings.Contains(string(r.body), "rekey") {
+			t.Fatalf("a second join: %d %s", r.status, r.body)
+		}
+		if r := join(e.hosts[6], jt.Secret); r.status != 201 {
+			t.Fatalf("the second use: %d %s", r.status, r.body)
+		}
+		if r := join(e.hosts[7], jt.Secret); r.status != 401 || !strings.Contains(string(r.body), "limit") {
+			t.Fatalf("past its uses: %d %s", r.status, r.body)
+		}
+
+		// Heartbeats: applied once per sequence number.
+		beat := func(seq int64, gpus ...wire.GPUSample) resp {
+			return e.do("POST", "/v1/agent/heartbeat", jr.Credential, wire.Heartbeat{Version: wire.Version, Seq: seq, At: time.Now().UTC(), GPUs: gpus})
+		}
+		before := e.auditCount()
+		if r := beat(1, wire.GPUSample{Index: 0, PowerW: 650, TempC: 61}); r.status != 200 || !strings.Contains(string(r.body), `"health":"ok"`) {
+			t.Fatalf("first beat: %d %s", r.status, r.body)
+		}
+		// XID 94 (contained ECC): degraded, with the reason.
+		r = beat(2, wire.GPUSample{Index: 3, XIDs: []wire.XID{{Code: 94, At: time.Now()}}})
+		if !strings.Contains(string(r.body), `"health":"degraded"`) {
+			t.Fatalf("XID 94: %s", r.body)
+		}
+		if n, _ := e.fleet.Snapshot.Node(node.ID); n.Health != fleet.HealthDegraded || len(n.HealthReasons) != 1 || !strings.Contains(n.HealthReasons[0], "XID 94") {
+			t.Fatalf("node after XID 94: %v %v", n.Health, n.HealthReasons)
+		}
+		// A replay of seq 2, and an old seq 1 arriving late, change nothing.
+		for _, seq := range []int64{2, 1} {
+			r = beat(seq, wire.GPUSample{Index: 0, XIDs: []wire.XID{{Code: 79, At: time.Now()}}})
+			if r.status != 200 || !strings.Contains(string(r.body), `"duplicate":true`) || !strings.Contains(string(r.body), `"acked":2`) {
+				t.Fatalf("replay of %d: %s", seq, r.body)
+			}
+		}
+		if n, _ := e.fleet.Snapshot.Node(node.ID); n.Health != fleet.HealthDegraded {
+			t.Fatalf("a replay changed the node: %v", n.Health)
+		}
+		// XID 79 (off the bus) fails the node; an application XID (13) alone is nothing.
+		if r := beat(3, wire.GPUSample{Index: 1, XIDs: []wire.XID{{Code: 79, At: time.Now()}}}); !strings.Contains(string(r.body), `"health":"failed"`) {
+			t.Fatalf("XID 79: %s", r.body)
+		}
+		if r := beat(4, wire.GPUSample{Index: 1, XIDs: []wire.XID{{Code: 13, At: time.Now()}}}); !strings.Contains(string(r.body), `"health":"ok"`) {
+			t.Fatalf("XID 13: %s", r.body)
+		}
+		if d := e.auditCount() - before; d != 0 {
+			t.Fatalf("heartbeats left %d audit records", d)
+		}
+		r = e.do("GET", "/v1/nodes/"+e.hosts[5]+"/agent", op, nil)
+		var st agents.State
+		json.Unmarshal(r.body, &st)
+		if r.status != 200 || st.Seq != 4 {
+			t.Fatalf("node agent state: %d %s", r.status, r.body)
+		}
+		// The credential is this node's only: it reads no fleet, no tenants.
+		for _, path := range []string{"/v1/nodes", "/v1/tenants", "/v1/reservations", "/v1/nodes/" + e.hosts[6] + "/agent"} {
+			if r := e.do("GET", path, jr.Credential, nil); r.status != 403 {
+				t.Fatalf("an agent reading %s: %d", path, r.status)
+			}
+		}
+		// Re-keyed, the node may join again; the old credential is dead.
+		if r := e.do("POST", "/v1/nodes/"+e.hosts[5]+"/rekey", op, nil); r.status != 200 {
+			t.Fatalf("rekey: %d %s", r.status, r.body)
+		}
+		if r := beat(5); r.status != 401 {
+			t.Fatalf("the old credential after a re-key: %d", r.status)
+		}
+		r = e.do("POST", "/v1/sites/lab/join-tokens", op, map[string]any{"max_uses": 1, "ttl_s": 60})
+		json.Unmarshal(r.body, &jt)
+		if r := join(e.hosts[5], jt.Secret); r.status != 201 {
+			t.Fatalf("join after the re-key: %d %s", r.status, r.body)
+		}
+	})
+}
+
+func TestXIDRuleTable(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		gpu    wire.GPUSample
+		health fleet.Health
+		action agents.Action
+	}{
+		{"idle and cool", wire.GPUSample{TempC: 40}, fleet.HealthOK, agents.ActionNone},
+		{"XID 13: the tenant's program", wire.GPUSample{XIDs: []wire.XID{{Code: 13}}}, fleet.HealthOK, agents.ActionNone},
+		{"XID 92: watch", wire.GPUSample{XIDs: []wire.XID{{Code: 92}}}, fleet.HealthOK, agents.ActionWatch},
+		{"XID 94: reset when idle", wire.GPUSample{XIDs: []wire.XID{{Code: 94}}}, fleet.HealthDegraded, agents.ActionReset},
+		{"XID 119: reboot", wire.GPUSample{XIDs: []wire.XID{{Code: 119}}}, fleet.HealthDegraded, agents.ActionReboot},
+		{"XID 79: repair", wire.GPUSample{XIDs: []wire.XID{{Code: 79}}}, fleet.HealthFailed, agents.ActionRepair},
+		{"XID 95: repair", wire.GPUSample{XIDs: []wire.XID{{Code: 95}}}, fleet.HealthFailed, agents.ActionRepair},
+		{"off the bus", wire.GPUSample{Lost: true}, fleet.HealthFailed, agents.ActionRepair},
+		{"hot", wire.GPUSample{TempC: 91}, fleet.HealthDegraded, agents.ActionWatch},
+		{"uncorrected ECC", wire.GPUSample{ECCUncorrected: 2}, fleet.HealthDegraded, agents.ActionReset},
+		{"worst wins", wire.GPUSample{TempC: 95, XIDs: []wire.XID{{Code: 92}, {Code: 79}}}, fleet.HealthFailed, agents.ActionRepair},
+	} {
+		h, a := agents.Worst(agents.Evaluate(wire.Heartbeat{GPUs: []wire.GPUSample{c.gpu}}))
+		if h != c.health || a != c.action {
+			t.Errorf("%s: %s/%q, want %s/%q", c.name, h, a, c.health, c.action)
+		}
+	}
+	h, _ := agents.Worst(agents.Evaluate(wire.Heartbeat{NICs: []wire.NICSample{{Name: "ib0", Up: false}}}))
+	if h != fleet.HealthDegraded {
+		t.Errorf("a NIC down: %s", h)
+	}
+}

@@ -1,0 +1,111 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+var _ agents.Store = (*DB)(nil)
+
+const joinTokenCols = `id, site_id, hint, max_uses, uses, expires_at, created_by, created_at, revoked_at`
+
+func scanJoinToken(r scanner) (agents.JoinToken, error) {
+	var t agents.JoinToken
+	var exp, created int64
+	var revoked sql.NullInt64
+	err := r.Scan(&t.ID, &t.SiteID, &t.Hint, &t.MaxUses, &t.Uses, &exp, &t.CreatedBy, &created, &revoked)
+	t.ExpiresAt, t.CreatedAt = fromMicros(exp), fromMicros(created)
+	if revoked.Valid {
+		at := fromMicros(revoked.Int64)
+		t.RevokedAt = &at
+	}
+	return t, err
+}
+
+func (db *DB) InsertJoinToken(ctx context.Context, t agents.JoinToken, hash string) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO join_tokens (id, site_id, hash, hint, max_uses, uses, expires_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)`,
+			t.ID, t.SiteID, hash, t.Hint, t.MaxUses, micros(t.ExpiresAt), t.CreatedBy, micros(t.CreatedAt))
+		return err
+	})
+}
+
+func (db *DB) UseJoinToken(ctx context.Context, hash string, now time.Time) (agents.JoinToken, error) {
+	var t agents.JoinToken
+	err := db.write(ctx, func(ctx context.Context) error {
+		var err error
+		t, err = scanJoinToken(db.queryRow(ctx, `SELECT `+joinTokenCols+` FROM join_tokens WHERE hash = ?`, hash))
+		if errors.Is(err, sql.ErrNoRows) {
+			return neocloud.Errorf(neocloud.KindUnauthenticated, "the join token is unknown")
+		}
+		if err != nil {
+			return db.translate(err)
+		}
+		switch {
+		case t.RevokedAt != nil:
+			return neocloud.Errorf(neocloud.KindUnauthenticated, "the join token was revoked")
+		case !now.Before(t.ExpiresAt):
+			return neocloud.Errorf(neocloud.KindUnauthenticated, "the join token expired at %s", t.ExpiresAt.Format(time.RFC3339))
+		case t.Uses >= t.MaxUses:
+			return neocloud.Errorf(neocloud.KindUnauthenticated, "the join token has been used %d times, its limit", t.Uses)
+		}
+		res, err := db.exec(ctx, `UPDATE join_tokens SET uses = uses + 1 WHERE id = ? AND uses < max_uses`, t.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return neocloud.Errorf(neocloud.KindUnauthenticated, "the join token is used up")
+		}
+		t.Uses++
+		return nil
+	})
+	return t, err
+}
+
+func (db *DB) JoinTokens(ctx context.Context, siteID string) ([]agents.JoinToken, error) {
+	return collect(db, ctx, scanJoinToken, `SELECT `+joinTokenCols+` FROM join_tokens WHERE site_id = ? ORDER BY id`, siteID)
+}
+
+func (db *DB) AgentState(ctx context.Context, nodeID string) (agents.State, error) {
+	var st agents.State
+	var body string
+	err := db.queryRow(ctx, `SELECT body FROM agent_state WHERE node_id = ?`, nodeID).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, neocloud.NotFound("agent state of node", nodeID)
+	}
+	if err != nil {
+		return st, db.translate(err)
+	}
+	return st, json.Unmarshal([]byte(body), &st)
+}
+
+func (db *DB) PutAgentState(ctx context.Context, st agents.State) (bool, error) {
+	var newer bool
+	err := db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `INSERT INTO agent_state (node_id, seq, seen_at, body) VALUES (?, ?, ?, ?)
+			ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq, seen_at = excluded.seen_at, body = excluded.body WHERE agent_state.seq < excluded.seq`,
+			st.NodeID, st.Seq, micros(st.SeenAt), mustJSON(st))
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		newer = n == 1
+		return nil
+	})
+	return newer, err
+}
+
+func (db *DB) NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error) {
+	t, err := scanToken(db.queryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE node_id = ? AND role = 'agent' AND revoked_at IS NULL`, nodeID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, neocloud.NotFound("credential of node", nodeID)
+	}
+	return t, db.translate(err)
+}

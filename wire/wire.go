@@ -1,0 +1,98 @@
+// Package wire holds the messages between a node agent and the server.
+// They change only with Version: an agent sends its version with every
+// message, and the server answers what it understands.
+//
+// History:
+//
+//	1 (2026-11-27): join with a site join token; heartbeats with a sequence
+//	  number, per-GPU telemetry and XID events, per-NIC link state.
+package wire
+
+import "time"
+
+// Version is the protocol version this build speaks.
+const Version = 1
+
+// JoinRequest is an agent's first message: the node it runs on, as the
+// hardware reports it. The join token travels as the bearer token.
+type JoinRequest struct {
+	Version       int       `json:"version"`
+	Hostname      string    `json:"hostname" minLength:"1"`
+	Serial        string    `json:"serial,omitempty"`
+	GPUs          []GPUInfo `json:"gpus,omitempty"`
+	AgentVersion  string    `json:"agent_version,omitempty"`
+	DriverVersion string    `json:"driver_version,omitempty"`
+}
+
+// GPUInfo is one GPU as discovered.
+type GPUInfo struct {
+	Index     int    `json:"index"`
+	UUID      string `json:"uuid"`
+	Model     string `json:"model"`
+	MemoryMiB int    `json:"memory_mib"`
+}
+
+// JoinResponse gives the agent its node and its own credential, shown once.
+type JoinResponse struct {
+	Version    int    `json:"version"`
+	NodeID     string `json:"node_id"`
+	Credential string `json:"credential" doc:"The node's own bearer secret (role agent, this node only). Shown once."`
+	HeartbeatS int    `json:"heartbeat_s"`
+}
+
+// Heartbeat is an agent's periodic report. Seq grows by one per heartbeat
+// a node's agent sends; the server applies each (node, seq) once.
+type Heartbeat struct {
+	Version       int         `json:"version"`
+	Seq           int64       `json:"seq" minimum:"1"`
+	At            time.Time   `json:"at"`
+	GPUs          []GPUSample `json:"gpus"`
+	NICs          []NICSample `json:"nics,omitempty"`
+	UptimeS       int64       `json:"uptime_s,omitempty"`
+	AgentVersion  string      `json:"agent_version,omitempty"`
+	DriverVersion string      `json:"driver_version,omitempty"`
+	Checks        []Check     `json:"checks,omitempty" doc:"Results of the node's host checks."`
+}
+
+// GPUSample is one GPU's telemetry at a heartbeat.
+type GPUSample struct {
+	Index          int      `json:"index"`
+	PowerW         float64  `json:"power_w,omitempty"`
+	EnergyJ        uint64   `json:"energy_j,omitempty" doc:"Monotonic energy counter, joules."`
+	TempC          float64  `json:"temp_c,omitempty"`
+	UtilPct        float64  `json:"util_pct,omitempty"`
+	MemUsedMiB     int      `json:"mem_used_mib,omitempty"`
+	ECCCorrected   uint64   `json:"ecc_corrected,omitempty"`
+	ECCUncorrected uint64   `json:"ecc_uncorrected,omitempty"`
+	XIDs           []XID    `json:"xids,omitempty" doc:"XID events since the last heartbeat."`
+	Throttle       []string `json:"throttle,omitempty"`
+	Lost           bool     `json:"lost,omitempty" doc:"The GPU fell off the bus."`
+}
+
+// XID is one NVIDIA XID event.
+type XID struct {
+	Code int       `json:"code"`
+	At   time.Time `json:"at"`
+}
+
+// NICSample is one NIC's state at a heartbeat.
+type NICSample struct {
+	Name   string `json:"name"`
+	Up     bool   `json:"up" doc:"Link up."`
+	Errors uint64 `json:"errors,omitempty"`
+}
+
+// Check is the result of one host check.
+type Check struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Message string `json:"message,omitempty"`
+}
+
+// HeartbeatAnswer acknowledges a heartbeat.
+type HeartbeatAnswer struct {
+	Version   int    `json:"version"`
+	Acked     int64  `json:"acked" doc:"The highest sequence number applied."`
+	Duplicate bool   `json:"duplicate,omitempty" doc:"This sequence number was applied before; nothing changed."`
+	Health    string `json:"health" doc:"The node's health as the server now sees it."`
+}
