@@ -200,7 +200,15 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		now := s.now()
 		st := State{NodeID: p.NodeID, Seq: hb.Seq, SeenAt: now, Heartbeat: hb}
-		st.Conditions = Evaluate(hb)
+		// Conditions that call for a reset or worse stay until the node is
+		// remediated; heat, links and checks are as the last report says.
+		var sticky []Condition
+		if prev, err := s.Latest(ctx, p.NodeID); err == nil {
+			sticky = Sticky(prev.Conditions)
+		} else if neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			return err
+		}
+		st.Conditions = merge(sticky, Evaluate(hb))
 		st.Health, st.Action = Worst(st.Conditions)
 		newer, err := s.Store.PutAgentState(ctx, st)
 		if err != nil {
@@ -247,5 +255,17 @@ func reasons(cs []Condition) []string {
 		out = append(out, c.Reason)
 	}
 	sort.Strings(out)
+	return out
+}
+
+func merge(a, b []Condition) []Condition {
+	seen := map[string]bool{}
+	var out []Condition
+	for _, c := range append(append([]Condition{}, a...), b...) {
+		if !seen[c.Reason] {
+			seen[c.Reason] = true
+			out = append(out, c)
+		}
+	}
 	return out
 }

@@ -111,3 +111,16 @@ func Worst(cs []Condition) (fleet.Health, Action) {
 	}
 	return h, a
 }
+
+// Sticky returns the conditions that outlast the report that raised them:
+// hardware faults calling for a reset or worse, until the node is
+// remediated.
+func Sticky(cs []Condition) []Condition {
+	var out []Condition
+	for _, c := range cs {
+		if (c.Kind == "xid" || c.Kind == "lost" || c.Kind == "ecc") && ladder[c.Action] >= ladder[ActionReset] {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
 )
 
@@ -193,6 +194,44 @@ func nodeCmd(g *globals) *cobra.Command {
 				return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/"+string(a.action), nil, nodeCols)
 			}})
 	}
+	cmd.AddCommand(joinTokenCmd(g), &cobra.Command{Use: "rekey HOSTNAME|ID", Short: "Revoke a node's agent credential so that its agent may join again", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/rekey", nil, nodeCols)
+		}}, &cobra.Command{Use: "agent HOSTNAME|ID", Short: "A node's last agent report: health, action and conditions", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0])+"/agent", nil,
+				[]column{{"NODE", "node_id"}, {"SEQ", "seq"}, {"SEEN", "seen_at"}, {"HEALTH", "health"}, {"ACTION", "action"}, {"CONDITIONS", "conditions"}})
+		}})
+	return cmd
+}
+
+var joinTokenCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"USES", "uses"}, {"MAX USES", "max_uses"}, {"EXPIRES", "expires_at"}, {"HINT", "hint"}}
+
+func joinTokenCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "join-token", Short: "Site join tokens for node agents"}
+	var site, ttl string
+	var uses int64
+	create := &cobra.Command{Use: "create", Short: "Create a join token and print its secret once", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			d, err := ParseDuration(ttl)
+			if err != nil {
+				return neocloud.Invalid("--ttl", "%v", err)
+			}
+			return g.one(c.Context(), http.MethodPost, "/v1/sites/"+url.PathEscape(site)+"/join-tokens", map[string]any{"max_uses": uses, "ttl_s": int64(d / time.Second)},
+				append(append([]column{}, joinTokenCols...), column{"SECRET (shown once)", "secret"}))
+		}}
+	create.Flags().StringVar(&site, "site", "", "site name or id")
+	create.Flags().Int64Var(&uses, "uses", 1, "how many agents may join with it")
+	create.Flags().StringVar(&ttl, "ttl", "24h", "how long it stays valid")
+	create.MarkFlagRequired("site")
+	var lsite string
+	list := &cobra.Command{Use: "list", Short: "List a site's join tokens", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return g.list(c.Context(), "/v1/sites/"+url.PathEscape(lsite)+"/join-tokens", nil, listFlags{limit: 1000}, joinTokenCols)
+		}}
+	list.Flags().StringVar(&lsite, "site", "", "site name or id")
+	list.MarkFlagRequired("site")
+	cmd.AddCommand(create, list)
 	return cmd
 }
 

@@ -92,12 +92,14 @@ func TestAgentJoinAndHeartbeats(t *testing.T) {
 		if n, _ := e.fleet.Snapshot.Node(node.ID); n.Health != fleet.HealthDegraded {
 			t.Fatalf("a replay changed the node: %v", n.Health)
 		}
-		// XID 79 (off the bus) fails the node; an application XID (13) alone is nothing.
+		// XID 79 (off the bus) fails the node, and the failure stays with
+		// later reports (an application XID 13 among them) until the node
+		// is remediated.
 		if r := beat(3, wire.GPUSample{Index: 1, XIDs: []wire.XID{{Code: 79, At: time.Now()}}}); !strings.Contains(string(r.body), `"health":"failed"`) {
 			t.Fatalf("XID 79: %s", r.body)
 		}
-		if r := beat(4, wire.GPUSample{Index: 1, XIDs: []wire.XID{{Code: 13, At: time.Now()}}}); !strings.Contains(string(r.body), `"health":"ok"`) {
-			t.Fatalf("XID 13: %s", r.body)
+		if r := beat(4, wire.GPUSample{Index: 1, XIDs: []wire.XID{{Code: 13, At: time.Now()}}}); !strings.Contains(string(r.body), `"health":"failed"`) {
+			t.Fatalf("after XID 79, XID 13: %s", r.body)
 		}
 		if d := e.auditCount() - before; d != 0 {
 			t.Fatalf("heartbeats left %d audit records", d)

@@ -1,0 +1,253 @@
+// Package agent is the node agent: it joins the control plane with a site
+// join token, keeps its node's own credential, and reports its GPUs'
+// telemetry in heartbeats numbered without gaps. GPUs are read through the
+// GPUs interface: simulated here (power that follows load, a monotonic
+// energy counter, heat, injectable faults); NVML comes behind the same
+// interface.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/neocloud/neocloud/client"
+	"github.com/neocloud/neocloud/wire"
+)
+
+// Version is the agent's version, sent in every message.
+const Version = "0.1.0"
+
+// GPUs is how the agent reads its GPUs.
+type GPUs interface {
+	Info() []wire.GPUInfo
+	// Sample reads every GPU at now; XID events are those since the last
+	// sample.
+	Sample(now time.Time) []wire.GPUSample
+}
+
+// ErrNoNVML says the node has no NVIDIA management library: without
+// simulated GPUs there is nothing to report.
+var ErrNoNVML = errors.New("no NVIDIA management library (libnvidia-ml) on this node, and this build reads GPUs through simulation only: run with --simulate-gpus N")
+
+// Options configure an agent.
+type Options struct {
+	Server    string
+	JoinToken string
+	Hostname  string
+	Serial    string
+	StateDir  string // keeps the node's credential and the last sequence number
+	Interval  time.Duration
+	GPUs      GPUs
+	Log       io.Writer
+}
+
+// state is what the agent keeps between runs.
+type state struct {
+	NodeID     string `json:"node_id"`
+	Credential string `json:"credential"`
+	Seq        int64  `json:"seq"`
+}
+
+func (o *Options) statePath() string { return filepath.Join(o.StateDir, "agent.json") }
+
+func (o *Options) load() (state, error) {
+	var st state
+	b, err := os.ReadFile(o.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// save writes the state atomically (a crash leaves the old or the new).
+func (o *Options) save(st state) error {
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(st)
+	tmp := o.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, o.statePath())
+}
+
+// Run joins if needed and reports every Interval until ctx ends. A
+// heartbeat the server did not acknowledge is sent again, with the same
+// sequence number, before any newer one.
+func Run(ctx context.Context, o Options) error {
+	if o.GPUs == nil {
+		return ErrNoNVML
+	}
+	if o.Interval == 0 {
+		o.Interval = 10 * time.Second
+	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	st, err := o.load()
+	if err != nil {
+		return err
+	}
+	if st.Credential == "" {
+		if o.JoinToken == "" {
+			return errors.New("this node has not joined: give --join-token")
+		}
+		c := client.New(o.Server, o.JoinToken)
+		var jr wire.JoinResponse
+		if err := c.Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: o.Hostname, Serial: o.Serial, GPUs: o.GPUs.Info(), AgentVersion: Version}, &jr); err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+		st = state{NodeID: jr.NodeID, Credential: jr.Credential}
+		if err := o.save(st); err != nil {
+			return err
+		}
+		if jr.HeartbeatS > 0 && o.Interval == 10*time.Second {
+			o.Interval = time.Duration(jr.HeartbeatS) * time.Second
+		}
+		logf("joined as node %s", st.NodeID)
+	}
+	c := client.New(o.Server, st.Credential)
+	c.Retries = 0
+	start := time.Now()
+	var pending *wire.Heartbeat
+	t := time.NewTicker(o.Interval)
+	defer t.Stop()
+	for {
+		if pending == nil {
+			now := time.Now().UTC()
+			st.Seq++
+			pending = &wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version}
+			if err := o.save(st); err != nil {
+				return err
+			}
+		}
+		var ans wire.HeartbeatAnswer
+		if err := c.Do(ctx, http.MethodPost, "/v1/agent/heartbeat", nil, pending, &ans); err != nil {
+			logf("heartbeat %d not delivered: %v", pending.Seq, err)
+		} else {
+			pending = nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Simulated is a simulated node's GPUs. It is safe for concurrent use.
+type Simulated struct {
+	mu     sync.Mutex
+	gpus   []simGPU
+	model  string
+	memMiB int
+	maxW   float64
+	idleW  float64
+	last   time.Time
+	// Load returns each GPU's utilization (0–1) at a time: by default a
+	// slow wave, so that power, heat and energy move.
+	Load func(gpu int, t time.Time) float64
+}
+
+type simGPU struct {
+	energyJ float64
+	tempC   float64
+	xids    []wire.XID
+	lost    bool
+	eccU    uint64
+	hot     bool
+}
+
+// NewSimulated returns n simulated GPUs of a model.
+func NewSimulated(n int, model string, memMiB int, maxW float64) *Simulated {
+	s := &Simulated{gpus: make([]simGPU, n), model: model, memMiB: memMiB, maxW: maxW, idleW: maxW / 10}
+	for i := range s.gpus {
+		s.gpus[i].tempC = 35
+	}
+	s.Load = func(g int, t time.Time) float64 {
+		return 0.5 + 0.45*math.Sin(float64(t.Unix())/600+float64(g))
+	}
+	return s
+}
+
+// Info lists the simulated GPUs.
+func (s *Simulated) Info() []wire.GPUInfo {
+	out := make([]wire.GPUInfo, len(s.gpus))
+	for i := range out {
+		out[i] = wire.GPUInfo{Index: i, UUID: fmt.Sprintf("GPU-sim-%02d", i), Model: s.model, MemoryMiB: s.memMiB}
+	}
+	return out
+}
+
+// Fault is something to inject into a simulated GPU.
+type Fault struct {
+	GPU  int
+	XID  int  // an XID event (0: none)
+	Lost bool // the GPU falls off the bus
+	ECC  uint64
+	Hot  bool // thermal runaway
+}
+
+// Inject applies a fault; it shows in the next sample.
+func (s *Simulated) Inject(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := &s.gpus[f.GPU]
+	if f.XID != 0 {
+		g.xids = append(g.xids, wire.XID{Code: f.XID, At: time.Now().UTC()})
+	}
+	g.lost = g.lost || f.Lost
+	g.eccU += f.ECC
+	g.hot = g.hot || f.Hot
+}
+
+// Sample reads the GPUs: power follows load, the energy counter integrates
+// power since the last sample, temperature follows power.
+func (s *Simulated) Sample(now time.Time) []wire.GPUSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dt := 0.0
+	if !s.last.IsZero() {
+		dt = now.Sub(s.last).Seconds()
+	}
+	s.last = now
+	out := make([]wire.GPUSample, len(s.gpus))
+	for i := range s.gpus {
+		g := &s.gpus[i]
+		if g.lost {
+			out[i] = wire.GPUSample{Index: i, Lost: true, EnergyJ: uint64(g.energyJ), XIDs: g.xids}
+			g.xids = nil
+			continue
+		}
+		u := math.Max(0, math.Min(1, s.Load(i, now)))
+		p := s.idleW + (s.maxW-s.idleW)*u
+		g.energyJ += p * dt
+		target := 35 + 45*u
+		if g.hot {
+			target = 95
+		}
+		g.tempC += (target - g.tempC) * math.Min(1, dt/60)
+		if dt == 0 {
+			g.tempC = target
+		}
+		out[i] = wire.GPUSample{Index: i, PowerW: math.Round(p*10) / 10, EnergyJ: uint64(g.energyJ), TempC: math.Round(g.tempC*10) / 10,
+			UtilPct: math.Round(u * 100), MemUsedMiB: int(float64(s.memMiB) * u * 0.9), ECCUncorrected: g.eccU, XIDs: g.xids}
+		g.xids = nil
+	}
+	return out
+}

@@ -1,0 +1,97 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud/agent"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/cli"
+	"github.com/neocloud/neocloud/client"
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// TestSimulatedAgent joins a simulated node, reports, keeps its sequence
+// across a restart without joining again, and an injected fault reaches the
+// node's health.
+func TestSimulatedAgent(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	op := client.New(srv.URL, srv.Token)
+	ctx := context.Background()
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 64)
+	o.Fanout = []int{1, 1, 1, 8}
+	fleet.Generate(&spec, o)
+	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	host, serial := parsed.Nodes[0].Hostname, parsed.Nodes[0].Serial
+	var jt struct{ Secret string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt); err != nil {
+		t.Fatal(err)
+	}
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: serial, StateDir: filepath.Join(t.TempDir(), "agent"), Interval: 30 * time.Millisecond, GPUs: gpus}
+	state := func() agents.State {
+		var st agents.State
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host+"/agent", nil, nil, &st)
+		return st
+	}
+	run := func(d time.Duration) {
+		rctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		if err := agent.Run(rctx, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(400 * time.Millisecond)
+	first := state()
+	if first.Seq < 3 || len(first.Heartbeat.GPUs) != 8 || first.Heartbeat.GPUs[0].PowerW <= 0 {
+		t.Fatalf("after the first run: %+v", first)
+	}
+	// Restarted without a join token (it was single-use): it goes on.
+	opts.JoinToken = ""
+	gpus.Inject(agent.Fault{GPU: 2, XID: 79})
+	run(300 * time.Millisecond)
+	second := state()
+	if second.Seq <= first.Seq || second.Health != fleet.HealthFailed || second.Heartbeat.GPUs[0].EnergyJ < first.Heartbeat.GPUs[0].EnergyJ {
+		t.Fatalf("after the restart: seq %d → %d, health %s, energy %d → %d", first.Seq, second.Seq, second.Health, first.Heartbeat.GPUs[0].EnergyJ, second.Heartbeat.GPUs[0].EnergyJ)
+	}
+	var n fleet.Node
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &n); err != nil || n.Health != fleet.HealthFailed {
+		t.Fatalf("the node: %v %v %v", n.Health, n.HealthReasons, err)
+	}
+}
+
+func TestNoGPUsNoAgent(t *testing.T) {
+	if err := agent.Run(context.Background(), agent.Options{Server: "http://127.0.0.1:1"}); err != agent.ErrNoNVML {
+		t.Fatalf("without GPUs: %v", err)
+	}
+}
+
+func TestSimulatedEnergyFollowsPower(t *testing.T) {
+	g := agent.NewSimulated(2, "H100", 81559, 700)
+	g.Load = func(gpu int, _ time.Time) float64 { return float64(gpu) } // GPU 0 idle, GPU 1 flat out
+	t0 := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	g.Sample(t0)
+	s := g.Sample(t0.Add(10 * time.Second))
+	if s[0].PowerW != 70 || s[1].PowerW != 700 || s[0].EnergyJ != 700 || s[1].EnergyJ != 7000 {
+		t.Fatalf("samples: %+v", s)
+	}
+	g.Inject(agent.Fault{GPU: 1, Lost: true})
+	if s := g.Sample(t0.Add(20 * time.Second)); !s[1].Lost || s[1].EnergyJ != 7000 {
+		t.Fatalf("a lost GPU: %+v", s[1])
+	}
+}
