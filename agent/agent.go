@@ -7,6 +7,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,23 +125,38 @@ func Run(ctx context.Context, o Options) error {
 	c := client.New(o.Server, st.Credential)
 	c.Retries = 0
 	start := time.Now()
-	var pending *wire.Heartbeat
+	sp, err := openSpool(filepath.Join(o.StateDir, "spool.jsonl"), o.maxSpool())
+	if err != nil {
+		return err
+	}
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
-		if pending == nil {
-			now := time.Now().UTC()
-			st.Seq++
-			pending = &wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version}
-			if err := o.save(st); err != nil {
-				return err
-			}
+		// 1. Sample, number and spool: a report exists on disk before it
+		// is sent.
+		now := time.Now().UTC()
+		st.Seq++
+		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version}
+		if dropped, err := sp.add(hb); err != nil {
+			return err
+		} else if dropped > 0 {
+			logf("spool full: %d oldest reports dropped", dropped)
 		}
-		var ans wire.HeartbeatAnswer
-		if err := c.Do(ctx, http.MethodPost, "/v1/agent/heartbeat", nil, pending, &ans); err != nil {
-			logf("heartbeat %d not delivered: %v", pending.Seq, err)
-		} else {
-			pending = nil
+		if err := o.save(st); err != nil {
+			return err
+		}
+		// 2. Send the spool in order until one does not get through.
+		sent := 0
+		for _, h := range sp.items {
+			var ans wire.HeartbeatAnswer
+			if err := c.Do(ctx, http.MethodPost, "/v1/agent/heartbeat", nil, h, &ans); err != nil {
+				logf("report %d not delivered (%d spooled): %v", h.Seq, len(sp.items)-sent, err)
+				break
+			}
+			sent++
+		}
+		if err := sp.drop(sent); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -148,6 +164,86 @@ func Run(ctx context.Context, o Options) error {
 		case <-t.C:
 		}
 	}
+}
+
+// maxSpool is how many reports the spool keeps: seven days at the default
+// ten-second rate, whatever the interval.
+func (o *Options) maxSpool() int { return 7 * 24 * 360 }
+
+// spool is the reports not yet acknowledged, oldest first, kept in a file
+// of JSON lines so that a restart loses none.
+type spool struct {
+	path  string
+	max   int
+	items []wire.Heartbeat
+}
+
+func openSpool(path string, max int) (*spool, error) {
+	sp := &spool{path: path, max: max}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return sp, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var hb wire.Heartbeat
+		if json.Unmarshal(line, &hb) == nil {
+			sp.items = append(sp.items, hb)
+		}
+	}
+	return sp, nil
+}
+
+// add appends a report to the file (synced) and the queue; beyond the
+// bound the oldest go, and add says how many.
+func (sp *spool) add(hb wire.Heartbeat) (int, error) {
+	f, err := os.OpenFile(sp.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	b, _ := json.Marshal(hb)
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	sp.items = append(sp.items, hb)
+	dropped := 0
+	if len(sp.items) > sp.max {
+		dropped = len(sp.items) - sp.max
+		return dropped, sp.drop(dropped)
+	}
+	return 0, nil
+}
+
+// drop removes the n oldest reports (delivered, or over the bound).
+func (sp *spool) drop(n int) error {
+	if n == 0 {
+		return nil
+	}
+	sp.items = sp.items[n:]
+	var b bytes.Buffer
+	for _, hb := range sp.items {
+		line, _ := json.Marshal(hb)
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	tmp := sp.path + ".tmp"
+	if err := os.WriteFile(tmp, b.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, sp.path)
 }
 
 // Simulated is a simulated node's GPUs. It is safe for concurrent use.

@@ -6,7 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,3 +101,84 @@ func TestSimulatedEnergyFollowsPower(t *testing.T) {
 		t.Fatalf("a lost GPU: %+v", s[1])
 	}
 }
+
+// TestSpoolLosesNothing cuts the agent off from the server for a while:
+// afterwards every report's sequence number is on the server exactly once,
+// in order, and the energy counter never goes back.
+func TestSpoolLosesNothing(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 64)
+	o.Fanout = []int{1, 1, 1, 8}
+	fleet.Generate(&spec, o)
+	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	var jt struct{ Secret string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt); err != nil {
+		t.Fatal(err)
+	}
+	// A way to the server that can be cut.
+	var down atomic.Bool
+	target, _ := url.Parse(srv.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "unreachable", http.StatusBadGateway)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	var log syncBuf
+	opts := agent.Options{Server: front.URL, JoinToken: jt.Secret, Hostname: parsed.Nodes[0].Hostname, Serial: parsed.Nodes[0].Serial,
+		StateDir: t.TempDir(), Interval: 20 * time.Millisecond, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), Log: &log}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(rctx, opts) }()
+	time.Sleep(200 * time.Millisecond)
+	down.Store(true)
+	time.Sleep(400 * time.Millisecond)
+	down.Store(false)
+	time.Sleep(400 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "not delivered") {
+		t.Fatalf("the cut never showed: %s", log.String())
+	}
+	var n fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+parsed.Nodes[0].Hostname, nil, nil, &n)
+	samples, err := srv.Store.Samples(ctx, n.ID, 0, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) < 20 {
+		t.Fatalf("only %d samples", len(samples))
+	}
+	for i, s := range samples {
+		if s.Seq != int64(i+1) {
+			t.Fatalf("sample %d has seq %d: a report was lost or doubled", i, s.Seq)
+		}
+		if i > 0 && s.EnergyJ < samples[i-1].EnergyJ {
+			t.Fatalf("energy went back at seq %d", s.Seq)
+		}
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -46,6 +46,16 @@ type State struct {
 	GPUs       []wire.GPUSample `json:"-"`
 }
 
+// Sample is one heartbeat's summary of a node: the sum of its GPUs'
+// energy counters (J) and power (W).
+type Sample struct {
+	NodeID  string    `json:"node_id"`
+	Seq     int64     `json:"seq"`
+	At      time.Time `json:"at"`
+	EnergyJ uint64    `json:"energy_j"`
+	PowerW  float64   `json:"power_w"`
+}
+
 // Store is what agents need from storage.
 type Store interface {
 	InsertJoinToken(ctx context.Context, t JoinToken, hash string) error
@@ -58,6 +68,11 @@ type Store interface {
 	// PutAgentState stores a node's last heartbeat if seq is newer than the
 	// stored one, reporting whether it was.
 	PutAgentState(ctx context.Context, s State) (bool, error)
+	// PutSample records one heartbeat's sample of a node once, reporting
+	// whether it was new.
+	PutSample(ctx context.Context, s Sample) (bool, error)
+	// Samples returns a node's samples in [from, to] by sequence number.
+	Samples(ctx context.Context, nodeID string, from, to int64) ([]Sample, error)
 	// NodeCredential returns the live agent token of a node, or KindNotFound.
 	NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error)
 }
@@ -210,12 +225,27 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		}
 		st.Conditions = merge(sticky, Evaluate(hb))
 		st.Health, st.Action = Worst(st.Conditions)
-		newer, err := s.Store.PutAgentState(ctx, st)
+		sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
+		for _, g := range hb.GPUs {
+			sm.EnergyJ += g.EnergyJ
+			sm.PowerW += g.PowerW
+		}
+		fresh, err := s.Store.PutSample(ctx, sm)
 		if err != nil {
 			return err
 		}
-		if !newer {
+		newer := false
+		if fresh {
+			if newer, err = s.Store.PutAgentState(ctx, st); err != nil {
+				return err
+			}
+		}
+		if !fresh {
 			ans.Duplicate = true
+		}
+		if !newer {
+			// A replay, or a spooled report older than the last applied:
+			// its sample is kept (once), the node's state is not rolled back.
 			prev, err := s.Store.AgentState(ctx, p.NodeID)
 			if err != nil {
 				return err

@@ -109,3 +109,28 @@ func (db *DB) NodeCredential(ctx context.Context, nodeID string) (tenant.Token, 
 	}
 	return t, db.translate(err)
 }
+
+func (db *DB) PutSample(ctx context.Context, s agents.Sample) (bool, error) {
+	var fresh bool
+	err := db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `INSERT INTO node_samples (node_id, seq, at, energy_j, power_w) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id, seq) DO NOTHING`,
+			s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		fresh = n == 1
+		return nil
+	})
+	return fresh, err
+}
+
+func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
+	return collect(db, ctx, func(r scanner) (agents.Sample, error) {
+		var s agents.Sample
+		var at, e int64
+		err := r.Scan(&s.NodeID, &s.Seq, &at, &e, &s.PowerW)
+		s.At, s.EnergyJ = fromMicros(at), uint64(e)
+		return s, err
+	}, `SELECT node_id, seq, at, energy_j, power_w FROM node_samples WHERE node_id = ? AND seq BETWEEN ? AND ? ORDER BY seq`, nodeID, from, to)
+}
