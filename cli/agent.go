@@ -12,6 +12,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agent"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/nvmlgpu"
 )
 
 func agentCmd(g *globals) *cobra.Command {
@@ -34,6 +35,13 @@ func agentCmd(g *globals) *cobra.Command {
 					return neocloud.Invalid("--sku", "unknown SKU %q", skuName)
 				}
 				o.GPUs = agent.NewSimulated(simulate, sku.GPUModel, sku.GPUMemoryMiB, float64(sku.NodeMaxPowerW)/float64(max(1, sku.GPUsPerNode))*0.7)
+			} else {
+				g, err := nvmlgpu.OpenDefault()
+				if err != nil {
+					return err // says plainly that the library is missing
+				}
+				defer g.Close()
+				o.GPUs = g
 			}
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()

@@ -221,3 +221,15 @@ func TestCLIEventsFollow(t *testing.T) {
 		t.Fatalf("the follower missed events: %q", follow.String())
 	}
 }
+
+// TestAgentWithoutGPUs: without NVIDIA's library and without simulated
+// GPUs the agent says so and exits non-zero.
+func TestAgentWithoutGPUs(t *testing.T) {
+	if os.Getenv("NEOCLOUD_HAS_NVML") != "" {
+		t.Skip("this machine has NVIDIA's library")
+	}
+	_, errOut, code := run(t, "http://127.0.0.1:1", "", "agent", "--hostname", "n1", "--state-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "libnvidia-ml") || !strings.Contains(errOut, "--simulate-gpus") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

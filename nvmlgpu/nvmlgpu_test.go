@@ -1,0 +1,99 @@
+//go:build cgo
+
+package nvmlgpu
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+)
+
+// dgx returns go-nvml's mock DGX H100 with its telemetry set: GPU i draws
+// 100+10i W, has used 1000×i J, runs at 40+i °C and 10×i % and has had i
+// uncorrected ECC errors; GPU 7 has fallen off the bus.
+func dgx(t *testing.T) *server.Server {
+	s := dgxh100.New()
+	for i, d := range s.Devices {
+		md := d.(*server.Device)
+		i := i
+		md.GetPowerUsageFunc = func() (uint32, nvml.Return) {
+			if i == 7 {
+				return 0, nvml.ERROR_GPU_IS_LOST
+			}
+			return uint32(100_000 + 10_000*i), nvml.SUCCESS
+		}
+		md.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) { return uint64(1_000_000 * i), nvml.SUCCESS }
+		md.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return uint32(40 + i), nvml.SUCCESS }
+		md.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: uint32(10 * i)}, nvml.SUCCESS }
+		md.GetTotalEccErrorsFunc = func(kind nvml.MemoryErrorType, _ nvml.EccCounterType) (uint64, nvml.Return) {
+			if kind == nvml.MEMORY_ERROR_TYPE_UNCORRECTED {
+				return uint64(i), nvml.SUCCESS
+			}
+			return 0, nvml.SUCCESS
+		}
+		var limit uint32 = 700_000
+		md.GetPowerManagementLimitConstraintsFunc = func() (uint32, uint32, nvml.Return) { return 200_000, 700_000, nvml.SUCCESS }
+		md.SetPowerManagementLimitFunc = func(v uint32) nvml.Return { limit = v; return nvml.SUCCESS }
+		md.GetPowerManagementLimitFunc = func() (uint32, nvml.Return) { return limit, nvml.SUCCESS }
+	}
+	return s
+}
+
+func TestReadsTheMockDGX(t *testing.T) {
+	g, err := Open(dgx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := g.Info()
+	if len(info) != 8 || info[0].UUID == "" || info[0].Model == "" || info[0].MemoryMiB < 80000 {
+		t.Fatalf("info: %+v", info)
+	}
+	s := g.Sample(time.Now())
+	if s[3].PowerW != 130 || s[3].EnergyJ != 3000 || s[3].TempC != 43 || s[3].UtilPct != 30 || s[3].ECCUncorrected != 3 || s[3].Lost {
+		t.Fatalf("gpu 3: %+v", s[3])
+	}
+	if !s[7].Lost {
+		t.Fatalf("gpu 7 should be off the bus: %+v", s[7])
+	}
+}
+
+func TestPowerCapAgainstTheMock(t *testing.T) {
+	srv := dgx(t)
+	g, err := Open(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetPowerCap(2, 450); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := srv.Devices[2].GetPowerManagementLimit(); got != 450_000 {
+		t.Fatalf("limit %d mW, want 450000", got)
+	}
+	if err := g.SetPowerCap(2, 900); err == nil {
+		t.Fatal("a cap above the card's range was applied")
+	}
+}
+
+// TestNoLibrary: a library that is not there says so plainly, both as a
+// mock and as this machine's own (which has no NVIDIA driver).
+func TestNoLibrary(t *testing.T) {
+	missing := &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }}
+	if _, err := Open(missing); !errors.Is(err, ErrNoLibrary) {
+		t.Fatalf("mock without library: %v", err)
+	}
+	if g, err := OpenDefault(); err == nil {
+		// A machine with the driver: it must have found GPUs.
+		defer g.Close()
+		if len(g.Info()) == 0 {
+			t.Fatal("the library opened but found no GPUs")
+		}
+		t.Logf("this machine has %d GPUs", len(g.Info()))
+	} else if !errors.Is(err, ErrNoLibrary) {
+		t.Fatalf("this machine: %v", err)
+	}
+}
