@@ -14,6 +14,7 @@ import (
 
 	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/nvmlgpu"
 )
 
 // TestCLISelling walks the selling verbs end to end: the operator sets
@@ -225,7 +226,8 @@ func TestCLIEventsFollow(t *testing.T) {
 // TestAgentWithoutGPUs: without NVIDIA's library and without simulated
 // GPUs the agent says so and exits non-zero.
 func TestAgentWithoutGPUs(t *testing.T) {
-	if os.Getenv("NEOCLOUD_HAS_NVML") != "" {
+	if g, err := nvmlgpu.OpenDefault(); err == nil {
+		g.Close()
 		t.Skip("this machine has NVIDIA's library")
 	}
 	_, errOut, code := run(t, "http://127.0.0.1:1", "", "agent", "--hostname", "n1", "--state-dir", t.TempDir())
