@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -49,13 +50,20 @@ type Options struct {
 	Interval  time.Duration
 	GPUs      GPUs
 	Log       io.Writer
+	// NoticeAddr, when set, serves the node-local notices endpoint there
+	// (e.g. 127.0.0.1:8777): GET /notices answers the node's assignment and
+	// any preemption or maintenance notice, for the tenant's jobs.
+	NoticeAddr string
+	// Execute carries out a command that passed the fence (nil: log it).
+	Execute func(wire.Command) error
 }
 
 // state is what the agent keeps between runs.
 type state struct {
-	NodeID     string `json:"node_id"`
-	Credential string `json:"credential"`
-	Seq        int64  `json:"seq"`
+	NodeID     string           `json:"node_id"`
+	Credential string           `json:"credential"`
+	Seq        int64            `json:"seq"`
+	Assignment *wire.Assignment `json:"assignment,omitempty"`
 }
 
 func (o *Options) statePath() string { return filepath.Join(o.StateDir, "agent.json") }
@@ -129,6 +137,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	fence := &Fence{}
+	fence.Set(st.Assignment)
+	if o.NoticeAddr != "" {
+		stop, err := serveNotices(o.NoticeAddr, st.NodeID, fence)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
@@ -150,10 +167,26 @@ func Run(ctx context.Context, o Options) error {
 		for _, h := range sp.items {
 			var ans wire.HeartbeatAnswer
 			if err := c.Do(ctx, http.MethodPost, "/v1/agent/heartbeat", nil, h, &ans); err != nil {
+				// Cut off: keep the current assignment, do nothing destructive.
 				logf("report %d not delivered (%d spooled): %v", h.Seq, len(sp.items)-sent, err)
 				break
 			}
 			sent++
+			fence.Set(ans.Assignment)
+			st.Assignment = ans.Assignment
+			for _, cmd := range ans.Commands {
+				if err := fence.Allow(cmd); err != nil {
+					logf("command %s refused: %v", cmd.ID, err)
+					continue
+				}
+				if o.Execute != nil {
+					if err := o.Execute(cmd); err != nil {
+						logf("command %s failed: %v", cmd.ID, err)
+					}
+				} else {
+					logf("command %s (%s) accepted", cmd.ID, cmd.Kind)
+				}
+			}
 		}
 		if err := sp.drop(sent); err != nil {
 			return err
@@ -164,6 +197,69 @@ func Run(ctx context.Context, o Options) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Fence holds the node's current assignment and refuses destructive
+// commands from older generations, and sanitizing while work is assigned.
+// It is safe for concurrent use.
+type Fence struct {
+	mu  sync.Mutex
+	cur *wire.Assignment
+	gen int64 // the highest generation seen
+}
+
+// Set records the assignment the server last answered (nil: idle).
+func (f *Fence) Set(a *wire.Assignment) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cur = a
+	if a != nil && a.Generation > f.gen {
+		f.gen = a.Generation
+	}
+}
+
+// Current returns the assignment and the highest generation seen.
+func (f *Fence) Current() (*wire.Assignment, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cur, f.gen
+}
+
+// ErrStale is a destructive command from an older assignment generation.
+var ErrStale = errors.New("stale: the command is from an older assignment generation")
+
+// Allow says whether a command may run now.
+func (f *Fence) Allow(c wire.Command) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	destructive := c.Kind == "drain" || c.Kind == "sanitize" || c.Kind == "power_cap"
+	if destructive && c.Generation < f.gen {
+		return fmt.Errorf("%w (%d < %d)", ErrStale, c.Generation, f.gen)
+	}
+	if c.Kind == "sanitize" && f.cur != nil {
+		return errors.New("the node is assigned: it is never sanitized while it serves work")
+	}
+	return nil
+}
+
+// serveNotices serves the node-local notices endpoint.
+func serveNotices(addr, nodeID string, f *Fence) (func(), error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /notices", func(w http.ResponseWriter, _ *http.Request) {
+		a, _ := f.Current()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			NodeID     string           `json:"node_id"`
+			Assignment *wire.Assignment `json:"assignment"`
+		}{nodeID, a})
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }
 
 // maxSpool is how many reports the spool keeps: seven days at the default

@@ -3,8 +3,11 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,6 +24,7 @@ import (
 	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/client"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/wire"
 )
 
 // TestSimulatedAgent joins a simulated node, reports, keeps its sequence
@@ -182,3 +186,106 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestFence(t *testing.T) {
+	f := &agent.Fence{}
+	if err := f.Allow(wire.Command{Kind: "sanitize", Generation: 0}); err != nil {
+		t.Fatalf("sanitize an idle node: %v", err)
+	}
+	f.Set(&wire.Assignment{Generation: 5, Reservation: "rsv_1"})
+	if err := f.Allow(wire.Command{Kind: "drain", Generation: 4}); !errors.Is(err, agent.ErrStale) {
+		t.Fatalf("a stale drain: %v", err)
+	}
+	if err := f.Allow(wire.Command{Kind: "sanitize", Generation: 5}); err == nil {
+		t.Fatal("sanitized while assigned")
+	}
+	if err := f.Allow(wire.Command{Kind: "health_check", Generation: 1}); err != nil {
+		t.Fatalf("a health check is not destructive: %v", err)
+	}
+	f.Set(nil) // the work left; an old generation's order is still refused
+	if err := f.Allow(wire.Command{Kind: "sanitize", Generation: 4}); !errors.Is(err, agent.ErrStale) {
+		t.Fatalf("a replayed stale sanitize: %v", err)
+	}
+	if err := f.Allow(wire.Command{Kind: "sanitize", Generation: 5}); err != nil {
+		t.Fatalf("sanitize once idle: %v", err)
+	}
+}
+
+// TestNodeLocalNotices: a preemption notice for the node's spot work shows
+// on the node-local endpoint within a heartbeat.
+func TestNodeLocalNotices(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 64)
+	o.Fanout = []int{1, 1, 1, 8}
+	fleet.Generate(&spec, o)
+	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []map[string]any{{"sku": sku.Name, "class": "spot", "spot_floor": "1", "spot_ceiling": "2"}, {"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}} {
+		if _, err := op.Raw(ctx, http.MethodPost, "/v1/prices", nil, p, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"spotco", "acme"} {
+		if _, err := op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": name}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Spot work on every node.
+	if _, err := op.Raw(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "spotco", "sku": sku.Name, "gpus": 64, "class": "spot"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	var jt struct{ Secret string }
+	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: parsed.Nodes[0].Hostname, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
+		Interval: 50 * time.Millisecond, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: addr}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, opts)
+	notices := func() (out struct {
+		Assignment *wire.Assignment `json:"assignment"`
+	}) {
+		res, err := http.Get("http://" + addr + "/notices")
+		if err == nil {
+			json.NewDecoder(res.Body).Decode(&out)
+			res.Body.Close()
+		}
+		return out
+	}
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: %+v", what, notices().Assignment)
+			}
+		}
+	}
+	wait("the spot assignment", func() bool { a := notices().Assignment; return a != nil && a.Generation > 0 })
+	// Committed work takes the site: the node's spot work gets 120 s.
+	if _, err := op.Raw(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 64, "class": "on_demand"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Now()
+	wait("the preemption notice", func() bool {
+		a := notices().Assignment
+		return a != nil && len(a.Notices) == 1 && a.Notices[0].Kind == "preemption"
+	})
+	if d := time.Since(issued); d > time.Second {
+		t.Fatalf("the notice took %v to reach the node", d)
+	}
+	if a := notices().Assignment; a.Notices[0].Deadline.Sub(issued) < 110*time.Second {
+		t.Fatalf("deadline %v is not the 120 s notice", a.Notices[0].Deadline)
+	}
+}

@@ -92,6 +92,8 @@ type Service struct {
 	HeartbeatS int // the cadence agents are told to report at (default 10)
 	// SetHealth records a node's health and reasons (the fleet's).
 	SetHealth func(ctx context.Context, nodeID string, h fleet.Health, reasons []string) error
+	// Assignment tells what a node serves now, for the heartbeat answer.
+	Assignment func(ctx context.Context, nodeID string) (*wire.Assignment, error)
 
 	mu     sync.RWMutex
 	latest map[string]State
@@ -265,6 +267,9 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		s.mu.Unlock()
 		return nil
 	})
+	if err == nil && s.Assignment != nil {
+		ans.Assignment, err = s.Assignment(ctx, p.NodeID)
+	}
 	return ans, err
 }
 

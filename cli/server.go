@@ -111,6 +111,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
 	ag := agents.NewService(db, db, fl, tenants)
+	ag.Assignment = sv.NodeAssignment
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst,

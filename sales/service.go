@@ -71,6 +71,8 @@ type Store interface {
 	DueAllocations(ctx context.Context, now time.Time, limit int) ([]Allocation, error)
 	// LiveGPUs returns the GPUs of the nodes that are in live allocations.
 	LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error)
+	// NodeAllocations returns a node's allocations that have not ended.
+	NodeAllocations(ctx context.Context, nodeID string) ([]Allocation, error)
 	// LiveAllocationNodes returns which of the nodes have live allocations,
 	// with the reservation of each.
 	LiveAllocationNodes(ctx context.Context, nodeIDs []string) (map[string]string, error)

@@ -561,3 +561,7 @@ func (db *DB) AllocationStates(ctx context.Context, reservationID string) (map[s
 	}
 	return out, db.translate(rows.Err())
 }
+
+func (db *DB) NodeAllocations(ctx context.Context, nodeID string) ([]sales.Allocation, error) {
+	return collect(db, ctx, scanBody[sales.Allocation], `SELECT body FROM allocations WHERE node_id = ? AND state <> 'ended' ORDER BY id`, nodeID)
+}

@@ -5,7 +5,9 @@
 // History:
 //
 //	1 (2026-11-27): join with a site join token; heartbeats with a sequence
-//	  number, per-GPU telemetry and XID events, per-NIC link state.
+//	  number, per-GPU telemetry and XID events, per-NIC link state; answers
+//	  with the node's assignment (generation, reservation, end, notices)
+//	  and commands fenced by generation.
 package wire
 
 import "time"
@@ -89,10 +91,39 @@ type Check struct {
 	Message string `json:"message,omitempty"`
 }
 
-// HeartbeatAnswer acknowledges a heartbeat.
+// HeartbeatAnswer acknowledges a heartbeat and tells the agent what its
+// node is assigned to.
 type HeartbeatAnswer struct {
-	Version   int    `json:"version"`
-	Acked     int64  `json:"acked" doc:"The highest sequence number applied."`
-	Duplicate bool   `json:"duplicate,omitempty" doc:"This sequence number was applied before; nothing changed."`
-	Health    string `json:"health" doc:"The node's health as the server now sees it."`
+	Version    int         `json:"version"`
+	Acked      int64       `json:"acked" doc:"The highest sequence number applied."`
+	Duplicate  bool        `json:"duplicate,omitempty" doc:"This sequence number was applied before; nothing changed."`
+	Health     string      `json:"health" doc:"The node's health as the server now sees it."`
+	Assignment *Assignment `json:"assignment,omitempty" doc:"What the node serves now; absent when idle."`
+	Commands   []Command   `json:"commands,omitempty"`
+}
+
+// Assignment is the work a node serves, with any notice against it. Its
+// generation grows with every new assignment of the node.
+type Assignment struct {
+	Generation  int64      `json:"generation"`
+	Reservation string     `json:"reservation"`
+	End         *time.Time `json:"end,omitempty"`
+	Notices     []Notice   `json:"notices,omitempty"`
+}
+
+// Notice is a deadline the work on a node must meet: preemption or
+// maintenance.
+type Notice struct {
+	Kind     string    `json:"kind" enum:"preemption,maintenance"`
+	Deadline time.Time `json:"deadline"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+// Command is an order for the agent. Destructive ones carry the node's
+// assignment generation: an agent refuses any older than its own.
+type Command struct {
+	ID         string `json:"id"`
+	Kind       string `json:"kind" enum:"drain,health_check,sanitize,power_cap"`
+	Generation int64  `json:"generation"`
+	PowerW     int    `json:"power_w,omitempty" doc:"For power_cap."`
 }

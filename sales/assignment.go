@@ -1,0 +1,68 @@
+package sales
+
+import (
+	"context"
+	"time"
+
+	"github.com/neocloud/neocloud/wire"
+)
+
+// NodeAssignment is what a node serves now, for its agent: the reservation
+// of its active allocation (bound, provisioning or ready), its end, and
+// the notices against it — a preemption deadline, a step of elastic work
+// being reclaimed, planned maintenance of the node. The generation is the
+// allocation's bind time in microseconds: it grows with every new
+// assignment of the node. nil when the node is idle.
+func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assignment, error) {
+	allocs, err := s.Store.NodeAllocations(ctx, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range allocs {
+		if a.State == AllocationReleasing || a.State == AllocationEnded {
+			continue
+		}
+		r, err := s.Store.Reservation(ctx, a.ReservationID)
+		if err != nil {
+			return nil, err
+		}
+		out := &wire.Assignment{Generation: a.BoundAt.UnixMicro(), Reservation: r.ID, End: r.Shape.End}
+		if r.PreemptAt != nil {
+			out.Notices = append(out.Notices, wire.Notice{Kind: "preemption", Deadline: *r.PreemptAt, Reason: "capacity reclaimed for committed work"})
+		}
+		if e := r.Elastic; e != nil {
+			for _, st := range e.Steps {
+				if st.ReclaimAt == nil {
+					continue
+				}
+				for _, n := range st.Nodes {
+					if n == nodeID {
+						out.Notices = append(out.Notices, wire.Notice{Kind: "preemption", Deadline: *st.ReclaimAt, Reason: "this step of elastic work is reclaimed"})
+					}
+				}
+			}
+		}
+		ms, err := s.Store.Maintenances(ctx, r.Shape.Site)
+		if err != nil {
+			return nil, err
+		}
+		now := s.now()
+		for _, m := range ms {
+			if m.State != "scheduled" && m.State != "active" {
+				continue
+			}
+			for _, b := range m.Batches {
+				if b.State == "done" || !b.End.After(now) {
+					continue
+				}
+				for _, n := range b.Nodes {
+					if n == nodeID {
+						out.Notices = append(out.Notices, wire.Notice{Kind: "maintenance", Deadline: b.Start, Reason: m.Reason + " until " + b.End.Format(time.RFC3339)})
+					}
+				}
+			}
+		}
+		return out, nil
+	}
+	return nil, nil
+}
