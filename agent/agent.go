@@ -146,6 +146,28 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer stop()
 	}
+	// The push stream brings assignment changes (notices) at once; the
+	// heartbeat answers bring them too, should the stream be down.
+	go func() {
+		for ctx.Err() == nil {
+			err := c.Stream(ctx, "/v1/agent/stream", nil, "", func(_, event string, data []byte) error {
+				if event == "assignment" {
+					var a *wire.Assignment
+					if err := json.Unmarshal(data, &a); err == nil {
+						fence.Set(a)
+					}
+				}
+				return nil
+			})
+			if err != nil && ctx.Err() == nil {
+				logf("push stream: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {

@@ -212,7 +212,8 @@ func TestFence(t *testing.T) {
 }
 
 // TestNodeLocalNotices: a preemption notice for the node's spot work shows
-// on the node-local endpoint within a heartbeat.
+// on the node-local endpoint within a second, by the push stream (the
+// heartbeats come only every 10 s).
 func TestNodeLocalNotices(t *testing.T) {
 	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
 	if err != nil {
@@ -249,8 +250,9 @@ func TestNodeLocalNotices(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
+	// Heartbeats every 10 s: the notice must come by the push stream.
 	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: parsed.Nodes[0].Hostname, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
-		Interval: 50 * time.Millisecond, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: addr}
+		Interval: 10 * time.Second, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: addr}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go agent.Run(rctx, opts)

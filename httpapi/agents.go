@@ -2,7 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -15,6 +18,7 @@ import (
 const (
 	joinPath      = "/v1/agent/join"
 	heartbeatPath = "/v1/agent/heartbeat"
+	streamPath    = "/v1/agent/stream"
 )
 
 var agentOnly = []neocloud.Role{neocloud.RoleAgent}
@@ -81,6 +85,16 @@ func (s *Server) registerAgents() {
 			return &struct{ Body wire.HeartbeatAnswer }{ans}, nil
 		})
 
+	register(s, agentOnly, huma.Operation{OperationID: "agent-stream", Method: http.MethodGet, Path: streamPath, Summary: "The agent's push stream",
+		Description: "Server-Sent Events: the node's assignment (generation, reservation, end, notices) at once and whenever it changes, so that a preemption or maintenance notice reaches the node within a second of being issued.", Tags: []string{"agents"}},
+		func(ctx context.Context, _ *struct{}) (*huma.StreamResponse, error) {
+			p := principal(ctx)
+			if p.NodeID == "" {
+				return nil, neocloud.Errorf(neocloud.KindForbidden, "only a node's agent has a stream")
+			}
+			return &huma.StreamResponse{Body: func(hc huma.Context) { s.streamAssignment(hc, p.NodeID) }}, nil
+		})
+
 	register(s, opRead, huma.Operation{OperationID: "get-node-agent", Method: http.MethodGet, Path: "/v1/nodes/{node}/agent", Summary: "A node's last report and conditions", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`
@@ -107,4 +121,50 @@ func (s *Server) registerAgents() {
 			info(ctx).Object = n.ID
 			return &struct{ Body fleet.Node }{n}, nil
 		})
+}
+
+// streamAssignment sends a node's assignment when it changes: it looks
+// again after every commit that wrote events (and every second, for other
+// servers' commits), until the agent hangs up or the server stops.
+func (s *Server) streamAssignment(hc huma.Context, nodeID string) {
+	ctx := hc.Context()
+	hc.SetHeader("Content-Type", "text/event-stream")
+	hc.SetHeader("Cache-Control", "no-store")
+	hc.SetStatus(http.StatusOK)
+	w := hc.BodyWriter()
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	fmt.Fprint(w, ": neocloud agent stream\n\n")
+	flush()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	last := "-"
+	for n := 0; ; n++ {
+		wake := s.events.wait()
+		if s.cfg.Agents.Assignment != nil {
+			a, err := s.cfg.Agents.Assignment(ctx, nodeID)
+			if err != nil {
+				return
+			}
+			b, _ := json.Marshal(a)
+			if string(b) != last {
+				last = string(b)
+				if _, err := fmt.Fprintf(w, "id: %d\nevent: assignment\ndata: %s\n\n", n, b); err != nil {
+					return
+				}
+				flush()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.events.closed():
+			return
+		case <-wake:
+		case <-poll.C:
+		}
+	}
 }

@@ -293,7 +293,7 @@ func (s *Server) transact(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !mutating(r.Method) && r.URL.Path == "/v1/events" && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		if !mutating(r.Method) && (r.URL.Path == streamPath || r.URL.Path == "/v1/events" && strings.Contains(r.Header.Get("Accept"), "text/event-stream")) {
 			next.ServeHTTP(w, r) // a stream is never buffered
 			return
 		}
