@@ -291,3 +291,94 @@ func TestNodeLocalNotices(t *testing.T) {
 		t.Fatalf("deadline %v is not the 120 s notice", a.Notices[0].Deadline)
 	}
 }
+
+// TestRollupsAndEnergyAtBoundaries: reports fold into minute rollups, and
+// the GPUs' energy counters are read when the node's allocation becomes
+// ready and when it is released.
+func TestRollupsAndEnergyAtBoundaries(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 8)
+	o.Fanout = []int{1, 1, 1, 1}
+	fleet.Generate(&spec, o)
+	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
+		t.Fatal(err)
+	}
+	op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}, "")
+	op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": "acme"}, "")
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	host := parsed.Nodes[0].Hostname
+	var jt struct{ Secret string }
+	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
+	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
+		Interval: 20 * time.Millisecond, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, opts)
+	time.Sleep(200 * time.Millisecond)
+	var r struct{ ID string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "on_demand"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	readings := func() []agents.EnergyReading {
+		var l struct{ Items []agents.EnergyReading }
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host+"/energy", map[string][]string{"from": {"2000-01-01T00:00:00Z"}, "to": {"2100-01-01T00:00:00Z"}}, nil, &l)
+		return l.Items
+	}
+	waitFor := func(what string, ok func([]agents.EnergyReading) bool) []agents.EnergyReading {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if rs := readings(); ok(rs) {
+				return rs
+			} else if time.Now().After(deadline) {
+				t.Fatalf("no %s readings: %+v", what, rs)
+			}
+		}
+	}
+	count := func(rs []agents.EnergyReading, reason string) int {
+		n := 0
+		for _, x := range rs {
+			if x.Reason == reason {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor("ready", func(rs []agents.EnergyReading) bool { return count(rs, "ready") == 8 })
+	time.Sleep(150 * time.Millisecond)
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations/"+r.ID+"/cancel", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	rs := waitFor("released", func(rs []agents.EnergyReading) bool { return count(rs, "released") == 8 })
+	var at0, at1 uint64
+	for _, x := range rs {
+		if x.GPU == 0 && x.Reason == "ready" {
+			at0 = x.EnergyJ
+		}
+		if x.GPU == 0 && x.Reason == "released" {
+			at1 = x.EnergyJ
+		}
+	}
+	if at1 < at0 {
+		t.Fatalf("energy at release %d below energy at ready %d", at1, at0)
+	}
+	var ml struct{ Items []agents.Minute }
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+host+"/minutes", map[string][]string{"from": {"2000-01-01T00:00:00Z"}, "to": {"2100-01-01T00:00:00Z"}}, nil, &ml)
+	samples := int64(0)
+	for _, m := range ml.Items {
+		samples += m.Samples
+		if m.PowerMaxW < m.PowerAvgW || m.EnergyLastJ < m.EnergyFirstJ {
+			t.Fatalf("rollup: %+v", m)
+		}
+	}
+	if len(ml.Items) == 0 || samples < 10 {
+		t.Fatalf("rollups: %+v", ml.Items)
+	}
+}

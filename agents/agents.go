@@ -56,6 +56,34 @@ type Sample struct {
 	PowerW  float64   `json:"power_w"`
 }
 
+// Minute is one node-minute of reports: how many, the energy counter sum
+// at its first and last, power (sum and peak) and the hottest GPU.
+type Minute struct {
+	NodeID       string    `json:"node_id"`
+	Minute       time.Time `json:"minute"`
+	Samples      int64     `json:"samples"`
+	EnergyFirstJ uint64    `json:"energy_first_j"`
+	EnergyLastJ  uint64    `json:"energy_last_j"`
+	PowerSumW    float64   `json:"-"`
+	PowerAvgW    float64   `json:"power_avg_w"`
+	PowerMaxW    float64   `json:"power_max_w"`
+	TempMaxC     float64   `json:"temp_max_c"`
+}
+
+// EnergyReading is one GPU's energy counter at an instant that matters to
+// billing: an allocation becoming ready or released, or the hour.
+type EnergyReading struct {
+	NodeID       string    `json:"node_id"`
+	GPU          int       `json:"gpu"`
+	At           time.Time `json:"at"`
+	EnergyJ      uint64    `json:"energy_j"`
+	Reason       string    `json:"reason" enum:"ready,released,hourly"`
+	AllocationID string    `json:"allocation_id,omitempty"`
+}
+
+// Retention is how long minute rollups and samples are kept.
+const Retention = 7 * 24 * time.Hour
+
 // Store is what agents need from storage.
 type Store interface {
 	InsertJoinToken(ctx context.Context, t JoinToken, hash string) error
@@ -71,6 +99,16 @@ type Store interface {
 	// PutSample records one heartbeat's sample of a node once, reporting
 	// whether it was new.
 	PutSample(ctx context.Context, s Sample) (bool, error)
+	// PutMinute folds one report into its node's minute rollup.
+	PutMinute(ctx context.Context, m Minute) error
+	// Minutes returns a node's rollups in [from, to).
+	Minutes(ctx context.Context, nodeID string, from, to time.Time) ([]Minute, error)
+	// PutEnergyReadings records GPU energy counter readings (once each).
+	PutEnergyReadings(ctx context.Context, rs []EnergyReading) error
+	// EnergyReadings returns a node's readings in [from, to).
+	EnergyReadings(ctx context.Context, nodeID string, from, to time.Time) ([]EnergyReading, error)
+	// PurgeTelemetry deletes rollups and samples older than before.
+	PurgeTelemetry(ctx context.Context, before time.Time) (int64, error)
 	// Samples returns a node's samples in [from, to] by sequence number.
 	Samples(ctx context.Context, nodeID string, from, to int64) ([]Sample, error)
 	// NodeCredential returns the live agent token of a node, or KindNotFound.
@@ -228,13 +266,21 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		st.Conditions = merge(sticky, Evaluate(hb))
 		st.Health, st.Action = Worst(st.Conditions)
 		sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
+		hottest := 0.0
 		for _, g := range hb.GPUs {
 			sm.EnergyJ += g.EnergyJ
 			sm.PowerW += g.PowerW
+			hottest = max(hottest, g.TempC)
 		}
 		fresh, err := s.Store.PutSample(ctx, sm)
 		if err != nil {
 			return err
+		}
+		if fresh {
+			m := Minute{NodeID: p.NodeID, Minute: sm.At.Truncate(time.Minute), Samples: 1, EnergyFirstJ: sm.EnergyJ, EnergyLastJ: sm.EnergyJ, PowerSumW: sm.PowerW, PowerMaxW: sm.PowerW, TempMaxC: hottest}
+			if err := s.Store.PutMinute(ctx, m); err != nil {
+				return err
+			}
 		}
 		newer := false
 		if fresh {
@@ -303,4 +349,48 @@ func merge(a, b []Condition) []Condition {
 		}
 	}
 	return out
+}
+
+// RecordEnergy keeps the node's GPUs' energy counters, as its last report
+// gave them, for a billing boundary (reason ready or released, with the
+// allocation) or the hour. A node with no report yet records nothing.
+func (s *Service) RecordEnergy(ctx context.Context, nodeID string, gpus []int, reason, allocationID string) error {
+	st, err := s.Latest(ctx, nodeID)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	want := map[int]bool{}
+	for _, g := range gpus {
+		want[g] = true
+	}
+	var rs []EnergyReading
+	at := s.now()
+	for _, g := range st.Heartbeat.GPUs {
+		if len(gpus) == 0 || want[g.Index] {
+			rs = append(rs, EnergyReading{NodeID: nodeID, GPU: g.Index, At: at, EnergyJ: g.EnergyJ, Reason: reason, AllocationID: allocationID})
+		}
+	}
+	return s.Store.PutEnergyReadings(ctx, rs)
+}
+
+// Hourly records every reporting node's energy counters and forgets
+// telemetry older than the retention.
+func (s *Service) Hourly(ctx context.Context) error {
+	s.mu.RLock()
+	nodes := make([]string, 0, len(s.latest))
+	for id := range s.latest {
+		nodes = append(nodes, id)
+	}
+	s.mu.RUnlock()
+	sort.Strings(nodes)
+	for _, id := range nodes {
+		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.RecordEnergy(ctx, id, nil, "hourly", "") }); err != nil {
+			return err
+		}
+	}
+	_, err := s.Store.PurgeTelemetry(ctx, s.now().Add(-Retention))
+	return err
 }

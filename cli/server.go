@@ -112,6 +112,9 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	ag := agents.NewService(db, db, fl, tenants)
 	ag.Assignment = sv.NodeAssignment
+	sv.OnAllocation = func(ctx context.Context, a sales.Allocation, edge string) error {
+		return ag.RecordEnergy(ctx, a.NodeID, a.GPUs, edge, a.ID)
+	}
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst,
@@ -131,6 +134,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 	}()
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
+	go hourly(bg, ag, o.Logger)
 	if !o.NoLifecycle {
 		every := o.LifecycleEvery
 		if every == 0 {
@@ -156,6 +160,23 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// hourly records every reporting node's energy counters and forgets old
+// telemetry, every hour.
+func hourly(ctx context.Context, ag *agents.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := ag.Hourly(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("hourly telemetry", "err", err)
 		}
 	}
 }

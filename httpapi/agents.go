@@ -110,6 +110,40 @@ func (s *Server) registerAgents() {
 			return &struct{ Body agents.State }{st}, nil
 		})
 
+	register(s, opRead, huma.Operation{OperationID: "node-minutes", Method: http.MethodGet, Path: "/v1/nodes/{node}/minutes", Summary: "A node's minute rollups of its agent's reports (kept 7 days)", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string    `path:"node"`
+			From time.Time `query:"from" required:"true"`
+			To   time.Time `query:"to" required:"true"`
+		}) (*struct{ Body List[agents.Minute] }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			ms, err := av.Store.Minutes(ctx, n.ID, in.From, in.To)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.Minute] }{List[agents.Minute]{Items: nonNil(ms)}}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "node-energy", Method: http.MethodGet, Path: "/v1/nodes/{node}/energy", Summary: "A node's GPU energy counter readings at allocation boundaries and hourly", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string    `path:"node"`
+			From time.Time `query:"from" required:"true"`
+			To   time.Time `query:"to" required:"true"`
+		}) (*struct{ Body List[agents.EnergyReading] }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			rs, err := av.Store.EnergyReadings(ctx, n.ID, in.From, in.To)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.EnergyReading] }{List[agents.EnergyReading]{Items: nonNil(rs)}}, nil
+		})
+
 	register(s, opAdmin, huma.Operation{OperationID: "rekey-node", Method: http.MethodPost, Path: "/v1/nodes/{node}/rekey", Summary: "Revoke a node's agent credential so that it may join again", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`

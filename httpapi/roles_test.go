@@ -87,6 +87,8 @@ var rolesTable = map[string][]neocloud.Role{
 	"agent-stream":      {AG}, // a stream: TestAgentJoinAndHeartbeats reads it
 	"get-node-agent":    {OA, OV},
 	"rekey-node":        {OA},
+	"node-minutes":      {OA, OV},
+	"node-energy":       {OA, OV},
 	"events":            {OA, OV, TA, TM},
 }
 
@@ -206,6 +208,8 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 			t.Fatal(err)
 		}
 		path = strings.Replace(path, "{node}", e.hosts[0], 1)
+	case "node-minutes", "node-energy":
+		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
 	case "rekey-node":
 		path = strings.Replace(path, "{node}", e.hosts[2], 1)
 	case "list-maintenance":

@@ -242,6 +242,11 @@ func (s *Service) release(ctx context.Context, r *Reservation, a *Allocation, no
 	if err := a.State.Move(AllocationReleasing); err != nil {
 		return err
 	}
+	if a.State == AllocationReady && s.OnAllocation != nil {
+		if err := s.OnAllocation(ctx, *a, "released"); err != nil {
+			return err
+		}
+	}
 	a.State, a.Attempts = AllocationReleasing, 1
 	t := now
 	a.ReleasedAt = &t
@@ -560,6 +565,11 @@ func (s *Service) ready(ctx context.Context, a *Allocation, r *Reservation, now 
 	a.State, a.ReadyAt, a.DueAt = AllocationReady, &t, farFuture
 	if err := s.saveAllocation(ctx, a, now, "allocation.ready"); err != nil {
 		return err
+	}
+	if s.OnAllocation != nil {
+		if err := s.OnAllocation(ctx, *a, "ready"); err != nil {
+			return err
+		}
 	}
 	return s.settle(ctx, r, now)
 }

@@ -163,6 +163,10 @@ type Service struct {
 	FailNode func(ctx context.Context, nodeID, reason string) error
 	// Notify is called after a commit that wrote events.
 	Notify func()
+	// OnAllocation is told, in the transaction, when an allocation becomes
+	// ready or starts releasing (edge "ready" or "released"): the meter's
+	// boundaries, where energy counters are read.
+	OnAllocation func(ctx context.Context, a Allocation, edge string) error
 	// IsInternal reports whether a tenant is the operator's internal one.
 	IsInternal func(ctx context.Context, tenantID string) (bool, error)
 	// ResolveTenant turns a tenant name or id into an id the principal may

@@ -134,3 +134,69 @@ func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]age
 		return s, err
 	}, `SELECT node_id, seq, at, energy_j, power_w FROM node_samples WHERE node_id = ? AND seq BETWEEN ? AND ? ORDER BY seq`, nodeID, from, to)
 }
+
+func (db *DB) PutMinute(ctx context.Context, m agents.Minute) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO node_minutes (node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (node_id, minute) DO UPDATE SET samples = node_minutes.samples + excluded.samples,
+			energy_first_j = CASE WHEN excluded.energy_first_j < node_minutes.energy_first_j THEN excluded.energy_first_j ELSE node_minutes.energy_first_j END,
+			energy_last_j = CASE WHEN excluded.energy_last_j > node_minutes.energy_last_j THEN excluded.energy_last_j ELSE node_minutes.energy_last_j END,
+			power_sum_w = node_minutes.power_sum_w + excluded.power_sum_w,
+			power_max_w = CASE WHEN excluded.power_max_w > node_minutes.power_max_w THEN excluded.power_max_w ELSE node_minutes.power_max_w END,
+			temp_max_c = CASE WHEN excluded.temp_max_c > node_minutes.temp_max_c THEN excluded.temp_max_c ELSE node_minutes.temp_max_c END`,
+			m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC)
+		return err
+	})
+}
+
+func (db *DB) Minutes(ctx context.Context, nodeID string, from, to time.Time) ([]agents.Minute, error) {
+	return collect(db, ctx, func(r scanner) (agents.Minute, error) {
+		var m agents.Minute
+		var at, ef, el int64
+		err := r.Scan(&m.NodeID, &at, &m.Samples, &ef, &el, &m.PowerSumW, &m.PowerMaxW, &m.TempMaxC)
+		m.Minute, m.EnergyFirstJ, m.EnergyLastJ = fromMicros(at), uint64(ef), uint64(el)
+		if m.Samples > 0 {
+			m.PowerAvgW = m.PowerSumW / float64(m.Samples)
+		}
+		return m, err
+	}, `SELECT node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c FROM node_minutes WHERE node_id = ? AND minute >= ? AND minute < ? ORDER BY minute`,
+		nodeID, micros(from), micros(to))
+}
+
+func (db *DB) PutEnergyReadings(ctx context.Context, rs []agents.EnergyReading) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		for _, r := range rs {
+			if _, err := db.exec(ctx, `INSERT INTO energy_readings (node_id, gpu, at, energy_j, reason, allocation_id) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+				r.NodeID, r.GPU, micros(r.At), int64(r.EnergyJ), r.Reason, r.AllocationID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) EnergyReadings(ctx context.Context, nodeID string, from, to time.Time) ([]agents.EnergyReading, error) {
+	return collect(db, ctx, func(r scanner) (agents.EnergyReading, error) {
+		var e agents.EnergyReading
+		var at, j int64
+		err := r.Scan(&e.NodeID, &e.GPU, &at, &j, &e.Reason, &e.AllocationID)
+		e.At, e.EnergyJ = fromMicros(at), uint64(j)
+		return e, err
+	}, `SELECT node_id, gpu, at, energy_j, reason, allocation_id FROM energy_readings WHERE node_id = ? AND at >= ? AND at < ? ORDER BY at, gpu`, nodeID, micros(from), micros(to))
+}
+
+func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := db.write(ctx, func(ctx context.Context) error {
+		for _, q := range []string{`DELETE FROM node_minutes WHERE minute < ?`, `DELETE FROM node_samples WHERE at < ?`} {
+			res, err := db.exec(ctx, q, micros(before))
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			n += k
+		}
+		return nil
+	})
+	return n, err
+}
