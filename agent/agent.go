@@ -139,6 +139,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fence := &Fence{}
 	fence.Set(st.Assignment)
+	var results []wire.Result
+	done := map[string]bool{}
 	if o.NoticeAddr != "" {
 		stop, err := serveNotices(o.NoticeAddr, st.NodeID, fence)
 		if err != nil {
@@ -175,7 +177,8 @@ func Run(ctx context.Context, o Options) error {
 		// is sent.
 		now := time.Now().UTC()
 		st.Seq++
-		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version}
+		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, Results: results}
+		results = nil // they travel with this report now, spooled until delivered
 		if dropped, err := sp.add(hb); err != nil {
 			return err
 		} else if dropped > 0 {
@@ -197,17 +200,11 @@ func Run(ctx context.Context, o Options) error {
 			fence.Set(ans.Assignment)
 			st.Assignment = ans.Assignment
 			for _, cmd := range ans.Commands {
-				if err := fence.Allow(cmd); err != nil {
-					logf("command %s refused: %v", cmd.ID, err)
-					continue
+				if done[cmd.ID] {
+					continue // its result is on its way
 				}
-				if o.Execute != nil {
-					if err := o.Execute(cmd); err != nil {
-						logf("command %s failed: %v", cmd.ID, err)
-					}
-				} else {
-					logf("command %s (%s) accepted", cmd.ID, cmd.Kind)
-				}
+				done[cmd.ID] = true
+				results = append(results, o.run(fence, cmd, logf))
 			}
 		}
 		if err := sp.drop(sent); err != nil {
@@ -219,6 +216,48 @@ func Run(ctx context.Context, o Options) error {
 		case <-t.C:
 		}
 	}
+}
+
+// run carries out a command that passes the fence and says how it went.
+func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.Result {
+	if err := f.Allow(c); err != nil {
+		logf("command %s (%s) refused: %v", c.ID, c.Kind, err)
+		return wire.Result{ID: c.ID, State: "refused", Message: err.Error()}
+	}
+	exec := o.Execute
+	if exec == nil {
+		exec = o.execute
+	}
+	if err := exec(c); err != nil {
+		logf("command %s (%s) failed: %v", c.ID, c.Kind, err)
+		return wire.Result{ID: c.ID, State: "failed", Message: err.Error()}
+	}
+	logf("command %s (%s) done", c.ID, c.Kind)
+	return wire.Result{ID: c.ID, State: "done"}
+}
+
+// PowerCapper is GPUs whose power can be capped.
+type PowerCapper interface {
+	SetPowerCap(gpu int, watts int) error
+}
+
+// execute is the agent's own handling of commands: a power cap goes to
+// every GPU; drain, health check and sanitize have no node-side work yet
+// beyond being acknowledged (the simulated node's are instant).
+func (o *Options) execute(c wire.Command) error {
+	switch c.Kind {
+	case "power_cap":
+		pc, ok := o.GPUs.(PowerCapper)
+		if !ok {
+			return errors.New("these GPUs cannot be capped")
+		}
+		for _, g := range o.GPUs.Info() {
+			if err := pc.SetPowerCap(g.Index, c.PowerW); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Fence holds the node's current assignment and refuses destructive
@@ -379,6 +418,7 @@ type Simulated struct {
 }
 
 type simGPU struct {
+	capW    float64
 	energyJ float64
 	tempC   float64
 	xids    []wire.XID
@@ -417,6 +457,20 @@ type Fault struct {
 	Hot  bool // thermal runaway
 }
 
+// SetPowerCap caps a simulated GPU's power.
+func (s *Simulated) SetPowerCap(gpu int, watts int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gpu < 0 || gpu >= len(s.gpus) {
+		return fmt.Errorf("no GPU %d", gpu)
+	}
+	if float64(watts) < s.idleW || float64(watts) > s.maxW {
+		return fmt.Errorf("%d W is outside %.0f–%.0f W", watts, s.idleW, s.maxW)
+	}
+	s.gpus[gpu].capW = float64(watts)
+	return nil
+}
+
 // Inject applies a fault; it shows in the next sample.
 func (s *Simulated) Inject(f Fault) {
 	s.mu.Lock()
@@ -450,6 +504,9 @@ func (s *Simulated) Sample(now time.Time) []wire.GPUSample {
 		}
 		u := math.Max(0, math.Min(1, s.Load(i, now)))
 		p := s.idleW + (s.maxW-s.idleW)*u
+		if g.capW > 0 && p > g.capW {
+			p = g.capW
+		}
 		g.energyJ += p * dt
 		target := 35 + 45*u
 		if g.hot {

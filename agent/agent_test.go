@@ -382,3 +382,57 @@ func TestRollupsAndEnergyAtBoundaries(t *testing.T) {
 		t.Fatalf("rollups: %+v", ml.Items)
 	}
 }
+
+// TestCommands: an operator's power cap reaches the agent, is applied to
+// the GPUs and reported done; sanitizing a node that serves work is
+// refused at the server.
+func TestCommands(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 8)
+	o.Fanout = []int{1, 1, 1, 1}
+	fleet.Generate(&spec, o)
+	op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), "")
+	op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}, "")
+	op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": "acme"}, "")
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	host := parsed.Nodes[0].Hostname
+	var jt struct{ Secret string }
+	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	gpus.Load = func(int, time.Time) float64 { return 1 } // flat out
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus})
+	var c agents.NodeCommand
+	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+host+"/commands", nil, map[string]any{"kind": "power_cap", "power_w": 400}, &c); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(30 * time.Millisecond) {
+		var l struct{ Items []agents.NodeCommand }
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host+"/commands", nil, nil, &l)
+		if len(l.Items) == 1 && l.Items[0].State == "done" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the power cap did not complete: %+v", l.Items)
+		}
+	}
+	if s := gpus.Sample(time.Now()); s[0].PowerW != 400 {
+		t.Fatalf("power after the cap: %v W", s[0].PowerW)
+	}
+	// Assigned, the node is not sanitized.
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "on_demand"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+host+"/commands", nil, map[string]any{"kind": "sanitize"}, nil); client.StatusOf(err) != 409 {
+		t.Fatalf("sanitize an assigned node: %v", err)
+	}
+}

@@ -81,6 +81,20 @@ type EnergyReading struct {
 	AllocationID string    `json:"allocation_id,omitempty"`
 }
 
+// PrefixCommand is the id prefix of node commands.
+const PrefixCommand = "cmd_"
+
+// NodeCommand is an order for a node's agent and how it went.
+type NodeCommand struct {
+	wire.Command
+	NodeID    string     `json:"node_id"`
+	State     string     `json:"state" enum:"pending,done,failed,refused"`
+	Message   string     `json:"message,omitempty"`
+	CreatedBy string     `json:"created_by"`
+	CreatedAt time.Time  `json:"created_at"`
+	DoneAt    *time.Time `json:"done_at,omitempty"`
+}
+
 // Retention is how long minute rollups and samples are kept.
 const Retention = 7 * 24 * time.Hour
 
@@ -107,6 +121,12 @@ type Store interface {
 	PutEnergyReadings(ctx context.Context, rs []EnergyReading) error
 	// EnergyReadings returns a node's readings in [from, to).
 	EnergyReadings(ctx context.Context, nodeID string, from, to time.Time) ([]EnergyReading, error)
+	InsertCommand(ctx context.Context, c NodeCommand) error
+	// Commands returns a node's commands, newest first; pending only when
+	// pendingOnly.
+	Commands(ctx context.Context, nodeID string, pendingOnly bool) ([]NodeCommand, error)
+	// FinishCommand records a pending command's outcome (once).
+	FinishCommand(ctx context.Context, nodeID string, r wire.Result, at time.Time) error
 	// PurgeTelemetry deletes rollups and samples older than before.
 	PurgeTelemetry(ctx context.Context, before time.Time) (int64, error)
 	// Samples returns a node's samples in [from, to] by sequence number.
@@ -316,7 +336,66 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if err == nil && s.Assignment != nil {
 		ans.Assignment, err = s.Assignment(ctx, p.NodeID)
 	}
+	if err == nil {
+		err = s.Tx.InTx(ctx, func(ctx context.Context) error {
+			for _, r := range hb.Results {
+				if err := s.Store.FinishCommand(ctx, p.NodeID, r, s.now()); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err == nil {
+		var cs []NodeCommand
+		if cs, err = s.Store.Commands(ctx, p.NodeID, true); err == nil {
+			for i := len(cs) - 1; i >= 0; i-- { // oldest first
+				ans.Commands = append(ans.Commands, cs[i].Command)
+			}
+		}
+	}
 	return ans, err
+}
+
+// CommandInput orders a node's agent.
+type CommandInput struct {
+	Kind   string `json:"kind" enum:"drain,health_check,sanitize,power_cap"`
+	PowerW int    `json:"power_w,omitempty" doc:"For power_cap: watts per GPU."`
+}
+
+// Order queues a command for a node's agent, fenced by the node's current
+// assignment generation. Sanitizing a node that serves work is refused
+// here as the agent would refuse it.
+func (s *Service) Order(ctx context.Context, p neocloud.Principal, ref string, in CommandInput) (NodeCommand, error) {
+	n, ok := s.Fleet.Snapshot.Node(ref)
+	if !ok {
+		return NodeCommand{}, neocloud.NotFound("node", ref)
+	}
+	switch in.Kind {
+	case "drain", "health_check", "sanitize":
+	case "power_cap":
+		if in.PowerW <= 0 {
+			return NodeCommand{}, neocloud.Invalid("body.power_w", "a power cap needs watts per GPU")
+		}
+	default:
+		return NodeCommand{}, neocloud.Invalid("body.kind", "must be drain, health_check, sanitize or power_cap, not %q", in.Kind)
+	}
+	var gen int64
+	if s.Assignment != nil {
+		a, err := s.Assignment(ctx, n.ID)
+		if err != nil {
+			return NodeCommand{}, err
+		}
+		if a != nil {
+			if in.Kind == "sanitize" {
+				return NodeCommand{}, neocloud.Conflict("assigned", "node %s serves reservation %s: it is sanitized only when released", n.Hostname, a.Reservation)
+			}
+			gen = a.Generation
+		}
+	}
+	c := NodeCommand{Command: wire.Command{ID: neocloud.NewID(PrefixCommand), Kind: in.Kind, Generation: gen, PowerW: in.PowerW},
+		NodeID: n.ID, State: "pending", CreatedBy: p.TokenID, CreatedAt: s.now()}
+	return c, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.InsertCommand(ctx, c) })
 }
 
 // Latest returns a node's last heartbeat state, from memory or the store.

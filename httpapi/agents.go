@@ -144,6 +144,35 @@ func (s *Server) registerAgents() {
 			return &struct{ Body List[agents.EnergyReading] }{List[agents.EnergyReading]{Items: nonNil(rs)}}, nil
 		})
 
+	register(s, opAdmin, huma.Operation{OperationID: "order-node", Method: http.MethodPost, Path: "/v1/nodes/{node}/commands", Summary: "Order a node's agent",
+		Description: "drain, health_check, sanitize or power_cap (watts per GPU), fenced by the node's current assignment generation; the agent gets it with its next report and answers with the outcome. Sanitizing a node that serves work is refused.", Tags: []string{"agents"}, DefaultStatus: 201},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node"`
+			Body agents.CommandInput
+		}) (*struct{ Body agents.NodeCommand }, error) {
+			c, err := av.Order(ctx, principal(ctx), in.Node, in.Body)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = c.ID
+			return &struct{ Body agents.NodeCommand }{c}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-node-commands", Method: http.MethodGet, Path: "/v1/nodes/{node}/commands", Summary: "A node's commands and their outcomes", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node"`
+		}) (*struct{ Body List[agents.NodeCommand] }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			cs, err := av.Store.Commands(ctx, n.ID, false)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.NodeCommand] }{List[agents.NodeCommand]{Items: nonNil(cs)}}, nil
+		})
+
 	register(s, opAdmin, huma.Operation{OperationID: "rekey-node", Method: http.MethodPost, Path: "/v1/nodes/{node}/rekey", Summary: "Revoke a node's agent credential so that it may join again", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`

@@ -80,16 +80,18 @@ var rolesTable = map[string][]neocloud.Role{
 	"list-maintenance":         {OA, OV},
 	"cancel-maintenance":       {OA},
 	// Agents.
-	"create-join-token": {OA},
-	"list-join-tokens":  {OA, OV},
-	"agent-join":        {}, // public: its bearer is a join token (TestAgentJoin)
-	"agent-heartbeat":   {AG},
-	"agent-stream":      {AG}, // a stream: TestAgentJoinAndHeartbeats reads it
-	"get-node-agent":    {OA, OV},
-	"rekey-node":        {OA},
-	"node-minutes":      {OA, OV},
-	"node-energy":       {OA, OV},
-	"events":            {OA, OV, TA, TM},
+	"create-join-token":  {OA},
+	"list-join-tokens":   {OA, OV},
+	"agent-join":         {}, // public: its bearer is a join token (TestAgentJoin)
+	"agent-heartbeat":    {AG},
+	"agent-stream":       {AG}, // a stream: TestAgentJoinAndHeartbeats reads it
+	"get-node-agent":     {OA, OV},
+	"rekey-node":         {OA},
+	"node-minutes":       {OA, OV},
+	"order-node":         {OA},
+	"list-node-commands": {OA, OV},
+	"node-energy":        {OA, OV},
+	"events":             {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -208,6 +210,11 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 			t.Fatal(err)
 		}
 		path = strings.Replace(path, "{node}", e.hosts[0], 1)
+	case "order-node":
+		path = strings.Replace(path, "{node}", e.hosts[3], 1)
+		body = map[string]any{"kind": "health_check"}
+	case "list-node-commands":
+		path = strings.Replace(path, "{node}", e.hosts[3], 1)
 	case "node-minutes", "node-energy":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
 	case "rekey-node":

@@ -10,6 +10,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/tenant"
+	"github.com/neocloud/neocloud/wire"
 )
 
 var _ agents.Store = (*DB)(nil)
@@ -199,4 +200,44 @@ func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, erro
 		return nil
 	})
 	return n, err
+}
+
+func (db *DB) InsertCommand(ctx context.Context, c agents.NodeCommand) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO node_commands (id, node_id, kind, generation, power_w, state, message, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.ID, c.NodeID, c.Kind, c.Generation, c.PowerW, c.State, c.Message, c.CreatedBy, micros(c.CreatedAt))
+		return err
+	})
+}
+
+func (db *DB) Commands(ctx context.Context, nodeID string, pendingOnly bool) ([]agents.NodeCommand, error) {
+	q := `SELECT id, node_id, kind, generation, power_w, state, message, created_by, created_at, done_at FROM node_commands WHERE node_id = ?`
+	if pendingOnly {
+		q += ` AND state = 'pending'`
+	}
+	return collect(db, ctx, func(r scanner) (agents.NodeCommand, error) {
+		var c agents.NodeCommand
+		var created int64
+		var done sql.NullInt64
+		err := r.Scan(&c.ID, &c.NodeID, &c.Kind, &c.Generation, &c.PowerW, &c.State, &c.Message, &c.CreatedBy, &created, &done)
+		c.CreatedAt = fromMicros(created)
+		if done.Valid {
+			t := fromMicros(done.Int64)
+			c.DoneAt = &t
+		}
+		return c, err
+	}, q+` ORDER BY id DESC`, nodeID)
+}
+
+func (db *DB) FinishCommand(ctx context.Context, nodeID string, r wire.Result, at time.Time) error {
+	switch r.State {
+	case "done", "failed", "refused":
+	default:
+		return neocloud.Invalid("body.results", "a result is done, failed or refused, not %q", r.State)
+	}
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `UPDATE node_commands SET state = ?, message = ?, done_at = ? WHERE id = ? AND node_id = ? AND state = 'pending'`,
+			r.State, r.Message, micros(at), r.ID, nodeID)
+		return err
+	})
 }

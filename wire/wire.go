@@ -54,6 +54,14 @@ type Heartbeat struct {
 	AgentVersion  string      `json:"agent_version,omitempty"`
 	DriverVersion string      `json:"driver_version,omitempty"`
 	Checks        []Check     `json:"checks,omitempty" doc:"Results of the node's host checks."`
+	Results       []Result    `json:"results,omitempty" doc:"Outcomes of commands since the last acknowledged report."`
+}
+
+// Result is how a command went: done, failed, or refused by the fence.
+type Result struct {
+	ID      string `json:"id"`
+	State   string `json:"state" enum:"done,failed,refused"`
+	Message string `json:"message,omitempty"`
 }
 
 // GPUSample is one GPU's telemetry at a heartbeat.
