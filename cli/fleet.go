@@ -194,6 +194,19 @@ func nodeCmd(g *globals) *cobra.Command {
 				return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/"+string(a.action), nil, nodeCols)
 			}})
 	}
+	var kind string
+	var powerW int
+	order := &cobra.Command{Use: "order HOSTNAME|ID", Short: "Order a node's agent: --kind drain|health_check|sanitize|power_cap [--power-w W]", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/commands", map[string]any{"kind": kind, "power_w": powerW}, nodeCommandCols)
+		}}
+	order.Flags().StringVar(&kind, "kind", "", "drain, health_check, sanitize or power_cap")
+	order.Flags().IntVar(&powerW, "power-w", 0, "for power_cap: watts per GPU")
+	order.MarkFlagRequired("kind")
+	cmd.AddCommand(order, &cobra.Command{Use: "commands HOSTNAME|ID", Short: "A node's commands and their outcomes", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/commands", nil, listFlags{limit: 1000}, nodeCommandCols)
+		}})
 	cmd.AddCommand(joinTokenCmd(g), &cobra.Command{Use: "rekey HOSTNAME|ID", Short: "Revoke a node's agent credential so that its agent may join again", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/rekey", nil, nodeCols)
@@ -204,6 +217,8 @@ func nodeCmd(g *globals) *cobra.Command {
 		}})
 	return cmd
 }
+
+var nodeCommandCols = []column{{"ID", "id"}, {"KIND", "kind"}, {"GENERATION", "generation"}, {"POWER W", "power_w"}, {"STATE", "state"}, {"MESSAGE", "message"}, {"CREATED", "created_at"}, {"DONE", "done_at"}}
 
 var joinTokenCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"USES", "uses"}, {"MAX USES", "max_uses"}, {"EXPIRES", "expires_at"}, {"HINT", "hint"}}
 
