@@ -17,7 +17,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,8 +56,14 @@ type Options struct {
 	// (e.g. 127.0.0.1:8777): GET /notices answers the node's assignment and
 	// any preemption or maintenance notice, for the tenant's jobs.
 	NoticeAddr string
-	// Execute carries out a command that passed the fence (nil: log it).
+	// Execute carries out a command that passed the fence (nil: the
+	// agent's own handling).
 	Execute func(wire.Command) error
+	// ChecksDir holds host checks (NHC-style): every executable in it runs
+	// before each report, with a timeout; a non-zero exit is a failed check
+	// whose first line of output is the message.
+	ChecksDir    string
+	CheckTimeout time.Duration
 }
 
 // state is what the agent keeps between runs.
@@ -177,7 +185,11 @@ func Run(ctx context.Context, o Options) error {
 		// is sent.
 		now := time.Now().UTC()
 		st.Seq++
-		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, Results: results}
+		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, Results: results,
+			Checks: o.runChecks(ctx)}
+		if n, ok := o.GPUs.(NICs); ok {
+			hb.NICs = n.NICs()
+		}
 		results = nil // they travel with this report now, spooled until delivered
 		if dropped, err := sp.add(hb); err != nil {
 			return err
@@ -234,6 +246,49 @@ func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.
 	}
 	logf("command %s (%s) done", c.ID, c.Kind)
 	return wire.Result{ID: c.ID, State: "done"}
+}
+
+// NICs is GPUs that also report the node's network links.
+type NICs interface {
+	NICs() []wire.NICSample
+}
+
+// runChecks runs every executable in ChecksDir, in name order.
+func (o *Options) runChecks(ctx context.Context) []wire.Check {
+	if o.ChecksDir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(o.ChecksDir)
+	if err != nil {
+		return []wire.Check{{Name: "checks-dir", OK: false, Message: err.Error()}}
+	}
+	timeout := o.CheckTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	var out []wire.Check
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || e.IsDir() || info.Mode()&0o111 == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		b, err := exec.CommandContext(cctx, filepath.Join(o.ChecksDir, e.Name())).CombinedOutput()
+		cancel()
+		c := wire.Check{Name: e.Name(), OK: err == nil}
+		if err != nil {
+			msg := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+			if msg == "" {
+				msg = err.Error()
+			}
+			if cctx.Err() == context.DeadlineExceeded {
+				msg = fmt.Sprintf("timed out after %v", timeout)
+			}
+			c.Message = msg
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // PowerCapper is GPUs whose power can be capped.
@@ -407,6 +462,7 @@ func (sp *spool) drop(n int) error {
 type Simulated struct {
 	mu     sync.Mutex
 	gpus   []simGPU
+	nics   []simNIC
 	model  string
 	memMiB int
 	maxW   float64
@@ -415,6 +471,11 @@ type Simulated struct {
 	// Load returns each GPU's utilization (0–1) at a time: by default a
 	// slow wave, so that power, heat and energy move.
 	Load func(gpu int, t time.Time) float64
+}
+
+type simNIC struct {
+	down   bool
+	errors uint64
 }
 
 type simGPU struct {
@@ -429,7 +490,7 @@ type simGPU struct {
 
 // NewSimulated returns n simulated GPUs of a model.
 func NewSimulated(n int, model string, memMiB int, maxW float64) *Simulated {
-	s := &Simulated{gpus: make([]simGPU, n), model: model, memMiB: memMiB, maxW: maxW, idleW: maxW / 10}
+	s := &Simulated{gpus: make([]simGPU, n), nics: make([]simNIC, n), model: model, memMiB: memMiB, maxW: maxW, idleW: maxW / 10}
 	for i := range s.gpus {
 		s.gpus[i].tempC = 35
 	}
@@ -448,13 +509,16 @@ func (s *Simulated) Info() []wire.GPUInfo {
 	return out
 }
 
-// Fault is something to inject into a simulated GPU.
+// Fault is something to inject into a simulated GPU (or its NIC: one
+// InfiniBand NIC per GPU, ib0…).
 type Fault struct {
-	GPU  int
-	XID  int  // an XID event (0: none)
-	Lost bool // the GPU falls off the bus
-	ECC  uint64
-	Hot  bool // thermal runaway
+	GPU      int
+	XID      int  // an XID event (0: none)
+	Lost     bool // the GPU falls off the bus
+	ECC      uint64
+	Hot      bool // thermal runaway
+	LinkDown bool // the GPU's NIC loses its link
+	LinkUp   bool // … and gets it back (a flap is down, then up)
 }
 
 // SetPowerCap caps a simulated GPU's power.
@@ -482,6 +546,24 @@ func (s *Simulated) Inject(f Fault) {
 	g.lost = g.lost || f.Lost
 	g.eccU += f.ECC
 	g.hot = g.hot || f.Hot
+	if f.LinkDown {
+		s.nics[f.GPU].down = true
+		s.nics[f.GPU].errors++
+	}
+	if f.LinkUp {
+		s.nics[f.GPU].down = false
+	}
+}
+
+// NICs reports the simulated NICs.
+func (s *Simulated) NICs() []wire.NICSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]wire.NICSample, len(s.nics))
+	for i, n := range s.nics {
+		out[i] = wire.NICSample{Name: fmt.Sprintf("ib%d", i), Up: !n.down, Errors: n.errors}
+	}
+	return out
 }
 
 // Sample reads the GPUs: power follows load, the energy counter integrates

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -435,4 +436,56 @@ func TestCommands(t *testing.T) {
 	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+host+"/commands", nil, map[string]any{"kind": "sanitize"}, nil); client.StatusOf(err) != 409 {
 		t.Fatalf("sanitize an assigned node: %v", err)
 	}
+}
+
+// TestHostChecksAndLinks: a failing host check and a NIC without link make
+// the node degraded, with the reasons; once both pass, it is ok again.
+func TestHostChecksAndLinks(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 8)
+	o.Fanout = []int{1, 1, 1, 1}
+	fleet.Generate(&spec, o)
+	op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), "")
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	host := parsed.Nodes[0].Hostname
+	var jt struct{ Secret string }
+	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
+	checks := t.TempDir()
+	os.WriteFile(filepath.Join(checks, "10-ok"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	os.WriteFile(filepath.Join(checks, "20-disk"), []byte("#!/bin/sh\necho /scratch is 99% full\nexit 1\n"), 0o755)
+	os.WriteFile(filepath.Join(checks, "README"), []byte("not a check"), 0o644)
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	gpus.Inject(agent.Fault{GPU: 2, LinkDown: true})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
+		Interval: 30 * time.Millisecond, GPUs: gpus, ChecksDir: checks})
+	node := func() fleet.Node {
+		var n fleet.Node
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &n)
+		return n
+	}
+	waitNode := func(what string, ok func(fleet.Node) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(node()); time.Sleep(30 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v %v", what, node().Health, node().HealthReasons)
+			}
+		}
+	}
+	waitNode("degraded by the check and the link", func(n fleet.Node) bool {
+		r := strings.Join(n.HealthReasons, "; ")
+		return n.Health == fleet.HealthDegraded && strings.Contains(r, "20-disk: /scratch is 99% full") && strings.Contains(r, "nic ib2: link down")
+	})
+	os.WriteFile(filepath.Join(checks, "20-disk"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	gpus.Inject(agent.Fault{GPU: 2, LinkUp: true})
+	waitNode("ok again", func(n fleet.Node) bool { return n.Health == fleet.HealthOK && len(n.HealthReasons) == 0 })
 }

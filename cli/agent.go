@@ -55,6 +55,7 @@ func agentCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&o.Interval, "interval", 10*time.Second, "heartbeat interval")
 	cmd.Flags().IntVar(&simulate, "simulate-gpus", 0, "simulate this many GPUs instead of reading them through NVML")
 	cmd.Flags().StringVar(&skuName, "sku", "h100-sxm5-80gb", "SKU of the simulated GPUs")
+	cmd.Flags().StringVar(&o.ChecksDir, "checks-dir", "", "directory of host checks (executables; non-zero exit fails the check)")
 	cmd.Flags().StringVar(&o.NoticeAddr, "notices-addr", "127.0.0.1:8777", "where to serve the node-local notices endpoint (GET /notices); empty: none")
 	return cmd
 }
