@@ -489,3 +489,79 @@ func TestHostChecksAndLinks(t *testing.T) {
 	gpus.Inject(agent.Fault{GPU: 2, LinkUp: true})
 	waitNode("ok again", func(n fleet.Node) bool { return n.Health == fleet.HealthOK && len(n.HealthReasons) == 0 })
 }
+
+// TestSanitizeThroughTheAgent: a released node is sanitized by its agent,
+// under the generation of the allocation being released, before the
+// allocation ends.
+func TestSanitizeThroughTheAgent(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 8)
+	o.Fanout = []int{1, 1, 1, 1}
+	fleet.Generate(&spec, o)
+	op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), "")
+	op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}, "")
+	op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": "acme"}, "")
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	host := parsed.Nodes[0].Hostname
+	var jt struct{ Secret string }
+	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
+	var sanitized []wire.Command
+	var mu sync.Mutex
+	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond,
+		GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700),
+		Execute: func(c wire.Command) error {
+			if c.Kind == "sanitize" {
+				mu.Lock()
+				sanitized = append(sanitized, c)
+				mu.Unlock()
+			}
+			return nil
+		}}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, opts)
+	time.Sleep(150 * time.Millisecond) // joined
+	var r struct{ ID string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "on_demand"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	allocs := func() []struct {
+		State   string
+		BoundAt time.Time `json:"bound_at"`
+	} {
+		var l struct {
+			Items []struct {
+				State   string
+				BoundAt time.Time `json:"bound_at"`
+			}
+		}
+		op.Do(ctx, http.MethodGet, "/v1/reservations/"+r.ID+"/allocations", nil, nil, &l)
+		return l.Items
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(allocs()) == 0 || allocs()[0].State != "ready"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %+v", allocs())
+		}
+	}
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations/"+r.ID+"/cancel", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); allocs()[0].State != "ended"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never ended: %+v", allocs())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sanitized) != 1 || sanitized[0].Generation != allocs()[0].BoundAt.UnixMicro() {
+		t.Fatalf("sanitize commands run: %+v (allocation bound at %v)", sanitized, allocs()[0].BoundAt)
+	}
+}

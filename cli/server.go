@@ -112,6 +112,9 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	ag := agents.NewService(db, db, fl, tenants)
 	ag.Assignment = sv.NodeAssignment
+	// Nodes with agents are sanitized by them; the rest by the seam's
+	// simulated (or configured) driver.
+	sv.Sanitizer = &agents.Sanitizer{Service: ag, Fallback: sv.Sanitizer, Poll: time.Second}
 	sv.OnAllocation = func(ctx context.Context, a sales.Allocation, edge string) error {
 		return ag.RecordEnergy(ctx, a.NodeID, a.GPUs, edge, a.ID)
 	}
