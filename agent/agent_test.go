@@ -150,10 +150,21 @@ func TestSpoolLosesNothing(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- agent.Run(rctx, opts) }()
 	time.Sleep(200 * time.Millisecond)
+	// Cut off for 75 reports' worth: what 10 minutes are at the default
+	// 10-second rate.
 	down.Store(true)
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	down.Store(false)
-	time.Sleep(400 * time.Millisecond)
+	// The spool drains once the server is back.
+	spoolLines := func() int {
+		b, _ := os.ReadFile(filepath.Join(opts.StateDir, "spool.jsonl"))
+		return strings.Count(string(b), "\n")
+	}
+	for deadline := time.Now().Add(20 * time.Second); spoolLines() > 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the spool did not drain: %d reports left", spoolLines())
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -167,8 +178,16 @@ func TestSpoolLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(samples) < 20 {
-		t.Fatalf("only %d samples", len(samples))
+	// Every report the agent numbered is there (but the last, if the stop
+	// caught it in flight: it waits in the spool).
+	b, _ := os.ReadFile(filepath.Join(opts.StateDir, "agent.json"))
+	var st struct{ Seq int64 }
+	json.Unmarshal(b, &st)
+	if n := int64(len(samples)); n < st.Seq-1 || n > st.Seq {
+		t.Fatalf("%d samples on the server, the agent numbered %d", n, st.Seq)
+	}
+	if cut := strings.Count(log.String(), "not delivered"); cut < 10 {
+		t.Fatalf("only %d reports were held back: the cut did not bite", cut)
 	}
 	for i, s := range samples {
 		if s.Seq != int64(i+1) {
@@ -213,8 +232,8 @@ func TestFence(t *testing.T) {
 }
 
 // TestNodeLocalNotices: a preemption notice for the node's spot work shows
-// on the node-local endpoint within a second, by the push stream (the
-// heartbeats come only every 10 s).
+// on the node-local endpoint by the push stream (no report comes between).
+// How fast is logged, not asserted: here it takes milliseconds.
 func TestNodeLocalNotices(t *testing.T) {
 	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
 	if err != nil {
@@ -251,9 +270,10 @@ func TestNodeLocalNotices(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	// Heartbeats every 10 s: the notice must come by the push stream.
+	// One report at the start, the next an hour later: the assignment and
+	// the notice can only come by the push stream.
 	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: parsed.Nodes[0].Hostname, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
-		Interval: 10 * time.Second, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: addr}
+		Interval: time.Hour, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: addr}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go agent.Run(rctx, opts)
@@ -269,7 +289,7 @@ func TestNodeLocalNotices(t *testing.T) {
 	}
 	wait := func(what string, ok func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("timed out waiting for %s: %+v", what, notices().Assignment)
 			}
@@ -285,9 +305,7 @@ func TestNodeLocalNotices(t *testing.T) {
 		a := notices().Assignment
 		return a != nil && len(a.Notices) == 1 && a.Notices[0].Kind == "preemption"
 	})
-	if d := time.Since(issued); d > time.Second {
-		t.Fatalf("the notice took %v to reach the node", d)
-	}
+	t.Logf("the notice reached the node-local endpoint %v after it was issued", time.Since(issued).Round(time.Millisecond))
 	if a := notices().Assignment; a.Notices[0].Deadline.Sub(issued) < 110*time.Second {
 		t.Fatalf("deadline %v is not the 120 s notice", a.Notices[0].Deadline)
 	}
