@@ -32,29 +32,11 @@ import (
 // across a restart without joining again, and an injected fault reaches the
 // node's health.
 func TestSimulatedAgent(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	op := client.New(srv.URL, srv.Token)
+	n := newNode(t, 64)
+	srv, op, sku, host, serial := n.srv, n.op, n.sku, n.host, n.serial
 	ctx := context.Background()
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 64)
-	o.Fanout = []int{1, 1, 1, 8}
-	fleet.Generate(&spec, o)
-	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
-		t.Fatal(err)
-	}
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	host, serial := parsed.Nodes[0].Hostname, parsed.Nodes[0].Serial
-	var jt struct{ Secret string }
-	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt); err != nil {
-		t.Fatal(err)
-	}
 	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
-	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: serial, StateDir: filepath.Join(t.TempDir(), "agent"), Interval: 30 * time.Millisecond, GPUs: gpus}
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: host, Serial: serial, StateDir: filepath.Join(t.TempDir(), "agent"), Interval: 30 * time.Millisecond, GPUs: gpus}
 	state := func() agents.State {
 		var st agents.State
 		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host+"/agent", nil, nil, &st)
@@ -80,9 +62,9 @@ func TestSimulatedAgent(t *testing.T) {
 	if second.Seq <= first.Seq || second.Health != fleet.HealthFailed || second.Heartbeat.GPUs[0].EnergyJ < first.Heartbeat.GPUs[0].EnergyJ {
 		t.Fatalf("after the restart: seq %d → %d, health %s, energy %d → %d", first.Seq, second.Seq, second.Health, first.Heartbeat.GPUs[0].EnergyJ, second.Heartbeat.GPUs[0].EnergyJ)
 	}
-	var n fleet.Node
-	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &n); err != nil || n.Health != fleet.HealthFailed {
-		t.Fatalf("the node: %v %v %v", n.Health, n.HealthReasons, err)
+	var fn fleet.Node
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &fn); err != nil || fn.Health != fleet.HealthFailed {
+		t.Fatalf("the node: %v %v %v", fn.Health, fn.HealthReasons, err)
 	}
 }
 
@@ -111,26 +93,9 @@ func TestSimulatedEnergyFollowsPower(t *testing.T) {
 // afterwards every report's sequence number is on the server exactly once,
 // in order, and the energy counter never goes back.
 func TestSpoolLosesNothing(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	n := newNode(t, 64)
+	srv, op, sku := n.srv, n.op, n.sku
 	ctx := context.Background()
-	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 64)
-	o.Fanout = []int{1, 1, 1, 8}
-	fleet.Generate(&spec, o)
-	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
-		t.Fatal(err)
-	}
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	var jt struct{ Secret string }
-	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt); err != nil {
-		t.Fatal(err)
-	}
 	// A way to the server that can be cut.
 	var down atomic.Bool
 	target, _ := url.Parse(srv.URL)
@@ -144,7 +109,7 @@ func TestSpoolLosesNothing(t *testing.T) {
 	}))
 	defer front.Close()
 	var log syncBuf
-	opts := agent.Options{Server: front.URL, JoinToken: jt.Secret, Hostname: parsed.Nodes[0].Hostname, Serial: parsed.Nodes[0].Serial,
+	opts := agent.Options{Server: front.URL, JoinToken: n.join, Hostname: n.host, Serial: n.serial,
 		StateDir: t.TempDir(), Interval: 20 * time.Millisecond, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), Log: &log}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -172,9 +137,9 @@ func TestSpoolLosesNothing(t *testing.T) {
 	if !strings.Contains(log.String(), "not delivered") {
 		t.Fatalf("the cut never showed: %s", log.String())
 	}
-	var n fleet.Node
-	op.Do(ctx, http.MethodGet, "/v1/nodes/"+parsed.Nodes[0].Hostname, nil, nil, &n)
-	samples, err := srv.Store.Samples(ctx, n.ID, 0, 1<<40)
+	var fn fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &fn)
+	samples, err := srv.Store.Samples(ctx, fn.ID, 0, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,44 +200,19 @@ func TestFence(t *testing.T) {
 // on the node-local endpoint by the push stream (no report comes between).
 // How fast is logged, not asserted: here it takes milliseconds.
 func TestNodeLocalNotices(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	n := newNode(t, 64)
+	srv, op, sku := n.srv, n.op, n.sku
 	ctx := context.Background()
-	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 64)
-	o.Fanout = []int{1, 1, 1, 8}
-	fleet.Generate(&spec, o)
-	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []map[string]any{{"sku": sku.Name, "class": "spot", "spot_floor": "1", "spot_ceiling": "2"}, {"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}} {
-		if _, err := op.Raw(ctx, http.MethodPost, "/v1/prices", nil, p, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, name := range []string{"spotco", "acme"} {
-		if _, err := op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": name}, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Spot work on every node.
 	if _, err := op.Raw(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "spotco", "sku": sku.Name, "gpus": 64, "class": "spot"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	var jt struct{ Secret string }
-	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
 	// One report at the start, the next an hour later: the assignment and
 	// the notice can only come by the push stream.
-	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: parsed.Nodes[0].Hostname, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: n.host, Serial: n.serial, StateDir: t.TempDir(),
 		Interval: time.Hour, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: addr}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -315,28 +255,10 @@ func TestNodeLocalNotices(t *testing.T) {
 // the GPUs' energy counters are read when the node's allocation becomes
 // ready and when it is released.
 func TestRollupsAndEnergyAtBoundaries(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	n := newNode(t, 8)
+	srv, op, sku, host := n.srv, n.op, n.sku, n.host
 	ctx := context.Background()
-	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 8)
-	o.Fanout = []int{1, 1, 1, 1}
-	fleet.Generate(&spec, o)
-	if _, err := op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), ""); err != nil {
-		t.Fatal(err)
-	}
-	op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}, "")
-	op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": "acme"}, "")
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	host := parsed.Nodes[0].Hostname
-	var jt struct{ Secret string }
-	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
-	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: host, Serial: n.serial, StateDir: t.TempDir(),
 		Interval: 20 * time.Millisecond, GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -406,30 +328,14 @@ func TestRollupsAndEnergyAtBoundaries(t *testing.T) {
 // the GPUs and reported done; sanitizing a node that serves work is
 // refused at the server.
 func TestCommands(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	n := newNode(t, 8)
+	srv, op, sku, host := n.srv, n.op, n.sku, n.host
 	ctx := context.Background()
-	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 8)
-	o.Fanout = []int{1, 1, 1, 1}
-	fleet.Generate(&spec, o)
-	op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), "")
-	op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}, "")
-	op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": "acme"}, "")
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	host := parsed.Nodes[0].Hostname
-	var jt struct{ Secret string }
-	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
 	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
 	gpus.Load = func(int, time.Time) float64 { return 1 } // flat out
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus})
+	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: host, Serial: n.serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus})
 	var c agents.NodeCommand
 	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+host+"/commands", nil, map[string]any{"kind": "power_cap", "power_w": 400}, &c); err != nil {
 		t.Fatal(err)
@@ -459,23 +365,9 @@ func TestCommands(t *testing.T) {
 // TestHostChecksAndLinks: a failing host check and a NIC without link make
 // the node degraded, with the reasons; once both pass, it is ok again.
 func TestHostChecksAndLinks(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	n := newNode(t, 8)
+	srv, op, sku, host := n.srv, n.op, n.sku, n.host
 	ctx := context.Background()
-	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 8)
-	o.Fanout = []int{1, 1, 1, 1}
-	fleet.Generate(&spec, o)
-	op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), "")
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	host := parsed.Nodes[0].Hostname
-	var jt struct{ Secret string }
-	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
 	checks := t.TempDir()
 	os.WriteFile(filepath.Join(checks, "10-ok"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
 	os.WriteFile(filepath.Join(checks, "20-disk"), []byte("#!/bin/sh\necho /scratch is 99% full\nexit 1\n"), 0o755)
@@ -484,7 +376,7 @@ func TestHostChecksAndLinks(t *testing.T) {
 	gpus.Inject(agent.Fault{GPU: 2, LinkDown: true})
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(),
+	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: host, Serial: n.serial, StateDir: t.TempDir(),
 		Interval: 30 * time.Millisecond, GPUs: gpus, ChecksDir: checks})
 	node := func() fleet.Node {
 		var n fleet.Node
@@ -512,28 +404,12 @@ func TestHostChecksAndLinks(t *testing.T) {
 // under the generation of the allocation being released, before the
 // allocation ends.
 func TestSanitizeThroughTheAgent(t *testing.T) {
-	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	n := newNode(t, 8)
+	srv, op, sku, host := n.srv, n.op, n.sku, n.host
 	ctx := context.Background()
-	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 8)
-	o.Fanout = []int{1, 1, 1, 1}
-	fleet.Generate(&spec, o)
-	op.Raw(ctx, http.MethodPost, "/v1/fleet/apply", nil, spec.Bytes(), "")
-	op.Raw(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}, "")
-	op.Raw(ctx, http.MethodPost, "/v1/tenants", nil, map[string]any{"name": "acme"}, "")
-	parsed, _ := fleet.ParseSpec(spec.Bytes())
-	host := parsed.Nodes[0].Hostname
-	var jt struct{ Secret string }
-	op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt)
 	var sanitized []wire.Command
 	var mu sync.Mutex
-	opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: host, Serial: parsed.Nodes[0].Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond,
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: host, Serial: n.serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond,
 		GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700),
 		Execute: func(c wire.Command) error {
 			if c.Kind == "sanitize" {
@@ -572,7 +448,7 @@ func TestSanitizeThroughTheAgent(t *testing.T) {
 	if err := op.Do(ctx, http.MethodPost, "/v1/reservations/"+r.ID+"/cancel", nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); allocs()[0].State != "ended"; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); allocs()[0].State != "ended"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("never ended: %+v", allocs())
 		}
@@ -582,4 +458,54 @@ func TestSanitizeThroughTheAgent(t *testing.T) {
 	if len(sanitized) != 1 || sanitized[0].Generation != allocs()[0].BoundAt.UnixMicro() {
 		t.Fatalf("sanitize commands run: %+v (allocation bound at %v)", sanitized, allocs()[0].BoundAt)
 	}
+}
+
+// node is a site on a server with one node for an agent to run as: prices
+// for on-demand and spot, tenants acme and spotco, and a join token.
+type node struct {
+	srv                *cli.Running
+	op                 *client.Client
+	sku                fleet.SKU
+	host, serial, join string
+}
+
+// newNode starts a server (lifecycle every 20 ms) on a generated site of
+// gpus GPUs in one rack; the agent joins as its first node.
+func newNode(t *testing.T, gpus int) node {
+	t.Helper()
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, gpus)
+	o.Fanout = []int{1, 1, 1, gpus / sku.GPUsPerNode}
+	if _, err := fleet.Generate(&spec, o); err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		path string
+		body any
+	}{
+		{"/v1/fleet/apply", spec.Bytes()},
+		{"/v1/prices", map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}},
+		{"/v1/prices", map[string]any{"sku": sku.Name, "class": "spot", "spot_floor": "1", "spot_ceiling": "2"}},
+		{"/v1/tenants", map[string]any{"name": "acme"}},
+		{"/v1/tenants", map[string]any{"name": "spotco"}},
+	}
+	for _, c := range calls {
+		if _, err := op.Raw(ctx, http.MethodPost, c.path, nil, c.body, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var jt struct{ Secret string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt); err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := fleet.ParseSpec(spec.Bytes())
+	return node{srv: srv, op: op, sku: sku, host: parsed.Nodes[0].Hostname, serial: parsed.Nodes[0].Serial, join: jt.Secret}
 }

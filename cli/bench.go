@@ -17,18 +17,7 @@ func benchCmd(g *globals) *cobra.Command {
 	p := &cobra.Command{Use: "placement", Short: "Measure the placer on a 196,608-GPU fleet filled to 70% (speed and quality)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			o.Progress = g.stderr
-			if cpuprofile != "" {
-				f, err := os.Create(cpuprofile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
-			return placementbench.Run(g.stdout, o)
+			return profiled(cpuprofile, func() error { return placementbench.Run(g.stdout, o) })
 		}}
 	p.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	p.Flags().Uint64Var(&o.Seed, "seed", 1, "seed of the request streams")
@@ -42,18 +31,7 @@ func benchCmd(g *globals) *cobra.Command {
 	rsv := &cobra.Command{Use: "reservations", Short: "Measure reservations over HTTP: per second, create and create → ready latencies (SQLite, or PostgreSQL with --database-url)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			rb.Progress = g.stderr
-			if cpuprofile != "" {
-				f, err := os.Create(cpuprofile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
-			return RunReservationBench(c.Context(), g.stdout, rb)
+			return profiled(cpuprofile, func() error { return RunReservationBench(c.Context(), g.stdout, rb) })
 		}}
 	rsv.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	rsv.Flags().StringVar(&rb.DatabaseURL, "database-url", "", "postgres://… to measure PostgreSQL (default: SQLite in a temporary directory)")
@@ -65,4 +43,21 @@ func benchCmd(g *globals) *cobra.Command {
 	rsv.Flags().BoolVar(&rb.OverSpot, "over-spot", false, "fill the site with spot work first, so that every reservation reclaims its nodes (wall-clock reclaim)")
 	cmd.AddCommand(p, rsv)
 	return cmd
+}
+
+// profiled runs fn, writing a CPU profile to path when it is not empty.
+func profiled(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	defer pprof.StopCPUProfile()
+	return fn()
 }

@@ -106,7 +106,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	sv := sales.NewService(db, db, fl, tenants)
 	sv.Logger = o.Logger
-	sv.Policy = o.Policy
+	sv.Policy = o.Policy.WithDefaults()
 	if o.Seams != nil {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"os"
-	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,18 +15,7 @@ func simCmd(g *globals) *cobra.Command {
 	hybrid := &cobra.Command{Use: "hybrid", Short: "A simulated month of leases, reserved, on-demand and spot work with internal training backfilling: reclaim waits and the hybrid report", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			o.Progress = g.stderr
-			if cpuprofile != "" {
-				f, err := os.Create(cpuprofile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
-			return sim.Hybrid(c.Context(), g.stdout, o)
+			return profiled(cpuprofile, func() error { return sim.Hybrid(c.Context(), g.stdout, o) })
 		}}
 	hybrid.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	hybrid.Flags().IntVar(&o.GPUs, "gpus", 8192, "site size in GPUs")

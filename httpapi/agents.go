@@ -191,17 +191,7 @@ func (s *Server) registerAgents() {
 // servers' commits), until the agent hangs up or the server stops.
 func (s *Server) streamAssignment(hc huma.Context, nodeID string) {
 	ctx := hc.Context()
-	hc.SetHeader("Content-Type", "text/event-stream")
-	hc.SetHeader("Cache-Control", "no-store")
-	hc.SetStatus(http.StatusOK)
-	w := hc.BodyWriter()
-	flush := func() {
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-	}
-	fmt.Fprint(w, ": neocloud agent stream\n\n")
-	flush()
+	w, flush := startStream(hc, "neocloud agent stream")
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	last := "-"

@@ -44,9 +44,13 @@ func TestAgentJoinAndHeartbeats(t *testing.T) {
 		if r := join("no-such-host", jt.Secret); r.status != 422 || !strings.Contains(string(r.body), "body.hostname") {
 			t.Fatalf("an unknown host: %d %s", r.status, r.body)
 		}
+		before := e.auditCount()
 		r = join(e.hosts[5], jt.Secret)
 		if r.status != 201 {
 			t.Fatalf("join: %d %s", r.status, r.body)
+		}
+		if d := e.auditCount() - before; d != 1 {
+			t.Fatalf("a join left %d audit records, want 1", d)
 		}
 		var jr wire.JoinResponse
 		json.Unmarshal(r.body, &jr)
@@ -56,8 +60,12 @@ func TestAgentJoinAndHeartbeats(t *testing.T) {
 		}
 		// Joining again needs a re-key (a refused join uses nothing up: its
 		// transaction rolls back).
+		before = e.auditCount()
 		if r := join(e.hosts[5], jt.Secret); r.status != 409 || !strings.Contains(string(r.body), "rekey") {
 			t.Fatalf("a second join: %d %s", r.status, r.body)
+		}
+		if d := e.auditCount() - before; d != 1 {
+			t.Fatalf("a refused join left %d audit records, want 1", d)
 		}
 		if r := join(e.hosts[6], jt.Secret); r.status != 201 {
 			t.Fatalf("the second use: %d %s", r.status, r.body)
@@ -70,7 +78,7 @@ func TestAgentJoinAndHeartbeats(t *testing.T) {
 		beat := func(seq int64, gpus ...wire.GPUSample) resp {
 			return e.do("POST", "/v1/agent/heartbeat", jr.Credential, wire.Heartbeat{Version: wire.Version, Seq: seq, At: time.Now().UTC(), GPUs: gpus})
 		}
-		before := e.auditCount()
+		before = e.auditCount()
 		if r := beat(1, wire.GPUSample{Index: 0, PowerW: 650, TempC: 61}); r.status != 200 || !strings.Contains(string(r.body), `"health":"ok"`) {
 			t.Fatalf("first beat: %d %s", r.status, r.body)
 		}

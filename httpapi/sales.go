@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -421,17 +422,7 @@ func eventCursor(after, lastID string) (int64, error) {
 // another server wrote).
 func (s *Server) streamEvents(hc huma.Context, p neocloud.Principal, after int64) {
 	ctx := hc.Context()
-	hc.SetHeader("Content-Type", "text/event-stream")
-	hc.SetHeader("Cache-Control", "no-store")
-	hc.SetStatus(http.StatusOK)
-	w := hc.BodyWriter()
-	flush := func() {
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-	}
-	fmt.Fprint(w, ": neocloud events\n\n")
-	flush()
+	w, flush := startStream(hc, "neocloud events")
 	beat := time.NewTicker(15 * time.Second)
 	defer beat.Stop()
 	poll := time.NewTicker(time.Second)
@@ -467,6 +458,23 @@ func (s *Server) streamEvents(hc huma.Context, p neocloud.Principal, after int64
 			flush()
 		}
 	}
+}
+
+// startStream begins a Server-Sent Events answer with a comment line, and
+// returns its writer and a flush that pushes what was written.
+func startStream(hc huma.Context, banner string) (io.Writer, func()) {
+	hc.SetHeader("Content-Type", "text/event-stream")
+	hc.SetHeader("Cache-Control", "no-store")
+	hc.SetStatus(http.StatusOK)
+	w := hc.BodyWriter()
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	fmt.Fprintf(w, ": %s\n\n", banner)
+	flush()
+	return w, flush
 }
 
 // hub wakes event followers after commits that wrote events, and ends

@@ -42,15 +42,12 @@ func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assi
 				}
 			}
 		}
-		ms, err := s.Store.Maintenances(ctx, r.Shape.Site)
+		ms, err := s.Store.OpenMaintenances(ctx, r.Shape.Site)
 		if err != nil {
 			return nil, err
 		}
 		now := s.now()
 		for _, m := range ms {
-			if m.State != "scheduled" && m.State != "active" {
-				continue
-			}
 			for _, b := range m.Batches {
 				if b.State == "done" || !b.End.After(now) {
 					continue

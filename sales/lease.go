@@ -74,7 +74,6 @@ type PhaseProgess struct {
 // starts.
 func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in LeaseInput) (ContractView, error) {
 	var out ContractView
-	s.Policy.defaults()
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		now := s.now()
 		// 1. The input.
@@ -111,7 +110,7 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 		skuName := in.SKU
 		if skuName == "" {
 			var skus []string
-			for k, ids := range s.sitesSellingAll() {
+			for k, ids := range s.siteIndex() {
 				if slices.Contains(ids, site.ID) {
 					skus = append(skus, k)
 				}
@@ -171,7 +170,7 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 		}
 		c := Contract{ID: neocloud.NewID(PrefixContract), TenantID: tenant, Kind: placement.ClassLease, SKU: skuName, Start: start, End: &end, CreatedAt: now,
 			Terms: Terms{RateMicros: rate, PricePerGPUHour: pricing.FormatMicros(rate), Currency: currency, BillingSchedule: "monthly_in_advance", CommitmentMicros: total,
-				SLA:              SLA{AvailabilityPercent: 99.9, CreditTiers: []CreditTier{{Below: 99.9, Percent: 10}, {Below: 99, Percent: 25}, {Below: 95, Percent: 100}}, CreditCapPercent: 100, MaintenanceNoticeS: 14 * 86400},
+				SLA:              standardSLA(14 * 24 * time.Hour),
 				EarlyTermination: "the remaining commitment is due", EarlyTerminationP: 100,
 				Lease: &Lease{Site: site.ID, Domain: in.Domain, GPUs: gpus}}}
 
@@ -230,18 +229,6 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 		return err
 	})
 	return out, err
-}
-
-// sitesSellingAll returns SKU → ids of the sites with its nodes.
-func (s *Service) sitesSellingAll() map[string][]string {
-	s.sitesSelling("")
-	s.siteMu.Lock()
-	defer s.siteMu.Unlock()
-	out := make(map[string][]string, len(s.sites))
-	for k, v := range s.sites {
-		out[k] = v
-	}
-	return out
 }
 
 // ContractView returns a contract the principal may see, with its delivery

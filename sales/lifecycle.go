@@ -500,7 +500,7 @@ func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time
 			return s.replace(ctx, &r, a, fmt.Sprintf("provisioning failed %d times: %v", a.Attempts, failed), now)
 		}
 		if !okP || !okN {
-			a.DueAt = now.Add(s.Policy.Retry)
+			a.DueAt = now.Add(s.Policy.Poll)
 			return s.saveAllocation(ctx, a, now, "")
 		}
 		a.Provisioned, a.Reason = true, ""
@@ -511,14 +511,16 @@ func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time
 		return s.ready(ctx, a, &r, now)
 	case AllocationReleasing:
 		if a.SanitizedAt == nil {
-			// 4. Network detached; sanitize.
-			w.Op = "detach"
-			if ok, err := s.Network.Check(ctx, w); err != nil || !ok {
-				a.DueAt = now.Add(s.Policy.Retry)
-				if err != nil {
-					a.Reason = "detach: " + err.Error()
+			// 4. Network detached (checked until it is); then sanitize.
+			if a.Reason != "sanitizing" {
+				w.Op = "detach"
+				if ok, err := s.Network.Check(ctx, w); err != nil || !ok {
+					a.DueAt = now.Add(s.Policy.Poll)
+					if err != nil {
+						a.DueAt, a.Reason = now.Add(s.Policy.Retry), "detach: "+err.Error()
+					}
+					return s.saveAllocation(ctx, a, now, "")
 				}
-				return s.saveAllocation(ctx, a, now, "")
 			}
 			if a.Reason == "sanitizing" {
 				w.Op = "sanitize"
@@ -536,7 +538,7 @@ func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time
 					return s.saveAllocation(ctx, a, now, "allocation.sanitize_retry")
 				}
 				if !ok {
-					a.DueAt = now.Add(s.Policy.Retry)
+					a.DueAt = now.Add(s.Policy.Poll)
 					return s.saveAllocation(ctx, a, now, "")
 				}
 				t := now

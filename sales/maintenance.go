@@ -60,6 +60,8 @@ type MaintenanceStore interface {
 	Maintenance(ctx context.Context, id string) (Maintenance, error)
 	// Maintenances lists a site's maintenance ("" for all), newest first.
 	Maintenances(ctx context.Context, siteID string) ([]Maintenance, error)
+	// OpenMaintenances lists a site's scheduled and active maintenance.
+	OpenMaintenances(ctx context.Context, siteID string) ([]Maintenance, error)
 	DueMaintenance(ctx context.Context, now time.Time) ([]Maintenance, error)
 }
 
@@ -69,7 +71,6 @@ type MaintenanceStore interface {
 // is later than their contract's maintenance notice allows.
 func (s *Service) CreateMaintenance(ctx context.Context, p neocloud.Principal, in MaintenanceInput) (Maintenance, error) {
 	var m Maintenance
-	s.Policy.defaults()
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		now := s.now()
 		site, ok := s.Fleet.Snapshot.Site(in.Site)

@@ -239,7 +239,6 @@ func unavailable(cal *calendar, sh Shape, tenant string, refusal *placement.Refu
 // capacity is held until the quote expires.
 func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in QuoteInput) (Quote, error) {
 	var q Quote
-	s.Policy.defaults()
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		now := s.now()
 		tenant, err := s.tenantOf(ctx, p, in.Tenant)
@@ -313,14 +312,21 @@ func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in Quot
 
 // Quote returns a quote the principal may see.
 func (s *Service) Quote(ctx context.Context, p neocloud.Principal, id string) (Quote, error) {
-	q, err := s.Store.Quote(ctx, id)
+	return visible(ctx, p, "quote", id, s.Store.Quote, func(q Quote) string { return q.TenantID })
+}
+
+// visible loads an object and answers it only to a principal who may see
+// its tenant's objects: to anyone else it is missing, like an unknown id.
+func visible[T any](ctx context.Context, p neocloud.Principal, what, id string, load func(context.Context, string) (T, error), tenant func(T) string) (T, error) {
+	var zero T
+	v, err := load(ctx, id)
 	if err != nil {
-		return q, err
+		return zero, err
 	}
-	if !p.SeesTenant(q.TenantID) {
-		return Quote{}, neocloud.NotFound("quote", id)
+	if !p.SeesTenant(tenant(v)) {
+		return zero, neocloud.NotFound(what, id)
 	}
-	return q, nil
+	return v, nil
 }
 
 // Reserve makes a reservation: from a quote (its hold, if any, becomes the
@@ -328,7 +334,6 @@ func (s *Service) Quote(ctx context.Context, p neocloud.Principal, id string) (Q
 // of its own; on-demand and spot use the tenant's standing contract.
 func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveInput) (Reservation, error) {
 	var r Reservation
-	s.Policy.defaults()
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		now := s.now()
 		var sh Shape
@@ -465,7 +470,7 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 // contractFor returns the contract a new reservation falls under.
 func (s *Service) contractFor(ctx context.Context, tenant string, sh Shape, entry pricing.Price, rate int64, now time.Time) (Contract, error) {
 	terms := Terms{RateMicros: rate, PricePerGPUHour: pricing.FormatMicros(rate), Currency: entry.Currency,
-		SLA: SLA{AvailabilityPercent: 99.9, CreditTiers: []CreditTier{{Below: 99.9, Percent: 10}, {Below: 99, Percent: 25}, {Below: 95, Percent: 100}}, CreditCapPercent: 100, MaintenanceNoticeS: 7 * 86400}}
+		SLA: standardSLA(7 * 24 * time.Hour)}
 	if sh.Class != placement.ClassReserved {
 		c, err := s.Store.StandingContract(ctx, tenant, sh.Class, sh.SKU)
 		if neocloud.ErrorKind(err) != neocloud.KindNotFound {
@@ -491,14 +496,7 @@ func (s *Service) contractFor(ctx context.Context, tenant string, sh Shape, entr
 
 // Reservation returns a reservation the principal may see.
 func (s *Service) Reservation(ctx context.Context, p neocloud.Principal, id string) (Reservation, error) {
-	r, err := s.Store.Reservation(ctx, id)
-	if err != nil {
-		return r, err
-	}
-	if !p.SeesTenant(r.TenantID) {
-		return Reservation{}, neocloud.NotFound("reservation", id)
-	}
-	return r, nil
+	return visible(ctx, p, "reservation", id, s.Store.Reservation, func(r Reservation) string { return r.TenantID })
 }
 
 // Cancel ends a reservation: one not yet bound is cancelled at once; one
@@ -638,14 +636,7 @@ func (s *Service) Contracts(ctx context.Context, p neocloud.Principal, tenantID 
 
 // Contract returns a contract the principal may see.
 func (s *Service) Contract(ctx context.Context, p neocloud.Principal, id string) (Contract, error) {
-	c, err := s.Store.Contract(ctx, id)
-	if err != nil {
-		return c, err
-	}
-	if !p.SeesTenant(c.TenantID) {
-		return Contract{}, neocloud.NotFound("contract", id)
-	}
-	return c, nil
+	return visible(ctx, p, "contract", id, s.Store.Contract, func(c Contract) string { return c.TenantID })
 }
 
 // Quotes lists quotes the principal may see.
@@ -743,3 +734,11 @@ func (s *Service) Events(ctx context.Context, p neocloud.Principal, after int64,
 
 // farFuture is "not due": later than any real time, yet storable.
 var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// standardSLA is the service level committed capacity is sold with: 99.9%
+// available, credits of 10% below it, 25% below 99% and all below 95%,
+// and the given notice before planned maintenance.
+func standardSLA(notice time.Duration) SLA {
+	return SLA{AvailabilityPercent: 99.9, CreditTiers: []CreditTier{{Below: 99.9, Percent: 10}, {Below: 99, Percent: 25}, {Below: 95, Percent: 100}},
+		CreditCapPercent: 100, MaintenanceNoticeS: int64(notice / time.Second)}
+}

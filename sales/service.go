@@ -112,10 +112,17 @@ type Policy struct {
 	LeadTime    time.Duration // allocations are bound this long before start; default 30m
 	MaxAttempts int           // provisioning attempts before the node is replaced; default 2
 	Retry       time.Duration // how soon a failed step is retried; default 30s
+	Poll        time.Duration // how soon a step not done yet is looked at again; default 5s
 	SpotNotice  time.Duration // notice spot work gets before it is reclaimed; default 120s
 	// InternalNotice is the notice of the operator's internal work; default 30s.
 	InternalNotice time.Duration
 	BindRetry      time.Duration // how soon binding looks again at nodes work is leaving; default 10s
+}
+
+// WithDefaults returns the policy with every zero field set to its default.
+func (p Policy) WithDefaults() Policy {
+	p.defaults()
+	return p
 }
 
 func (p *Policy) defaults() {
@@ -133,6 +140,9 @@ func (p *Policy) defaults() {
 	}
 	if p.Retry == 0 {
 		p.Retry = 30 * time.Second
+	}
+	if p.Poll == 0 {
+		p.Poll = 5 * time.Second
 	}
 	if p.SpotNotice == 0 {
 		p.SpotNotice = 120 * time.Second
@@ -230,7 +240,6 @@ func (s *Service) log() *slog.Logger {
 // calendars are dropped (they may hold what did not commit) and rebuilt
 // from the store when next needed.
 func (s *Service) lock(ctx context.Context) {
-	s.Policy.defaults()
 	id := s.Tx.TxID(ctx)
 	s.ownerMu.Lock()
 	held := id != nil && s.owner == id
@@ -314,14 +323,11 @@ func (s *Service) loadCalendar(ctx context.Context, siteID, skuName string) (*ca
 			s.log().Warn("reservation left off the calendar", "reservation", r.ID, "err", err)
 		}
 	}
-	ms, err := s.Store.Maintenances(ctx, siteID)
+	ms, err := s.Store.OpenMaintenances(ctx, siteID)
 	if err != nil {
 		return nil, err
 	}
 	for _, m := range ms {
-		if m.State != "scheduled" && m.State != "active" {
-			continue
-		}
 		for _, b := range m.Batches {
 			if b.SKU == skuName && b.State != "done" {
 				if _, err := cal.AddWindow(&placement.Window{ID: b.ID, Start: b.Start, End: b.End, Nodes: b.Nodes}); err != nil {
@@ -415,26 +421,28 @@ func topologyPromise(t *placement.Topology, p *placement.Plan, within string) st
 	return s
 }
 
-// sitesSelling returns the ids of the sites with nodes of a SKU, cached
-// per fleet generation (a walk of every node is too slow per request).
-func (s *Service) sitesSelling(sku string) []string {
+// siteIndex returns SKU → ids of the sites with its nodes, rebuilt when
+// the fleet changes (a walk of every node is too slow per request). The
+// map is shared: callers only read it.
+func (s *Service) siteIndex() map[string][]string {
 	gen := s.Fleet.Snapshot.Gen()
 	s.siteMu.Lock()
 	defer s.siteMu.Unlock()
 	if s.sites == nil || s.sitesGen != gen {
-		s.sites, s.sitesGen = map[string][]string{}, gen
+		sites := map[string][]string{}
 		seen := map[string]bool{}
 		s.Fleet.Snapshot.Each(fleet.NodeFilter{}, func(n *fleet.Node) {
 			if k := n.SKU + "|" + n.SiteID; !seen[k] && n.Lifecycle != fleet.LifecycleRetired {
 				seen[k] = true
-				s.sites[n.SKU] = append(s.sites[n.SKU], n.SiteID)
+				sites[n.SKU] = append(sites[n.SKU], n.SiteID)
 			}
 		})
-		for _, ids := range s.sites {
+		for _, ids := range sites {
 			sort.Strings(ids)
 		}
+		s.sites, s.sitesGen = sites, gen
 	}
-	return s.sites[sku]
+	return s.sites
 }
 
 // siteFor resolves the site of a shape: the one named, else the only site
@@ -447,7 +455,7 @@ func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
 		}
 		return st, nil
 	}
-	ids := s.sitesSelling(sku)
+	ids := s.siteIndex()[sku]
 	switch len(ids) {
 	case 0:
 		return fleet.Site{}, neocloud.Invalid("body.sku", "no site has nodes of SKU %q", sku)

@@ -565,3 +565,7 @@ func (db *DB) AllocationStates(ctx context.Context, reservationID string) (map[s
 func (db *DB) NodeAllocations(ctx context.Context, nodeID string) ([]sales.Allocation, error) {
 	return collect(db, ctx, scanBody[sales.Allocation], `SELECT body FROM allocations WHERE node_id = ? AND state <> 'ended' ORDER BY id`, nodeID)
 }
+
+func (db *DB) OpenMaintenances(ctx context.Context, siteID string) ([]sales.Maintenance, error) {
+	return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance WHERE site_id = ? AND state IN ('scheduled','active') ORDER BY id DESC`, siteID)
+}
