@@ -486,6 +486,9 @@ type simGPU struct {
 	lost    bool
 	eccU    uint64
 	hot     bool
+	// An uncorrectable HBM error remaps its row at the next reset; when
+	// no spare row is left, the remap fails.
+	remapPending, remapFailed bool
 }
 
 // NewSimulated returns n simulated GPUs of a model.
@@ -512,13 +515,16 @@ func (s *Simulated) Info() []wire.GPUInfo {
 // Fault is something to inject into a simulated GPU (or its NIC: one
 // InfiniBand NIC per GPU, ib0…).
 type Fault struct {
-	GPU      int
-	XID      int  // an XID event (0: none)
-	Lost     bool // the GPU falls off the bus
-	ECC      uint64
-	Hot      bool // thermal runaway
-	LinkDown bool // the GPU's NIC loses its link
-	LinkUp   bool // … and gets it back (a flap is down, then up)
+	GPU  int
+	XID  int  // an XID event (0: none)
+	Lost bool // the GPU falls off the bus
+	ECC  uint64
+	Hot  bool // thermal runaway
+	// RowRemap is an HBM row remap waiting for a reset; RemapFailed, one
+	// that found no spare row.
+	RowRemap, RemapFailed bool
+	LinkDown              bool // the GPU's NIC loses its link
+	LinkUp                bool // … and gets it back (a flap is down, then up)
 }
 
 // SetPowerCap caps a simulated GPU's power.
@@ -546,6 +552,8 @@ func (s *Simulated) Inject(f Fault) {
 	g.lost = g.lost || f.Lost
 	g.eccU += f.ECC
 	g.hot = g.hot || f.Hot
+	g.remapPending = g.remapPending || f.RowRemap || f.RemapFailed
+	g.remapFailed = g.remapFailed || f.RemapFailed
 	if f.LinkDown {
 		s.nics[f.GPU].down = true
 		s.nics[f.GPU].errors++
@@ -586,8 +594,13 @@ func (s *Simulated) Sample(now time.Time) []wire.GPUSample {
 		}
 		u := math.Max(0, math.Min(1, s.Load(i, now)))
 		p := s.idleW + (s.maxW-s.idleW)*u
+		var throttle []string
 		if g.capW > 0 && p > g.capW {
 			p = g.capW
+			throttle = append(throttle, wire.ThrottlePowerCap)
+		}
+		if g.hot {
+			throttle = append(throttle, wire.ThrottleHWThermal)
 		}
 		g.energyJ += p * dt
 		target := 35 + 45*u
@@ -599,7 +612,7 @@ func (s *Simulated) Sample(now time.Time) []wire.GPUSample {
 			g.tempC = target
 		}
 		out[i] = wire.GPUSample{Index: i, PowerW: math.Round(p*10) / 10, EnergyJ: uint64(g.energyJ), TempC: math.Round(g.tempC*10) / 10,
-			UtilPct: math.Round(u * 100), MemUsedMiB: int(float64(s.memMiB) * u * 0.9), ECCUncorrected: g.eccU, XIDs: g.xids}
+			UtilPct: math.Round(u * 100), MemUsedMiB: int(float64(s.memMiB) * u * 0.9), ECCUncorrected: g.eccU, XIDs: g.xids, Throttle: throttle, RowRemapPending: g.remapPending, RowRemapFailed: g.remapFailed}
 		g.xids = nil
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -62,6 +63,24 @@ func TestSimulatedAgent(t *testing.T) {
 	if second.Seq <= first.Seq || second.Health != fleet.HealthFailed || second.Heartbeat.GPUs[0].EnergyJ < first.Heartbeat.GPUs[0].EnergyJ {
 		t.Fatalf("after the restart: seq %d → %d, health %s, energy %d → %d", first.Seq, second.Seq, second.Health, first.Heartbeat.GPUs[0].EnergyJ, second.Heartbeat.GPUs[0].EnergyJ)
 	}
+	// Every report's sample is kept once, its energy the sum of its GPUs'.
+	var samples struct{ Items []agents.Sample }
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+host+"/samples", url.Values{"to_seq": {fmt.Sprint(second.Seq)}}, nil, &samples); err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(samples.Items)) != second.Seq || samples.Items[0].Seq != 1 || samples.Items[len(samples.Items)-1].Seq != second.Seq {
+		t.Fatalf("%d samples for %d reports", len(samples.Items), second.Seq)
+	}
+	var sum uint64
+	for _, g := range second.Heartbeat.GPUs {
+		sum += g.EnergyJ
+	}
+	if last := samples.Items[len(samples.Items)-1]; last.EnergyJ != sum {
+		t.Fatalf("last sample %d J, its report's GPUs %d J", last.EnergyJ, sum)
+	}
+	if _, err := op.Raw(ctx, http.MethodGet, "/v1/nodes/"+host+"/samples", url.Values{"from_seq": {"5"}, "to_seq": {"4"}}, nil, ""); err == nil || !strings.Contains(err.Error(), "to_seq") {
+		t.Fatalf("a backwards range: %v", err)
+	}
 	var fn fleet.Node
 	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &fn); err != nil || fn.Health != fleet.HealthFailed {
 		t.Fatalf("the node: %v %v %v", fn.Health, fn.HealthReasons, err)
@@ -83,8 +102,16 @@ func TestSimulatedEnergyFollowsPower(t *testing.T) {
 	if s[0].PowerW != 70 || s[1].PowerW != 700 || s[0].EnergyJ != 700 || s[1].EnergyJ != 7000 {
 		t.Fatalf("samples: %+v", s)
 	}
+	if err := g.SetPowerCap(1, 400); err != nil {
+		t.Fatal(err)
+	}
+	g.Inject(agent.Fault{GPU: 0, Hot: true, RowRemap: true})
+	s = g.Sample(t0.Add(15 * time.Second))
+	if s[1].PowerW != 400 || s[1].EnergyJ != 9000 || fmt.Sprint(s[1].Throttle) != "[power_cap]" || fmt.Sprint(s[0].Throttle) != "[hw_thermal]" || !s[0].RowRemapPending || s[0].RowRemapFailed || s[1].RowRemapPending {
+		t.Fatalf("capped, hot and remapping: %+v", s)
+	}
 	g.Inject(agent.Fault{GPU: 1, Lost: true})
-	if s := g.Sample(t0.Add(20 * time.Second)); !s[1].Lost || s[1].EnergyJ != 7000 {
+	if s := g.Sample(t0.Add(20 * time.Second)); !s[1].Lost || s[1].EnergyJ != 9000 {
 		t.Fatalf("a lost GPU: %+v", s[1])
 	}
 }

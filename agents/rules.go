@@ -25,7 +25,7 @@ var ladder = map[Action]int{ActionNone: 0, ActionWatch: 1, ActionReset: 2, Actio
 // Condition is one finding from a heartbeat, with its effect on the node.
 type Condition struct {
 	GPU    int          `json:"gpu" doc:"GPU index, or -1 for the node."`
-	Kind   string       `json:"kind" doc:"xid, ecc, thermal, lost, link, check."`
+	Kind   string       `json:"kind" doc:"xid, ecc, thermal, throttle, lost, link, check."`
 	Code   int          `json:"code,omitempty"`
 	Health fleet.Health `json:"health"`
 	Action Action       `json:"action"`
@@ -73,6 +73,16 @@ func Evaluate(hb wire.Heartbeat) []Condition {
 		}
 		if g.Lost {
 			out = append(out, Condition{GPU: g.Index, Kind: "lost", Health: fleet.HealthFailed, Action: ActionRepair, Reason: fmt.Sprintf("gpu %d: not visible to the driver", g.Index)})
+		}
+		if g.RowRemapFailed {
+			out = append(out, Condition{GPU: g.Index, Kind: "ecc", Health: fleet.HealthFailed, Action: ActionRepair, Reason: fmt.Sprintf("gpu %d: HBM row remap failed", g.Index)})
+		} else if g.RowRemapPending {
+			out = append(out, Condition{GPU: g.Index, Kind: "ecc", Health: fleet.HealthDegraded, Action: ActionReset, Reason: fmt.Sprintf("gpu %d: HBM row remap pending a GPU reset", g.Index)})
+		}
+		for _, t := range g.Throttle {
+			if t == wire.ThrottleHWSlowdown || t == wire.ThrottlePowerBrake {
+				out = append(out, Condition{GPU: g.Index, Kind: "throttle", Health: fleet.HealthOK, Action: ActionWatch, Reason: fmt.Sprintf("gpu %d: clocks held down (%s)", g.Index, t)})
+			}
 		}
 		if g.ECCUncorrected > 0 {
 			out = append(out, Condition{GPU: g.Index, Kind: "ecc", Health: fleet.HealthDegraded, Action: ActionReset, Reason: fmt.Sprintf("gpu %d: %d uncorrected ECC errors", g.Index, g.ECCUncorrected)})

@@ -46,6 +46,9 @@ func agentCmd(g *globals) *cobra.Command {
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			fmt.Fprintf(g.stderr, "agent %s for %s, reporting to %s every %v\n", agent.Version, o.Hostname, o.Server, o.Interval)
+			for _, gpu := range o.GPUs.Info() {
+				fmt.Fprintf(g.stderr, "gpu %d: %s %s (%d MiB)\n", gpu.Index, gpu.Model, gpu.UUID, gpu.MemoryMiB)
+			}
 			return agent.Run(ctx, o)
 		}}
 	cmd.Flags().StringVar(&o.JoinToken, "join-token", os.Getenv("NEOCLOUD_JOIN_TOKEN"), "site join token (first start only; NEOCLOUD_JOIN_TOKEN)")

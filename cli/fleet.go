@@ -207,6 +207,17 @@ func nodeCmd(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/commands", nil, listFlags{limit: 1000}, nodeCommandCols)
 		}})
+	var fromSeq, toSeq int64
+	samples := &cobra.Command{Use: "samples HOSTNAME|ID --to-seq N", Short: "A node's per-report samples: energy counter sum (J) and power (W), by sequence number", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			q := url.Values{"from_seq": {fmt.Sprint(fromSeq)}, "to_seq": {fmt.Sprint(toSeq)}}
+			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/samples", q, listFlags{limit: 100_000},
+				[]column{{"SEQ", "seq"}, {"AT", "at"}, {"ENERGY J", "energy_j"}, {"POWER W", "power_w"}})
+		}}
+	samples.Flags().Int64Var(&fromSeq, "from-seq", 1, "first sequence number")
+	samples.Flags().Int64Var(&toSeq, "to-seq", 0, "last sequence number (inclusive)")
+	samples.MarkFlagRequired("to-seq")
+	cmd.AddCommand(samples)
 	cmd.AddCommand(joinTokenCmd(g), &cobra.Command{Use: "rekey HOSTNAME|ID", Short: "Revoke a node's agent credential so that its agent may join again", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/rekey", nil, nodeCols)

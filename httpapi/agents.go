@@ -127,6 +127,26 @@ func (s *Server) registerAgents() {
 			return &struct{ Body List[agents.Minute] }{List[agents.Minute]{Items: nonNil(ms)}}, nil
 		})
 
+	register(s, opRead, huma.Operation{OperationID: "node-samples", Method: http.MethodGet, Path: "/v1/nodes/{node}/samples", Summary: "A node's per-report samples (energy counter sum and power) by sequence number (kept 7 days)", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node    string `path:"node"`
+			FromSeq int64  `query:"from_seq" minimum:"1" default:"1"`
+			ToSeq   int64  `query:"to_seq" minimum:"1" required:"true" doc:"Inclusive; at most 100,000 after from_seq."`
+		}) (*struct{ Body List[agents.Sample] }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			if in.ToSeq < in.FromSeq || in.ToSeq-in.FromSeq >= 100_000 {
+				return nil, neocloud.Invalid("query.to_seq", "must be from from_seq to from_seq+99,999")
+			}
+			ss, err := av.Store.Samples(ctx, n.ID, in.FromSeq, in.ToSeq)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.Sample] }{List[agents.Sample]{Items: nonNil(ss)}}, nil
+		})
+
 	register(s, opRead, huma.Operation{OperationID: "node-energy", Method: http.MethodGet, Path: "/v1/nodes/{node}/energy", Summary: "A node's GPU energy counter readings at allocation boundaries and hourly", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node string    `path:"node"`

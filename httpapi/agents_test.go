@@ -156,6 +156,10 @@ func TestXIDRuleTable(t *testing.T) {
 		{"off the bus", wire.GPUSample{Lost: true}, fleet.HealthFailed, agents.ActionRepair},
 		{"hot", wire.GPUSample{TempC: 91}, fleet.HealthDegraded, agents.ActionWatch},
 		{"uncorrected ECC", wire.GPUSample{ECCUncorrected: 2}, fleet.HealthDegraded, agents.ActionReset},
+		{"row remap pending", wire.GPUSample{RowRemapPending: true}, fleet.HealthDegraded, agents.ActionReset},
+		{"row remap failed", wire.GPUSample{RowRemapPending: true, RowRemapFailed: true}, fleet.HealthFailed, agents.ActionRepair},
+		{"power capped: as asked", wire.GPUSample{Throttle: []string{wire.ThrottlePowerCap}}, fleet.HealthOK, agents.ActionNone},
+		{"hardware slowdown: watch", wire.GPUSample{Throttle: []string{wire.ThrottleHWSlowdown}}, fleet.HealthOK, agents.ActionWatch},
 		{"worst wins", wire.GPUSample{TempC: 95, XIDs: []wire.XID{{Code: 92}, {Code: 79}}}, fleet.HealthFailed, agents.ActionRepair},
 	} {
 		h, a := agents.Worst(agents.Evaluate(wire.Heartbeat{GPUs: []wire.GPUSample{c.gpu}}))

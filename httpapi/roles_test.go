@@ -91,6 +91,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"order-node":         {OA},
 	"list-node-commands": {OA, OV},
 	"node-energy":        {OA, OV},
+	"node-samples":       {OA, OV},
 	"events":             {OA, OV, TA, TM},
 }
 
@@ -217,6 +218,8 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		path = strings.Replace(path, "{node}", e.hosts[3], 1)
 	case "node-minutes", "node-energy":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
+	case "node-samples":
+		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?to_seq=10"
 	case "rekey-node":
 		path = strings.Replace(path, "{node}", e.hosts[2], 1)
 	case "list-maintenance":

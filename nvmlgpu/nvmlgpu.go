@@ -26,7 +26,17 @@ type GPUs struct {
 	lib   nvml.Interface
 	devs  []nvml.Device
 	infos []wire.GPUInfo
+	// XID events arrive through an event set that a goroutine waits on;
+	// they wait in xids until the next Sample.
+	events nvml.EventSet
+	xids   [][]wire.XID
+	stop   chan struct{}
+	done   chan struct{}
 }
+
+// eventWait is how long one wait on the event set lasts, and so how long
+// Close may take.
+const eventWait = 200 // ms
 
 // Open initializes the library and finds the GPUs.
 func Open(lib nvml.Interface) (*GPUs, error) {
@@ -56,11 +66,77 @@ func Open(lib nvml.Interface) (*GPUs, error) {
 		g.devs = append(g.devs, d)
 		g.infos = append(g.infos, wire.GPUInfo{Index: i, UUID: uuid, Model: name, MemoryMiB: int(mem.Total >> 20)})
 	}
+	g.xids = make([][]wire.XID, n)
+	g.watchXIDs()
 	return g, nil
 }
 
-// Close shuts the library down.
+// watchXIDs registers every GPU for critical XID events and collects them
+// in the background. A GPU or driver that does not support events (some
+// virtual machines) is read without them; Sample still reports it.
+func (g *GPUs) watchXIDs() {
+	set, ret := g.lib.EventSetCreate()
+	if ret != nvml.SUCCESS {
+		return
+	}
+	registered := 0
+	for _, d := range g.devs {
+		if d.RegisterEvents(nvml.EventTypeXidCriticalError, set) == nvml.SUCCESS {
+			registered++
+		}
+	}
+	if registered == 0 {
+		set.Free()
+		return
+	}
+	g.events, g.stop, g.done = set, make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(g.done)
+		for {
+			select {
+			case <-g.stop:
+				return
+			default:
+			}
+			data, ret := set.Wait(eventWait)
+			if ret != nvml.SUCCESS || data.EventType&nvml.EventTypeXidCriticalError == 0 {
+				continue // a timeout, or an event we did not ask for
+			}
+			g.addXID(data.Device, int(data.EventData), time.Now().UTC())
+		}
+	}()
+}
+
+// addXID files an XID event under its GPU.
+func (g *GPUs) addXID(dev nvml.Device, code int, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, d := range g.devs {
+		if d == dev {
+			g.xids[i] = append(g.xids[i], wire.XID{Code: code, At: at})
+			return
+		}
+	}
+	if dev == nil {
+		return
+	}
+	if uuid, ret := dev.GetUUID(); ret == nvml.SUCCESS {
+		for i, info := range g.infos {
+			if info.UUID == uuid {
+				g.xids[i] = append(g.xids[i], wire.XID{Code: code, At: at})
+				return
+			}
+		}
+	}
+}
+
+// Close stops the event watch and shuts the library down.
 func (g *GPUs) Close() error {
+	if g.stop != nil {
+		close(g.stop)
+		<-g.done
+		g.events.Free()
+	}
 	if ret := g.lib.Shutdown(); ret != nvml.SUCCESS {
 		return fmt.Errorf("nvml shutdown: %s", g.lib.ErrorString(ret))
 	}
@@ -71,14 +147,16 @@ func (g *GPUs) Close() error {
 func (g *GPUs) Info() []wire.GPUInfo { return g.infos }
 
 // Sample reads each GPU: power (mW → W), the total energy counter (mJ → J),
-// temperature, utilization, memory used and volatile ECC counts. A GPU that
-// answers ERROR_GPU_IS_LOST has fallen off the bus.
+// temperature, utilization, memory used, volatile ECC counts, row-remap
+// state, throttle reasons and the XID events since the last sample. A GPU
+// that answers ERROR_GPU_IS_LOST has fallen off the bus.
 func (g *GPUs) Sample(time.Time) []wire.GPUSample {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]wire.GPUSample, len(g.devs))
 	for i, d := range g.devs {
-		s := wire.GPUSample{Index: i}
+		s := wire.GPUSample{Index: i, XIDs: g.xids[i]}
+		g.xids[i] = nil
 		mw, ret := d.GetPowerUsage()
 		if ret == nvml.ERROR_GPU_IS_LOST {
 			s.Lost = true
@@ -106,7 +184,36 @@ func (g *GPUs) Sample(time.Time) []wire.GPUSample {
 		if c, ret := d.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.VOLATILE_ECC); ret == nvml.SUCCESS {
 			s.ECCUncorrected = c
 		}
+		if _, _, pending, failed, ret := d.GetRemappedRows(); ret == nvml.SUCCESS {
+			s.RowRemapPending, s.RowRemapFailed = pending, failed
+		}
+		if r, ret := d.GetCurrentClocksEventReasons(); ret == nvml.SUCCESS {
+			s.Throttle = throttleReasons(r)
+		}
 		out[i] = s
+	}
+	return out
+}
+
+// throttleNames names the clock event reasons that slow a GPU down; idle
+// and application clock settings are not throttling.
+var throttleNames = []struct {
+	bit  uint64
+	name string
+}{
+	{nvml.ClocksEventReasonSwPowerCap, wire.ThrottlePowerCap},
+	{nvml.ClocksThrottleReasonHwSlowdown, wire.ThrottleHWSlowdown},
+	{nvml.ClocksEventReasonSwThermalSlowdown, wire.ThrottleSWThermal},
+	{nvml.ClocksThrottleReasonHwThermalSlowdown, wire.ThrottleHWThermal},
+	{nvml.ClocksThrottleReasonHwPowerBrakeSlowdown, wire.ThrottlePowerBrake},
+}
+
+func throttleReasons(r uint64) []string {
+	var out []string
+	for _, t := range throttleNames {
+		if r&t.bit != 0 {
+			out = append(out, t.name)
+		}
 	}
 	return out
 }

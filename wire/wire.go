@@ -8,12 +8,14 @@
 //	  number, per-GPU telemetry and XID events, per-NIC link state; answers
 //	  with the node's assignment (generation, reservation, end, notices)
 //	  and commands fenced by generation.
+//	2 (2026-11-27): GPU samples carry row-remap state (pending, failed) and
+//	  name their throttle reasons from a fixed set.
 package wire
 
 import "time"
 
 // Version is the protocol version this build speaks.
-const Version = 1
+const Version = 2
 
 // JoinRequest is an agent's first message: the node it runs on, as the
 // hardware reports it. The join token travels as the bearer token.
@@ -75,9 +77,22 @@ type GPUSample struct {
 	ECCCorrected   uint64   `json:"ecc_corrected,omitempty"`
 	ECCUncorrected uint64   `json:"ecc_uncorrected,omitempty"`
 	XIDs           []XID    `json:"xids,omitempty" doc:"XID events since the last heartbeat."`
-	Throttle       []string `json:"throttle,omitempty"`
+	Throttle       []string `json:"throttle,omitempty" doc:"Why the clocks are held down now: power_cap, hw_slowdown, sw_thermal, hw_thermal, power_brake."`
 	Lost           bool     `json:"lost,omitempty" doc:"The GPU fell off the bus."`
+	// Row remapping (A100 and later) replaces a bad HBM row at the next GPU
+	// reset; a failed remap means the memory cannot be repaired in place.
+	RowRemapPending bool `json:"row_remap_pending,omitempty" doc:"A row remap waits for a GPU reset."`
+	RowRemapFailed  bool `json:"row_remap_failed,omitempty" doc:"A row remap failed: the GPU needs repair."`
 }
+
+// Throttle reasons, as GPUSample.Throttle names them.
+const (
+	ThrottlePowerCap   = "power_cap"
+	ThrottleHWSlowdown = "hw_slowdown"
+	ThrottleSWThermal  = "sw_thermal"
+	ThrottleHWThermal  = "hw_thermal"
+	ThrottlePowerBrake = "power_brake"
+)
 
 // XID is one NVIDIA XID event.
 type XID struct {
