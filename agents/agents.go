@@ -44,6 +44,7 @@ type State struct {
 	Health     fleet.Health     `json:"health"`
 	Action     Action           `json:"action,omitempty"`
 	GPUs       []wire.GPUSample `json:"-"`
+	storedAt   time.Time        // when this node's state was last stored
 }
 
 // Sample is one heartbeat's summary of a node: the sum of its GPUs'
@@ -110,11 +111,12 @@ type Store interface {
 	// PutAgentState stores a node's last heartbeat if seq is newer than the
 	// stored one, reporting whether it was.
 	PutAgentState(ctx context.Context, s State) (bool, error)
-	// PutSample records one heartbeat's sample of a node once, reporting
-	// whether it was new.
-	PutSample(ctx context.Context, s Sample) (bool, error)
-	// PutMinute folds one report into its node's minute rollup.
-	PutMinute(ctx context.Context, m Minute) error
+	// PutSamples records heartbeats' samples, each (node, seq) once,
+	// reporting which were new.
+	PutSamples(ctx context.Context, ss []Sample) ([]bool, error)
+	// PutMinutes folds reports into their nodes' minute rollups; each
+	// (node, minute) appears once in ms.
+	PutMinutes(ctx context.Context, ms []Minute) error
 	// Minutes returns a node's rollups in [from, to).
 	Minutes(ctx context.Context, nodeID string, from, to time.Time) ([]Minute, error)
 	// PutEnergyReadings records GPU energy counter readings (once each).
@@ -135,9 +137,11 @@ type Store interface {
 	NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error)
 }
 
-// Tx runs work in one transaction.
+// Tx runs work in one transaction; AfterCommit defers fn until ctx's
+// transaction commits.
 type Tx interface {
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+	AfterCommit(ctx context.Context, fn func())
 }
 
 // Service serves agents. It is safe for concurrent use.
@@ -155,6 +159,49 @@ type Service struct {
 
 	mu     sync.RWMutex
 	latest map[string]State
+
+	batchOnce sync.Once
+	batch     chan *hbWrite
+
+	// SharedTTL bounds how long what is cached in memory (a node's
+	// assignment, whether it has pending commands) is trusted: 0 when this
+	// server is the store's only writer (SQLite), so that changes made
+	// here are all it needs to hear of; with other servers on the same
+	// database, their changes are seen within it.
+	SharedTTL time.Duration
+
+	assignMu sync.Mutex
+	assigned map[string]cachedAssignment
+	changes  map[string]*nodeChange
+	// pending says, per node, whether it has commands waiting and when
+	// that was read from the store.
+	pending map[string]pendingCommands
+}
+
+type pendingCommands struct {
+	any bool
+	at  time.Time
+}
+
+// fresh says whether something cached at at may still be trusted.
+func (s *Service) fresh(at, now time.Time) bool {
+	return s.SharedTTL == 0 || now.Sub(at) < s.SharedTTL
+}
+
+// SharedPoll is how often a push stream reads its node's assignment again
+// even without a change heard in this process.
+const SharedPoll = 10 * time.Second
+
+type cachedAssignment struct {
+	a  *wire.Assignment
+	at time.Time
+}
+
+// nodeChange counts a node's assignment changes and wakes those waiting
+// for the next one.
+type nodeChange struct {
+	version int64
+	wake    chan struct{}
 }
 
 // NewService returns a service over store.
@@ -261,6 +308,12 @@ func (s *Service) Rekey(ctx context.Context, p neocloud.Principal, ref string) (
 // Heartbeat applies an agent's heartbeat once per sequence number: a
 // replay (or an older one arriving late) changes nothing. It evaluates the
 // rule table and records the node's health when it changes.
+//
+// Heartbeats are group-committed: those that arrive while a commit is
+// under way are written together in the next transaction, and each is
+// answered only after its own has committed. A node's state is kept in
+// memory and stored when its health or conditions change, or at most a
+// minute after the last time.
 func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.Heartbeat) (wire.HeartbeatAnswer, error) {
 	ans := wire.HeartbeatAnswer{Version: wire.Version}
 	if p.Role != neocloud.RoleAgent || p.NodeID == "" {
@@ -272,89 +325,327 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if hb.Seq < 1 {
 		return ans, neocloud.Invalid("body.seq", "must be at least 1")
 	}
-	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
-		now := s.now()
-		st := State{NodeID: p.NodeID, Seq: hb.Seq, SeenAt: now, Heartbeat: hb}
-		// Conditions that call for a reset or worse stay until the node is
-		// remediated; heat, links and checks are as the last report says.
-		var sticky []Condition
-		if prev, err := s.Latest(ctx, p.NodeID); err == nil {
-			sticky = Sticky(prev.Conditions)
-		} else if neocloud.ErrorKind(err) != neocloud.KindNotFound {
-			return err
+	for i, r := range hb.Results {
+		switch r.State {
+		case "done", "failed", "refused":
+		default:
+			return ans, neocloud.Invalid(fmt.Sprintf("body.results[%d].state", i), "a result is done, failed or refused, not %q", r.State)
 		}
-		st.Conditions = merge(sticky, Evaluate(hb))
-		st.Health, st.Action = Worst(st.Conditions)
-		sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
-		hottest := 0.0
-		for _, g := range hb.GPUs {
-			sm.EnergyJ += g.EnergyJ
-			sm.PowerW += g.PowerW
-			hottest = max(hottest, g.TempC)
-		}
-		fresh, err := s.Store.PutSample(ctx, sm)
+	}
+	now := s.now()
+	prev, known, err := s.latestOrStored(ctx, p.NodeID)
+	if err != nil {
+		return ans, err
+	}
+	st := State{NodeID: p.NodeID, Seq: hb.Seq, SeenAt: now, Heartbeat: hb}
+	// Conditions that call for a reset or worse stay until the node is
+	// remediated; heat, links and checks are as the last report says.
+	st.Conditions = merge(Sticky(prev.Conditions), Evaluate(hb))
+	st.Health, st.Action = Worst(st.Conditions)
+	sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
+	hottest := 0.0
+	for _, g := range hb.GPUs {
+		sm.EnergyJ += g.EnergyJ
+		sm.PowerW += g.PowerW
+		hottest = max(hottest, g.TempC)
+	}
+	w := &hbWrite{sample: sm, tempMax: hottest, results: hb.Results, done: make(chan struct{})}
+	changed := !known || prev.Health != st.Health || fmt.Sprint(reasons(prev.Conditions)) != fmt.Sprint(reasons(st.Conditions))
+	if hb.Seq > prev.Seq && (changed || now.Sub(prev.storedAt) >= time.Minute) {
+		w.state = &st
+	}
+	if err := s.commit(ctx, w); err != nil {
+		return ans, err
+	}
+	if !w.fresh {
+		ans.Duplicate = true
+	}
+	if !w.fresh || hb.Seq <= prev.Seq {
+		// A replay, or a spooled report older than the last applied: its
+		// sample is kept (once), the node's state is not rolled back.
+		cur, _, err := s.latestOrStored(ctx, p.NodeID)
 		if err != nil {
-			return err
+			return ans, err
 		}
-		if fresh {
-			m := Minute{NodeID: p.NodeID, Minute: sm.At.Truncate(time.Minute), Samples: 1, EnergyFirstJ: sm.EnergyJ, EnergyLastJ: sm.EnergyJ, PowerSumW: sm.PowerW, PowerMaxW: sm.PowerW, TempMaxC: hottest}
-			if err := s.Store.PutMinute(ctx, m); err != nil {
-				return err
-			}
-		}
-		newer := false
-		if fresh {
-			if newer, err = s.Store.PutAgentState(ctx, st); err != nil {
-				return err
-			}
-		}
-		if !fresh {
-			ans.Duplicate = true
-		}
-		if !newer {
-			// A replay, or a spooled report older than the last applied:
-			// its sample is kept (once), the node's state is not rolled back.
-			prev, err := s.Store.AgentState(ctx, p.NodeID)
-			if err != nil {
-				return err
-			}
-			ans.Acked, ans.Health = prev.Seq, string(prev.Health)
-			return nil
-		}
+		ans.Acked, ans.Health = cur.Seq, string(cur.Health)
+	} else {
 		ans.Acked, ans.Health = hb.Seq, string(st.Health)
-		n, ok := s.Fleet.Snapshot.Node(p.NodeID)
-		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
-			if err := s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)); err != nil {
-				return err
-			}
+		if w.state != nil {
+			st.storedAt = now
+		} else {
+			st.storedAt = prev.storedAt
 		}
 		s.mu.Lock()
-		s.latest[p.NodeID] = st
+		if cur, ok := s.latest[p.NodeID]; !ok || cur.Seq < st.Seq {
+			s.latest[p.NodeID] = st
+		}
 		s.mu.Unlock()
-		return nil
-	})
-	if err == nil && s.Assignment != nil {
-		ans.Assignment, err = s.Assignment(ctx, p.NodeID)
-	}
-	if err == nil {
-		err = s.Tx.InTx(ctx, func(ctx context.Context) error {
-			for _, r := range hb.Results {
-				if err := s.Store.FinishCommand(ctx, p.NodeID, r, s.now()); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	if err == nil {
-		var cs []NodeCommand
-		if cs, err = s.Store.Commands(ctx, p.NodeID, true); err == nil {
-			for i := len(cs) - 1; i >= 0; i-- { // oldest first
-				ans.Commands = append(ans.Commands, cs[i].Command)
+		n, ok := s.Fleet.Snapshot.Node(p.NodeID)
+		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
+			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)) }); err != nil {
+				return ans, err
 			}
 		}
 	}
-	return ans, err
+	if ans.Assignment, err = s.AssignmentOf(ctx, p.NodeID); err != nil {
+		return ans, err
+	}
+	if ans.Commands, err = s.pendingCommands(ctx, p.NodeID); err != nil {
+		return ans, err
+	}
+	return ans, nil
+}
+
+// pendingCommands returns a node's pending commands, oldest first, reading
+// the store only when the node may have some.
+func (s *Service) pendingCommands(ctx context.Context, nodeID string) ([]wire.Command, error) {
+	now := time.Now()
+	s.assignMu.Lock()
+	pc, ok := s.pending[nodeID]
+	s.assignMu.Unlock()
+	if ok && !pc.any && s.fresh(pc.at, now) {
+		return nil, nil
+	}
+	cs, err := s.Store.Commands(ctx, nodeID, true)
+	if err != nil {
+		return nil, err
+	}
+	s.assignMu.Lock()
+	if s.pending == nil {
+		s.pending = map[string]pendingCommands{}
+	}
+	if cur, ok := s.pending[nodeID]; !ok || !cur.at.After(now) {
+		s.pending[nodeID] = pendingCommands{any: len(cs) > 0, at: now}
+	}
+	s.assignMu.Unlock()
+	var out []wire.Command
+	for i := len(cs) - 1; i >= 0; i-- { // oldest first
+		out = append(out, cs[i].Command)
+	}
+	return out, nil
+}
+
+// enqueue stores a command for its node's agent in ctx's transaction; the
+// node's next heartbeat answer carries it.
+func (s *Service) enqueue(ctx context.Context, c NodeCommand) error {
+	s.commandQueued(c.NodeID) // before the commit too: a heartbeat in between reads the store again
+	s.Tx.AfterCommit(ctx, func() { s.commandQueued(c.NodeID) })
+	return s.Store.InsertCommand(ctx, c)
+}
+
+// commandQueued notes that a node has a command waiting.
+func (s *Service) commandQueued(nodeID string) {
+	s.assignMu.Lock()
+	defer s.assignMu.Unlock()
+	if s.pending == nil {
+		s.pending = map[string]pendingCommands{}
+	}
+	s.pending[nodeID] = pendingCommands{any: true, at: time.Now()}
+}
+
+// AssignmentOf returns what a node serves now, from a cache that
+// NodesChanged keeps current (and SharedTTL bounds).
+func (s *Service) AssignmentOf(ctx context.Context, nodeID string) (*wire.Assignment, error) {
+	if s.Assignment == nil {
+		return nil, nil
+	}
+	now := time.Now()
+	s.assignMu.Lock()
+	c, ok := s.assigned[nodeID]
+	version := s.change(nodeID).version
+	s.assignMu.Unlock()
+	if ok && s.fresh(c.at, now) {
+		return c.a, nil
+	}
+	a, err := s.Assignment(ctx, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	s.assignMu.Lock()
+	if s.change(nodeID).version == version { // no change while reading
+		if s.assigned == nil {
+			s.assigned = map[string]cachedAssignment{}
+		}
+		s.assigned[nodeID] = cachedAssignment{a, now}
+	}
+	s.assignMu.Unlock()
+	return a, nil
+}
+
+// change returns a node's change record; assignMu is held.
+func (s *Service) change(nodeID string) *nodeChange {
+	if s.changes == nil {
+		s.changes = map[string]*nodeChange{}
+	}
+	c, ok := s.changes[nodeID]
+	if !ok {
+		c = &nodeChange{wake: make(chan struct{})}
+		s.changes[nodeID] = c
+	}
+	return c
+}
+
+// NodesChanged forgets the nodes' cached assignments and wakes their push
+// streams: called after a commit that may have changed what they serve.
+func (s *Service) NodesChanged(nodeIDs []string) {
+	s.assignMu.Lock()
+	defer s.assignMu.Unlock()
+	for _, id := range nodeIDs {
+		delete(s.assigned, id)
+		c := s.change(id)
+		c.version++
+		close(c.wake)
+		c.wake = make(chan struct{})
+	}
+}
+
+// NextChange returns a channel closed at the node's next assignment change.
+func (s *Service) NextChange(nodeID string) <-chan struct{} {
+	s.assignMu.Lock()
+	defer s.assignMu.Unlock()
+	return s.change(nodeID).wake
+}
+
+// latestOrStored returns a node's last state from memory, else from the
+// store (and keeps it in memory), else an empty one; known says whether
+// there was one.
+func (s *Service) latestOrStored(ctx context.Context, nodeID string) (State, bool, error) {
+	s.mu.RLock()
+	st, ok := s.latest[nodeID]
+	s.mu.RUnlock()
+	if ok {
+		return st, true, nil
+	}
+	st, err := s.Store.AgentState(ctx, nodeID)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		return State{NodeID: nodeID}, false, nil
+	}
+	if err != nil {
+		return st, false, err
+	}
+	st.storedAt = st.SeenAt
+	s.mu.Lock()
+	if cur, ok := s.latest[nodeID]; !ok || cur.Seq < st.Seq {
+		s.latest[nodeID] = st
+	}
+	s.mu.Unlock()
+	return st, true, nil
+}
+
+// hbWrite is one heartbeat's writes, waiting for a group commit.
+type hbWrite struct {
+	sample  Sample
+	tempMax float64
+	state   *State // nil: not stored this time
+	results []wire.Result
+	// Set by the commit, before done is closed.
+	fresh bool
+	err   error
+	done  chan struct{}
+}
+
+// maxBatch bounds the heartbeats one transaction writes.
+const maxBatch = 1024
+
+// commit hands w to the group committer and waits for its transaction.
+func (s *Service) commit(ctx context.Context, w *hbWrite) error {
+	s.batchOnce.Do(func() {
+		s.batch = make(chan *hbWrite, maxBatch)
+		go s.committer()
+	})
+	select {
+	case s.batch <- w:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-w.done:
+		return w.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// committer writes whatever heartbeats have queued, one transaction at a
+// time, for the life of the process.
+func (s *Service) committer() {
+	for w := range s.batch {
+		ws := []*hbWrite{w}
+	more:
+		for len(ws) < maxBatch {
+			select {
+			case w := <-s.batch:
+				ws = append(ws, w)
+			default:
+				break more
+			}
+		}
+		err := s.Tx.InTx(context.Background(), func(ctx context.Context) error { return s.writeBatch(ctx, ws) })
+		for _, w := range ws {
+			w.err = err
+			close(w.done)
+		}
+	}
+}
+
+// writeBatch stores a batch's samples, folds the new ones into minute
+// rollups, stores the states due and records command outcomes.
+func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
+	samples := make([]Sample, len(ws))
+	for i, w := range ws {
+		samples[i] = w.sample
+	}
+	fresh, err := s.Store.PutSamples(ctx, samples)
+	if err != nil {
+		return err
+	}
+	type key struct {
+		node   string
+		minute time.Time
+	}
+	minutes := map[key]*Minute{}
+	var order []key
+	for i, w := range ws {
+		w.fresh = fresh[i]
+		if !w.fresh {
+			continue
+		}
+		sm := w.sample
+		k := key{sm.NodeID, sm.At.Truncate(time.Minute)}
+		m, ok := minutes[k]
+		if !ok {
+			m = &Minute{NodeID: sm.NodeID, Minute: k.minute, EnergyFirstJ: sm.EnergyJ, EnergyLastJ: sm.EnergyJ}
+			minutes[k] = m
+			order = append(order, k)
+		}
+		m.Samples++
+		m.EnergyFirstJ, m.EnergyLastJ = min(m.EnergyFirstJ, sm.EnergyJ), max(m.EnergyLastJ, sm.EnergyJ)
+		m.PowerSumW += sm.PowerW
+		m.PowerMaxW = max(m.PowerMaxW, sm.PowerW)
+		m.TempMaxC = max(m.TempMaxC, w.tempMax)
+	}
+	if len(order) > 0 {
+		ms := make([]Minute, len(order))
+		for i, k := range order {
+			ms[i] = *minutes[k]
+		}
+		if err := s.Store.PutMinutes(ctx, ms); err != nil {
+			return err
+		}
+	}
+	for _, w := range ws {
+		if w.fresh && w.state != nil {
+			if _, err := s.Store.PutAgentState(ctx, *w.state); err != nil {
+				return err
+			}
+		}
+		for _, r := range w.results {
+			if err := s.Store.FinishCommand(ctx, w.sample.NodeID, r, s.now()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // CommandInput orders a node's agent.
@@ -395,7 +686,7 @@ func (s *Service) Order(ctx context.Context, p neocloud.Principal, ref string, i
 	}
 	c := NodeCommand{Command: wire.Command{ID: neocloud.NewID(PrefixCommand), Kind: in.Kind, Generation: gen, PowerW: in.PowerW},
 		NodeID: n.ID, State: "pending", CreatedBy: p.TokenID, CreatedAt: s.now()}
-	return c, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.InsertCommand(ctx, c) })
+	return c, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.enqueue(ctx, c) })
 }
 
 // Latest returns a node's last heartbeat state, from memory or the store.

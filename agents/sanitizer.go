@@ -46,7 +46,7 @@ func (z *Sanitizer) Begin(ctx context.Context, w sales.Work) (time.Time, error) 
 	}
 	c := NodeCommand{Command: wire.Command{ID: neocloud.NewID(PrefixCommand), Kind: "sanitize", Generation: generation(w)},
 		NodeID: w.Allocation.NodeID, State: "pending", CreatedBy: "sanitizer " + w.Allocation.ID, CreatedAt: z.Service.now()}
-	if err := z.Service.Store.InsertCommand(ctx, c); err != nil {
+	if err := z.Service.enqueue(ctx, c); err != nil {
 		return time.Time{}, err
 	}
 	poll := z.Poll

@@ -41,7 +41,18 @@ func benchCmd(g *globals) *cobra.Command {
 	rsv.Flags().IntVar(&rb.GPUsEach, "gpus-each", 8, "GPUs per reservation")
 	rsv.Flags().DurationVar(&rb.Provision, "provision", 0, "simulated provisioning time per node")
 	rsv.Flags().BoolVar(&rb.OverSpot, "over-spot", false, "fill the site with spot work first, so that every reservation reclaims its nodes (wall-clock reclaim)")
-	cmd.AddCommand(p, rsv)
+	var hb HeartbeatBench
+	hbs := &cobra.Command{Use: "heartbeats", Short: "Measure agent heartbeats over HTTP against a server process on SQLite: per second, latency, server CPU per heartbeat, memory", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			hb.Progress = g.stderr
+			return RunHeartbeatBench(c.Context(), g.stdout, hb)
+		}}
+	hbs.Flags().IntVar(&hb.Agents, "agents", 25000, "simulated agents, one node each")
+	hbs.Flags().DurationVar(&hb.For, "for", 30*time.Second, "how long to send heartbeats")
+	hbs.Flags().IntVar(&hb.Clients, "clients", 64, "concurrent requests (over shared connections)")
+	hbs.Flags().StringVar(&hb.Profile, "server-cpuprofile", "", "write the server's CPU profile to this file")
+	hbs.Flags().StringVar(&hb.Binary, "binary", "", "neocloud binary to run the server from (default: this one)")
+	cmd.AddCommand(p, rsv, hbs)
 	return cmd
 }
 

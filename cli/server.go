@@ -111,6 +111,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
 	ag := agents.NewService(db, db, fl, tenants)
+	if db.Dialect == sqlstore.Postgres {
+		// Other servers may write the same database: what is cached in
+		// memory is read again after this long.
+		tenants.SharedTTL, ag.SharedTTL = 10*time.Second, 10*time.Second
+	}
 	ag.Assignment = sv.NodeAssignment
 	// Nodes with agents are sanitized by them; the rest by the seam's
 	// simulated (or configured) driver.
@@ -197,27 +202,38 @@ func (r *Running) Close() error {
 
 func serverCmd(g *globals) *cobra.Command {
 	o := ServerOptions{}
+	var cpuprofile string
 	cmd := &cobra.Command{Use: "server", Short: "Run the control-plane server", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			o.Bootstrap = os.Getenv("NEOCLOUD_BOOTSTRAP_TOKEN")
-			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
-			defer cancel()
-			r, err := StartServer(ctx, o)
-			if err != nil {
-				return err
-			}
-			store := "sqlite " + r.Store.Path
-			if r.Store.Dialect == sqlstore.Postgres {
-				store = "postgres"
-			}
-			fmt.Fprintf(g.stdout, "neocloud %s listening on %s (store: %s)\n", Version, r.URL, store)
-			if r.Token != "" {
-				fmt.Fprintf(g.stdout, "operator-admin token (shown once): %s\n", r.Token)
-			}
-			<-ctx.Done()
-			fmt.Fprintln(g.stdout, "shutting down")
-			return r.Close()
+			return profiled(cpuprofile, func() error { return serve(c.Context(), g, o) })
 		}}
+	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file until the server stops")
+	serverFlags(cmd, &o)
+	return cmd
+}
+
+func serve(ctx context.Context, g *globals, o ServerOptions) error {
+	o.Bootstrap = os.Getenv("NEOCLOUD_BOOTSTRAP_TOKEN")
+	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	r, err := StartServer(ctx, o)
+	if err != nil {
+		return err
+	}
+	store := "sqlite " + r.Store.Path
+	if r.Store.Dialect == sqlstore.Postgres {
+		store = "postgres"
+	}
+	fmt.Fprintf(g.stdout, "neocloud %s listening on %s (store: %s)\n", Version, r.URL, store)
+	if r.Token != "" {
+		fmt.Fprintf(g.stdout, "operator-admin token (shown once): %s\n", r.Token)
+	}
+	<-ctx.Done()
+	fmt.Fprintln(g.stdout, "shutting down")
+	return r.Close()
+}
+
+func serverFlags(cmd *cobra.Command, o *ServerOptions) {
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")
 	cmd.Flags().DurationVar(&o.IdempotencyLease, "idempotency-lease", idempotency.DefaultLease, "how long a request with an Idempotency-Key blocks retries of that key (after a crash, retries wait this long)")
@@ -239,5 +255,4 @@ func serverCmd(g *globals) *cobra.Command {
 		o.Seams = &Seams{Provision: &sales.SimStage{Duration: prov, Jitter: prov / 3, FailRate: fail, Seed: 1},
 			Network: &sales.SimStage{Duration: net}, Sanitize: &sales.SimStage{Duration: san, Jitter: san / 5}}
 	}
-	return cmd
 }

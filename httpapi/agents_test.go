@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,4 +173,80 @@ func TestXIDRuleTable(t *testing.T) {
 	if h != fleet.HealthDegraded {
 		t.Errorf("a NIC down: %s", h)
 	}
+}
+
+// TestHeartbeatsGroupCommitted: many agents reporting at once are written
+// together, each report once, each answered after its commit; a replay in
+// the crowd changes nothing.
+func TestHeartbeatsGroupCommitted(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		op := e.secrets["operator-admin"]
+		const nodes, beats = 24, 12
+		r := e.do("POST", "/v1/sites/lab/join-tokens", op, map[string]any{"max_uses": nodes, "ttl_s": 3600})
+		var jt struct{ Secret string }
+		json.Unmarshal(r.body, &jt)
+		creds := make([]string, nodes)
+		for i := range creds {
+			n, _ := e.fleet.Snapshot.Node(e.hosts[32+i])
+			r := e.do("POST", "/v1/agent/join", jt.Secret, wire.JoinRequest{Version: wire.Version, Hostname: n.Hostname, Serial: n.Serial})
+			var jr wire.JoinResponse
+			if err := json.Unmarshal(r.body, &jr); err != nil || r.status != 201 {
+				t.Fatalf("join %d: %d %s", i, r.status, r.body)
+			}
+			creds[i] = jr.Credential
+		}
+		errs := make(chan error, nodes)
+		var wg sync.WaitGroup
+		for i := range creds {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for seq := int64(1); seq <= beats; seq++ {
+					hb := wire.Heartbeat{Version: wire.Version, Seq: seq, At: time.Now().UTC(), GPUs: []wire.GPUSample{{Index: 0, EnergyJ: uint64(1000 * seq), PowerW: 100}}}
+					r := e.do("POST", "/v1/agent/heartbeat", creds[i], hb)
+					var ans wire.HeartbeatAnswer
+					if json.Unmarshal(r.body, &ans); r.status != 200 || ans.Acked != seq || ans.Duplicate {
+						errs <- fmt.Errorf("node %d seq %d: %d %s", i, seq, r.status, r.body)
+						return
+					}
+					if seq == beats/2 { // the answer was lost: the agent sends it again
+						r := e.do("POST", "/v1/agent/heartbeat", creds[i], hb)
+						if json.Unmarshal(r.body, &ans); r.status != 200 || !ans.Duplicate || ans.Acked != seq {
+							errs <- fmt.Errorf("node %d replay of %d: %d %s", i, seq, r.status, r.body)
+							return
+						}
+					}
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		for i := range creds {
+			r := e.do("GET", fmt.Sprintf("/v1/nodes/%s/samples?to_seq=%d", e.hosts[32+i], beats+5), op, nil)
+			var l struct{ Items []agents.Sample }
+			json.Unmarshal(r.body, &l)
+			if len(l.Items) != beats {
+				t.Fatalf("node %d: %d samples stored, want %d", i, len(l.Items), beats)
+			}
+			for j, s := range l.Items {
+				if s.Seq != int64(j+1) || s.EnergyJ != uint64(1000*(j+1)) {
+					t.Fatalf("node %d sample %d: %+v", i, j, s)
+				}
+			}
+			r = e.do("GET", "/v1/nodes/"+e.hosts[32+i]+"/minutes?from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z", op, nil)
+			var ms struct{ Items []agents.Minute }
+			json.Unmarshal(r.body, &ms)
+			var n int64
+			for _, m := range ms.Items {
+				n += m.Samples
+			}
+			if n != beats {
+				t.Fatalf("node %d: minute rollups count %d reports, want %d", i, n, beats)
+			}
+		}
+	})
 }

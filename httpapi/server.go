@@ -119,6 +119,9 @@ func New(cfg Config) *Server {
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake
 	}
+	if cfg.Sales != nil && cfg.Agents != nil && cfg.Sales.NodesChanged == nil {
+		cfg.Sales.NodesChanged = cfg.Agents.NodesChanged
+	}
 	s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst)
 
 	// Outermost first: request id and metrics, recovery, authentication,
@@ -293,6 +296,13 @@ func (s *Server) transact(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if r.URL.Path == heartbeatPath && r.Method == http.MethodPost && s.cfg.Agents != nil {
+			// Heartbeats are group-committed by the agents service and
+			// answered after their commit; they dedupe on their sequence
+			// number and write no audit record each.
+			s.serveHeartbeat(w, r)
+			return
+		}
 		if !mutating(r.Method) && (r.URL.Path == streamPath || r.URL.Path == "/v1/events" && strings.Contains(r.Header.Get("Accept"), "text/event-stream")) {
 			next.ServeHTTP(w, r) // a stream is never buffered
 			return
@@ -365,9 +375,6 @@ func (s *Server) transact(next http.Handler) http.Handler {
 				if err := s.cfg.Idempotency.Finish(ctx, scope, key, rec.status, rec.header.Get("Content-Type"), rec.buf.Bytes()); err != nil {
 					return err
 				}
-			}
-			if r.URL.Path == heartbeatPath {
-				return nil // heartbeats dedupe on their sequence; no audit record each
 			}
 			return s.appendAudit(ctx, rec.status)
 		})

@@ -173,6 +173,9 @@ type Service struct {
 	FailNode func(ctx context.Context, nodeID, reason string) error
 	// Notify is called after a commit that wrote events.
 	Notify func()
+	// NodesChanged is called after a commit that may have changed what
+	// these nodes serve (their assignment and its notices).
+	NodesChanged func(nodeIDs []string)
 	// OnAllocation is told, in the transaction, when an allocation becomes
 	// ready or starts releasing (edge "ready" or "released"): the meter's
 	// boundaries, where energy counters are read.
@@ -207,8 +210,9 @@ type calendar struct {
 // It resolves tenants with tenants, takes nodes that fail provisioning out
 // of service by cordoning them, and tells the fleet which nodes are in use.
 func NewService(store Store, tx Tx, fl *fleet.Service, tenants *tenant.Service) *Service {
-	s := &Service{Store: store, Tx: tx, Fleet: fl, Now: time.Now, cals: map[string]*calendar{},
+	s := &Service{Tx: tx, Fleet: fl, Now: time.Now, cals: map[string]*calendar{},
 		Provisioner: &SimStage{}, Network: &SimStage{}, Sanitizer: &SimStage{}}
+	s.Store = touching{store, s}
 	s.Policy.defaults()
 	s.ResolveTenant = func(ctx context.Context, p neocloud.Principal, ref string) (string, error) {
 		t, err := tenants.Resolve(ctx, p, ref)

@@ -111,16 +111,29 @@ func (db *DB) NodeCredential(ctx context.Context, nodeID string) (tenant.Token, 
 	return t, db.translate(err)
 }
 
-func (db *DB) PutSample(ctx context.Context, s agents.Sample) (bool, error) {
-	var fresh bool
+// The heartbeat path's statements, prepared once on SQLite's writer.
+const (
+	insertSampleSQL = `INSERT INTO node_samples (node_id, seq, at, energy_j, power_w) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id, seq) DO NOTHING`
+	upsertMinuteSQL = `INSERT INTO node_minutes (node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (node_id, minute) DO UPDATE SET samples = node_minutes.samples + excluded.samples,
+			energy_first_j = CASE WHEN excluded.energy_first_j < node_minutes.energy_first_j THEN excluded.energy_first_j ELSE node_minutes.energy_first_j END,
+			energy_last_j = CASE WHEN excluded.energy_last_j > node_minutes.energy_last_j THEN excluded.energy_last_j ELSE node_minutes.energy_last_j END,
+			power_sum_w = node_minutes.power_sum_w + excluded.power_sum_w,
+			power_max_w = CASE WHEN excluded.power_max_w > node_minutes.power_max_w THEN excluded.power_max_w ELSE node_minutes.power_max_w END,
+			temp_max_c = CASE WHEN excluded.temp_max_c > node_minutes.temp_max_c THEN excluded.temp_max_c ELSE node_minutes.temp_max_c END`
+)
+
+func (db *DB) PutSamples(ctx context.Context, ss []agents.Sample) ([]bool, error) {
+	fresh := make([]bool, len(ss))
 	err := db.write(ctx, func(ctx context.Context) error {
-		res, err := db.exec(ctx, `INSERT INTO node_samples (node_id, seq, at, energy_j, power_w) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id, seq) DO NOTHING`,
-			s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
-		if err != nil {
-			return err
+		for i, s := range ss {
+			res, err := db.exec(ctx, insertSampleSQL, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			fresh[i] = n == 1
 		}
-		n, _ := res.RowsAffected()
-		fresh = n == 1
 		return nil
 	})
 	return fresh, err
@@ -136,17 +149,16 @@ func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]age
 	}, `SELECT node_id, seq, at, energy_j, power_w FROM node_samples WHERE node_id = ? AND seq BETWEEN ? AND ? ORDER BY seq`, nodeID, from, to)
 }
 
-func (db *DB) PutMinute(ctx context.Context, m agents.Minute) error {
+func (db *DB) PutMinutes(ctx context.Context, ms []agents.Minute) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `INSERT INTO node_minutes (node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (node_id, minute) DO UPDATE SET samples = node_minutes.samples + excluded.samples,
-			energy_first_j = CASE WHEN excluded.energy_first_j < node_minutes.energy_first_j THEN excluded.energy_first_j ELSE node_minutes.energy_first_j END,
-			energy_last_j = CASE WHEN excluded.energy_last_j > node_minutes.energy_last_j THEN excluded.energy_last_j ELSE node_minutes.energy_last_j END,
-			power_sum_w = node_minutes.power_sum_w + excluded.power_sum_w,
-			power_max_w = CASE WHEN excluded.power_max_w > node_minutes.power_max_w THEN excluded.power_max_w ELSE node_minutes.power_max_w END,
-			temp_max_c = CASE WHEN excluded.temp_max_c > node_minutes.temp_max_c THEN excluded.temp_max_c ELSE node_minutes.temp_max_c END`,
-			m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC)
-		return err
+		for _, m := range ms {
+			_, err := db.exec(ctx, upsertMinuteSQL,
+				m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -51,6 +51,11 @@ type DB struct {
 	rebindMu sync.RWMutex
 	rebound  map[string]string
 
+	// stmts holds SQLite's prepared statements by pool and text, so that a
+	// query is parsed once per connection rather than once per call.
+	stmtMu sync.RWMutex
+	stmts  map[stmtKey]*sql.Stmt
+
 	// Path is the SQLite file, empty on PostgreSQL.
 	Path string
 }
@@ -77,6 +82,10 @@ func Open(ctx context.Context, target string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.prepareHotWrites(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
@@ -100,13 +109,35 @@ func openSQLite(path string) (*DB, error) {
 		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
-	db := &DB{Dialect: SQLite, w: w, r: r, Path: path, rebound: map[string]string{}}
+	r.SetMaxIdleConns(8)
+	db := &DB{Dialect: SQLite, w: w, r: r, Path: path, rebound: map[string]string{}, stmts: map[stmtKey]*sql.Stmt{}}
 	// Touch the writer first so the WAL switch happens before readers open.
 	if err := w.Ping(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// hotWrites are statements run in many transactions, prepared once on the
+// writer's connection (after migrations: their tables must exist) so that
+// a transaction reuses them instead of parsing them again.
+var hotWrites = []string{insertSampleSQL, upsertMinuteSQL}
+
+func (db *DB) prepareHotWrites(ctx context.Context) error {
+	if db.stmts == nil {
+		return nil
+	}
+	for _, q := range hotWrites {
+		st, err := db.w.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("sqlstore: prepare: %w", err)
+		}
+		db.stmtMu.Lock()
+		db.stmts[stmtKey{db.w, q}] = st
+		db.stmtMu.Unlock()
+	}
+	return nil
 }
 
 func openPostgres(url string) (*DB, error) {
@@ -129,6 +160,12 @@ func openPostgres(url string) (*DB, error) {
 
 // Close closes the store. On SQLite it checkpoints the WAL first.
 func (db *DB) Close() error {
+	db.stmtMu.Lock()
+	for k, st := range db.stmts {
+		st.Close()
+		delete(db.stmts, k)
+	}
+	db.stmtMu.Unlock()
 	if db.Dialect == SQLite {
 		db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	}
@@ -161,6 +198,9 @@ type txState struct {
 	tx    *sql.Tx
 	after []func()
 	ended []func(committed bool)
+	// stmts are this transaction's prepared statements (SQLite): a
+	// statement run for many rows is parsed once. They close with it.
+	stmts map[string]*sql.Stmt
 }
 
 // InTx runs fn in a write transaction carried by the context it is given.
@@ -271,18 +311,105 @@ func (db *DB) rebind(query string) string {
 	return out
 }
 
+type stmtKey struct {
+	pool  *sql.DB
+	query string
+}
+
+// maxStmts bounds the statement cache: texts built per call (IN lists of
+// varying length) stop being cached once it is full.
+const maxStmts = 1024
+
+// stmt returns query prepared on pool, or nil when it is not cached (not
+// SQLite, the cache is full, or preparing failed: the caller then runs the
+// text as it is and gets the error there).
+func (db *DB) stmt(ctx context.Context, pool *sql.DB, query string) *sql.Stmt {
+	if db.stmts == nil {
+		return nil
+	}
+	k := stmtKey{pool, query}
+	db.stmtMu.RLock()
+	st, ok := db.stmts[k]
+	n := len(db.stmts)
+	db.stmtMu.RUnlock()
+	if ok || n >= maxStmts {
+		return st
+	}
+	st, err := pool.PrepareContext(context.WithoutCancel(ctx), query)
+	if err != nil {
+		return nil
+	}
+	db.stmtMu.Lock()
+	defer db.stmtMu.Unlock()
+	if prev, ok := db.stmts[k]; ok {
+		st.Close()
+		return prev
+	}
+	db.stmts[k] = st
+	return st
+}
+
+// prepared returns ctx's querier for query: a cached statement (bound to
+// the context's transaction, if any) where there is one.
+func (db *DB) prepared(ctx context.Context, query string) querier {
+	if db.stmts == nil {
+		return db.q(ctx)
+	}
+	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+		// The writer's one connection is the transaction's: hot statements
+		// were prepared on it at start; others are prepared on the
+		// transaction itself.
+		db.stmtMu.RLock()
+		hot, ok := db.stmts[stmtKey{db.w, query}]
+		db.stmtMu.RUnlock()
+		if ok {
+			return stmtQuerier{st.tx.StmtContext(ctx, hot)}
+		}
+		if ps, ok := st.stmts[query]; ok {
+			return stmtQuerier{ps}
+		}
+		if len(st.stmts) < maxStmts {
+			if ps, err := st.tx.PrepareContext(ctx, query); err == nil {
+				if st.stmts == nil {
+					st.stmts = map[string]*sql.Stmt{}
+				}
+				st.stmts[query] = ps
+				return stmtQuerier{ps}
+			}
+		}
+		return st.tx
+	}
+	if ps := db.stmt(ctx, db.r, query); ps != nil {
+		return stmtQuerier{ps}
+	}
+	return db.r
+}
+
+// stmtQuerier runs a prepared statement; the query text is its own.
+type stmtQuerier struct{ st *sql.Stmt }
+
+func (s stmtQuerier) ExecContext(ctx context.Context, _ string, args ...any) (sql.Result, error) {
+	return s.st.ExecContext(ctx, args...)
+}
+func (s stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return s.st.QueryContext(ctx, args...)
+}
+func (s stmtQuerier) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
+	return s.st.QueryRowContext(ctx, args...)
+}
+
 func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	res, err := db.q(ctx).ExecContext(ctx, db.rebind(query), args...)
+	res, err := db.prepared(ctx, query).ExecContext(ctx, db.rebind(query), args...)
 	return res, db.translate(err)
 }
 
 func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	rows, err := db.q(ctx).QueryContext(ctx, db.rebind(query), args...)
+	rows, err := db.prepared(ctx, query).QueryContext(ctx, db.rebind(query), args...)
 	return rows, db.translate(err)
 }
 
 func (db *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return db.q(ctx).QueryRowContext(ctx, db.rebind(query), args...)
+	return db.prepared(ctx, query).QueryRowContext(ctx, db.rebind(query), args...)
 }
 
 // write runs fn in the context's transaction, or in a new one.

@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"context"
+	"sync"
 	"time"
 	"unicode"
 
@@ -15,6 +16,23 @@ import (
 type Service struct {
 	Store Store
 	Now   func() time.Time
+
+	// SharedTTL bounds how long a cached agent credential is trusted: 0
+	// when this server is the store's only writer (SQLite); with other
+	// servers on the same database, a revocation through one of them takes
+	// effect here within it.
+	SharedTTL time.Duration
+
+	// agents caches node agents' credentials, the one kind of token that
+	// calls every few seconds; see Authenticate.
+	agentMu sync.Mutex
+	agents  map[string]cachedAgent // by secret hash
+	revoked map[string]bool        // token ids revoked here: never cached again
+}
+
+type cachedAgent struct {
+	p  neocloud.Principal
+	at time.Time
 }
 
 // NewService returns a Service with the wall clock.
@@ -156,6 +174,17 @@ func (s *Service) Revoke(ctx context.Context, p neocloud.Principal, id string) (
 		return Token{}, neocloud.Conflict("revoked", "token %s is already revoked", id)
 	}
 	now := s.now()
+	s.agentMu.Lock()
+	if s.revoked == nil {
+		s.revoked = map[string]bool{}
+	}
+	s.revoked[id] = true
+	for h, c := range s.agents {
+		if c.p.TokenID == id {
+			delete(s.agents, h)
+		}
+	}
+	s.agentMu.Unlock()
 	if err := s.Store.RevokeToken(ctx, id, now); err != nil {
 		return Token{}, err
 	}
@@ -165,19 +194,40 @@ func (s *Service) Revoke(ctx context.Context, p neocloud.Principal, id string) (
 
 // Authenticate returns the principal for a bearer secret, or an
 // Unauthenticated error. It reads the store on every call, so a revocation
-// takes effect on the next request.
+// takes effect on the next request. Node agents' credentials are cached in
+// memory: a revocation through this server drops them at once, one through
+// another server within SharedTTL.
 func (s *Service) Authenticate(ctx context.Context, secret string) (neocloud.Principal, error) {
 	if secret == "" {
 		return neocloud.Principal{}, neocloud.Errorf(neocloud.KindUnauthenticated, "a bearer token is required")
 	}
-	t, err := s.Store.TokenByHash(ctx, HashSecret(secret))
+	h := HashSecret(secret)
+	now := time.Now()
+	s.agentMu.Lock()
+	c, ok := s.agents[h]
+	s.agentMu.Unlock()
+	if ok && (s.SharedTTL == 0 || now.Sub(c.at) < s.SharedTTL) {
+		return c.p, nil
+	}
+	t, err := s.Store.TokenByHash(ctx, h)
 	if err != nil {
 		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 			return neocloud.Principal{}, neocloud.Errorf(neocloud.KindUnauthenticated, "the token is unknown or revoked")
 		}
 		return neocloud.Principal{}, err
 	}
-	return neocloud.Principal{TokenID: t.ID, Role: t.Role, TenantID: t.TenantID, NodeID: t.NodeID}, nil
+	p := neocloud.Principal{TokenID: t.ID, Role: t.Role, TenantID: t.TenantID, NodeID: t.NodeID}
+	if p.Role == neocloud.RoleAgent {
+		s.agentMu.Lock()
+		if !s.revoked[t.ID] {
+			if s.agents == nil {
+				s.agents = map[string]cachedAgent{}
+			}
+			s.agents[h] = cachedAgent{p, now}
+		}
+		s.agentMu.Unlock()
+	}
+	return p, nil
 }
 
 // ValidBootstrapSecret reports whether s may be used as a bootstrap token:

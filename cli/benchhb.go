@@ -1,0 +1,351 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/wire"
+)
+
+// HeartbeatBench sizes `neocloud bench heartbeats`.
+type HeartbeatBench struct {
+	Agents   int           // simulated agents, one node each
+	For      time.Duration // how long to send heartbeats
+	Clients  int           // concurrent HTTP requests (connections are shared)
+	Binary   string        // the neocloud binary to run the server from (default: this one)
+	Profile  string        // the server's CPU profile, when set
+	Progress io.Writer
+}
+
+// serverProc is a neocloud server in a child process, so that its CPU time
+// and memory are its own.
+type serverProc struct {
+	cmd *exec.Cmd
+	url string
+}
+
+var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
+
+// startServerProc runs `neocloud server` on a free loopback port over dir.
+func startServerProc(bin, dir, boot string, args ...string) (*serverProc, error) {
+	cmd := exec.Command(bin, append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--rate-limit", "0"}, args...)...)
+	cmd.Env = append(os.Environ(), "NEOCLOUD_BOOTSTRAP_TOKEN="+boot)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case found <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case u := <-found:
+		return &serverProc{cmd: cmd, url: u}, nil
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("the server did not start: %s", stderr.String())
+	}
+}
+
+// cpu returns the process's user+system CPU time so far.
+func (p *serverProc) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) start at ") ".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// rssMiB returns the process's resident memory.
+func (p *serverProc) rssMiB() float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func (p *serverProc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// benchAgent is one simulated agent: its node, credential and next report.
+type benchAgent struct {
+	mu      sync.Mutex
+	host    string
+	serial  string
+	auth    string
+	seq     int64
+	energyJ uint64
+}
+
+// body renders the agent's next heartbeat: eight GPUs at work, eight NICs.
+func (a *benchAgent) body(now time.Time) []byte {
+	a.seq++
+	a.energyJ += 8 * 5000
+	hb := wire.Heartbeat{Version: wire.Version, Seq: a.seq, At: now, UptimeS: a.seq * 10, AgentVersion: "bench"}
+	for i := 0; i < 8; i++ {
+		hb.GPUs = append(hb.GPUs, wire.GPUSample{Index: i, PowerW: 500 + float64(i), EnergyJ: a.energyJ / 8, TempC: 60, UtilPct: 90, MemUsedMiB: 60000})
+		hb.NICs = append(hb.NICs, wire.NICSample{Name: fmt.Sprintf("ib%d", i), Up: true})
+	}
+	b, _ := json.Marshal(hb)
+	return b
+}
+
+// RunHeartbeatBench starts a server in its own process on SQLite, joins
+// Agents simulated agents over HTTP, then sends heartbeats from Clients
+// concurrent requests for For, and prints heartbeats per second, latency,
+// the server's CPU time per heartbeat and its memory.
+func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error {
+	say := func(format string, args ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, format+"\n", args...)
+		}
+	}
+	bin := o.Binary
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	dir, err := os.MkdirTemp("", "neocloud-hbbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	const boot = "heartbeat-bench-bootstrap-0123456789"
+	var args []string
+	if o.Profile != "" {
+		args = append(args, "--cpuprofile", o.Profile)
+	}
+	srv, err := startServerProc(bin, dir, boot, args...)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients, MaxConnsPerHost: o.Clients, IdleConnTimeout: time.Minute}
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	post := func(path, auth string, body []byte, out any) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.url+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+auth)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		if out != nil {
+			return json.Unmarshal(b, out)
+		}
+		return nil
+	}
+
+	// 1. A site with a node per agent, and a join token for all.
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	if _, err := fleet.Generate(&spec, fleet.ColossusOptions(sku, o.Agents*sku.GPUsPerNode)); err != nil {
+		return err
+	}
+	parsed, err := fleet.ParseSpec(spec.Bytes())
+	if err != nil {
+		return err
+	}
+	say("applying a site of %d nodes…", len(parsed.Nodes))
+	if err := post("/v1/fleet/apply", boot, spec.Bytes(), nil); err != nil {
+		return err
+	}
+	var jt struct{ Secret string }
+	jb, _ := json.Marshal(map[string]any{"max_uses": o.Agents, "ttl_s": 86400})
+	if err := post("/v1/sites/"+parsed.Site.Name+"/join-tokens", boot, jb, &jt); err != nil {
+		return err
+	}
+
+	// 2. Every agent joins.
+	agents := make([]*benchAgent, o.Agents)
+	for i := range agents {
+		agents[i] = &benchAgent{host: parsed.Nodes[i].Hostname, serial: parsed.Nodes[i].Serial}
+	}
+	var joined atomic.Int64
+	stopProgress := progressEvery(2*time.Second, func() { say("joined %d of %d agents", joined.Load(), o.Agents) })
+	err = forEach(ctx, o.Clients, len(agents), func(i int) error {
+		a := agents[i]
+		b, _ := json.Marshal(wire.JoinRequest{Version: wire.Version, Hostname: a.host, Serial: a.serial, AgentVersion: "bench"})
+		var jr wire.JoinResponse
+		if err := post("/v1/agent/join", jt.Secret, b, &jr); err != nil {
+			return err
+		}
+		a.auth = jr.Credential
+		joined.Add(1)
+		return nil
+	})
+	stopProgress()
+	if err != nil {
+		return err
+	}
+	say("%d agents joined; heartbeats for %v from %d concurrent requests…", o.Agents, o.For, o.Clients)
+
+	// 3. Heartbeats, round robin over the agents, as fast as they are answered.
+	cpu0, err := srv.cpu()
+	if err != nil {
+		return err
+	}
+	var next atomic.Int64
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	lat := make([][]time.Duration, o.Clients)
+	start := time.Now()
+	deadline := start.Add(o.For)
+	var wg sync.WaitGroup
+	for c := 0; c < o.Clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				a := agents[int(next.Add(1)-1)%len(agents)]
+				if !a.mu.TryLock() {
+					continue // its previous report is still on its way
+				}
+				t0 := time.Now()
+				err := post("/v1/agent/heartbeat", a.auth, a.body(t0.UTC()), nil)
+				a.mu.Unlock()
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+			}
+		}(c)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu1, err := srv.cpu()
+	if err != nil {
+		return err
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		if e, ok := firstErr.Load().(error); ok {
+			return e
+		}
+		return errors.New("no heartbeat was answered")
+	}
+	slices.Sort(all)
+	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "agents\tseconds\theartbeats\tper second\tp50 ms\tp99 ms\tserver CPU µs/hb\tserver RSS MiB\tfailed\t")
+	fmt.Fprintf(tw, "%d\t%.1f\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.0f\t%d\t\n", o.Agents, elapsed.Seconds(), len(all), float64(len(all))/elapsed.Seconds(),
+		ms(pct(0.50)), ms(pct(0.99)), float64((cpu1-cpu0).Microseconds())/float64(len(all)), srv.rssMiB(), failures.Load())
+	tw.Flush()
+	if e, ok := firstErr.Load().(error); ok {
+		fmt.Fprintf(w, "first failure: %v\n", e)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// forEach runs fn(0…n-1) from k goroutines, stopping at the first error.
+func forEach(ctx context.Context, k, n int, fn func(i int) error) error {
+	var next atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for c := 0; c < k; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// progressEvery calls fn every d until the returned stop is called.
+func progressEvery(d time.Duration, fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
