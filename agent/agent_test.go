@@ -536,3 +536,106 @@ func newNode(t *testing.T, gpus int) node {
 	parsed, _ := fleet.ParseSpec(spec.Bytes())
 	return node{srv: srv, op: op, sku: sku, host: parsed.Nodes[0].Hostname, serial: parsed.Nodes[0].Serial, join: jt.Secret}
 }
+
+// TestXID79ReplacedWithinTheSU: a GPU of a reserved node falls off the bus
+// (XID 79, reported by the node's own agent): the node is failed and taken
+// out of service, its allocation ends, and a replacement in the same su is
+// bound and made ready; the tenant gets a node.replaced event.
+func TestXID79ReplacedWithinTheSU(t *testing.T) {
+	n := newNode(t, 64)
+	srv, op, sku := n.srv, n.op, n.sku
+	ctx := context.Background()
+	var r struct {
+		ID    string
+		Nodes []struct{ Hostname, Domain string }
+	}
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 16, "class": "on_demand", "within": "su"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	type alloc struct {
+		State    string
+		Hostname string
+	}
+	allocs := func() []alloc {
+		var l struct{ Items []alloc }
+		op.Do(ctx, http.MethodGet, "/v1/reservations/"+r.ID+"/allocations", nil, nil, &l)
+		return l.Items
+	}
+	ready := func() map[string]bool {
+		out := map[string]bool{}
+		for _, a := range allocs() {
+			if a.State == "ready" {
+				out[a.Hostname] = true
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(ready()) != 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %+v", allocs())
+		}
+	}
+	before := ready()
+	victim := r.Nodes[0].Hostname
+	var fn fleet.Node
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim, nil, nil, &fn); err != nil {
+		t.Fatal(err)
+	}
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: victim, Serial: fn.Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, opts)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var st agents.State
+		if op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim+"/agent", nil, nil, &st) == nil && st.Seq >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never reported")
+		}
+	}
+	gpus.Inject(agent.Fault{GPU: 3, XID: 79})
+	var now map[string]bool
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		now = ready()
+		if len(now) == 2 && !now[victim] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no replacement ready: %+v", allocs())
+		}
+	}
+	var repl string
+	for h := range now {
+		if !before[h] {
+			repl = h
+		}
+	}
+	var rn fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+repl, nil, nil, &rn)
+	if repl == "" || rn.Domain[:strings.LastIndex(rn.Domain, "/")] != fn.Domain[:strings.LastIndex(fn.Domain, "/")] {
+		t.Fatalf("replacement %q in %s, the failed node in %s", repl, rn.Domain, fn.Domain)
+	}
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim, nil, nil, &fn); err != nil || fn.Health != fleet.HealthFailed || !fn.Cordoned {
+		t.Fatalf("the failed node: health %s, cordoned %v, %v", fn.Health, fn.Cordoned, err)
+	}
+	var evs struct {
+		Items []struct {
+			Kind string
+			Data map[string]any
+		}
+	}
+	if err := op.Do(ctx, http.MethodGet, "/v1/events", url.Values{"tenant": {"acme"}}, nil, &evs); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs.Items {
+		if e.Kind == "node.replaced" && e.Data["failed"] == victim && e.Data["replacement"] == repl {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no node.replaced event: %+v", evs.Items)
+	}
+}

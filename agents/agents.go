@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +136,8 @@ type Store interface {
 	Samples(ctx context.Context, nodeID string, from, to int64) ([]Sample, error)
 	// NodeCredential returns the live agent token of a node, or KindNotFound.
 	NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error)
+	// AgentNodes returns the nodes that have a live agent credential.
+	AgentNodes(ctx context.Context) ([]string, error)
 }
 
 // Tx runs work in one transaction; AfterCommit defers fn until ctx's
@@ -156,6 +159,20 @@ type Service struct {
 	SetHealth func(ctx context.Context, nodeID string, h fleet.Health, reasons []string) error
 	// Assignment tells what a node serves now, for the heartbeat answer.
 	Assignment func(ctx context.Context, nodeID string) (*wire.Assignment, error)
+	// OnFailed takes a failed node's work elsewhere; evidence says the
+	// failure was reported (by the node's agent) rather than inferred
+	// from silence.
+	OnFailed func(ctx context.Context, nodeID, why string, evidence bool) error
+	// BareMetal says whether a node serves bare-metal work, which silence
+	// never fails.
+	BareMetal func(ctx context.Context, nodeID string) (bool, error)
+	// Liveness is the policy for silent nodes; Started is when this
+	// server started (no node is judged for a while after it).
+	Liveness Liveness
+	Started  time.Time
+
+	incMu     sync.Mutex
+	incidents map[string]*Incident
 
 	mu     sync.RWMutex
 	latest map[string]State
@@ -207,7 +224,7 @@ type nodeChange struct {
 // NewService returns a service over store.
 func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *Service {
 	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, latest: map[string]State{},
-		SetHealth: fl.SetHealth}
+		SetHealth: fl.SetHealth, Started: time.Now().UTC()}
 }
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
@@ -384,6 +401,11 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
 			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)) }); err != nil {
 				return ans, err
+			}
+			if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed && s.OnFailed != nil {
+				if err := s.OnFailed(ctx, p.NodeID, strings.Join(reasons(st.Conditions), "; "), true); err != nil {
+					return ans, err
+				}
 			}
 		}
 	}

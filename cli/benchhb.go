@@ -26,11 +26,17 @@ import (
 
 // HeartbeatBench sizes `neocloud bench heartbeats`.
 type HeartbeatBench struct {
-	Agents   int           // simulated agents, one node each
-	For      time.Duration // how long to send heartbeats
-	Clients  int           // concurrent HTTP requests (connections are shared)
-	Binary   string        // the neocloud binary to run the server from (default: this one)
-	Profile  string        // the server's CPU profile, when set
+	Agents  int           // simulated agents, one node each
+	For     time.Duration // how long to send heartbeats
+	Clients int           // concurrent HTTP requests (connections are shared)
+	Binary  string        // the neocloud binary to run the server from (default: this one)
+	Profile string        // the server's CPU profile, when set
+	// Outage, when set, then stops the server for this long, starts it
+	// again on the same store, and has every agent report at the real
+	// cadence (one heartbeat per agent per 10 s) for After: a restart
+	// must fail no node.
+	Outage   time.Duration
+	After    time.Duration
 	Progress io.Writer
 }
 
@@ -169,7 +175,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer func() { srv.stop() }()
 	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients, MaxConnsPerHost: o.Clients, IdleConnTimeout: time.Minute}
 	hc := &http.Client{Transport: tr, Timeout: time.Minute}
 	post := func(path, auth string, body []byte, out any) error {
@@ -294,6 +300,79 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if e, ok := firstErr.Load().(error); ok {
 		fmt.Fprintf(w, "first failure: %v\n", e)
 	}
+	if o.Outage <= 0 {
+		return nil
+	}
+
+	// 4. The server stops for the outage and starts again on its store.
+	say("stopping the server for %v…", o.Outage)
+	srv.stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(o.Outage):
+	}
+	if srv, err = startServerProc(bin, dir, boot); err != nil {
+		return err
+	}
+	say("started again; every agent reports every 10 s for %v…", o.After)
+	var sent atomic.Int64
+	per := 10 * time.Second / time.Duration(len(agents))
+	t0 := time.Now()
+	err = forEach(ctx, o.Clients, int(o.After/per), func(i int) error {
+		if d := time.Until(t0.Add(time.Duration(i) * per)); d > 0 {
+			time.Sleep(d)
+		}
+		a := agents[i%len(agents)]
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if post("/v1/agent/heartbeat", a.auth, a.body(time.Now().UTC()), nil) == nil {
+			sent.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	count := func(h string) (int, error) {
+		n := 0
+		cursor := ""
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.url+"/v1/nodes?limit=1000&health="+h+"&cursor="+cursor, nil)
+			req.Header.Set("Authorization", "Bearer "+boot)
+			resp, err := hc.Do(req)
+			if err != nil {
+				return 0, err
+			}
+			var page struct {
+				Items      []json.RawMessage `json:"items"`
+				NextCursor string            `json:"next_cursor"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&page)
+			resp.Body.Close()
+			if err != nil {
+				return 0, err
+			}
+			n += len(page.Items)
+			if cursor = page.NextCursor; cursor == "" {
+				return n, nil
+			}
+		}
+	}
+	failed, err := count("failed")
+	if err != nil {
+		return err
+	}
+	unreachable, err := count("unreachable")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "agents	outage s	after s	heartbeats after	nodes failed	nodes unreachable	")
+	fmt.Fprintf(tw, "%d	%.0f	%.0f	%d	%d	%d	\n", o.Agents, o.Outage.Seconds(), o.After.Seconds(), sent.Load(), failed, unreachable)
+	tw.Flush()
+	srv.stop()
 	return nil
 }
 

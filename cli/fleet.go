@@ -229,6 +229,34 @@ func nodeCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func healthCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "health", Short: "Fleet health: incidents and nodes that are not ok"}
+	var all bool
+	list := &cobra.Command{Use: "list", Short: "Open incidents (domains gone silent), then every node that is degraded, unreachable or failed, with its reasons", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			q := url.Values{}
+			if all {
+				q.Set("all", "true")
+			}
+			fmt.Fprintln(g.stdout, "INCIDENTS")
+			if err := g.list(c.Context(), "/v1/health/incidents", q, listFlags{limit: 1000},
+				[]column{{"ID", "id"}, {"KIND", "kind"}, {"LEVEL", "level"}, {"DOMAIN", "domain"}, {"SILENT", "silent"}, {"NODES", "nodes"}, {"OPENED", "opened_at"}, {"CLOSED", "closed_at"}, {"MESSAGE", "message"}}); err != nil {
+				return err
+			}
+			cols := []column{{"HOSTNAME", "hostname"}, {"HEALTH", "health"}, {"LIFECYCLE", "lifecycle"}, {"DOMAIN", "domain"}, {"REASONS", "health_reasons"}}
+			for _, h := range []string{"failed", "unreachable", "degraded"} {
+				fmt.Fprintln(g.stdout, "\nNODES "+strings.ToUpper(h))
+				if err := g.list(c.Context(), "/v1/nodes", url.Values{"health": {h}}, listFlags{limit: 1000, all: true}, cols); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}
+	list.Flags().BoolVar(&all, "all", false, "closed incidents too")
+	cmd.AddCommand(list)
+	return cmd
+}
+
 var nodeCommandCols = []column{{"ID", "id"}, {"KIND", "kind"}, {"GENERATION", "generation"}, {"POWER W", "power_w"}, {"STATE", "state"}, {"MESSAGE", "message"}, {"CREATED", "created_at"}, {"DONE", "done_at"}}
 
 var joinTokenCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"USES", "uses"}, {"MAX USES", "max_uses"}, {"EXPIRES", "expires_at"}, {"HINT", "hint"}}

@@ -58,6 +58,11 @@ type ServerOptions struct {
 	// LifecycleEvery is its cadence (default 1 s).
 	NoLifecycle    bool
 	LifecycleEvery time.Duration
+	// Liveness is the policy for nodes whose agents fall silent;
+	// HeartbeatS the cadence agents are told (default 10 s). Silent nodes
+	// are judged every half interval, with the lifecycle loop.
+	Liveness   agents.Liveness
+	HeartbeatS int
 }
 
 // Seams are the drivers of the allocation lifecycle.
@@ -111,6 +116,15 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
 	ag := agents.NewService(db, db, fl, tenants)
+	ag.Liveness = o.Liveness
+	if o.HeartbeatS > 0 {
+		ag.HeartbeatS = o.HeartbeatS
+	}
+	ag.OnFailed = func(ctx context.Context, nodeID, why string, evidence bool) error {
+		_, err := sv.NodeFailed(ctx, nodeID, why, evidence)
+		return err
+	}
+	ag.BareMetal = sv.BareMetal
 	if db.Dialect == sqlstore.Postgres {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
@@ -144,6 +158,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
 	go hourly(bg, ag, o.Logger)
 	if !o.NoLifecycle {
+		go sweep(bg, ag, o.Logger)
 		every := o.LifecycleEvery
 		if every == 0 {
 			every = time.Second
@@ -168,6 +183,26 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// sweep judges silent nodes every half heartbeat interval.
+func sweep(ctx context.Context, ag *agents.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Duration(ag.HeartbeatS) * time.Second / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := ag.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("liveness sweep", "err", err)
+		}
+		if len(res.Unreachable)+len(res.Failed) > 0 {
+			log.Info("liveness", "silent", res.Silent, "unreachable", len(res.Unreachable), "failed", len(res.Failed), "held", res.Held)
 		}
 	}
 }
@@ -234,6 +269,10 @@ func serve(ctx context.Context, g *globals, o ServerOptions) error {
 }
 
 func serverFlags(cmd *cobra.Command, o *ServerOptions) {
+	cmd.Flags().IntVar(&o.HeartbeatS, "heartbeat-s", 10, "seconds between agent heartbeats (agents are told at join)")
+	cmd.Flags().IntVar(&o.Liveness.Missed, "liveness-missed", 3, "missed heartbeats that make a node unreachable")
+	cmd.Flags().DurationVar(&o.Liveness.Grace, "liveness-grace", 5*time.Minute, "how long a node stays unreachable before it is failed and its work replaced")
+	cmd.Flags().IntVar(&o.Liveness.StartupIntervals, "liveness-startup", 6, "heartbeat intervals after a start before any node is judged")
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")
 	cmd.Flags().DurationVar(&o.IdempotencyLease, "idempotency-lease", idempotency.DefaultLease, "how long a request with an Idempotency-Key blocks retries of that key (after a crash, retries wait this long)")

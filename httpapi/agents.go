@@ -131,6 +131,13 @@ func (s *Server) registerAgents() {
 			return &struct{ Body List[agents.Minute] }{List[agents.Minute]{Items: nonNil(ms)}}, nil
 		})
 
+	register(s, opRead, huma.Operation{OperationID: "list-incidents", Method: http.MethodGet, Path: "/v1/health/incidents", Summary: "Incidents for operators: domains gone silent at once (the liveness breaker)", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			All bool `query:"all" doc:"Closed ones too."`
+		}) (*struct{ Body List[agents.Incident] }, error) {
+			return &struct{ Body List[agents.Incident] }{List[agents.Incident]{Items: nonNil(av.Incidents(!in.All))}}, nil
+		})
+
 	register(s, opRead, huma.Operation{OperationID: "node-samples", Method: http.MethodGet, Path: "/v1/nodes/{node}/samples", Summary: "A node's per-report samples (energy counter sum and power) by sequence number (kept 7 days)", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node    string `path:"node"`

@@ -764,3 +764,59 @@ func (s *Service) notice(site fleet.Site, class Class) time.Duration {
 	}
 	return spot
 }
+
+// NodeFailed takes a failed node out of the work it serves: each live
+// allocation on it ends and a replacement within its reservation's
+// constraint is bound and provisioned (or the reservation runs short and
+// its tenant is told), as when provisioning fails. Bare-metal delivery is
+// left alone unless evidence is true: the node's own agent, its
+// out-of-band controller or its tenant reported it down, rather than
+// silence.
+func (s *Service) NodeFailed(ctx context.Context, nodeID, why string, evidence bool) (replaced int, err error) {
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
+		allocs, err := s.Store.NodeAllocations(ctx, nodeID)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		for _, a := range allocs {
+			if a.State == AllocationReleasing || a.State == AllocationEnded {
+				continue
+			}
+			r, err := s.Store.Reservation(ctx, a.ReservationID)
+			if err != nil {
+				return err
+			}
+			if r.Shape.Delivery == DeliveryBareMetal && !evidence {
+				continue // the tenant controls the node: silence is not failure
+			}
+			if err := s.replace(ctx, &r, &a, why, now); err != nil {
+				return err
+			}
+			replaced++
+		}
+		return nil
+	})
+	return replaced, err
+}
+
+// BareMetal reports whether a node serves bare-metal work now.
+func (s *Service) BareMetal(ctx context.Context, nodeID string) (bool, error) {
+	allocs, err := s.Store.NodeAllocations(ctx, nodeID)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range allocs {
+		if a.State == AllocationReleasing || a.State == AllocationEnded {
+			continue
+		}
+		r, err := s.Store.Reservation(ctx, a.ReservationID)
+		if err != nil {
+			return false, err
+		}
+		if r.Shape.Delivery == DeliveryBareMetal {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -103,6 +103,13 @@ func (db *DB) PutAgentState(ctx context.Context, st agents.State) (bool, error) 
 	return newer, err
 }
 
+func (db *DB) AgentNodes(ctx context.Context) ([]string, error) {
+	return collect(db, ctx, func(r scanner) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	}, `SELECT node_id FROM tokens WHERE role = 'agent' AND revoked_at IS NULL AND node_id IS NOT NULL ORDER BY node_id`)
+}
+
 func (db *DB) NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error) {
 	t, err := scanToken(db.queryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE node_id = ? AND role = 'agent' AND revoked_at IS NULL`, nodeID))
 	if errors.Is(err, sql.ErrNoRows) {

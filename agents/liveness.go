@@ -1,0 +1,218 @@
+package agents
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// Liveness is the policy for nodes whose agents fall silent.
+type Liveness struct {
+	// Missed heartbeats make a node unreachable (default 3).
+	Missed int
+	// Grace is how long a node stays unreachable before it is failed and
+	// replaced (default 5 minutes).
+	Grace time.Duration
+	// StartupIntervals: after the server starts, no node is judged until
+	// this many heartbeat intervals have passed, so that a restart (or a
+	// new leader) never mistakes its own absence for the fleet's (default 6).
+	StartupIntervals int
+	// Breaker gives, per topology level, the share of a domain's reporting
+	// nodes that may be silent at once; above it the domain is treated as
+	// the control plane's blindness (a switch, a partition), not as node
+	// failures: nothing there is marked unreachable, failed or replaced,
+	// and an incident is opened for an operator (default su 20%, hall 5%).
+	Breaker map[string]float64
+}
+
+func (l Liveness) withDefaults() Liveness {
+	if l.Missed <= 0 {
+		l.Missed = 3
+	}
+	if l.Grace <= 0 {
+		l.Grace = 5 * time.Minute
+	}
+	if l.StartupIntervals <= 0 {
+		l.StartupIntervals = 6
+	}
+	if l.Breaker == nil {
+		l.Breaker = map[string]float64{"su": 0.20, "hall": 0.05}
+	}
+	return l
+}
+
+// Incident is something for an operator: here, a domain gone silent.
+type Incident struct {
+	ID       string     `json:"id"`
+	Kind     string     `json:"kind" enum:"silent_domain"`
+	SiteID   string     `json:"site_id"`
+	Level    string     `json:"level"`
+	Domain   string     `json:"domain"`
+	Silent   int        `json:"silent" doc:"Nodes silent now."`
+	Nodes    int        `json:"nodes" doc:"Reporting nodes in the domain."`
+	Message  string     `json:"message"`
+	OpenedAt time.Time  `json:"opened_at"`
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
+}
+
+// PrefixIncident is the id prefix of incidents.
+const PrefixIncident = "inc_"
+
+// SweepResult says what one liveness sweep did.
+type SweepResult struct {
+	Judged      bool     // false during the startup grace
+	Silent      int      // nodes silent now
+	Unreachable []string // nodes marked unreachable by this sweep
+	Failed      []string // nodes failed by this sweep
+	Held        int      // silent nodes left alone: in a domain whose breaker is open, or serving bare metal
+}
+
+// Sweep judges every node whose agent has joined by its last heartbeat:
+// silent for Missed intervals → unreachable; for Grace more → failed, and
+// its work replaced through OnFailed. Nodes in a domain whose breaker is
+// open are left alone and the domain gets an incident; nodes serving
+// bare-metal work are never failed for silence.
+func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
+	var res SweepResult
+	pol := s.Liveness.withDefaults()
+	now := s.now()
+	interval := time.Duration(max(1, s.HeartbeatS)) * time.Second
+	if now.Sub(s.Started) < time.Duration(pol.StartupIntervals)*interval {
+		return res, nil
+	}
+	res.Judged = true
+	nodes, err := s.Store.AgentNodes(ctx)
+	if err != nil {
+		return res, err
+	}
+	silentFor := map[string]time.Duration{}
+	type domainKey struct{ site, level, domain string }
+	total, silent := map[domainKey]int{}, map[domainKey]int{}
+	s.mu.RLock()
+	for _, id := range nodes {
+		last := s.Started
+		if st, ok := s.latest[id]; ok && st.SeenAt.After(last) {
+			last = st.SeenAt
+		}
+		n, ok := s.Fleet.Snapshot.Node(id)
+		if !ok {
+			continue
+		}
+		site, _ := s.Fleet.Snapshot.Site(n.SiteID)
+		d := now.Sub(last)
+		quiet := d >= time.Duration(pol.Missed)*interval
+		if quiet {
+			silentFor[id] = d
+		}
+		parts := strings.Split(n.Domain, "/")
+		for i, level := range site.Levels {
+			if _, ok := pol.Breaker[level]; !ok || i >= len(parts) {
+				continue
+			}
+			k := domainKey{n.SiteID, level, strings.Join(parts[:i+1], "/")}
+			total[k]++
+			if quiet {
+				silent[k]++
+			}
+		}
+	}
+	s.mu.RUnlock()
+	res.Silent = len(silentFor)
+
+	// The breaker: domains with too many silent nodes at once.
+	open := map[domainKey]bool{}
+	s.incMu.Lock()
+	if s.incidents == nil {
+		s.incidents = map[string]*Incident{}
+	}
+	for k, n := range total {
+		share := float64(silent[k]) / float64(n)
+		key := k.site + "|" + k.level + "|" + k.domain
+		inc := s.incidents[key]
+		if silent[k] >= 2 && share > pol.Breaker[k.level] {
+			open[k] = true
+			msg := fmt.Sprintf("%d of %d reporting nodes of %s %s silent at once (over %.0f%%): not failing or replacing any of them; check the network and the out-of-band controllers",
+				silent[k], n, k.level, k.domain, 100*pol.Breaker[k.level])
+			if inc == nil || inc.ClosedAt != nil {
+				inc = &Incident{ID: neocloud.NewID(PrefixIncident), Kind: "silent_domain", SiteID: k.site, Level: k.level, Domain: k.domain, OpenedAt: now}
+				s.incidents[key] = inc
+			}
+			inc.Silent, inc.Nodes, inc.Message = silent[k], n, msg
+		} else if inc != nil && inc.ClosedAt == nil {
+			t := now
+			inc.ClosedAt, inc.Silent, inc.Nodes = &t, silent[k], n
+		}
+	}
+	s.incMu.Unlock()
+
+	ids := make([]string, 0, len(silentFor))
+	for id := range silentFor {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		n, _ := s.Fleet.Snapshot.Node(id)
+		site, _ := s.Fleet.Snapshot.Site(n.SiteID)
+		parts := strings.Split(n.Domain, "/")
+		held := false
+		for i, level := range site.Levels {
+			if i < len(parts) && open[domainKey{n.SiteID, level, strings.Join(parts[:i+1], "/")}] {
+				held = true
+			}
+		}
+		if !held && s.BareMetal != nil {
+			if held, err = s.BareMetal(ctx, id); err != nil {
+				return res, err
+			}
+		}
+		if held {
+			res.Held++
+			continue
+		}
+		d := silentFor[id].Truncate(time.Second)
+		switch {
+		case d >= time.Duration(pol.Missed)*interval+pol.Grace && n.Health != fleet.HealthFailed:
+			why := fmt.Sprintf("no heartbeat for %v", d)
+			if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
+				return res, err
+			}
+			res.Failed = append(res.Failed, id)
+			if s.OnFailed != nil {
+				if err := s.OnFailed(ctx, id, why, false); err != nil {
+					return res, err
+				}
+			}
+		case n.Health == fleet.HealthOK || n.Health == fleet.HealthDegraded:
+			if err := s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v", d)}); err != nil {
+				return res, err
+			}
+			res.Unreachable = append(res.Unreachable, id)
+		}
+	}
+	return res, nil
+}
+
+// Incidents lists incidents, open first, newest first.
+func (s *Service) Incidents(openOnly bool) []Incident {
+	s.incMu.Lock()
+	defer s.incMu.Unlock()
+	var out []Incident
+	for _, inc := range s.incidents {
+		if openOnly && inc.ClosedAt != nil {
+			continue
+		}
+		out = append(out, *inc)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if (out[i].ClosedAt == nil) != (out[j].ClosedAt == nil) {
+			return out[i].ClosedAt == nil
+		}
+		return out[i].OpenedAt.After(out[j].OpenedAt) || out[i].OpenedAt.Equal(out[j].OpenedAt) && out[i].ID > out[j].ID
+	})
+	return out
+}

@@ -1,0 +1,255 @@
+package agents_test
+
+import (
+	"bytes"
+	"context"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+	"github.com/neocloud/neocloud/wire"
+)
+
+// lab is a site of 2 halls × 2 sus × 2 racks × 5 nodes, every node with an
+// agent credential, and an agents service on a fake clock.
+type lab struct {
+	t      *testing.T
+	db     *sqlstore.DB
+	fl     *fleet.Service
+	ag     *agents.Service
+	now    time.Time
+	seq    map[string]int64
+	nodes  []fleet.Node
+	mu     sync.Mutex
+	failed []string // OnFailed calls
+	bare   map[string]bool
+}
+
+func newLab(t *testing.T, db *sqlstore.DB) *lab {
+	ctx := context.Background()
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	if _, err := fleet.Generate(&spec, fleet.GenerateOptions{Site: "lab", Region: "lab", Timezone: "UTC", SKU: sku, GPUs: 40 * 8,
+		Levels: []string{"hall", "su", "rack"}, Fanout: []int{2, 2, 5}}); err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := fleet.ParseSpec(spec.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fl.Apply(ctx, parsed); err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{t: t, db: db, fl: fl, now: time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC), seq: map[string]int64{}, bare: map[string]bool{}}
+	for _, n := range parsed.Nodes {
+		fn, _ := fl.Snapshot.Node(n.Hostname)
+		l.nodes = append(l.nodes, fn)
+		sec := tenant.NewSecret()
+		tok := tenant.Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "agent", Role: neocloud.RoleAgent, NodeID: fn.ID, Hint: tenant.Hint(sec), CreatedBy: "test"}
+		if err := db.CreateToken(ctx, tok, tenant.HashSecret(sec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Slice(l.nodes, func(i, j int) bool {
+		return l.nodes[i].Domain+l.nodes[i].Hostname < l.nodes[j].Domain+l.nodes[j].Hostname
+	})
+	l.start()
+	return l
+}
+
+// start starts a server on the lab's store: a new agents service, as after
+// a restart.
+func (l *lab) start() {
+	ag := agents.NewService(l.db, l.db, l.fl, tenant.NewService(l.db))
+	ag.Now = func() time.Time { return l.now }
+	ag.Started = l.now
+	ag.Liveness = agents.Liveness{Grace: 2 * time.Minute, Breaker: map[string]float64{"su": 0.20}}
+	ag.OnFailed = func(_ context.Context, id, why string, evidence bool) error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if evidence {
+			l.t.Errorf("silence counted as evidence for %s", id)
+		}
+		l.failed = append(l.failed, id)
+		return nil
+	}
+	ag.BareMetal = func(_ context.Context, id string) (bool, error) { return l.bare[id], nil }
+	l.ag = ag
+}
+
+// beat has every node report except those silent.
+func (l *lab) beat(silent ...fleet.Node) {
+	skip := map[string]bool{}
+	for _, n := range silent {
+		skip[n.ID] = true
+	}
+	for _, n := range l.nodes {
+		if skip[n.ID] {
+			continue
+		}
+		l.seq[n.ID]++
+		p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+		if _, err := l.ag.Heartbeat(context.Background(), p, wire.Heartbeat{Version: wire.Version, Seq: l.seq[n.ID], At: l.now, GPUs: []wire.GPUSample{{Index: 0, PowerW: 500}}}); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+}
+
+func (l *lab) sweep() agents.SweepResult {
+	res, err := l.ag.Sweep(context.Background())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return res
+}
+
+func (l *lab) health(n fleet.Node) fleet.Health {
+	fn, _ := l.fl.Snapshot.Node(n.ID)
+	return fn.Health
+}
+
+// TestLiveness: a silent node becomes unreachable after three intervals
+// and failed after the grace, with its work replaced; nothing is judged
+// for a while after a start.
+func TestLiveness(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		l := newLab(t, db)
+		a := l.nodes[0]
+		l.beat()
+		// Within the startup grace (6 intervals), silence is not judged.
+		l.now = l.now.Add(50 * time.Second)
+		l.beat(a)
+		if res := l.sweep(); res.Judged || l.health(a) != fleet.HealthOK {
+			t.Fatalf("judged during the startup grace: %+v, %s", res, l.health(a))
+		}
+		l.now = l.now.Add(20 * time.Second) // a silent 70 s, the others 20 s
+		l.beat(a)
+		res := l.sweep()
+		if !res.Judged || len(res.Unreachable) != 1 || res.Unreachable[0] != a.ID || l.health(a) != fleet.HealthUnreachable || len(l.failed) != 0 {
+			t.Fatalf("after 70 s of silence: %+v, %s, failed %v", res, l.health(a), l.failed)
+		}
+		// Grace over (3 intervals + 2 minutes): failed, work replaced.
+		for i := 0; i < 9; i++ {
+			l.now = l.now.Add(10 * time.Second)
+			l.beat(a)
+			l.sweep()
+		}
+		if l.health(a) != fleet.HealthFailed || len(l.failed) != 1 || l.failed[0] != a.ID {
+			t.Fatalf("after 160 s of silence: %s, OnFailed %v", l.health(a), l.failed)
+		}
+		for _, n := range l.nodes[1:] {
+			if l.health(n) != fleet.HealthOK {
+				t.Fatalf("%s reported and is %s", n.Hostname, l.health(n))
+			}
+		}
+		// Its agent back: it reports ok again (the node stays where
+		// remediation put it).
+		l.beat()
+		if l.health(a) != fleet.HealthOK {
+			t.Fatalf("after reporting again: %s", l.health(a))
+		}
+	})
+}
+
+// TestLivenessBreaker: 30% of an su silent at once is the control plane's
+// blindness, not failures: an incident, no node marked or replaced; the
+// incident closes when they report again.
+func TestLivenessBreaker(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		l := newLab(t, db)
+		su := l.nodes[:10] // one su: 2 racks of 5
+		if su[0].Domain[:len("h1/su1")] != su[9].Domain[:len("h1/su1")] {
+			t.Fatalf("not one su: %s … %s", su[0].Domain, su[9].Domain)
+		}
+		silent := su[2:5]
+		l.beat()
+		for i := 0; i < 30; i++ { // five minutes
+			l.now = l.now.Add(10 * time.Second)
+			l.beat(silent...)
+			l.sweep()
+		}
+		incs := l.ag.Incidents(true)
+		if len(incs) != 1 || incs[0].Level != "su" || incs[0].Silent != 3 || incs[0].Nodes != 10 {
+			t.Fatalf("incidents: %+v", incs)
+		}
+		for _, n := range silent {
+			if l.health(n) != fleet.HealthOK {
+				t.Fatalf("%s in a silent su was marked %s", n.Hostname, l.health(n))
+			}
+		}
+		if len(l.failed) != 0 {
+			t.Fatalf("replaced behind an open breaker: %v", l.failed)
+		}
+		l.now = l.now.Add(10 * time.Second)
+		l.beat()
+		l.sweep()
+		if open := l.ag.Incidents(true); len(open) != 0 {
+			t.Fatalf("still open after they reported: %+v", open)
+		}
+		if all := l.ag.Incidents(false); len(all) != 1 || all[0].ClosedAt == nil {
+			t.Fatalf("closed incidents: %+v", all)
+		}
+	})
+}
+
+// TestLivenessBareMetal: a bare-metal node whose tenant rebooted it (or
+// cut its agent off) is the tenant's: never failed for silence.
+func TestLivenessBareMetal(t *testing.T) {
+	l := newLab(t, testdb.SQLite(t))
+	b := l.nodes[12]
+	l.bare[b.ID] = true
+	l.beat()
+	for i := 0; i < 30; i++ {
+		l.now = l.now.Add(10 * time.Second)
+		l.beat(b)
+		l.sweep()
+	}
+	if l.health(b) != fleet.HealthOK || len(l.failed) != 0 {
+		t.Fatalf("bare-metal node silent 5 minutes: %s, OnFailed %v", l.health(b), l.failed)
+	}
+}
+
+// TestLivenessAfterRestart: the server is down 10 minutes; after it starts
+// again every agent reports within its startup grace: no node is failed,
+// none replaced.
+func TestLivenessAfterRestart(t *testing.T) {
+	l := newLab(t, testdb.SQLite(t))
+	for i := 0; i < 8; i++ {
+		l.now = l.now.Add(10 * time.Second)
+		l.beat()
+		l.sweep()
+	}
+	l.now = l.now.Add(10 * time.Minute) // the server is down
+	l.start()
+	for i := 0; i < 3; i++ { // agents reconnect over a few intervals
+		l.sweep()
+		l.now = l.now.Add(10 * time.Second)
+	}
+	l.beat()
+	for i := 0; i < 30; i++ {
+		l.now = l.now.Add(10 * time.Second)
+		l.beat()
+		if res := l.sweep(); len(res.Unreachable)+len(res.Failed) != 0 {
+			t.Fatalf("after the restart: %+v", res)
+		}
+	}
+	for _, n := range l.nodes {
+		if l.health(n) != fleet.HealthOK {
+			t.Fatalf("%s: %s", n.Hostname, l.health(n))
+		}
+	}
+	if len(l.failed) != 0 {
+		t.Fatalf("replaced after a restart: %v", l.failed)
+	}
+}
