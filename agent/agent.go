@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +65,11 @@ type Options struct {
 	// whose first line of output is the message.
 	ChecksDir    string
 	CheckTimeout time.Duration
+	// BurnInCommand, ResetCommand and RebootCommand run a burn-in (e.g.
+	// "dcgmi diag -r 3"), a GPU reset and a reboot on a real node; empty:
+	// the GPUs' own (simulated) or, for a burn-in, a check that every GPU
+	// answers.
+	BurnInCommand, ResetCommand, RebootCommand string
 }
 
 // state is what the agent keeps between runs.
@@ -147,6 +153,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fence := &Fence{}
 	fence.Set(st.Assignment)
+	// Commands run in the background (a burn-in takes minutes; reports go
+	// on meanwhile); their outcomes travel with the next report.
+	var resMu sync.Mutex
 	var results []wire.Result
 	done := map[string]bool{}
 	if o.NoticeAddr != "" {
@@ -185,12 +194,14 @@ func Run(ctx context.Context, o Options) error {
 		// is sent.
 		now := time.Now().UTC()
 		st.Seq++
-		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, Results: results,
-			Checks: o.runChecks(ctx)}
+		resMu.Lock()
+		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, Results: results}
+		results = nil // they travel with this report now, spooled until delivered
+		resMu.Unlock()
+		hb.Checks = o.runChecks(ctx)
 		if n, ok := o.GPUs.(NICs); ok {
 			hb.NICs = n.NICs()
 		}
-		results = nil // they travel with this report now, spooled until delivered
 		if dropped, err := sp.add(hb); err != nil {
 			return err
 		} else if dropped > 0 {
@@ -216,7 +227,12 @@ func Run(ctx context.Context, o Options) error {
 					continue // its result is on its way
 				}
 				done[cmd.ID] = true
-				results = append(results, o.run(fence, cmd, logf))
+				go func(cmd wire.Command) {
+					r := o.run(fence, cmd, logf)
+					resMu.Lock()
+					results = append(results, r)
+					resMu.Unlock()
+				}(cmd)
 			}
 		}
 		if err := sp.drop(sent); err != nil {
@@ -296,11 +312,56 @@ type PowerCapper interface {
 	SetPowerCap(gpu int, watts int) error
 }
 
+// Resetter is GPUs that can be reset and the node rebooted (simulated
+// ones; a real node does it through ResetCommand and RebootCommand).
+type Resetter interface {
+	ResetGPU(gpu int) error
+	Reboot() error
+}
+
+// BurnIner is GPUs that run their own burn-in.
+type BurnIner interface {
+	BurnIn(ctx context.Context) error
+}
+
 // execute is the agent's own handling of commands: a power cap goes to
-// every GPU; drain, health check and sanitize have no node-side work yet
-// beyond being acknowledged (the simulated node's are instant).
+// every GPU; a GPU reset or a reboot to the GPUs' own, or the configured
+// command; a burn-in to the GPUs' own, the configured command, or a check
+// that every GPU answers; drain, health check and sanitize are
+// acknowledged (the simulated node's are instant).
 func (o *Options) execute(c wire.Command) error {
 	switch c.Kind {
+	case "gpu_reset", "reboot":
+		if cmd := map[string]string{"gpu_reset": o.ResetCommand, "reboot": o.RebootCommand}[c.Kind]; cmd != "" {
+			return exec.Command("/bin/sh", "-c", cmd).Run()
+		}
+		r, ok := o.GPUs.(Resetter)
+		if !ok {
+			return fmt.Errorf("no %s command is configured on this node", c.Kind)
+		}
+		if c.Kind == "reboot" {
+			return r.Reboot()
+		}
+		for _, g := range o.GPUs.Info() {
+			if err := r.ResetGPU(g.Index); err != nil {
+				return err
+			}
+		}
+	case "burn_in":
+		if o.BurnInCommand != "" {
+			if b, err := exec.Command("/bin/sh", "-c", o.BurnInCommand).CombinedOutput(); err != nil {
+				return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(b)))
+			}
+			return nil
+		}
+		if b, ok := o.GPUs.(BurnIner); ok {
+			return b.BurnIn(context.Background())
+		}
+		for _, g := range o.GPUs.Sample(time.Now()) {
+			if g.Lost {
+				return fmt.Errorf("gpu %d is not visible to the driver", g.Index)
+			}
+		}
 	case "power_cap":
 		pc, ok := o.GPUs.(PowerCapper)
 		if !ok {
@@ -348,12 +409,11 @@ var ErrStale = errors.New("stale: the command is from an older assignment genera
 func (f *Fence) Allow(c wire.Command) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	destructive := c.Kind == "drain" || c.Kind == "sanitize" || c.Kind == "power_cap"
-	if destructive && c.Generation < f.gen {
+	if wire.Destructive(c.Kind) && c.Generation < f.gen {
 		return fmt.Errorf("%w (%d < %d)", ErrStale, c.Generation, f.gen)
 	}
-	if c.Kind == "sanitize" && f.cur != nil {
-		return errors.New("the node is assigned: it is never sanitized while it serves work")
+	if (c.Kind == "sanitize" || c.Kind == "burn_in") && f.cur != nil {
+		return fmt.Errorf("the node is assigned: it is never %s while it serves work", map[string]string{"sanitize": "sanitized", "burn_in": "burned in"}[c.Kind])
 	}
 	return nil
 }
@@ -468,6 +528,9 @@ type Simulated struct {
 	maxW   float64
 	idleW  float64
 	last   time.Time
+	// burn-in time and failure chance
+	burnInFor  time.Duration
+	burnInFail float64
 	// Load returns each GPU's utilization (0–1) at a time: by default a
 	// slow wave, so that power, heat and energy move.
 	Load func(gpu int, t time.Time) float64
@@ -541,6 +604,83 @@ func (s *Simulated) SetPowerCap(gpu int, watts int) error {
 	return nil
 }
 
+// BurnInFor is how long a simulated burn-in takes; BurnInFailRate the
+// chance one fails on healthy GPUs (a lost GPU or a failed remap always
+// fails it).
+func (s *Simulated) SetBurnIn(d time.Duration, failRate float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.burnInFor, s.burnInFail = d, failRate
+}
+
+// BurnIn loads every GPU for the burn-in time and checks them.
+func (s *Simulated) BurnIn(ctx context.Context) error {
+	s.mu.Lock()
+	d, rate := s.burnInFor, s.burnInFail
+	s.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, g := range s.gpus {
+		switch {
+		case g.lost:
+			return fmt.Errorf("gpu %d is not visible to the driver", i)
+		case g.remapFailed:
+			return fmt.Errorf("gpu %d: HBM row remap failed", i)
+		}
+	}
+	if rand.Float64() < rate {
+		return errors.New("burn-in: NCCL all-reduce bandwidth below the floor")
+	}
+	return nil
+}
+
+// ResetGPU resets a simulated GPU: pending row remaps take effect and the
+// volatile ECC counts clear; a GPU off the bus stays off.
+func (s *Simulated) ResetGPU(gpu int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gpu < 0 || gpu >= len(s.gpus) {
+		return fmt.Errorf("no GPU %d", gpu)
+	}
+	g := &s.gpus[gpu]
+	if g.lost {
+		return fmt.Errorf("gpu %d is not visible to the driver", gpu)
+	}
+	g.remapPending = g.remapFailed
+	g.eccU, g.xids, g.capW = 0, nil, 0
+	return nil
+}
+
+// Reboot resets every GPU that answers.
+func (s *Simulated) Reboot() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.gpus {
+		g := &s.gpus[i]
+		if !g.lost {
+			g.remapPending = g.remapFailed
+			g.eccU, g.xids, g.capW = 0, nil, 0
+		}
+		g.hot = false
+	}
+	return nil
+}
+
+// Repair is a technician's work on the simulated node: every GPU is whole
+// again (replaced where it had failed).
+func (s *Simulated) Repair() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.gpus {
+		s.gpus[i] = simGPU{energyJ: s.gpus[i].energyJ, tempC: s.gpus[i].tempC}
+	}
+}
+
 // Inject applies a fault; it shows in the next sample.
 func (s *Simulated) Inject(f Fault) {
 	s.mu.Lock()
@@ -549,7 +689,9 @@ func (s *Simulated) Inject(f Fault) {
 	if f.XID != 0 {
 		g.xids = append(g.xids, wire.XID{Code: f.XID, At: time.Now().UTC()})
 	}
-	g.lost = g.lost || f.Lost
+	// XID 79 is the driver saying the GPU fell off the bus: it is gone
+	// until the node is repaired.
+	g.lost = g.lost || f.Lost || f.XID == 79
 	g.eccU += f.ECC
 	g.hot = g.hot || f.Hot
 	g.remapPending = g.remapPending || f.RowRemap || f.RemapFailed

@@ -638,4 +638,49 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 	if !found {
 		t.Fatalf("no node.replaced event: %+v", evs.Items)
 	}
+
+	// The failed node is in repair, with a ticket naming the GPU.
+	var tickets struct{ Items []agents.RepairTicket }
+	if err := op.Do(ctx, http.MethodGet, "/v1/repairs", url.Values{"node": {victim}}, nil, &tickets); err != nil || len(tickets.Items) != 1 {
+		t.Fatalf("repair tickets: %+v %v", tickets.Items, err)
+	}
+	tk := tickets.Items[0]
+	if tk.State != agents.TicketOpen || len(tk.GPUs) != 8 || !tk.GPUs[3].Suspect || tk.GPUs[3].UUID != "GPU-sim-03" || tk.GPUs[2].Suspect || !strings.Contains(strings.Join(tk.Reasons, ";"), "XID 79") {
+		t.Fatalf("the ticket: %+v", tk)
+	}
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim, nil, nil, &fn)
+	if fn.Lifecycle != fleet.LifecycleRepair {
+		t.Fatalf("the failed node is %s, not in repair", fn.Lifecycle)
+	}
+	// Repaired: burn-in, then sanitize, through its agent, then service.
+	gpus.Repair()
+	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+victim+"/repair-done", nil, map[string]any{}, &tk); err != nil || tk.State != agents.TicketBurnIn {
+		t.Fatalf("repair-done: %+v %v", tk, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim, nil, nil, &fn)
+		if fn.Lifecycle == fleet.LifecycleAvailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			op.Do(ctx, http.MethodGet, "/v1/repairs", url.Values{"node": {victim}, "all": {"true"}}, nil, &tickets)
+			t.Fatalf("never back in service: %s, tickets %+v", fn.Lifecycle, tickets.Items)
+		}
+	}
+	var recs struct{ Items []agents.SanitizeRecord }
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim+"/sanitize-records", nil, nil, &recs); err != nil || len(recs.Items) != 1 || recs.Items[0].Result != "done" || recs.Items[0].TicketID != tk.ID {
+		t.Fatalf("sanitize records: %+v %v", recs.Items, err)
+	}
+	var cmds struct{ Items []agents.NodeCommand }
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim+"/commands", nil, nil, &cmds)
+	kinds := map[string]string{}
+	for _, c := range cmds.Items {
+		kinds[c.Kind] = c.State
+	}
+	if kinds["burn_in"] != "done" || kinds["sanitize"] != "done" {
+		t.Fatalf("the agent's commands: %+v", cmds.Items)
+	}
+	if fn.Health != fleet.HealthOK || fn.Cordoned {
+		t.Fatalf("back in service: health %s, cordoned %v", fn.Health, fn.Cordoned)
+	}
 }

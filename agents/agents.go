@@ -45,6 +45,7 @@ type State struct {
 	Health     fleet.Health     `json:"health"`
 	Action     Action           `json:"action,omitempty"`
 	GPUs       []wire.GPUSample `json:"-"`
+	Found      []wire.GPUInfo   `json:"gpus_found,omitempty" doc:"The GPUs the agent found when it joined: models and UUIDs."`
 	storedAt   time.Time        // when this node's state was last stored
 }
 
@@ -138,6 +139,7 @@ type Store interface {
 	NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error)
 	// AgentNodes returns the nodes that have a live agent credential.
 	AgentNodes(ctx context.Context) ([]string, error)
+	RemediationStore
 }
 
 // Tx runs work in one transaction; AfterCommit defers fn until ctx's
@@ -170,6 +172,11 @@ type Service struct {
 	// server started (no node is judged for a while after it).
 	Liveness Liveness
 	Started  time.Time
+	// Remediation is the policy of a failed node's way back; Generation
+	// tells a node's assignment generation, current or last (the fence
+	// its agent holds).
+	Remediation Remediation
+	Generation  func(ctx context.Context, nodeID string) (int64, error)
 
 	incMu     sync.Mutex
 	incidents map[string]*Incident
@@ -298,6 +305,19 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 			return err
 		}
 		out = wire.JoinResponse{Version: wire.Version, NodeID: n.ID, Credential: secret, HeartbeatS: s.HeartbeatS}
+		// The GPUs found (their UUIDs name them on repair tickets) are kept
+		// with the node's state from here on.
+		if _, err := s.Store.PutAgentState(ctx, State{NodeID: n.ID, SeenAt: now, Health: fleet.HealthOK, Found: in.GPUs}); err != nil {
+			return err
+		}
+		s.Tx.AfterCommit(ctx, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if cur, ok := s.latest[n.ID]; ok {
+				cur.Found = in.GPUs
+				s.latest[n.ID] = cur
+			}
+		})
 		return nil
 	})
 	return out, err
@@ -354,10 +374,21 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if err != nil {
 		return ans, err
 	}
-	st := State{NodeID: p.NodeID, Seq: hb.Seq, SeenAt: now, Heartbeat: hb}
+	st := State{NodeID: p.NodeID, Seq: hb.Seq, SeenAt: now, Heartbeat: hb, Found: prev.Found}
 	// Conditions that call for a reset or worse stay until the node is
-	// remediated; heat, links and checks are as the last report says.
-	st.Conditions = merge(Sticky(prev.Conditions), Evaluate(hb))
+	// remediated (a GPU reset or a reboot reported done here clears those
+	// it remedies); heat, links and checks are as the last report says.
+	remedied, err := s.remedied(ctx, p.NodeID, hb.Results)
+	if err != nil {
+		return ans, err
+	}
+	var sticky []Condition
+	for _, c := range Sticky(prev.Conditions) {
+		if ladder[c.Action] > ladder[remedied] {
+			sticky = append(sticky, c)
+		}
+	}
+	st.Conditions = merge(sticky, Evaluate(hb))
 	st.Health, st.Action = Worst(st.Conditions)
 	sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
 	hottest := 0.0
@@ -402,8 +433,8 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)) }); err != nil {
 				return ans, err
 			}
-			if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed && s.OnFailed != nil {
-				if err := s.OnFailed(ctx, p.NodeID, strings.Join(reasons(st.Conditions), "; "), true); err != nil {
+			if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed {
+				if err := s.failed(ctx, p.NodeID, strings.Join(reasons(st.Conditions), "; "), true); err != nil {
 					return ans, err
 				}
 			}
@@ -526,6 +557,33 @@ func (s *Service) NextChange(nodeID string) <-chan struct{} {
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
 	return s.change(nodeID).wake
+}
+
+// remedied is the highest rung of the ladder that commands reported done
+// in results remedy: a GPU reset, a reboot.
+func (s *Service) remedied(ctx context.Context, nodeID string, results []wire.Result) (Action, error) {
+	up := ActionNone
+	if len(results) == 0 {
+		return up, nil
+	}
+	cs, err := s.Store.Commands(ctx, nodeID, false)
+	if err != nil {
+		return up, err
+	}
+	kinds := map[string]string{}
+	for _, c := range cs {
+		kinds[c.ID] = c.Kind
+	}
+	for _, r := range results {
+		if r.State != "done" {
+			continue
+		}
+		a := map[string]Action{"gpu_reset": ActionReset, "reboot": ActionReboot}[kinds[r.ID]]
+		if ladder[a] > ladder[up] {
+			up = a
+		}
+	}
+	return up, nil
 }
 
 // latestOrStored returns a node's last state from memory, else from the
@@ -672,7 +730,7 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 
 // CommandInput orders a node's agent.
 type CommandInput struct {
-	Kind   string `json:"kind" enum:"drain,health_check,sanitize,power_cap"`
+	Kind   string `json:"kind" enum:"drain,health_check,sanitize,power_cap,burn_in,reboot,gpu_reset"`
 	PowerW int    `json:"power_w,omitempty" doc:"For power_cap: watts per GPU."`
 }
 
@@ -685,23 +743,26 @@ func (s *Service) Order(ctx context.Context, p neocloud.Principal, ref string, i
 		return NodeCommand{}, neocloud.NotFound("node", ref)
 	}
 	switch in.Kind {
-	case "drain", "health_check", "sanitize":
+	case "drain", "health_check", "sanitize", "burn_in", "reboot", "gpu_reset":
 	case "power_cap":
 		if in.PowerW <= 0 {
 			return NodeCommand{}, neocloud.Invalid("body.power_w", "a power cap needs watts per GPU")
 		}
 	default:
-		return NodeCommand{}, neocloud.Invalid("body.kind", "must be drain, health_check, sanitize or power_cap, not %q", in.Kind)
+		return NodeCommand{}, neocloud.Invalid("body.kind", "must be drain, health_check, sanitize, power_cap, burn_in, reboot or gpu_reset, not %q", in.Kind)
 	}
-	var gen int64
+	gen, err := s.generation(ctx, n.ID)
+	if err != nil {
+		return NodeCommand{}, err
+	}
 	if s.Assignment != nil {
 		a, err := s.Assignment(ctx, n.ID)
 		if err != nil {
 			return NodeCommand{}, err
 		}
 		if a != nil {
-			if in.Kind == "sanitize" {
-				return NodeCommand{}, neocloud.Conflict("assigned", "node %s serves reservation %s: it is sanitized only when released", n.Hostname, a.Reservation)
+			if in.Kind == "sanitize" || in.Kind == "burn_in" {
+				return NodeCommand{}, neocloud.Conflict("assigned", "node %s serves reservation %s: it is %s only when released", n.Hostname, a.Reservation, map[string]string{"sanitize": "sanitized", "burn_in": "burned in"}[in.Kind])
 			}
 			gen = a.Generation
 		}

@@ -182,10 +182,8 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 				return res, err
 			}
 			res.Failed = append(res.Failed, id)
-			if s.OnFailed != nil {
-				if err := s.OnFailed(ctx, id, why, false); err != nil {
-					return res, err
-				}
+			if err := s.failed(ctx, id, why, false); err != nil {
+				return res, err
 			}
 		case n.Health == fleet.HealthOK || n.Health == fleet.HealthDegraded:
 			if err := s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v", d)}); err != nil {

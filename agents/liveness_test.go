@@ -3,6 +3,7 @@ package agents_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"testing"
@@ -252,4 +253,71 @@ func TestLivenessAfterRestart(t *testing.T) {
 	if len(l.failed) != 0 {
 		t.Fatalf("replaced after a restart: %v", l.failed)
 	}
+}
+
+// TestQuarantine: the third failure of a node in 30 days quarantines it:
+// repair-done is refused until forced. Each way back runs burn-in, then
+// sanitize (with its record), through the node's agent.
+func TestQuarantine(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		l := newLab(t, db)
+		ctx := context.Background()
+		n := l.nodes[7]
+		finish := func(tk agents.RepairTicket) {
+			t.Helper()
+			if tk.CommandID == "" {
+				t.Fatalf("no command for step %s", tk.State)
+			}
+			if err := db.FinishCommand(ctx, n.ID, wire.Result{ID: tk.CommandID, State: "done"}, l.now); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.ag.Remediate(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 1; i <= 3; i++ {
+			l.now = l.now.Add(24 * time.Hour)
+			tk, err := l.ag.OpenRepair(ctx, n.ID, fmt.Sprintf("gpu 1: failure %d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fn, _ := l.fl.Snapshot.Node(n.ID); fn.Lifecycle != fleet.LifecycleRepair || tk.Quarantined != (i == 3) {
+				t.Fatalf("failure %d: %s, quarantined %v", i, fn.Lifecycle, tk.Quarantined)
+			}
+			if i == 3 {
+				if _, err := l.ag.RepairDone(ctx, n.ID, false); neocloud.ErrorKind(err) != neocloud.KindConflict {
+					t.Fatalf("repair-done of a quarantined node: %v", err)
+				}
+			}
+			tk, err = l.ag.RepairDone(ctx, n.ID, i == 3)
+			if err != nil || tk.State != agents.TicketBurnIn {
+				t.Fatalf("repair-done %d: %+v %v", i, tk, err)
+			}
+			finish(tk) // burn-in done → sanitizing
+			ts, _ := db.Tickets(ctx, n.ID, true)
+			if len(ts) != 1 || ts[0].State != agents.TicketSanitizing {
+				t.Fatalf("after burn-in: %+v", ts)
+			}
+			if fn, _ := l.fl.Snapshot.Node(n.ID); fn.Lifecycle != fleet.LifecycleSanitizing {
+				t.Fatalf("after burn-in the node is %s", fn.Lifecycle)
+			}
+			finish(ts[0]) // sanitize done → available, with a record
+			if fn, _ := l.fl.Snapshot.Node(n.ID); fn.Lifecycle != fleet.LifecycleAvailable {
+				t.Fatalf("after sanitize the node is %s", fn.Lifecycle)
+			}
+			if recs, _ := db.SanitizeRecords(ctx, n.ID); len(recs) != i || recs[0].TicketID != tk.ID || len(recs[0].Steps) == 0 {
+				t.Fatalf("sanitize records: %+v", recs)
+			}
+		}
+		// A failed step sends the node back to repair.
+		tk, _ := l.ag.OpenRepair(ctx, n.ID, "gpu 1: failure 4")
+		tk, _ = l.ag.RepairDone(ctx, n.ID, true)
+		if err := db.FinishCommand(ctx, n.ID, wire.Result{ID: tk.CommandID, State: "failed", Message: "NCCL bandwidth below the floor"}, l.now); err != nil {
+			t.Fatal(err)
+		}
+		l.ag.Remediate(ctx)
+		if fn, _ := l.fl.Snapshot.Node(n.ID); fn.Lifecycle != fleet.LifecycleRepair {
+			t.Fatalf("after a failed burn-in the node is %s", fn.Lifecycle)
+		}
+	})
 }

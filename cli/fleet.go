@@ -207,6 +207,17 @@ func nodeCmd(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/commands", nil, listFlags{limit: 1000}, nodeCommandCols)
 		}})
+	var force bool
+	repairDone := &cobra.Command{Use: "repair-done HOSTNAME|ID", Short: "A repaired node goes to burn-in, sanitizing, then service (--force for a quarantined one)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/repair-done", map[string]any{"force": force}, ticketCols)
+		}}
+	repairDone.Flags().BoolVar(&force, "force", false, "let a quarantined node back")
+	cmd.AddCommand(repairDone, &cobra.Command{Use: "sanitize-records HOSTNAME|ID", Short: "A node's sanitize records: steps and result, before each new tenant", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/sanitize-records", nil, listFlags{limit: 1000},
+				[]column{{"ID", "id"}, {"RESULT", "result"}, {"TICKET", "ticket_id"}, {"STARTED", "started_at"}, {"FINISHED", "finished_at"}, {"STEPS", "steps"}})
+		}})
 	var fromSeq, toSeq int64
 	samples := &cobra.Command{Use: "samples HOSTNAME|ID --to-seq N", Short: "A node's per-report samples: energy counter sum (J) and power (W), by sequence number", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -226,6 +237,29 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0])+"/agent", nil,
 				[]column{{"NODE", "node_id"}, {"SEQ", "seq"}, {"SEEN", "seen_at"}, {"HEALTH", "health"}, {"ACTION", "action"}, {"CONDITIONS", "conditions"}})
 		}})
+	return cmd
+}
+
+var ticketCols = []column{{"ID", "id"}, {"NODE", "node_id"}, {"STATE", "state"}, {"QUARANTINED", "quarantined"}, {"OPENED", "opened_at"}, {"REASONS", "reasons"}, {"MESSAGE", "message"}}
+
+func repairCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "repair", Short: "Repair tickets: failed nodes on their way back to service"}
+	var node string
+	var all bool
+	list := &cobra.Command{Use: "list", Short: "Repair tickets, newest first (open ones unless --all)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			q := url.Values{}
+			if node != "" {
+				q.Set("node", node)
+			}
+			if all {
+				q.Set("all", "true")
+			}
+			return g.list(c.Context(), "/v1/repairs", q, listFlags{limit: 1000}, ticketCols)
+		}}
+	list.Flags().StringVar(&node, "node", "", "one node's (hostname or id)")
+	list.Flags().BoolVar(&all, "all", false, "closed tickets too")
+	cmd.AddCommand(list)
 	return cmd
 }
 

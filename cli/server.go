@@ -61,8 +61,9 @@ type ServerOptions struct {
 	// Liveness is the policy for nodes whose agents fall silent;
 	// HeartbeatS the cadence agents are told (default 10 s). Silent nodes
 	// are judged every half interval, with the lifecycle loop.
-	Liveness   agents.Liveness
-	HeartbeatS int
+	Liveness    agents.Liveness
+	HeartbeatS  int
+	Remediation agents.Remediation
 }
 
 // Seams are the drivers of the allocation lifecycle.
@@ -125,6 +126,8 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		return err
 	}
 	ag.BareMetal = sv.BareMetal
+	ag.Generation = sv.NodeGeneration
+	ag.Remediation = o.Remediation
 	if db.Dialect == sqlstore.Postgres {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
@@ -158,7 +161,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
 	go hourly(bg, ag, o.Logger)
 	if !o.NoLifecycle {
-		go sweep(bg, ag, o.Logger)
+		sweepEvery := time.Duration(ag.HeartbeatS) * time.Second / 2
+		if o.LifecycleEvery > 0 && o.LifecycleEvery < sweepEvery {
+			sweepEvery = o.LifecycleEvery
+		}
+		go sweep(bg, ag, sweepEvery, o.Logger)
 		every := o.LifecycleEvery
 		if every == 0 {
 			every = time.Second
@@ -187,9 +194,10 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 	}
 }
 
-// sweep judges silent nodes every half heartbeat interval.
-func sweep(ctx context.Context, ag *agents.Service, log *slog.Logger) {
-	t := time.NewTicker(time.Duration(ag.HeartbeatS) * time.Second / 2)
+// sweep judges silent nodes and moves repairs along, every half heartbeat
+// interval (or the lifecycle's cadence, when faster).
+func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -200,6 +208,9 @@ func sweep(ctx context.Context, ag *agents.Service, log *slog.Logger) {
 		res, err := ag.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("liveness sweep", "err", err)
+		}
+		if _, err := ag.Remediate(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("remediation", "err", err)
 		}
 		if len(res.Unreachable)+len(res.Failed) > 0 {
 			log.Info("liveness", "silent", res.Silent, "unreachable", len(res.Unreachable), "failed", len(res.Failed), "held", res.Held)
@@ -272,6 +283,8 @@ func serverFlags(cmd *cobra.Command, o *ServerOptions) {
 	cmd.Flags().IntVar(&o.HeartbeatS, "heartbeat-s", 10, "seconds between agent heartbeats (agents are told at join)")
 	cmd.Flags().IntVar(&o.Liveness.Missed, "liveness-missed", 3, "missed heartbeats that make a node unreachable")
 	cmd.Flags().DurationVar(&o.Liveness.Grace, "liveness-grace", 5*time.Minute, "how long a node stays unreachable before it is failed and its work replaced")
+	cmd.Flags().IntVar(&o.Remediation.QuarantineAfter, "quarantine-after", 3, "failures in 30 days that quarantine a node for operator review")
+	cmd.Flags().DurationVar(&o.Remediation.Fallback, "sim-burn-in", 10*time.Minute, "simulated burn-in and sanitize time of a repaired node without an agent")
 	cmd.Flags().IntVar(&o.Liveness.StartupIntervals, "liveness-startup", 6, "heartbeat intervals after a start before any node is judged")
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")

@@ -358,6 +358,31 @@ func (s *Service) Act(ctx context.Context, ref string, a Action) (Node, error) {
 	return out, err
 }
 
+// SetLifecycle moves a node along its lifecycle (remediation: repair,
+// burn-in, sanitizing, available), refusing a move the lifecycle does not
+// allow.
+func (s *Service) SetLifecycle(ctx context.Context, id string, to Lifecycle) error {
+	return s.Tx.InTx(ctx, func(ctx context.Context) error {
+		n, err := s.Store.Node(ctx, id)
+		if err != nil {
+			return err
+		}
+		if n.Lifecycle == to {
+			return nil
+		}
+		if err := Transition(n.Lifecycle, to); err != nil {
+			return err
+		}
+		n.Lifecycle = to
+		n.Version, n.UpdatedAt = n.Version+1, s.now()
+		if err := s.Store.UpdateNodes(ctx, []Node{n}); err != nil {
+			return err
+		}
+		s.Tx.AfterCommit(ctx, func() { s.Snapshot.PutNodes([]Node{n}) })
+		return nil
+	})
+}
+
 // SetHealth records a node's health and its reasons (from its agent's
 // reports, or the control plane's own judgement). Unchanged, it writes
 // nothing.

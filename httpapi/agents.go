@@ -138,6 +138,57 @@ func (s *Server) registerAgents() {
 			return &struct{ Body List[agents.Incident] }{List[agents.Incident]{Items: nonNil(av.Incidents(!in.All))}}, nil
 		})
 
+	register(s, opAdmin, huma.Operation{OperationID: "repair-done", Method: http.MethodPost, Path: "/v1/nodes/{node}/repair-done", Summary: "A repaired node goes to burn-in, then sanitizing, then service",
+		Description: "Clears the node's hardware conditions and starts its burn-in through its agent; a burn-in done starts the sanitize, and a sanitize done (with its record) returns the node to service. A quarantined node needs force.", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node"`
+			Body struct {
+				Force bool `json:"force,omitempty" doc:"Let a quarantined node back."`
+			}
+		}) (*struct{ Body agents.RepairTicket }, error) {
+			t, err := av.RepairDone(ctx, in.Node, in.Body.Force)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = t.ID
+			return &struct{ Body agents.RepairTicket }{t}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "list-repairs", Method: http.MethodGet, Path: "/v1/repairs", Summary: "Repair tickets, newest first", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `query:"node" doc:"One node's (hostname or id)."`
+			All  bool   `query:"all" doc:"Closed ones too."`
+		}) (*struct{ Body List[agents.RepairTicket] }, error) {
+			id := ""
+			if in.Node != "" {
+				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+				if !ok {
+					return nil, neocloud.NotFound("node", in.Node)
+				}
+				id = n.ID
+			}
+			ts, err := av.Store.Tickets(ctx, id, !in.All)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.RepairTicket] }{List[agents.RepairTicket]{Items: nonNil(ts)}}, nil
+		})
+
+	register(s, opRead, huma.Operation{OperationID: "node-sanitize-records", Method: http.MethodGet, Path: "/v1/nodes/{node}/sanitize-records", Summary: "A node's sanitize records, newest first", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node"`
+		}) (*struct{ Body List[agents.SanitizeRecord] }, error) {
+			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+			if !ok {
+				return nil, neocloud.NotFound("node", in.Node)
+			}
+			rs, err := av.Store.SanitizeRecords(ctx, n.ID)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.SanitizeRecord] }{List[agents.SanitizeRecord]{Items: nonNil(rs)}}, nil
+		})
+
 	register(s, opRead, huma.Operation{OperationID: "node-samples", Method: http.MethodGet, Path: "/v1/nodes/{node}/samples", Summary: "A node's per-report samples (energy counter sum and power) by sequence number (kept 7 days)", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node    string `path:"node"`

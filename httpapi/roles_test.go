@@ -80,20 +80,23 @@ var rolesTable = map[string][]neocloud.Role{
 	"list-maintenance":         {OA, OV},
 	"cancel-maintenance":       {OA},
 	// Agents.
-	"create-join-token":  {OA},
-	"list-join-tokens":   {OA, OV},
-	"agent-join":         {}, // public: its bearer is a join token (TestAgentJoin)
-	"agent-heartbeat":    {AG},
-	"agent-stream":       {AG}, // a stream: TestAgentJoinAndHeartbeats reads it
-	"get-node-agent":     {OA, OV},
-	"rekey-node":         {OA},
-	"node-minutes":       {OA, OV},
-	"order-node":         {OA},
-	"list-node-commands": {OA, OV},
-	"node-energy":        {OA, OV},
-	"node-samples":       {OA, OV},
-	"list-incidents":     {OA, OV},
-	"events":             {OA, OV, TA, TM},
+	"create-join-token":     {OA},
+	"list-join-tokens":      {OA, OV},
+	"agent-join":            {}, // public: its bearer is a join token (TestAgentJoin)
+	"agent-heartbeat":       {AG},
+	"agent-stream":          {AG}, // a stream: TestAgentJoinAndHeartbeats reads it
+	"get-node-agent":        {OA, OV},
+	"rekey-node":            {OA},
+	"node-minutes":          {OA, OV},
+	"order-node":            {OA},
+	"list-node-commands":    {OA, OV},
+	"node-energy":           {OA, OV},
+	"node-samples":          {OA, OV},
+	"list-incidents":        {OA, OV},
+	"list-repairs":          {OA, OV},
+	"repair-done":           {OA},
+	"node-sanitize-records": {OA, OV},
+	"events":                {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -219,11 +222,20 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		path = strings.Replace(path, "{node}", e.hosts[3], 1)
 	case "node-minutes", "node-energy":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
+	case "node-sanitize-records":
+		path = strings.Replace(path, "{node}", e.hosts[0], 1)
+	case "repair-done":
+		n, _ := e.fleet.Snapshot.Node(e.hosts[9])
+		if _, err := e.agents.OpenRepair(context.Background(), n.ID, "gpu 2: XID 79 GPU has fallen off the bus"); err != nil {
+			t.Fatal(err)
+		}
+		path = strings.Replace(path, "{node}", e.hosts[9], 1)
+		body = map[string]any{}
 	case "node-samples":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?to_seq=10"
 	case "rekey-node":
 		path = strings.Replace(path, "{node}", e.hosts[2], 1)
-	case "list-maintenance", "list-incidents":
+	case "list-maintenance", "list-incidents", "list-repairs":
 	case "create-maintenance":
 		body = map[string]any{"site": "lease-lab", "domain": "h1/r1", "start": time.Now().UTC().AddDate(2, 0, n), "duration_s": 3600, "reason": "firmware"}
 	case "cancel-maintenance":

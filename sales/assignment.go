@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/wire"
 )
 
@@ -62,4 +63,18 @@ func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assi
 		return out, nil
 	}
 	return nil, nil
+}
+
+// NodeGeneration is a node's assignment generation: that of its newest
+// allocation, live or ended (0 if it never had one). It only grows, and it
+// is what the node's agent fences destructive commands with.
+func (s *Service) NodeGeneration(ctx context.Context, nodeID string) (int64, error) {
+	a, err := s.Store.LastNodeAllocation(ctx, nodeID)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return a.BoundAt.UnixMicro(), nil
 }

@@ -73,6 +73,9 @@ type Store interface {
 	LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error)
 	// NodeAllocations returns a node's allocations that have not ended.
 	NodeAllocations(ctx context.Context, nodeID string) ([]Allocation, error)
+	// LastNodeAllocation returns the node's newest allocation, ended or
+	// not, or KindNotFound.
+	LastNodeAllocation(ctx context.Context, nodeID string) (Allocation, error)
 	// LiveAllocationNodes returns which of the nodes have live allocations,
 	// with the reservation of each.
 	LiveAllocationNodes(ctx context.Context, nodeIDs []string) (map[string]string, error)

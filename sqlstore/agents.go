@@ -260,3 +260,82 @@ func (db *DB) FinishCommand(ctx context.Context, nodeID string, r wire.Result, a
 		return err
 	})
 }
+
+const ticketCols = `id, node_id, state, reasons, gpus, quarantined, command_id, message, opened_at, updated_at, closed_at`
+
+func scanTicket(r scanner) (agents.RepairTicket, error) {
+	var t agents.RepairTicket
+	var reasons, gpus string
+	var opened, updated int64
+	var closed sql.NullInt64
+	if err := r.Scan(&t.ID, &t.NodeID, &t.State, &reasons, &gpus, &t.Quarantined, &t.CommandID, &t.Message, &opened, &updated, &closed); err != nil {
+		return t, err
+	}
+	t.OpenedAt, t.UpdatedAt = fromMicros(opened), fromMicros(updated)
+	if closed.Valid {
+		at := fromMicros(closed.Int64)
+		t.ClosedAt = &at
+	}
+	if err := json.Unmarshal([]byte(reasons), &t.Reasons); err != nil {
+		return t, err
+	}
+	return t, json.Unmarshal([]byte(gpus), &t.GPUs)
+}
+
+func closedMicros(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return micros(*t)
+}
+
+func (db *DB) InsertTicket(ctx context.Context, t agents.RepairTicket) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO repair_tickets (`+ticketCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.NodeID, t.State, mustJSON(t.Reasons), mustJSON(t.GPUs), t.Quarantined, t.CommandID, t.Message, micros(t.OpenedAt), micros(t.UpdatedAt), closedMicros(t.ClosedAt))
+		return err
+	})
+}
+
+func (db *DB) UpdateTicket(ctx context.Context, t agents.RepairTicket) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `UPDATE repair_tickets SET state = ?, reasons = ?, gpus = ?, quarantined = ?, command_id = ?, message = ?, updated_at = ?, closed_at = ? WHERE id = ?`,
+			t.State, mustJSON(t.Reasons), mustJSON(t.GPUs), t.Quarantined, t.CommandID, t.Message, micros(t.UpdatedAt), closedMicros(t.ClosedAt), t.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return neocloud.NotFound("repair ticket", t.ID)
+		}
+		return nil
+	})
+}
+
+func (db *DB) Tickets(ctx context.Context, nodeID string, openOnly bool) ([]agents.RepairTicket, error) {
+	q := `SELECT ` + ticketCols + ` FROM repair_tickets WHERE (? = '' OR node_id = ?)`
+	if openOnly {
+		q += ` AND state <> 'closed'`
+	}
+	return collect(db, ctx, scanTicket, q+` ORDER BY opened_at DESC, id DESC`, nodeID, nodeID)
+}
+
+func (db *DB) InsertSanitizeRecord(ctx context.Context, r agents.SanitizeRecord) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO sanitize_records (id, node_id, ticket_id, command_id, result, steps, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, r.NodeID, r.TicketID, r.CommandID, r.Result, mustJSON(r.Steps), micros(r.StartedAt), micros(r.FinishedAt))
+		return err
+	})
+}
+
+func (db *DB) SanitizeRecords(ctx context.Context, nodeID string) ([]agents.SanitizeRecord, error) {
+	return collect(db, ctx, func(row scanner) (agents.SanitizeRecord, error) {
+		var r agents.SanitizeRecord
+		var steps string
+		var started, finished int64
+		if err := row.Scan(&r.ID, &r.NodeID, &r.TicketID, &r.CommandID, &r.Result, &steps, &started, &finished); err != nil {
+			return r, err
+		}
+		r.StartedAt, r.FinishedAt = fromMicros(started), fromMicros(finished)
+		return r, json.Unmarshal([]byte(steps), &r.Steps)
+	}, `SELECT id, node_id, ticket_id, command_id, result, steps, started_at, finished_at FROM sanitize_records WHERE node_id = ? ORDER BY finished_at DESC, id DESC`, nodeID)
+}

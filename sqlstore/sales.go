@@ -566,6 +566,17 @@ func (db *DB) NodeAllocations(ctx context.Context, nodeID string) ([]sales.Alloc
 	return collect(db, ctx, scanBody[sales.Allocation], `SELECT body FROM allocations WHERE node_id = ? AND state <> 'ended' ORDER BY id`, nodeID)
 }
 
+func (db *DB) LastNodeAllocation(ctx context.Context, nodeID string) (sales.Allocation, error) {
+	as, err := collect(db, ctx, scanBody[sales.Allocation], `SELECT body FROM allocations WHERE node_id = ? ORDER BY id DESC LIMIT 1`, nodeID)
+	if err != nil {
+		return sales.Allocation{}, err
+	}
+	if len(as) == 0 {
+		return sales.Allocation{}, neocloud.NotFound("allocation of node", nodeID)
+	}
+	return as[0], nil
+}
+
 func (db *DB) OpenMaintenances(ctx context.Context, siteID string) ([]sales.Maintenance, error) {
 	return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance WHERE site_id = ? AND state IN ('scheduled','active') ORDER BY id DESC`, siteID)
 }

@@ -9,7 +9,8 @@
 //	  with the node's assignment (generation, reservation, end, notices)
 //	  and commands fenced by generation.
 //	2 (2026-11-27): GPU samples carry row-remap state (pending, failed) and
-//	  name their throttle reasons from a fixed set.
+//	  name their throttle reasons from a fixed set; commands burn_in,
+//	  reboot and gpu_reset.
 package wire
 
 import "time"
@@ -144,9 +145,20 @@ type Notice struct {
 
 // Command is an order for the agent. Destructive ones carry the node's
 // assignment generation: an agent refuses any older than its own.
+// Destructive: drain, sanitize, power_cap, burn_in, reboot, gpu_reset.
 type Command struct {
 	ID         string `json:"id"`
-	Kind       string `json:"kind" enum:"drain,health_check,sanitize,power_cap"`
+	Kind       string `json:"kind" enum:"drain,health_check,sanitize,power_cap,burn_in,reboot,gpu_reset"`
 	Generation int64  `json:"generation"`
 	PowerW     int    `json:"power_w,omitempty" doc:"For power_cap."`
+}
+
+// Destructive says whether a command kind changes the node under its work,
+// and so must carry the current generation.
+func Destructive(kind string) bool {
+	switch kind {
+	case "drain", "sanitize", "power_cap", "burn_in", "reboot", "gpu_reset":
+		return true
+	}
+	return false
 }
