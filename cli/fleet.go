@@ -196,17 +196,31 @@ func nodeCmd(g *globals) *cobra.Command {
 	}
 	var kind string
 	var powerW int
-	order := &cobra.Command{Use: "order HOSTNAME|ID", Short: "Order a node's agent: --kind drain|health_check|sanitize|power_cap [--power-w W]", Args: cobra.ExactArgs(1),
+	order := &cobra.Command{Use: "order HOSTNAME|ID", Short: "Order a node's agent: --kind drain|health_check|sanitize|power_cap|burn_in|reboot|gpu_reset [--power-w W]", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/commands", map[string]any{"kind": kind, "power_w": powerW}, nodeCommandCols)
 		}}
-	order.Flags().StringVar(&kind, "kind", "", "drain, health_check, sanitize or power_cap")
+	order.Flags().StringVar(&kind, "kind", "", "drain, health_check, sanitize, power_cap, burn_in, reboot or gpu_reset")
 	order.Flags().IntVar(&powerW, "power-w", 0, "for power_cap: watts per GPU")
 	order.MarkFlagRequired("kind")
 	cmd.AddCommand(order, &cobra.Command{Use: "commands HOSTNAME|ID", Short: "A node's commands and their outcomes", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/commands", nil, listFlags{limit: 1000}, nodeCommandCols)
 		}})
+	for _, bf := range []struct{ use, path, short string }{
+		{"report", "report", "Report a node of one's own reservation as broken (--reason; an operator confirms it)"},
+		{"reboot", "reboot", "Reboot a node of one's own reservation, through its agent"},
+		{"gpu-reset", "gpu-reset", "Reset the GPUs of a node of one's own reservation, through its agent"},
+		{"replace", "replace", "Have a node of one's own reservation replaced (within the contract's monthly allowance)"},
+	} {
+		var reason string
+		c := &cobra.Command{Use: bf.use + " HOSTNAME|ID", Short: bf.short, Args: cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/"+bf.path, map[string]any{"reason": reason}, breakFixCols)
+			}}
+		c.Flags().StringVar(&reason, "reason", "", "what is wrong")
+		cmd.AddCommand(c)
+	}
 	var force bool
 	repairDone := &cobra.Command{Use: "repair-done HOSTNAME|ID", Short: "A repaired node goes to burn-in, sanitizing, then service (--force for a quarantined one)", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -236,6 +250,17 @@ func nodeCmd(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0])+"/agent", nil,
 				[]column{{"NODE", "node_id"}, {"SEQ", "seq"}, {"SEEN", "seen_at"}, {"HEALTH", "health"}, {"ACTION", "action"}, {"CONDITIONS", "conditions"}})
+		}})
+	return cmd
+}
+
+var breakFixCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"KIND", "kind"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"COMMAND", "command_id"}, {"CREATED", "created_at"}, {"CONFIRMED", "confirmed_at"}}
+
+func breakFixCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "break-fix", Short: "Tenants' requests on their nodes"}
+	cmd.AddCommand(&cobra.Command{Use: "confirm ID", Short: "Confirm a tenant's report: the node is failed, its work replaced, its repair opened", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, "/v1/break-fix/"+url.PathEscape(args[0])+"/confirm", nil, breakFixCols)
 		}})
 	return cmd
 }

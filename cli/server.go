@@ -117,23 +117,16 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
 	ag := agents.NewService(db, db, fl, tenants)
-	ag.Liveness = o.Liveness
-	if o.HeartbeatS > 0 {
-		ag.HeartbeatS = o.HeartbeatS
-	}
-	ag.OnFailed = func(ctx context.Context, nodeID, why string, evidence bool) error {
-		_, err := sv.NodeFailed(ctx, nodeID, why, evidence)
-		return err
-	}
-	ag.BareMetal = sv.BareMetal
-	ag.Generation = sv.NodeGeneration
-	ag.Remediation = o.Remediation
 	if db.Dialect == sqlstore.Postgres {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL = 10*time.Second, 10*time.Second
 	}
-	ag.Assignment = sv.NodeAssignment
+	ag.Liveness, ag.Remediation = o.Liveness, o.Remediation
+	if o.HeartbeatS > 0 {
+		ag.HeartbeatS = o.HeartbeatS
+	}
+	agents.Connect(ag, sv)
 	// Nodes with agents are sanitized by them; the rest by the seam's
 	// simulated (or configured) driver.
 	sv.Sanitizer = &agents.Sanitizer{Service: ag, Fallback: sv.Sanitizer, Poll: time.Second}

@@ -14,6 +14,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/wire"
 )
 
@@ -136,6 +137,43 @@ func (s *Server) registerAgents() {
 			All bool `query:"all" doc:"Closed ones too."`
 		}) (*struct{ Body List[agents.Incident] }, error) {
 			return &struct{ Body List[agents.Incident] }{List[agents.Incident]{Items: nonNil(av.Incidents(!in.All))}}, nil
+		})
+
+	opAll := []neocloud.Role{neocloud.RoleOperatorAdmin, neocloud.RoleTenantAdmin, neocloud.RoleTenantMember}
+	for _, bf := range []struct {
+		kind, path, summary, desc string
+		roles                     []neocloud.Role
+	}{
+		{sales.BreakFixReport, "report", "Report a node of one's own as broken", "Recorded with its time; an operator confirms it (then the node is replaced and its downtime counts from the report).", opAll},
+		{sales.BreakFixReboot, "reboot", "Reboot a node of one's own", "Through its agent, fenced by the allocation's generation.", opAdminTA},
+		{sales.BreakFixGPUReset, "gpu-reset", "Reset the GPUs of a node of one's own", "Through its agent, fenced by the allocation's generation; clears the conditions a reset remedies.", opAdminTA},
+		{sales.BreakFixReplace, "replace", "Have a node of one's own replaced", "Within the contract's replacements a month: the node leaves the work (to repair) and a replacement within the reservation's constraint is made ready.", opAdminTA},
+	} {
+		register(s, bf.roles, huma.Operation{OperationID: "node-" + bf.path, Method: http.MethodPost, Path: "/v1/nodes/{node}/" + bf.path, Summary: bf.summary,
+			Description: bf.desc + " A node that is not the caller's answers 404.", Tags: []string{"break-fix"}, DefaultStatus: 201},
+			func(ctx context.Context, in *struct {
+				Node string `path:"node" doc:"Hostname or id of a node serving the caller's reservation."`
+				Body sales.BreakFixInput
+			}) (*struct{ Body sales.BreakFix }, error) {
+				b, err := s.cfg.Sales.NodeBreakFix(ctx, principal(ctx), in.Node, bf.kind, in.Body)
+				if err != nil {
+					return nil, err
+				}
+				info(ctx).Object = b.ID
+				return &struct{ Body sales.BreakFix }{b}, nil
+			})
+	}
+	register(s, opAdmin, huma.Operation{OperationID: "confirm-report", Method: http.MethodPost, Path: "/v1/break-fix/{id}/confirm", Summary: "Confirm a tenant's report of a node",
+		Description: "The node is failed on that evidence: its work is replaced and its repair opened; its downtime counts from the report.", Tags: []string{"break-fix"}},
+		func(ctx context.Context, in *struct {
+			ID string `path:"id"`
+		}) (*struct{ Body sales.BreakFix }, error) {
+			b, err := s.cfg.Sales.ConfirmReport(ctx, principal(ctx), in.ID)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = b.ID
+			return &struct{ Body sales.BreakFix }{b}, nil
 		})
 
 	register(s, opAdmin, huma.Operation{OperationID: "repair-done", Method: http.MethodPost, Path: "/v1/nodes/{node}/repair-done", Summary: "A repaired node goes to burn-in, then sanitizing, then service",

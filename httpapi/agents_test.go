@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/wire"
 )
@@ -246,6 +248,67 @@ func TestHeartbeatsGroupCommitted(t *testing.T) {
 			}
 			if n != beats {
 				t.Fatalf("node %d: minute rollups count %d reports, want %d", i, n, beats)
+			}
+		}
+	})
+}
+
+// TestBreakFix: a tenant reports, reboots and replaces its own nodes; a
+// replacement beyond the contract's monthly allowance is refused; an
+// operator's confirmation of a report fails the node (its work replaced,
+// its repair opened); another tenant's node is not there for it.
+func TestBreakFix(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		ta, tb, op := e.secrets["a/tenant-admin"], e.secrets["b/tenant-admin"], e.secrets["operator-admin"]
+		host := e.servedNode(t, e.a, false)
+		// Another tenant: 404, and nothing recorded.
+		for _, p := range []string{"report", "reboot", "gpu-reset", "replace"} {
+			if r := e.do("POST", "/v1/nodes/"+host+"/"+p, tb, map[string]any{"reason": "x"}); r.status != 404 {
+				t.Fatalf("tenant b %s on a's node: %d %s", p, r.status, r.body)
+			}
+		}
+		// A reboot reaches the node's agent, fenced by the allocation.
+		r := e.do("POST", "/v1/nodes/"+host+"/reboot", ta, map[string]any{})
+		var b sales.BreakFix
+		json.Unmarshal(r.body, &b)
+		if r.status != 201 || b.CommandID == "" {
+			t.Fatalf("reboot: %d %s", r.status, r.body)
+		}
+		n, _ := e.fleet.Snapshot.Node(host)
+		cs, _ := db.Commands(context.Background(), n.ID, true)
+		gen, _ := e.sales.NodeGeneration(context.Background(), n.ID)
+		if len(cs) != 1 || cs[0].Kind != "reboot" || cs[0].Generation != gen || gen == 0 {
+			t.Fatalf("the agent's commands: %+v (generation %d)", cs, gen)
+		}
+		// A report waits for an operator; confirmed, the node is failed.
+		r = e.do("POST", "/v1/nodes/"+host+"/report", e.secrets["a/tenant-member"], map[string]any{})
+		if r.status != 422 || !strings.Contains(string(r.body), "body.reason") {
+			t.Fatalf("a report without a reason: %d %s", r.status, r.body)
+		}
+		r = e.do("POST", "/v1/nodes/"+host+"/report", e.secrets["a/tenant-member"], map[string]any{"reason": "ECC errors in our logs"})
+		json.Unmarshal(r.body, &b)
+		if r.status != 201 {
+			t.Fatalf("report: %d %s", r.status, r.body)
+		}
+		if n, _ := e.fleet.Snapshot.Node(host); n.Health != fleet.HealthOK {
+			t.Fatalf("an unconfirmed report changed the node: %s", n.Health)
+		}
+		if r := e.do("POST", "/v1/break-fix/"+b.ID+"/confirm", op, nil); r.status != 200 {
+			t.Fatalf("confirm: %d %s", r.status, r.body)
+		}
+		if n, _ := e.fleet.Snapshot.Node(host); n.Lifecycle != fleet.LifecycleRepair || !n.Cordoned {
+			t.Fatalf("after a confirmed report: %s, cordoned %v", n.Lifecycle, n.Cordoned)
+		}
+		if ts, _ := db.Tickets(context.Background(), n.ID, true); len(ts) != 1 || !strings.Contains(ts[0].Reasons[0], "ECC errors in our logs") {
+			t.Fatalf("repair tickets: %+v", ts)
+		}
+		// Replacements: four a month on the standard SLA, then 409.
+		for i := 0; i < 5; i++ {
+			h := e.servedNode(t, e.a, true)
+			r := e.do("POST", "/v1/nodes/"+h+"/replace", ta, map[string]any{"reason": "slow NVLink"})
+			if i < 4 && r.status != 201 || i == 4 && (r.status != 409 || !strings.Contains(string(r.body), "4 replacements a month")) {
+				t.Fatalf("replacement %d: %d %s", i+1, r.status, r.body)
 			}
 		}
 	})

@@ -41,6 +41,7 @@ type env struct {
 	// per tenant ("a", "b"): a future reserved reservation, a quote
 	rsv, quote map[string]sales.Reservation
 	quotes     map[string]sales.Quote
+	served     map[string]string // per tenant id: a node serving it (break-fix)
 }
 
 func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }
@@ -54,12 +55,12 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	}
 	sv := sales.NewService(db, db, fl, ts)
 	ag := agents.NewService(db, db, fl, ts)
-	ag.Assignment = sv.NodeAssignment
+	agents.Connect(ag, sv)
 	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, secrets: map[string]string{}, tokIDs: map[string]string{},
-		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}}
+		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}, served: map[string]string{}}
 	ctx := context.Background()
 	// A small site: 2 racks of 32 H100 nodes.
 	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -96,7 +97,13 @@ var rolesTable = map[string][]neocloud.Role{
 	"list-repairs":          {OA, OV},
 	"repair-done":           {OA},
 	"node-sanitize-records": {OA, OV},
-	"events":                {OA, OV, TA, TM},
+	// Break-fix: a tenant on its own nodes (another's answer 404).
+	"node-report":    {OA, TA, TM},
+	"node-reboot":    {OA, TA},
+	"node-gpu-reset": {OA, TA},
+	"node-replace":   {OA, TA},
+	"confirm-report": {OA},
+	"events":         {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -222,6 +229,18 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		path = strings.Replace(path, "{node}", e.hosts[3], 1)
 	case "node-minutes", "node-energy":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
+	case "node-report", "node-reboot", "node-gpu-reset", "node-replace":
+		// A replacement takes the node out of the work: each allowed one
+		// gets a node of its own.
+		fresh := op.id == "node-replace" && slices.Contains(rolesTable[op.id], c.role)
+		path = strings.Replace(path, "{node}", e.servedNode(t, ten, fresh), 1)
+		body = map[string]any{"reason": "NCCL all-reduce hangs on this node"}
+	case "confirm-report":
+		b, err := e.sales.NodeBreakFix(ctx, neocloud.Principal{TokenID: e.tokIDs["a/tenant-member"], Role: TM, TenantID: ten.ID}, e.servedNode(t, ten, true), sales.BreakFixReport, sales.BreakFixInput{Reason: "ECC errors in our job logs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = strings.Replace(path, "{id}", b.ID, 1)
 	case "node-sanitize-records":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1)
 	case "repair-done":
@@ -277,6 +296,22 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		t.Fatalf("operation %s has no request in the matrix: add one", op.id)
 	}
 	return op.method, path, body, secret
+}
+
+// servedNode returns a node serving an on-demand reservation of the
+// tenant: a new one when fresh, else one kept for the tenant.
+func (e *env) servedNode(t *testing.T, ten tenant.Tenant, fresh bool) string {
+	if h, ok := e.served[ten.ID]; ok && !fresh {
+		return h
+	}
+	r, err := e.sales.Reserve(context.Background(), neocloud.Principal{TokenID: "tok_setup", Role: OA}, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: ten.ID, SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fresh {
+		e.served[ten.ID] = r.Nodes[0].Hostname
+	}
+	return r.Nodes[0].Hostname
 }
 
 func tenantKey(target string) string {

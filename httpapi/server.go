@@ -119,9 +119,7 @@ func New(cfg Config) *Server {
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake
 	}
-	if cfg.Sales != nil && cfg.Agents != nil && cfg.Sales.NodesChanged == nil {
-		cfg.Sales.NodesChanged = cfg.Agents.NodesChanged
-	}
+
 	s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst)
 
 	// Outermost first: request id and metrics, recovery, authentication,

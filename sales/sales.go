@@ -160,6 +160,10 @@ type SLA struct {
 	CreditTiers         []CreditTier `json:"credit_tiers"`
 	CreditCapPercent    float64      `json:"credit_cap_percent"`
 	MaintenanceNoticeS  int64        `json:"maintenance_notice_s"`
+	// ReplacementsPerMonth is how many nodes the tenant may have replaced
+	// on request each calendar month (UTC), beyond failures the control
+	// plane finds itself.
+	ReplacementsPerMonth int `json:"replacements_per_month"`
 }
 
 // CreditTier: below availability Below (percent) the tenant is credited

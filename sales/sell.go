@@ -737,8 +737,9 @@ var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // standardSLA is the service level committed capacity is sold with: 99.9%
 // available, credits of 10% below it, 25% below 99% and all below 95%,
-// and the given notice before planned maintenance.
+// the given notice before planned maintenance, and four replacements on
+// request a month.
 func standardSLA(notice time.Duration) SLA {
 	return SLA{AvailabilityPercent: 99.9, CreditTiers: []CreditTier{{Below: 99.9, Percent: 10}, {Below: 99, Percent: 25}, {Below: 95, Percent: 100}},
-		CreditCapPercent: 100, MaintenanceNoticeS: int64(notice / time.Second)}
+		CreditCapPercent: 100, MaintenanceNoticeS: int64(notice / time.Second), ReplacementsPerMonth: 4}
 }

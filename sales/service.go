@@ -85,6 +85,7 @@ type Store interface {
 	BumpCalendar(ctx context.Context, siteID, sku string) (int64, error)
 
 	MaintenanceStore
+	BreakFixStore
 
 	// AppendEvent numbers and stores an event.
 	AppendEvent(ctx context.Context, e Event) (Event, error)
@@ -179,6 +180,11 @@ type Service struct {
 	// NodesChanged is called after a commit that may have changed what
 	// these nodes serve (their assignment and its notices).
 	NodesChanged func(nodeIDs []string)
+	// OrderNode sends a command (reboot, gpu_reset) to a node's agent and
+	// returns its id; OnReplaced opens a node's repair after a tenant's
+	// replacement or a confirmed report.
+	OrderNode  func(ctx context.Context, p neocloud.Principal, nodeID, kind string) (string, error)
+	OnReplaced func(ctx context.Context, nodeID, why string) error
 	// OnAllocation is told, in the transaction, when an allocation becomes
 	// ready or starts releasing (edge "ready" or "released"): the meter's
 	// boundaries, where energy counters are read.

@@ -580,3 +580,42 @@ func (db *DB) LastNodeAllocation(ctx context.Context, nodeID string) (sales.Allo
 func (db *DB) OpenMaintenances(ctx context.Context, siteID string) ([]sales.Maintenance, error) {
 	return collect(db, ctx, scanBody[sales.Maintenance], `SELECT body FROM maintenance WHERE site_id = ? AND state IN ('scheduled','active') ORDER BY id DESC`, siteID)
 }
+
+func (db *DB) InsertBreakFix(ctx context.Context, b sales.BreakFix) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO break_fix (id, node_id, tenant_id, reservation_id, contract_id, kind, created_by, created_at, confirmed_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.ID, b.NodeID, b.TenantID, b.ReservationID, b.ContractID, b.Kind, b.CreatedBy, micros(b.CreatedAt), closedMicros(b.ConfirmedAt), mustJSON(b))
+		return err
+	})
+}
+
+func (db *DB) UpdateBreakFix(ctx context.Context, b sales.BreakFix) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `UPDATE break_fix SET confirmed_at = ?, body = ? WHERE id = ?`, closedMicros(b.ConfirmedAt), mustJSON(b), b.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return neocloud.NotFound("break-fix request", b.ID)
+		}
+		return nil
+	})
+}
+
+func (db *DB) BreakFix(ctx context.Context, id string) (sales.BreakFix, error) {
+	bs, err := collect(db, ctx, scanBody[sales.BreakFix], `SELECT body FROM break_fix WHERE id = ?`, id)
+	if err != nil {
+		return sales.BreakFix{}, err
+	}
+	if len(bs) == 0 {
+		return sales.BreakFix{}, neocloud.NotFound("break-fix request", id)
+	}
+	return bs[0], nil
+}
+
+func (db *DB) CountBreakFix(ctx context.Context, contractID, kind string, since time.Time) (int, error) {
+	var n int
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM break_fix WHERE contract_id = ? AND kind = ? AND created_at >= ? AND tenant_id <> ''
+		AND created_by IN (SELECT id FROM tokens WHERE tenant_id IS NOT NULL AND tenant_id <> '')`, contractID, kind, micros(since)).Scan(&n)
+	return n, db.translate(err)
+}
