@@ -159,7 +159,7 @@ func Run(ctx context.Context, o Options) error {
 	var results []wire.Result
 	done := map[string]bool{}
 	if o.NoticeAddr != "" {
-		stop, err := serveNotices(o.NoticeAddr, st.NodeID, fence)
+		stop, err := serveNotices(o.NoticeAddr, st.NodeID, fence, o.GPUs)
 		if err != nil {
 			return err
 		}
@@ -218,6 +218,9 @@ func Run(ctx context.Context, o Options) error {
 				// Cut off: keep the current assignment, do nothing destructive.
 				logf("report %d not delivered (%d spooled): %v", h.Seq, len(sp.items)-sent, err)
 				break
+			}
+			if c, ok := o.GPUs.(Crasher); ok && c.CrashNow() {
+				return ErrCrashed // delivered, not yet dropped from the spool
 			}
 			sent++
 			fence.Set(ans.Assignment)
@@ -418,9 +421,30 @@ func (f *Fence) Allow(c wire.Command) error {
 	return nil
 }
 
-// serveNotices serves the node-local notices endpoint.
-func serveNotices(addr, nodeID string, f *Fence) (func(), error) {
+// Injector is GPUs that take injected faults (simulated).
+type Injector interface {
+	Inject(Fault)
+}
+
+// serveNotices serves the node-local notices endpoint, and for simulated
+// GPUs POST /faults to inject a fault (JSON Fault).
+func serveNotices(addr, nodeID string, f *Fence, gpus GPUs) (func(), error) {
 	mux := http.NewServeMux()
+	if inj, ok := gpus.(Injector); ok {
+		mux.HandleFunc("POST /faults", func(w http.ResponseWriter, r *http.Request) {
+			var ft Fault
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&ft); err != nil {
+				http.Error(w, "a fault as JSON: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			if ft.GPU < 0 || ft.GPU >= len(gpus.Info()) {
+				http.Error(w, fmt.Sprintf("gpu: no GPU %d", ft.GPU), http.StatusUnprocessableEntity)
+				return
+			}
+			inj.Inject(ft)
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 	mux.HandleFunc("GET /notices", func(w http.ResponseWriter, _ *http.Request) {
 		a, _ := f.Current()
 		w.Header().Set("Content-Type", "application/json")
@@ -531,6 +555,7 @@ type Simulated struct {
 	// burn-in time and failure chance
 	burnInFor  time.Duration
 	burnInFail float64
+	crash      bool
 	// Load returns each GPU's utilization (0–1) at a time: by default a
 	// slow wave, so that power, heat and energy move.
 	Load func(gpu int, t time.Time) float64
@@ -578,16 +603,38 @@ func (s *Simulated) Info() []wire.GPUInfo {
 // Fault is something to inject into a simulated GPU (or its NIC: one
 // InfiniBand NIC per GPU, ib0…).
 type Fault struct {
-	GPU  int
-	XID  int  // an XID event (0: none)
-	Lost bool // the GPU falls off the bus
-	ECC  uint64
-	Hot  bool // thermal runaway
+	GPU      int    `json:"gpu"`
+	XID      int    `json:"xid,omitempty"`       // an XID event (0: none)
+	Lost     bool   `json:"lost,omitempty"`      // the GPU falls off the bus
+	ECC      uint64 `json:"ecc,omitempty"`       // uncorrected ECC errors
+	Hot      bool   `json:"hot,omitempty"`       // thermal runaway
+	LinkDown bool   `json:"link_down,omitempty"` // the GPU's NIC loses its link
+	LinkUp   bool   `json:"link_up,omitempty"`   // … and gets it back (a flap is down, then up)
 	// RowRemap is an HBM row remap waiting for a reset; RemapFailed, one
 	// that found no spare row.
-	RowRemap, RemapFailed bool
-	LinkDown              bool // the GPU's NIC loses its link
-	LinkUp                bool // … and gets it back (a flap is down, then up)
+	RowRemap    bool `json:"row_remap,omitempty"`
+	RemapFailed bool `json:"remap_failed,omitempty"`
+	// Crash kills the agent right after its next report is delivered,
+	// before it notes the delivery: on restart it sends that report again.
+	Crash bool `json:"crash,omitempty"`
+}
+
+// ErrCrashed is the simulated agent crash a Fault asked for.
+var ErrCrashed = errors.New("simulated agent crash")
+
+// Crasher is GPUs that can make their agent crash (simulated).
+type Crasher interface {
+	// CrashNow reports (once) that the agent should crash now.
+	CrashNow() bool
+}
+
+// CrashNow reports an injected crash, once.
+func (s *Simulated) CrashNow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.crash
+	s.crash = false
+	return c
 }
 
 // SetPowerCap caps a simulated GPU's power.
@@ -694,6 +741,7 @@ func (s *Simulated) Inject(f Fault) {
 	g.lost = g.lost || f.Lost || f.XID == 79
 	g.eccU += f.ECC
 	g.hot = g.hot || f.Hot
+	s.crash = s.crash || f.Crash
 	g.remapPending = g.remapPending || f.RowRemap || f.RemapFailed
 	g.remapFailed = g.remapFailed || f.RemapFailed
 	if f.LinkDown {

@@ -638,6 +638,24 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 	if !found {
 		t.Fatalf("no node.replaced event: %+v", evs.Items)
 	}
+	// The replacement records how long the reservation was short a node.
+	var full struct {
+		Items []struct {
+			Hostname     string
+			Replaces     string
+			TimeToReadyS *float64 `json:"time_to_ready_s"`
+		}
+	}
+	op.Do(ctx, http.MethodGet, "/v1/reservations/"+r.ID+"/allocations", nil, nil, &full)
+	recorded := false
+	for _, a := range full.Items {
+		if a.Hostname == repl && a.Replaces != "" && a.TimeToReadyS != nil && *a.TimeToReadyS >= 0 && *a.TimeToReadyS < 10 {
+			recorded = true
+		}
+	}
+	if !recorded {
+		t.Fatalf("no time to ready on the replacement: %+v", full.Items)
+	}
 
 	// The failed node is in repair, with a ticket naming the GPU.
 	var tickets struct{ Items []agents.RepairTicket }
@@ -682,5 +700,75 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 	}
 	if fn.Health != fleet.HealthOK || fn.Cordoned {
 		t.Fatalf("back in service: health %s, cordoned %v", fn.Health, fn.Cordoned)
+	}
+}
+
+// TestAgentCrash: the agent dies right after a report is delivered but
+// before it notes so; restarted, it sends that report again and the server
+// keeps it once: every sequence number exactly once. Faults reach a
+// simulated agent through its node-local endpoint.
+func TestAgentCrash(t *testing.T) {
+	n := newNode(t, 64)
+	srv, op, sku := n.srv, n.op, n.sku
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: n.host, Serial: n.serial, StateDir: t.TempDir(), Interval: 20 * time.Millisecond, GPUs: gpus, NoticeAddr: addr}
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, opts) }()
+	time.Sleep(200 * time.Millisecond)
+	inject := func(body string) int {
+		resp, err := http.Post("http://"+addr+"/faults", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := inject(`{"gpu": 9, "xid": 79}`); s != http.StatusUnprocessableEntity {
+		t.Fatalf("a fault on GPU 9 of 8: %d", s)
+	}
+	if s := inject(`{"gpu": 0, "crash": true}`); s != http.StatusNoContent {
+		t.Fatalf("the crash fault: %d", s)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, agent.ErrCrashed) {
+			t.Fatalf("the agent ended with %v, not the crash", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the agent did not crash")
+	}
+	b, _ := os.ReadFile(filepath.Join(opts.StateDir, "spool.jsonl"))
+	if strings.Count(string(b), "\n") == 0 {
+		t.Fatal("the crash left no delivered report in the spool")
+	}
+	// Restarted (it has joined: no token needed), it goes on.
+	opts.JoinToken = ""
+	rctx, cancel := context.WithCancel(ctx)
+	go func() { done <- agent.Run(rctx, opts) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var fn fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &fn)
+	samples, err := srv.Store.Samples(ctx, fn.ID, 0, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) < 10 {
+		t.Fatalf("only %d reports", len(samples))
+	}
+	for i, s := range samples {
+		if s.Seq != int64(i+1) {
+			t.Fatalf("sample %d has seq %d: a report was lost or doubled across the crash", i, s.Seq)
+		}
 	}
 }

@@ -565,8 +565,17 @@ func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time
 func (s *Service) ready(ctx context.Context, a *Allocation, r *Reservation, now time.Time) error {
 	t := a.DueAt
 	a.State, a.ReadyAt, a.DueAt = AllocationReady, &t, farFuture
+	if a.FailedAt != nil {
+		d := t.Sub(*a.FailedAt).Seconds()
+		a.TimeToReadyS = &d
+	}
 	if err := s.saveAllocation(ctx, a, now, "allocation.ready"); err != nil {
 		return err
+	}
+	if a.Replaces != "" {
+		if err := s.emit(ctx, r.TenantID, "node.replacement_ready", r.ID, map[string]any{"node": a.Hostname, "replaces": a.Replaces, "time_to_ready_s": *a.TimeToReadyS}); err != nil {
+			return err
+		}
 	}
 	if s.OnAllocation != nil {
 		if err := s.OnAllocation(ctx, *a, "ready"); err != nil {
@@ -712,7 +721,12 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 			repl = n
 		}
 	}
-	if _, err := s.newAllocation(ctx, r, repl, now); err != nil {
+	na, err := s.newAllocation(ctx, r, repl, now)
+	if err != nil {
+		return err
+	}
+	na.Replaces, na.FailedAt = a.ID, &t
+	if err := s.saveAllocation(ctx, &na, now, ""); err != nil {
 		return err
 	}
 	return s.emit(ctx, r.TenantID, "node.replaced", r.ID, map[string]any{"failed": a.Hostname, "replacement": repl.Hostname, "reason": why})

@@ -245,9 +245,14 @@ type Allocation struct {
 	SanitizedAt   *time.Time      `json:"sanitized_at,omitempty"`
 	EndedAt       *time.Time      `json:"ended_at,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
-	Version       int64           `json:"version"`
-	CreatedAt     time.Time       `json:"created_at"`
-	UpdatedAt     time.Time       `json:"updated_at"`
+	// A replacement names the allocation it replaces and when that one's
+	// node failed; its ReadyAt minus FailedAt is the time to ready.
+	Replaces     string     `json:"replaces,omitempty"`
+	FailedAt     *time.Time `json:"failed_at,omitempty" doc:"For a replacement: when the node it replaces failed."`
+	TimeToReadyS *float64   `json:"time_to_ready_s,omitempty" doc:"For a replacement: seconds from the failure to this allocation ready."`
+	Version      int64      `json:"version"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
 }
 
 // Event is a change a tenant is told of. Seq orders events in commit order;
