@@ -181,8 +181,9 @@ type Service struct {
 	incMu     sync.Mutex
 	incidents map[string]*Incident
 
-	mu     sync.RWMutex
-	latest map[string]State
+	mu       sync.RWMutex
+	latest   map[string]State
+	repaired map[string]repair // when each node was last declared repaired
 
 	batchOnce sync.Once
 	batch     chan *hbWrite
@@ -382,13 +383,23 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if err != nil {
 		return ans, err
 	}
+	// A repair clears what was found before it: a report sampled before
+	// the node was declared repaired says nothing about the repaired node.
+	repaired := s.repairedAt(p.NodeID)
 	var sticky []Condition
 	for _, c := range Sticky(prev.Conditions) {
-		if ladder[c.Action] > ladder[remedied] {
+		if ladder[c.Action] > ladder[remedied] && c.At.After(repaired.at) {
 			sticky = append(sticky, c)
 		}
 	}
-	st.Conditions = merge(sticky, Evaluate(hb))
+	var found []Condition
+	if !repaired.before(hb) {
+		found = Evaluate(hb)
+		for i := range found {
+			found[i].At = now
+		}
+	}
+	st.Conditions = merge(sticky, found)
 	st.Health, st.Action = Worst(st.Conditions)
 	sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
 	hottest := 0.0
@@ -429,6 +440,9 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		}
 		s.mu.Unlock()
 		n, ok := s.Fleet.Snapshot.Node(p.NodeID)
+		if s.repairedAt(p.NodeID) != repaired {
+			ok = false // repaired while this report was on its way: it decides nothing
+		}
 		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
 			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)) }); err != nil {
 				return ans, err

@@ -195,10 +195,41 @@ func (s *Service) RepairDone(ctx context.Context, ref string, force bool) (Repai
 		if err := s.SetHealth(ctx, n.ID, fleet.HealthOK, nil); err != nil {
 			return err
 		}
-		s.Tx.AfterCommit(ctx, func() { s.clearConditions(n.ID, ActionRepair) })
+		now := s.now()
+		s.Tx.AfterCommit(ctx, func() {
+			s.mu.Lock()
+			if s.repaired == nil {
+				s.repaired = map[string]repair{}
+			}
+			s.repaired[n.ID] = repair{at: now, seq: s.latest[n.ID].Seq}
+			s.mu.Unlock()
+			s.clearConditions(n.ID, ActionRepair)
+		})
 		return s.startStep(ctx, &t, TicketBurnIn, "burn_in")
 	})
 	return t, err
+}
+
+// repair is when an operator last declared a node repaired, and the last
+// report received from it then.
+type repair struct {
+	at  time.Time
+	seq int64
+}
+
+// repairedAt is the node's last repair (zero: none since this server
+// started).
+func (s *Service) repairedAt(nodeID string) repair {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.repaired[nodeID]
+}
+
+// before says whether a report was sampled before the repair: it was on
+// its way then (the next sequence number at most; an agent sends one at a
+// time) and its agent's clock says so too.
+func (r repair) before(hb wire.Heartbeat) bool {
+	return !r.at.IsZero() && hb.Seq <= r.seq+1 && hb.At.Before(r.at)
 }
 
 // clearConditions drops a node's remembered hardware conditions up to a

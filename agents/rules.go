@@ -2,6 +2,7 @@ package agents
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/wire"
@@ -30,6 +31,7 @@ type Condition struct {
 	Health fleet.Health `json:"health"`
 	Action Action       `json:"action"`
 	Reason string       `json:"reason"`
+	At     time.Time    `json:"at,omitempty" doc:"When the report that raised it was received."`
 }
 
 // Rule is what an XID means for a node.
