@@ -132,7 +132,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		c := client.New(o.Server, o.JoinToken)
 		var jr wire.JoinResponse
-		if err := c.Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: o.Hostname, Serial: o.Serial, GPUs: o.GPUs.Info(), AgentVersion: Version}, &jr); err != nil {
+		if err := c.Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: o.Hostname, Serial: o.Serial, GPUs: o.GPUs.Info(), AgentVersion: Version, DriverVersion: driverOf(o.GPUs)}, &jr); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
 		st = state{NodeID: jr.NodeID, Credential: jr.Credential}
@@ -158,6 +158,25 @@ func Run(ctx context.Context, o Options) error {
 	var resMu sync.Mutex
 	var results []wire.Result
 	done := map[string]bool{}
+	// dispatch runs commands not yet run, whether they came in a heartbeat
+	// answer or on the push stream.
+	dispatch := func(cmds []wire.Command) {
+		for _, cmd := range cmds {
+			resMu.Lock()
+			seen := done[cmd.ID]
+			done[cmd.ID] = true
+			resMu.Unlock()
+			if seen {
+				continue // running, or its result is on its way
+			}
+			go func(cmd wire.Command) {
+				r := o.run(fence, cmd, logf)
+				resMu.Lock()
+				results = append(results, r)
+				resMu.Unlock()
+			}(cmd)
+		}
+	}
 	if o.NoticeAddr != "" {
 		stop, err := serveNotices(o.NoticeAddr, st.NodeID, fence, o.GPUs)
 		if err != nil {
@@ -165,15 +184,22 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer stop()
 	}
-	// The push stream brings assignment changes (notices) at once; the
-	// heartbeat answers bring them too, should the stream be down.
+	// The push stream brings assignment changes (notices) and urgent
+	// commands at once; the heartbeat answers bring them too, should the
+	// stream be down.
 	go func() {
 		for ctx.Err() == nil {
 			err := c.Stream(ctx, "/v1/agent/stream", nil, "", func(_, event string, data []byte) error {
-				if event == "assignment" {
+				switch event {
+				case "assignment":
 					var a *wire.Assignment
 					if err := json.Unmarshal(data, &a); err == nil {
 						fence.Set(a)
+					}
+				case "commands":
+					var cmds []wire.Command
+					if err := json.Unmarshal(data, &cmds); err == nil {
+						dispatch(cmds)
 					}
 				}
 				return nil
@@ -195,7 +221,7 @@ func Run(ctx context.Context, o Options) error {
 		now := time.Now().UTC()
 		st.Seq++
 		resMu.Lock()
-		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, Results: results}
+		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, DriverVersion: driverOf(o.GPUs), Results: results}
 		results = nil // they travel with this report now, spooled until delivered
 		resMu.Unlock()
 		hb.Checks = o.runChecks(ctx)
@@ -225,18 +251,7 @@ func Run(ctx context.Context, o Options) error {
 			sent++
 			fence.Set(ans.Assignment)
 			st.Assignment = ans.Assignment
-			for _, cmd := range ans.Commands {
-				if done[cmd.ID] {
-					continue // its result is on its way
-				}
-				done[cmd.ID] = true
-				go func(cmd wire.Command) {
-					r := o.run(fence, cmd, logf)
-					resMu.Lock()
-					results = append(results, r)
-					resMu.Unlock()
-				}(cmd)
-			}
+			dispatch(ans.Commands)
 		}
 		if err := sp.drop(sent); err != nil {
 			return err
@@ -265,6 +280,18 @@ func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.
 	}
 	logf("command %s (%s) done", c.ID, c.Kind)
 	return wire.Result{ID: c.ID, State: "done"}
+}
+
+// Driverer is GPUs that know their driver's version.
+type Driverer interface {
+	Driver() string
+}
+
+func driverOf(g GPUs) string {
+	if d, ok := g.(Driverer); ok {
+		return d.Driver()
+	}
+	return ""
 }
 
 // NICs is GPUs that also report the node's network links.

@@ -772,3 +772,44 @@ func TestAgentCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsPushed: an urgent command reaches the agent on its push
+// stream at once, not at its next heartbeat (here a minute away).
+func TestCommandsPushed(t *testing.T) {
+	n := newNode(t, 64)
+	srv, op, sku := n.srv, n.op, n.sku
+	ctx := context.Background()
+	ran := make(chan wire.Command, 4)
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: n.host, Serial: n.serial, StateDir: t.TempDir(), Interval: time.Minute,
+		GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), Execute: func(c wire.Command) error { ran <- c; return nil }}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, opts)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var st agents.State
+		if op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host+"/agent", nil, nil, &st) == nil && st.Seq >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never reported")
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // its stream is open
+	var c agents.NodeCommand
+	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+n.host+"/commands", nil, map[string]any{"kind": "power_cap", "power_w": 450}, &c); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ran:
+		if got.ID != c.ID || got.PowerW != 450 {
+			t.Fatalf("ran %+v, ordered %+v", got, c.Command)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the command waited for the next heartbeat")
+	}
+	select {
+	case again := <-ran:
+		t.Fatalf("ran twice: %+v", again)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

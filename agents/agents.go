@@ -496,7 +496,10 @@ func (s *Service) pendingCommands(ctx context.Context, nodeID string) ([]wire.Co
 // node's next heartbeat answer carries it.
 func (s *Service) enqueue(ctx context.Context, c NodeCommand) error {
 	s.commandQueued(c.NodeID) // before the commit too: a heartbeat in between reads the store again
-	s.Tx.AfterCommit(ctx, func() { s.commandQueued(c.NodeID) })
+	s.Tx.AfterCommit(ctx, func() {
+		s.commandQueued(c.NodeID)
+		s.wake(c.NodeID) // the push stream sends it at once
+	})
 	return s.Store.InsertCommand(ctx, c)
 }
 
@@ -564,6 +567,21 @@ func (s *Service) NodesChanged(nodeIDs []string) {
 		close(c.wake)
 		c.wake = make(chan struct{})
 	}
+}
+
+// wake wakes a node's push stream without a change to its assignment (a
+// command is waiting).
+func (s *Service) wake(nodeID string) {
+	s.assignMu.Lock()
+	defer s.assignMu.Unlock()
+	c := s.change(nodeID)
+	close(c.wake)
+	c.wake = make(chan struct{})
+}
+
+// PendingCommands returns a node's pending commands, oldest first.
+func (s *Service) PendingCommands(ctx context.Context, nodeID string) ([]wire.Command, error) {
+	return s.pendingCommands(ctx, nodeID)
 }
 
 // NextChange returns a channel closed at the node's next assignment change.

@@ -91,7 +91,7 @@ func (s *Server) registerAgents() {
 		})
 
 	register(s, agentOnly, huma.Operation{OperationID: "agent-stream", Method: http.MethodGet, Path: streamPath, Summary: "The agent's push stream",
-		Description: "Server-Sent Events: the node's assignment (generation, reservation, end, notices) at once and whenever it changes, so that a preemption or maintenance notice reaches the node within a second of being issued.", Tags: []string{"agents"}},
+		Description: "Server-Sent Events: the node's assignment (generation, reservation, end, notices) at once and whenever it changes, so that a preemption or maintenance notice reaches the node within a second of being issued; and its pending commands whenever one is queued, so that urgent ones (drain, power cap) need not wait for the next heartbeat.", Tags: []string{"agents"}},
 		func(ctx context.Context, _ *struct{}) (*huma.StreamResponse, error) {
 			p := principal(ctx)
 			if p.NodeID == "" {
@@ -349,7 +349,7 @@ func (s *Server) streamAssignment(hc huma.Context, nodeID string) {
 	// another server is read at the next poll.
 	poll := time.NewTicker(agents.SharedPoll)
 	defer poll.Stop()
-	last := "-"
+	last, lastCmds := "-", "null"
 	for n := 0; ; n++ {
 		wake := av.NextChange(nodeID)
 		a, err := av.AssignmentOf(ctx, nodeID)
@@ -360,6 +360,18 @@ func (s *Server) streamAssignment(hc huma.Context, nodeID string) {
 		if string(b) != last {
 			last = string(b)
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: assignment\ndata: %s\n\n", n, b); err != nil {
+				return
+			}
+			flush()
+		}
+		// Urgent commands go out at once too (the agent runs each once).
+		cmds, err := av.PendingCommands(ctx, nodeID)
+		if err != nil {
+			return
+		}
+		if b, _ := json.Marshal(cmds); string(b) != lastCmds {
+			lastCmds = string(b)
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: commands\ndata: %s\n\n", n, b); err != nil {
 				return
 			}
 			flush()

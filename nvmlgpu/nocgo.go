@@ -17,6 +17,7 @@ func OpenDefault() (*GPUs, error) {
 	return nil, errors.Join(ErrNoLibrary, errors.New("this binary was built without cgo"))
 }
 
+func (g *GPUs) Driver() string                     { return "" }
 func (g *GPUs) Info() []wire.GPUInfo               { return nil }
 func (g *GPUs) Sample(time.Time) []wire.GPUSample  { return nil }
 func (g *GPUs) SetPowerCap(i int, watts int) error { return ErrNoLibrary }

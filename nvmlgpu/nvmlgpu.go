@@ -26,6 +26,7 @@ type GPUs struct {
 	lib   nvml.Interface
 	devs  []nvml.Device
 	infos []wire.GPUInfo
+	drv   string
 	// XID events arrive through an event set that a goroutine waits on;
 	// they wait in xids until the next Sample.
 	events nvml.EventSet
@@ -55,6 +56,9 @@ func Open(lib nvml.Interface) (*GPUs, error) {
 		return nil, fmt.Errorf("nvml device count: %s", lib.ErrorString(ret))
 	}
 	g := &GPUs{lib: lib}
+	if v, ret := lib.SystemGetDriverVersion(); ret == nvml.SUCCESS {
+		g.drv = v
+	}
 	for i := 0; i < n; i++ {
 		d, ret := lib.DeviceGetHandleByIndex(i)
 		if ret != nvml.SUCCESS {
@@ -142,6 +146,9 @@ func (g *GPUs) Close() error {
 	}
 	return nil
 }
+
+// Driver is the NVIDIA driver's version.
+func (g *GPUs) Driver() string { return g.drv }
 
 // Info lists the GPUs found at Open.
 func (g *GPUs) Info() []wire.GPUInfo { return g.infos }

@@ -82,6 +82,9 @@ func TestReadsTheMockDGX(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	if g.Driver() == "" {
+		t.Fatal("no driver version")
+	}
 	info := g.Info()
 	if len(info) != 8 || info[0].UUID == "" || info[0].Model == "" || info[0].MemoryMiB < 80000 {
 		t.Fatalf("info: %+v", info)
