@@ -70,6 +70,10 @@ type Options struct {
 	// the GPUs' own (simulated) or, for a burn-in, a check that every GPU
 	// answers.
 	BurnInCommand, ResetCommand, RebootCommand string
+	// HostRoot is the node's sysfs ("/sys") for real NICs and uptime;
+	// empty for a simulated node (its NICs are simulated, its uptime the
+	// agent's).
+	HostRoot string
 }
 
 // state is what the agent keeps between runs.
@@ -227,6 +231,13 @@ func Run(ctx context.Context, o Options) error {
 		hb.Checks = o.runChecks(ctx)
 		if n, ok := o.GPUs.(NICs); ok {
 			hb.NICs = n.NICs()
+		} else if o.HostRoot != "" {
+			hb.NICs = HostNICs(o.HostRoot)
+		}
+		if o.HostRoot != "" {
+			if u := HostUptime(filepath.Join(o.HostRoot, "..", "proc")); u >= 0 {
+				hb.UptimeS = u
+			}
 		}
 		if dropped, err := sp.add(hb); err != nil {
 			return err

@@ -51,6 +51,7 @@ func agentCmd(g *globals) *cobra.Command {
 				}
 				defer g.Close()
 				o.GPUs = g
+				o.HostRoot = "/sys"
 			}
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()

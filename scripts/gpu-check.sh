@@ -188,7 +188,9 @@ print(f"card's counter (NVML)    {independent:10.0f} J  (read independently, eve
 print(f"integral of power        {integral:10.0f} J  (trapezoid over the stored power samples)")
 print(f"mean power               {stored / (t1 - t0):10.1f} W")
 print(f"stored vs counter        {diff:+9.3f} %")
-print(f"last report: health {state.get('health')}, temperatures {[g.get('temp_c') for g in gpus]}, throttle {[g.get('throttle') for g in gpus]}")
+hb = state.get("heartbeat", {})
+print(f"last report: health {state.get('health')}, driver {hb.get('driver_version')}, temperatures {[g.get('temp_c') for g in gpus]}, throttle {[g.get('throttle') for g in gpus]}")
+print(f"NICs: {[(n.get('name'), 'up' if n.get('up') else 'down') for n in hb.get('nics') or []]}")
 tol = float(os.environ["TOLERANCE_PCT"])
 if abs(diff) > tol:
     sys.exit(f"gpu-check: FAIL — stored energy differs from the card's counter by {diff:+.2f}% (more than {tol}%)")
