@@ -284,13 +284,80 @@ func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.
 	exec := o.Execute
 	if exec == nil {
 		exec = o.execute
+		if c.Kind == "health_check" {
+			exec = func(wire.Command) error { return o.healthCheck(f) }
+		}
 	}
-	if err := exec(c); err != nil {
+	if err := exec(c); errors.Is(err, ErrGaveWay) {
+		logf("command %s (%s) stopped: %v", c.ID, c.Kind, err)
+		return wire.Result{ID: c.ID, State: "refused", Message: err.Error()}
+	} else if err != nil {
 		logf("command %s (%s) failed: %v", c.ID, c.Kind, err)
 		return wire.Result{ID: c.ID, State: "failed", Message: err.Error()}
 	}
 	logf("command %s (%s) done", c.ID, c.Kind)
 	return wire.Result{ID: c.ID, State: "done"}
+}
+
+// ErrGaveWay is a health check stopped because the node got work.
+var ErrGaveWay = errors.New("gave way to work: the node was assigned while it was being checked")
+
+// Checker is GPUs that run their own active health check (simulated).
+type Checker interface {
+	HealthCheck(ctx context.Context) error
+}
+
+// healthCheck is an active check of an idle node: the host checks, every
+// GPU answering, and the GPUs' own check where they have one. It stops, and
+// says it gave way, as soon as the node is assigned.
+func (o *Options) healthCheck(f *Fence) error {
+	if a, _ := f.Current(); a != nil {
+		return ErrGaveWay
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gaveWay := make(chan struct{})
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if a, _ := f.Current(); a != nil {
+					close(gaveWay)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	var errs []string
+	for _, c := range o.runChecks(ctx) {
+		if !c.OK {
+			errs = append(errs, c.Name+": "+c.Message)
+		}
+	}
+	for _, g := range o.GPUs.Sample(time.Now()) {
+		if g.Lost {
+			errs = append(errs, fmt.Sprintf("gpu %d is not visible to the driver", g.Index))
+		}
+	}
+	if ch, ok := o.GPUs.(Checker); ok {
+		if err := ch.HealthCheck(ctx); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	select {
+	case <-gaveWay:
+		return ErrGaveWay
+	default:
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // Driverer is GPUs that know their driver's version.
@@ -593,6 +660,7 @@ type Simulated struct {
 	// burn-in time and failure chance
 	burnInFor  time.Duration
 	burnInFail float64
+	checkFor   time.Duration
 	crash      bool
 	// Load returns each GPU's utilization (0–1) at a time: by default a
 	// slow wave, so that power, heat and energy move.
@@ -615,6 +683,7 @@ type simGPU struct {
 	// An uncorrectable HBM error remaps its row at the next reset; when
 	// no spare row is left, the remap fails.
 	remapPending, remapFailed bool
+	slowLink                  bool
 }
 
 // NewSimulated returns n simulated GPUs of a model.
@@ -652,6 +721,9 @@ type Fault struct {
 	// that found no spare row.
 	RowRemap    bool `json:"row_remap,omitempty"`
 	RemapFailed bool `json:"remap_failed,omitempty"`
+	// SlowLink is a fault only a deep check finds: the GPU's NVLink
+	// bandwidth below the floor (reports look healthy).
+	SlowLink bool `json:"slow_link,omitempty"`
 	// Crash kills the agent right after its next report is delivered,
 	// before it notes the delivery: on restart it sends that report again.
 	Crash bool `json:"crash,omitempty"`
@@ -696,6 +768,37 @@ func (s *Simulated) SetBurnIn(d time.Duration, failRate float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.burnInFor, s.burnInFail = d, failRate
+}
+
+// SetHealthCheck sets how long a simulated active health check takes.
+func (s *Simulated) SetHealthCheck(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkFor = d
+}
+
+// HealthCheck is a simulated active check: it takes its time (stopping
+// when ctx ends) and fails on a GPU whose row remap failed.
+func (s *Simulated) HealthCheck(ctx context.Context) error {
+	s.mu.Lock()
+	d := s.checkFor
+	s.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, g := range s.gpus {
+		switch {
+		case g.remapFailed:
+			return fmt.Errorf("gpu %d: HBM row remap failed", i)
+		case g.slowLink:
+			return fmt.Errorf("gpu %d: NVLink bandwidth below the floor", i)
+		}
+	}
+	return nil
 }
 
 // BurnIn loads every GPU for the burn-in time and checks them.
@@ -780,6 +883,7 @@ func (s *Simulated) Inject(f Fault) {
 	g.eccU += f.ECC
 	g.hot = g.hot || f.Hot
 	s.crash = s.crash || f.Crash
+	g.slowLink = g.slowLink || f.SlowLink
 	g.remapPending = g.remapPending || f.RowRemap || f.RemapFailed
 	g.remapFailed = g.remapFailed || f.RemapFailed
 	if f.LinkDown {

@@ -813,3 +813,92 @@ func TestCommandsPushed(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestActiveHealthCheck: a check of an idle node that finds a fault
+// degrades the node until it is remediated; a check running when the node
+// gets work stops and says it gave way.
+func TestActiveHealthCheck(t *testing.T) {
+	n := newNode(t, 8)
+	srv, op, sku := n.srv, n.op, n.sku
+	ctx := context.Background()
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	gpus.SetHealthCheck(50 * time.Millisecond)
+	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: n.host, Serial: n.serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, opts)
+	time.Sleep(200 * time.Millisecond)
+	order := func() string {
+		var c agents.NodeCommand
+		if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+n.host+"/commands", nil, map[string]any{"kind": "health_check"}, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	outcome := func(id string) agents.NodeCommand {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			var l struct{ Items []agents.NodeCommand }
+			op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host+"/commands", nil, nil, &l)
+			for _, c := range l.Items {
+				if c.ID == id && c.State != "pending" {
+					return c
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("command %s never finished: %+v", id, l.Items)
+			}
+		}
+	}
+	// A remap that failed: the check fails, the node is degraded and stays so.
+	gpus.Inject(agent.Fault{GPU: 5, RemapFailed: true})
+	time.Sleep(100 * time.Millisecond)
+	var fn fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &fn)
+	if fn.Health != fleet.HealthFailed {
+		t.Fatalf("a failed remap: %s", fn.Health) // the report says so before any check
+	}
+	gpus.Repair()
+	// Declared repaired, its failure is forgotten; then the check.
+	op.Do(ctx, http.MethodPost, "/v1/nodes/"+n.host+"/repair-done", nil, map[string]any{}, nil)
+	for deadline := time.Now().Add(10 * time.Second); fn.Lifecycle != fleet.LifecycleAvailable; time.Sleep(20 * time.Millisecond) {
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &fn)
+		if time.Now().After(deadline) {
+			t.Fatalf("not back in service: %s %s", fn.Lifecycle, fn.Health)
+		}
+	}
+	if c := outcome(order()); c.State != "done" {
+		t.Fatalf("a check of a healthy idle node: %+v", c)
+	}
+	// A fault only a deep check finds: the check fails, the node is
+	// degraded, and stays so in later reports until it is remediated.
+	gpus.Inject(agent.Fault{GPU: 2, SlowLink: true})
+	if c := outcome(order()); c.State != "failed" || !strings.Contains(c.Message, "NVLink") {
+		t.Fatalf("a check of a node with a slow link: %+v", c)
+	}
+	time.Sleep(150 * time.Millisecond)
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &fn)
+	if fn.Health != fleet.HealthDegraded || !strings.Contains(strings.Join(fn.HealthReasons, ";"), "active health check failed") {
+		t.Fatalf("after a failed check: %s %v", fn.Health, fn.HealthReasons)
+	}
+	gpus.Repair()
+	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+n.host+"/commands", nil, map[string]any{"kind": "reboot"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); fn.Health != fleet.HealthOK; time.Sleep(20 * time.Millisecond) {
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &fn)
+		if time.Now().After(deadline) {
+			t.Fatalf("a reboot did not clear the failed check: %s %v", fn.Health, fn.HealthReasons)
+		}
+	}
+	// The check gives way to work.
+	gpus.SetHealthCheck(5 * time.Second)
+	id := order()
+	time.Sleep(150 * time.Millisecond) // it runs
+	var r struct{ ID string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "on_demand"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if c := outcome(id); c.State != "refused" || !strings.Contains(c.Message, "gave way") {
+		t.Fatalf("a check when work came: %+v", c)
+	}
+}

@@ -177,6 +177,9 @@ type Service struct {
 	// its agent holds).
 	Remediation Remediation
 	Generation  func(ctx context.Context, nodeID string) (int64, error)
+	// Checks is the policy of active health checks on idle nodes.
+	Checks    ActiveChecks
+	lastCheck map[string]time.Time // guarded by assignMu
 
 	incMu     sync.Mutex
 	incidents map[string]*Incident
@@ -379,7 +382,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	// Conditions that call for a reset or worse stay until the node is
 	// remediated (a GPU reset or a reboot reported done here clears those
 	// it remedies); heat, links and checks are as the last report says.
-	remedied, err := s.remedied(ctx, p.NodeID, hb.Results)
+	remedied, checks, err := s.outcomes(ctx, p.NodeID, hb.Results)
 	if err != nil {
 		return ans, err
 	}
@@ -394,7 +397,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	}
 	var found []Condition
 	if !repaired.before(hb) {
-		found = Evaluate(hb)
+		found = append(Evaluate(hb), checks...)
 		for i := range found {
 			found[i].At = now
 		}
@@ -591,31 +594,35 @@ func (s *Service) NextChange(nodeID string) <-chan struct{} {
 	return s.change(nodeID).wake
 }
 
-// remedied is the highest rung of the ladder that commands reported done
-// in results remedy: a GPU reset, a reboot.
-func (s *Service) remedied(ctx context.Context, nodeID string, results []wire.Result) (Action, error) {
+// outcomes reads what command results in a report mean for the node: the
+// highest rung of the ladder that commands done remedy (a GPU reset, a
+// reboot), and the conditions of health checks that failed.
+func (s *Service) outcomes(ctx context.Context, nodeID string, results []wire.Result) (Action, []Condition, error) {
 	up := ActionNone
 	if len(results) == 0 {
-		return up, nil
+		return up, nil, nil
 	}
 	cs, err := s.Store.Commands(ctx, nodeID, false)
 	if err != nil {
-		return up, err
+		return up, nil, err
 	}
 	kinds := map[string]string{}
 	for _, c := range cs {
 		kinds[c.ID] = c.Kind
 	}
+	var failed []Condition
 	for _, r := range results {
-		if r.State != "done" {
-			continue
-		}
-		a := map[string]Action{"gpu_reset": ActionReset, "reboot": ActionReboot}[kinds[r.ID]]
-		if ladder[a] > ladder[up] {
-			up = a
+		switch {
+		case r.State == "done":
+			a := map[string]Action{"gpu_reset": ActionReset, "reboot": ActionReboot}[kinds[r.ID]]
+			if ladder[a] > ladder[up] {
+				up = a
+			}
+		case r.State == "failed" && kinds[r.ID] == "health_check":
+			failed = append(failed, Condition{GPU: -1, Kind: "active_check", Health: fleet.HealthDegraded, Action: ActionReboot, Reason: "active health check failed: " + r.Message})
 		}
 	}
-	return up, nil
+	return up, failed, nil
 }
 
 // latestOrStored returns a node's last state from memory, else from the

@@ -70,6 +70,7 @@ type SweepResult struct {
 	Unreachable []string // nodes marked unreachable by this sweep
 	Failed      []string // nodes failed by this sweep
 	Held        int      // silent nodes left alone: in a domain whose breaker is open, or serving bare metal
+	Checks      int      // active health checks started on idle nodes
 }
 
 // Sweep judges every node whose agent has joined by its last heartbeat:
@@ -192,7 +193,8 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 			res.Unreachable = append(res.Unreachable, id)
 		}
 	}
-	return res, nil
+	res.Checks, err = s.startChecks(ctx, nodes, silentFor)
+	return res, err
 }
 
 // Incidents lists incidents, open first, newest first.

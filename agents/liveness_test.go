@@ -321,3 +321,68 @@ func TestQuarantine(t *testing.T) {
 		}
 	})
 }
+
+// TestActiveChecksScheduled: every idle, healthy, available node gets an
+// active check once a period, spread over it (a start does not check the
+// whole fleet at once), at most PerSweep at a time; busy nodes are left to
+// their work.
+func TestActiveChecksScheduled(t *testing.T) {
+	l := newLab(t, testdb.SQLite(t))
+	ctx := context.Background()
+	busy := l.nodes[3]
+	l.ag.Assignment = func(_ context.Context, id string) (*wire.Assignment, error) {
+		if id == busy.ID {
+			return &wire.Assignment{Generation: 1, Reservation: "rsv_x"}, nil
+		}
+		return nil, nil
+	}
+	l.ag.Checks = agents.ActiveChecks{Every: time.Hour, PerSweep: 5}
+	checks := func() map[string]int {
+		out := map[string]int{}
+		for _, n := range l.nodes {
+			cs, err := l.db.Commands(ctx, n.ID, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cs {
+				if c.Kind == "health_check" {
+					out[n.ID]++
+				}
+			}
+		}
+		return out
+	}
+	l.beat()
+	maxPerSweep, firstHalf := 0, 0
+	for i := 0; i < 120; i++ { // two hours, a sweep a minute
+		l.now = l.now.Add(time.Minute)
+		l.beat()
+		res := l.sweep()
+		maxPerSweep = max(maxPerSweep, res.Checks)
+		if i == 29 {
+			firstHalf = len(checks())
+		}
+		// The agents answer: checks done.
+		for _, n := range l.nodes {
+			cs, _ := l.db.Commands(ctx, n.ID, true)
+			for _, c := range cs {
+				l.db.FinishCommand(ctx, n.ID, wire.Result{ID: c.ID, State: "done"}, l.now)
+			}
+		}
+	}
+	got := checks()
+	if got[busy.ID] != 0 {
+		t.Fatalf("a busy node was checked %d times", got[busy.ID])
+	}
+	for _, n := range l.nodes {
+		if n.ID != busy.ID && (got[n.ID] < 1 || got[n.ID] > 3) {
+			t.Fatalf("%s checked %d times in two hours (once an hour)", n.Hostname, got[n.ID])
+		}
+	}
+	if maxPerSweep > 5 {
+		t.Fatalf("%d checks started in one sweep", maxPerSweep)
+	}
+	if firstHalf == 0 || firstHalf >= len(l.nodes)-1 {
+		t.Fatalf("%d of %d nodes checked in the first half hour: not spread", firstHalf, len(l.nodes))
+	}
+}

@@ -26,7 +26,7 @@ var ladder = map[Action]int{ActionNone: 0, ActionWatch: 1, ActionReset: 2, Actio
 // Condition is one finding from a heartbeat, with its effect on the node.
 type Condition struct {
 	GPU    int          `json:"gpu" doc:"GPU index, or -1 for the node."`
-	Kind   string       `json:"kind" doc:"xid, ecc, thermal, throttle, lost, link, check."`
+	Kind   string       `json:"kind" doc:"xid, ecc, thermal, throttle, lost, link, check, active_check."`
 	Code   int          `json:"code,omitempty"`
 	Health fleet.Health `json:"health"`
 	Action Action       `json:"action"`
@@ -130,7 +130,7 @@ func Worst(cs []Condition) (fleet.Health, Action) {
 func Sticky(cs []Condition) []Condition {
 	var out []Condition
 	for _, c := range cs {
-		if (c.Kind == "xid" || c.Kind == "lost" || c.Kind == "ecc") && ladder[c.Action] >= ladder[ActionReset] {
+		if (c.Kind == "xid" || c.Kind == "lost" || c.Kind == "ecc" || c.Kind == "active_check") && ladder[c.Action] >= ladder[ActionReset] {
 			out = append(out, c)
 		}
 	}

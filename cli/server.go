@@ -64,6 +64,7 @@ type ServerOptions struct {
 	Liveness    agents.Liveness
 	HeartbeatS  int
 	Remediation agents.Remediation
+	Checks      agents.ActiveChecks
 }
 
 // Seams are the drivers of the allocation lifecycle.
@@ -122,7 +123,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL = 10*time.Second, 10*time.Second
 	}
-	ag.Liveness, ag.Remediation = o.Liveness, o.Remediation
+	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {
 		ag.HeartbeatS = o.HeartbeatS
 	}
@@ -276,6 +277,8 @@ func serverFlags(cmd *cobra.Command, o *ServerOptions) {
 	cmd.Flags().IntVar(&o.HeartbeatS, "heartbeat-s", 10, "seconds between agent heartbeats (agents are told at join)")
 	cmd.Flags().IntVar(&o.Liveness.Missed, "liveness-missed", 3, "missed heartbeats that make a node unreachable")
 	cmd.Flags().DurationVar(&o.Liveness.Grace, "liveness-grace", 5*time.Minute, "how long a node stays unreachable before it is failed and its work replaced")
+	cmd.Flags().DurationVar(&o.Checks.Every, "check-every", 24*time.Hour, "how often each idle node gets an active health check through its agent (negative: never)")
+	cmd.Flags().IntVar(&o.Checks.PerSweep, "checks-per-sweep", 50, "active health checks started at most per sweep (every half heartbeat interval)")
 	cmd.Flags().IntVar(&o.Remediation.QuarantineAfter, "quarantine-after", 3, "failures in 30 days that quarantine a node for operator review")
 	cmd.Flags().DurationVar(&o.Remediation.Fallback, "sim-burn-in", 10*time.Minute, "simulated burn-in and sanitize time of a repaired node without an agent")
 	cmd.Flags().IntVar(&o.Liveness.StartupIntervals, "liveness-startup", 6, "heartbeat intervals after a start before any node is judged")
