@@ -685,6 +685,7 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 	}
 	if res.Plan == nil {
 		r.Reason = "no replacement for " + a.Hostname
+		r.Shortfalls = append(r.Shortfalls, Shortfall{Node: a.Hostname, GPUs: len(a.GPUs), Allocation: a.ID, Since: t, Reason: why})
 		if err := s.emit(ctx, r.TenantID, "node.replacement_failed", r.ID, map[string]any{"node": a.Hostname, "reason": why}); err != nil {
 			return err
 		}

@@ -220,10 +220,23 @@ type Reservation struct {
 	Bound      bool             `json:"bound" doc:"Allocations have been made for its nodes."`
 	PreemptAt  *time.Time       `json:"preempt_at,omitempty" doc:"Spot work reclaimed for committed work: the deadline by which it must be off its nodes."`
 	Elastic    *Elastic         `json:"elastic,omitempty" doc:"Elastic internal work: its steps and what reclaims cost it."`
+	Shortfalls []Shortfall      `json:"shortfalls,omitempty" doc:"GPUs it ran short of when a failed node found no replacement: downtime for the SLA."`
 	DueAt      time.Time        `json:"due_at" doc:"When its next step is due (binding, or its end)."`
 	Version    int64            `json:"version"`
 	CreatedAt  time.Time        `json:"created_at"`
 	UpdatedAt  time.Time        `json:"updated_at"`
+}
+
+// Shortfall is a node's GPUs a reservation went without, from the failure
+// that found no replacement until the reservation ended (Until nil: still
+// short).
+type Shortfall struct {
+	Node       string     `json:"node"`
+	GPUs       int        `json:"gpus"`
+	Allocation string     `json:"allocation" doc:"The failed node's allocation."`
+	Since      time.Time  `json:"since"`
+	Until      *time.Time `json:"until,omitempty"`
+	Reason     string     `json:"reason"`
 }
 
 // Allocation is the GPUs of one node bound to a reservation: the meter of

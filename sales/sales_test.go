@@ -392,6 +392,11 @@ func TestProvisioningFailureReplacesTheNode(t *testing.T) {
 		if got := strings.Join(w.events(w.beta), " "); !strings.Contains(got, "node.replacement_failed") || !strings.Contains(got, "reservation.failed") {
 			t.Fatalf("beta's events: %s", got)
 		}
+		// The GPUs it went without are on record (downtime for the SLA),
+		// closed when it ended.
+		if len(one.Shortfalls) != 1 || one.Shortfalls[0].GPUs != 8 || one.Shortfalls[0].Until == nil || one.Shortfalls[0].Until.Before(one.Shortfalls[0].Since) {
+			t.Fatalf("shortfalls: %+v", one.Shortfalls)
+		}
 	})
 }
 

@@ -605,6 +605,14 @@ func (s *Service) Extend(ctx context.Context, p neocloud.Principal, id string, e
 }
 
 func (s *Service) saveReservation(ctx context.Context, r *Reservation, now time.Time) error {
+	if r.State.Terminal() { // a shortfall lasts until the reservation ends
+		for i := range r.Shortfalls {
+			if r.Shortfalls[i].Until == nil {
+				t := now
+				r.Shortfalls[i].Until = &t
+			}
+		}
+	}
 	r.Version++
 	r.UpdatedAt = now
 	return s.Store.UpdateReservation(ctx, *r)
