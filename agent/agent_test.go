@@ -85,6 +85,16 @@ func TestSimulatedAgent(t *testing.T) {
 	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &fn); err != nil || fn.Health != fleet.HealthFailed {
 		t.Fatalf("the node: %v %v %v", fn.Health, fn.HealthReasons, err)
 	}
+	// An operator sees the report and the last hour with the node.
+	var out, errb bytes.Buffer
+	if rc := cli.Main([]string{"--server", srv.URL, "--token", srv.Token, "node", "show", host}, &out, &errb); rc != 0 {
+		t.Fatalf("node show: %d %s", rc, errb.String())
+	}
+	for _, want := range []string{"AGENT  report", "XID 79", "POWER W", "ib7", "LAST HOUR"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("node show lacks %q:\n%s", want, out.String())
+		}
+	}
 }
 
 func TestNoGPUsNoAgent(t *testing.T) {

@@ -41,7 +41,7 @@ func agentCmd(g *globals) *cobra.Command {
 				if !ok {
 					return neocloud.Invalid("--sku", "unknown SKU %q", skuName)
 				}
-				sim := agent.NewSimulated(simulate, sku.GPUModel, sku.GPUMemoryMiB, float64(sku.NodeMaxPowerW)/float64(max(1, sku.GPUsPerNode))*0.7)
+				sim := agent.NewSimulated(simulate, sku.GPUModel, sku.GPUMemoryMiB, sku.MaxGPUPowerW())
 				sim.SetBurnIn(burnIn, burnInFail)
 				o.GPUs = sim
 			} else {

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -173,9 +175,15 @@ func nodeCmd(g *globals) *cobra.Command {
 	list.Flags().StringVar(&f.cordoned, "cordoned", "", "true or false")
 	list.Flags().StringVar(&f.spare, "spare", "", "true or false")
 
-	show := &cobra.Command{Use: "show HOSTNAME|ID", Short: "Show a node", Args: cobra.ExactArgs(1),
+	show := &cobra.Command{Use: "show HOSTNAME|ID", Short: "Show a node; in a table, with its agent's last report (per-GPU telemetry, NICs, conditions) and its last hour, minute by minute", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, append(nodeCols, column{"GPUS", "gpus"}))
+			if err := g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, append(nodeCols, column{"GPUS", "gpus"})); err != nil {
+				return err
+			}
+			if g.output != "table" {
+				return nil // json and csv print the API's object alone
+			}
+			return g.nodeTelemetry(c.Context(), args[0])
 		}}
 	cmd.AddCommand(list, show)
 	for _, a := range []struct {
@@ -252,6 +260,71 @@ func nodeCmd(g *globals) *cobra.Command {
 				[]column{{"NODE", "node_id"}, {"SEQ", "seq"}, {"SEEN", "seen_at"}, {"HEALTH", "health"}, {"ACTION", "action"}, {"CONDITIONS", "conditions"}})
 		}})
 	return cmd
+}
+
+// nodeTelemetry prints a node's last agent report and its last hour.
+func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var st struct {
+		Seq        int64     `json:"seq"`
+		SeenAt     time.Time `json:"seen_at"`
+		Health     string    `json:"health"`
+		Action     string    `json:"action"`
+		Conditions []struct {
+			Reason string `json:"reason"`
+			Action string `json:"action"`
+		} `json:"conditions"`
+		Heartbeat struct {
+			AgentVersion  string            `json:"agent_version"`
+			DriverVersion string            `json:"driver_version"`
+			UptimeS       int64             `json:"uptime_s"`
+			GPUs          []json.RawMessage `json:"gpus"`
+			NICs          []json.RawMessage `json:"nics"`
+			Checks        []json.RawMessage `json:"checks"`
+		} `json:"heartbeat"`
+	}
+	path := "/v1/nodes/" + url.PathEscape(ref)
+	if err := c.Do(ctx, http.MethodGet, path+"/agent", nil, nil, &st); neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		fmt.Fprintln(g.stdout, "\nno agent has reported for this node")
+		return nil
+	} else if err != nil {
+		return err
+	}
+	hb := st.Heartbeat
+	fmt.Fprintf(g.stdout, "\nAGENT  report %d at %s (%s ago), health %s, action %q, agent %s, driver %s, up %s\n", st.Seq, st.SeenAt.Format(time.RFC3339),
+		time.Since(st.SeenAt).Truncate(time.Second), st.Health, st.Action, hb.AgentVersion, hb.DriverVersion, time.Duration(hb.UptimeS)*time.Second)
+	for _, cd := range st.Conditions {
+		fmt.Fprintf(g.stdout, "  condition: %s (%s)\n", cd.Reason, cd.Action)
+	}
+	fmt.Fprintln(g.stdout)
+	if err := printItems(g.stdout, "table", hb.GPUs, false, []column{{"GPU", "index"}, {"POWER W", "power_w"}, {"ENERGY J", "energy_j"}, {"TEMP C", "temp_c"}, {"UTIL %", "util_pct"},
+		{"MEM MIB", "mem_used_mib"}, {"ECC CORR", "ecc_corrected"}, {"ECC UNCORR", "ecc_uncorrected"}, {"REMAP PENDING", "row_remap_pending"}, {"THROTTLE", "throttle"}, {"LOST", "lost"}}); err != nil {
+		return err
+	}
+	if len(hb.NICs) > 0 {
+		fmt.Fprintln(g.stdout)
+		if err := printItems(g.stdout, "table", hb.NICs, false, []column{{"NIC", "name"}, {"UP", "up"}, {"ERRORS", "errors"}}); err != nil {
+			return err
+		}
+	}
+	if len(hb.Checks) > 0 {
+		fmt.Fprintln(g.stdout)
+		if err := printItems(g.stdout, "table", hb.Checks, false, []column{{"CHECK", "name"}, {"OK", "ok"}, {"MESSAGE", "message"}}); err != nil {
+			return err
+		}
+	}
+	now := time.Now().UTC()
+	var ms struct{ Items []json.RawMessage }
+	q := url.Values{"from": {now.Add(-time.Hour).Format(time.RFC3339)}, "to": {now.Add(time.Minute).Format(time.RFC3339)}}
+	if err := c.Do(ctx, http.MethodGet, path+"/minutes", q, nil, &ms); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "\nLAST HOUR (%d minutes with reports)\n", len(ms.Items))
+	return printItems(g.stdout, "table", ms.Items, false, []column{{"MINUTE", "minute"}, {"REPORTS", "samples"}, {"POWER AVG W", "power_avg_w"}, {"POWER MAX W", "power_max_w"},
+		{"TEMP MAX C", "temp_max_c"}, {"ENERGY FIRST J", "energy_first_j"}, {"ENERGY LAST J", "energy_last_j"}})
 }
 
 var breakFixCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"KIND", "kind"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"COMMAND", "command_id"}, {"CREATED", "created_at"}, {"CONFIRMED", "confirmed_at"}}

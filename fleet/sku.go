@@ -14,6 +14,7 @@ type SKU struct {
 	GPUsPerNode       int    `json:"gpus_per_node" yaml:"gpus_per_node"`
 	GPUMemoryMiB      int    `json:"gpu_memory_mib" yaml:"gpu_memory_mib"`
 	NodeMaxPowerW     int    `json:"node_max_power_w" yaml:"node_max_power_w"`
+	GPUMaxPowerW      int    `json:"gpu_max_power_w,omitempty" yaml:"gpu_max_power_w" doc:"One GPU's board power limit (TDP)."`
 	Partitions        []int  `json:"partitions,omitempty" yaml:"partitions"`
 	PartitionDelivery string `json:"partition_delivery,omitempty" yaml:"partition_delivery" doc:"How partitions are delivered: vm (Fabric Manager partitions), never bare metal."`
 	NVLinkDomainNodes int    `json:"nvlink_domain_nodes,omitempty" yaml:"nvlink_domain_nodes"`
@@ -21,21 +22,30 @@ type SKU struct {
 	Description       string `json:"description,omitempty" yaml:"description"`
 }
 
+// MaxGPUPowerW is one GPU's power limit: the SKU's, or an estimate from the
+// node's (GPUs draw about 55% of an HGX node's power).
+func (k SKU) MaxGPUPowerW() float64 {
+	if k.GPUMaxPowerW > 0 {
+		return float64(k.GPUMaxPowerW)
+	}
+	return float64(k.NodeMaxPowerW) / float64(max(1, k.GPUsPerNode)) * 0.55
+}
+
 // Catalog is the built-in SKUs. A spec may declare others.
 var Catalog = []SKU{
 	{
 		Name: "h100-sxm5-80gb", GPUModel: "NVIDIA H100 80GB HBM3", GPUsPerNode: 8, GPUMemoryMiB: 81559,
-		NodeMaxPowerW: 10200, Partitions: []int{1, 2, 4}, PartitionDelivery: "vm", TurnaroundS: 2 * 3600,
+		NodeMaxPowerW: 10200, GPUMaxPowerW: 700, Partitions: []int{1, 2, 4}, PartitionDelivery: "vm", TurnaroundS: 2 * 3600,
 		Description: "HGX H100 8-GPU server (DGX H100 class): 8× H100 SXM5 80GB, NVSwitch; partitions of 1, 2 or 4 GPUs as VMs only",
 	},
 	{
 		Name: "h200-sxm-141gb", GPUModel: "NVIDIA H200 141GB HBM3e", GPUsPerNode: 8, GPUMemoryMiB: 143771,
-		NodeMaxPowerW: 10200, Partitions: []int{1, 2, 4}, PartitionDelivery: "vm", TurnaroundS: 2 * 3600,
+		NodeMaxPowerW: 10200, GPUMaxPowerW: 700, Partitions: []int{1, 2, 4}, PartitionDelivery: "vm", TurnaroundS: 2 * 3600,
 		Description: "HGX H200 8-GPU server: 8× H200 SXM 141GB, NVSwitch; partitions of 1, 2 or 4 GPUs as VMs only",
 	},
 	{
 		Name: "gb200-nvl72", GPUModel: "NVIDIA GB200", GPUsPerNode: 4, GPUMemoryMiB: 189471,
-		NodeMaxPowerW: 5900, NVLinkDomainNodes: 18, TurnaroundS: 4 * 3600,
+		NodeMaxPowerW: 5900, GPUMaxPowerW: 1200, NVLinkDomainNodes: 18, TurnaroundS: 4 * 3600,
 		Description: "GB200 NVL72 compute tray: 2 Grace CPUs + 4 Blackwell GPUs; 18 trays form one 72-GPU NVLink domain (rack)",
 	},
 }
