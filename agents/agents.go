@@ -177,6 +177,8 @@ type Service struct {
 	// its agent holds).
 	Remediation Remediation
 	Generation  func(ctx context.Context, nodeID string) (int64, error)
+	// OutOfBand reads nodes' out-of-band controllers (nil: none).
+	OutOfBand OutOfBand
 	// Checks is the policy of active health checks on idle nodes.
 	Checks    ActiveChecks
 	lastCheck map[string]time.Time // guarded by assignMu

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -158,6 +159,29 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	sort.Strings(ids)
 	for _, id := range ids {
 		n, _ := s.Fleet.Snapshot.Node(id)
+		d := silentFor[id].Truncate(time.Second)
+		// The out-of-band controller is evidence either way: a node it
+		// reports powered off is down whatever else holds; one it reports
+		// on is alive, its agent or network silent.
+		power := PowerUnknown
+		if s.OutOfBand != nil {
+			if power, err = s.OutOfBand.Power(ctx, id); err != nil {
+				return res, err
+			}
+		}
+		if power == PowerOff {
+			if n.Health != fleet.HealthFailed {
+				why := fmt.Sprintf("no heartbeat for %v; out-of-band controller: powered off", d)
+				if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
+					return res, err
+				}
+				res.Failed = append(res.Failed, id)
+				if err := s.failed(ctx, id, why, true); err != nil {
+					return res, err
+				}
+			}
+			continue
+		}
 		site, _ := s.Fleet.Snapshot.Site(n.SiteID)
 		parts := strings.Split(n.Domain, "/")
 		held := false
@@ -175,10 +199,15 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 			res.Held++
 			continue
 		}
-		d := silentFor[id].Truncate(time.Second)
+		// Without evidence from the controller, the reasons say so: such
+		// time is not counted as the tenant's downtime.
+		evidence := "no out-of-band evidence"
+		if power == PowerOn {
+			evidence = "out-of-band controller: powered on"
+		}
 		switch {
 		case d >= time.Duration(pol.Missed)*interval+pol.Grace && n.Health != fleet.HealthFailed:
-			why := fmt.Sprintf("no heartbeat for %v", d)
+			why := fmt.Sprintf("no heartbeat for %v (%s)", d, evidence)
 			if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
 				return res, err
 			}
@@ -187,7 +216,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 				return res, err
 			}
 		case n.Health == fleet.HealthOK || n.Health == fleet.HealthDegraded:
-			if err := s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v", d)}); err != nil {
+			if err := s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v (%s)", d, evidence)}); err != nil {
 				return res, err
 			}
 			res.Unreachable = append(res.Unreachable, id)
@@ -215,4 +244,51 @@ func (s *Service) Incidents(openOnly bool) []Incident {
 		return out[i].OpenedAt.After(out[j].OpenedAt) || out[i].OpenedAt.Equal(out[j].OpenedAt) && out[i].ID > out[j].ID
 	})
 	return out
+}
+
+// Power states an out-of-band controller reports.
+const (
+	PowerOn      = "on"
+	PowerOff     = "off"
+	PowerUnknown = "" // the controller cannot be reached
+)
+
+// OutOfBand is a node's out-of-band controller (BMC), read over Redfish or
+// IPMI on a real site: evidence about a node independent of its agent.
+type OutOfBand interface {
+	Power(ctx context.Context, nodeID string) (string, error)
+}
+
+// SimBMC is a simulated fleet of BMCs: every node powered on unless set
+// otherwise. It is safe for concurrent use.
+type SimBMC struct {
+	mu    sync.Mutex
+	power map[string]string
+}
+
+// Power reports a node's simulated power state.
+func (b *SimBMC) Power(_ context.Context, nodeID string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p, ok := b.power[nodeID]; ok {
+		return p, nil
+	}
+	return PowerOn, nil
+}
+
+// Set sets what a node's simulated BMC reports: on, off, or unknown ("":
+// the controller unreachable).
+func (b *SimBMC) Set(nodeID, power string) error {
+	switch power {
+	case PowerOn, PowerOff, PowerUnknown:
+	default:
+		return neocloud.Invalid("body.power", "must be on, off or \"\" (unreachable), not %q", power)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.power == nil {
+		b.power = map[string]string{}
+	}
+	b.power[nodeID] = power
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ type lab struct {
 	mu     sync.Mutex
 	failed []string // OnFailed calls
 	bare   map[string]bool
+	bmc    *agents.SimBMC
 }
 
 func newLab(t *testing.T, db *sqlstore.DB) *lab {
@@ -79,12 +81,14 @@ func (l *lab) start() {
 	ag.OnFailed = func(_ context.Context, id, why string, evidence bool) error {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if evidence {
-			l.t.Errorf("silence counted as evidence for %s", id)
+		if evidence != strings.Contains(why, "powered off") {
+			l.t.Errorf("%s failed with evidence %v: %s", id, evidence, why)
 		}
 		l.failed = append(l.failed, id)
 		return nil
 	}
+	l.bmc = &agents.SimBMC{}
+	ag.OutOfBand = l.bmc
 	ag.BareMetal = func(_ context.Context, id string) (bool, error) { return l.bare[id], nil }
 	l.ag = ag
 }
@@ -384,5 +388,43 @@ func TestActiveChecksScheduled(t *testing.T) {
 	}
 	if firstHalf == 0 || firstHalf >= len(l.nodes)-1 {
 		t.Fatalf("%d of %d nodes checked in the first half hour: not spread", firstHalf, len(l.nodes))
+	}
+}
+
+// TestOutOfBandEvidence: a silent node its controller reports powered off
+// is failed at once, behind an open breaker and under bare metal alike;
+// one reported on (or with no controller answering) follows the rules for
+// silence, and its reasons say what evidence there was.
+func TestOutOfBandEvidence(t *testing.T) {
+	l := newLab(t, testdb.SQLite(t))
+	su := l.nodes[:10]
+	silent := su[2:5]
+	bare := l.nodes[15]
+	l.bare[bare.ID] = true
+	quiet := append(append([]fleet.Node{}, silent...), bare, l.nodes[25])
+	l.bmc.Set(l.nodes[25].ID, agents.PowerUnknown)
+	l.beat()
+	for i := 0; i < 8; i++ { // past the startup grace and three intervals
+		l.now = l.now.Add(10 * time.Second)
+		l.beat(quiet...)
+		l.sweep()
+	}
+	if len(l.ag.Incidents(true)) != 1 || len(l.failed) != 0 || l.health(bare) != fleet.HealthOK || l.health(silent[0]) != fleet.HealthOK {
+		t.Fatalf("before any evidence: incidents %+v, failed %v", l.ag.Incidents(true), l.failed)
+	}
+	if fn, _ := l.fl.Snapshot.Node(l.nodes[25].ID); fn.Health != fleet.HealthUnreachable || !strings.Contains(strings.Join(fn.HealthReasons, ";"), "no out-of-band evidence") {
+		t.Fatalf("silent without a controller: %s %v", fn.Health, fn.HealthReasons)
+	}
+	l.bmc.Set(silent[1].ID, agents.PowerOff)
+	l.bmc.Set(bare.ID, agents.PowerOff)
+	l.now = l.now.Add(10 * time.Second)
+	l.beat(quiet...)
+	l.sweep()
+	got := map[string]bool{}
+	for _, id := range l.failed {
+		got[id] = true
+	}
+	if len(l.failed) != 2 || !got[silent[1].ID] || !got[bare.ID] || l.health(silent[0]) != fleet.HealthOK {
+		t.Fatalf("after the controllers reported power off: failed %v", l.failed)
 	}
 }

@@ -240,6 +240,20 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/sanitize-records", nil, listFlags{limit: 1000},
 				[]column{{"ID", "id"}, {"RESULT", "result"}, {"TICKET", "ticket_id"}, {"STARTED", "started_at"}, {"FINISHED", "finished_at"}, {"STEPS", "steps"}})
 		}})
+	var power string
+	bmc := &cobra.Command{Use: "bmc HOSTNAME|ID [--set on|off|unreachable]", Short: "What a node's (simulated) out-of-band controller reports; --set changes it", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path := "/v1/nodes/" + url.PathEscape(args[0]) + "/bmc"
+			if power == "" {
+				return g.one(c.Context(), http.MethodGet, path, nil, []column{{"POWER", "power"}})
+			}
+			if power == "unreachable" {
+				power = ""
+			}
+			return g.one(c.Context(), http.MethodPut, path, map[string]any{"power": power}, []column{{"POWER", "power"}})
+		}}
+	bmc.Flags().StringVar(&power, "set", "", "on, off or unreachable (simulated controllers only)")
+	cmd.AddCommand(bmc)
 	var fromSeq, toSeq int64
 	samples := &cobra.Command{Use: "samples HOSTNAME|ID --to-seq N", Short: "A node's per-report samples: energy counter sum (J) and power (W), by sequence number", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {

@@ -128,6 +128,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		ag.HeartbeatS = o.HeartbeatS
 	}
 	agents.Connect(ag, sv)
+	ag.OutOfBand = &agents.SimBMC{} // out-of-band controllers are simulated for now
 	// Nodes with agents are sanitized by them; the rest by the seam's
 	// simulated (or configured) driver.
 	sv.Sanitizer = &agents.Sanitizer{Service: ag, Fallback: sv.Sanitizer, Poll: time.Second}

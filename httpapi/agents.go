@@ -176,6 +176,39 @@ func (s *Server) registerAgents() {
 			return &struct{ Body sales.BreakFix }{b}, nil
 		})
 
+	if bmc, ok := av.OutOfBand.(*agents.SimBMC); ok {
+		type bmcState struct {
+			Power string `json:"power" enum:"on,off," doc:"What the node's out-of-band controller reports: on, off, or empty when it cannot be reached."`
+		}
+		register(s, opRead, huma.Operation{OperationID: "get-node-bmc", Method: http.MethodGet, Path: "/v1/nodes/{node}/bmc", Summary: "What a node's (simulated) out-of-band controller reports", Tags: []string{"agents"}},
+			func(ctx context.Context, in *struct {
+				Node string `path:"node"`
+			}) (*struct{ Body bmcState }, error) {
+				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+				if !ok {
+					return nil, neocloud.NotFound("node", in.Node)
+				}
+				p, err := bmc.Power(ctx, n.ID)
+				return &struct{ Body bmcState }{bmcState{p}}, err
+			})
+		register(s, opAdmin, huma.Operation{OperationID: "set-node-bmc", Method: http.MethodPut, Path: "/v1/nodes/{node}/bmc", Summary: "Set what a node's simulated out-of-band controller reports",
+			Description: "This server's out-of-band controllers are simulated: this sets what one reports (a real site reads them over Redfish or IPMI). Powered off is evidence that fails a silent node even behind an open breaker or under bare metal.", Tags: []string{"agents"}},
+			func(ctx context.Context, in *struct {
+				Node string `path:"node"`
+				Body bmcState
+			}) (*struct{ Body bmcState }, error) {
+				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+				if !ok {
+					return nil, neocloud.NotFound("node", in.Node)
+				}
+				if err := bmc.Set(n.ID, in.Body.Power); err != nil {
+					return nil, err
+				}
+				info(ctx).Object = n.ID
+				return &struct{ Body bmcState }{in.Body}, nil
+			})
+	}
+
 	register(s, opAdmin, huma.Operation{OperationID: "repair-done", Method: http.MethodPost, Path: "/v1/nodes/{node}/repair-done", Summary: "A repaired node goes to burn-in, then sanitizing, then service",
 		Description: "Clears the node's hardware conditions and starts its burn-in through its agent; a burn-in done starts the sanitize, and a sanitize done (with its record) returns the node to service. A quarantined node needs force.", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {

@@ -56,6 +56,7 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	sv := sales.NewService(db, db, fl, ts)
 	ag := agents.NewService(db, db, fl, ts)
 	agents.Connect(ag, sv)
+	ag.OutOfBand = &agents.SimBMC{}
 	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)

@@ -103,6 +103,8 @@ var rolesTable = map[string][]neocloud.Role{
 	"node-gpu-reset": {OA, TA},
 	"node-replace":   {OA, TA},
 	"confirm-report": {OA},
+	"get-node-bmc":   {OA, OV},
+	"set-node-bmc":   {OA},
 	"events":         {OA, OV, TA, TM},
 }
 
@@ -241,6 +243,11 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 			t.Fatal(err)
 		}
 		path = strings.Replace(path, "{id}", b.ID, 1)
+	case "get-node-bmc":
+		path = strings.Replace(path, "{node}", e.hosts[10], 1)
+	case "set-node-bmc":
+		path = strings.Replace(path, "{node}", e.hosts[10], 1)
+		body = map[string]any{"power": "on"}
 	case "node-sanitize-records":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1)
 	case "repair-done":
