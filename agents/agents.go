@@ -449,13 +449,20 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 			ok = false // repaired while this report was on its way: it decides nothing
 		}
 		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
-			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)) }); err != nil {
-				return ans, err
-			}
-			if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed {
-				if err := s.failed(ctx, p.NodeID, strings.Join(reasons(st.Conditions), "; "), true); err != nil {
-					return ans, err
+			// The failure and what follows it (work replaced, repair opened)
+			// commit together: a crash between them cannot leave a failed
+			// node in a reservation.
+			err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+				if err := s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)); err != nil {
+					return err
 				}
+				if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed {
+					return s.failed(ctx, p.NodeID, strings.Join(reasons(st.Conditions), "; "), true)
+				}
+				return nil
+			})
+			if err != nil {
+				return ans, err
 			}
 		}
 	}

@@ -172,13 +172,10 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		if power == PowerOff {
 			if n.Health != fleet.HealthFailed {
 				why := fmt.Sprintf("no heartbeat for %v; out-of-band controller: powered off", d)
-				if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
+				if err := s.fail(ctx, id, why, true); err != nil {
 					return res, err
 				}
 				res.Failed = append(res.Failed, id)
-				if err := s.failed(ctx, id, why, true); err != nil {
-					return res, err
-				}
 			}
 			continue
 		}
@@ -208,13 +205,10 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		switch {
 		case d >= time.Duration(pol.Missed)*interval+pol.Grace && n.Health != fleet.HealthFailed:
 			why := fmt.Sprintf("no heartbeat for %v (%s)", d, evidence)
-			if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
+			if err := s.fail(ctx, id, why, false); err != nil {
 				return res, err
 			}
 			res.Failed = append(res.Failed, id)
-			if err := s.failed(ctx, id, why, false); err != nil {
-				return res, err
-			}
 		case n.Health == fleet.HealthOK || n.Health == fleet.HealthDegraded:
 			if err := s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v (%s)", d, evidence)}); err != nil {
 				return res, err
@@ -224,6 +218,17 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	res.Checks, err = s.startChecks(ctx, nodes, silentFor)
 	return res, err
+}
+
+// fail marks a node failed and takes its work elsewhere, in one
+// transaction.
+func (s *Service) fail(ctx context.Context, id, why string, evidence bool) error {
+	return s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
+			return err
+		}
+		return s.failed(ctx, id, why, evidence)
+	})
 }
 
 // Incidents lists incidents, open first, newest first.
