@@ -8,6 +8,7 @@ package agents
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -414,7 +415,8 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		hottest = max(hottest, g.TempC)
 	}
 	w := &hbWrite{sample: sm, tempMax: hottest, results: hb.Results, done: make(chan struct{})}
-	changed := !known || prev.Health != st.Health || fmt.Sprint(reasons(prev.Conditions)) != fmt.Sprint(reasons(st.Conditions))
+	stReasons := reasons(st.Conditions)
+	changed := !known || prev.Health != st.Health || !slices.Equal(reasons(prev.Conditions), stReasons)
 	if hb.Seq > prev.Seq && (changed || now.Sub(prev.storedAt) >= time.Minute) {
 		w.state = &st
 	}
@@ -448,16 +450,16 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		if s.repairedAt(p.NodeID) != repaired {
 			ok = false // repaired while this report was on its way: it decides nothing
 		}
-		if ok && (n.Health != st.Health || fmt.Sprint(n.HealthReasons) != fmt.Sprint(reasons(st.Conditions))) && s.SetHealth != nil {
+		if ok && (n.Health != st.Health || !slices.Equal(n.HealthReasons, stReasons)) && s.SetHealth != nil {
 			// The failure and what follows it (work replaced, repair opened)
 			// commit together: a crash between them cannot leave a failed
 			// node in a reservation.
 			err := s.Tx.InTx(ctx, func(ctx context.Context) error {
-				if err := s.SetHealth(ctx, p.NodeID, st.Health, reasons(st.Conditions)); err != nil {
+				if err := s.SetHealth(ctx, p.NodeID, st.Health, stReasons); err != nil {
 					return err
 				}
 				if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed {
-					return s.failed(ctx, p.NodeID, strings.Join(reasons(st.Conditions), "; "), true)
+					return s.failed(ctx, p.NodeID, strings.Join(stReasons, "; "), true)
 				}
 				return nil
 			})

@@ -367,8 +367,13 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problemFor(err))
 		return
 	}
+	b, err := gojson.Marshal(ans)
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(ans)
+	w.Write(append(b, '\n'))
 }
 
 // streamAssignment sends a node's assignment when it changes: it looks
