@@ -140,6 +140,14 @@ type Store interface {
 	NodeCredential(ctx context.Context, nodeID string) (tenant.Token, error)
 	// AgentNodes returns the nodes that have a live agent credential.
 	AgentNodes(ctx context.Context) ([]string, error)
+	// PutSeen records when nodes were last heard from (each time only
+	// moves forward); Seen returns them all. Servers sharing a database
+	// judge liveness from these.
+	PutSeen(ctx context.Context, seen map[string]time.Time) error
+	Seen(ctx context.Context) (map[string]time.Time, error)
+	// TakeLease takes or renews a named lease until a time, reporting
+	// whether this holder has it (another's that has not expired stands).
+	TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
 	RemediationStore
 }
 
@@ -186,6 +194,10 @@ type Service struct {
 
 	incMu     sync.Mutex
 	incidents map[string]*Incident
+	// With other servers on the database, one of them judges liveness at a
+	// time: this one's id for the lease, and since when it has held it.
+	instance    string
+	leaderSince time.Time
 
 	mu       sync.RWMutex
 	latest   map[string]State
@@ -238,7 +250,7 @@ type nodeChange struct {
 // NewService returns a service over store.
 func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *Service {
 	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, latest: map[string]State{},
-		SetHealth: fl.SetHealth, Started: time.Now().UTC()}
+		SetHealth: fl.SetHealth, Started: time.Now().UTC(), instance: neocloud.NewID("srv_")}
 }
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
@@ -414,7 +426,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		sm.PowerW += g.PowerW
 		hottest = max(hottest, g.TempC)
 	}
-	w := &hbWrite{sample: sm, tempMax: hottest, results: hb.Results, done: make(chan struct{})}
+	w := &hbWrite{sample: sm, seenAt: now, tempMax: hottest, results: hb.Results, done: make(chan struct{})}
 	stReasons := reasons(st.Conditions)
 	changed := !known || prev.Health != st.Health || !slices.Equal(reasons(prev.Conditions), stReasons)
 	if hb.Seq > prev.Seq && (changed || now.Sub(prev.storedAt) >= time.Minute) {
@@ -665,6 +677,7 @@ func (s *Service) latestOrStored(ctx context.Context, nodeID string) (State, boo
 // hbWrite is one heartbeat's writes, waiting for a group commit.
 type hbWrite struct {
 	sample  Sample
+	seenAt  time.Time // when this server received it
 	tempMax float64
 	state   *State // nil: not stored this time
 	results []wire.Result
@@ -760,6 +773,19 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 			ms[i] = *minutes[k]
 		}
 		if err := s.Store.PutMinutes(ctx, ms); err != nil {
+			return err
+		}
+	}
+	if s.SharedTTL > 0 {
+		// Other servers judge liveness too: when each node was heard from
+		// goes to the database with its report.
+		seen := map[string]time.Time{}
+		for _, w := range ws {
+			if w.fresh && w.seenAt.After(seen[w.sample.NodeID]) {
+				seen[w.sample.NodeID] = w.seenAt
+			}
+		}
+		if err := s.Store.PutSeen(ctx, seen); err != nil {
 			return err
 		}
 	}

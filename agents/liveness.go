@@ -84,7 +84,28 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	pol := s.Liveness.withDefaults()
 	now := s.now()
 	interval := time.Duration(max(1, s.HeartbeatS)) * time.Second
-	if now.Sub(s.Started) < time.Duration(pol.StartupIntervals)*interval {
+	started := s.Started
+	var shared map[string]time.Time
+	if s.SharedTTL > 0 {
+		// Servers share the database: one judges at a time, from when any
+		// of them last heard each node; a new judge waits its grace too.
+		leader, err := s.Store.TakeLease(ctx, "liveness", s.instance, now, now.Add(3*interval))
+		if err != nil {
+			return res, err
+		}
+		if !leader {
+			s.leaderSince = time.Time{}
+			return res, nil
+		}
+		if s.leaderSince.IsZero() {
+			s.leaderSince = now
+		}
+		started = later(started, s.leaderSince)
+		if shared, err = s.Store.Seen(ctx); err != nil {
+			return res, err
+		}
+	}
+	if now.Sub(started) < time.Duration(pol.StartupIntervals)*interval {
 		return res, nil
 	}
 	res.Judged = true
@@ -97,9 +118,9 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	total, silent := map[domainKey]int{}, map[domainKey]int{}
 	s.mu.RLock()
 	for _, id := range nodes {
-		last := s.Started
-		if st, ok := s.latest[id]; ok && st.SeenAt.After(last) {
-			last = st.SeenAt
+		last := later(started, shared[id])
+		if st, ok := s.latest[id]; ok {
+			last = later(last, st.SeenAt)
 		}
 		n, ok := s.Fleet.Snapshot.Node(id)
 		if !ok {
@@ -218,6 +239,13 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	res.Checks, err = s.startChecks(ctx, nodes, silentFor)
 	return res, err
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // fail marks a node failed and takes its work elsewhere, in one

@@ -428,3 +428,74 @@ func TestOutOfBandEvidence(t *testing.T) {
 		t.Fatalf("after the controllers reported power off: failed %v", l.failed)
 	}
 }
+
+// TestLivenessSharedDatabase: two servers on one PostgreSQL database, each
+// hearing half the agents. Only one judges at a time, from when any server
+// last heard each node: nobody is marked silent for reporting to the other.
+// When the judge stops, the other takes over once its lease runs out, and
+// waits its own grace before judging.
+func TestLivenessSharedDatabase(t *testing.T) {
+	db := testdb.Postgres(t)
+	l := newLab(t, db)
+	a := l.ag
+	a.SharedTTL = 10 * time.Second
+	b := agents.NewService(db, db, l.fl, tenant.NewService(db))
+	b.Now, b.Started, b.Liveness, b.SharedTTL, b.OnFailed, b.OutOfBand = a.Now, l.now, a.Liveness, a.SharedTTL, a.OnFailed, l.bmc
+	beat := func(ag *agents.Service, nodes []fleet.Node) {
+		for _, n := range nodes {
+			l.seq[n.ID]++
+			p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+			if _, err := ag.Heartbeat(context.Background(), p, wire.Heartbeat{Version: wire.Version, Seq: l.seq[n.ID], At: l.now, GPUs: []wire.GPUSample{{Index: 0, PowerW: 500}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sweep := func(ag *agents.Service) agents.SweepResult {
+		res, err := ag.Sweep(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Unreachable)+len(res.Failed)+res.Held > 0 || len(ag.Incidents(true)) > 0 {
+			t.Fatalf("marked at %s: %+v, incidents %+v", l.now.Format(time.TimeOnly), res, ag.Incidents(true))
+		}
+		return res
+	}
+	half, rest := l.nodes[:20], l.nodes[20:]
+	judgedBy := map[*agents.Service]int{}
+	for i := 0; i < 30; i++ {
+		l.now = l.now.Add(10 * time.Second)
+		beat(a, half)
+		beat(b, rest)
+		for _, ag := range []*agents.Service{a, b} {
+			if sweep(ag).Judged {
+				judgedBy[ag]++
+			}
+		}
+	}
+	if judgedBy[a] == 0 || judgedBy[b] != 0 {
+		t.Fatalf("sweeps judged: a %d, b %d (want a alone)", judgedBy[a], judgedBy[b])
+	}
+	// a stops; its agents go over to b.
+	takenOver := time.Time{}
+	for i := 0; i < 15; i++ {
+		l.now = l.now.Add(10 * time.Second)
+		beat(b, l.nodes)
+		if sweep(b).Judged && takenOver.IsZero() {
+			takenOver = l.now
+		}
+	}
+	if takenOver.IsZero() {
+		t.Fatal("b never took over")
+	}
+	// A node that is really silent is marked by the new judge.
+	l.now = l.now.Add(10 * time.Second)
+	silent := l.nodes[7]
+	for i := 0; i < 4; i++ {
+		l.now = l.now.Add(10 * time.Second)
+		beat(b, append(append([]fleet.Node{}, l.nodes[:7]...), l.nodes[8:]...))
+		b.Sweep(context.Background())
+	}
+	if l.health(silent) != fleet.HealthUnreachable {
+		t.Fatalf("a silent node under the new judge: %s", l.health(silent))
+	}
+}

@@ -339,3 +339,50 @@ func (db *DB) SanitizeRecords(ctx context.Context, nodeID string) ([]agents.Sani
 		return r, json.Unmarshal([]byte(steps), &r.Steps)
 	}, `SELECT id, node_id, ticket_id, command_id, result, steps, started_at, finished_at FROM sanitize_records WHERE node_id = ? ORDER BY finished_at DESC, id DESC`, nodeID)
 }
+
+func (db *DB) PutSeen(ctx context.Context, seen map[string]time.Time) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		for id, at := range seen {
+			if _, err := db.exec(ctx, `INSERT INTO node_seen (node_id, seen_at) VALUES (?, ?)
+				ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at WHERE node_seen.seen_at < excluded.seen_at`, id, micros(at)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) Seen(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := db.query(ctx, `SELECT node_id, seen_at FROM node_seen`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var at int64
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, err
+		}
+		out[id] = fromMicros(at)
+	}
+	return out, db.translate(rows.Err())
+}
+
+func (db *DB) TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	var got bool
+	err := db.write(ctx, func(ctx context.Context) error {
+		if _, err := db.exec(ctx, `INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`, name, holder, micros(until)); err != nil {
+			return err
+		}
+		res, err := db.exec(ctx, `UPDATE leases SET holder = ?, until = ? WHERE name = ? AND (holder = ? OR until < ?)`, holder, micros(until), name, holder, micros(now))
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		got = n == 1
+		return nil
+	})
+	return got, err
+}
