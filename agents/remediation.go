@@ -289,11 +289,14 @@ func (s *Service) generation(ctx context.Context, nodeID string) (int64, error) 
 	return s.Generation(ctx, nodeID)
 }
 
-// Remediate moves tickets whose step is over: a burn-in done starts the
+// Remediate (run after Sweep) moves tickets whose step is over: a burn-in done starts the
 // sanitize; a sanitize done writes its record and returns the node to
 // service; a step that failed reopens the ticket (the node back to
 // repair).
 func (s *Service) Remediate(ctx context.Context) (int, error) {
+	if s.SharedTTL > 0 && s.leaderSince.IsZero() {
+		return 0, nil // with several servers, the liveness judge moves repairs along
+	}
 	ts, err := s.Store.Tickets(ctx, "", true)
 	if err != nil {
 		return 0, err
