@@ -31,6 +31,9 @@ type HeartbeatBench struct {
 	Clients int           // concurrent HTTP requests (connections are shared)
 	Binary  string        // the neocloud binary to run the server from (default: this one)
 	Profile string        // the server's CPU profile, when set
+	// DatabaseURL, when set, runs the server on PostgreSQL (the database
+	// is used as it is: give it an empty one).
+	DatabaseURL string
 	// Outage, when set, then stops the server for this long, starts it
 	// again on the same store, and has every agent report at the real
 	// cadence (one heartbeat per agent per 10 s) for After: a restart
@@ -144,7 +147,8 @@ func (a *benchAgent) body(now time.Time) []byte {
 	return b
 }
 
-// RunHeartbeatBench starts a server in its own process on SQLite, joins
+// RunHeartbeatBench starts a server in its own process (SQLite, or
+// PostgreSQL with DatabaseURL), joins
 // Agents simulated agents over HTTP, then sends heartbeats from Clients
 // concurrent requests for For, and prints heartbeats per second, latency,
 // the server's CPU time per heartbeat and its memory.
@@ -170,6 +174,9 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	var args []string
 	if o.Profile != "" {
 		args = append(args, "--cpuprofile", o.Profile)
+	}
+	if o.DatabaseURL != "" {
+		args = append(args, "--database-url", o.DatabaseURL)
 	}
 	srv, err := startServerProc(bin, dir, boot, args...)
 	if err != nil {
@@ -312,7 +319,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		return ctx.Err()
 	case <-time.After(o.Outage):
 	}
-	if srv, err = startServerProc(bin, dir, boot); err != nil {
+	if srv, err = startServerProc(bin, dir, boot, args...); err != nil {
 		return err
 	}
 	say("started again; every agent reports every 10 s for %v…", o.After)
