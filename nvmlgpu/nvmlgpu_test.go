@@ -169,7 +169,7 @@ func TestNoLibrary(t *testing.T) {
 		if len(g.Info()) == 0 {
 			t.Fatal("the library opened but found no GPUs")
 		}
-		t.Logf("this machine has %d GPUs", len(g.Info()))
+		t.Logf("this machine has %d GPUs, driver %s; XID events watched: %v; first sample: %+v", len(g.Info()), g.Driver(), g.stop != nil, g.Sample(time.Now())[0])
 	} else if !errors.Is(err, ErrNoLibrary) {
 		t.Fatalf("this machine: %v", err)
 	}
