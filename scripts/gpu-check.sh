@@ -49,7 +49,9 @@ for _ in $(seq 100); do
 done
 
 # One node of the site stands for this machine; its agent joins as it.
-"$BIN" fleet generate --gpus 8 --out "$WORK/site.yaml" >/dev/null 2>&1
+SKU=h100-sxm5-80gb
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -q H200 && SKU=h200-sxm-141gb
+"$BIN" fleet generate --gpus 8 --sku "$SKU" --out "$WORK/site.yaml" >/dev/null 2>&1
 "$BIN" fleet apply -f "$WORK/site.yaml" >/dev/null 2>&1
 read -r HOST SERIAL < <(python3 -c "
 import re,sys
