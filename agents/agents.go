@@ -145,6 +145,10 @@ type Store interface {
 	// judge liveness from these.
 	PutSeen(ctx context.Context, seen map[string]time.Time) error
 	Seen(ctx context.Context) (map[string]time.Time, error)
+	// PutIncidents stores incidents (new or changed); Incidents lists them,
+	// open first, newest first.
+	PutIncidents(ctx context.Context, incs []Incident) error
+	Incidents(ctx context.Context, openOnly bool) ([]Incident, error)
 	// TakeLease takes or renews a named lease until a time, reporting
 	// whether this holder has it (another's that has not expired stands).
 	TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)

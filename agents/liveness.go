@@ -95,6 +95,9 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 		if !leader {
 			s.leaderSince = time.Time{}
+			s.incMu.Lock()
+			s.incidents = nil // the judge keeps them; read again on taking over
+			s.incMu.Unlock()
 			return res, nil
 		}
 		if s.leaderSince.IsZero() {
@@ -151,8 +154,19 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	open := map[domainKey]bool{}
 	s.incMu.Lock()
 	if s.incidents == nil {
+		// Open incidents carry on from the last judge (or before a restart).
+		stored, err := s.Store.Incidents(ctx, true)
+		if err != nil {
+			s.incMu.Unlock()
+			return res, err
+		}
 		s.incidents = map[string]*Incident{}
+		for _, inc := range stored {
+			inc := inc
+			s.incidents[inc.SiteID+"|"+inc.Level+"|"+inc.Domain] = &inc
+		}
 	}
+	var changed []Incident
 	for k, n := range total {
 		share := float64(silent[k]) / float64(n)
 		key := k.site + "|" + k.level + "|" + k.domain
@@ -165,13 +179,23 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 				inc = &Incident{ID: neocloud.NewID(PrefixIncident), Kind: "silent_domain", SiteID: k.site, Level: k.level, Domain: k.domain, OpenedAt: now}
 				s.incidents[key] = inc
 			}
-			inc.Silent, inc.Nodes, inc.Message = silent[k], n, msg
+			if inc.Silent != silent[k] || inc.Nodes != n || inc.Message != msg {
+				inc.Silent, inc.Nodes, inc.Message = silent[k], n, msg
+				changed = append(changed, *inc)
+			}
 		} else if inc != nil && inc.ClosedAt == nil {
 			t := now
 			inc.ClosedAt, inc.Silent, inc.Nodes = &t, silent[k], n
+			changed = append(changed, *inc)
+			delete(s.incidents, key)
 		}
 	}
 	s.incMu.Unlock()
+	if len(changed) > 0 {
+		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.PutIncidents(ctx, changed) }); err != nil {
+			return res, err
+		}
+	}
 
 	ids := make([]string, 0, len(silentFor))
 	for id := range silentFor {
@@ -259,24 +283,10 @@ func (s *Service) fail(ctx context.Context, id, why string, evidence bool) error
 	})
 }
 
-// Incidents lists incidents, open first, newest first.
-func (s *Service) Incidents(openOnly bool) []Incident {
-	s.incMu.Lock()
-	defer s.incMu.Unlock()
-	var out []Incident
-	for _, inc := range s.incidents {
-		if openOnly && inc.ClosedAt != nil {
-			continue
-		}
-		out = append(out, *inc)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if (out[i].ClosedAt == nil) != (out[j].ClosedAt == nil) {
-			return out[i].ClosedAt == nil
-		}
-		return out[i].OpenedAt.After(out[j].OpenedAt) || out[i].OpenedAt.Equal(out[j].OpenedAt) && out[i].ID > out[j].ID
-	})
-	return out
+// Incidents lists incidents, open first, newest first (as every server
+// sees them: they are stored).
+func (s *Service) Incidents(ctx context.Context, openOnly bool) ([]Incident, error) {
+	return s.Store.Incidents(ctx, openOnly)
 }
 
 // Power states an out-of-band controller reports.

@@ -119,6 +119,14 @@ func (l *lab) sweep() agents.SweepResult {
 	return res
 }
 
+func (l *lab) incidents(ag *agents.Service, openOnly bool) []agents.Incident {
+	incs, err := ag.Incidents(context.Background(), openOnly)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return incs
+}
+
 func (l *lab) health(n fleet.Node) fleet.Health {
 	fn, _ := l.fl.Snapshot.Node(n.ID)
 	return fn.Health
@@ -184,7 +192,7 @@ func TestLivenessBreaker(t *testing.T) {
 			l.beat(silent...)
 			l.sweep()
 		}
-		incs := l.ag.Incidents(true)
+		incs := l.incidents(l.ag, true)
 		if len(incs) != 1 || incs[0].Level != "su" || incs[0].Silent != 3 || incs[0].Nodes != 10 {
 			t.Fatalf("incidents: %+v", incs)
 		}
@@ -196,13 +204,21 @@ func TestLivenessBreaker(t *testing.T) {
 		if len(l.failed) != 0 {
 			t.Fatalf("replaced behind an open breaker: %v", l.failed)
 		}
-		l.now = l.now.Add(10 * time.Second)
-		l.beat()
-		l.sweep()
-		if open := l.ag.Incidents(true); len(open) != 0 {
+		// The incident is stored: a restarted server (or another one)
+		// shows it and carries it on.
+		l.start()
+		if again := l.incidents(l.ag, true); len(again) != 1 || again[0].ID != incs[0].ID {
+			t.Fatalf("after a restart: %+v", again)
+		}
+		for i := 0; i < 7; i++ { // past the new start's grace, all reporting
+			l.now = l.now.Add(10 * time.Second)
+			l.beat()
+			l.sweep()
+		}
+		if open := l.incidents(l.ag, true); len(open) != 0 {
 			t.Fatalf("still open after they reported: %+v", open)
 		}
-		if all := l.ag.Incidents(false); len(all) != 1 || all[0].ClosedAt == nil {
+		if all := l.incidents(l.ag, false); len(all) != 1 || all[0].ClosedAt == nil {
 			t.Fatalf("closed incidents: %+v", all)
 		}
 	})
@@ -409,8 +425,8 @@ func TestOutOfBandEvidence(t *testing.T) {
 		l.beat(quiet...)
 		l.sweep()
 	}
-	if len(l.ag.Incidents(true)) != 1 || len(l.failed) != 0 || l.health(bare) != fleet.HealthOK || l.health(silent[0]) != fleet.HealthOK {
-		t.Fatalf("before any evidence: incidents %+v, failed %v", l.ag.Incidents(true), l.failed)
+	if len(l.incidents(l.ag, true)) != 1 || len(l.failed) != 0 || l.health(bare) != fleet.HealthOK || l.health(silent[0]) != fleet.HealthOK {
+		t.Fatalf("before any evidence: incidents %+v, failed %v", l.incidents(l.ag, true), l.failed)
 	}
 	if fn, _ := l.fl.Snapshot.Node(l.nodes[25].ID); fn.Health != fleet.HealthUnreachable || !strings.Contains(strings.Join(fn.HealthReasons, ";"), "no out-of-band evidence") {
 		t.Fatalf("silent without a controller: %s %v", fn.Health, fn.HealthReasons)
@@ -455,8 +471,8 @@ func TestLivenessSharedDatabase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res.Unreachable)+len(res.Failed)+res.Held > 0 || len(ag.Incidents(true)) > 0 {
-			t.Fatalf("marked at %s: %+v, incidents %+v", l.now.Format(time.TimeOnly), res, ag.Incidents(true))
+		if len(res.Unreachable)+len(res.Failed)+res.Held > 0 || len(l.incidents(ag, true)) > 0 {
+			t.Fatalf("marked at %s: %+v, incidents %+v", l.now.Format(time.TimeOnly), res, l.incidents(ag, true))
 		}
 		return res
 	}

@@ -136,7 +136,11 @@ func (s *Server) registerAgents() {
 		func(ctx context.Context, in *struct {
 			All bool `query:"all" doc:"Closed ones too."`
 		}) (*struct{ Body List[agents.Incident] }, error) {
-			return &struct{ Body List[agents.Incident] }{List[agents.Incident]{Items: nonNil(av.Incidents(!in.All))}}, nil
+			incs, err := av.Incidents(ctx, !in.All)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body List[agents.Incident] }{List[agents.Incident]{Items: nonNil(incs)}}, nil
 		})
 
 	opAll := []neocloud.Role{neocloud.RoleOperatorAdmin, neocloud.RoleTenantAdmin, neocloud.RoleTenantMember}

@@ -386,3 +386,23 @@ func (db *DB) TakeLease(ctx context.Context, name, holder string, now, until tim
 	})
 	return got, err
 }
+
+func (db *DB) PutIncidents(ctx context.Context, incs []agents.Incident) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		for _, inc := range incs {
+			if _, err := db.exec(ctx, `INSERT INTO incidents (id, closed, opened_at, body) VALUES (?, ?, ?, ?)
+				ON CONFLICT (id) DO UPDATE SET closed = excluded.closed, body = excluded.body`, inc.ID, inc.ClosedAt != nil, micros(inc.OpenedAt), mustJSON(inc)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) Incidents(ctx context.Context, openOnly bool) ([]agents.Incident, error) {
+	q := `SELECT body FROM incidents`
+	if openOnly {
+		q += ` WHERE closed = FALSE`
+	}
+	return collect(db, ctx, scanBody[agents.Incident], q+` ORDER BY closed, opened_at DESC, id DESC`)
+}
