@@ -370,6 +370,7 @@ func contractCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&in.Rate, "rate", "", "price per GPU-hour in currency units, e.g. 1.85")
 	create.Flags().IntVar(&in.PhaseGPUs, "phase-gpus", 0, "deliver this many GPUs per phase")
 	create.Flags().StringVar(&every, "phase-every", "", "time between phases, e.g. 7d")
+	create.Flags().IntVar(&in.Replacements, "replacements", 0, "nodes the tenant may have replaced on request each month (default: the standard SLA's 4)")
 	for _, f := range []string{"tenant", "site", "start", "duration", "rate"} {
 		create.MarkFlagRequired(f)
 	}

@@ -27,6 +27,9 @@ type LeaseInput struct {
 	PhaseGPUs   int       `json:"phase_gpus,omitempty" doc:"Deliver this many GPUs per phase (whole nodes); default everything at once."`
 	PhaseEveryS int64     `json:"phase_every_s,omitempty" doc:"Seconds between phases."`
 	Delivery    Delivery  `json:"delivery,omitempty" enum:"managed,bare_metal," doc:"Default managed."`
+	// Replacements is how many nodes the tenant may have replaced on
+	// request each month; 0: the standard SLA's.
+	Replacements int `json:"replacements_per_month,omitempty" minimum:"0" doc:"Nodes the tenant may have replaced on request each month (default: the standard SLA's 4)."`
 }
 
 // Lease is a lease's own terms: what is leased and how it is delivered.
@@ -91,6 +94,8 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 			return neocloud.Invalid("body.start", "%s is in the past", fmtTime(start))
 		case in.DurationS <= 0 || in.DurationS > 20*365*86400:
 			return neocloud.Invalid("body.duration_s", "must be between one second and twenty years")
+		case in.Replacements < 0:
+			return neocloud.Invalid("body.replacements_per_month", "must not be negative")
 		case in.PhaseGPUs < 0 || in.PhaseEveryS < 0:
 			return neocloud.Invalid("body.phase_gpus", "must not be negative")
 		case in.PhaseGPUs > 0 && in.PhaseEveryS == 0:
@@ -173,6 +178,9 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 				SLA:              standardSLA(14 * 24 * time.Hour),
 				EarlyTermination: "the remaining commitment is due", EarlyTerminationP: 100,
 				Lease: &Lease{Site: site.ID, Domain: in.Domain, GPUs: gpus}}}
+		if in.Replacements > 0 {
+			c.Terms.SLA.ReplacementsPerMonth = in.Replacements
+		}
 
 		// 4. One reservation per phase, each bound, provisioned and made
 		// ready like any other; spot work on its nodes gets notice.

@@ -723,9 +723,18 @@ func TestPhasedLeaseDisplacesSpotWithNotice(t *testing.T) {
 		if _, err := w.sales.Cancel(ctx, w.beta, blocker.ID); err != nil {
 			t.Fatal(err)
 		}
+		bad := in
+		bad.Replacements = -1
+		if _, err := w.sales.CreateLease(ctx, w.op, bad); neocloud.ErrorKind(err) != neocloud.KindInvalid || !strings.Contains(err.Error(), "replacements_per_month") {
+			t.Fatalf("a negative allowance: %v", err)
+		}
+		in.Replacements = 12
 		c, err := w.sales.CreateLease(ctx, w.op, in)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if c.Terms.SLA.ReplacementsPerMonth != 12 {
+			t.Fatalf("replacements a month: %d", c.Terms.SLA.ReplacementsPerMonth)
 		}
 		if c.Kind != placement.ClassLease || c.Delivery.ContractedGPUs != 256 || len(c.Delivery.Phases) != 3 || c.Delivery.ReadyGPUs != 0 {
 			t.Fatalf("lease: %+v %+v", c.Contract, c.Delivery)
