@@ -912,3 +912,97 @@ func TestActiveHealthCheck(t *testing.T) {
 		t.Fatalf("a check when work came: %+v", c)
 	}
 }
+
+// TestSilenceBareMetalAndManaged: two nodes' agents go silent (their
+// tenants rebooted them, say). The one serving bare metal is the tenant's:
+// it is never failed for silence. The managed one is failed after the
+// grace and its work replaced.
+func TestSilenceBareMetalAndManaged(t *testing.T) {
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		LifecycleEvery: 20 * time.Millisecond, HeartbeatS: 1,
+		// Only these two nodes have agents: the breaker (a share of a
+		// domain silent at once) would hold them both.
+		Liveness: agents.Liveness{Missed: 2, Grace: time.Second, StartupIntervals: 1, Breaker: map[string]float64{"su": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ctx := context.Background()
+	op := client.New(srv.URL, srv.Token)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 16*8)
+	o.Fanout = []int{1, 1, 1, 16}
+	if _, err := fleet.Generate(&spec, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		body any
+	}{
+		{"/v1/fleet/apply", spec.Bytes()},
+		{"/v1/prices", map[string]any{"sku": sku.Name, "class": "on_demand", "price_per_gpu_hour": "3"}},
+		{"/v1/tenants", map[string]any{"name": "acme"}},
+	} {
+		if _, err := op.Raw(ctx, http.MethodPost, c.path, nil, c.body, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var jt struct{ Secret string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 2, "ttl_s": 600}, &jt); err != nil {
+		t.Fatal(err)
+	}
+	type rsv struct {
+		ID    string
+		Nodes []struct{ Hostname string }
+	}
+	reserve := func(delivery string) rsv {
+		var r rsv
+		if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "on_demand", "delivery": delivery}, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	bare, managed := reserve("bare_metal"), reserve("managed")
+	// Both agents report for a while, then stop.
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, r := range []rsv{bare, managed} {
+		var fn fleet.Node
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+r.Nodes[0].Hostname, nil, nil, &fn)
+		opts := agent.Options{Server: srv.URL, JoinToken: jt.Secret, Hostname: fn.Hostname, Serial: fn.Serial, StateDir: t.TempDir(), Interval: 200 * time.Millisecond,
+			GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)}
+		wg.Add(1)
+		go func() { defer wg.Done(); agent.Run(rctx, opts) }()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	health := func(host string) fleet.Health {
+		var fn fleet.Node
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &fn)
+		return fn.Health
+	}
+	for deadline := time.Now().Add(15 * time.Second); health(managed.Nodes[0].Hostname) != fleet.HealthFailed; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the silent managed node: %s", health(managed.Nodes[0].Hostname))
+		}
+	}
+	time.Sleep(time.Second) // as long again for the bare-metal one
+	if h := health(bare.Nodes[0].Hostname); h != fleet.HealthOK {
+		t.Fatalf("the silent bare-metal node: %s", h)
+	}
+	var l struct{ Items []struct{ State, Hostname string } }
+	op.Do(ctx, http.MethodGet, "/v1/reservations/"+bare.ID+"/allocations", nil, nil, &l)
+	if len(l.Items) != 1 || l.Items[0].State != "ready" {
+		t.Fatalf("the bare-metal reservation's allocations: %+v", l.Items)
+	}
+	op.Do(ctx, http.MethodGet, "/v1/reservations/"+managed.ID+"/allocations", nil, nil, &l)
+	replaced := false
+	for _, a := range l.Items {
+		replaced = replaced || a.Hostname != managed.Nodes[0].Hostname && a.State == "ready"
+	}
+	if !replaced {
+		t.Fatalf("the managed reservation was not made whole: %+v", l.Items)
+	}
+}
