@@ -992,7 +992,9 @@ func TestSilenceBareMetalAndManaged(t *testing.T) {
 	if h := health(bare.Nodes[0].Hostname); h != fleet.HealthOK {
 		t.Fatalf("the silent bare-metal node: %s", h)
 	}
-	var l struct{ Items []struct{ State, Hostname string } }
+	var l struct {
+		Items []struct{ State, Hostname string }
+	}
 	op.Do(ctx, http.MethodGet, "/v1/reservations/"+bare.ID+"/allocations", nil, nil, &l)
 	if len(l.Items) != 1 || l.Items[0].State != "ready" {
 		t.Fatalf("the bare-metal reservation's allocations: %+v", l.Items)
