@@ -86,6 +86,12 @@ func TestAgentJoinAndHeartbeats(t *testing.T) {
 		if r := beat(1, wire.GPUSample{Index: 0, PowerW: 650, TempC: 61}); r.status != 200 || !strings.Contains(string(r.body), `"health":"ok"`) {
 			t.Fatalf("first beat: %d %s", r.status, r.body)
 		}
+		// Malformed reports are refused, naming the body, and change nothing.
+		for _, bad := range []string{`{"version":2,"seq":`, "{\"version\":2,\"seq\":9,\"gpus\":[],\"checks\":[{\"name\":\"\xff\"}]}"} {
+			if r := e.do("POST", "/v1/agent/heartbeat", jr.Credential, bad); r.status != 400 || !strings.Contains(string(r.body), `"body`) {
+				t.Fatalf("a malformed report %q: %d %s", bad, r.status, r.body)
+			}
+		}
 		// XID 94 (contained ECC): degraded, with the reason.
 		r = beat(2, wire.GPUSample{Index: 3, XIDs: []wire.XID{{Code: 94, At: time.Now()}}})
 		if !strings.Contains(string(r.body), `"health":"degraded"`) {
