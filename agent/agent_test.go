@@ -1008,3 +1008,66 @@ func TestSilenceBareMetalAndManaged(t *testing.T) {
 		t.Fatalf("the managed reservation was not made whole: %+v", l.Items)
 	}
 }
+
+// TestBareMetalNeedsEvidence: on bare metal the tenant has root, so its
+// node's agent reporting a GPU off the bus is not enough to take the node
+// from it: the node shows failed, the work stays. The tenant's report,
+// confirmed by an operator, is: then it is replaced and goes to repair.
+func TestBareMetalNeedsEvidence(t *testing.T) {
+	n := newNode(t, 64)
+	srv, op, sku := n.srv, n.op, n.sku
+	ctx := context.Background()
+	var r struct {
+		ID    string
+		Nodes []struct{ Hostname string }
+	}
+	if err := op.Do(ctx, http.MethodPost, "/v1/reservations", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "on_demand", "delivery": "bare_metal"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	host := r.Nodes[0].Hostname
+	var fn fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &fn)
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: host, Serial: fn.Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus})
+	time.Sleep(200 * time.Millisecond)
+	gpus.Inject(agent.Fault{GPU: 1, XID: 79})
+	for deadline := time.Now().Add(5 * time.Second); fn.Health != fleet.HealthFailed; time.Sleep(20 * time.Millisecond) {
+		op.Do(ctx, http.MethodGet, "/v1/nodes/"+host, nil, nil, &fn)
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's report never showed: %s", fn.Health)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	var l struct {
+		Items []struct{ State, Hostname string }
+	}
+	op.Do(ctx, http.MethodGet, "/v1/reservations/"+r.ID+"/allocations", nil, nil, &l)
+	var tickets struct{ Items []agents.RepairTicket }
+	op.Do(ctx, http.MethodGet, "/v1/repairs", url.Values{"node": {host}}, nil, &tickets)
+	if len(l.Items) != 1 || l.Items[0].State != "ready" || len(tickets.Items) != 0 || fn.Lifecycle != fleet.LifecycleAvailable {
+		t.Fatalf("on the agent's word alone: allocations %+v, tickets %+v, node %s", l.Items, tickets.Items, fn.Lifecycle)
+	}
+	// The tenant reports it; an operator confirms.
+	var tok struct{ Secret string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/tokens", nil, map[string]any{"name": "acme-admin", "role": "tenant-admin", "tenant": "acme"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	var b struct{ ID string }
+	if err := client.New(srv.URL, tok.Secret).Do(ctx, http.MethodPost, "/v1/nodes/"+host+"/report", nil, map[string]any{"reason": "GPU 1 gone"}, &b); err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Do(ctx, http.MethodPost, "/v1/break-fix/"+b.ID+"/confirm", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	op.Do(ctx, http.MethodGet, "/v1/reservations/"+r.ID+"/allocations", nil, nil, &l)
+	op.Do(ctx, http.MethodGet, "/v1/repairs", url.Values{"node": {host}}, nil, &tickets)
+	ended := false
+	for _, a := range l.Items {
+		ended = ended || a.Hostname == host && a.State == "ended"
+	}
+	if !ended || len(tickets.Items) != 1 {
+		t.Fatalf("after the confirmed report: allocations %+v, tickets %+v", l.Items, tickets.Items)
+	}
+}

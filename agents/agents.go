@@ -175,8 +175,8 @@ type Service struct {
 	// Assignment tells what a node serves now, for the heartbeat answer.
 	Assignment func(ctx context.Context, nodeID string) (*wire.Assignment, error)
 	// OnFailed takes a failed node's work elsewhere; evidence says the
-	// failure was reported (by the node's agent) rather than inferred
-	// from silence.
+	// failure is known from outside the node (its out-of-band controller,
+	// its tenant's confirmed report), not only from its agent or silence.
 	OnFailed func(ctx context.Context, nodeID, why string, evidence bool) error
 	// BareMetal says whether a node serves bare-metal work, which silence
 	// never fails.
@@ -475,7 +475,9 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 					return err
 				}
 				if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed {
-					return s.failed(ctx, p.NodeID, strings.Join(stReasons, "; "), true)
+					// The agent's word: enough for managed delivery, not
+					// for bare metal (see sales.NodeFailed).
+					return s.failed(ctx, p.NodeID, strings.Join(stReasons, "; "), false)
 				}
 				return nil
 			})

@@ -98,6 +98,13 @@ func (s *Service) failed(ctx context.Context, nodeID, why string, evidence bool)
 			return err
 		}
 	}
+	// A node still serving work (bare metal, on its agent's word alone)
+	// is not taken to repair under its tenant.
+	if s.Assignment != nil {
+		if a, err := s.Assignment(ctx, nodeID); err != nil || a != nil {
+			return err
+		}
+	}
 	_, err := s.OpenRepair(ctx, nodeID, why)
 	return err
 }

@@ -13,7 +13,9 @@ import (
 // Sanitizer sanitizes a released node through its agent: a sanitize
 // command fenced by the generation of the allocation being released, done
 // when the agent reports it done. A node without an agent (a simulated
-// fleet) is left to Fallback.
+// fleet), and a node that served bare metal (its tenant had root: its
+// agent's word is not enough), are left to Fallback, the out-of-band
+// driver.
 type Sanitizer struct {
 	Service  *Service
 	Fallback sales.Sanitizer
@@ -22,8 +24,11 @@ type Sanitizer struct {
 
 var _ sales.Sanitizer = (*Sanitizer)(nil)
 
-func (z *Sanitizer) hasAgent(ctx context.Context, nodeID string) (bool, error) {
-	_, err := z.Service.Store.NodeCredential(ctx, nodeID)
+func (z *Sanitizer) hasAgent(ctx context.Context, w sales.Work) (bool, error) {
+	if w.Reservation.Shape.Delivery == sales.DeliveryBareMetal {
+		return false, nil
+	}
+	_, err := z.Service.Store.NodeCredential(ctx, w.Allocation.NodeID)
 	switch neocloud.ErrorKind(err) {
 	case "":
 		return true, nil
@@ -37,7 +42,7 @@ func generation(w sales.Work) int64 { return w.Allocation.BoundAt.UnixMicro() }
 
 // Begin orders the sanitize.
 func (z *Sanitizer) Begin(ctx context.Context, w sales.Work) (time.Time, error) {
-	ok, err := z.hasAgent(ctx, w.Allocation.NodeID)
+	ok, err := z.hasAgent(ctx, w)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -59,7 +64,7 @@ func (z *Sanitizer) Begin(ctx context.Context, w sales.Work) (time.Time, error) 
 // Check reports the agent's outcome: done, failed or refused (an error),
 // or not yet.
 func (z *Sanitizer) Check(ctx context.Context, w sales.Work) (bool, error) {
-	ok, err := z.hasAgent(ctx, w.Allocation.NodeID)
+	ok, err := z.hasAgent(ctx, w)
 	if err != nil {
 		return false, err
 	}

@@ -144,12 +144,11 @@ func (s *Server) registerAgents() {
 			return &struct{ Body List[agents.Incident] }{List[agents.Incident]{Items: nonNil(incs)}}, nil
 		})
 
-	opAll := []neocloud.Role{neocloud.RoleOperatorAdmin, neocloud.RoleTenantAdmin, neocloud.RoleTenantMember}
 	for _, bf := range []struct {
 		kind, path, summary, desc string
 		roles                     []neocloud.Role
 	}{
-		{sales.BreakFixReport, "report", "Report a node of one's own as broken", "Recorded with its time; an operator confirms it (then the node is replaced and its downtime counts from the report).", opAll},
+		{sales.BreakFixReport, "report", "Report a node of one's own as broken", "Recorded with its time; an operator confirms it (then the node is replaced and its downtime counts from the report).", opAdminTA},
 		{sales.BreakFixReboot, "reboot", "Reboot a node of one's own", "Through its agent, fenced by the allocation's generation.", opAdminTA},
 		{sales.BreakFixGPUReset, "gpu-reset", "Reset the GPUs of a node of one's own", "Through its agent, fenced by the allocation's generation; clears the conditions a reset remedies.", opAdminTA},
 		{sales.BreakFixReplace, "replace", "Have a node of one's own replaced", "Within the contract's replacements a month: the node leaves the work (to repair) and a replacement within the reservation's constraint is made ready.", opAdminTA},

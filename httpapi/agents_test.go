@@ -288,11 +288,14 @@ func TestBreakFix(t *testing.T) {
 			t.Fatalf("the agent's commands: %+v (generation %d)", cs, gen)
 		}
 		// A report waits for an operator; confirmed, the node is failed.
-		r = e.do("POST", "/v1/nodes/"+host+"/report", e.secrets["a/tenant-member"], map[string]any{})
+		if r := e.do("POST", "/v1/nodes/"+host+"/report", e.secrets["a/tenant-member"], map[string]any{"reason": "x"}); r.status != 403 {
+			t.Fatalf("a tenant-member reporting: %d %s", r.status, r.body)
+		}
+		r = e.do("POST", "/v1/nodes/"+host+"/report", ta, map[string]any{})
 		if r.status != 422 || !strings.Contains(string(r.body), "body.reason") {
 			t.Fatalf("a report without a reason: %d %s", r.status, r.body)
 		}
-		r = e.do("POST", "/v1/nodes/"+host+"/report", e.secrets["a/tenant-member"], map[string]any{"reason": "ECC errors in our logs"})
+		r = e.do("POST", "/v1/nodes/"+host+"/report", ta, map[string]any{"reason": "ECC errors in our logs"})
 		json.Unmarshal(r.body, &b)
 		if r.status != 201 {
 			t.Fatalf("report: %d %s", r.status, r.body)

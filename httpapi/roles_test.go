@@ -98,7 +98,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"repair-done":           {OA},
 	"node-sanitize-records": {OA, OV},
 	// Break-fix: a tenant on its own nodes (another's answer 404).
-	"node-report":    {OA, TA, TM},
+	"node-report":    {OA, TA},
 	"node-reboot":    {OA, TA},
 	"node-gpu-reset": {OA, TA},
 	"node-replace":   {OA, TA},
@@ -238,7 +238,7 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		path = strings.Replace(path, "{node}", e.servedNode(t, ten, fresh), 1)
 		body = map[string]any{"reason": "NCCL all-reduce hangs on this node"}
 	case "confirm-report":
-		b, err := e.sales.NodeBreakFix(ctx, neocloud.Principal{TokenID: e.tokIDs["a/tenant-member"], Role: TM, TenantID: ten.ID}, e.servedNode(t, ten, true), sales.BreakFixReport, sales.BreakFixInput{Reason: "ECC errors in our job logs"})
+		b, err := e.sales.NodeBreakFix(ctx, neocloud.Principal{TokenID: e.tokIDs["a/tenant-admin"], Role: TA, TenantID: ten.ID}, e.servedNode(t, ten, true), sales.BreakFixReport, sales.BreakFixInput{Reason: "ECC errors in our job logs"})
 		if err != nil {
 			t.Fatal(err)
 		}

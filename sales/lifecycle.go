@@ -784,9 +784,10 @@ func (s *Service) notice(site fleet.Site, class Class) time.Duration {
 // allocation on it ends and a replacement within its reservation's
 // constraint is bound and provisioned (or the reservation runs short and
 // its tenant is told), as when provisioning fails. Bare-metal delivery is
-// left alone unless evidence is true: the node's own agent, its
-// out-of-band controller or its tenant reported it down, rather than
-// silence.
+// left alone unless evidence is true: the failure is known from outside
+// the node — its out-of-band controller, or its tenant's confirmed report
+// — since on bare metal the tenant has root, and neither the agent's
+// silence nor its word is enough.
 func (s *Service) NodeFailed(ctx context.Context, nodeID, why string, evidence bool) (replaced int, err error) {
 	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
 		allocs, err := s.Store.NodeAllocations(ctx, nodeID)
