@@ -150,8 +150,12 @@ type Store interface {
 	PutIncidents(ctx context.Context, incs []Incident) error
 	Incidents(ctx context.Context, openOnly bool) ([]Incident, error)
 	// TakeLease takes or renews a named lease until a time, reporting
-	// whether this holder has it (another's that has not expired stands).
-	TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
+	// whether this holder has it (another's that has not expired stands)
+	// and its epoch, which grows with every change of holder. HoldsLease,
+	// in a write transaction, says whether the holder still has it at that
+	// epoch: its writes commit only then.
+	TakeLease(ctx context.Context, name, holder string, now, until time.Time) (int64, bool, error)
+	HoldsLease(ctx context.Context, name, holder string, epoch int64, now time.Time) (bool, error)
 	RemediationStore
 }
 
@@ -202,6 +206,7 @@ type Service struct {
 	// time: this one's id for the lease, and since when it has held it.
 	instance    string
 	leaderSince time.Time
+	leaseEpoch  int64
 
 	mu       sync.RWMutex
 	latest   map[string]State

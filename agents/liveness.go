@@ -2,6 +2,7 @@ package agents
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -89,9 +90,12 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	if s.SharedTTL > 0 {
 		// Servers share the database: one judges at a time, from when any
 		// of them last heard each node; a new judge waits its grace too.
-		leader, err := s.Store.TakeLease(ctx, "liveness", s.instance, now, now.Add(3*interval))
+		epoch, leader, err := s.Store.TakeLease(ctx, "liveness", s.instance, now, now.Add(3*interval))
 		if err != nil {
 			return res, err
+		}
+		if leader && epoch != s.leaseEpoch {
+			s.leaderSince, s.leaseEpoch = time.Time{}, epoch // taken over: a new judge
 		}
 		if !leader {
 			s.leaderSince = time.Time{}
@@ -192,7 +196,12 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	s.incMu.Unlock()
 	if len(changed) > 0 {
-		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.PutIncidents(ctx, changed) }); err != nil {
+		if err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+			if err := s.fenced(ctx); err != nil {
+				return err
+			}
+			return s.Store.PutIncidents(ctx, changed)
+		}); err != nil {
 			return res, err
 		}
 	}
@@ -255,7 +264,13 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 			}
 			res.Failed = append(res.Failed, id)
 		case n.Health == fleet.HealthOK || n.Health == fleet.HealthDegraded:
-			if err := s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v (%s)", d, evidence)}); err != nil {
+			err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+				if err := s.fenced(ctx); err != nil {
+					return err
+				}
+				return s.SetHealth(ctx, id, fleet.HealthUnreachable, []string{fmt.Sprintf("no heartbeat for %v (%s)", d, evidence)})
+			})
+			if err != nil {
 				return res, err
 			}
 			res.Unreachable = append(res.Unreachable, id)
@@ -272,10 +287,33 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
+// ErrNotJudge is a judge's write after it lost its lease: nothing is
+// written.
+var ErrNotJudge = errors.New("this server no longer judges liveness: another took over")
+
+// fenced fails, in ctx's transaction, when servers share the database and
+// this one no longer holds the liveness lease at its epoch.
+func (s *Service) fenced(ctx context.Context) error {
+	if s.SharedTTL == 0 {
+		return nil
+	}
+	held, err := s.Store.HoldsLease(ctx, "liveness", s.instance, s.leaseEpoch, s.now())
+	if err != nil {
+		return err
+	}
+	if !held {
+		return ErrNotJudge
+	}
+	return nil
+}
+
 // fail marks a node failed and takes its work elsewhere, in one
-// transaction.
+// transaction (fenced by the judge's lease).
 func (s *Service) fail(ctx context.Context, id, why string, evidence bool) error {
 	return s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := s.fenced(ctx); err != nil {
+			return err
+		}
 		if err := s.SetHealth(ctx, id, fleet.HealthFailed, []string{why}); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package agents_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -502,6 +503,14 @@ func TestLivenessSharedDatabase(t *testing.T) {
 	}
 	if takenOver.IsZero() {
 		t.Fatal("b never took over")
+	}
+	// a, had it only been paused, writes nothing now: its lease's epoch is
+	// gone. b's writes go through.
+	if err := a.CheckFence(context.Background()); !errors.Is(err, agents.ErrNotJudge) {
+		t.Fatalf("the old judge's fence: %v", err)
+	}
+	if err := b.CheckFence(context.Background()); err != nil {
+		t.Fatalf("the new judge's fence: %v", err)
 	}
 	// A node that is really silent is marked by the new judge.
 	l.now = l.now.Add(10 * time.Second)

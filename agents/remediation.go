@@ -322,6 +322,9 @@ func (s *Service) Remediate(ctx context.Context) (int, error) {
 		}
 		t := t
 		err = s.Tx.InTx(ctx, func(ctx context.Context) error {
+			if err := s.fenced(ctx); err != nil {
+				return err
+			}
 			now := s.now()
 			if state != "done" {
 				t.State, t.CommandID, t.Message, t.UpdatedAt = TicketOpen, "", t.State+" "+state+": "+msg, now

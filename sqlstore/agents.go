@@ -370,21 +370,46 @@ func (db *DB) Seen(ctx context.Context) (map[string]time.Time, error) {
 	return out, db.translate(rows.Err())
 }
 
-func (db *DB) TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+func (db *DB) TakeLease(ctx context.Context, name, holder string, now, until time.Time) (int64, bool, error) {
+	var epoch int64
 	var got bool
 	err := db.write(ctx, func(ctx context.Context) error {
-		if _, err := db.exec(ctx, `INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`, name, holder, micros(until)); err != nil {
+		if _, err := db.exec(ctx, `INSERT INTO leases (name, holder, until, epoch) VALUES (?, ?, ?, 1) ON CONFLICT (name) DO NOTHING`, name, holder, micros(until)); err != nil {
 			return err
 		}
-		res, err := db.exec(ctx, `UPDATE leases SET holder = ?, until = ? WHERE name = ? AND (holder = ? OR until < ?)`, holder, micros(until), name, holder, micros(now))
+		rows, err := db.query(ctx, `UPDATE leases SET epoch = CASE WHEN holder = ? THEN epoch ELSE epoch + 1 END, holder = ?, until = ?
+			WHERE name = ? AND (holder = ? OR until < ?) RETURNING epoch`, holder, holder, micros(until), name, holder, micros(now))
 		if err != nil {
 			return err
 		}
-		n, _ := res.RowsAffected()
-		got = n == 1
-		return nil
+		defer rows.Close()
+		if rows.Next() {
+			got = true
+			if err := rows.Scan(&epoch); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
 	})
-	return got, err
+	return epoch, got, err
+}
+
+func (db *DB) HoldsLease(ctx context.Context, name, holder string, epoch int64, now time.Time) (bool, error) {
+	var held bool
+	err := db.write(ctx, func(ctx context.Context) error {
+		q := `SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND until >= ?`
+		if db.Dialect == Postgres {
+			q += ` FOR UPDATE` // a takeover waits for this transaction, or this one sees it
+		}
+		var one int
+		err := db.queryRow(ctx, q, name, holder, epoch, micros(now)).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		held = err == nil
+		return db.translate(err)
+	})
+	return held, err
 }
 
 func (db *DB) PutIncidents(ctx context.Context, incs []agents.Incident) error {

@@ -318,3 +318,50 @@ func TestInTxRollsBack(t *testing.T) {
 		}
 	})
 }
+
+// TestLeases: a lease is held until it expires; a new holder gets a new
+// epoch, and the old one's fence fails.
+func TestLeases(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		t0 := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+		take := func(who string, now time.Time) (int64, bool) {
+			t.Helper()
+			e, ok, err := db.TakeLease(ctx, "liveness", who, now, now.Add(30*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e, ok
+		}
+		holds := func(who string, epoch int64, now time.Time) bool {
+			t.Helper()
+			var held bool
+			err := db.InTx(ctx, func(ctx context.Context) error {
+				var err error
+				held, err = db.HoldsLease(ctx, "liveness", who, epoch, now)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return held
+		}
+		ea, ok := take("a", t0)
+		if !ok {
+			t.Fatal("a did not get a free lease")
+		}
+		if _, ok := take("b", t0.Add(10*time.Second)); ok {
+			t.Fatal("b took a's lease before it expired")
+		}
+		if e, ok := take("a", t0.Add(20*time.Second)); !ok || e != ea {
+			t.Fatalf("a's renewal: %d %v (epoch was %d)", e, ok, ea)
+		}
+		eb, ok := take("b", t0.Add(51*time.Second))
+		if !ok || eb != ea+1 {
+			t.Fatalf("b after expiry: %d %v", eb, ok)
+		}
+		if holds("a", ea, t0.Add(52*time.Second)) || !holds("b", eb, t0.Add(52*time.Second)) {
+			t.Fatal("the fence lets the old holder write, or not the new one")
+		}
+	})
+}
