@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -133,6 +134,9 @@ const (
 func (db *DB) PutSamples(ctx context.Context, ss []agents.Sample) ([]bool, error) {
 	fresh := make([]bool, len(ss))
 	err := db.write(ctx, func(ctx context.Context) error {
+		if db.Dialect == Postgres {
+			return db.putSamplesPG(ctx, ss, fresh)
+		}
 		for i, s := range ss {
 			res, err := db.exec(ctx, insertSampleSQL, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
 			if err != nil {
@@ -144,6 +148,44 @@ func (db *DB) PutSamples(ctx context.Context, ss []agents.Sample) ([]bool, error
 		return nil
 	})
 	return fresh, err
+}
+
+// putSamplesPG writes a batch in one statement (one round trip): arrays
+// unnested, the rows inserted returned. A (node, seq) twice in the batch is
+// fresh the first time only.
+func (db *DB) putSamplesPG(ctx context.Context, ss []agents.Sample, fresh []bool) error {
+	nodes, seqs, ats, energies, powers := make([]string, len(ss)), make([]int64, len(ss)), make([]int64, len(ss)), make([]int64, len(ss)), make([]float64, len(ss))
+	for i, s := range ss {
+		nodes[i], seqs[i], ats[i], energies[i], powers[i] = s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW
+	}
+	rows, err := db.query(ctx, `INSERT INTO node_samples (node_id, seq, at, energy_j, power_w)
+		SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::double precision[])
+		ON CONFLICT (node_id, seq) DO NOTHING RETURNING node_id, seq`, nodes, seqs, ats, energies, powers)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	type key struct {
+		node string
+		seq  int64
+	}
+	inserted := map[key]bool{}
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.node, &k.seq); err != nil {
+			return err
+		}
+		inserted[k] = true
+	}
+	if err := rows.Err(); err != nil {
+		return db.translate(err)
+	}
+	for i, s := range ss {
+		k := key{s.NodeID, s.Seq}
+		fresh[i] = inserted[k]
+		delete(inserted, k) // a second copy in the batch is a duplicate
+	}
+	return nil
 }
 
 func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
@@ -158,6 +200,28 @@ func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]age
 
 func (db *DB) PutMinutes(ctx context.Context, ms []agents.Minute) error {
 	return db.write(ctx, func(ctx context.Context) error {
+		if db.Dialect == Postgres {
+			// One statement for the batch (each (node, minute) once).
+			cols := struct {
+				nodes                            []string
+				minutes, samples, firsts, lasts  []int64
+				powerSums, powerMaxes, tempMaxes []float64
+			}{}
+			for _, m := range ms {
+				cols.nodes = append(cols.nodes, m.NodeID)
+				cols.minutes = append(cols.minutes, micros(m.Minute))
+				cols.samples = append(cols.samples, m.Samples)
+				cols.firsts = append(cols.firsts, int64(m.EnergyFirstJ))
+				cols.lasts = append(cols.lasts, int64(m.EnergyLastJ))
+				cols.powerSums = append(cols.powerSums, m.PowerSumW)
+				cols.powerMaxes = append(cols.powerMaxes, m.PowerMaxW)
+				cols.tempMaxes = append(cols.tempMaxes, m.TempMaxC)
+			}
+			_, err := db.exec(ctx, strings.Replace(upsertMinuteSQL, "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+				"SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::double precision[], ?::double precision[], ?::double precision[])", 1),
+				cols.nodes, cols.minutes, cols.samples, cols.firsts, cols.lasts, cols.powerSums, cols.powerMaxes, cols.tempMaxes)
+			return err
+		}
 		for _, m := range ms {
 			_, err := db.exec(ctx, upsertMinuteSQL,
 				m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC)
@@ -342,6 +406,15 @@ func (db *DB) SanitizeRecords(ctx context.Context, nodeID string) ([]agents.Sani
 
 func (db *DB) PutSeen(ctx context.Context, seen map[string]time.Time) error {
 	return db.write(ctx, func(ctx context.Context) error {
+		if db.Dialect == Postgres {
+			ids, ats := make([]string, 0, len(seen)), make([]int64, 0, len(seen))
+			for id, at := range seen {
+				ids, ats = append(ids, id), append(ats, micros(at))
+			}
+			_, err := db.exec(ctx, `INSERT INTO node_seen (node_id, seen_at) SELECT * FROM unnest(?::text[], ?::bigint[])
+				ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at WHERE node_seen.seen_at < excluded.seen_at`, ids, ats)
+			return err
+		}
 		for id, at := range seen {
 			if _, err := db.exec(ctx, `INSERT INTO node_seen (node_id, seen_at) VALUES (?, ?)
 				ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at WHERE node_seen.seen_at < excluded.seen_at`, id, micros(at)); err != nil {

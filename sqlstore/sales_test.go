@@ -2,10 +2,12 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/placement"
@@ -85,6 +87,50 @@ func TestOneLiveAllocationPerGPU(t *testing.T) {
 		a1.Version = 2
 		if err := db.UpdateAllocation(ctx, a1); neocloud.ErrorKind(err) != neocloud.KindConflict {
 			t.Fatalf("stale allocation update: %v", err)
+		}
+	})
+}
+
+// TestSamplesOnce: a report's sample is kept once per (node, seq), also
+// when the same one comes twice in one batch; the answer says which were
+// new.
+func TestSamplesOnce(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
+			t.Fatal(err)
+		}
+		site := fleet.Site{ID: neocloud.NewID(fleet.PrefixSite), Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
+		if err := db.PutSite(ctx, site); err != nil {
+			t.Fatal(err)
+		}
+		node := fleet.Node{ID: neocloud.NewID(fleet.PrefixNode), Hostname: "n1", SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0}
+		if err := db.InsertNodes(ctx, []fleet.Node{node}); err != nil {
+			t.Fatal(err)
+		}
+		s := func(seq int64) agents.Sample {
+			return agents.Sample{NodeID: node.ID, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(100 * seq), PowerW: 500}
+		}
+		put := func(ss ...agents.Sample) []bool {
+			var fresh []bool
+			if err := db.InTx(ctx, func(ctx context.Context) error {
+				var err error
+				fresh, err = db.PutSamples(ctx, ss)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return fresh
+		}
+		if got := put(s(1), s(1), s(2)); fmt.Sprint(got) != "[true false true]" {
+			t.Fatalf("first batch: %v", got)
+		}
+		if got := put(s(2), s(3)); fmt.Sprint(got) != "[false true]" {
+			t.Fatalf("second batch: %v", got)
+		}
+		got, err := db.Samples(ctx, node.ID, 1, 10)
+		if err != nil || len(got) != 3 || got[2].EnergyJ != 300 {
+			t.Fatalf("samples: %+v %v", got, err)
 		}
 	})
 }
