@@ -101,13 +101,23 @@ func (s *Server) registerAgents() {
 			return &huma.StreamResponse{Body: func(hc huma.Context) { s.streamAssignment(hc, p.NodeID) }}, nil
 		})
 
-	register(s, opRead, huma.Operation{OperationID: "get-node-agent", Method: http.MethodGet, Path: "/v1/nodes/{node}/agent", Summary: "A node's last report and conditions", Tags: []string{"agents"}},
+	register(s, opReadTenant, huma.Operation{OperationID: "get-node-agent", Method: http.MethodGet, Path: "/v1/nodes/{node}/agent", Summary: "A node's last report: health, conditions with their reasons, telemetry",
+		Description: "A tenant sees the nodes that serve it now; any other answers 404.", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`
 		}) (*struct{ Body agents.State }, error) {
 			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
 			if !ok {
 				return nil, neocloud.NotFound("node", in.Node)
+			}
+			if p := principal(ctx); !p.Role.Operator() {
+				mine, err := s.cfg.Sales.ServesTenant(ctx, n.ID, p.TenantID)
+				if err != nil {
+					return nil, err
+				}
+				if !mine {
+					return nil, notFoundDenied(ctx, neocloud.NotFound("node", in.Node))
+				}
 			}
 			st, err := av.Latest(ctx, n.ID)
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
@@ -274,6 +275,18 @@ func TestBreakFix(t *testing.T) {
 				t.Fatalf("tenant b %s on a's node: %d %s", p, r.status, r.body)
 			}
 		}
+		// Its tenant sees the node's health and conditions; another does not.
+		n0, _ := e.fleet.Snapshot.Node(host)
+		if _, err := e.agents.Heartbeat(context.Background(), neocloud.Principal{TokenID: "tok_agent", Role: neocloud.RoleAgent, NodeID: n0.ID},
+			wire.Heartbeat{Version: wire.Version, Seq: 1, At: time.Now().UTC(), GPUs: []wire.GPUSample{{Index: 4, XIDs: []wire.XID{{Code: 94, At: time.Now()}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.do("GET", "/v1/nodes/"+host+"/agent", e.secrets["a/tenant-member"], nil); r.status != 200 || !strings.Contains(string(r.body), "XID 94") {
+			t.Fatalf("its tenant reading the node's conditions: %d %s", r.status, r.body)
+		}
+		if r := e.do("GET", "/v1/nodes/"+host+"/agent", e.secrets["b/tenant-admin"], nil); r.status != 404 {
+			t.Fatalf("another tenant reading them: %d %s", r.status, r.body)
+		}
 		// A reboot reaches the node's agent, fenced by the allocation.
 		r := e.do("POST", "/v1/nodes/"+host+"/reboot", ta, map[string]any{})
 		var b sales.BreakFix
@@ -300,8 +313,8 @@ func TestBreakFix(t *testing.T) {
 		if r.status != 201 {
 			t.Fatalf("report: %d %s", r.status, r.body)
 		}
-		if n, _ := e.fleet.Snapshot.Node(host); n.Health != fleet.HealthOK {
-			t.Fatalf("an unconfirmed report changed the node: %s", n.Health)
+		if n, _ := e.fleet.Snapshot.Node(host); n.Health != fleet.HealthDegraded || n.Lifecycle != fleet.LifecycleAvailable {
+			t.Fatalf("an unconfirmed report changed the node: %s, %s", n.Health, n.Lifecycle)
 		}
 		if r := e.do("POST", "/v1/break-fix/"+b.ID+"/confirm", op, nil); r.status != 200 {
 			t.Fatalf("confirm: %d %s", r.status, r.body)

@@ -86,7 +86,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"agent-join":            {}, // public: its bearer is a join token (TestAgentJoin)
 	"agent-heartbeat":       {AG},
 	"agent-stream":          {AG}, // a stream: TestAgentJoinAndHeartbeats reads it
-	"get-node-agent":        {OA, OV},
+	"get-node-agent":        {OA, OV, TA, TM},
 	"rekey-node":            {OA},
 	"node-minutes":          {OA, OV},
 	"order-node":            {OA},
@@ -219,11 +219,13 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "agent-heartbeat":
 		body = map[string]any{"version": 1, "seq": n, "at": time.Now().UTC(), "gpus": []any{}}
 	case "get-node-agent":
-		first, _ := e.fleet.Snapshot.Node(e.hosts[0])
-		if _, err := e.agents.Heartbeat(ctx, neocloud.Principal{TokenID: "tok_agent", Role: AG, NodeID: first.ID}, wire.Heartbeat{Version: 1, Seq: int64(1000000 + n), At: time.Now()}); err != nil {
+		// A node serving the target tenant, with a report.
+		host := e.servedNode(t, ten, false)
+		node, _ := e.fleet.Snapshot.Node(host)
+		if _, err := e.agents.Heartbeat(ctx, neocloud.Principal{TokenID: "tok_agent", Role: AG, NodeID: node.ID}, wire.Heartbeat{Version: 1, Seq: int64(1000000 + n), At: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		path = strings.Replace(path, "{node}", e.hosts[0], 1)
+		path = strings.Replace(path, "{node}", host, 1)
 	case "order-node":
 		path = strings.Replace(path, "{node}", e.hosts[3], 1)
 		body = map[string]any{"kind": "health_check"}

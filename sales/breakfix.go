@@ -55,6 +55,21 @@ type BreakFixInput struct {
 	Reason string `json:"reason,omitempty" maxLength:"500" doc:"What is wrong (required to report)."`
 }
 
+// ServesTenant says whether a node serves a live allocation of a tenant:
+// what lets the tenant see the node (its health and conditions).
+func (s *Service) ServesTenant(ctx context.Context, nodeID, tenantID string) (bool, error) {
+	allocs, err := s.Store.NodeAllocations(ctx, nodeID)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range allocs {
+		if a.State != AllocationReleasing && a.State != AllocationEnded && a.TenantID == tenantID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // NodeBreakFix carries out a break-fix request on a node the caller
 // serves: a report is recorded (an operator confirms it, and downtime then
 // counts from when it was made), a reboot or GPU reset goes to the node's
