@@ -605,7 +605,40 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 			t.Fatal("the agent never reported")
 		}
 	}
+	// The reservation's other node runs an agent too, with its node-local
+	// endpoint: the tenant's job there hears of the replacement.
+	peer := r.Nodes[1].Hostname
+	var pn fleet.Node
+	op.Do(ctx, http.MethodGet, "/v1/nodes/"+peer, nil, nil, &pn)
+	var jt2 struct{ Secret string }
+	if err := op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt2); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noticeAddr := ln.Addr().String()
+	ln.Close()
+	go agent.Run(rctx, agent.Options{Server: srv.URL, JoinToken: jt2.Secret, Hostname: peer, Serial: pn.Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond,
+		GPUs: agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700), NoticeAddr: noticeAddr})
+	time.Sleep(200 * time.Millisecond)
 	gpus.Inject(agent.Fault{GPU: 3, XID: 79})
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var got struct {
+			Assignment *wire.Assignment `json:"assignment"`
+		}
+		if resp, err := http.Get("http://" + noticeAddr + "/notices"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&got)
+			resp.Body.Close()
+		}
+		if got.Assignment != nil && len(got.Assignment.Notices) > 0 && got.Assignment.Notices[0].Kind == "replacement" && strings.Contains(got.Assignment.Notices[0].Reason, victim) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer's node-local notices: %+v", got.Assignment)
+		}
+	}
 	var now map[string]bool
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		now = ready()

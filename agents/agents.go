@@ -16,6 +16,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
 	"github.com/neocloud/neocloud/wire"
 )
@@ -245,8 +246,9 @@ func (s *Service) fresh(at, now time.Time) bool {
 const SharedPoll = 10 * time.Second
 
 type cachedAssignment struct {
-	a  *wire.Assignment
-	at time.Time
+	a       *wire.Assignment
+	at      time.Time
+	expires time.Time // when a notice in it expires (zero: none does)
 }
 
 // nodeChange counts a node's assignment changes and wakes those waiting
@@ -561,7 +563,7 @@ func (s *Service) AssignmentOf(ctx context.Context, nodeID string) (*wire.Assign
 	c, ok := s.assigned[nodeID]
 	version := s.change(nodeID).version
 	s.assignMu.Unlock()
-	if ok && s.fresh(c.at, now) {
+	if ok && s.fresh(c.at, now) && (c.expires.IsZero() || now.Before(c.expires)) {
 		return c.a, nil
 	}
 	a, err := s.Assignment(ctx, nodeID)
@@ -573,7 +575,17 @@ func (s *Service) AssignmentOf(ctx context.Context, nodeID string) (*wire.Assign
 		if s.assigned == nil {
 			s.assigned = map[string]cachedAssignment{}
 		}
-		s.assigned[nodeID] = cachedAssignment{a, now}
+		c := cachedAssignment{a: a, at: now}
+		if a != nil {
+			for _, n := range a.Notices {
+				if n.Kind == "replacement" {
+					if e := n.Deadline.Add(sales.ReplacementNoticeFor); c.expires.IsZero() || e.Before(c.expires) {
+						c.expires = e // the notice goes then: read again
+					}
+				}
+			}
+		}
+		s.assigned[nodeID] = c
 	}
 	s.assignMu.Unlock()
 	return a, nil

@@ -2,6 +2,7 @@ package sales
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -28,6 +29,11 @@ func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assi
 			return nil, err
 		}
 		out := &wire.Assignment{Generation: a.BoundAt.UnixMicro(), Reservation: r.ID, End: r.Shape.End}
+		// Replacements in the reservation in the last hour: the tenant's
+		// job on every node re-forms around the new one.
+		if err := s.replacementNotices(ctx, out, r.ID); err != nil {
+			return nil, err
+		}
 		if r.PreemptAt != nil {
 			out.Notices = append(out.Notices, wire.Notice{Kind: "preemption", Deadline: *r.PreemptAt, Reason: "capacity reclaimed for committed work"})
 		}
@@ -77,4 +83,33 @@ func (s *Service) NodeGeneration(ctx context.Context, nodeID string) (int64, err
 		return 0, err
 	}
 	return a.BoundAt.UnixMicro(), nil
+}
+
+// ReplacementNoticeFor is how long a replacement shows on the nodes of its
+// reservation.
+const ReplacementNoticeFor = time.Hour
+
+func (s *Service) replacementNotices(ctx context.Context, out *wire.Assignment, reservationID string) error {
+	allocs, err := s.Store.Allocations(ctx, reservationID)
+	if err != nil {
+		return err
+	}
+	byID := map[string]Allocation{}
+	for _, a := range allocs {
+		byID[a.ID] = a
+	}
+	now := s.now()
+	for _, a := range allocs {
+		if a.Replaces == "" || a.FailedAt == nil || now.Sub(*a.FailedAt) > ReplacementNoticeFor || a.State == AllocationEnded {
+			continue
+		}
+		failed := byID[a.Replaces].Hostname
+		state := "being provisioned"
+		if a.State == AllocationReady {
+			state = "ready"
+		}
+		out.Notices = append(out.Notices, wire.Notice{Kind: "replacement", Deadline: *a.FailedAt,
+			Reason: fmt.Sprintf("node %s failed; %s replaces it (%s)", failed, a.Hostname, state)})
+	}
+	return nil
 }

@@ -24,7 +24,17 @@ func (t touching) InsertAllocation(ctx context.Context, a Allocation) error {
 }
 
 func (t touching) UpdateAllocation(ctx context.Context, a Allocation) error {
-	t.touch(ctx, []string{a.NodeID})
+	nodes := []string{a.NodeID}
+	if a.Replaces != "" { // its state shows on the reservation's other nodes
+		r, err := t.Store.Reservation(ctx, a.ReservationID)
+		if err != nil {
+			return err
+		}
+		for _, n := range r.Nodes {
+			nodes = append(nodes, n.NodeID)
+		}
+	}
+	t.touch(ctx, nodes)
 	return t.Store.UpdateAllocation(ctx, a)
 }
 

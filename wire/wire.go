@@ -10,7 +10,8 @@
 //	  and commands fenced by generation.
 //	2 (2026-11-27): GPU samples carry row-remap state (pending, failed) and
 //	  name their throttle reasons from a fixed set; commands burn_in,
-//	  reboot and gpu_reset.
+//	  reboot and gpu_reset; notices of kind replacement (a node of the
+//	  reservation failed and another takes its place).
 package wire
 
 import "time"
@@ -135,11 +136,12 @@ type Assignment struct {
 	Notices     []Notice   `json:"notices,omitempty"`
 }
 
-// Notice is a deadline the work on a node must meet: preemption or
-// maintenance.
+// Notice is a deadline the work on a node must meet (preemption,
+// maintenance), or news of its reservation it must act on (a replacement:
+// re-form the job with the new node).
 type Notice struct {
-	Kind     string    `json:"kind" enum:"preemption,maintenance"`
-	Deadline time.Time `json:"deadline"`
+	Kind     string    `json:"kind" enum:"preemption,maintenance,replacement"`
+	Deadline time.Time `json:"deadline" doc:"For a replacement: when the failed node left the work."`
 	Reason   string    `json:"reason,omitempty"`
 }
 
