@@ -119,7 +119,6 @@ func New(cfg Config) *Server {
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake
 	}
-
 	s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst)
 
 	// Outermost first: request id and metrics, recovery, authentication,
