@@ -1,4 +1,4 @@
-.PHONY: build test lint bench server scale
+.PHONY: build test lint bench bench-agents gpu-check server scale
 build:
 	go build -o bin/neocloud ./cmd/neocloud
 test:
@@ -9,6 +9,10 @@ bench:
 	go test -run '^$$' -bench . -benchtime 2000x ./httpapi/
 	go test -run '^$$' -bench . -benchtime 300x ./placement/
 	go run ./cmd/neocloud bench placement
+bench-agents:
+	go run ./cmd/neocloud bench heartbeats --agents 25000
+gpu-check: build
+	NEOCLOUD_BIN=bin/neocloud scripts/gpu-check.sh
 server:
 	go run ./cmd/neocloud server
 scale:
