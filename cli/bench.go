@@ -52,6 +52,7 @@ func benchCmd(g *globals) *cobra.Command {
 	hbs.Flags().IntVar(&hb.Clients, "clients", 64, "concurrent requests (over shared connections)")
 	hbs.Flags().DurationVar(&hb.Outage, "outage", 0, "then stop the server this long, start it again, and count the nodes it fails (e.g. 10m)")
 	hbs.Flags().DurationVar(&hb.After, "after", 3*time.Minute, "with --outage: how long agents report at the real cadence after the restart")
+	hbs.Flags().BoolVar(&hb.Streams, "streams", false, "open every agent's push stream first (a connection each) and report the server's memory for them")
 	hbs.Flags().StringVar(&hb.DatabaseURL, "database-url", "", "postgres://… to run the server on PostgreSQL (an empty database)")
 	hbs.Flags().StringVar(&hb.Profile, "server-cpuprofile", "", "write the server's CPU profile to this file")
 	hbs.Flags().StringVar(&hb.Binary, "binary", "", "neocloud binary to run the server from (default: this one)")

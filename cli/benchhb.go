@@ -38,8 +38,11 @@ type HeartbeatBench struct {
 	// again on the same store, and has every agent report at the real
 	// cadence (one heartbeat per agent per 10 s) for After: a restart
 	// must fail no node.
-	Outage   time.Duration
-	After    time.Duration
+	Outage time.Duration
+	After  time.Duration
+	// Streams opens every agent's push stream first, as real agents hold
+	// them (a connection each: mind the open-file limit).
+	Streams  bool
 	Progress io.Writer
 }
 
@@ -271,6 +274,28 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	stopProgress()
 	if err != nil {
 		return err
+	}
+	// 2b. Push streams, as real agents hold them (each its own connection).
+	rssBefore := srv.rssMiB()
+	if o.Streams {
+		st := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1}}
+		var open atomic.Int64
+		for _, a := range agents {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.url+"/v1/agent/stream", nil)
+			req.Header.Set("Authorization", "Bearer "+a.auth)
+			resp, err := st.Do(req)
+			if err != nil {
+				return fmt.Errorf("stream: %w", err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				resp.Body.Close()
+				return fmt.Errorf("stream: %d", resp.StatusCode)
+			}
+			open.Add(1)
+			go func() { io.Copy(io.Discard, resp.Body); resp.Body.Close() }()
+		}
+		time.Sleep(2 * time.Second)
+		say("%d push streams open: server RSS %.0f → %.0f MiB (%.1f KiB a stream)", open.Load(), rssBefore, srv.rssMiB(), (srv.rssMiB()-rssBefore)*1024/float64(open.Load()))
 	}
 	say("%d agents joined; heartbeats for %v from %d concurrent requests…", o.Agents, o.For, o.Clients)
 
