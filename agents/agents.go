@@ -1,8 +1,15 @@
 // Package agents is the server's side of node agents: site-scoped join
 // tokens, joining (matching an agent to its node and issuing that node's
-// own credential), heartbeats applied once per sequence number, the latest
-// state of every node in memory, and health conditions from a rule table
-// of NVIDIA XID classes. It holds no SQL and no HTTP.
+// own credential), heartbeats applied once per sequence number and
+// group-committed, the latest state of every node in memory, health
+// conditions from a rule table of NVIDIA XID classes, and commands fenced
+// by the node's assignment generation. It also keeps the fleet whole:
+// liveness (silent nodes judged without mistaking the control plane's own
+// blindness for failures: startup grace, domain breaker and incidents,
+// out-of-band evidence, one judge under a lease), repair tickets through
+// burn-in and sanitize back to service, and active health checks of idle
+// nodes. Selling (what a node serves, replacing its work) is reached
+// through hooks that Connect sets. It holds no SQL and no HTTP.
 package agents
 
 import (
