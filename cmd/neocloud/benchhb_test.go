@@ -1,0 +1,31 @@
+package main_test
+
+import (
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// TestHeartbeatBench runs `neocloud bench heartbeats` small, with a short
+// outage, end to end: a server process, agents joining over HTTP,
+// heartbeats answered, the server stopped and started again on its store.
+func TestHeartbeatBench(t *testing.T) {
+	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "4", "--outage", "1s", "--after", "2s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// agents seconds heartbeats per-second p50 p99 cpu rss failed
+	row := regexp.MustCompile(`(?m)^\s+40\s+[\d.]+\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s*$`).FindSubmatch(out)
+	if row == nil {
+		t.Fatalf("no result row:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(string(row[1])); n < 40 || string(row[2]) != "0" {
+		t.Fatalf("%s heartbeats, %s failed:\n%s", row[1], row[2], out)
+	}
+	// agents outage after heartbeats-after failed unreachable
+	after := regexp.MustCompile(`(?m)^\s+40\s+1\s+2\s+(\d+)\s+(\d+)\s+(\d+)\s*$`).FindSubmatch(out)
+	if after == nil || string(after[1]) == "0" || string(after[2]) != "0" || string(after[3]) != "0" {
+		t.Fatalf("after the outage:\n%s", out)
+	}
+}
