@@ -70,6 +70,9 @@ type Options struct {
 	// the GPUs' own (simulated) or, for a burn-in, a check that every GPU
 	// answers.
 	BurnInCommand, ResetCommand, RebootCommand string
+	// SanitizeCommand wipes a real node for its next tenant (local disks,
+	// GPU memory, keys); without it a real node's sanitize fails.
+	SanitizeCommand string
 	// HostRoot is the node's sysfs ("/sys") for real NICs and uptime;
 	// empty for a simulated node (its NICs are simulated, its uptime the
 	// agent's).
@@ -275,6 +278,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
+// RunCommand carries out one command as the agent would (the fence
+// first), and says how it went.
+func (o *Options) RunCommand(f *Fence, c wire.Command) wire.Result {
+	return o.run(f, c, func(string, ...any) {})
+}
+
 // run carries out a command that passes the fence and says how it went.
 func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.Result {
 	if err := f.Allow(c); err != nil {
@@ -282,10 +291,14 @@ func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.
 		return wire.Result{ID: c.ID, State: "refused", Message: err.Error()}
 	}
 	exec := o.Execute
+	var done string // what a sanitize did, for its record
 	if exec == nil {
 		exec = o.execute
-		if c.Kind == "health_check" {
+		switch c.Kind {
+		case "health_check":
 			exec = func(wire.Command) error { return o.healthCheck(f) }
+		case "sanitize":
+			exec = func(wire.Command) (err error) { done, err = o.sanitize(); return err }
 		}
 	}
 	if err := exec(c); errors.Is(err, ErrGaveWay) {
@@ -296,7 +309,32 @@ func (o *Options) run(f *Fence, c wire.Command, logf func(string, ...any)) wire.
 		return wire.Result{ID: c.ID, State: "failed", Message: err.Error()}
 	}
 	logf("command %s (%s) done", c.ID, c.Kind)
-	return wire.Result{ID: c.ID, State: "done"}
+	return wire.Result{ID: c.ID, State: "done", Message: done}
+}
+
+// Wiper is GPUs that wipe themselves (simulated): the sanitize steps done.
+type Wiper interface {
+	Wipe(ctx context.Context) ([]string, error)
+}
+
+// sanitize wipes the node for its next tenant: the configured command on a
+// real node, the GPUs' own wipe on a simulated one. It says what it did
+// ("; " between steps); a real node without a command fails rather than
+// claim a wipe it did not do.
+func (o *Options) sanitize() (string, error) {
+	if o.SanitizeCommand != "" {
+		b, err := exec.Command("/bin/sh", "-c", o.SanitizeCommand).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("%v: %s", err, strings.TrimSpace(string(b)))
+		}
+		return "ran " + o.SanitizeCommand, nil
+	}
+	w, ok := o.GPUs.(Wiper)
+	if !ok {
+		return "", errors.New("no sanitize command is configured on this node (--sanitize-command)")
+	}
+	steps, err := w.Wipe(context.Background())
+	return strings.Join(steps, "; "), err
 }
 
 // ErrGaveWay is a health check stopped because the node got work.
@@ -778,27 +816,12 @@ func (s *Simulated) SetHealthCheck(d time.Duration) {
 }
 
 // HealthCheck is a simulated active check: it takes its time (stopping
-// when ctx ends) and fails on a GPU whose row remap failed.
+// when ctx ends) and fails as a deep test would.
 func (s *Simulated) HealthCheck(ctx context.Context) error {
 	s.mu.Lock()
 	d := s.checkFor
 	s.mu.Unlock()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, g := range s.gpus {
-		switch {
-		case g.remapFailed:
-			return fmt.Errorf("gpu %d: HBM row remap failed", i)
-		case g.slowLink:
-			return fmt.Errorf("gpu %d: NVLink bandwidth below the floor", i)
-		}
-	}
-	return nil
+	return s.deepTest(ctx, d, 0)
 }
 
 // BurnIn loads every GPU for the burn-in time and checks them.
@@ -806,6 +829,12 @@ func (s *Simulated) BurnIn(ctx context.Context) error {
 	s.mu.Lock()
 	d, rate := s.burnInFor, s.burnInFail
 	s.mu.Unlock()
+	return s.deepTest(ctx, d, rate)
+}
+
+// deepTest runs for d (or until ctx ends), then fails on a GPU off the
+// bus, a failed remap or a slow link, else with chance failRate.
+func (s *Simulated) deepTest(ctx context.Context, d time.Duration, failRate float64) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -819,12 +848,31 @@ func (s *Simulated) BurnIn(ctx context.Context) error {
 			return fmt.Errorf("gpu %d is not visible to the driver", i)
 		case g.remapFailed:
 			return fmt.Errorf("gpu %d: HBM row remap failed", i)
+		case g.slowLink:
+			return fmt.Errorf("gpu %d: NVLink bandwidth below the floor", i)
 		}
 	}
-	if rand.Float64() < rate {
-		return errors.New("burn-in: NCCL all-reduce bandwidth below the floor")
+	if failRate > 0 && rand.Float64() < failRate {
+		return errors.New("NCCL all-reduce bandwidth below the floor")
 	}
 	return nil
+}
+
+// Wipe is a simulated sanitize: GPU memory cleared and every GPU reset.
+func (s *Simulated) Wipe(context.Context) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.gpus {
+		if s.gpus[i].lost {
+			return nil, fmt.Errorf("gpu %d is not visible to the driver", i)
+		}
+	}
+	for i := range s.gpus {
+		g := &s.gpus[i]
+		g.remapPending = g.remapFailed
+		g.eccU, g.xids, g.capW = 0, nil, 0
+	}
+	return []string{"local disks wiped (simulated)", fmt.Sprintf("memory of %d GPUs cleared", len(s.gpus)), fmt.Sprintf("%d GPUs reset", len(s.gpus))}, nil
 }
 
 // ResetGPU resets a simulated GPU: pending row remaps take effect and the

@@ -729,7 +729,8 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 		}
 	}
 	var recs struct{ Items []agents.SanitizeRecord }
-	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim+"/sanitize-records", nil, nil, &recs); err != nil || len(recs.Items) != 1 || recs.Items[0].Result != "done" || recs.Items[0].TicketID != tk.ID {
+	if err := op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim+"/sanitize-records", nil, nil, &recs); err != nil || len(recs.Items) != 1 || recs.Items[0].Result != "done" || recs.Items[0].TicketID != tk.ID ||
+		!strings.Contains(strings.Join(recs.Items[0].Steps, ";"), "memory of 8 GPUs cleared") {
 		t.Fatalf("sanitize records: %+v %v", recs.Items, err)
 	}
 	var cmds struct{ Items []agents.NodeCommand }
@@ -1104,3 +1105,25 @@ func TestBareMetalNeedsEvidence(t *testing.T) {
 		t.Fatalf("after the confirmed report: allocations %+v, tickets %+v", l.Items, tickets.Items)
 	}
 }
+
+// TestSanitizeNeedsAWipe: a real node (no simulated GPUs) without a
+// sanitize command fails its sanitize rather than claim a wipe it did not
+// do; with one, it runs it.
+func TestSanitizeNeedsAWipe(t *testing.T) {
+	o := agent.Options{GPUs: noWipe{agent.NewSimulated(1, "H100", 81559, 700)}}
+	f := &agent.Fence{}
+	if r := o.RunCommand(f, wire.Command{ID: "cmd_1", Kind: "sanitize"}); r.State != "failed" || !strings.Contains(r.Message, "--sanitize-command") {
+		t.Fatalf("without a command: %+v", r)
+	}
+	mark := filepath.Join(t.TempDir(), "wiped")
+	o.SanitizeCommand = "touch " + mark
+	if r := o.RunCommand(f, wire.Command{ID: "cmd_2", Kind: "sanitize"}); r.State != "done" {
+		t.Fatalf("with a command: %+v", r)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("the command did not run: %v", err)
+	}
+}
+
+// noWipe hides the simulated GPUs' own wipe, as a real node's GPUs have none.
+type noWipe struct{ agent.GPUs }

@@ -289,7 +289,7 @@ func TestQuarantine(t *testing.T) {
 			if tk.CommandID == "" {
 				t.Fatalf("no command for step %s", tk.State)
 			}
-			if err := db.FinishCommand(ctx, n.ID, wire.Result{ID: tk.CommandID, State: "done"}, l.now); err != nil {
+			if err := db.FinishCommand(ctx, n.ID, wire.Result{ID: tk.CommandID, State: "done", Message: "disks wiped; GPUs reset"}, l.now); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := l.ag.Remediate(ctx); err != nil {
@@ -326,7 +326,7 @@ func TestQuarantine(t *testing.T) {
 			if fn, _ := l.fl.Snapshot.Node(n.ID); fn.Lifecycle != fleet.LifecycleAvailable {
 				t.Fatalf("after sanitize the node is %s", fn.Lifecycle)
 			}
-			if recs, _ := db.SanitizeRecords(ctx, n.ID); len(recs) != i || recs[0].TicketID != tk.ID || len(recs[0].Steps) == 0 {
+			if recs, _ := db.SanitizeRecords(ctx, n.ID); len(recs) != i || recs[0].TicketID != tk.ID || fmt.Sprint(recs[0].Steps) != "[disks wiped GPUs reset]" {
 				t.Fatalf("sanitize records: %+v", recs)
 			}
 		}

@@ -66,13 +66,10 @@ type SanitizeRecord struct {
 	TicketID   string    `json:"ticket_id,omitempty"`
 	CommandID  string    `json:"command_id,omitempty"`
 	Result     string    `json:"result" enum:"done,failed"`
-	Steps      []string  `json:"steps"`
+	Steps      []string  `json:"steps" doc:"What the node's agent reports it did."`
 	StartedAt  time.Time `json:"started_at"`
 	FinishedAt time.Time `json:"finished_at"`
 }
-
-// SanitizeSteps are what sanitizing a node does, in order.
-var SanitizeSteps = []string{"wipe local NVMe (crypto erase)", "clear GPU memory", "reset GPUs", "reimage the OS", "rotate host keys"}
 
 // RemediationStore is what remediation needs from storage.
 type RemediationStore interface {
@@ -340,8 +337,16 @@ func (s *Service) Remediate(ctx context.Context) (int, error) {
 				}
 				return s.startStep(ctx, &t, TicketSanitizing, "sanitize")
 			}
+			// The steps are what the agent says it did.
+			var steps []string
+			if msg != "" {
+				steps = strings.Split(msg, "; ")
+			}
+			if t.CommandID == "" {
+				steps = []string{"simulated: the node has no agent"}
+			}
 			rec := SanitizeRecord{ID: neocloud.NewID(PrefixSanitize), NodeID: t.NodeID, TicketID: t.ID, CommandID: t.CommandID, Result: "done",
-				Steps: SanitizeSteps, StartedAt: t.UpdatedAt, FinishedAt: now}
+				Steps: steps, StartedAt: t.UpdatedAt, FinishedAt: now}
 			if err := s.Store.InsertSanitizeRecord(ctx, rec); err != nil {
 				return err
 			}

@@ -73,6 +73,7 @@ func agentCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&burnIn, "sim-burn-in", 30*time.Second, "how long a simulated burn-in takes")
 	cmd.Flags().Float64Var(&burnInFail, "sim-burn-in-fail-rate", 0, "chance a simulated burn-in fails on healthy GPUs")
 	cmd.Flags().StringVar(&o.BurnInCommand, "burn-in-command", "", "command a burn-in runs (e.g. \"dcgmi diag -r 3\"); default: the simulated GPUs' own, or a check that every GPU answers")
+	cmd.Flags().StringVar(&o.SanitizeCommand, "sanitize-command", "", "command that wipes a real node for its next tenant (without it, a real node's sanitize fails)")
 	cmd.Flags().StringVar(&o.ResetCommand, "gpu-reset-command", "", "command a GPU reset runs on a real node")
 	cmd.Flags().StringVar(&o.RebootCommand, "reboot-command", "", "command a reboot runs on a real node")
 	cmd.AddCommand(injectCmd(g))
