@@ -681,18 +681,31 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 	if !found {
 		t.Fatalf("no node.replaced event: %+v", evs.Items)
 	}
+	readyEvent := false
+	for deadline := time.Now().Add(5 * time.Second); !readyEvent && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		op.Do(ctx, http.MethodGet, "/v1/events", url.Values{"tenant": {"acme"}}, nil, &evs)
+		for _, e := range evs.Items {
+			if ttr, ok := e.Data["time_to_ready_s"].(float64); e.Kind == "node.replacement_ready" && e.Data["node"] == repl && ok && ttr >= 0 {
+				readyEvent = true
+			}
+		}
+	}
+	if !readyEvent {
+		t.Fatalf("no node.replacement_ready event with the time to ready: %+v", evs.Items)
+	}
 	// The replacement records how long the reservation was short a node.
 	var full struct {
 		Items []struct {
-			Hostname     string
-			Replaces     string
-			TimeToReadyS *float64 `json:"time_to_ready_s"`
+			Hostname string
+			Replaces string
+			ReadyAt  *time.Time `json:"ready_at"`
+			FailedAt *time.Time `json:"failed_at"`
 		}
 	}
 	op.Do(ctx, http.MethodGet, "/v1/reservations/"+r.ID+"/allocations", nil, nil, &full)
 	recorded := false
 	for _, a := range full.Items {
-		if a.Hostname == repl && a.Replaces != "" && a.TimeToReadyS != nil && *a.TimeToReadyS >= 0 && *a.TimeToReadyS < 10 {
+		if a.Hostname == repl && a.Replaces != "" && a.ReadyAt != nil && a.FailedAt != nil && !a.ReadyAt.Before(*a.FailedAt) && a.ReadyAt.Sub(*a.FailedAt) < 10*time.Second {
 			recorded = true
 		}
 	}

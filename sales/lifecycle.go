@@ -565,15 +565,12 @@ func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time
 func (s *Service) ready(ctx context.Context, a *Allocation, r *Reservation, now time.Time) error {
 	t := a.DueAt
 	a.State, a.ReadyAt, a.DueAt = AllocationReady, &t, farFuture
-	if a.FailedAt != nil {
-		d := t.Sub(*a.FailedAt).Seconds()
-		a.TimeToReadyS = &d
-	}
 	if err := s.saveAllocation(ctx, a, now, "allocation.ready"); err != nil {
 		return err
 	}
-	if a.Replaces != "" {
-		if err := s.emit(ctx, r.TenantID, "node.replacement_ready", r.ID, map[string]any{"node": a.Hostname, "replaces": a.Replaces, "time_to_ready_s": *a.TimeToReadyS}); err != nil {
+	if a.Replaces != "" && a.FailedAt != nil {
+		ttr := t.Sub(*a.FailedAt).Seconds() // time to ready: ReadyAt − FailedAt
+		if err := s.emit(ctx, r.TenantID, "node.replacement_ready", r.ID, map[string]any{"node": a.Hostname, "replaces": a.Replaces, "time_to_ready_s": ttr}); err != nil {
 			return err
 		}
 	}

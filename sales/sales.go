@@ -259,13 +259,13 @@ type Allocation struct {
 	EndedAt       *time.Time      `json:"ended_at,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
 	// A replacement names the allocation it replaces and when that one's
-	// node failed; its ReadyAt minus FailedAt is the time to ready.
-	Replaces     string     `json:"replaces,omitempty"`
-	FailedAt     *time.Time `json:"failed_at,omitempty" doc:"For a replacement: when the node it replaces failed."`
-	TimeToReadyS *float64   `json:"time_to_ready_s,omitempty" doc:"For a replacement: seconds from the failure to this allocation ready."`
-	Version      int64      `json:"version"`
-	CreatedAt    time.Time  `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
+	// node failed; its ReadyAt minus FailedAt is the time to ready (also in
+	// its node.replacement_ready event).
+	Replaces  string     `json:"replaces,omitempty"`
+	FailedAt  *time.Time `json:"failed_at,omitempty" doc:"For a replacement: when the node it replaces failed."`
+	Version   int64      `json:"version"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 // Event is a change a tenant is told of. Seq orders events in commit order;
