@@ -6,7 +6,7 @@
 // by the node's assignment generation. It also keeps the fleet whole:
 // liveness (silent nodes judged without mistaking the control plane's own
 // blindness for failures: startup grace, domain breaker and incidents,
-// out-of-band evidence, one judge under a lease), repair tickets through
+// out-of-band evidence, one leader under a lease), repair tickets through
 // burn-in and sanitize back to service, and active health checks of idle
 // nodes. Selling (what a node serves, replacing its work) is reached
 // through hooks that Connect sets. It holds no SQL and no HTTP.

@@ -2,7 +2,7 @@ package agents
 
 import "context"
 
-// CheckFence runs the judge's fence in a transaction of its own.
+// CheckFence runs the leader's fence in a transaction of its own.
 func (s *Service) CheckFence(ctx context.Context) error {
 	return s.Tx.InTx(ctx, s.fenced)
 }

@@ -89,18 +89,18 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	var shared map[string]time.Time
 	if s.SharedTTL > 0 {
 		// Servers share the database: one judges at a time, from when any
-		// of them last heard each node; a new judge waits its grace too.
+		// of them last heard each node; a new leader waits its grace too.
 		epoch, leader, err := s.Store.TakeLease(ctx, "liveness", s.instance, now, now.Add(3*interval))
 		if err != nil {
 			return res, err
 		}
 		if leader && epoch != s.leaseEpoch {
-			s.leaderSince, s.leaseEpoch = time.Time{}, epoch // taken over: a new judge
+			s.leaderSince, s.leaseEpoch = time.Time{}, epoch // taken over: a new leader
 		}
 		if !leader {
 			s.leaderSince = time.Time{}
 			s.incMu.Lock()
-			s.incidents = nil // the judge keeps them; read again on taking over
+			s.incidents = nil // the leader keeps them; read again on taking over
 			s.incMu.Unlock()
 			return res, nil
 		}
@@ -158,7 +158,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	open := map[domainKey]bool{}
 	s.incMu.Lock()
 	if s.incidents == nil {
-		// Open incidents carry on from the last judge (or before a restart).
+		// Open incidents carry on from the last leader (or before a restart).
 		stored, err := s.Store.Incidents(ctx, true)
 		if err != nil {
 			s.incMu.Unlock()
@@ -287,9 +287,9 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// ErrNotJudge is a judge's write after it lost its lease: nothing is
+// ErrNotLeader is a leader's write after it lost its lease: nothing is
 // written.
-var ErrNotJudge = errors.New("this server no longer judges liveness: another took over")
+var ErrNotLeader = errors.New("this server no longer leads liveness: another took over")
 
 // fenced fails, in ctx's transaction, when servers share the database and
 // this one no longer holds the liveness lease at its epoch.
@@ -302,13 +302,13 @@ func (s *Service) fenced(ctx context.Context) error {
 		return err
 	}
 	if !held {
-		return ErrNotJudge
+		return ErrNotLeader
 	}
 	return nil
 }
 
 // fail marks a node failed and takes its work elsewhere, in one
-// transaction (fenced by the judge's lease).
+// transaction (fenced by the leader's lease).
 func (s *Service) fail(ctx context.Context, id, why string, evidence bool) error {
 	return s.Tx.InTx(ctx, func(ctx context.Context) error {
 		if err := s.fenced(ctx); err != nil {

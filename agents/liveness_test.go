@@ -447,9 +447,9 @@ func TestOutOfBandEvidence(t *testing.T) {
 }
 
 // TestLivenessSharedDatabase: two servers on one PostgreSQL database, each
-// hearing half the agents. Only one judges at a time, from when any server
+// hearing half the agents. Only one, the leader, judges at a time, from when any server
 // last heard each node: nobody is marked silent for reporting to the other.
-// When the judge stops, the other takes over once its lease runs out, and
+// When the leader stops, the other takes over once its lease runs out, and
 // waits its own grace before judging.
 func TestLivenessSharedDatabase(t *testing.T) {
 	db := testdb.Postgres(t)
@@ -506,13 +506,13 @@ func TestLivenessSharedDatabase(t *testing.T) {
 	}
 	// a, had it only been paused, writes nothing now: its lease's epoch is
 	// gone. b's writes go through.
-	if err := a.CheckFence(context.Background()); !errors.Is(err, agents.ErrNotJudge) {
-		t.Fatalf("the old judge's fence: %v", err)
+	if err := a.CheckFence(context.Background()); !errors.Is(err, agents.ErrNotLeader) {
+		t.Fatalf("the old leader's fence: %v", err)
 	}
 	if err := b.CheckFence(context.Background()); err != nil {
-		t.Fatalf("the new judge's fence: %v", err)
+		t.Fatalf("the new leader's fence: %v", err)
 	}
-	// A node that is really silent is marked by the new judge.
+	// A node that is really silent is marked by the new leader.
 	l.now = l.now.Add(10 * time.Second)
 	silent := l.nodes[7]
 	for i := 0; i < 4; i++ {
@@ -521,6 +521,6 @@ func TestLivenessSharedDatabase(t *testing.T) {
 		b.Sweep(context.Background())
 	}
 	if l.health(silent) != fleet.HealthUnreachable {
-		t.Fatalf("a silent node under the new judge: %s", l.health(silent))
+		t.Fatalf("a silent node under the new leader: %s", l.health(silent))
 	}
 }

@@ -299,7 +299,7 @@ func (s *Service) generation(ctx context.Context, nodeID string) (int64, error) 
 // repair).
 func (s *Service) Remediate(ctx context.Context) (int, error) {
 	if s.SharedTTL > 0 && s.leaderSince.IsZero() {
-		return 0, nil // with several servers, the liveness judge moves repairs along
+		return 0, nil // with several servers, the liveness leader moves repairs along
 	}
 	ts, err := s.Store.Tickets(ctx, "", true)
 	if err != nil {
