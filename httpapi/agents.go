@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"time"
 	"unicode/utf8"
 
@@ -79,17 +80,20 @@ func (s *Server) registerAgents() {
 		return &struct{ Body wire.JoinResponse }{out}, nil
 	})
 
-	register(s, agentOnly, huma.Operation{OperationID: "agent-heartbeat", Method: http.MethodPost, Path: heartbeatPath, Summary: "An agent reports",
-		Description: "Telemetry and events of the agent's own node. Applied once per sequence number: a replay answers duplicate and changes nothing. No Idempotency-Key, no audit record per heartbeat. Answered after its group commit.", Tags: []string{"agents"}},
-		// The server answers this path with serveHeartbeat; the operation
-		// documents it and serves it the same way through huma.
-		func(ctx context.Context, in *struct{ Body wire.Heartbeat }) (*struct{ Body wire.HeartbeatAnswer }, error) {
-			ans, err := av.Heartbeat(ctx, principal(ctx), in.Body)
-			if err != nil {
-				return nil, err
-			}
-			return &struct{ Body wire.HeartbeatAnswer }{ans}, nil
-		})
+	// Heartbeats are served by serveHeartbeat, on the mux directly (the
+	// hottest path: no generic decoding, validation or transaction); the
+	// operation is added to the OpenAPI document by hand so that it is
+	// documented like the others.
+	reg := s.api.OpenAPI().Components.Schemas
+	s.api.OpenAPI().AddOperation(&huma.Operation{OperationID: "agent-heartbeat", Method: http.MethodPost, Path: heartbeatPath, Summary: "An agent reports",
+		Description: "Telemetry and events of the agent's own node. Applied once per sequence number: a replay answers duplicate and changes nothing. No Idempotency-Key, no audit record per heartbeat. Answered after its group commit.\n\nRoles: agent.",
+		Tags:        []string{"agents"}, Security: []map[string][]string{{"bearer": {}}},
+		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"application/json": {Schema: reg.Schema(reflect.TypeOf(wire.Heartbeat{}), true, "Heartbeat")}}},
+		Responses: map[string]*huma.Response{
+			"200":     {Description: "Applied (or a duplicate)", Content: map[string]*huma.MediaType{"application/json": {Schema: reg.Schema(reflect.TypeOf(wire.HeartbeatAnswer{}), true, "HeartbeatAnswer")}}},
+			"default": {Description: "A problem (problem+json)"},
+		}})
+	s.mux.HandleFunc("POST "+heartbeatPath, s.serveHeartbeat)
 
 	register(s, agentOnly, huma.Operation{OperationID: "agent-stream", Method: http.MethodGet, Path: streamPath, Summary: "The agent's push stream",
 		Description: "Server-Sent Events: the node's assignment (generation, reservation, end, notices) at once and whenever it changes, so that a preemption or maintenance notice reaches the node within a second of being issued; and its pending commands whenever one is queued, so that urgent ones (drain, power cap) need not wait for the next heartbeat.", Tags: []string{"agents"}},
