@@ -77,6 +77,9 @@ type Options struct {
 	// empty for a simulated node (its NICs are simulated, its uptime the
 	// agent's).
 	HostRoot string
+	// Now stamps reports (default time.Now); the demo's agents report on
+	// its accelerated clock, every Interval of real time.
+	Now func() time.Time
 }
 
 // state is what the agent keeps between runs.
@@ -123,6 +126,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Interval == 0 {
 		o.Interval = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
@@ -225,7 +231,7 @@ func Run(ctx context.Context, o Options) error {
 	for {
 		// 1. Sample, number and spool: a report exists on disk before it
 		// is sent.
-		now := time.Now().UTC()
+		now := o.Now().UTC()
 		st.Seq++
 		resMu.Lock()
 		hb := wire.Heartbeat{Version: wire.Version, Seq: st.Seq, At: now, GPUs: o.GPUs.Sample(now), UptimeS: int64(time.Since(start) / time.Second), AgentVersion: Version, DriverVersion: driverOf(o.GPUs), Results: results}

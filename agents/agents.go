@@ -182,6 +182,11 @@ type Service struct {
 	Tokens     *tenant.Service
 	Now        func() time.Time
 	HeartbeatS int // the cadence agents are told to report at (default 10)
+	// TimeScale is how many seconds of Now pass in a real second (1 when
+	// zero): the demo runs an accelerated clock while its agents still
+	// report every HeartbeatS real seconds, so silence is judged in
+	// intervals of HeartbeatS × TimeScale seconds of Now.
+	TimeScale float64
 	// SetHealth records a node's health and reasons (the fleet's).
 	SetHealth func(ctx context.Context, nodeID string, h fleet.Health, reasons []string) error
 	// Assignment tells what a node serves now, for the heartbeat answer.

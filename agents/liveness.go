@@ -32,6 +32,15 @@ type Liveness struct {
 	Breaker map[string]float64
 }
 
+// interval is the heartbeat interval in the time of Now.
+func (s *Service) interval() time.Duration {
+	d := time.Duration(max(1, s.HeartbeatS)) * time.Second
+	if s.TimeScale > 1 {
+		d = time.Duration(float64(d) * s.TimeScale)
+	}
+	return d
+}
+
 func (l Liveness) withDefaults() Liveness {
 	if l.Missed <= 0 {
 		l.Missed = 3
@@ -84,7 +93,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	pol := s.Liveness.withDefaults()
 	now := s.now()
-	interval := time.Duration(max(1, s.HeartbeatS)) * time.Second
+	interval := s.interval()
 	started := s.Started
 	var shared map[string]time.Time
 	if s.SharedTTL > 0 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/console"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/idempotency"
@@ -65,6 +66,15 @@ type ServerOptions struct {
 	HeartbeatS  int
 	Remediation agents.Remediation
 	Checks      agents.ActiveChecks
+	// Now is the control plane's clock (default time.Now); TimeScale says
+	// how fast it runs against real time (the demo's accelerated clock),
+	// so that silence is judged in real heartbeat intervals.
+	Now       func() time.Time
+	TimeScale float64
+	// Banner is shown on every console page; SampleEvery is how often the
+	// console records the fleet's use for its charts (default 5 s).
+	Banner      string
+	SampleEvery time.Duration
 }
 
 // Seams are the drivers of the allocation lifecycle.
@@ -80,10 +90,14 @@ type Running struct {
 	Token string // the first operator-admin secret, if created on this start
 	Store *sqlstore.DB
 	Sales *sales.Service
-	api   *httpapi.Server
-	srv   *http.Server
-	done  chan struct{}
-	stop  context.CancelFunc
+	// Fleet and Agents are the running services (the demo drives them).
+	Fleet   *fleet.Service
+	Agents  *agents.Service
+	Console *console.Console
+	api     *httpapi.Server
+	srv     *http.Server
+	done    chan struct{}
+	stop    context.CancelFunc
 }
 
 // StartServer opens the store, bootstraps the operator token, and serves
@@ -100,24 +114,31 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	tenants := tenant.NewService(db)
+	tenants.Now = o.Now
 	secret, err := tenants.Bootstrap(ctx, o.Bootstrap)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	fl := fleet.NewService(db, db)
+	fl.Now = o.Now
 	if err := fl.Load(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	sv := sales.NewService(db, db, fl, tenants)
+	sv.Now = o.Now
 	sv.Logger = o.Logger
 	sv.Policy = o.Policy.WithDefaults()
 	if o.Seams != nil {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
 	ag := agents.NewService(db, db, fl, tenants)
+	ag.Now, ag.Started, ag.TimeScale = o.Now, o.Now().UTC(), o.TimeScale
 	if db.Dialect == sqlstore.Postgres {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
@@ -137,8 +158,14 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
-		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst,
+		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
+	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Store: db, API: api.Handler(), Now: o.Now,
+		Version: Version, Logger: o.Logger, Banner: o.Banner})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		db.Close()
@@ -146,7 +173,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	r := &Running{URL: "http://" + ln.Addr().String(), Token: secret, Store: db, done: make(chan struct{}), stop: stop, api: api,
-		srv: &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+		srv: &http.Server{Handler: withConsole(api.Handler(), con.Handler()), ReadHeaderTimeout: 10 * time.Second}, Console: con}
 	go func() {
 		defer close(r.done)
 		if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -154,6 +181,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 	}()
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
+	sample := o.SampleEvery
+	if sample == 0 {
+		sample = 5 * time.Second
+	}
+	go con.Run(bg, sample)
 	go hourly(bg, ag, o.Logger)
 	if !o.NoLifecycle {
 		sweepEvery := time.Duration(ag.HeartbeatS) * time.Second / 2
@@ -167,8 +199,22 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 		go sv.Run(bg, every)
 	}
-	r.Sales = sv
+	r.Sales, r.Fleet, r.Agents = sv, fl, ag
 	return r, nil
+}
+
+// consolePaths are the console's routes; everything else is the API's.
+var consolePaths = []string{"/{$}", "/login", "/logout", "/assets/", "/topology", "/nodes/", "/utilization.json", "/reservations", "/reservations/",
+	"/contracts", "/quotes", "/maintenance", "/health", "/events"}
+
+// withConsole serves the console's pages next to the API.
+func withConsole(api, con http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	for _, p := range consolePaths {
+		mux.Handle(p, con)
+	}
+	return mux
 }
 
 // purgeIdempotencyKeys forgets keys older than the retention, hourly.

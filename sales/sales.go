@@ -292,3 +292,22 @@ type Quota struct {
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func errf(format string, args ...any) error { return fmt.Errorf("sales: "+format, args...) }
+
+// NodeUse is what a node serves now: one live allocation (not ended) with
+// its reservation's tenant and class, and how many of the node's GPUs it
+// holds. Consoles and reports read it for the whole fleet at once.
+type NodeUse struct {
+	NodeID        string          `json:"node_id"`
+	TenantID      string          `json:"tenant_id"`
+	ReservationID string          `json:"reservation_id"`
+	Class         placement.Class `json:"class"`
+	State         AllocationState `json:"state"`
+	GPUs          int             `json:"gpus"`
+}
+
+// ReservationCount counts reservations of one class in one state.
+type ReservationCount struct {
+	Class placement.Class  `json:"class"`
+	State ReservationState `json:"state"`
+	Count int              `json:"count"`
+}

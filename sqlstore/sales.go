@@ -458,15 +458,30 @@ func (db *DB) Events(ctx context.Context, tenantID string, after int64, limit in
 		q += ` AND tenant_id = ?`
 		args = append(args, tenantID)
 	}
-	return collect(db, ctx, func(r scanner) (sales.Event, error) {
-		var e sales.Event
-		var data string
-		var at int64
-		err := r.Scan(&e.Seq, &e.ID, &e.TenantID, &e.Kind, &e.Subject, &data, &at)
-		e.At = fromMicros(at)
-		json.Unmarshal([]byte(data), &e.Data)
-		return e, err
-	}, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
+	return collect(db, ctx, scanEvent, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
+}
+
+// RecentEvents returns the newest events, newest first; with kinds, only
+// events of those kinds.
+func (db *DB) RecentEvents(ctx context.Context, limit int, kinds ...string) ([]sales.Event, error) {
+	q, args := `SELECT seq, id, COALESCE(tenant_id, ''), kind, subject, data, at FROM events`, []any{}
+	if len(kinds) > 0 {
+		q += ` WHERE kind IN (?` + strings.Repeat(", ?", len(kinds)-1) + `)`
+		for _, k := range kinds {
+			args = append(args, k)
+		}
+	}
+	return collect(db, ctx, scanEvent, q+` ORDER BY seq DESC LIMIT ?`, append(args, limit)...)
+}
+
+func scanEvent(r scanner) (sales.Event, error) {
+	var e sales.Event
+	var data string
+	var at int64
+	err := r.Scan(&e.Seq, &e.ID, &e.TenantID, &e.Kind, &e.Subject, &data, &at)
+	e.At = fromMicros(at)
+	json.Unmarshal([]byte(data), &e.Data)
+	return e, err
 }
 
 func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error) {

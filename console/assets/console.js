@@ -1,0 +1,79 @@
+// neocloud console: paints the topology heatmap and draws the charts.
+(function () {
+  "use strict";
+
+  function paintHeatmap(root) {
+    var el = root.querySelector ? root.querySelector("#heatmap") : null;
+    if (!el) return;
+    var palette = {};
+    try { palette = JSON.parse(el.dataset.palette || "{}"); } catch (e) {}
+    el.querySelectorAll("canvas.cells").forEach(function (cv) {
+      var cells = cv.dataset.cells || "";
+      var size = cells.length > 2000 ? 4 : cells.length > 300 ? 6 : 10, gap = 1;
+      var width = cv.clientWidth || 200;
+      var cols = Math.max(1, Math.floor(width / (size + gap)));
+      var rows = Math.ceil(cells.length / cols);
+      var dpr = window.devicePixelRatio || 1;
+      cv.width = width * dpr; cv.height = rows * (size + gap) * dpr;
+      cv.style.height = rows * (size + gap) + "px";
+      var g = cv.getContext("2d");
+      g.scale(dpr, dpr);
+      for (var i = 0; i < cells.length; i++) {
+        g.fillStyle = palette[cells[i]] || "#999";
+        g.fillRect((i % cols) * (size + gap), Math.floor(i / cols) * (size + gap), size, size);
+      }
+    });
+    el.querySelectorAll("a.node").forEach(function (a) {
+      var i = a.querySelector("i");
+      if (i) i.style.background = palette[a.dataset.code] || "#999";
+    });
+  }
+
+  var charts = {};
+  var series = {
+    "util-chart": [
+      ["lease", "#1f3b73"], ["reserved", "#2f6fd0"], ["on_demand", "#2aa3a3"], ["spot", "#7cc46b"], ["internal", "#9a7fd1"], ["down", "#d7263d"]
+    ],
+    "node-chart": [["power_w", "#2f6fd0"], ["power_max_w", "#9ab8e8"], ["temp_max_c", "#d7263d", "°C"]]
+  };
+
+  function drawChart(el) {
+    if (!window.uPlot || !el.dataset.src) return;
+    fetch(el.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
+      var spec = series[el.id] || [];
+      var data = [d.t || []];
+      var s = [{}];
+      var axes = [{}, { label: el.id === "node-chart" ? "W" : "GPUs", size: 60 }];
+      var scales = { x: { time: true } };
+      spec.forEach(function (x) {
+        data.push(d[x[0]] || []);
+        var o = { label: x[0].replace(/_/g, " "), stroke: x[1], width: 2 };
+        if (x[2]) { o.scale = x[2]; }
+        s.push(o);
+      });
+      if (el.id === "node-chart") {
+        axes.push({ scale: "°C", side: 1, label: "°C", grid: { show: false } });
+        scales["°C"] = { auto: true };
+      }
+      var width = el.clientWidth - 10;
+      if (charts[el.id] && document.body.contains(charts[el.id].root)) {
+        charts[el.id].setData(data);
+        return;
+      }
+      el.innerHTML = "";
+      charts[el.id] = new uPlot({ width: width, height: 260, series: s, axes: axes, scales: scales }, data, el);
+      el.dataset.drawn = String(data[0].length);
+    }).catch(function () {});
+  }
+
+  function drawAll() {
+    document.querySelectorAll(".chart[data-src]").forEach(drawChart);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    paintHeatmap(document);
+    drawAll();
+    setInterval(drawAll, 5000);
+  });
+  document.addEventListener("htmx:afterSettle", function () { paintHeatmap(document); });
+})();
