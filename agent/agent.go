@@ -914,12 +914,15 @@ func (s *Simulated) Reboot() error {
 }
 
 // Repair is a technician's work on the simulated node: every GPU is whole
-// again (replaced where it had failed).
+// again (replaced where it had failed) and every NIC has its link.
 func (s *Simulated) Repair() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.gpus {
 		s.gpus[i] = simGPU{energyJ: s.gpus[i].energyJ, tempC: s.gpus[i].tempC}
+	}
+	for i := range s.nics {
+		s.nics[i].down = false
 	}
 }
 

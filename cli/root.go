@@ -61,6 +61,14 @@ func (g *globals) client() (*client.Client, error) {
 	return client.New(g.server, g.token), nil
 }
 
+// extra are commands built on this package (the demo runs its server):
+// their packages cannot be imported here, so the binary registers them.
+var extra []func() *cobra.Command
+
+// Register adds a command to every root built after it (call it from an
+// init function of the binary).
+func Register(cmd func() *cobra.Command) { extra = append(extra, cmd) }
+
 // NewRoot builds the root command.
 func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
@@ -77,6 +85,9 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or csv")
 	root.AddCommand(serverCmd(g), tenantCmd(g), tokenCmd(g), auditCmd(g), fleetCmd(g), siteCmd(g), nodeCmd(g), skuCmd(g),
 		priceCmd(g), quotaCmd(g), quoteCmd(g), reservationCmd(g), contractCmd(g), eventsCmd(g), internalCmd(g), maintenanceCmd(g), simCmd(g), agentCmd(g), healthCmd(g), repairCmd(g), breakFixCmd(g), benchCmd(g))
+	for _, cmd := range extra {
+		root.AddCommand(cmd())
+	}
 	return root
 }
 

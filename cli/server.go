@@ -93,6 +93,7 @@ type Running struct {
 	// Fleet and Agents are the running services (the demo drives them).
 	Fleet   *fleet.Service
 	Agents  *agents.Service
+	Tenants *tenant.Service
 	Console *console.Console
 	api     *httpapi.Server
 	srv     *http.Server
@@ -166,6 +167,15 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		db.Close()
 		return nil, err
 	}
+	// Allocations change with the events the sales service writes: the
+	// console reads them again then.
+	notify := sv.Notify
+	sv.Notify = func() {
+		con.Changed()
+		if notify != nil {
+			notify()
+		}
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		db.Close()
@@ -186,7 +196,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sample = 5 * time.Second
 	}
 	go con.Run(bg, sample)
-	go hourly(bg, ag, o.Logger)
+	hour := time.Hour
+	if o.TimeScale > 1 {
+		hour = time.Duration(float64(hour) / o.TimeScale)
+	}
+	go hourly(bg, ag, hour, o.Logger)
 	if !o.NoLifecycle {
 		sweepEvery := time.Duration(ag.HeartbeatS) * time.Second / 2
 		if o.LifecycleEvery > 0 && o.LifecycleEvery < sweepEvery {
@@ -199,7 +213,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 		go sv.Run(bg, every)
 	}
-	r.Sales, r.Fleet, r.Agents = sv, fl, ag
+	r.Sales, r.Fleet, r.Agents, r.Tenants = sv, fl, ag, tenants
 	return r, nil
 }
 
@@ -260,9 +274,9 @@ func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *sl
 }
 
 // hourly records every reporting node's energy counters and forgets old
-// telemetry, every hour.
-func hourly(ctx context.Context, ag *agents.Service, log *slog.Logger) {
-	t := time.NewTicker(time.Hour)
+// telemetry, every hour of the control plane's clock.
+func hourly(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

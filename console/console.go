@@ -68,7 +68,8 @@ type Console struct {
 	uses   usesCache
 }
 
-// Point is one sample of the fleet's use: GPUs by class, down and idle,
+// Point is one sample of the fleet's use: GPUs held by live allocations
+// (bound, provisioning, ready or being released) by class, and GPUs down,
 // at a time of the control plane's clock.
 type Point struct {
 	At      time.Time      `json:"at"`
@@ -255,13 +256,23 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// nodeUses returns what each node serves now, read at most once a second.
+// Changed says that allocations may have changed: the next read of what
+// nodes serve goes to the store.
+func (c *Console) Changed() {
+	c.mu.Lock()
+	c.uses.byID = nil
+	c.mu.Unlock()
+}
+
+// nodeUses returns what each node serves now, read at most once a second
+// (and again after Changed).
 func (c *Console) nodeUses(ctx context.Context) (map[string]sales.NodeUse, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.uses.byID != nil && time.Since(c.uses.at) < time.Second {
+		defer c.mu.Unlock()
 		return c.uses.byID, nil
 	}
+	c.mu.Unlock()
 	us, err := c.cfg.Store.NodeUses(ctx)
 	if err != nil {
 		return nil, err
@@ -274,7 +285,9 @@ func (c *Console) nodeUses(ctx context.Context) (map[string]sales.NodeUse, error
 		u.GPUs += by[u.NodeID].GPUs
 		by[u.NodeID] = u
 	}
+	c.mu.Lock()
 	c.uses = usesCache{at: time.Now(), byID: by}
+	c.mu.Unlock()
 	return by, nil
 }
 
@@ -304,7 +317,7 @@ func (c *Console) Record(ctx context.Context) error {
 			pt.Down += g
 			return
 		}
-		if u, ok := uses[n.ID]; ok && u.State == sales.AllocationReady {
+		if u, ok := uses[n.ID]; ok {
 			pt.ByClass[string(u.Class)] += min(g, u.GPUs)
 		}
 	})

@@ -523,9 +523,7 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 		http.Redirect(w, r, "/nodes/"+url.PathEscape(n.ID), http.StatusSeeOther)
 		return
 	}
-	c.mu.Lock()
-	c.uses.byID = nil // read what the action changed
-	c.mu.Unlock()
+	c.Changed() // read what the action changed
 	d, err := c.nodeData(r.Context(), n.ID, s)
 	if err != nil {
 		c.fail(w, r, err)

@@ -1,0 +1,269 @@
+package console_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/audit"
+	"github.com/neocloud/neocloud/cli"
+	"github.com/neocloud/neocloud/console"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// site starts a server with a small generated site, a tenant with a
+// running on-demand reservation, and returns it with the operator's and
+// the tenant's tokens.
+func site(t *testing.T) (*cli.Running, string, string) {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now().UTC()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	r, err := cli.StartServer(ctx, cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLifecycle: true, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	if _, err := fleet.Generate(&spec, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: sku, GPUs: 512, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}}); err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := fleet.ParseSpec(spec.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Fleet.Apply(ctx, parsed); err != nil {
+		t.Fatal(err)
+	}
+	op := neocloud.Principal{TokenID: "test", Role: neocloud.RoleOperatorAdmin}
+	tn, err := r.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := r.Tenants.CreateToken(ctx, op, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sales.SetPrice(ctx, op, sales.PriceInput{SKU: sku.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
+		t.Fatal(err)
+	}
+	p := neocloud.Principal{TokenID: "t", Role: neocloud.RoleTenantAdmin, TenantID: tn.ID}
+	if _, err := r.Sales.Reserve(ctx, p, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: sku.Name, GPUs: 16, Class: placement.ClassOnDemand}}); err != nil {
+		t.Fatal(err)
+	}
+	// Run the lifecycle, a minute at a time, until the work is ready.
+	for i := 0; ; i++ {
+		if _, err := r.Sales.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := r.Sales.Reservations(ctx, op, sales.ReservationFilter{State: sales.ReservationActive}, neocloud.Page{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 1 {
+			break
+		}
+		if i > 100 {
+			t.Fatal("the on-demand reservation never became active")
+		}
+		mu.Lock()
+		now = now.Add(time.Minute)
+		mu.Unlock()
+	}
+	return r, r.Token, secret
+}
+
+// browser is an HTTP client with a cookie jar, signed in with token.
+func browser(t *testing.T, base, token string) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err := c.PostForm(base+"/login", url.Values{"token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/" {
+		t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	return c
+}
+
+func get(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestLoginPageAndOperatorPages(t *testing.T) {
+	r, opToken, _ := site(t)
+	// / answers the login page itself, with no redirect.
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(r.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `name="token"`) || !strings.Contains(string(body), `<label for="token">`) {
+		t.Fatalf("/ without a session: %d %.300s", resp.StatusCode, body)
+	}
+	// A wrong token does not sign in.
+	jar, _ := cookiejar.New(nil)
+	bad := &http.Client{Jar: jar}
+	resp, err = bad.PostForm(r.URL+"/login", url.Values{"token": {"nct_nope"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	u, _ := url.Parse(r.URL)
+	if resp.StatusCode != http.StatusUnauthorized || len(jar.Cookies(u)) != 0 {
+		t.Errorf("bad token: %d, cookies %v", resp.StatusCode, jar.Cookies(u))
+	}
+
+	c := browser(t, r.URL, opToken)
+	code, page := get(t, c, r.URL+"/")
+	if code != 200 || !strings.Contains(page, "512</div><div>GPUs on 64 nodes") || !strings.Contains(page, "util-chart") {
+		t.Fatalf("overview: %d %.500s", code, page)
+	}
+	// The on-demand reservation's 16 GPUs are in use, by class.
+	if !strings.Contains(page, `<th scope="row">on_demand</th><td class="num">16</td>`) {
+		t.Errorf("overview does not count the on-demand GPUs: %.2000s", page)
+	}
+	for _, p := range []string{"/topology", "/topology?domain=h1", "/topology?domain=h1/p1/su1/r1&by=tenant", "/reservations", "/contracts", "/quotes", "/maintenance", "/health", "/events"} {
+		if code, body := get(t, c, r.URL+p); code != 200 || !strings.Contains(body, "</main>") {
+			t.Errorf("%s: %d %.300s", p, code, body)
+		}
+	}
+	// The heatmap: one tile per hall at the top, cells for every node.
+	_, topo := get(t, c, r.URL+"/topology")
+	if n := strings.Count(topo, `class="tile`); n != 2 {
+		t.Errorf("site level: %d tiles, want 2 halls", n)
+	}
+	_, leaf := get(t, c, r.URL+"/topology?domain=h1/p1/su1/r1")
+	if n := strings.Count(leaf, `class="node"`); n != 4 {
+		t.Errorf("rack level: %d nodes, want 4", n)
+	}
+	// The utilization series counts the reservation's GPUs.
+	if err := r.Console.Record(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pts := r.Console.Series()
+	if last := pts[len(pts)-1]; last.GPUs != 512 || last.ByClass["on_demand"] != 16 {
+		t.Errorf("utilization point = %+v", last)
+	}
+	if code, body := get(t, c, r.URL+"/utilization.json"); code != 200 || !strings.Contains(body, `"on_demand":[`) {
+		t.Errorf("utilization.json: %d %.200s", code, body)
+	}
+}
+
+func TestTenantTokenGetsNotFound(t *testing.T) {
+	r, _, tenantToken := site(t)
+	c := browser(t, r.URL, tenantToken)
+	n := r.Fleet.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 1})[0]
+	for _, p := range []string{"/topology", "/nodes/" + n.ID, "/nodes/" + n.ID + "/telemetry.json", "/reservations", "/contracts", "/health", "/events", "/utilization.json"} {
+		if code, _ := get(t, c, r.URL+p); code != http.StatusNotFound {
+			t.Errorf("tenant on %s: %d, want 404", p, code)
+		}
+	}
+	// The home page is the sign-in page again, saying why.
+	if code, body := get(t, c, r.URL+"/"); code != 200 || !strings.Contains(body, "not an operator") {
+		t.Errorf("tenant on /: %d %.300s", code, body)
+	}
+	// Actions too, and nothing changes.
+	resp, err := c.Post(r.URL+"/nodes/"+n.ID+"/drain", "application/x-www-form-urlencoded", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	after, _ := r.Fleet.Snapshot.Node(n.ID)
+	if resp.StatusCode != http.StatusNotFound || after.Cordoned {
+		t.Errorf("tenant drain: %d, cordoned %v", resp.StatusCode, after.Cordoned)
+	}
+	// No session at all: 404 as well.
+	if code, _ := get(t, http.DefaultClient, r.URL+"/topology"); code != http.StatusNotFound {
+		t.Errorf("anonymous /topology: %d", code)
+	}
+}
+
+func TestDrainThroughTheAPI(t *testing.T) {
+	r, opToken, _ := site(t)
+	c := browser(t, r.URL, opToken)
+	n := r.Fleet.Snapshot.Nodes(fleet.NodeFilter{Lifecycle: fleet.LifecycleAvailable}, neocloud.Page{Limit: 1})[0]
+
+	// Another site's form cannot act with the operator's session.
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.ID+"/drain", nil)
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cur, _ := r.Fleet.Snapshot.Node(n.ID); resp.StatusCode != http.StatusForbidden || cur.Cordoned {
+		t.Fatalf("cross-site drain: %d, cordoned %v", resp.StatusCode, cur.Cordoned)
+	}
+
+	req, _ = http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.ID+"/drain", nil)
+	req.Header.Set("HX-Request", "true")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	frag := string(b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(strings.TrimSpace(frag), `<section id="node-status"`) || !strings.Contains(frag, `<dd id="cordoned">true</dd>`) {
+		t.Fatalf("drain: %d %.600s", resp.StatusCode, frag)
+	}
+	if cur, _ := r.Fleet.Snapshot.Node(n.ID); !cur.Cordoned {
+		t.Errorf("after drain: %+v", cur)
+	}
+	// It went through the API: audited as the operator's token.
+	entries, err := r.Store.Audit(context.Background(), audit.Filter{Action: "drain-node"}, neocloud.Page{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range entries {
+		if e.Object == n.ID && e.Result == "ok" && e.ActorRole == string(neocloud.RoleOperatorAdmin) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no audit entry for the drain of %s", n.ID)
+	}
+	// An illegal move answers the API's reason in the fragment and changes
+	// nothing.
+	req, _ = http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.ID+"/repair-done", nil)
+	req.Header.Set("HX-Request", "true")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `class="error"`) {
+		t.Errorf("maintenance of a node in maintenance: %.600s", b)
+	}
+	_ = console.CookieName
+}

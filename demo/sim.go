@@ -1,0 +1,337 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agent"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/sales"
+)
+
+// startAgents starts one simulated agent per node, spread over one
+// heartbeat interval; agents that joined before (a resumed demo) carry on
+// with their stored credentials.
+func (d *Demo) startAgents(ctx context.Context) error {
+	srv := d.Server
+	site, ok := srv.Fleet.Snapshot.Site(d.st.Site)
+	if !ok {
+		return fmt.Errorf("the demo's site %q is not in the store", d.st.Site)
+	}
+	_, join, err := srv.Agents.CreateJoinToken(ctx, d.op, agents.JoinTokenInput{Site: site.ID, MaxUses: int64(srv.Fleet.Snapshot.Count(fleet.NodeFilter{SiteID: site.ID})) + 1, TTLS: 86400})
+	if err != nil {
+		return err
+	}
+	// The agents share a transport that keeps enough idle connections.
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 512)
+	}
+	nodes := srv.Fleet.Snapshot.Nodes(fleet.NodeFilter{SiteID: site.ID}, neocloud.Page{Limit: math.MaxInt32})
+	sku, _ := fleet.CatalogSKU(DemoSKU)
+	interval := time.Duration(d.o.HeartbeatS) * time.Second
+	for i, n := range nodes {
+		sn := &simNode{id: n.ID, hostname: n.Hostname, serial: n.Serial, gpus: agent.NewSimulated(len(n.GPUs), sku.GPUModel, sku.GPUMemoryMiB, sku.MaxGPUPowerW())}
+		sn.gpus.SetBurnIn(time.Minute, 0)
+		sn.gpus.SetHealthCheck(2 * time.Second)
+		host := n.Hostname
+		phase := float64(i)
+		sn.gpus.Load = func(g int, t time.Time) float64 {
+			if b := d.busy.Load(); b != nil && (*b)[host] {
+				return 0.82 + 0.12*math.Sin(float64(t.Unix())/900+phase+float64(g)/3)
+			}
+			return 0.02
+		}
+		d.nodes[n.ID] = sn
+		delay := time.Duration(int64(interval) * int64(i) / int64(max(1, len(nodes))))
+		d.runAgent(ctx, sn, join, delay)
+	}
+	return nil
+}
+
+// runAgent runs a node's agent until ctx ends or the node hangs; an agent
+// that crashes starts again.
+func (d *Demo) runAgent(ctx context.Context, sn *simNode, join string, delay time.Duration) {
+	actx, stop := context.WithCancel(ctx)
+	sn.mu.Lock()
+	sn.stop = stop
+	sn.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		select {
+		case <-actx.Done():
+			return
+		case <-time.After(delay):
+		}
+		for actx.Err() == nil {
+			err := agent.Run(actx, agent.Options{Server: d.URL, JoinToken: join, Hostname: sn.hostname, Serial: sn.serial, StateDir: filepath.Join(d.dir, "agents", sn.hostname),
+				Interval: time.Duration(d.o.HeartbeatS) * time.Second, GPUs: sn.gpus, Now: d.Clock.Now})
+			if err != nil && !errors.Is(err, agent.ErrCrashed) && actx.Err() == nil {
+				d.o.Logger.Warn("demo agent", "node", sn.hostname, "err", err)
+			}
+			select {
+			case <-actx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}
+
+// hang stops a node's agent: the node falls silent.
+func (sn *simNode) hang() {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.stop != nil {
+		sn.stop()
+		sn.stop = nil
+	}
+}
+
+func (sn *simNode) hung() bool {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.stop == nil
+}
+
+// refreshBusy reads which nodes serve ready work, for the simulated load.
+func (d *Demo) refreshBusy(ctx context.Context) error {
+	us, err := d.Server.Store.NodeUses(ctx)
+	if err != nil {
+		return err
+	}
+	m := map[string]bool{}
+	for _, u := range us {
+		if u.State == sales.AllocationReady {
+			if n, ok := d.Server.Fleet.Snapshot.Node(u.NodeID); ok {
+				m[n.Hostname] = true
+			}
+		}
+	}
+	d.busy.Store(&m)
+	return nil
+}
+
+// running is a customer's open-ended reservation and when it ends.
+type running struct {
+	id, tenant string
+	until      time.Time
+}
+
+// traffic returns the loop that brings customers: on-demand and spot work
+// arriving at random (rates per hour of the demo's clock, scaled with the
+// site) and ending after a while, and the operator's training kept queued.
+func (d *Demo) traffic() func(context.Context) error {
+	rng := rand.New(rand.NewPCG(d.o.Seed, 7))
+	var mu sync.Mutex
+	var open []running
+	last := d.Clock.Now()
+	scale := float64(d.o.GPUs) / 8192
+	return func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		now := d.Clock.Now()
+		hours := now.Sub(last).Hours()
+		last = now
+		sv := d.Server.Sales
+		if err := d.train(ctx); err != nil {
+			return fmt.Errorf("training: %w", err)
+		}
+		arrivals := []struct {
+			tenant string
+			class  placement.Class
+			rate   float64 // per hour
+			gpus   func() int
+			within string
+			hours  func() float64
+		}{
+			{"delta", placement.ClassOnDemand, 2 * scale, func() int { return 8 * (1 + rng.IntN(8)) }, "", func() float64 { return 1 + 11*rng.Float64() }},
+			{"gamma", placement.ClassOnDemand, 1 * scale, func() int { return []int{1, 2, 4, 8, 16, 64}[rng.IntN(6)] }, "", func() float64 { return 0.5 + 6*rng.Float64() }},
+			{"spotco", placement.ClassSpot, 1.5 * scale, func() int { return 64 * (1 + rng.IntN(6)) }, "su", func() float64 { return 2 + 20*rng.Float64() }},
+		}
+		for _, a := range arrivals {
+			for k := poisson(rng, a.rate*hours); k > 0; k-- {
+				t, err := d.Server.Tenants.Resolve(ctx, d.op, a.tenant)
+				if err != nil {
+					return err
+				}
+				p := neocloud.Principal{TokenID: "demo-" + a.tenant, Role: neocloud.RoleTenantAdmin, TenantID: t.ID}
+				r, err := sv.Reserve(ctx, p, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: DemoSKU, GPUs: a.gpus(), Class: a.class, Within: a.within}})
+				switch {
+				case err == nil:
+					open = append(open, running{r.ID, t.ID, now.Add(time.Duration(a.hours() * float64(time.Hour)))})
+				case neocloud.ErrorKind(err) == neocloud.KindNoCapacity:
+				default:
+					return fmt.Errorf("%s %s: %w", a.tenant, a.class, err)
+				}
+			}
+		}
+		slices.SortFunc(open, func(a, b running) int { return a.until.Compare(b.until) })
+		for len(open) > 0 && !open[0].until.After(now) {
+			e := open[0]
+			open = open[1:]
+			p := neocloud.Principal{TokenID: "demo", Role: neocloud.RoleTenantAdmin, TenantID: e.tenant}
+			if _, err := sv.Cancel(ctx, p, e.id); err != nil && neocloud.ErrorKind(err) != neocloud.KindConflict {
+				return fmt.Errorf("ending %s: %w", e.id, err)
+			}
+		}
+		return nil
+	}
+}
+
+// poisson draws a Poisson count with mean m.
+func poisson(rng *rand.Rand, m float64) int {
+	l, k, p := math.Exp(-m), 0, 1.0
+	for {
+		p *= rng.Float64()
+		if p <= l {
+			return k
+		}
+		k++
+	}
+}
+
+// A fault kind and its share of unexpected interruptions, after Meta's
+// Llama 3 breakdown (faulty GPUs and HBM3 first, then network, then
+// hosts that hang).
+type faultKind struct {
+	name  string
+	share float64
+	apply func(sn *simNode, gpu int)
+}
+
+var faultKinds = []faultKind{
+	{"GPU fell off the bus (XID 79)", 0.40, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, XID: 79}) }},
+	{"uncorrectable HBM error, row remap failed", 0.22, func(sn *simNode, g int) {
+		sn.gpus.Inject(agent.Fault{GPU: g, XID: 48, ECC: 1, RemapFailed: true})
+	}},
+	{"NVLink error (XID 74)", 0.13, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, XID: 74}) }},
+	{"InfiniBand link down", 0.10, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, LinkDown: true}) }},
+	{"host hung (silent)", 0.15, func(sn *simNode, _ int) { sn.hang() }},
+}
+
+// failures injects faults into the simulated nodes: the first soon after
+// the start, into a node serving committed work, then at random at the
+// scaled rate.
+func (d *Demo) failures(ctx context.Context) {
+	if d.o.FailureRate <= 0 {
+		return
+	}
+	rng := rand.New(rand.NewPCG(d.o.Seed, 11))
+	perRealSecond := MetaFailuresPerGPUHour * d.o.FailureRate * float64(d.o.GPUs) * d.o.Speed / 3600
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		wait := d.o.FirstFailure
+		first := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			if err := d.fail(ctx, rng, first); err != nil && ctx.Err() == nil {
+				d.o.Logger.Warn("demo failure", "err", err)
+			}
+			first = false
+			wait = time.Duration(rng.ExpFloat64() / perRealSecond * float64(time.Second))
+		}
+	}()
+}
+
+// fail breaks one healthy node; the first failure strikes committed work.
+func (d *Demo) fail(ctx context.Context, rng *rand.Rand, committed bool) error {
+	var candidates []string
+	if committed {
+		us, err := d.Server.Store.NodeUses(ctx)
+		if err != nil {
+			return err
+		}
+		for _, u := range us {
+			if u.State == sales.AllocationReady && (u.Class == placement.ClassReserved || u.Class == placement.ClassLease) {
+				candidates = append(candidates, u.NodeID)
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		d.Server.Fleet.Snapshot.Each(fleet.NodeFilter{Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK}, func(n *fleet.Node) {
+			candidates = append(candidates, n.ID)
+		})
+	}
+	slices.Sort(candidates)
+	candidates = slices.Compact(candidates)
+	for range 5 {
+		if len(candidates) == 0 {
+			return nil
+		}
+		id := candidates[rng.IntN(len(candidates))]
+		sn := d.nodes[id]
+		if sn == nil || sn.hung() {
+			continue
+		}
+		// The first failure is the most common hard one: a GPU off the bus.
+		k := faultKinds[0]
+		if !committed {
+			x := rng.Float64()
+			k = faultKinds[len(faultKinds)-1]
+			for _, f := range faultKinds {
+				if x < f.share {
+					k = f
+					break
+				}
+				x -= f.share
+			}
+		}
+		gpu := rng.IntN(len(sn.gpus.Info()))
+		k.apply(sn, gpu)
+		d.failed.Add(1)
+		d.o.Logger.Info("demo: fault injected", "node", sn.hostname, "gpu", gpu, "fault", k.name)
+		return nil
+	}
+	return nil
+}
+
+// RepairTime is how long (on the demo's clock) a technician takes to get
+// to a node in repair.
+const RepairTime = 4 * time.Hour
+
+// technician repairs nodes whose repair ticket has waited RepairTime:
+// their GPUs are whole again, a hung host is restarted, and the repair is
+// declared done (burn-in, then sanitize, then service, through the
+// agent). Quarantined nodes wait for an operator.
+func (d *Demo) technician(ctx context.Context) error {
+	ag := d.Server.Agents
+	tickets, err := ag.Store.Tickets(ctx, "", true)
+	if err != nil {
+		return err
+	}
+	now := d.Clock.Now()
+	join := ""
+	for _, t := range tickets {
+		if t.State != "open" || t.Quarantined || now.Sub(t.OpenedAt) < RepairTime {
+			continue
+		}
+		sn := d.nodes[t.NodeID]
+		if sn == nil {
+			continue
+		}
+		sn.gpus.Repair()
+		if sn.hung() {
+			d.runAgent(ctx, sn, join, 0) // joined before: its stored credential is used
+		}
+		if _, err := ag.RepairDone(ctx, t.NodeID, false); err != nil && neocloud.ErrorKind(err) != neocloud.KindConflict {
+			return fmt.Errorf("repair of %s: %w", sn.hostname, err)
+		}
+	}
+	return nil
+}
