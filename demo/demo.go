@@ -107,9 +107,9 @@ type Demo struct {
 // simNode is one simulated node: its GPUs and its agent.
 type simNode struct {
 	id, hostname, serial string
-	gpus         *agent.Simulated
-	mu           sync.Mutex
-	stop         context.CancelFunc // the running agent's, nil when stopped (a hung node)
+	gpus                 *agent.Simulated
+	mu                   sync.Mutex
+	stop                 context.CancelFunc // the running agent's, nil when stopped (a hung node)
 }
 
 func (o *Options) defaults() {
