@@ -18,6 +18,9 @@ The first line with a URL is the console's; the operator and tenant tokens follo
 run again with the same --data-dir to resume.`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			o.Out = c.OutOrStdout()
+			if o.FailureRate == 0 {
+				o.FailureRate = -1 // none
+			}
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			return Run(ctx, o)

@@ -37,14 +37,17 @@ type Options struct {
 	// real second (default 60); heartbeats stay on a real-time cadence.
 	Speed float64
 	// FailureRate scales the failure rate from Meta's Llama 3 figures
-	// (419 unexpected interruptions in 54 days on 16,384 H100s); 0 stops
-	// failures, the default is 1.
+	// (419 unexpected interruptions in 54 days on 16,384 H100s): default
+	// 1; negative, no failures.
 	FailureRate float64
 	HeartbeatS  int    // default 10 (real seconds)
 	Seed        uint64 // default 1
 	// FirstFailure is when (real time after the agents start) the first
 	// failure comes (default 30 s).
 	FirstFailure time.Duration
+	// SampleEvery is how often (real time) the console records the
+	// fleet's use for its charts (default 5 s).
+	SampleEvery time.Duration
 	Out          io.Writer    // the console's URL, tokens, then a status line now and then
 	Logger       *slog.Logger // the server's log (default: warnings and worse to stderr)
 }
@@ -102,6 +105,8 @@ type Demo struct {
 	failed  atomic.Int64
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	closed  sync.Once
+	err     error
 }
 
 // simNode is one simulated node: its GPUs and its agent.
@@ -130,6 +135,9 @@ func (o *Options) defaults() {
 	}
 	if o.Seed == 0 {
 		o.Seed = 1
+	}
+	if o.FailureRate == 0 {
+		o.FailureRate = 1
 	}
 	if o.FirstFailure == 0 {
 		o.FirstFailure = 30 * time.Second
@@ -178,7 +186,7 @@ func Start(ctx context.Context, o Options) (*Demo, error) {
 		Policy: sales.Policy{LeadTime: 30 * time.Minute, SpotNotice: 2 * time.Minute, InternalNotice: 30 * time.Second},
 		Seams: &cli.Seams{Provision: &sales.SimStage{Duration: prov, Jitter: prov / 2, Seed: o.Seed},
 			Network: &sales.SimStage{Duration: time.Minute}, Sanitize: &sales.SimStage{Duration: 20 * time.Minute}},
-		Banner: fmt.Sprintf("Demo: a simulated site; its clock runs %g× real time.", o.Speed), SampleEvery: 5 * time.Second,
+		Banner: fmt.Sprintf("Demo: a simulated site; its clock runs %g× real time.", o.Speed), SampleEvery: o.SampleEvery,
 	})
 	if err != nil {
 		return nil, err
@@ -250,18 +258,21 @@ func (d *Demo) Status() string {
 }
 
 // Close stops the simulation, the agents and the server, and keeps the
-// clock for a resume (or removes a temporary data directory).
+// clock for a resume (or removes a temporary data directory). Calling it
+// again does nothing.
 func (d *Demo) Close() error {
-	d.cancel()
-	d.wg.Wait()
-	err := d.save()
-	if cerr := d.Server.Close(); err == nil {
-		err = cerr
-	}
-	if d.tempDir {
-		os.RemoveAll(d.dir)
-	}
-	return err
+	d.closed.Do(func() {
+		d.cancel()
+		d.wg.Wait()
+		d.err = d.save()
+		if err := d.Server.Close(); d.err == nil {
+			d.err = err
+		}
+		if d.tempDir {
+			os.RemoveAll(d.dir)
+		}
+	})
+	return d.err
 }
 
 func (d *Demo) statePath() string { return filepath.Join(d.dir, "demo.json") }

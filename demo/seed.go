@@ -97,7 +97,7 @@ func (d *Demo) seed(ctx context.Context) error {
 	// phases eight hours apart.
 	hall := halls[len(halls)-1]
 	leaseGPUs := (hall.Nodes - hall.Spares) * sku.GPUsPerNode
-	phase := max(sku.GPUsPerNode, leaseGPUs/4/sku.GPUsPerNode*sku.GPUsPerNode)
+	phase := max(1, (leaseGPUs/sku.GPUsPerNode+3)/4) * sku.GPUsPerNode // four phases, the last maybe smaller
 	if _, err := srv.Sales.CreateLease(ctx, op, sales.LeaseInput{Tenant: "acme", Site: site.Name, Domain: hall.Path, Start: now.Add(10 * time.Minute),
 		DurationS: 3 * 365 * 86400, Rate: "1.85", PhaseGPUs: phase, PhaseEveryS: 8 * 3600}); err != nil {
 		return fmt.Errorf("lease of %s: %w", hall.Path, err)

@@ -387,7 +387,11 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	ans, err := s.cfg.Agents.Heartbeat(ctx, p, hb)
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		pr := problemFor(err)
+		if pr.Status == http.StatusInternalServerError {
+			s.cfg.Logger.Error("handler failed", "request_id", info(ctx).ID, "op", "agent-heartbeat", "node", p.NodeID, "err", err)
+		}
+		writeProblem(w, pr)
 		return
 	}
 	b, err := gojson.Marshal(ans)

@@ -98,7 +98,7 @@ func (s *Service) stepElastic(ctx context.Context, cal *calendar, r *Reservation
 			kept = append(kept, st)
 			continue
 		}
-		if err := s.giveBack(ctx, cal, r, st, now); err != nil {
+		if err := s.giveBack(ctx, cal, r, st, "reclaimed for committed work", now); err != nil {
 			return err
 		}
 	}
@@ -176,10 +176,11 @@ func (s *Service) stepElastic(ctx context.Context, cal *calendar, r *Reservation
 	return s.saveReservation(ctx, r, now)
 }
 
-// giveBack releases one step whose nodes committed work takes: its
-// allocations release (sanitize, turnaround), the work since its last
-// checkpoint is counted lost, and the tenant is told.
-func (s *Service) giveBack(ctx context.Context, cal *calendar, r *Reservation, st Step, now time.Time) error {
+// giveBack releases one step whose nodes committed work takes (or one of
+// whose nodes failed): its allocations release (sanitize, turnaround), the
+// work since its last checkpoint is counted lost, and the tenant is told.
+// The caller removes the step from the reservation's list.
+func (s *Service) giveBack(ctx context.Context, cal *calendar, r *Reservation, st Step, why string, now time.Time) error {
 	e := r.Elastic
 	cal.Drop(st.ID)
 	in := map[string]bool{}
@@ -193,7 +194,7 @@ func (s *Service) giveBack(ctx context.Context, cal *calendar, r *Reservation, s
 	for i := range allocs {
 		a := &allocs[i]
 		if in[a.NodeID] && a.State != AllocationEnded && a.State != AllocationReleasing {
-			a.Reason = "reclaimed for committed work"
+			a.Reason = why
 			if err := s.release(ctx, r, a, now); err != nil {
 				return err
 			}
@@ -209,7 +210,7 @@ func (s *Service) giveBack(ctx context.Context, cal *calendar, r *Reservation, s
 	lost := float64(e.StepGPUs) * sinceCheckpoint(st.Since, now, time.Duration(e.CheckpointS)*time.Second).Hours()
 	e.LostGPUh += lost
 	e.Reclaims++
-	return s.emit(ctx, r.TenantID, "reservation.shrunk", r.ID, map[string]any{"gpus": e.gpus() - e.StepGPUs, "reclaimed_gpus": e.StepGPUs, "lost_gpu_hours": round2(lost)})
+	return s.emit(ctx, r.TenantID, "reservation.shrunk", r.ID, map[string]any{"gpus": e.gpus() - e.StepGPUs, "reclaimed_gpus": e.StepGPUs, "lost_gpu_hours": round2(lost), "reason": why})
 }
 
 // sinceCheckpoint is the work a job running since since loses at t: all of

@@ -676,6 +676,12 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 	if err := cal.Block(a.NodeID); err != nil {
 		return err
 	}
+	if r.Elastic != nil {
+		// Elastic work is not replaced node by node: the step that lost a
+		// node is given back whole, and the job grows again into idle
+		// capacity.
+		return s.shrinkFailed(ctx, cal, r, a.NodeID, why, now)
+	}
 	res, err := cal.Rechoose(r.ID, a.NodeID)
 	if err != nil {
 		return err
@@ -728,6 +734,25 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 		return err
 	}
 	return s.emit(ctx, r.TenantID, "node.replaced", r.ID, map[string]any{"failed": a.Hostname, "replacement": repl.Hostname, "reason": why})
+}
+
+// shrinkFailed gives back the step of an elastic reservation that holds a
+// failed node.
+func (s *Service) shrinkFailed(ctx context.Context, cal *calendar, r *Reservation, nodeID, why string, now time.Time) error {
+	e := r.Elastic
+	kept := e.Steps[:0:0]
+	for _, st := range e.Steps {
+		if !slices.Contains(st.Nodes, nodeID) {
+			kept = append(kept, st)
+			continue
+		}
+		if err := s.giveBack(ctx, cal, r, st, "a node of the step failed: "+why, now); err != nil {
+			return err
+		}
+	}
+	e.Steps = kept
+	r.Shape.GPUs = e.gpus()
+	return s.saveReservation(ctx, r, now)
 }
 
 func firstErr(errs ...error) error {

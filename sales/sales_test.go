@@ -883,6 +883,57 @@ func TestElasticInternalGrowsShrinksAndReports(t *testing.T) {
 	})
 }
 
+// A node of elastic internal work fails: the step that held it is given
+// back whole (not replaced node by node), the rest runs on, and the job
+// grows again into idle capacity.
+func TestElasticStepGivenBackWhenANodeFails(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		if _, err := w.tenants.Create(ctx, tenant.CreateInput{Name: "train", Internal: true}); err != nil {
+			t.Fatal(err)
+		}
+		elastic := &sales.ElasticInput{MinGPUs: 64, MaxGPUs: 128, StepGPUs: 64, StepWithin: "su", CheckpointS: 1800}
+		r, err := w.sales.Reserve(ctx, w.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: "train", SKU: "h100-sxm5-80gb", Class: placement.ClassInternal, Elastic: elastic}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.advance(5 * time.Minute)
+		if r = w.reservation(r.ID); len(r.Elastic.Steps) != 2 {
+			t.Fatalf("grown: %d steps", len(r.Elastic.Steps))
+		}
+		failed := r.Elastic.Steps[0].Nodes[0]
+		kept := r.Elastic.Steps[1].ID
+		n, err := w.sales.NodeFailed(ctx, failed, "gpu 3: XID 79", false)
+		if err != nil || n != 1 {
+			t.Fatalf("NodeFailed: %d %v", n, err)
+		}
+		r = w.reservation(r.ID)
+		if len(r.Elastic.Steps) != 1 || r.Elastic.Steps[0].ID != kept || r.Shape.GPUs != 64 {
+			t.Fatalf("after the failure: %d GPUs, steps %+v", r.Shape.GPUs, r.Elastic.Steps)
+		}
+		for _, nd := range r.Nodes {
+			if nd.NodeID == failed {
+				t.Fatalf("the failed node is still the reservation's")
+			}
+		}
+		got := strings.Join(w.events(w.op), " ")
+		if !strings.Contains(got, "reservation.shrunk") || strings.Contains(got, "node.replaced") {
+			t.Fatalf("events: %s", got)
+		}
+		// It grows back, elsewhere.
+		w.advance(30 * time.Minute)
+		if r = w.reservation(r.ID); r.Shape.GPUs != 128 {
+			t.Fatalf("regrown: %d GPUs", r.Shape.GPUs)
+		}
+		for _, nd := range r.Nodes {
+			if nd.NodeID == failed {
+				t.Fatalf("grew back onto the failed node")
+			}
+		}
+	})
+}
+
 func TestMaintenanceRollsThroughALease(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		w := newWorld(t, db)

@@ -48,6 +48,7 @@
       spec.forEach(function (x) {
         data.push(d[x[0]] || []);
         var o = { label: x[0].replace(/_/g, " "), stroke: x[1], width: 2 };
+        if (el.id === "util-chart") { o.fill = x[1] + "22"; }
         if (x[2]) { o.scale = x[2]; }
         s.push(o);
       });
@@ -58,6 +59,7 @@
       var width = el.clientWidth - 10;
       if (charts[el.id] && document.body.contains(charts[el.id].root)) {
         charts[el.id].setData(data);
+        el.dataset.drawn = String(data[0].length);
         return;
       }
       el.innerHTML = "";

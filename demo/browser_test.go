@@ -1,0 +1,189 @@
+package demo_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/neocloud/neocloud/demo"
+)
+
+var update = flag.Bool("update", false, "refresh docs/console.png from the browser test")
+
+// chromium finds Debian's chromium; without it the browser tests skip,
+// except under CI, where they fail.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no chromium on this machine: .ci/run installs Debian's chromium")
+	}
+	t.Skip("no chromium on this machine (apt-get install chromium)")
+	return ""
+}
+
+// browserCtx starts a headless chromium for the test.
+func browserCtx(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(1400, 1000))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// shot saves a screenshot to the test's temp dir, or with -update (only
+// the overview) to docs/console.png for the README.
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(t.TempDir(), name+".png")
+	if *update && name == "console" {
+		path = filepath.Join("..", "docs", "console.png")
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d KB)", path, len(b)/1024)
+}
+
+// TestConsoleInABrowser drives the operator console of a running demo in
+// headless Chromium: sign in, the overview's chart, the heatmap and its
+// drill-down, a node page with its chart, a drain seen taking effect, and
+// the tenant's token refused on operator pages.
+func TestConsoleInABrowser(t *testing.T) {
+	ctx := browserCtx(t)
+	var out lockedBuffer
+	o := small(filepath.Join(t.TempDir(), "demo"), &out)
+	o.Speed, o.HeartbeatS, o.SampleEvery = 120, 1, 250*time.Millisecond
+	d, err := demo.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	base := d.URL
+
+	// Sign in as the operator through the login form.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), d.OperatorToken),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("#token"))); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#util-chart"))); err != nil {
+		t.Fatalf("overview after sign in: %v", err)
+	}
+	// The utilization chart draws once the series has points.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#util-chart .uplot") !== null`, chromedp.WithPollingTimeout(45*time.Second))); err != nil {
+		t.Fatalf("no utilization chart: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	// For the README's picture, let the site live a while first.
+	points := 2
+	if *update {
+		points = 120
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`Number((document.querySelector("#util-chart") || {dataset: {}}).dataset.drawn) >= %d`, points),
+		chromedp.WithPollingTimeout(90*time.Second), chromedp.WithPollingInterval(time.Second))); err != nil {
+		t.Fatalf("no utilization chart of %d points after a reload: %v", points, err)
+	}
+	shot(t, ctx, "console")
+
+	// The heatmap: two halls, painted; drill down to a rack.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/topology"]`))); err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#heatmap canvas.cells"))); err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+	painted, err := chromedp.Run(ctx, chromedp.Poll[int](`(() => { const cs = [...document.querySelectorAll("#heatmap canvas.cells")]; return cs.length === 2 && cs.every(c => c.height > 0) ? cs.length : 0 })()`, chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil || painted != 2 {
+		t.Fatalf("heatmap: %d painted tiles, %v", painted, err)
+	}
+	shot(t, ctx, "topology")
+	for _, level := range []string{"hall", "pod", "su", "rack"} {
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`#heatmap a.tile`))); err != nil {
+			t.Fatalf("drill into a %s: %v", level, err)
+		}
+		crumb, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`nav.crumbs a:last-child`)))
+		if err != nil || !strings.HasPrefix(crumb, level+" ") {
+			t.Fatalf("after clicking a %s tile: crumb %q, %v", level, crumb, err)
+		}
+	}
+	// A rack's nodes; open one in service (not cordoned, failed or in
+	// repair), which can be drained.
+	inService := `#heatmap a.node:not([data-code="m"]):not([data-code="f"]):not([data-code="u"]):not([data-code="r"]):not([data-code="x"])`
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(inService))); err != nil {
+		t.Fatalf("rack nodes: %v", err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(inService))); err != nil {
+		t.Fatalf("node page: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#node-status"))); err != nil {
+		t.Fatalf("node page: %v", err)
+	}
+	// Its telemetry chart draws from the agent's reports.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const c = document.querySelector("#node-chart"); return c.querySelector(".uplot") !== null && Number(c.dataset.drawn) > 0 })()`, chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(time.Second))); err != nil {
+		loc, _ := chromedp.Run(ctx, chromedp.Location())
+		t.Fatalf("no telemetry chart on %s: %v", loc, err)
+	}
+	// Drain it: the status block changes in place.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[value="drain"]`))); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#cordoned").textContent === "true"`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("#node-status")))
+		t.Fatalf("drain not shown: %v\n%s", err, html)
+	}
+	shot(t, ctx, "node")
+
+	// Sign out, sign in with the tenant's token: operator pages are 404.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`header form button`))); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#token")), chromedp.SendKeys(chromedp.CSS("#token"), d.TenantToken)); err != nil {
+		t.Fatalf("tenant sign in: %v", err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("#token"))); err != nil {
+		t.Fatalf("tenant sign in: %v", err)
+	}
+	// Signed in, the tenant is told the console is not for its token.
+	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main"))); err != nil || !strings.Contains(txt, "not an operator") {
+		t.Fatalf("tenant signed in: %q %v", txt, err)
+	}
+	for _, p := range []string{"/topology", "/health", "/events"} {
+		resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status != 404 {
+			t.Errorf("tenant on %s: %d, want 404", p, resp.Status)
+		}
+	}
+}
