@@ -48,8 +48,8 @@ type Options struct {
 	// SampleEvery is how often (real time) the console records the
 	// fleet's use for its charts (default 5 s).
 	SampleEvery time.Duration
-	Out          io.Writer    // the console's URL, tokens, then a status line now and then
-	Logger       *slog.Logger // the server's log (default: warnings and worse to stderr)
+	Out         io.Writer    // the console's URL, tokens, then a status line now and then
+	Logger      *slog.Logger // the server's log (default: warnings and worse to stderr)
 }
 
 // MetaFailuresPerGPUHour is the rate of unexpected interruptions per
