@@ -1,4 +1,4 @@
-.PHONY: build test lint bench bench-agents gpu-check server scale
+.PHONY: build test lint bench bench-agents gpu-check server scale demo console-png
 build:
 	go build -o bin/neocloud ./cmd/neocloud
 test:
@@ -17,3 +17,7 @@ server:
 	go run ./cmd/neocloud server
 scale:
 	NEOCLOUD_SCALE=1 go test -timeout 30m -run Scale -count=1 ./...
+demo:
+	go run ./cmd/neocloud demo
+console-png:
+	go test ./demo -run TestConsoleInABrowser -count=1 -update
