@@ -388,7 +388,7 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	ans, err := s.cfg.Agents.Heartbeat(ctx, p, hb)
 	if err != nil {
 		pr := problemFor(err)
-		if pr.Status == http.StatusInternalServerError {
+		if pr.Status == http.StatusInternalServerError && ctx.Err() == nil {
 			s.cfg.Logger.Error("handler failed", "request_id", info(ctx).ID, "op", "agent-heartbeat", "node", p.NodeID, "err", err)
 		}
 		writeProblem(w, pr)
