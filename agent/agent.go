@@ -80,6 +80,10 @@ type Options struct {
 	// Now stamps reports (default time.Now); the demo's agents report on
 	// its accelerated clock, every Interval of real time.
 	Now func() time.Time
+	// NoStream leaves the push stream closed: assignment changes and
+	// commands then come only with heartbeat answers (many agents in one
+	// process would otherwise hold two descriptors each).
+	NoStream bool
 }
 
 // state is what the agent keeps between runs.
@@ -201,7 +205,7 @@ func Run(ctx context.Context, o Options) error {
 	// commands at once; the heartbeat answers bring them too, should the
 	// stream be down.
 	go func() {
-		for ctx.Err() == nil {
+		for ctx.Err() == nil && !o.NoStream {
 			err := c.Stream(ctx, "/v1/agent/stream", nil, "", func(_, event string, data []byte) error {
 				switch event {
 				case "assignment":

@@ -649,6 +649,22 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 			t.Fatalf("no replacement ready: %+v", allocs())
 		}
 	}
+	// The notice follows the replacement: ready now.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var got struct {
+			Assignment *wire.Assignment `json:"assignment"`
+		}
+		if resp, err := http.Get("http://" + noticeAddr + "/notices"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&got)
+			resp.Body.Close()
+		}
+		if got.Assignment != nil && len(got.Assignment.Notices) > 0 && strings.HasSuffix(got.Assignment.Notices[0].Reason, "(ready)") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer's notice after the replacement became ready: %+v", got.Assignment)
+		}
+	}
 	var repl string
 	for h := range now {
 		if !before[h] {

@@ -61,6 +61,9 @@ func benchCmd(g *globals) *cobra.Command {
 }
 
 // profiled runs fn, writing a CPU profile to path when it is not empty.
+// Profiled runs fn writing a CPU profile to path (none when path is empty).
+func Profiled(path string, fn func() error) error { return profiled(path, fn) }
+
 func profiled(path string, fn func() error) error {
 	if path == "" {
 		return fn()

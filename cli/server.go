@@ -143,7 +143,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	if db.Dialect == sqlstore.Postgres {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
-		tenants.SharedTTL, ag.SharedTTL = 10*time.Second, 10*time.Second
+		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {

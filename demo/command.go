@@ -6,11 +6,14 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/neocloud/neocloud/cli"
 )
 
 // Command is `neocloud demo`.
 func Command() *cobra.Command {
 	var o Options
+	var cpuprofile string
 	cmd := &cobra.Command{Use: "demo", Short: "Run a living GPU site in one process and watch it in the console (no set-up)", Args: cobra.NoArgs,
 		Long: `Runs the server on the embedded store, a generated site with a simulated agent per node, an accelerated clock,
 seeded tenants and contracts, customers coming and going, internal training, failures and repairs.
@@ -23,7 +26,7 @@ run again with the same --data-dir to resume.`,
 			}
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
-			return Run(ctx, o)
+			return cli.Profiled(cpuprofile, func() error { return Run(ctx, o) })
 		}}
 	f := cmd.Flags()
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
@@ -33,5 +36,6 @@ run again with the same --data-dir to resume.`,
 	f.Float64Var(&o.FailureRate, "failure-rate", 1, "failures as a multiple of Meta's Llama 3 rate (419 in 54 days on 16,384 H100s); 0: none")
 	f.IntVar(&o.HeartbeatS, "heartbeat-s", 0, "seconds between agent heartbeats (default 10; 30 above 32,768 GPUs)")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of arrivals and failures")
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file until the demo stops")
 	return cmd
 }

@@ -103,10 +103,13 @@ type Demo struct {
 	nodes   map[string]*simNode // by node id
 	busy    atomic.Pointer[map[string]bool]
 	failed  atomic.Int64
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closed  sync.Once
-	err     error
+	// noStream: the agents hold no push streams (too many for the
+	// process's open-file limit).
+	noStream bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closed   sync.Once
+	err      error
 }
 
 // simNode is one simulated node: its GPUs and its agent.

@@ -102,8 +102,10 @@ func (d *Demo) seed(ctx context.Context) error {
 		DurationS: 3 * 365 * 86400, Rate: "1.85", PhaseGPUs: phase, PhaseEveryS: 8 * 3600}); err != nil {
 		return fmt.Errorf("lease of %s: %w", hall.Path, err)
 	}
-	// Two reserved clusters in the first hall: one starting soon, one in
-	// three hours.
+	// Two reserved clusters in the first hall, each within a pod: one
+	// starting soon, one in three hours.
+	o := SiteOptions(sku, d.o.GPUs)
+	podGPUs := o.Fanout[1] * o.Fanout[2] * o.Fanout[3] * sku.GPUsPerNode
 	tenantP := func(name string) (neocloud.Principal, error) {
 		t, err := srv.Tenants.Resolve(ctx, op, name)
 		return neocloud.Principal{TokenID: "demo-" + name, Role: neocloud.RoleTenantAdmin, TenantID: t.ID}, err
@@ -113,7 +115,7 @@ func (d *Demo) seed(ctx context.Context) error {
 		gpus   int
 		in     time.Duration
 		days   int64
-	}{{"beta", d.o.GPUs / 8, 20 * time.Minute, 14}, {"gamma", d.o.GPUs / 16, 3 * time.Hour, 7}} {
+	}{{"beta", min(d.o.GPUs/8, podGPUs/2), 20 * time.Minute, 14}, {"gamma", min(d.o.GPUs/16, podGPUs/4), 3 * time.Hour, 7}} {
 		p, err := tenantP(rc.tenant)
 		if err != nil {
 			return err
@@ -128,7 +130,7 @@ func (d *Demo) seed(ctx context.Context) error {
 	// A quote gamma holds for a bigger cluster next week.
 	if p, err := tenantP("gamma"); err == nil {
 		start := now.Add(7 * 24 * time.Hour).Truncate(time.Hour)
-		if _, err := srv.Sales.CreateQuote(ctx, p, sales.QuoteInput{ShapeInput: sales.ShapeInput{SKU: DemoSKU, GPUs: max(sku.GPUsPerNode, d.o.GPUs/32/sku.GPUsPerNode*sku.GPUsPerNode),
+		if _, err := srv.Sales.CreateQuote(ctx, p, sales.QuoteInput{ShapeInput: sales.ShapeInput{SKU: DemoSKU, GPUs: max(sku.GPUsPerNode, min(d.o.GPUs/32, podGPUs/2)/sku.GPUsPerNode*sku.GPUsPerNode),
 			Class: placement.ClassReserved, Start: &start, DurationS: 30 * 86400, Within: "pod"}, Hold: true}); err != nil {
 			return fmt.Errorf("quote: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -33,11 +34,23 @@ func (d *Demo) startAgents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The agents share a transport that keeps enough idle connections.
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 512)
-	}
 	nodes := srv.Fleet.Snapshot.Nodes(fleet.NodeFilter{SiteID: site.ID}, neocloud.Page{Limit: math.MaxInt32})
+	// A push stream costs two descriptors in this process (both ends);
+	// without room for them all, agents hear through heartbeat answers.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(2*len(nodes)+4096) > lim.Cur {
+		d.noStream = true
+		fmt.Fprintf(d.o.Out, "%d agents: push streams off (the open-file limit is %d), commands come with heartbeat answers\n", len(nodes), lim.Cur)
+	}
+	// The agents share a transport: a bounded pool of connections, kept
+	// open, so that thousands of agents in one process queue for a
+	// connection instead of each opening its own when the server is busy.
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 256)
+		if t.MaxConnsPerHost == 0 && d.noStream {
+			t.MaxConnsPerHost = 256
+		}
+	}
 	sku, _ := fleet.CatalogSKU(DemoSKU)
 	interval := time.Duration(d.o.HeartbeatS) * time.Second
 	for i, n := range nodes {
@@ -76,7 +89,7 @@ func (d *Demo) runAgent(ctx context.Context, sn *simNode, join string, delay tim
 		}
 		for actx.Err() == nil {
 			err := agent.Run(actx, agent.Options{Server: d.URL, JoinToken: join, Hostname: sn.hostname, Serial: sn.serial, StateDir: filepath.Join(d.dir, "agents", sn.hostname),
-				Interval: time.Duration(d.o.HeartbeatS) * time.Second, GPUs: sn.gpus, Now: d.Clock.Now})
+				Interval: time.Duration(d.o.HeartbeatS) * time.Second, GPUs: sn.gpus, Now: d.Clock.Now, NoStream: d.noStream})
 			if err != nil && !errors.Is(err, agent.ErrCrashed) && actx.Err() == nil {
 				d.o.Logger.Warn("demo agent", "node", sn.hostname, "err", err)
 			}

@@ -24,14 +24,14 @@ func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assi
 		if a.State == AllocationReleasing || a.State == AllocationEnded {
 			continue
 		}
-		r, err := s.Store.Reservation(ctx, a.ReservationID)
+		r, err := s.assignmentReservation(ctx, a.ReservationID)
 		if err != nil {
 			return nil, err
 		}
 		out := &wire.Assignment{Generation: a.BoundAt.UnixMicro(), Reservation: r.ID, End: r.Shape.End}
 		// Replacements in the reservation in the last hour: the tenant's
 		// job on every node re-forms around the new one.
-		if err := s.replacementNotices(ctx, out, r.ID); err != nil {
+		if err := s.replacementNotices(ctx, out, r); err != nil {
 			return nil, err
 		}
 		if r.PreemptAt != nil {
@@ -89,27 +89,104 @@ func (s *Service) NodeGeneration(ctx context.Context, nodeID string) (int64, err
 // reservation.
 const ReplacementNoticeFor = time.Hour
 
-func (s *Service) replacementNotices(ctx context.Context, out *wire.Assignment, reservationID string) error {
-	allocs, err := s.Store.Allocations(ctx, reservationID)
-	if err != nil {
-		return err
-	}
-	byID := map[string]Allocation{}
-	for _, a := range allocs {
-		byID[a.ID] = a
-	}
+func (s *Service) replacementNotices(ctx context.Context, out *wire.Assignment, r Reservation) error {
 	now := s.now()
-	for _, a := range allocs {
-		if a.Replaces == "" || a.FailedAt == nil || now.Sub(*a.FailedAt) > ReplacementNoticeFor || a.State == AllocationEnded {
-			continue
+	if r.ReplacedAt == nil || now.Sub(*r.ReplacedAt) > ReplacementNoticeFor {
+		return nil // none in the last hour: no need to read its allocations
+	}
+	s.amu.Lock()
+	gen := s.replGen[r.ID]
+	c, ok := s.repls[r.ID]
+	s.amu.Unlock()
+	if !ok || c.gen != gen || (s.SharedTTL > 0 && time.Since(c.at) >= s.SharedTTL) {
+		allocs, err := s.Store.Allocations(ctx, r.ID)
+		if err != nil {
+			return err
 		}
-		failed := byID[a.Replaces].Hostname
-		state := "being provisioned"
-		if a.State == AllocationReady {
-			state = "ready"
+		byID := map[string]Allocation{}
+		for _, a := range allocs {
+			byID[a.ID] = a
 		}
-		out.Notices = append(out.Notices, wire.Notice{Kind: "replacement", Deadline: *a.FailedAt,
-			Reason: fmt.Sprintf("node %s failed; %s replaces it (%s)", failed, a.Hostname, state)})
+		c = replNotices{gen: gen, at: time.Now()}
+		for _, a := range allocs {
+			if a.Replaces == "" || a.FailedAt == nil || a.State == AllocationEnded {
+				continue
+			}
+			state := "being provisioned"
+			if a.State == AllocationReady {
+				state = "ready"
+			}
+			c.notices = append(c.notices, wire.Notice{Kind: "replacement", Deadline: *a.FailedAt,
+				Reason: fmt.Sprintf("node %s failed; %s replaces it (%s)", byID[a.Replaces].Hostname, a.Hostname, state)})
+		}
+		s.amu.Lock()
+		if s.repls == nil {
+			s.repls = map[string]replNotices{}
+		}
+		if len(s.repls) >= maxCached {
+			clear(s.repls)
+		}
+		s.repls[r.ID] = c
+		s.amu.Unlock()
+	}
+	for _, n := range c.notices {
+		if now.Sub(n.Deadline) <= ReplacementNoticeFor {
+			out.Notices = append(out.Notices, n)
+		}
 	}
 	return nil
+}
+
+// replNotices are a reservation's replacement notices as read at a
+// generation of its replacement allocations.
+type replNotices struct {
+	gen     uint64
+	at      time.Time
+	notices []wire.Notice
+}
+
+// maxCached bounds each assignment cache (entries; cleared when full).
+const maxCached = 8192
+
+// assignmentReservation reads a reservation for node assignments: the
+// decoded one kept from the last read while its stored version has not
+// moved (a lease's body lists thousands of nodes, and every node's
+// assignment needs it).
+func (s *Service) assignmentReservation(ctx context.Context, id string) (Reservation, error) {
+	v, err := s.Store.ReservationVersion(ctx, id)
+	if err != nil {
+		return Reservation{}, err
+	}
+	s.amu.Lock()
+	r, ok := s.rsvs[id]
+	s.amu.Unlock()
+	if ok && r.Version == v {
+		return r, nil
+	}
+	if r, err = s.Store.Reservation(ctx, id); err != nil {
+		return r, err
+	}
+	s.amu.Lock()
+	if s.rsvs == nil {
+		s.rsvs = map[string]Reservation{}
+	}
+	if len(s.rsvs) >= maxCached {
+		clear(s.rsvs)
+	}
+	s.rsvs[id] = r
+	s.amu.Unlock()
+	return r, nil
+}
+
+// replaced notes, once the transaction commits, that a reservation's
+// replacement allocations changed: its notices are read again.
+func (s *Service) replaced(ctx context.Context, reservationID string) {
+	s.Tx.AfterCommit(ctx, func() {
+		s.amu.Lock()
+		if s.replGen == nil {
+			s.replGen = map[string]uint64{}
+		}
+		s.replGen[reservationID]++
+		s.amu.Unlock()
+	})
 }

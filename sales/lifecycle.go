@@ -716,6 +716,7 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 	}
 	cm, _ := cal.Reservation(r.ID)
 	r.Nodes = s.nodesOf(cm)
+	r.ReplacedAt = &t
 	if err := s.saveReservation(ctx, r, now); err != nil {
 		return err
 	}

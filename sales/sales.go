@@ -221,6 +221,7 @@ type Reservation struct {
 	PreemptAt  *time.Time       `json:"preempt_at,omitempty" doc:"Spot work reclaimed for committed work: the deadline by which it must be off its nodes."`
 	Elastic    *Elastic         `json:"elastic,omitempty" doc:"Elastic internal work: its steps and what reclaims cost it."`
 	Shortfalls []Shortfall      `json:"shortfalls,omitempty" doc:"GPUs it ran short of when a failed node found no replacement: downtime for the SLA."`
+	ReplacedAt *time.Time       `json:"replaced_at,omitempty" doc:"When its latest failed node was replaced."`
 	DueAt      time.Time        `json:"due_at" doc:"When its next step is due (binding, or its end)."`
 	Version    int64            `json:"version"`
 	CreatedAt  time.Time        `json:"created_at"`

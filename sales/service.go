@@ -52,6 +52,9 @@ type Store interface {
 	// UpdateReservation writes every field and replaces its nodes.
 	UpdateReservation(ctx context.Context, r Reservation) error
 	Reservation(ctx context.Context, id string) (Reservation, error)
+	// ReservationVersion returns a reservation's version (KindNotFound
+	// when there is none): cheaper than reading it.
+	ReservationVersion(ctx context.Context, id string) (int64, error)
 	Reservations(ctx context.Context, f ReservationFilter, pg neocloud.Page) ([]Reservation, error)
 	// LiveReservations returns the reservations of a site and SKU that are
 	// not terminal.
@@ -177,6 +180,18 @@ type Service struct {
 	FailNode func(ctx context.Context, nodeID, reason string) error
 	// Notify is called after a commit that wrote events.
 	Notify func()
+	// SharedTTL bounds how long what is cached in memory for node
+	// assignments (replacement notices) is trusted: 0 when this server is
+	// the store's only writer.
+	SharedTTL time.Duration
+	// assignment caches: reservations by id (checked against their stored
+	// version), and each reservation's replacement notices with the
+	// generation of its replacement allocations they were read at.
+	amu     sync.Mutex
+	rsvs    map[string]Reservation
+	replGen map[string]uint64
+	repls   map[string]replNotices
+
 	// NodesChanged is called after a commit that may have changed what
 	// these nodes serve (their assignment and its notices).
 	NodesChanged func(nodeIDs []string)

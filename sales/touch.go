@@ -20,12 +20,16 @@ func (t touching) touch(ctx context.Context, nodes []string) {
 
 func (t touching) InsertAllocation(ctx context.Context, a Allocation) error {
 	t.touch(ctx, []string{a.NodeID})
+	if a.Replaces != "" {
+		t.s.replaced(ctx, a.ReservationID)
+	}
 	return t.Store.InsertAllocation(ctx, a)
 }
 
 func (t touching) UpdateAllocation(ctx context.Context, a Allocation) error {
 	nodes := []string{a.NodeID}
 	if a.Replaces != "" { // its state shows on the reservation's other nodes
+		t.s.replaced(ctx, a.ReservationID)
 		r, err := t.Store.Reservation(ctx, a.ReservationID)
 		if err != nil {
 			return err

@@ -323,6 +323,15 @@ func (db *DB) UpdateReservation(ctx context.Context, r sales.Reservation) error 
 	})
 }
 
+func (db *DB) ReservationVersion(ctx context.Context, id string) (int64, error) {
+	var v int64
+	err := db.queryRow(ctx, `SELECT version FROM reservations WHERE id = ?`, id).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, neocloud.NotFound("reservation", id)
+	}
+	return v, db.translate(err)
+}
+
 func (db *DB) Reservation(ctx context.Context, id string) (sales.Reservation, error) {
 	r, err := scanBody[sales.Reservation](db.queryRow(ctx, `SELECT body FROM reservations WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
