@@ -3,6 +3,7 @@ package sales
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -24,7 +25,7 @@ func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assi
 		if a.State == AllocationReleasing || a.State == AllocationEnded {
 			continue
 		}
-		r, err := s.assignmentReservation(ctx, a.ReservationID)
+		r, err := s.cachedReservation(ctx, a.ReservationID)
 		if err != nil {
 			return nil, err
 		}
@@ -148,11 +149,13 @@ type replNotices struct {
 // maxCached bounds each assignment cache (entries; cleared when full).
 const maxCached = 8192
 
-// assignmentReservation reads a reservation for node assignments: the
-// decoded one kept from the last read while its stored version has not
-// moved (a lease's body lists thousands of nodes, and every node's
-// assignment needs it).
-func (s *Service) assignmentReservation(ctx context.Context, id string) (Reservation, error) {
+// cachedReservation reads a reservation through a cache of decoded ones,
+// checked against the stored version (a lease's body lists thousands of
+// nodes, and every node's assignment and lifecycle step needs it). It
+// returns a copy the caller may change. What a transaction reads enters
+// the cache only once it commits: a version seen inside one that rolls
+// back may be written again with other contents.
+func (s *Service) cachedReservation(ctx context.Context, id string) (Reservation, error) {
 	v, err := s.Store.ReservationVersion(ctx, id)
 	if err != nil {
 		return Reservation{}, err
@@ -161,21 +164,66 @@ func (s *Service) assignmentReservation(ctx context.Context, id string) (Reserva
 	r, ok := s.rsvs[id]
 	s.amu.Unlock()
 	if ok && r.Version == v {
-		return r, nil
+		return r.clone(), nil
+	}
+	if s.Tx.TxID(ctx) == nil {
+		// Outside a transaction what is read is committed: one read per
+		// reservation at a time, shared by everyone waiting for it (a new
+		// version of a big reservation is wanted by all its nodes at once).
+		x, err, _ := s.rsvFlight.Do(fmt.Sprint(id, "@", v), func() (any, error) {
+			r, err := s.Store.Reservation(context.WithoutCancel(ctx), id)
+			if err != nil {
+				return r, err
+			}
+			s.keep(r.clone())
+			return r, nil
+		})
+		if err != nil {
+			return Reservation{}, err
+		}
+		return x.(Reservation).clone(), nil
 	}
 	if r, err = s.Store.Reservation(ctx, id); err != nil {
 		return r, err
 	}
+	kept := r.clone()
+	s.Tx.AfterCommit(ctx, func() { s.keep(kept) })
+	return r, nil
+}
+
+// keep caches a decoded reservation unless a newer one is cached.
+func (s *Service) keep(r Reservation) {
 	s.amu.Lock()
+	defer s.amu.Unlock()
 	if s.rsvs == nil {
 		s.rsvs = map[string]Reservation{}
 	}
 	if len(s.rsvs) >= maxCached {
 		clear(s.rsvs)
 	}
-	s.rsvs[id] = r
-	s.amu.Unlock()
-	return r, nil
+	if cur, ok := s.rsvs[r.ID]; !ok || cur.Version < r.Version {
+		s.rsvs[r.ID] = r
+	}
+}
+
+// clone copies a reservation deeply enough that changing the copy's
+// nodes, shortfalls or elastic steps leaves r alone.
+func (r Reservation) clone() Reservation {
+	c := r
+	c.Nodes = slices.Clone(r.Nodes)
+	for i := range c.Nodes {
+		c.Nodes[i].GPUs = slices.Clone(c.Nodes[i].GPUs)
+	}
+	c.Shortfalls = slices.Clone(r.Shortfalls)
+	if r.Elastic != nil {
+		e := *r.Elastic
+		e.Steps = slices.Clone(e.Steps)
+		for i := range e.Steps {
+			e.Steps[i].Nodes = slices.Clone(e.Steps[i].Nodes)
+		}
+		c.Elastic = &e
+	}
+	return c
 }
 
 // replaced notes, once the transaction commits, that a reservation's

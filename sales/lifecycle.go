@@ -460,7 +460,7 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 
 // stepAllocation advances one allocation whose step is due.
 func (s *Service) stepAllocation(ctx context.Context, id, rsvID string, now time.Time) error {
-	r, err := s.Store.Reservation(ctx, rsvID)
+	r, err := s.cachedReservation(ctx, rsvID)
 	if err != nil {
 		return err
 	}

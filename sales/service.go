@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
@@ -187,10 +189,11 @@ type Service struct {
 	// assignment caches: reservations by id (checked against their stored
 	// version), and each reservation's replacement notices with the
 	// generation of its replacement allocations they were read at.
-	amu     sync.Mutex
-	rsvs    map[string]Reservation
-	replGen map[string]uint64
-	repls   map[string]replNotices
+	amu       sync.Mutex
+	rsvs      map[string]Reservation
+	rsvFlight singleflight.Group
+	replGen   map[string]uint64
+	repls     map[string]replNotices
 
 	// NodesChanged is called after a commit that may have changed what
 	// these nodes serve (their assignment and its notices).
