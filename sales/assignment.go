@@ -206,21 +206,17 @@ func (s *Service) keep(r Reservation) {
 	}
 }
 
-// clone copies a reservation deeply enough that changing the copy's
-// nodes, shortfalls or elastic steps leaves r alone.
+// clone copies a reservation so that changing the copy leaves r alone, in
+// constant time: its slices are clipped, so that appending to them
+// reallocates, and its elastic state is copied. The sales code never
+// writes a reservation's slice elements in place (it builds new slices).
 func (r Reservation) clone() Reservation {
 	c := r
-	c.Nodes = slices.Clone(r.Nodes)
-	for i := range c.Nodes {
-		c.Nodes[i].GPUs = slices.Clone(c.Nodes[i].GPUs)
-	}
-	c.Shortfalls = slices.Clone(r.Shortfalls)
+	c.Nodes = slices.Clip(r.Nodes)
+	c.Shortfalls = slices.Clip(r.Shortfalls)
 	if r.Elastic != nil {
 		e := *r.Elastic
-		e.Steps = slices.Clone(e.Steps)
-		for i := range e.Steps {
-			e.Steps[i].Nodes = slices.Clone(e.Steps[i].Nodes)
-		}
+		e.Steps = slices.Clip(e.Steps)
 		c.Elastic = &e
 	}
 	return c

@@ -614,24 +614,26 @@ func (s *Service) finish(ctx context.Context, r *Reservation, a *Allocation, now
 // settle derives the reservation's state from its allocations: active once
 // all are ready, ended once all have ended after its end.
 func (s *Service) settle(ctx context.Context, r *Reservation, now time.Time) error {
-	byState, err := s.Store.AllocationStates(ctx, r.ID)
+	if r.State != ReservationScheduled && r.State != ReservationEnding {
+		return nil // nothing its allocations can move it to
+	}
+	live, unready, err := s.Store.AllocationsSettled(ctx, r.ID)
 	if err != nil {
 		return err
 	}
-	ready, live := byState[AllocationReady], 0
-	for st, n := range byState {
-		if st != AllocationEnded {
-			live += n
-		}
-	}
 	switch {
-	case r.State == ReservationScheduled && live > 0 && ready == live:
+	case r.State == ReservationScheduled && live && !unready:
+		byState, err := s.Store.AllocationStates(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		ready := byState[AllocationReady]
 		r.State = ReservationActive
 		if err := s.saveReservation(ctx, r, now); err != nil {
 			return err
 		}
 		return s.emit(ctx, r.TenantID, "reservation.active", r.ID, map[string]any{"nodes": ready})
-	case r.State == ReservationEnding && live == 0:
+	case r.State == ReservationEnding && !live:
 		s.lock(ctx)
 		cal, err := s.calendarFor(ctx, r.Shape.Site, r.Shape.SKU)
 		if err != nil {

@@ -73,6 +73,10 @@ type Store interface {
 	Allocation(ctx context.Context, id string) (Allocation, error)
 	// AllocationStates counts a reservation's allocations by state.
 	AllocationStates(ctx context.Context, reservationID string) (map[AllocationState]int, error)
+	// AllocationsSettled says whether a reservation has live allocations
+	// (not ended) and whether any of them is not ready: two index seeks,
+	// where counting reads every allocation of a big reservation.
+	AllocationsSettled(ctx context.Context, reservationID string) (live, unready bool, err error)
 	DueAllocations(ctx context.Context, now time.Time, limit int) ([]Allocation, error)
 	// LiveGPUs returns the GPUs of the nodes that are in live allocations.
 	LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error)

@@ -568,6 +568,12 @@ func (db *DB) Allocation(ctx context.Context, id string) (sales.Allocation, erro
 	return a, db.translate(err)
 }
 
+func (db *DB) AllocationsSettled(ctx context.Context, reservationID string) (live, unready bool, err error) {
+	err = db.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM allocations WHERE reservation_id = ? AND state <> 'ended'),
+		EXISTS (SELECT 1 FROM allocations WHERE reservation_id = ? AND state IN ('bound', 'provisioning', 'releasing'))`, reservationID, reservationID).Scan(&live, &unready)
+	return live, unready, db.translate(err)
+}
+
 func (db *DB) AllocationStates(ctx context.Context, reservationID string) (map[sales.AllocationState]int, error) {
 	rows, err := db.query(ctx, `SELECT state, COUNT(*) FROM allocations WHERE reservation_id = ? GROUP BY state`, reservationID)
 	if err != nil {
