@@ -183,10 +183,38 @@ func (s *Service) cachedReservation(ctx context.Context, id string) (Reservation
 		}
 		return x.(Reservation).clone(), nil
 	}
+	// Inside a transaction: what it read is shared within it (a batch of
+	// lifecycle steps reads the same reservation for each of its nodes),
+	// and kept for everyone once it commits.
+	tx := s.Tx.TxID(ctx)
+	s.amu.Lock()
+	r, ok = s.txRsvs[tx][id]
+	s.amu.Unlock()
+	if ok && r.Version == v {
+		return r.clone(), nil
+	}
 	if r, err = s.Store.Reservation(ctx, id); err != nil {
 		return r, err
 	}
 	kept := r.clone()
+	s.amu.Lock()
+	if s.txRsvs == nil {
+		s.txRsvs = map[any]map[string]Reservation{}
+	}
+	m, seen := s.txRsvs[tx]
+	if !seen {
+		m = map[string]Reservation{}
+		s.txRsvs[tx] = m
+	}
+	m[id] = kept
+	s.amu.Unlock()
+	if !seen {
+		s.Tx.OnEnd(ctx, func(bool) {
+			s.amu.Lock()
+			delete(s.txRsvs, tx)
+			s.amu.Unlock()
+		})
+	}
 	s.Tx.AfterCommit(ctx, func() { s.keep(kept) })
 	return r, nil
 }

@@ -196,6 +196,7 @@ type Service struct {
 	amu       sync.Mutex
 	rsvs      map[string]Reservation
 	rsvFlight singleflight.Group
+	txRsvs    map[any]map[string]Reservation // read inside each open transaction
 	replGen   map[string]uint64
 	repls     map[string]replNotices
 
