@@ -153,7 +153,13 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	ag.OutOfBand = &agents.SimBMC{} // out-of-band controllers are simulated for now
 	// Nodes with agents are sanitized by them; the rest by the seam's
 	// simulated (or configured) driver.
-	sv.Sanitizer = &agents.Sanitizer{Service: ag, Fallback: sv.Sanitizer, Poll: time.Second}
+	// An agent hears of a sanitize and reports it done with its heartbeats
+	// (or at once over its push stream): look every half interval.
+	poll := time.Duration(ag.HeartbeatS) * time.Second / 2
+	if o.TimeScale > 1 {
+		poll = time.Duration(float64(poll) * o.TimeScale)
+	}
+	sv.Sanitizer = &agents.Sanitizer{Service: ag, Fallback: sv.Sanitizer, Poll: min(poll, 30*time.Minute)}
 	sv.OnAllocation = func(ctx context.Context, a sales.Allocation, edge string) error {
 		return ag.RecordEnergy(ctx, a.NodeID, a.GPUs, edge, a.ID)
 	}
