@@ -224,7 +224,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 }
 
 // consolePaths are the console's routes; everything else is the API's.
-var consolePaths = []string{"/{$}", "/login", "/logout", "/assets/", "/topology", "/nodes/", "/utilization.json", "/reservations", "/reservations/",
+var consolePaths = []string{"/{$}", "/login", "/logout", "/assets/", "/clock", "/topology", "/nodes/", "/utilization.json", "/reservations", "/reservations/",
 	"/contracts", "/quotes", "/maintenance", "/health", "/events"}
 
 // withConsole serves the console's pages next to the API.

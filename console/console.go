@@ -120,6 +120,10 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /nodes/{node}/telemetry.json", c.operator(c.telemetry))
 	c.mux.HandleFunc("POST /nodes/{node}/{action}", c.operator(c.act))
 	c.mux.HandleFunc("GET /utilization.json", c.operator(c.utilization))
+	c.mux.HandleFunc("GET /clock", c.operator(func(w http.ResponseWriter, _ *http.Request, _ session) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "%s UTC", c.cfg.Now().UTC().Format("2006-01-02 15:04"))
+	}))
 	c.mux.HandleFunc("GET /reservations", c.operator(c.reservations))
 	c.mux.HandleFunc("GET /reservations/{id}", c.operator(c.reservation))
 	c.mux.HandleFunc("GET /contracts", c.operator(c.contracts))

@@ -76,6 +76,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	var out lockedBuffer
 	o := small(filepath.Join(t.TempDir(), "demo"), &out)
 	o.Speed, o.HeartbeatS, o.SampleEvery = 120, 1, 250*time.Millisecond
+	if *update {
+		o.GPUs, o.HeartbeatS, o.FirstFailure = 8192, 2, 15*time.Second // the README's picture: the default demo's site
+	}
 	d, err := demo.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -149,6 +149,20 @@ func (d *Demo) traffic() func(context.Context) error {
 	var mu sync.Mutex
 	var open []running
 	last := d.Clock.Now()
+	// Customers' open-ended work from before a resume ends in the next
+	// hours too.
+	for _, class := range []placement.Class{placement.ClassOnDemand, placement.ClassSpot} {
+		rs, err := d.Server.Store.RecentReservations(context.Background(), sales.ReservationFilter{Class: class}, 10000)
+		if err != nil {
+			d.o.Logger.Warn("demo: open work", "err", err)
+			continue
+		}
+		for _, r := range rs {
+			if !r.State.Terminal() && r.State != sales.ReservationEnding {
+				open = append(open, running{r.ID, r.TenantID, last.Add(time.Duration(1+rng.IntN(12)) * time.Hour)})
+			}
+		}
+	}
 	scale := float64(d.o.GPUs) / 8192
 	return func(ctx context.Context) error {
 		mu.Lock()
@@ -246,12 +260,24 @@ func (d *Demo) failures(ctx context.Context) {
 	go func() {
 		defer d.wg.Done()
 		wait := d.o.FirstFailure
-		first := true
+		first, started := true, time.Now()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(wait):
+			}
+			if first && time.Since(started) < d.o.FirstFailure+time.Minute {
+				// The first failure strikes committed work: wait for some
+				// to be ready (within the first minute or so).
+				ok, err := d.committedReady(ctx)
+				if err != nil && ctx.Err() == nil {
+					d.o.Logger.Warn("demo failure", "err", err)
+				}
+				if !ok {
+					wait = time.Second
+					continue
+				}
 			}
 			if err := d.fail(ctx, rng, first); err != nil && ctx.Err() == nil {
 				d.o.Logger.Warn("demo failure", "err", err)
@@ -260,6 +286,17 @@ func (d *Demo) failures(ctx context.Context) {
 			wait = time.Duration(rng.ExpFloat64() / perRealSecond * float64(time.Second))
 		}
 	}()
+}
+
+// committedReady says whether some lease or reserved work is ready.
+func (d *Demo) committedReady(ctx context.Context) (bool, error) {
+	us, err := d.Server.Store.NodeUses(ctx)
+	for _, u := range us {
+		if u.State == sales.AllocationReady && (u.Class == placement.ClassReserved || u.Class == placement.ClassLease) {
+			return true, nil
+		}
+	}
+	return false, err
 }
 
 // fail breaks one healthy node; the first failure strikes committed work.
