@@ -256,7 +256,12 @@ func (d *Demo) Status() string {
 	if b := d.busy.Load(); b != nil {
 		use = len(*b)
 	}
-	out := d.Server.Fleet.Snapshot.Count(fleet.NodeFilter{Health: fleet.HealthFailed}) + d.Server.Fleet.Snapshot.Count(fleet.NodeFilter{Lifecycle: fleet.LifecycleRepair})
+	out := 0
+	d.Server.Fleet.Snapshot.Each(fleet.NodeFilter{}, func(n *fleet.Node) {
+		if n.Health == fleet.HealthFailed || n.Lifecycle == fleet.LifecycleRepair {
+			out++
+		}
+	})
 	return fmt.Sprintf("%s UTC: %d of %d nodes in use, %d failures so far, %d nodes failed or in repair", d.Clock.Now().Format("2006-01-02 15:04"), use, len(d.nodes), d.failed.Load(), out)
 }
 
