@@ -53,7 +53,6 @@ type State struct {
 	Conditions []Condition      `json:"conditions,omitempty"`
 	Health     fleet.Health     `json:"health"`
 	Action     Action           `json:"action,omitempty"`
-	GPUs       []wire.GPUSample `json:"-"`
 	Found      []wire.GPUInfo   `json:"gpus_found,omitempty" doc:"The GPUs the agent found when it joined: models and UUIDs."`
 	storedAt   time.Time        // when this node's state was last stored
 }

@@ -118,6 +118,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /topology", c.operator(c.topology))
 	c.mux.HandleFunc("GET /nodes/{node}", c.operator(c.node))
 	c.mux.HandleFunc("GET /nodes/{node}/telemetry.json", c.operator(c.telemetry))
+	c.mux.HandleFunc("GET /nodes/{node}/gpus.json", c.operator(c.gpus))
 	c.mux.HandleFunc("POST /nodes/{node}/{action}", c.operator(c.act))
 	c.mux.HandleFunc("GET /utilization.json", c.operator(c.utilization))
 	c.mux.HandleFunc("GET /clock", c.operator(func(w http.ResponseWriter, _ *http.Request, _ session) {

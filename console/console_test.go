@@ -181,7 +181,7 @@ func TestTenantTokenGetsNotFound(t *testing.T) {
 	r, _, tenantToken := site(t)
 	c := browser(t, r.URL, tenantToken)
 	n := r.Fleet.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 1})[0]
-	for _, p := range []string{"/topology", "/nodes/" + n.ID, "/nodes/" + n.ID + "/telemetry.json", "/reservations", "/contracts", "/health", "/events", "/utilization.json", "/clock"} {
+	for _, p := range []string{"/topology", "/nodes/" + n.ID, "/nodes/" + n.ID + "/telemetry.json", "/reservations", "/contracts", "/health", "/events", "/utilization.json", "/clock", "/nodes/" + n.ID + "/gpus.json"} {
 		if code, _ := get(t, c, r.URL+p); code != http.StatusNotFound {
 			t.Errorf("tenant on %s: %d, want 404", p, code)
 		}

@@ -487,6 +487,33 @@ func (c *Console) telemetry(w http.ResponseWriter, r *http.Request, _ session) {
 	writeJSON(w, out)
 }
 
+// gpus answers the node's last report per GPU, for the page's live chart
+// (the browser keeps the points it has seen).
+func (c *Console) gpus(w http.ResponseWriter, r *http.Request, _ session) {
+	n, ok := c.cfg.Fleet.Snapshot.Node(r.PathValue("node"))
+	if !ok {
+		c.fail(w, r, neocloud.NotFound("node", r.PathValue("node")))
+		return
+	}
+	st, err := c.cfg.Agents.Latest(r.Context(), n.ID)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		writeJSON(w, map[string]any{"seq": 0})
+		return
+	}
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	out := map[string]any{"seq": st.Seq, "at": st.Heartbeat.At.Unix()}
+	gs := st.Heartbeat.GPUs
+	power, temp, util := make([]float64, len(gs)), make([]float64, len(gs)), make([]float64, len(gs))
+	for i, g := range gs {
+		power[i], temp[i], util[i] = g.PowerW, g.TempC, g.UtilPct
+	}
+	out["power_w"], out["temp_c"], out["util_pct"] = power, temp, util
+	writeJSON(w, out)
+}
+
 // act performs a node action through the API, as the session's token,
 // and answers the node's status block (or, without htmx, the node page).
 func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {

@@ -156,6 +156,16 @@ func TestConsoleInABrowser(t *testing.T) {
 		loc, _ := chromedp.Run(ctx, chromedp.Location())
 		t.Fatalf("no telemetry chart on %s: %v", loc, err)
 	}
+	// Its GPUs' live chart fills report by report (one a second here).
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`Number((document.querySelector("#gpu-chart") || {dataset: {}}).dataset.drawn) >= 2 && document.querySelectorAll("#gpu-chart .u-legend .u-series").length === 9`,
+		chromedp.WithPollingTimeout(30*time.Second), chromedp.WithPollingInterval(500*time.Millisecond))); err != nil {
+		dbg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => { const c = document.querySelector("#gpu-chart"); return c ? c.outerHTML.slice(0, 400) + " drawn=" + c.dataset.drawn + " rows=" + c.querySelectorAll(".u-legend .u-series").length : "none" })()`))
+		t.Fatalf("no live GPU chart: %v\n%s", err, dbg)
+	}
+	// The last report's table has a row per GPU.
+	if rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#gpu-table tbody tr").length`)); err != nil || rows != 8 {
+		t.Fatalf("GPU table: %d rows, %v", rows, err)
+	}
 	// Drain it: the status block changes in place.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[value="drain"]`))); err != nil {
 		t.Fatalf("drain: %v", err)

@@ -68,14 +68,48 @@
     }).catch(function () {});
   }
 
+  // The node page's live GPU chart: the browser keeps each report it sees.
+  var gpuPoints = { src: "", t: [], series: [] };
+  var gpuColors = ["#1f3b73", "#2f6fd0", "#2aa3a3", "#7cc46b", "#9a7fd1", "#e377c2", "#bcbd22", "#ff7f0e"];
+  function drawGPUs() {
+    var el = document.querySelector("#gpu-chart[data-gpus]");
+    if (!el || !window.uPlot) return;
+    var src = el.dataset.gpus;
+    if (gpuPoints.src !== src) { gpuPoints = { src: src, t: [], series: [], seq: 0 }; }
+    fetch(src, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
+      if (!d.seq || d.seq === gpuPoints.seq || !d.power_w || d.power_w.length === 0) return;
+      gpuPoints.seq = d.seq;
+      gpuPoints.t.push(d.at);
+      d.power_w.forEach(function (w, i) {
+        if (!gpuPoints.series[i]) gpuPoints.series[i] = gpuPoints.t.slice(0, -1).map(function () { return null; });
+        gpuPoints.series[i].push(w);
+      });
+      if (gpuPoints.t.length > 360) { gpuPoints.t.shift(); gpuPoints.series.forEach(function (s) { s.shift(); }); }
+      var data = [gpuPoints.t].concat(gpuPoints.series);
+      var ch = charts["gpu-chart"];
+      if (ch && document.body.contains(ch.root) && ch.series.length === data.length) {
+        ch.setData(data);
+      } else {
+        if (ch) { ch.destroy(); }
+        var s = [{}];
+        gpuPoints.series.forEach(function (_, i) { s.push({ label: "GPU " + i, stroke: gpuColors[i % gpuColors.length], width: 1.5 }); });
+        el.innerHTML = "";
+        charts["gpu-chart"] = new uPlot({ width: el.clientWidth - 10, height: 240, series: s, axes: [{}, { label: "W", size: 60 }], scales: { x: { time: true } } }, data, el);
+      }
+      el.dataset.drawn = String(gpuPoints.t.length);
+    }).catch(function () {});
+  }
+
   function drawAll() {
     document.querySelectorAll(".chart[data-src]").forEach(drawChart);
+    drawGPUs();
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     paintHeatmap(document);
     drawAll();
     setInterval(drawAll, 5000);
+    setInterval(drawGPUs, 1000);
   });
   document.addEventListener("htmx:afterSettle", function () { paintHeatmap(document); });
 })();
