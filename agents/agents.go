@@ -46,15 +46,15 @@ type JoinToken struct {
 
 // State is a node's last heartbeat as the server keeps it.
 type State struct {
-	NodeID     string           `json:"node_id"`
-	Seq        int64            `json:"seq"`
-	SeenAt     time.Time        `json:"seen_at"`
-	Heartbeat  wire.Heartbeat   `json:"heartbeat"`
-	Conditions []Condition      `json:"conditions,omitempty"`
-	Health     fleet.Health     `json:"health"`
-	Action     Action           `json:"action,omitempty"`
-	Found      []wire.GPUInfo   `json:"gpus_found,omitempty" doc:"The GPUs the agent found when it joined: models and UUIDs."`
-	storedAt   time.Time        // when this node's state was last stored
+	NodeID     string         `json:"node_id"`
+	Seq        int64          `json:"seq"`
+	SeenAt     time.Time      `json:"seen_at"`
+	Heartbeat  wire.Heartbeat `json:"heartbeat"`
+	Conditions []Condition    `json:"conditions,omitempty"`
+	Health     fleet.Health   `json:"health"`
+	Action     Action         `json:"action,omitempty"`
+	Found      []wire.GPUInfo `json:"gpus_found,omitempty" doc:"The GPUs the agent found when it joined: models and UUIDs."`
+	storedAt   time.Time      // when this node's state was last stored
 }
 
 // Sample is one heartbeat's summary of a node: the sum of its GPUs'
