@@ -234,17 +234,17 @@ func (s *Service) keep(r Reservation) {
 	}
 }
 
-// clone copies a reservation so that changing the copy leaves r alone, in
-// constant time: its slices are clipped, so that appending to them
-// reallocates, and its elastic state is copied. The sales code never
-// writes a reservation's slice elements in place (it builds new slices).
+// clone copies a reservation so that changing the copy leaves r alone:
+// its shortfalls and elastic steps (written in place, and few) are copied;
+// its node list (thousands for a lease, never written in place: the sales
+// code builds a new one) is clipped, so that appending to it reallocates.
 func (r Reservation) clone() Reservation {
 	c := r
 	c.Nodes = slices.Clip(r.Nodes)
-	c.Shortfalls = slices.Clip(r.Shortfalls)
+	c.Shortfalls = slices.Clone(r.Shortfalls)
 	if r.Elastic != nil {
 		e := *r.Elastic
-		e.Steps = slices.Clip(e.Steps)
+		e.Steps = slices.Clone(e.Steps)
 		c.Elastic = &e
 	}
 	return c

@@ -1146,3 +1146,20 @@ func TestLeaseDisplacesInternalWorkWithNotice(t *testing.T) {
 		t.Fatalf("second phase: %d GPUs ready", v.Delivery.ReadyGPUs)
 	}
 }
+
+// A copy of a reservation can be changed the ways the sales code changes
+// reservations without changing the original.
+func TestReservationCloneIsIndependent(t *testing.T) {
+	at := epoch
+	orig := sales.Reservation{ID: "rsv_1", Nodes: make([]sales.NodeGPUs, 2, 8), Shortfalls: []sales.Shortfall{{Node: "n1"}},
+		Elastic: &sales.Elastic{Steps: []sales.Step{{ID: "rsv_1/s0", Nodes: []string{"n1"}}}}}
+	c := sales.CloneReservation(orig)
+	c.Nodes = append(c.Nodes, sales.NodeGPUs{NodeID: "n3"})
+	c.Shortfalls[0].Until = &at
+	c.Elastic.Steps[0].ReclaimAt = &at
+	c.Elastic.LostGPUh = 5
+	c.Elastic.Steps = append(c.Elastic.Steps, sales.Step{ID: "rsv_1/s1"})
+	if orig.Shortfalls[0].Until != nil || orig.Elastic.Steps[0].ReclaimAt != nil || orig.Elastic.LostGPUh != 0 || len(orig.Elastic.Steps) != 1 || orig.Nodes[:3][2].NodeID != "" {
+		t.Fatalf("the original changed: %+v %+v", orig.Shortfalls, orig.Elastic)
+	}
+}
