@@ -10,6 +10,7 @@ package console
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -39,6 +40,10 @@ type Store interface {
 	// given (all when none).
 	RecentEvents(ctx context.Context, limit int, kinds ...string) ([]sales.Event, error)
 	RecentReservations(ctx context.Context, f sales.ReservationFilter, limit int) ([]sales.Reservation, error)
+	// PutUsePoint and UsePoints keep the utilization series (JSON points)
+	// across restarts.
+	PutUsePoint(ctx context.Context, at time.Time, body []byte, keep time.Duration) error
+	UsePoints(ctx context.Context, limit int) ([][]byte, error)
 }
 
 // Config wires the console to the services.
@@ -78,8 +83,28 @@ type Point struct {
 	Down    int            `json:"down"`
 }
 
-// MaxPoints bounds the utilization series kept in memory.
-const MaxPoints = 2880
+// MaxPoints bounds the utilization series kept in memory (and read back
+// at a start); PointsKept is how long the store keeps points.
+const (
+	MaxPoints  = 2880
+	PointsKept = 30 * 24 * time.Hour
+)
+
+// load reads the stored utilization series back.
+func (c *Console) load(ctx context.Context) error {
+	bs, err := c.cfg.Store.UsePoints(ctx, MaxPoints)
+	if err != nil {
+		return err
+	}
+	c.series = c.series[:0]
+	for _, b := range bs {
+		var p Point
+		if json.Unmarshal(b, &p) == nil {
+			c.series = append(c.series, p)
+		}
+	}
+	return nil
+}
 
 type usesCache struct {
 	at   time.Time
@@ -95,6 +120,9 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
+	if err := c.load(context.Background()); err != nil {
+		return nil, fmt.Errorf("console: utilization series: %w", err)
+	}
 	names, err := fs.Glob(files, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -326,6 +354,10 @@ func (c *Console) Record(ctx context.Context) error {
 			pt.ByClass[string(u.Class)] += min(g, u.GPUs)
 		}
 	})
+	b, _ := json.Marshal(pt)
+	if err := c.cfg.Store.PutUsePoint(ctx, pt.At, b, PointsKept); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	c.series = append(c.series, pt)
 	if len(c.series) > MaxPoints {

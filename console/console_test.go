@@ -267,3 +267,42 @@ func TestDrainThroughTheAPI(t *testing.T) {
 	}
 	_ = console.CookieName
 }
+
+// The utilization series survives a restart of the server on its store.
+func TestUtilizationSurvivesARestart(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	open := func() *cli.Running {
+		r, err := cli.StartServer(ctx, cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLifecycle: true, SampleEvery: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := open()
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	if _, err := fleet.Generate(&spec, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: sku, GPUs: 64, Levels: []string{"rack"}, Fanout: []int{8}}); err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := fleet.ParseSpec(spec.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Fleet.Apply(ctx, parsed); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Console.Record(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := r.Console.Series()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = open()
+	defer r.Close()
+	after := r.Console.Series()
+	if len(before) == 0 || len(after) < len(before) || after[len(before)-1].GPUs != 64 || !after[len(before)-1].At.Equal(before[len(before)-1].At) {
+		t.Fatalf("before %+v, after %+v", before, after)
+	}
+}

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/sales"
@@ -68,4 +69,35 @@ func (db *DB) RecentReservations(ctx context.Context, f sales.ReservationFilter,
 		where, args = append(where, "class = ?"), append(args, string(f.Class))
 	}
 	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE `+strings.Join(where, " AND ")+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
+}
+
+// PutUsePoint records one point of the utilization series (JSON) and
+// forgets points older than keep before it.
+func (db *DB) PutUsePoint(ctx context.Context, at time.Time, body []byte, keep time.Duration) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		if _, err := db.exec(ctx, `INSERT INTO use_points (at, body) VALUES (?, ?) ON CONFLICT (at) DO UPDATE SET body = excluded.body`, micros(at), string(body)); err != nil {
+			return err
+		}
+		_, err := db.exec(ctx, `DELETE FROM use_points WHERE at < ?`, micros(at.Add(-keep)))
+		return err
+	})
+}
+
+// UsePoints returns the newest points of the utilization series, oldest
+// first.
+func (db *DB) UsePoints(ctx context.Context, limit int) ([][]byte, error) {
+	rows, err := db.query(ctx, `SELECT body FROM (SELECT at, body FROM use_points ORDER BY at DESC LIMIT ?) p ORDER BY at`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b string
+		if err := rows.Scan(&b); err != nil {
+			return nil, err
+		}
+		out = append(out, []byte(b))
+	}
+	return out, rows.Err()
 }
