@@ -49,15 +49,19 @@ func browserCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// shot saves a screenshot to the test's temp dir, or with -update (only
-// the overview) to docs/console.png for the README.
+// shot saves a screenshot to the test's temp dir (or $NEOCLOUD_SCREENSHOTS),
+// or with -update (only the overview) to docs/console.png for the README.
 func shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	path := filepath.Join(t.TempDir(), name+".png")
+	dir := os.Getenv("NEOCLOUD_SCREENSHOTS") // keep them somewhere to look at
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, name+".png")
 	if *update && name == "console" {
 		path = filepath.Join("..", "docs", "console.png")
 	}
