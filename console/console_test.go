@@ -141,6 +141,23 @@ func TestLoginPageAndOperatorPages(t *testing.T) {
 		t.Errorf("bad token: %d, cookies %v", resp.StatusCode, jar.Cookies(u))
 	}
 
+	// The session cookie is the token, out of scripts' and other sites' reach.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.PostForm(r.URL+"/login", url.Values{"token": {opToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == console.CookieName {
+			session = ck
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Value != opToken {
+		t.Fatalf("login: %d, cookie %+v", resp.StatusCode, session)
+	}
+
 	c := browser(t, r.URL, opToken)
 	code, page := get(t, c, r.URL+"/")
 	if code != 200 || !strings.Contains(page, "512</div><div>GPUs on 64 nodes") || !strings.Contains(page, "util-chart") {
@@ -265,7 +282,6 @@ func TestDrainThroughTheAPI(t *testing.T) {
 	if !strings.Contains(string(b), `class="error"`) {
 		t.Errorf("maintenance of a node in maintenance: %.600s", b)
 	}
-	_ = console.CookieName
 }
 
 // The utilization series survives a restart of the server on its store.
