@@ -19,6 +19,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/console"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
@@ -168,7 +169,10 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
 	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Store: db, API: api.Handler(), Now: o.Now,
-		Version: Version, Logger: o.Logger, Banner: o.Banner})
+		Version: Version, Logger: o.Logger, Banner: o.Banner,
+		Audit: func(ctx context.Context, r audit.Record) error {
+			return db.InTx(ctx, func(ctx context.Context) error { _, err := db.AppendAudit(ctx, r); return err })
+		}})
 	if err != nil {
 		db.Close()
 		return nil, err

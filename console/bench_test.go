@@ -1,20 +1,16 @@
 package console_test
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud"
-	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -24,53 +20,17 @@ import (
 // (24,576 nodes) with one hall leased and delivered (6,144 allocations).
 func BenchmarkPages(b *testing.B) {
 	ctx := context.Background()
-	var mu sync.Mutex
-	now := time.Now().UTC()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	r, err := cli.StartServer(ctx, cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: filepath.Join(b.TempDir(), "data"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLifecycle: true, Now: clock, RateLimit: 0})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := start(b, filepath.Join(b.TempDir(), "data"))
 	defer r.Close()
 	setup := time.Now()
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	if _, err := fleet.Generate(&spec, fleet.ColossusOptions(sku, 196608)); err != nil {
-		b.Fatal(err)
-	}
-	parsed, err := fleet.ParseSpec(spec.Bytes())
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := r.Fleet.Apply(ctx, parsed); err != nil {
-		b.Fatal(err)
-	}
-	op := neocloud.Principal{TokenID: "bench", Role: neocloud.RoleOperatorAdmin}
+	r.apply(b, fleet.ColossusOptions(h100, 196608))
 	if _, err := r.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := r.Sales.CreateLease(ctx, op, sales.LeaseInput{Tenant: "acme", Site: "colossus-1", Domain: "h1", Start: now, DurationS: 365 * 86400, Rate: "1.85"}); err != nil {
+	if _, err := r.Sales.CreateLease(ctx, opP, sales.LeaseInput{Tenant: "acme", Site: "colossus-1", Domain: "h1", Start: r.clock(), DurationS: 365 * 86400, Rate: "1.85"}); err != nil {
 		b.Fatal(err)
 	}
-	for i := 0; ; i++ {
-		if _, err := r.Sales.Step(ctx); err != nil {
-			b.Fatal(err)
-		}
-		rs, err := r.Sales.Reservations(ctx, op, sales.ReservationFilter{State: sales.ReservationActive}, neocloud.Page{Limit: 10})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(rs) == 1 {
-			break
-		}
-		if i > 1000 {
-			b.Fatal("the lease never became active")
-		}
-		mu.Lock()
-		now = now.Add(time.Minute)
-		mu.Unlock()
-	}
+	r.runUntilActive(b, 1)
 	uses, _ := r.Store.NodeUses(ctx)
 	b.Logf("site of %d nodes, %d live allocations, set up in %v", r.Fleet.Snapshot.Count(fleet.NodeFilter{}), len(uses), time.Since(setup).Round(time.Millisecond))
 

@@ -16,6 +16,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -60,6 +62,10 @@ type Config struct {
 	Logger  *slog.Logger
 	// Banner is shown on every page (the demo says what it is).
 	Banner string
+	// Audit stores one audit record in a transaction of its own: the
+	// console's denied requests are recorded as the API's are (its
+	// actions are API requests, recorded there).
+	Audit func(ctx context.Context, r audit.Record) error
 }
 
 // Console serves the operator pages. Build it with New.
@@ -202,11 +208,33 @@ func (c *Console) operator(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, ok := c.session(r)
 		if !ok || !s.P.Role.Operator() {
+			c.denied(r, s.P, "console-page", http.StatusNotFound)
 			http.NotFound(w, r)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		h(w, r, s)
+	}
+}
+
+// denied records a refused request: who (anonymous without a valid
+// token), what and where from.
+func (c *Console) denied(r *http.Request, p neocloud.Principal, action string, status int) {
+	if c.cfg.Audit == nil {
+		return
+	}
+	actor, role := p.TokenID, string(p.Role)
+	if actor == "" {
+		actor, role = "anonymous", ""
+	}
+	src, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		src = r.RemoteAddr
+	}
+	rec := audit.Record{ID: neocloud.NewID(neocloud.PrefixAudit), At: c.cfg.Now().UTC(), Actor: actor, ActorRole: role, ActorTenant: p.TenantID, Tenant: p.TenantID,
+		Action: action, Object: r.URL.Path, Status: status, Result: audit.ResultDenied, RequestID: neocloud.NewID(neocloud.PrefixRequest), Source: src}
+	if err := c.cfg.Audit(context.WithoutCancel(r.Context()), rec); err != nil {
+		c.cfg.Logger.Error("console: audit append failed", "err", err)
 	}
 }
 
@@ -277,6 +305,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	secret := strings.TrimSpace(r.PostFormValue("token"))
 	p, err := c.cfg.Tenants.Authenticate(r.Context(), secret)
 	if err != nil || p.Role == neocloud.RoleAgent {
+		c.denied(r, p, "console-login", http.StatusUnauthorized)
 		c.render(w, r, http.StatusUnauthorized, "login", "", "Sign in", session{}, struct{ Message string }{"That token is unknown or revoked."})
 		return
 	}

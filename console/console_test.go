@@ -1,16 +1,13 @@
 package console_test
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,63 +27,26 @@ import (
 func site(t *testing.T) (*cli.Running, string, string) {
 	t.Helper()
 	ctx := context.Background()
-	var mu sync.Mutex
-	now := time.Now().UTC()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	r, err := cli.StartServer(ctx, cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLifecycle: true, Now: clock})
+	s := start(t, filepath.Join(t.TempDir(), "data"))
+	t.Cleanup(func() { s.Close() })
+	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 512, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}})
+	tn, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	if _, err := fleet.Generate(&spec, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: sku, GPUs: 512, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}}); err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := fleet.ParseSpec(spec.Bytes())
+	_, secret, err := s.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Fleet.Apply(ctx, parsed); err != nil {
-		t.Fatal(err)
-	}
-	op := neocloud.Principal{TokenID: "test", Role: neocloud.RoleOperatorAdmin}
-	tn, err := r.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, secret, err := r.Tenants.CreateToken(ctx, op, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Sales.SetPrice(ctx, op, sales.PriceInput{SKU: sku.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
+	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
 		t.Fatal(err)
 	}
 	p := neocloud.Principal{TokenID: "t", Role: neocloud.RoleTenantAdmin, TenantID: tn.ID}
-	if _, err := r.Sales.Reserve(ctx, p, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: sku.Name, GPUs: 16, Class: placement.ClassOnDemand}}); err != nil {
+	if _, err := s.Sales.Reserve(ctx, p, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: h100.Name, GPUs: 16, Class: placement.ClassOnDemand}}); err != nil {
 		t.Fatal(err)
 	}
-	// Run the lifecycle, a minute at a time, until the work is ready.
-	for i := 0; ; i++ {
-		if _, err := r.Sales.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-		rs, err := r.Sales.Reservations(ctx, op, sales.ReservationFilter{State: sales.ReservationActive}, neocloud.Page{Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) == 1 {
-			break
-		}
-		if i > 100 {
-			t.Fatal("the on-demand reservation never became active")
-		}
-		mu.Lock()
-		now = now.Add(time.Minute)
-		mu.Unlock()
-	}
-	return r, r.Token, secret
+	s.runUntilActive(t, 1)
+	return s.Running, s.Token, secret
 }
 
 // browser is an HTTP client with a cookie jar, signed in with token.
@@ -139,6 +99,9 @@ func TestLoginPageAndOperatorPages(t *testing.T) {
 	u, _ := url.Parse(r.URL)
 	if resp.StatusCode != http.StatusUnauthorized || len(jar.Cookies(u)) != 0 {
 		t.Errorf("bad token: %d, cookies %v", resp.StatusCode, jar.Cookies(u))
+	}
+	if recs, err := r.Store.Audit(context.Background(), audit.Filter{Action: "console-login"}, neocloud.Page{Limit: 10}); err != nil || len(recs) != 1 || recs[0].Result != audit.ResultDenied || recs[0].Actor != "anonymous" {
+		t.Errorf("audit of the refused sign-in: %+v %v", recs, err)
 	}
 
 	// The session cookie is the token, out of scripts' and other sites' reach.
@@ -221,6 +184,29 @@ func TestTenantTokenGetsNotFound(t *testing.T) {
 	if code, _ := get(t, http.DefaultClient, r.URL+"/topology"); code != http.StatusNotFound {
 		t.Errorf("anonymous /topology: %d", code)
 	}
+	// Each refusal left its audit record (invariant 8): the tenant's page
+	// views and action by its token, the anonymous one as anonymous.
+	recs, err := r.Store.Audit(context.Background(), audit.Filter{Action: "console-page"}, neocloud.Page{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byTenant, anonymous := 0, 0
+	for _, rec := range recs {
+		switch {
+		case rec.Result != audit.ResultDenied || rec.Status != http.StatusNotFound:
+			t.Errorf("record %+v", rec)
+		case rec.ActorRole == string(neocloud.RoleTenantAdmin):
+			byTenant++
+		case rec.Actor == "anonymous" && rec.Object == "/topology":
+			anonymous++
+		}
+	}
+	if byTenant != 11 || anonymous != 1 {
+		t.Errorf("denied console requests audited: %d by the tenant (want 10 pages and 1 action), %d anonymous (want 1)", byTenant, anonymous)
+	}
+	if v, err := audit.Verify(context.Background(), r.Store); err != nil || !v.OK {
+		t.Errorf("the audit chain with the console's records: %+v %v", v, err)
+	}
 }
 
 func TestDrainThroughTheAPI(t *testing.T) {
@@ -288,36 +274,19 @@ func TestDrainThroughTheAPI(t *testing.T) {
 func TestUtilizationSurvivesARestart(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	open := func() *cli.Running {
-		r, err := cli.StartServer(ctx, cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLifecycle: true, SampleEvery: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	r := open()
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	if _, err := fleet.Generate(&spec, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: sku, GPUs: 64, Levels: []string{"rack"}, Fanout: []int{8}}); err != nil {
+	s := start(t, dir)
+	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 64, Levels: []string{"rack"}, Fanout: []int{8}})
+	s.advance(time.Minute)
+	if err := s.Console.Record(ctx); err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := fleet.ParseSpec(spec.Bytes())
-	if err != nil {
+	before := s.Console.Series()
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Fleet.Apply(ctx, parsed); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Console.Record(ctx); err != nil {
-		t.Fatal(err)
-	}
-	before := r.Console.Series()
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r = open()
-	defer r.Close()
-	after := r.Console.Series()
+	s = start(t, dir)
+	defer s.Close()
+	after := s.Console.Series()
 	if len(before) == 0 || len(after) < len(before) || after[len(before)-1].GPUs != 64 || !after[len(before)-1].At.Equal(before[len(before)-1].At) {
 		t.Fatalf("before %+v, after %+v", before, after)
 	}

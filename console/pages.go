@@ -523,6 +523,7 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	if !sameOrigin(r) {
+		c.denied(r, s.P, "console-"+action+"-node", http.StatusForbidden)
 		http.Error(w, "cross-site request refused", http.StatusForbidden)
 		return
 	}
