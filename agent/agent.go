@@ -84,6 +84,9 @@ type Options struct {
 	// commands then come only with heartbeat answers (many agents in one
 	// process would otherwise hold two descriptors each).
 	NoStream bool
+	// Transport carries the agent's requests (nil: Go's default); agents
+	// sharing a process share one with a bounded pool of connections.
+	Transport http.RoundTripper
 }
 
 // state is what the agent keeps between runs.
@@ -147,7 +150,7 @@ func Run(ctx context.Context, o Options) error {
 		if o.JoinToken == "" {
 			return errors.New("this node has not joined: give --join-token")
 		}
-		c := client.New(o.Server, o.JoinToken)
+		c := o.client(o.JoinToken)
 		var jr wire.JoinResponse
 		if err := c.Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: o.Hostname, Serial: o.Serial, GPUs: o.GPUs.Info(), AgentVersion: Version, DriverVersion: driverOf(o.GPUs)}, &jr); err != nil {
 			return fmt.Errorf("join: %w", err)
@@ -161,7 +164,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		logf("joined as node %s", st.NodeID)
 	}
-	c := client.New(o.Server, st.Credential)
+	c := o.client(st.Credential)
 	c.Retries = 0
 	start := time.Now()
 	sp, err := openSpool(filepath.Join(o.StateDir, "spool.jsonl"), o.maxSpool())
@@ -286,6 +289,14 @@ func Run(ctx context.Context, o Options) error {
 		case <-t.C:
 		}
 	}
+}
+
+func (o *Options) client(token string) *client.Client {
+	c := client.New(o.Server, token)
+	if o.Transport != nil {
+		c.HTTP.Transport = o.Transport
+	}
+	return c
 }
 
 // RunCommand carries out one command as the agent would (the fence

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -105,11 +106,12 @@ type Demo struct {
 	failed  atomic.Int64
 	// noStream: the agents hold no push streams (too many for the
 	// process's open-file limit).
-	noStream bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closed   sync.Once
-	err      error
+	noStream  bool
+	transport http.RoundTripper // the agents' shared connection pool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closed    sync.Once
+	err       error
 }
 
 // simNode is one simulated node: its GPUs and its agent.

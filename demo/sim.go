@@ -44,13 +44,14 @@ func (d *Demo) startAgents(ctx context.Context) error {
 	}
 	// The agents share a transport: a bounded pool of connections, kept
 	// open, so that thousands of agents in one process queue for a
-	// connection instead of each opening its own when the server is busy.
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 256)
-		if t.MaxConnsPerHost == 0 && d.noStream {
-			t.MaxConnsPerHost = 256
-		}
+	// connection instead of each opening its own when the server is busy
+	// (push streams, when on, hold one each beyond it).
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	if d.noStream {
+		tr.MaxConnsPerHost = 256
 	}
+	d.transport = tr
 	sku, _ := fleet.CatalogSKU(DemoSKU)
 	interval := time.Duration(d.o.HeartbeatS) * time.Second
 	for i, n := range nodes {
@@ -89,7 +90,7 @@ func (d *Demo) runAgent(ctx context.Context, sn *simNode, join string, delay tim
 		}
 		for actx.Err() == nil {
 			err := agent.Run(actx, agent.Options{Server: d.URL, JoinToken: join, Hostname: sn.hostname, Serial: sn.serial, StateDir: filepath.Join(d.dir, "agents", sn.hostname),
-				Interval: time.Duration(d.o.HeartbeatS) * time.Second, GPUs: sn.gpus, Now: d.Clock.Now, NoStream: d.noStream})
+				Interval: time.Duration(d.o.HeartbeatS) * time.Second, GPUs: sn.gpus, Now: d.Clock.Now, NoStream: d.noStream, Transport: d.transport})
 			if err != nil && !errors.Is(err, agent.ErrCrashed) && actx.Err() == nil {
 				d.o.Logger.Warn("demo agent", "node", sn.hostname, "err", err)
 			}
