@@ -903,6 +903,7 @@ func TestElasticStepGivenBackWhenANodeFails(t *testing.T) {
 			t.Fatalf("grown: %d steps", len(r.Elastic.Steps))
 		}
 		failed := r.Elastic.Steps[0].Nodes[0]
+		others := r.Elastic.Steps[0].Nodes[1:]
 		kept := r.Elastic.Steps[1].ID
 		n, err := w.sales.NodeFailed(ctx, failed, "gpu 3: XID 79", false)
 		if err != nil || n != 1 {
@@ -920,6 +921,26 @@ func TestElasticStepGivenBackWhenANodeFails(t *testing.T) {
 		got := strings.Join(w.events(w.op), " ")
 		if !strings.Contains(got, "reservation.shrunk") || strings.Contains(got, "node.replaced") {
 			t.Fatalf("events: %s", got)
+		}
+		// The step's other nodes are released through sanitize (invariant
+		// 6); the failed node's allocation ends at once, for repair.
+		as, err := w.sales.Allocations(ctx, w.op, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states := map[string]sales.AllocationState{}
+		for _, a := range as {
+			if a.State != sales.AllocationEnded || states[a.NodeID] == "" {
+				states[a.NodeID] = a.State
+			}
+		}
+		if states[failed] != sales.AllocationEnded {
+			t.Errorf("the failed node's allocation: %s", states[failed])
+		}
+		for _, n := range others {
+			if states[n] != sales.AllocationReleasing {
+				t.Errorf("node %s of the given-back step: %s, want releasing (sanitize)", n, states[n])
+			}
 		}
 		// It grows back, elsewhere.
 		w.advance(30 * time.Minute)

@@ -30,7 +30,7 @@ func (t touching) UpdateAllocation(ctx context.Context, a Allocation) error {
 	nodes := []string{a.NodeID}
 	if a.Replaces != "" { // its state shows on the reservation's other nodes
 		t.s.replaced(ctx, a.ReservationID)
-		r, err := t.Store.Reservation(ctx, a.ReservationID)
+		r, err := t.s.cachedReservation(ctx, a.ReservationID)
 		if err != nil {
 			return err
 		}
