@@ -82,7 +82,9 @@ type Minute struct {
 }
 
 // EnergyReading is one GPU's energy counter at an instant that matters to
-// billing: an allocation becoming ready or released, or the hour.
+// billing: an allocation becoming ready or released, or the hour. GPU
+// NodeMeterGPU (-1) is the node's input energy from its out-of-band
+// controller.
 type EnergyReading struct {
 	NodeID       string    `json:"node_id"`
 	GPU          int       `json:"gpu"`
@@ -934,6 +936,13 @@ func (s *Service) RecordEnergy(ctx context.Context, nodeID string, gpus []int, r
 	for _, g := range st.Heartbeat.GPUs {
 		if len(gpus) == 0 || want[g.Index] {
 			rs = append(rs, EnergyReading{NodeID: nodeID, GPU: g.Index, At: at, EnergyJ: g.EnergyJ, Reason: reason, AllocationID: allocationID})
+		}
+	}
+	// The node's input energy, where its out-of-band controller meters it.
+	if m, ok := s.OutOfBand.(EnergyMeter); ok && len(rs) > 0 {
+		// A controller that cannot be read leaves the GPUs' estimate.
+		if j, ok, err := m.NodeEnergy(ctx, nodeID); err == nil && ok {
+			rs = append(rs, EnergyReading{NodeID: nodeID, GPU: NodeMeterGPU, At: at, EnergyJ: j, Reason: reason, AllocationID: allocationID})
 		}
 	}
 	return s.Store.PutEnergyReadings(ctx, rs)

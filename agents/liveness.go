@@ -354,6 +354,29 @@ type OutOfBand interface {
 type SimBMC struct {
 	mu    sync.Mutex
 	power map[string]string
+	// Energy, when set, is the node input energy counter (joules) the
+	// simulated BMCs meter; ok false: that node's BMC has no power meter.
+	Energy func(nodeID string) (joules uint64, ok bool)
+}
+
+// EnergyMeter is an out-of-band controller that meters a node's input
+// energy (a Redfish PowerSubsystem or a metered PDU outlet): billing's
+// energy of record where present.
+type EnergyMeter interface {
+	NodeEnergy(ctx context.Context, nodeID string) (joules uint64, ok bool, err error)
+}
+
+// NodeMeterGPU is the GPU index under which a node's metered input energy
+// is kept among its energy readings.
+const NodeMeterGPU = -1
+
+// NodeEnergy reads a node's simulated input energy meter.
+func (b *SimBMC) NodeEnergy(_ context.Context, nodeID string) (uint64, bool, error) {
+	if b.Energy == nil {
+		return 0, false, nil
+	}
+	j, ok := b.Energy(nodeID)
+	return j, ok, nil
 }
 
 // Power reports a node's simulated power state.

@@ -371,6 +371,8 @@ func contractCmd(g *globals) *cobra.Command {
 	create.Flags().IntVar(&in.PhaseGPUs, "phase-gpus", 0, "deliver this many GPUs per phase")
 	create.Flags().StringVar(&every, "phase-every", "", "time between phases, e.g. 7d")
 	create.Flags().IntVar(&in.Replacements, "replacements", 0, "nodes the tenant may have replaced on request each month (default: the standard SLA's 4)")
+	create.Flags().BoolVar(&in.PowerPassThrough, "power-pass-through", false, "bill energy at cost: kWh × PUE × the site's energy price")
+	create.Flags().StringVar(&in.OverageRate, "overage-rate", "", "price per GPU-hour beyond the commitment (default: no overage billed)")
 	for _, f := range []string{"tenant", "site", "start", "duration", "rate"} {
 		create.MarkFlagRequired(f)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/console"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
@@ -95,6 +96,7 @@ type Running struct {
 	Fleet   *fleet.Service
 	Agents  *agents.Service
 	Tenants *tenant.Service
+	Billing *billing.Service
 	Console *console.Console
 	api     *httpapi.Server
 	srv     *http.Server
@@ -164,8 +166,10 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	sv.OnAllocation = func(ctx context.Context, a sales.Allocation, edge string) error {
 		return ag.RecordEnergy(ctx, a.NodeID, a.GPUs, edge, a.ID)
 	}
+	bl := billing.NewService(db, db)
+	bl.Now, bl.Logger, bl.Resolve, bl.SpotRates = o.Now, o.Logger, tenants.Resolve, spotRates(sv)
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
 	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Store: db, API: api.Handler(), Now: o.Now,
@@ -206,12 +210,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sample = 5 * time.Second
 	}
 	go con.Run(bg, sample)
-	hour := time.Hour
-	if o.TimeScale > 1 {
-		hour = time.Duration(float64(hour) / o.TimeScale)
-	}
-	go hourly(bg, ag, hour, o.Logger)
+	go hourly(bg, ag, o.Now, o.TimeScale, o.Logger)
 	if !o.NoLifecycle {
+		// Meter, record spot prices and close months every minute of the
+		// control plane's clock.
+		go bl.Run(bg, max(time.Second, time.Duration(float64(time.Minute)/max(1, o.TimeScale))))
 		sweepEvery := time.Duration(ag.HeartbeatS) * time.Second / 2
 		if o.LifecycleEvery > 0 && o.LifecycleEvery < sweepEvery {
 			sweepEvery = o.LifecycleEvery
@@ -223,7 +226,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 		go sv.Run(bg, every)
 	}
-	r.Sales, r.Fleet, r.Agents, r.Tenants = sv, fl, ag, tenants
+	r.Sales, r.Fleet, r.Agents, r.Tenants, r.Billing = sv, fl, ag, tenants, bl
 	return r, nil
 }
 
@@ -284,15 +287,19 @@ func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *sl
 }
 
 // hourly records every reporting node's energy counters and forgets old
-// telemetry, every hour of the control plane's clock.
-func hourly(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+// telemetry at the top of every hour of the control plane's clock (the
+// meter splits energy at those readings).
+func hourly(ctx context.Context, ag *agents.Service, now func() time.Time, scale float64, log *slog.Logger) {
 	for {
+		n := now()
+		wait := n.Truncate(time.Hour).Add(time.Hour).Sub(n)
+		if scale > 1 {
+			wait = time.Duration(float64(wait) / scale)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait + time.Millisecond):
 		}
 		if err := ag.Hourly(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("hourly telemetry", "err", err)
@@ -373,5 +380,17 @@ func serverFlags(cmd *cobra.Command, o *ServerOptions) {
 	cmd.PreRun = func(*cobra.Command, []string) {
 		o.Seams = &Seams{Provision: &sales.SimStage{Duration: prov, Jitter: prov / 3, FailRate: fail, Seed: 1},
 			Network: &sales.SimStage{Duration: net}, Sanitize: &sales.SimStage{Duration: san, Jitter: san / 5}}
+	}
+}
+
+// spotRates feeds billing's spot price series from the selling service.
+func spotRates(sv *sales.Service) func(ctx context.Context) ([]billing.SpotPoint, error) {
+	return func(ctx context.Context) ([]billing.SpotPoint, error) {
+		rs, err := sv.SpotRates(ctx)
+		out := make([]billing.SpotPoint, 0, len(rs))
+		for _, r := range rs {
+			out = append(out, billing.SpotPoint{SiteID: r.Site, SKU: r.SKU, At: r.At, RateMicros: r.RateMicros})
+		}
+		return out, err
 	}
 }

@@ -134,6 +134,9 @@ type Power struct {
 	PUE                    float64      `json:"pue,omitempty" yaml:"pue"`
 	WUELPerKWh             float64      `json:"wue_l_per_kwh,omitempty" yaml:"wue_l_per_kwh"`
 	CarbonIntensityGPerKWh float64      `json:"carbon_intensity_g_per_kwh,omitempty" yaml:"carbon_intensity_g_per_kwh"`
+	// EnergyPrice is what the site pays per kWh of facility energy, in
+	// currency units ("0.085"): the rate of power pass-through.
+	EnergyPrice string `json:"energy_price_per_kwh,omitempty" yaml:"energy_price_per_kwh"`
 }
 
 // Feed is a grid feed.

@@ -19,7 +19,11 @@ type SKU struct {
 	PartitionDelivery string `json:"partition_delivery,omitempty" yaml:"partition_delivery" doc:"How partitions are delivered: vm (Fabric Manager partitions), never bare metal."`
 	NVLinkDomainNodes int    `json:"nvlink_domain_nodes,omitempty" yaml:"nvlink_domain_nodes"`
 	TurnaroundS       int64  `json:"turnaround_s" yaml:"turnaround_s"`
-	Description       string `json:"description,omitempty" yaml:"description"`
+	// GPUPowerShare is the documented share of the node's input power its
+	// GPUs draw (HGX H100: about 0.55); billing estimates node energy from
+	// GPU energy with it where no out-of-band meter reads the node.
+	GPUPowerShare float64 `json:"gpu_power_share,omitempty" yaml:"gpu_power_share"`
+	Description   string  `json:"description,omitempty" yaml:"description"`
 }
 
 // MaxGPUPowerW is one GPU's power limit: the SKU's, or an estimate from the

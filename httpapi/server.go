@@ -25,6 +25,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
 	"github.com/neocloud/neocloud/sales"
@@ -46,6 +47,7 @@ type Config struct {
 	Fleet       *fleet.Service
 	Sales       *sales.Service
 	Agents      *agents.Service
+	Billing     *billing.Service
 	Audit       audit.Store
 	Idempotency idempotency.Store
 	Tx          TxRunner
@@ -115,6 +117,9 @@ func New(cfg Config) *Server {
 	s.registerSales()
 	if cfg.Agents != nil {
 		s.registerAgents()
+	}
+	if cfg.Billing != nil {
+		s.registerBilling()
 	}
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake

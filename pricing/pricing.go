@@ -119,6 +119,20 @@ func Total(rate Micros, gpus int, d time.Duration) (Micros, error) {
 	return q.Int64(), nil
 }
 
+// TotalSeconds is rate × GPU-seconds / 3600, rounded half up to a
+// micro-unit once, computed exactly; a total beyond int64 is an error.
+func TotalSeconds(rate Micros, gpuSeconds int64) (Micros, error) {
+	n := new(big.Int).Mul(big.NewInt(rate), big.NewInt(gpuSeconds))
+	q, r := new(big.Int).QuoRem(n, big.NewInt(3600), new(big.Int))
+	if r.Mul(r, big.NewInt(2)).Cmp(big.NewInt(3600)) >= 0 {
+		q.Add(q, big.NewInt(1))
+	}
+	if !q.IsInt64() {
+		return 0, neocloud.Invalid("body.gpus", "the total exceeds what one contract can carry")
+	}
+	return q.Int64(), nil
+}
+
 // At returns the entry in effect at t for sku and class from a book sorted
 // by EffectiveAt, or false.
 func At(book []Price, sku, class string, t time.Time) (Price, bool) {

@@ -27,6 +27,10 @@ type LeaseInput struct {
 	PhaseGPUs   int       `json:"phase_gpus,omitempty" doc:"Deliver this many GPUs per phase (whole nodes); default everything at once."`
 	PhaseEveryS int64     `json:"phase_every_s,omitempty" doc:"Seconds between phases."`
 	Delivery    Delivery  `json:"delivery,omitempty" enum:"managed,bare_metal," doc:"Default managed."`
+	// PowerPassThrough bills the leased nodes' energy at cost: kWh × the
+	// site's PUE × its energy rate.
+	PowerPassThrough bool   `json:"power_pass_through,omitempty" doc:"Bill energy at cost: kWh × PUE × the site's energy rate."`
+	OverageRate      string `json:"overage_rate_per_gpu_hour,omitempty" doc:"Rate for GPU-hours beyond the commitment; absent: no overage billed."`
 	// Replacements is how many nodes the tenant may have replaced on
 	// request each month; 0: the standard SLA's.
 	Replacements int `json:"replacements_per_month,omitempty" minimum:"0" doc:"Nodes the tenant may have replaced on request each month (default: the standard SLA's 4)."`
@@ -59,7 +63,7 @@ type Delivered struct {
 	ContractedGPUs    int            `json:"contracted_gpus"`
 	ReadyGPUs         int            `json:"ready_gpus" doc:"GPUs in ready allocations now."`
 	Phases            []PhaseProgess `json:"phases,omitempty"`
-	RemainingMicros   int64          `json:"remaining_commitment_micros" doc:"Rate × contracted GPUs × the term left."`
+	RemainingMicros   int64          `json:"remaining_commitment_micros" doc:"Rate × each reservation's GPUs × what is left of its window."`
 	RemainingCurrency string         `json:"currency"`
 }
 
@@ -111,6 +115,15 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 		}
 		if rate <= 0 {
 			return neocloud.Invalid("body.price_per_gpu_hour", "must be positive")
+		}
+		var overage int64
+		if in.OverageRate != "" {
+			if overage, err = pricing.ParseMicros("body.overage_rate_per_gpu_hour", in.OverageRate); err != nil {
+				return err
+			}
+			if overage < 0 {
+				return neocloud.Invalid("body.overage_rate_per_gpu_hour", "must not be negative")
+			}
 		}
 		skuName := in.SKU
 		if skuName == "" {
@@ -177,7 +190,10 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 			Terms: Terms{RateMicros: rate, PricePerGPUHour: pricing.FormatMicros(rate), Currency: currency, BillingSchedule: "monthly_in_advance", CommitmentMicros: total,
 				SLA:              standardSLA(14 * 24 * time.Hour),
 				EarlyTermination: "the remaining commitment is due", EarlyTerminationP: 100,
-				Lease: &Lease{Site: site.ID, Domain: in.Domain, GPUs: gpus}}}
+				Lease: &Lease{Site: site.ID, Domain: in.Domain, GPUs: gpus}, PowerPassThrough: in.PowerPassThrough, OverageRateMicros: overage}}
+		if overage > 0 {
+			c.Terms.OverageRate = pricing.FormatMicros(overage)
+		}
 		if in.Replacements > 0 {
 			c.Terms.SLA.ReplacementsPerMonth = in.Replacements
 		}
@@ -212,6 +228,15 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 			r.Nodes = s.nodesOf(cm)
 			c.Terms.Lease.Phases = append(c.Terms.Lease.Phases, Phase{Reservation: r.ID, Start: at, GPUs: sh.GPUs})
 			rsvs = append(rsvs, r)
+		}
+		// Take-or-pay: each phase from its start to the lease's end (a phase
+		// is billed from the day it is due, whatever the use).
+		var gpuSeconds int64
+		for _, ph := range c.Terms.Lease.Phases {
+			gpuSeconds += int64(ph.GPUs) * int64(end.Sub(ph.Start)/time.Second)
+		}
+		if c.Terms.CommitmentMicros, err = pricing.TotalSeconds(rate, gpuSeconds); err != nil {
+			return err
 		}
 		if err := s.Store.InsertContract(ctx, c); err != nil {
 			return err
@@ -304,8 +329,18 @@ func (s *Service) view(ctx context.Context, c Contract, now time.Time) (Contract
 		}
 	}
 	if c.End != nil && c.Terms.CommitmentMicros > 0 && now.Before(*c.End) {
-		from := maxTime(now, c.Start)
-		if rem, err := pricing.Total(c.Terms.RateMicros, d.ContractedGPUs, c.End.Sub(from)); err == nil {
+		// What the reservations still to run commit: each one's GPUs over
+		// what is left of its window (a phase not yet due, all of it).
+		var gpuSeconds int64
+		for _, r := range rsvs {
+			if r.State == ReservationCancelled || r.State == ReservationFailed || r.Shape.End == nil {
+				continue
+			}
+			if from := maxTime(now, r.Shape.Start); r.Shape.End.After(from) {
+				gpuSeconds += int64(r.Shape.GPUs) * int64(r.Shape.End.Sub(from)/time.Second)
+			}
+		}
+		if rem, err := pricing.TotalSeconds(c.Terms.RateMicros, gpuSeconds); err == nil {
 			d.RemainingMicros = min(rem, c.Terms.CommitmentMicros)
 		}
 	}

@@ -184,6 +184,13 @@ type Terms struct {
 	EarlyTermination  string `json:"early_termination" doc:"What ending early costs."`
 	EarlyTerminationP int    `json:"early_termination_percent" doc:"Share of the remaining commitment due on early termination."`
 	Lease             *Lease `json:"lease,omitempty" doc:"For a lease: what is leased and its phases."`
+	// PowerPassThrough bills the energy of the contract's allocations at
+	// cost (kWh × PUE × the site's energy rate) on top of the GPU-hours.
+	PowerPassThrough bool `json:"power_pass_through,omitempty"`
+	// OverageRateMicros: per GPU-hour used beyond the commitment in a
+	// month; 0: none billed.
+	OverageRateMicros int64  `json:"overage_rate_micros,omitempty"`
+	OverageRate       string `json:"overage_rate_per_gpu_hour,omitempty"`
 }
 
 // Contract is the commercial terms covering one or more reservations.

@@ -739,8 +739,9 @@ func TestPhasedLeaseDisplacesSpotWithNotice(t *testing.T) {
 		if c.Kind != placement.ClassLease || c.Delivery.ContractedGPUs != 256 || len(c.Delivery.Phases) != 3 || c.Delivery.ReadyGPUs != 0 {
 			t.Fatalf("lease: %+v %+v", c.Contract, c.Delivery)
 		}
-		// 1.85 × 256 GPUs × 3 × 8760 h, take-or-pay.
-		if c.Terms.CommitmentMicros != 1_850_000*256*3*8760 || c.Delivery.RemainingMicros != c.Terms.CommitmentMicros {
+		// 1.85 × 256 GPUs × 3 × 8760 h, take-or-pay, less the weeks before
+		// the second (96 GPUs × 7 d) and third (64 GPUs × 14 d) phases.
+		if c.Terms.CommitmentMicros != 1_850_000*(256*3*8760-96*7*24-64*14*24) || c.Delivery.RemainingMicros != c.Terms.CommitmentMicros {
 			t.Fatalf("commitment %d remaining %d", c.Terms.CommitmentMicros, c.Delivery.RemainingMicros)
 		}
 		for i, want := range []int{96, 96, 64} {

@@ -751,3 +751,44 @@ func standardSLA(notice time.Duration) SLA {
 	return SLA{AvailabilityPercent: 99.9, CreditTiers: []CreditTier{{Below: 99.9, Percent: 10}, {Below: 99, Percent: 25}, {Below: 95, Percent: 100}},
 		CreditCapPercent: 100, MaintenanceNoticeS: int64(notice / time.Second), ReplacementsPerMonth: 4}
 }
+
+// SpotRate is the spot price in force at a site for a SKU.
+type SpotRate struct {
+	Site       string
+	SKU        string
+	At         time.Time
+	RateMicros int64
+}
+
+// SpotRates returns the spot rate in force now at every site for every SKU
+// the price book prices spot: the rate a spot quote would get, which
+// billing integrates per second.
+func (s *Service) SpotRates(ctx context.Context) ([]SpotRate, error) {
+	book, err := s.Store.Prices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []SpotRate
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
+		now := s.now()
+		for sku, sites := range s.siteIndex() {
+			if _, ok := pricing.At(book, sku, string(placement.ClassSpot), now); !ok {
+				continue
+			}
+			for _, site := range sites {
+				s.lock(ctx)
+				cal, err := s.calendarFor(ctx, site, sku)
+				if err != nil {
+					return err
+				}
+				_, rate, err := s.price(ctx, Shape{Site: site, SKU: sku, GPUs: 1, Class: placement.ClassSpot, Start: now}, cal)
+				if err != nil {
+					return err
+				}
+				out = append(out, SpotRate{Site: site, SKU: sku, At: now, RateMicros: rate})
+			}
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,810 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/pricing"
+	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// Store is what billing keeps and reads. Writes run inside the caller's
+// transaction (Tx).
+type Store interface {
+	// MeteredAllocations returns the allocations that were ready at some
+	// instant of [from, to): ready or releasing now, or ended since from.
+	MeteredAllocations(ctx context.Context, from, to time.Time) ([]Metered, error)
+	// EnergyReadingsAt returns every node's readings in [from, to).
+	EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agents.EnergyReading, error)
+	// UsageRecordsIn returns the records (all revisions) of hours in
+	// [from, to), for one tenant or all ("").
+	UsageRecordsIn(ctx context.Context, tenantID string, from, to time.Time) ([]UsageRecord, error)
+	InsertUsageRecords(ctx context.Context, rs []UsageRecord) error
+	UpdateUsageRecords(ctx context.Context, rs []UsageRecord) error
+	// OpenUsage returns a tenant's records not yet invoiced of hours
+	// before.
+	OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]UsageRecord, error)
+	// MeterThrough is the hour the meter has derived every record before
+	// (zero: never run); SetMeterThrough moves it.
+	MeterThrough(ctx context.Context) (time.Time, error)
+	SetMeterThrough(ctx context.Context, t time.Time) error
+
+	PutSpotPoint(ctx context.Context, p SpotPoint) error
+	SpotPoints(ctx context.Context, from, to time.Time) ([]SpotPoint, error)
+	LastSpotPoint(ctx context.Context, siteID, sku string) (SpotPoint, bool, error)
+
+	Seller(ctx context.Context) (Seller, bool, error)
+	PutSeller(ctx context.Context, s Seller) error
+	Profile(ctx context.Context, tenantID string) (Profile, bool, error)
+	PutProfile(ctx context.Context, p Profile) error
+
+	Periods(ctx context.Context) ([]Period, error)
+	InsertPeriod(ctx context.Context, p Period) error
+	// NextNumber takes the next number of a series (1, 2, …).
+	NextNumber(ctx context.Context, series string) (int64, error)
+	// InsertInvoice stores a finalized invoice or credit note with its
+	// commitment charges, and links each line's usage records to it.
+	InsertInvoice(ctx context.Context, inv Invoice, lineRecords map[int][]string) error
+	Invoice(ctx context.Context, id string) (Invoice, error)
+	Invoices(ctx context.Context, f InvoiceFilter, pg neocloud.Page) ([]Invoice, error)
+	// Credited sums the subtotals (negative) of credit notes against an
+	// invoice.
+	Credited(ctx context.Context, invoiceID string) (int64, error)
+	BilledCharges(ctx context.Context, keys []string) (map[string]bool, error)
+
+	// What rating reads of selling and the fleet.
+	AllContracts(ctx context.Context, tenantID string) ([]sales.Contract, error)
+	ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error)
+	Prices(ctx context.Context) ([]pricing.Price, error)
+	Sites(ctx context.Context) ([]fleet.Site, error)
+	Tenants(ctx context.Context, f tenant.TenantFilter, p neocloud.Page) ([]tenant.Tenant, error)
+	Tenant(ctx context.Context, id string) (tenant.Tenant, error)
+}
+
+// InvoiceFilter narrows a list of invoices.
+type InvoiceFilter struct {
+	TenantID string
+	Period   string
+	Kind     string
+}
+
+// Tx runs functions in one write transaction.
+type Tx interface {
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// Service meters, rates and invoices.
+type Service struct {
+	Store Store
+	Tx    Tx
+	Now   func() time.Time
+	// Resolve finds a tenant by name or id as a principal may see it.
+	Resolve func(ctx context.Context, p neocloud.Principal, ref string) (tenant.Tenant, error)
+	// SpotRates gives the spot rate in force now per site and SKU (nil:
+	// no spot series is recorded).
+	SpotRates func(ctx context.Context) ([]SpotPoint, error)
+	// Settle is how long after an hour ends the meter waits for its last
+	// readings before deriving it; Lookback how many hours before the
+	// meter's mark each pass derives again (late readings).
+	Settle   time.Duration
+	Lookback time.Duration
+	Logger   *slog.Logger
+	// Closed is called after a period is closed (the console shows it).
+	Closed func(p Period)
+}
+
+// NewService returns a service with the default settle and lookback.
+func NewService(st Store, tx Tx) *Service {
+	return &Service{Store: st, Tx: tx, Now: time.Now, Settle: 5 * time.Minute, Lookback: 2 * time.Hour, Logger: slog.Default()}
+}
+
+func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
+
+// MeterResult says what a meter pass did.
+type MeterResult struct {
+	From      time.Time `json:"from"`
+	To        time.Time `json:"to"`
+	Inserted  int       `json:"inserted"`
+	Updated   int       `json:"updated"`
+	Unchanged int       `json:"unchanged"`
+}
+
+// Meter derives the records of every complete hour up to through (floored
+// to the hour), again from Lookback before its mark, and moves the mark.
+func (s *Service) Meter(ctx context.Context, through time.Time) (MeterResult, error) {
+	var res MeterResult
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		mark, err := s.Store.MeterThrough(ctx)
+		if err != nil {
+			return err
+		}
+		to := through.UTC().Truncate(time.Hour)
+		from := mark.Add(-s.Lookback)
+		if mark.IsZero() {
+			from = time.Unix(0, 0).UTC()
+		}
+		if !to.After(mark) && !mark.IsZero() {
+			return nil
+		}
+		r, err := s.derive(ctx, from, to)
+		if err != nil {
+			return err
+		}
+		res = r
+		return s.Store.SetMeterThrough(ctx, to)
+	})
+	return res, err
+}
+
+// Rederive derives the records of [from, to) again (an operator's
+// correction after late readings): changed records are updated while not
+// invoiced, and become corrections for the next invoice once they are.
+func (s *Service) Rederive(ctx context.Context, p neocloud.Principal, from, to time.Time) (MeterResult, error) {
+	if p.Role != neocloud.RoleOperatorAdmin {
+		return MeterResult{}, neocloud.Errorf(neocloud.KindForbidden, "only operator-admins derive usage")
+	}
+	var res MeterResult
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		mark, err := s.Store.MeterThrough(ctx)
+		if err != nil {
+			return err
+		}
+		if to.After(mark) {
+			to = mark
+		}
+		if !to.After(from) {
+			return neocloud.Invalid("query.period", "the meter has derived nothing of that period yet (through %s)", mark.Format(time.RFC3339))
+		}
+		res, err = s.derive(ctx, from, to)
+		return err
+	})
+	return res, err
+}
+
+func (s *Service) derive(ctx context.Context, from, to time.Time) (MeterResult, error) {
+	res := MeterResult{From: from, To: to}
+	allocs, err := s.Store.MeteredAllocations(ctx, from, to)
+	if err != nil {
+		return res, err
+	}
+	if len(allocs) == 0 {
+		return res, nil
+	}
+	readings, err := s.Store.EnergyReadingsAt(ctx, from.Add(-time.Hour), to.Add(time.Hour))
+	if err != nil {
+		return res, err
+	}
+	byNode := map[string][]agents.EnergyReading{}
+	for _, r := range readings {
+		byNode[r.NodeID] = append(byNode[r.NodeID], r)
+	}
+	stored, err := s.Store.UsageRecordsIn(ctx, "", from, to)
+	if err != nil {
+		return res, err
+	}
+	type key struct {
+		alloc string
+		hour  int64
+	}
+	existing := map[key][]UsageRecord{}
+	for _, r := range stored {
+		k := key{r.AllocationID, r.Hour.Unix()}
+		existing[k] = append(existing[k], r)
+	}
+	now := s.now()
+	var ins, upd []UsageRecord
+	for _, m := range allocs {
+		for _, r := range Derive(m, byNode[m.NodeID], from, to) {
+			r.DerivedAt = now
+			i, u := Reconcile(r, existing[key{r.AllocationID, r.Hour.Unix()}])
+			switch {
+			case i != nil:
+				ins = append(ins, *i)
+			case u != nil:
+				upd = append(upd, *u)
+			default:
+				res.Unchanged++
+			}
+		}
+	}
+	if err := s.Store.InsertUsageRecords(ctx, ins); err != nil {
+		return res, err
+	}
+	if err := s.Store.UpdateUsageRecords(ctx, upd); err != nil {
+		return res, err
+	}
+	res.Inserted, res.Updated = len(ins), len(upd)
+	return res, nil
+}
+
+// RecordSpot appends the spot rates in force now where they changed.
+func (s *Service) RecordSpot(ctx context.Context) error {
+	if s.SpotRates == nil {
+		return nil
+	}
+	pts, err := s.SpotRates(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Tx.InTx(ctx, func(ctx context.Context) error {
+		for _, p := range pts {
+			last, ok, err := s.Store.LastSpotPoint(ctx, p.SiteID, p.SKU)
+			if err != nil {
+				return err
+			}
+			if ok && (last.RateMicros == p.RateMicros || !p.At.After(last.At)) {
+				continue
+			}
+			if err := s.Store.PutSpotPoint(ctx, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// seller returns the seller, or the default one.
+func (s *Service) seller(ctx context.Context) (Seller, error) {
+	sl, ok, err := s.Store.Seller(ctx)
+	if err != nil || !ok {
+		return DefaultSeller(), err
+	}
+	return sl, nil
+}
+
+// Seller returns the invoicing seller's details.
+func (s *Service) Seller(ctx context.Context) (Seller, error) { return s.seller(ctx) }
+
+// SetSeller replaces the seller's details (operator-admin).
+func (s *Service) SetSeller(ctx context.Context, in Seller) (Seller, error) {
+	if err := in.Validate(); err != nil {
+		return Seller{}, err
+	}
+	return in, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.PutSeller(ctx, in) })
+}
+
+// Profile returns a tenant's billing profile as p may see it.
+func (s *Service) Profile(ctx context.Context, p neocloud.Principal, ref string) (Profile, error) {
+	t, err := s.Resolve(ctx, p, ref)
+	if err != nil {
+		return Profile{}, err
+	}
+	pr, ok, err := s.Store.Profile(ctx, t.ID)
+	if !ok {
+		pr = Profile{TenantID: t.ID, TaxRate: "0"}
+	}
+	return pr, err
+}
+
+// SetProfile replaces a tenant's billing profile.
+func (s *Service) SetProfile(ctx context.Context, p neocloud.Principal, ref string, in Profile) (Profile, error) {
+	t, err := s.Resolve(ctx, p, ref)
+	if err != nil {
+		return Profile{}, err
+	}
+	if in.TaxRate == "" {
+		in.TaxRate = "0"
+	}
+	if err := in.Validate(); err != nil {
+		return Profile{}, err
+	}
+	in.TenantID = t.ID
+	return in, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.PutProfile(ctx, in) })
+}
+
+// rateInput gathers what one tenant's invoices for [start, end) depend on.
+func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string, start, end, before time.Time, seller Seller, shared *shared) (RateInput, error) {
+	in := RateInput{TenantID: t.ID, TenantName: t.Name, Seller: seller, Period: period, Start: start, End: end,
+		Prices: shared.prices, Spot: shared.spot, Sites: shared.sites}
+	pr, ok, err := s.Store.Profile(ctx, t.ID)
+	if err != nil {
+		return in, err
+	}
+	if !ok {
+		pr = Profile{TenantID: t.ID}
+	}
+	in.Profile = pr
+	cs, err := s.Store.AllContracts(ctx, t.ID)
+	if err != nil {
+		return in, err
+	}
+	var keys []string
+	for _, c := range cs {
+		if c.Kind == placement.ClassInternal {
+			continue
+		}
+		rs, err := s.Store.ContractReservations(ctx, c.ID)
+		if err != nil {
+			return in, err
+		}
+		in.Contracts = append(in.Contracts, ContractWork{Contract: c, Reservations: rs})
+		for m := mustStart(MonthOf(c.Start)); m.Before(end.AddDate(0, 1, 0)); m = m.AddDate(0, 1, 0) {
+			keys = append(keys, "commit:"+c.ID+":"+MonthOf(m))
+		}
+	}
+	if in.Billed, err = s.Store.BilledCharges(ctx, keys); err != nil {
+		return in, err
+	}
+	in.Records, err = s.Store.OpenUsage(ctx, t.ID, before)
+	return in, err
+}
+
+// shared is what every tenant's rating reads alike.
+type shared struct {
+	prices []pricing.Price
+	spot   []SpotPoint
+	sites  map[string]SiteEnergy
+}
+
+func (s *Service) shared(ctx context.Context, end time.Time) (*shared, error) {
+	sh := &shared{sites: map[string]SiteEnergy{}}
+	var err error
+	if sh.prices, err = s.Store.Prices(ctx); err != nil {
+		return nil, err
+	}
+	if sh.spot, err = s.Store.SpotPoints(ctx, time.Unix(0, 0), end); err != nil {
+		return nil, err
+	}
+	sites, err := s.Store.Sites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range sites {
+		se := SiteEnergy{}
+		if st.Power != nil {
+			se.PUE = PUEString(st.Power.PUE)
+			if st.Power.EnergyPrice != "" {
+				if se.RateMicros, err = pricing.ParseMicros("power.energy_price_per_kwh", st.Power.EnergyPrice); err != nil {
+					return nil, err
+				}
+			}
+		}
+		sh.sites[st.ID] = se
+	}
+	return sh, nil
+}
+
+// Draft is a tenant's invoice for a period as it stands (the open period
+// by default): numbered only when the period closes.
+func (s *Service) Draft(ctx context.Context, p neocloud.Principal, ref, period string) ([]Invoice, error) {
+	t, err := s.Resolve(ctx, p, ref)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if period == "" {
+		period = MonthOf(now)
+	}
+	start, end, err := Month("query.period", period)
+	if err != nil {
+		return nil, err
+	}
+	closed, err := s.closed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if closed[period] {
+		return nil, neocloud.Conflict("closed", "period %s is closed: list its invoices instead", period)
+	}
+	seller, err := s.seller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := s.shared(ctx, end)
+	if err != nil {
+		return nil, err
+	}
+	in, err := s.rateInput(ctx, t, period, start, end, end, seller, sh)
+	if err != nil {
+		return nil, err
+	}
+	in.IssuedAt, in.Draft = now, true
+	invs, err := Rate(in)
+	for i := range invs {
+		invs[i].ID = "draft"
+	}
+	return invs, err
+}
+
+func (s *Service) closed(ctx context.Context) (map[string]bool, error) {
+	ps, err := s.Store.Periods(ctx)
+	out := map[string]bool{}
+	for _, p := range ps {
+		out[p.Period] = true
+	}
+	return out, err
+}
+
+// Periods lists the closed periods.
+func (s *Service) Periods(ctx context.Context) ([]Period, error) { return s.Store.Periods(ctx) }
+
+// Close finalizes a month: derives its last hours, then for every tenant
+// with something to bill, rates it and stores a numbered, immutable invoice
+// per currency (numbers follow in tenant name order, without gaps). A
+// month closes once, after it has ended, and after the month before it
+// (once any month has been closed).
+func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string) (Period, []Invoice, error) {
+	start, end, err := Month("body.period", period)
+	if err != nil {
+		return Period{}, nil, err
+	}
+	var out Period
+	var invs []Invoice
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
+		now := s.now()
+		if end.After(now) {
+			return neocloud.Invalid("body.period", "period %s has not ended (it ends %s)", period, end.Format(time.RFC3339))
+		}
+		ps, err := s.Store.Periods(ctx)
+		if err != nil {
+			return err
+		}
+		var latest string
+		for _, q := range ps {
+			if q.Period == period {
+				return neocloud.Conflict("closed", "period %s was closed at %s", period, q.ClosedAt.Format(time.RFC3339))
+			}
+			latest = max(latest, q.Period)
+		}
+		if latest != "" {
+			if prev := MonthOf(start.AddDate(0, -1, 0)); latest < prev {
+				return neocloud.Conflict("open", "close %s first: months close in order", MonthOf(mustStart(latest).AddDate(0, 1, 0)))
+			}
+			if latest > period {
+				return neocloud.Conflict("closed", "a later period (%s) is already closed", latest)
+			}
+		}
+		if _, err := s.Meter(ctx, end); err != nil {
+			return err
+		}
+		seller, err := s.seller(ctx)
+		if err != nil {
+			return err
+		}
+		sh, err := s.shared(ctx, end)
+		if err != nil {
+			return err
+		}
+		ts, err := s.allTenants(ctx)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			in, err := s.rateInput(ctx, t, period, start, end, end, seller, sh)
+			if err != nil {
+				return err
+			}
+			in.IssuedAt, in.KeepRecords = now, true
+			got, err := Rate(in)
+			if err != nil {
+				return err
+			}
+			for _, inv := range got {
+				n, err := s.Store.NextNumber(ctx, "invoice")
+				if err != nil {
+					return err
+				}
+				inv.Number = fmt.Sprintf("%s%06d", seller.InvoicePrefix, n)
+				links := map[int][]string{}
+				for i := range inv.Lines {
+					links[inv.Lines[i].N] = inv.Lines[i].records
+					inv.Lines[i].records = nil
+				}
+				if err := s.Store.InsertInvoice(ctx, inv, links); err != nil {
+					return err
+				}
+				invs = append(invs, inv)
+			}
+		}
+		by := p.TokenID
+		if by == "" {
+			by = "automatic close"
+		}
+		out = Period{Period: period, Start: start, End: end, ClosedAt: now, ClosedBy: by, Invoices: len(invs)}
+		return s.Store.InsertPeriod(ctx, out)
+	})
+	if err == nil && s.Closed != nil {
+		s.Closed(out)
+	}
+	return out, invs, err
+}
+
+func mustStart(period string) time.Time {
+	t, _, _ := neocloud.ParsePeriod(period)
+	return t
+}
+
+// allTenants returns every external tenant by name.
+func (s *Service) allTenants(ctx context.Context) ([]tenant.Tenant, error) {
+	var out []tenant.Tenant
+	pg := neocloud.Page{Limit: neocloud.MaxLimit}
+	for {
+		ts, err := s.Store.Tenants(ctx, tenant.TenantFilter{}, pg)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range ts {
+			if !t.Internal {
+				out = append(out, t)
+			}
+		}
+		if len(ts) < pg.Limit {
+			break
+		}
+		pg.Cursor = neocloud.EncodeCursor(ts[len(ts)-1].ID)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// AutoClose closes every month that ended at least the seller's
+// CloseAfterS ago and is not closed, in order, starting after the latest
+// closed one (or with the month before now, on a store that never closed
+// one).
+func (s *Service) AutoClose(ctx context.Context) ([]Period, error) {
+	seller, err := s.seller(ctx)
+	if err != nil || seller.CloseAfterS < 0 {
+		return nil, err
+	}
+	ps, err := s.Store.Periods(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	due := now.Add(-time.Duration(seller.CloseAfterS) * time.Second)
+	next := mustStart(MonthOf(now)).AddDate(0, -1, 0)
+	if len(ps) > 0 {
+		latest := ps[0].Period
+		for _, q := range ps {
+			latest = max(latest, q.Period)
+		}
+		next = mustStart(latest).AddDate(0, 1, 0)
+	}
+	var out []Period
+	for !next.AddDate(0, 1, 0).After(due) {
+		q, _, err := s.Close(ctx, neocloud.Principal{Role: neocloud.RoleOperatorAdmin}, MonthOf(next))
+		if err != nil {
+			return out, err
+		}
+		out = append(out, q)
+		next = next.AddDate(0, 1, 0)
+	}
+	return out, nil
+}
+
+// Run meters, records spot prices and closes months until ctx ends,
+// looking every `every`.
+func (s *Service) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := s.tick(ctx); err != nil && ctx.Err() == nil {
+			s.Logger.Warn("billing", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) tick(ctx context.Context) error {
+	if err := s.RecordSpot(ctx); err != nil {
+		return fmt.Errorf("spot prices: %w", err)
+	}
+	if _, err := s.Meter(ctx, s.now().Add(-s.Settle)); err != nil {
+		return fmt.Errorf("meter: %w", err)
+	}
+	ps, err := s.AutoClose(ctx)
+	for _, p := range ps {
+		s.Logger.Info("billing period closed", "period", p.Period, "invoices", p.Invoices)
+	}
+	return err
+}
+
+// Invoice returns a finalized invoice or credit note p may see.
+func (s *Service) Invoice(ctx context.Context, p neocloud.Principal, id string) (Invoice, error) {
+	inv, err := s.Store.Invoice(ctx, id)
+	if err != nil {
+		return Invoice{}, err
+	}
+	if !p.SeesTenant(inv.TenantID) {
+		return Invoice{}, neocloud.NotFound("invoice", id)
+	}
+	if inv.Kind == "invoice" {
+		inv.CreditedMicros, err = s.Store.Credited(ctx, inv.ID)
+	}
+	return inv, err
+}
+
+// InvoiceByRef finds an invoice by id or number.
+func (s *Service) InvoiceByRef(ctx context.Context, p neocloud.Principal, ref string) (Invoice, error) {
+	if !neocloud.HasPrefix(ref, PrefixInvoice) && !neocloud.HasPrefix(ref, PrefixCredit) {
+		invs, err := s.Store.Invoices(ctx, InvoiceFilter{}, neocloud.Page{Limit: neocloud.MaxLimit})
+		if err != nil {
+			return Invoice{}, err
+		}
+		for _, inv := range invs {
+			if inv.Number == ref {
+				return s.Invoice(ctx, p, inv.ID)
+			}
+		}
+	}
+	return s.Invoice(ctx, p, ref)
+}
+
+// Invoices lists finalized invoices and credit notes p may see.
+func (s *Service) Invoices(ctx context.Context, p neocloud.Principal, tenantRef string, f InvoiceFilter, pg neocloud.Page) ([]Invoice, error) {
+	if err := pg.Normalize(); err != nil {
+		return nil, err
+	}
+	if p.Role.Tenant() {
+		f.TenantID = p.TenantID
+	}
+	if tenantRef != "" {
+		t, err := s.Resolve(ctx, p, tenantRef)
+		if err != nil {
+			return nil, err
+		}
+		f.TenantID = t.ID
+	}
+	if f.Period != "" {
+		if _, _, err := Month("query.period", f.Period); err != nil {
+			return nil, err
+		}
+	}
+	return s.Store.Invoices(ctx, f, pg)
+}
+
+// CreditInput asks for a credit note against an invoice.
+type CreditInput struct {
+	Amount string `json:"amount,omitempty" doc:"Amount before tax to credit, in currency units; absent: all that is not yet credited."`
+	Reason string `json:"reason" minLength:"1" maxLength:"500"`
+}
+
+// CreditNote issues a numbered credit note against a finalized invoice:
+// an amount before tax (at most what is not yet credited) and the tax on
+// it at the invoice's rate.
+func (s *Service) CreditNote(ctx context.Context, p neocloud.Principal, invoiceRef string, in CreditInput) (Invoice, error) {
+	if strings.TrimSpace(in.Reason) == "" {
+		return Invoice{}, neocloud.Invalid("body.reason", "say why the invoice is credited")
+	}
+	var out Invoice
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		inv, err := s.InvoiceByRef(ctx, p, invoiceRef)
+		if err != nil {
+			return err
+		}
+		if inv.Kind != "invoice" {
+			return neocloud.Conflict(inv.Kind, "%s is a credit note; credit its invoice %s", inv.Number, inv.RefersToNumber)
+		}
+		left := inv.SubtotalMicros + inv.CreditedMicros
+		amount := left
+		if in.Amount != "" {
+			if amount, err = pricing.ParseMicros("body.amount", in.Amount); err != nil {
+				return err
+			}
+		}
+		if amount <= 0 || amount > left {
+			return neocloud.Invalid("body.amount", "must be positive and at most %s, what is left to credit on %s", money(left), inv.Number)
+		}
+		taxRate, err := Profile{TaxRate: inv.TaxRate}.taxRat()
+		if err != nil {
+			return err
+		}
+		seller, err := s.seller(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := s.Store.NextNumber(ctx, "credit_note")
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		out = Invoice{ID: neocloud.NewID(PrefixCredit), Number: fmt.Sprintf("%s%06d", seller.CreditPrefix, n), Kind: "credit_note", State: "final",
+			Seller: inv.Seller, Buyer: inv.Buyer, TenantID: inv.TenantID, TenantName: inv.TenantName, Period: inv.Period,
+			PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, Currency: inv.Currency, TaxRate: inv.TaxRate,
+			IssuedAt: now, DueAt: now, RefersTo: inv.ID, RefersToNumber: inv.Number, Reason: strings.TrimSpace(in.Reason),
+			Lines: []Line{{N: 1, Kind: LineCredit, Description: "Credit against " + inv.Number + ": " + strings.TrimSpace(in.Reason),
+				ServiceStart: inv.PeriodStart, ServiceEnd: inv.PeriodEnd, Quantity: "1", Unit: "amount", UnitPrice: money(-amount),
+				AmountMicros: -amount, Amount: money(-amount)}},
+			SubtotalMicros: -amount}
+		finish(&out, taxRate)
+		return s.Store.InsertInvoice(ctx, out, nil)
+	})
+	return out, err
+}
+
+// UsageRow is usage summed over one day, hour or reservation.
+type UsageRow struct {
+	Key           string `json:"key" doc:"The day (2027-01-04), hour (RFC 3339) or reservation id."`
+	ReservationID string `json:"reservation_id,omitempty"`
+	Class         string `json:"class,omitempty"`
+	GPUSeconds    int64  `json:"gpu_seconds"`
+	GPUHours      string `json:"gpu_hours"`
+	EnergyJ       int64  `json:"energy_j" doc:"Energy of record (node input)."`
+	EnergyKWh     string `json:"energy_kwh"`
+	GPUEnergyKWh  string `json:"gpu_energy_kwh" doc:"The GPUs' own counters: about half the node's."`
+	EnergySource  string `json:"energy_source" doc:"node_oob, estimated or mixed."`
+	Records       int    `json:"records"`
+	gpuJ          int64
+	sources       map[string]bool
+}
+
+// Usage sums a tenant's usage records of a period by day, hour or
+// reservation.
+func (s *Service) Usage(ctx context.Context, p neocloud.Principal, tenantRef, period, by string) ([]UsageRow, error) {
+	if tenantRef == "" && p.Role.Tenant() {
+		tenantRef = p.TenantID
+	}
+	if tenantRef == "" {
+		return nil, neocloud.Invalid("query.tenant", "name the tenant")
+	}
+	t, err := s.Resolve(ctx, p, tenantRef)
+	if err != nil {
+		return nil, err
+	}
+	start, end, err := Month("query.period", period)
+	if err != nil {
+		return nil, err
+	}
+	key := map[string]func(UsageRecord) string{
+		"day":         func(r UsageRecord) string { return r.Hour.Format("2006-01-02") },
+		"hour":        func(r UsageRecord) string { return r.Hour.Format(time.RFC3339) },
+		"reservation": func(r UsageRecord) string { return r.ReservationID },
+	}[by]
+	if key == nil {
+		return nil, neocloud.Invalid("query.by", "must be day, hour or reservation, not %q", by)
+	}
+	recs, err := s.Store.UsageRecordsIn(ctx, t.ID, start, end)
+	if err != nil {
+		return nil, err
+	}
+	rows := map[string]*UsageRow{}
+	var keys []string
+	for _, r := range recs {
+		k := key(r)
+		row := rows[k]
+		if row == nil {
+			row = &UsageRow{Key: k, sources: map[string]bool{}}
+			if by == "reservation" {
+				row.ReservationID, row.Class = r.ReservationID, r.Class
+			}
+			rows[k] = row
+			keys = append(keys, k)
+		}
+		row.GPUSeconds += r.GPUSeconds
+		row.EnergyJ += r.EnergyJ
+		row.gpuJ += r.GPUEnergyJ
+		row.sources[r.EnergySource] = true
+		if r.Rev == 0 {
+			row.Records++
+		}
+	}
+	sort.Strings(keys)
+	out := make([]UsageRow, 0, len(keys))
+	for _, k := range keys {
+		row := rows[k]
+		row.GPUHours, row.EnergyKWh, row.GPUEnergyKWh = hours(row.GPUSeconds), kwh(row.EnergyJ), kwh(row.gpuJ)
+		switch {
+		case len(row.sources) > 1:
+			row.EnergySource = "mixed"
+		case row.sources[SourceNodeOOB]:
+			row.EnergySource = SourceNodeOOB
+		default:
+			row.EnergySource = SourceEstimated
+		}
+		out = append(out, *row)
+	}
+	return out, nil
+}

@@ -1,0 +1,324 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/sales"
+)
+
+var _ billing.Store = (*DB)(nil)
+
+func (db *DB) MeteredAllocations(ctx context.Context, from, to time.Time) ([]billing.Metered, error) {
+	skus, err := db.SKUs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bySKU := map[string]fleet.SKU{}
+	for _, k := range skus {
+		bySKU[k.Name] = k
+	}
+	rows, err := db.query(ctx, `SELECT a.body, r.contract_id, r.class, r.sku, r.site_id FROM allocations a JOIN reservations r ON r.id = a.reservation_id
+		WHERE a.state IN ('ready', 'releasing') UNION ALL
+		SELECT a.body, r.contract_id, r.class, r.sku, r.site_id FROM allocations a JOIN reservations r ON r.id = a.reservation_id
+		WHERE a.state = 'ended' AND a.updated_at >= ?`, micros(from))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []billing.Metered
+	for rows.Next() {
+		var body string
+		var m billing.Metered
+		if err := rows.Scan(&body, &m.ContractID, &m.Class, &m.SKU, &m.SiteID); err != nil {
+			return nil, db.translate(err)
+		}
+		if err := json.Unmarshal([]byte(body), &m.Allocation); err != nil {
+			return nil, err
+		}
+		a := m.Allocation
+		if a.ReadyAt == nil || !a.ReadyAt.Before(to) || (a.ReleasedAt != nil && !a.ReleasedAt.After(from)) {
+			continue
+		}
+		k := bySKU[m.SKU]
+		m.NodeGPUs, m.GPUShare = k.GPUsPerNode, k.GPUPowerShare
+		out = append(out, m)
+	}
+	return out, db.translate(rows.Err())
+}
+
+func (db *DB) EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agents.EnergyReading, error) {
+	return collect(db, ctx, func(r scanner) (agents.EnergyReading, error) {
+		var e agents.EnergyReading
+		var at, j int64
+		err := r.Scan(&e.NodeID, &e.GPU, &at, &j, &e.Reason, &e.AllocationID)
+		e.At, e.EnergyJ = fromMicros(at), uint64(j)
+		return e, err
+	}, `SELECT node_id, gpu, at, energy_j, reason, allocation_id FROM energy_readings WHERE at >= ? AND at < ?`, micros(from), micros(to))
+}
+
+const usageCols = `id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, COALESCE(invoice_id, ''), derived_at`
+
+func scanUsage(r scanner) (billing.UsageRecord, error) {
+	var u billing.UsageRecord
+	var hour, s, e, d int64
+	err := r.Scan(&u.ID, &u.AllocationID, &hour, &u.Rev, &u.ReservationID, &u.ContractID, &u.TenantID, &u.Class, &u.SKU, &u.SiteID, &u.NodeID,
+		&s, &e, &u.GPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &u.EnergySource, &u.InvoiceID, &d)
+	u.Hour, u.Start, u.End, u.DerivedAt = fromMicros(hour), fromMicros(s), fromMicros(e), fromMicros(d)
+	return u, err
+}
+
+func (db *DB) UsageRecordsIn(ctx context.Context, tenantID string, from, to time.Time) ([]billing.UsageRecord, error) {
+	q, args := `SELECT `+usageCols+` FROM usage_records WHERE hour >= ? AND hour < ?`, []any{micros(from), micros(to)}
+	if tenantID != "" {
+		q, args = `SELECT `+usageCols+` FROM usage_records WHERE tenant_id = ? AND hour >= ? AND hour < ?`, []any{tenantID, micros(from), micros(to)}
+	}
+	return collect(db, ctx, scanUsage, q+` ORDER BY id`, args...)
+}
+
+func (db *DB) InsertUsageRecords(ctx context.Context, rs []billing.UsageRecord) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	return db.write(ctx, func(ctx context.Context) error {
+		return db.insertBatches(ctx, `INSERT INTO usage_records (id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, derived_at)`,
+			19, len(rs), func(i int) []any {
+				u := rs[i]
+				return []any{u.ID, u.AllocationID, micros(u.Hour), u.Rev, u.ReservationID, u.ContractID, u.TenantID, u.Class, u.SKU, u.SiteID, u.NodeID,
+					micros(u.Start), micros(u.End), u.GPUs, u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, u.EnergySource, micros(u.DerivedAt)}
+			})
+	})
+}
+
+func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	return db.write(ctx, func(ctx context.Context) error {
+		for _, u := range rs {
+			if _, err := db.exec(ctx, `UPDATE usage_records SET start_at = ?, end_at = ?, gpus = ?, gpu_seconds = ?, gpu_energy_j = ?, energy_j = ?, energy_source = ?, derived_at = ? WHERE id = ? AND invoice_id IS NULL`,
+				micros(u.Start), micros(u.End), u.GPUs, u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, u.EnergySource, micros(u.DerivedAt), u.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
+	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ? ORDER BY id`, tenantID, micros(before))
+}
+
+func (db *DB) MeterThrough(ctx context.Context) (time.Time, error) {
+	var v int64
+	err := db.queryRow(ctx, `SELECT through FROM meter_state WHERE id = 1`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	return fromMicros(v), db.translate(err)
+}
+
+func (db *DB) SetMeterThrough(ctx context.Context, t time.Time) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO meter_state (id, through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET through = excluded.through`, micros(t))
+		return err
+	})
+}
+
+func scanSpot(r scanner) (billing.SpotPoint, error) {
+	var p billing.SpotPoint
+	var at int64
+	err := r.Scan(&p.SiteID, &p.SKU, &at, &p.RateMicros)
+	p.At = fromMicros(at)
+	return p, err
+}
+
+func (db *DB) PutSpotPoint(ctx context.Context, p billing.SpotPoint) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO spot_prices (site_id, sku, at, rate_micros) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, p.SiteID, p.SKU, micros(p.At), p.RateMicros)
+		return err
+	})
+}
+
+func (db *DB) SpotPoints(ctx context.Context, from, to time.Time) ([]billing.SpotPoint, error) {
+	return collect(db, ctx, scanSpot, `SELECT site_id, sku, at, rate_micros FROM spot_prices WHERE at >= ? AND at < ? ORDER BY site_id, sku, at`, micros(from), micros(to))
+}
+
+func (db *DB) LastSpotPoint(ctx context.Context, siteID, sku string) (billing.SpotPoint, bool, error) {
+	p, err := scanSpot(db.queryRow(ctx, `SELECT site_id, sku, at, rate_micros FROM spot_prices WHERE site_id = ? AND sku = ? ORDER BY at DESC LIMIT 1`, siteID, sku))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, false, nil
+	}
+	return p, err == nil, db.translate(err)
+}
+
+// jsonRow reads one JSON body; false when there is no row.
+func jsonRow[T any](db *DB, ctx context.Context, v *T, query string, args ...any) (bool, error) {
+	var body string
+	err := db.queryRow(ctx, query, args...).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, db.translate(err)
+	}
+	return true, json.Unmarshal([]byte(body), v)
+}
+
+func (db *DB) Seller(ctx context.Context) (billing.Seller, bool, error) {
+	var s billing.Seller
+	ok, err := jsonRow(db, ctx, &s, `SELECT body FROM billing_seller WHERE id = 1`)
+	return s, ok, err
+}
+
+func (db *DB) PutSeller(ctx context.Context, s billing.Seller) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO billing_seller (id, body) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body`, mustJSON(s))
+		return err
+	})
+}
+
+func (db *DB) Profile(ctx context.Context, tenantID string) (billing.Profile, bool, error) {
+	var p billing.Profile
+	ok, err := jsonRow(db, ctx, &p, `SELECT body FROM billing_profiles WHERE tenant_id = ?`, tenantID)
+	return p, ok, err
+}
+
+func (db *DB) PutProfile(ctx context.Context, p billing.Profile) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO billing_profiles (tenant_id, body) VALUES (?, ?) ON CONFLICT (tenant_id) DO UPDATE SET body = excluded.body`, p.TenantID, mustJSON(p))
+		return err
+	})
+}
+
+func (db *DB) Periods(ctx context.Context) ([]billing.Period, error) {
+	return collect(db, ctx, func(r scanner) (billing.Period, error) {
+		var p billing.Period
+		var s, e, c int64
+		err := r.Scan(&p.Period, &s, &e, &c, &p.ClosedBy, &p.Invoices)
+		p.Start, p.End, p.ClosedAt = fromMicros(s), fromMicros(e), fromMicros(c)
+		return p, err
+	}, `SELECT period, start_at, end_at, closed_at, closed_by, invoices FROM billing_periods ORDER BY period`)
+}
+
+func (db *DB) InsertPeriod(ctx context.Context, p billing.Period) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO billing_periods (period, start_at, end_at, closed_at, closed_by, invoices) VALUES (?, ?, ?, ?, ?, ?)`,
+			p.Period, micros(p.Start), micros(p.End), micros(p.ClosedAt), p.ClosedBy, p.Invoices)
+		return err
+	})
+}
+
+func (db *DB) NextNumber(ctx context.Context, series string) (int64, error) {
+	var n int64
+	err := db.write(ctx, func(ctx context.Context) error {
+		if _, err := db.exec(ctx, `INSERT INTO invoice_series (series, next) VALUES (?, 1) ON CONFLICT (series) DO NOTHING`, series); err != nil {
+			return err
+		}
+		return db.translate(db.queryRow(ctx, `UPDATE invoice_series SET next = next + 1 WHERE series = ? RETURNING next - 1`, series).Scan(&n))
+	})
+	return n, err
+}
+
+func (db *DB) InsertInvoice(ctx context.Context, inv billing.Invoice, lineRecords map[int][]string) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		if _, err := db.exec(ctx, `INSERT INTO invoices (id, number, kind, tenant_id, period, currency, refers_to, total_micros, issued_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			inv.ID, inv.Number, inv.Kind, inv.TenantID, inv.Period, inv.Currency, nullString(inv.RefersTo), inv.TotalMicros, micros(inv.IssuedAt), mustJSON(inv)); err != nil {
+			return err
+		}
+		for _, l := range inv.Lines {
+			if l.ChargeKey != "" {
+				if _, err := db.exec(ctx, `INSERT INTO invoice_charges (charge_key, invoice_id) VALUES (?, ?)`, l.ChargeKey, inv.ID); err != nil {
+					return err
+				}
+			}
+			ids := lineRecords[l.N]
+			for start := 0; start < len(ids); start += 500 {
+				chunk := ids[start:min(len(ids), start+500)]
+				args := []any{inv.ID, l.N}
+				for _, id := range chunk {
+					args = append(args, id)
+				}
+				if _, err := db.exec(ctx, `UPDATE usage_records SET invoice_id = ?, invoice_line = ? WHERE invoice_id IS NULL AND id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) Invoice(ctx context.Context, id string) (billing.Invoice, error) {
+	var inv billing.Invoice
+	ok, err := jsonRow(db, ctx, &inv, `SELECT body FROM invoices WHERE id = ?`, id)
+	if err == nil && !ok {
+		err = neocloud.NotFound("invoice", id)
+	}
+	return inv, err
+}
+
+func (db *DB) Invoices(ctx context.Context, f billing.InvoiceFilter, pg neocloud.Page) ([]billing.Invoice, error) {
+	q, args := `SELECT body FROM invoices WHERE number > ?`, []any{pg.After()}
+	for _, c := range []struct{ col, v string }{{"tenant_id", f.TenantID}, {"period", f.Period}, {"kind", f.Kind}} {
+		if c.v != "" {
+			q += ` AND ` + c.col + ` = ?`
+			args = append(args, c.v)
+		}
+	}
+	return collect(db, ctx, scanBody[billing.Invoice], q+` ORDER BY number LIMIT ?`, append(args, limitOf(pg))...)
+}
+
+func (db *DB) Credited(ctx context.Context, invoiceID string) (int64, error) {
+	cns, err := collect(db, ctx, scanBody[billing.Invoice], `SELECT body FROM invoices WHERE refers_to = ?`, invoiceID)
+	var n int64
+	for _, c := range cns {
+		n += c.SubtotalMicros
+	}
+	return n, err
+}
+
+func (db *DB) BilledCharges(ctx context.Context, keys []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(keys); start += 500 {
+		chunk := keys[start:min(len(keys), start+500)]
+		args := make([]any, len(chunk))
+		for i, k := range chunk {
+			args[i] = k
+		}
+		got, err := collect(db, ctx, func(r scanner) (string, error) {
+			var k string
+			return k, r.Scan(&k)
+		}, `SELECT charge_key FROM invoice_charges WHERE charge_key IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range got {
+			out[k] = true
+		}
+	}
+	return out, nil
+}
+
+func (db *DB) AllContracts(ctx context.Context, tenantID string) ([]sales.Contract, error) {
+	var out []sales.Contract
+	pg := neocloud.Page{Limit: neocloud.MaxLimit}
+	for {
+		cs, err := db.Contracts(ctx, tenantID, pg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+		if len(cs) < pg.Limit {
+			return out, nil
+		}
+		pg.Cursor = neocloud.EncodeCursor(cs[len(cs)-1].ID)
+	}
+}
