@@ -59,6 +59,12 @@ func Derive(m Metered, readings []agents.EnergyReading, from, to time.Time) []Us
 		gpus = m.NodeGPUs
 	}
 	firstHour, lastHour := start.Truncate(time.Hour), end.Add(-time.Microsecond).Truncate(time.Hour)
+	// Energy between readings is clamped into the allocation's own hours
+	// (not the pass's): a reading after the pass belongs to a later one.
+	allocLast := time.Unix(1<<40, 0).UTC()
+	if a.ReleasedAt != nil {
+		allocLast = lastHour
+	}
 	byHour := map[time.Time]*UsageRecord{}
 	var out []*UsageRecord
 	for h := maxTime(firstHour, from.Truncate(time.Hour)); h.Before(to) && !h.After(lastHour); h = h.Add(time.Hour) {
@@ -115,7 +121,7 @@ func Derive(m Metered, readings []agents.EnergyReading, from, to time.Time) []Us
 				d = q.EnergyJ - p.EnergyJ
 			}
 			h := p.At.UTC().Truncate(time.Hour)
-			h = maxTime(firstHour, minTime(lastHour, h))
+			h = maxTime(firstHour, minTime(allocLast, h))
 			r := byHour[h]
 			if r == nil {
 				continue

@@ -278,7 +278,7 @@ func committedUsage(in RateInput, c ContractWork, recs []UsageRecord) []Line {
 		s, e, gs, ids := g.span()
 		l := Line{Kind: LineUsage, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
 			Description:  fmt.Sprintf("%s GPU-hours delivered, included in the commitment", c.SKU),
-			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", UnitPrice: "0", GPUSeconds: gs, Records: len(ids), records: ids}
+			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", UnitPrice: money(0), GPUSeconds: gs, Records: len(ids), records: ids}
 		if g.late {
 			l.Kind, l.Description = LineAdjustment, fmt.Sprintf("%s GPU-hours of %s found after it closed, included in the commitment", c.SKU, g.month)
 		}
