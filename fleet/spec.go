@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/pricing"
 )
 
 // Spec is a parsed, validated site spec: the desired fleet of one site.
@@ -247,6 +248,11 @@ func (p *parser) site(n *yaml.Node, s *SiteSpec) {
 			p.decodeStrict(v, "site.power", s.Power)
 			if s.Power.PUE != 0 && s.Power.PUE < 1 {
 				p.fault(v, "site.power.pue", "must be at least 1")
+			}
+			if e := s.Power.EnergyPrice; e != "" {
+				if m, err := pricing.ParseMicros("site.power.energy_price_per_kwh", e); err != nil || m < 0 {
+					p.fault(v, "site.power.energy_price_per_kwh", "must be an amount per kWh such as 0.085")
+				}
 			}
 		default:
 			return false

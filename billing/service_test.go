@@ -1,0 +1,356 @@
+package billing_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// world: a 32-node site, tenants acme and beta, the price book, selling
+// and billing on one settable clock.
+type world struct {
+	t          *testing.T
+	db         *sqlstore.DB
+	clock      *clock
+	fleet      *fleet.Service
+	tenants    *tenant.Service
+	sales      *sales.Service
+	billing    *billing.Service
+	op         neocloud.Principal
+	acme, beta neocloud.Principal
+}
+
+func newWorld(t *testing.T, db *sqlstore.DB, start time.Time) *world {
+	t.Helper()
+	ctx := context.Background()
+	w := &world{t: t, db: db, clock: &clock{t: start}}
+	w.fleet = fleet.NewService(db, db)
+	w.fleet.Now = w.clock.Now
+	if err := w.fleet.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var b bytes.Buffer
+	o := fleet.ColossusOptions(sku, 256)
+	o.Fanout = []int{2, 2, 2, 4}
+	if _, err := fleet.Generate(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := fleet.ParseSpec(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Site.Power = &fleet.Power{PUE: 1.25, EnergyPrice: "0.085"}
+	if _, err := w.fleet.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	w.tenants = tenant.NewService(db)
+	w.op = neocloud.Principal{TokenID: "tok_op", Role: neocloud.RoleOperatorAdmin}
+	for _, name := range []string{"acme", "beta"} {
+		tn, err := w.tenants.Create(ctx, tenant.CreateInput{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := neocloud.Principal{TokenID: "tok_" + name, Role: neocloud.RoleTenantAdmin, TenantID: tn.ID}
+		if name == "acme" {
+			w.acme = p
+		} else {
+			w.beta = p
+		}
+	}
+	w.sales = sales.NewService(db, db, w.fleet, w.tenants)
+	w.sales.Now = w.clock.Now
+	for _, p := range []sales.PriceInput{
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassReserved, List: "2.50"},
+		{SKU: "h100-sxm5-80gb", Class: placement.ClassOnDemand, List: "3.20"},
+	} {
+		if _, err := w.sales.SetPrice(ctx, w.op, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.billing = billing.NewService(db, db)
+	w.billing.Now, w.billing.Resolve = w.clock.Now, w.tenants.Resolve
+	return w
+}
+
+// run steps the lifecycle until nothing is due.
+func (w *world) run() {
+	w.t.Helper()
+	for i := 0; i < 1000; i++ {
+		n, err := w.sales.Step(context.Background())
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+	w.t.Fatal("the lifecycle does not settle")
+}
+
+func (w *world) at(t time.Time) { w.clock.Set(t); w.run() }
+
+// readings records every GPU of a node at t with the same counter.
+func (w *world) readings(node string, t time.Time, j uint64) {
+	w.t.Helper()
+	var rs []agents.EnergyReading
+	for g := 0; g < 8; g++ {
+		rs = append(rs, agents.EnergyReading{NodeID: node, GPU: g, At: t, EnergyJ: j, Reason: "hourly"})
+	}
+	if err := w.db.PutEnergyReadings(context.Background(), rs); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func kind(err error) neocloud.Kind { return neocloud.ErrorKind(err) }
+
+// A month of selling closed into numbered invoices; closing again, early
+// or out of order refused; a late reading of a closed month billed as an
+// adjustment on the next; a credit note; tenants see only their own;
+// finalized invoices never change.
+func TestCloseNumbersInvoicesAndLateUsageBecomesAdjustment(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		w := newWorld(t, db, time.Date(2027, 1, 4, 0, 0, 0, 0, time.UTC))
+		if _, err := w.billing.SetSeller(ctx, billing.Seller{Party: billing.Party{Name: "Colossus Compute LLC", Address: "Memphis, TN"},
+			InvoicePrefix: "INV-", CreditPrefix: "CN-", PaymentTermsD: 30, CloseAfterS: 3600}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.billing.SetProfile(ctx, w.op, "acme", billing.Profile{LegalName: "Acme AI, Inc.", TaxRate: "8.25"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.billing.SetProfile(ctx, w.op, "acme", billing.Profile{TaxRate: "-1"}); kind(err) != neocloud.KindInvalid || !strings.Contains(err.Error(), "tax_rate_percent") {
+			t.Fatalf("a negative tax rate: %v", err)
+		}
+
+		// Beta leases a pod from January 10th with power pass-through; acme
+		// runs 8 on-demand GPUs for a day and a half.
+		var pod string
+		w.fleet.Snapshot.Each(fleet.NodeFilter{}, func(n *fleet.Node) {
+			if pod == "" {
+				parts := strings.Split(n.Domain, "/")
+				pod = strings.Join(parts[:2], "/")
+			}
+		})
+		lease, err := w.sales.CreateLease(ctx, w.op, sales.LeaseInput{Tenant: "beta", Site: "colossus-1", Domain: pod, Start: time.Date(2027, 1, 10, 0, 0, 0, 0, time.UTC),
+			DurationS: 365 * 86400, Rate: "2.00", PowerPassThrough: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		od, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.run()
+		w.at(time.Date(2027, 1, 5, 12, 0, 0, 0, time.UTC))
+		if _, err := w.sales.Cancel(ctx, w.acme, od.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.run()
+		w.at(time.Date(2027, 1, 10, 0, 0, 0, 0, time.UTC))
+		w.run()
+		rsvs, err := db.ContractReservations(ctx, lease.ID)
+		if err != nil || len(rsvs) != 1 || rsvs[0].State != sales.ReservationActive {
+			t.Fatalf("the lease: %v %+v", err, rsvs)
+		}
+		node := rsvs[0].Nodes[0].NodeID
+		as, _ := db.Allocations(ctx, rsvs[0].ID)
+		var metered sales.Allocation
+		for _, a := range as {
+			if a.NodeID == node {
+				metered = a
+			}
+		}
+		// One leased node's energy: 5 MJ an hour per GPU over January's last
+		// two hours (readings just after each hour).
+		w.readings(node, metered.ReadyAt.Add(time.Millisecond), 100_000_000)
+		w.readings(node, time.Date(2027, 1, 31, 22, 0, 0, 1000, time.UTC), 200_000_000)
+		w.readings(node, time.Date(2027, 1, 31, 23, 0, 0, 1000, time.UTC), 205_000_000)
+		w.readings(node, time.Date(2027, 2, 1, 0, 0, 0, 1000, time.UTC), 210_000_000)
+
+		// Closing January before it ends, a quarter, or nonsense: refused.
+		for _, bad := range []string{"2027-01", "2027-Q1", "2027-13", ""} {
+			if _, _, err := w.billing.Close(ctx, w.op, bad); kind(err) != neocloud.KindInvalid || !strings.Contains(err.Error(), "body.period") {
+				t.Fatalf("close %q early: %v", bad, err)
+			}
+		}
+		w.at(time.Date(2027, 2, 1, 0, 30, 0, 0, time.UTC))
+		if _, err := w.billing.Meter(ctx, w.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		// Drafts for the open month: not numbered; a tenant's own only.
+		drafts, err := w.billing.Draft(ctx, w.acme, w.acme.TenantID, "2027-01")
+		if err != nil || len(drafts) != 1 || drafts[0].Number != "" || drafts[0].State != "draft" {
+			t.Fatalf("acme's draft: %v %+v", err, drafts)
+		}
+		if _, err := w.billing.Draft(ctx, w.acme, "beta", "2027-01"); kind(err) != neocloud.KindNotFound {
+			t.Fatalf("acme drafts beta's invoice: %v", err)
+		}
+
+		p, invs, err := w.billing.Close(ctx, w.op, "2027-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Invoices != 2 || len(invs) != 2 || invs[0].TenantName != "acme" || invs[0].Number != "INV-000001" || invs[1].Number != "INV-000002" {
+			t.Fatalf("closed: %+v %+v", p, invs)
+		}
+		acmeJan, betaJan := invs[0], invs[1]
+		// Acme: 36 h × 8 GPUs on demand at 3.20 = 921.60, plus 8.25% tax.
+		if len(acmeJan.Lines) != 1 || acmeJan.Lines[0].GPUSeconds != 36*3600*8 || acmeJan.SubtotalMicros != 921_600_000 || acmeJan.TaxMicros != 76_032_000 {
+			t.Fatalf("acme's January: %+v", acmeJan)
+		}
+		// Beta: January's commitment (22 days) and February's in advance,
+		// GPU-hours delivered, and the energy passed through.
+		var energy billing.Line
+		for _, l := range betaJan.Lines {
+			if l.Kind == billing.LineEnergy {
+				energy = l
+			}
+		}
+		gpus := 0
+		for _, r := range rsvs {
+			gpus += r.Shape.GPUs
+		}
+		if betaJan.Lines[0].AmountMicros != int64(gpus)*22*24*2_000_000 || betaJan.Lines[1].ChargeKey != "commit:"+lease.ID+":2027-02" {
+			t.Fatalf("beta's commitments: %+v", betaJan.Lines[:2])
+		}
+		wantJ := int64(8 * 110_000_000 * 100 / 55) // GPU energy ÷ 0.55
+		if energy.EnergyJ < wantJ-2 || energy.EnergyJ > wantJ+2 || energy.EnergySource != billing.SourceEstimated {
+			t.Fatalf("beta's energy: %+v, want %d J", energy, wantJ)
+		}
+
+		// Closed once only; months close in order.
+		if _, _, err := w.billing.Close(ctx, w.op, "2027-01"); kind(err) != neocloud.KindConflict {
+			t.Fatalf("closing January again: %v", err)
+		}
+		if _, _, err := w.billing.Close(ctx, w.op, "2026-12"); kind(err) != neocloud.KindConflict {
+			t.Fatalf("closing December after January: %v", err)
+		}
+		// The meter, run again, changes nothing.
+		if res, err := w.billing.Rederive(ctx, w.op, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)); err != nil || res.Inserted+res.Updated != 0 || res.Unchanged == 0 {
+			t.Fatalf("re-deriving unchanged January: %+v %v", res, err)
+		}
+		// Finalized invoices and invoiced records never change.
+		for _, q := range []string{`UPDATE invoices SET total_micros = 0`, `DELETE FROM invoices`, `UPDATE usage_records SET gpu_seconds = 0 WHERE invoice_id IS NOT NULL`} {
+			if _, err := db.RawDB().ExecContext(ctx, q); err == nil {
+				t.Fatalf("%s succeeded", q)
+			}
+		}
+
+		// A late reading of January (the agent's spool): GPU counters reset
+		// at 22:30 to 1 MJ. Deriving January again corrects the invoiced
+		// records with new revisions, billed on February's invoice.
+		w.readings(node, time.Date(2027, 1, 31, 22, 30, 0, 0, time.UTC), 1_000_000)
+		res, err := w.billing.Rederive(ctx, w.op, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC))
+		if err != nil || res.Inserted != 1 {
+			t.Fatalf("re-deriving after a late reading: %+v %v", res, err)
+		}
+		if _, err := w.billing.Rederive(ctx, w.acme, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)); kind(err) != neocloud.KindForbidden {
+			t.Fatalf("a tenant re-derives: %v", err)
+		}
+		if _, _, err := w.billing.Close(ctx, w.op, "2027-03"); kind(err) != neocloud.KindInvalid {
+			t.Fatalf("closing March in February: %v", err)
+		}
+		w.at(time.Date(2027, 3, 1, 2, 0, 0, 0, time.UTC))
+		if _, _, err := w.billing.Close(ctx, w.op, "2027-03"); kind(err) != neocloud.KindInvalid {
+			t.Fatalf("closing March before it ends: %v", err)
+		}
+		closed, err := w.billing.AutoClose(ctx)
+		if err != nil || len(closed) != 1 || closed[0].Period != "2027-02" {
+			t.Fatalf("automatic close of February: %+v %v", closed, err)
+		}
+		feb, err := w.billing.Invoices(ctx, w.op, "beta", billing.InvoiceFilter{Period: "2027-02"}, neocloud.Page{})
+		if err != nil || len(feb) != 1 || feb[0].Number != "INV-000003" {
+			t.Fatalf("beta's February: %v %+v", err, feb)
+		}
+		var adj *billing.Line
+		for i, l := range feb[0].Lines {
+			if l.Kind == billing.LineAdjustment && l.Unit == "kWh" {
+				adj = &feb[0].Lines[i]
+			}
+			if l.ChargeKey == "commit:"+lease.ID+":2027-02" {
+				t.Fatal("February's commitment billed twice")
+			}
+		}
+		// The hour 22:00 of January 31 had 5 MJ per GPU; with the reset it
+		// has the 1 MJ counted since the reset and 204 MJ after: +200 MJ.
+		if adj == nil || adj.EnergyJ <= 0 || !strings.Contains(adj.Description, "2027-01") {
+			t.Fatalf("no energy adjustment for January on February's invoice: %+v", feb[0].Lines)
+		}
+		wantAdj := int64(8 * (1_000_000 + 204_000_000 - 5_000_000) * 100 / 55)
+		if adj.EnergyJ < wantAdj-2 || adj.EnergyJ > wantAdj+2 {
+			t.Fatalf("adjustment %d J, want %d", adj.EnergyJ, wantAdj)
+		}
+
+		// A credit note against acme's January invoice.
+		if _, err := w.billing.CreditNote(ctx, w.op, "INV-000001", billing.CreditInput{Amount: "1000", Reason: "too much"}); kind(err) != neocloud.KindInvalid {
+			t.Fatalf("crediting more than the invoice: %v", err)
+		}
+		if _, err := w.billing.CreditNote(ctx, w.op, "INV-000001", billing.CreditInput{Amount: "5"}); kind(err) != neocloud.KindInvalid {
+			t.Fatalf("a credit note without a reason: %v", err)
+		}
+		cn, err := w.billing.CreditNote(ctx, w.op, "INV-000001", billing.CreditInput{Amount: "21.60", Reason: "six GPU-hours lost to a slow provisioning"})
+		if err != nil || cn.Number != "CN-000001" || cn.RefersTo != acmeJan.ID || cn.SubtotalMicros != -21_600_000 || cn.TaxMicros != -1_782_000 {
+			t.Fatalf("credit note: %v %+v", err, cn)
+		}
+		if _, err := w.billing.CreditNote(ctx, w.op, cn.Number, billing.CreditInput{Reason: "x"}); kind(err) != neocloud.KindConflict {
+			t.Fatalf("crediting a credit note: %v", err)
+		}
+		got, err := w.billing.Invoice(ctx, w.acme, acmeJan.ID)
+		if err != nil || got.CreditedMicros != -21_600_000 || got.TotalMicros != acmeJan.TotalMicros {
+			t.Fatalf("acme's January after the credit: %v %+v", err, got)
+		}
+		// Beta cannot see acme's invoices: 404 as for a missing one.
+		if _, err := w.billing.Invoice(ctx, w.beta, acmeJan.ID); kind(err) != neocloud.KindNotFound {
+			t.Fatalf("beta reads acme's invoice: %v", err)
+		}
+		if _, err := w.billing.Usage(ctx, w.beta, "acme", "2027-01", "day"); kind(err) != neocloud.KindNotFound {
+			t.Fatalf("beta reads acme's usage: %v", err)
+		}
+		mine, err := w.billing.Invoices(ctx, w.beta, "", billing.InvoiceFilter{}, neocloud.Page{})
+		if err != nil || len(mine) != 2 {
+			t.Fatalf("beta's invoices: %v %d", err, len(mine))
+		}
+		// Numbers have no gaps, per series.
+		all, err := w.billing.Invoices(ctx, w.op, "", billing.InvoiceFilter{}, neocloud.Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nums []string
+		for _, inv := range all {
+			nums = append(nums, inv.Number)
+		}
+		if strings.Join(nums, ",") != "CN-000001,INV-000001,INV-000002,INV-000003" {
+			t.Fatalf("numbers: %v", nums)
+		}
+		// Usage by day: acme's 36 hours, by reservation one row.
+		rows, err := w.billing.Usage(ctx, w.acme, "", "2027-01", "reservation")
+		if err != nil || len(rows) != 1 || rows[0].GPUSeconds != 36*3600*8 || rows[0].ReservationID != od.ID {
+			t.Fatalf("acme's usage: %v %+v", err, rows)
+		}
+		if _, err := w.billing.Usage(ctx, w.acme, "", "2027-01", "week"); kind(err) != neocloud.KindInvalid {
+			t.Fatalf("usage by week: %v", err)
+		}
+	})
+}
