@@ -138,11 +138,11 @@ func (s *Seller) Validate() error {
 // Profile is a tenant's billing details: the legal name and address
 // invoices carry and the tax rate charged on them.
 type Profile struct {
-	TenantID  string `json:"tenant_id"`
+	TenantID  string `json:"tenant_id,omitempty" doc:"Set from the path."`
 	LegalName string `json:"legal_name,omitempty"`
 	Address   string `json:"address,omitempty"`
 	TaxID     string `json:"tax_id,omitempty"`
-	TaxRate   string `json:"tax_rate_percent" doc:"Percent, e.g. 8.25; 0 for none."`
+	TaxRate   string `json:"tax_rate_percent,omitempty" doc:"Percent, e.g. 8.25; absent or 0: none."`
 }
 
 // taxRat returns the profile's tax rate as a fraction.

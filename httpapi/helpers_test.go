@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/placement"
@@ -42,6 +44,9 @@ type env struct {
 	rsv, quote map[string]sales.Reservation
 	quotes     map[string]sales.Quote
 	served     map[string]string // per tenant id: a node serving it (break-fix)
+	billing    *billing.Service
+	invoices   map[string]billing.Invoice // per tenant ("a", "b"): a finalized invoice
+	closes     int                        // months closed so far
 }
 
 func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }
@@ -57,11 +62,13 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	ag := agents.NewService(db, db, fl, ts)
 	agents.Connect(ag, sv)
 	ag.OutOfBand = &agents.SimBMC{}
-	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	bl := billing.NewService(db, db)
+	bl.Resolve = ts.Resolve
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, secrets: map[string]string{}, tokIDs: map[string]string{},
-		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}, served: map[string]string{}}
+	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, billing: bl, secrets: map[string]string{}, tokIDs: map[string]string{},
+		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}, served: map[string]string{}, invoices: map[string]billing.Invoice{}}
 	ctx := context.Background()
 	// A small site: 2 racks of 32 H100 nodes.
 	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
@@ -135,6 +142,22 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 			t.Fatal(err)
 		}
 		e.quotes[k], e.rsv[k] = q, r
+	}
+	// Billing: the meter has run; each tenant has a finalized invoice.
+	if _, err := bl.Meter(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range []string{"a", "b"} {
+		tn := map[string]tenant.Tenant{"a": e.a, "b": e.b}[k]
+		inv := billing.Invoice{ID: billing.InvoiceID(tn.ID, "2026-12", "USD"), Number: fmt.Sprintf("INV-9%05d", i), Kind: "invoice", State: "final",
+			Seller: billing.Party{Name: "lab operator"}, Buyer: billing.Party{Name: tn.Name}, TenantID: tn.ID, TenantName: tn.Name, Period: "2026-12",
+			PeriodStart: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), PeriodEnd: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), Currency: "USD",
+			Lines: []billing.Line{{N: 1, Kind: billing.LineUsage, Description: "h100 on-demand GPU-hours", Quantity: "312.5", Unit: "GPU-hour", UnitPrice: "3.20", AmountMicros: 1_000_000_000, Amount: "1000.00"}},
+			SubtotalMicros: 1_000_000_000, Subtotal: "1000.00", TaxRate: "0", Tax: "0.00", TotalMicros: 1_000_000_000, Total: "1000.00", IssuedAt: time.Now().UTC()}
+		if err := db.InsertInvoice(ctx, inv, nil); err != nil {
+			t.Fatal(err)
+		}
+		e.invoices[k] = inv
 	}
 	return e
 }
@@ -225,6 +248,10 @@ func (e *env) state() string {
 		`SELECT id || state || CAST(version AS TEXT) FROM reservations ORDER BY id`,
 		`SELECT id FROM contracts ORDER BY id`,
 		`SELECT id || state || CAST(version AS TEXT) FROM allocations ORDER BY id`,
+		`SELECT id || number FROM invoices ORDER BY id`,
+		`SELECT period FROM billing_periods ORDER BY period`,
+		`SELECT tenant_id || body FROM billing_profiles ORDER BY tenant_id`,
+		`SELECT body FROM billing_seller`,
 	} {
 		rows, err := e.db.RawDB().Query(q)
 		if err != nil {

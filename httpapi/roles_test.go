@@ -106,6 +106,20 @@ var rolesTable = map[string][]neocloud.Role{
 	"get-node-bmc":   {OA, OV},
 	"set-node-bmc":   {OA},
 	"events":         {OA, OV, TA, TM},
+	// Billing: usage and invoices, own for tenants; settings the operator's.
+	"show-usage":          {OA, OV, TA, TM},
+	"derive-usage":        {OA},
+	"list-invoices":       {OA, OV, TA, TM},
+	"draft-invoice":       {OA, OV, TA, TM},
+	"get-invoice":         {OA, OV, TA, TM},
+	"export-invoice":      {OA, OV, TA, TM},
+	"create-credit-note":  {OA},
+	"close-period":        {OA},
+	"list-periods":        {OA, OV},
+	"get-seller":          {OA, OV},
+	"set-seller":          {OA},
+	"get-billing-profile": {OA, OV, TA, TM},
+	"set-billing-profile": {OA},
 }
 
 type operation struct{ id, method, path string }
@@ -301,6 +315,33 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		body = map[string]any{"tenant": ten.Name, "site": "lease-lab", "domain": "h1/r2", "start": time.Now().UTC().AddDate(1, 0, n), "duration_s": 3600, "price_per_gpu_hour": "1.85"}
 	case "get-contract":
 		path = strings.Replace(path, "{contract}", e.rsv[tenantKey(target)].ContractID, 1)
+	case "show-usage", "draft-invoice":
+		path += "?period=" + time.Now().UTC().Format("2006-01")
+		if c.role.Operator() {
+			path += "&tenant=" + ten.Name
+		}
+	case "derive-usage":
+		body = map[string]any{"period": time.Now().UTC().AddDate(0, -1, 0).Format("2006-01")}
+	case "list-invoices", "list-periods", "get-seller":
+	case "get-invoice":
+		path = strings.Replace(path, "{invoice}", e.invoices[tenantKey(target)].ID, 1)
+	case "export-invoice":
+		path = strings.Replace(path, "{invoice}", e.invoices[tenantKey(target)].Number, 1) + "?format=pdf"
+	case "create-credit-note":
+		path = strings.Replace(path, "{invoice}", e.invoices[tenantKey(target)].ID, 1)
+		body = map[string]any{"amount": "0.01", "reason": "goodwill"}
+	case "close-period":
+		if c.role == OA {
+			e.closes++
+		}
+		body = map[string]any{"period": fmt.Sprintf("2001-%02d", max(1, e.closes))}
+	case "set-seller":
+		body = map[string]any{"name": "Lab Compute LLC", "invoice_prefix": "INV-", "credit_prefix": "CN-", "payment_terms_days": 30, "close_after_s": 3600}
+	case "get-billing-profile":
+		path = strings.Replace(path, "{tenant}", ten.Name, 1)
+	case "set-billing-profile":
+		path = strings.Replace(path, "{tenant}", ten.Name, 1)
+		body = map[string]any{"tax_rate_percent": "7.5", "legal_name": ten.Name + " Inc."}
 	default:
 		t.Fatalf("operation %s has no request in the matrix: add one", op.id)
 	}
