@@ -60,6 +60,8 @@ type Store interface {
 	// invoice.
 	Credited(ctx context.Context, invoiceID string) (int64, error)
 	BilledCharges(ctx context.Context, keys []string) (map[string]bool, error)
+	// HourlyUsage sums records of hours in [from, to) by hour and class.
+	HourlyUsage(ctx context.Context, from, to time.Time) ([]HourUsage, error)
 
 	// What rating reads of selling and the fleet.
 	AllContracts(ctx context.Context, tenantID string) ([]sales.Contract, error)
@@ -807,4 +809,18 @@ func (s *Service) Usage(ctx context.Context, p neocloud.Principal, tenantRef, pe
 		out = append(out, *row)
 	}
 	return out, nil
+}
+
+// HourUsage is the usage metered in one hour for one class.
+type HourUsage struct {
+	Hour       time.Time `json:"hour"`
+	Class      string    `json:"class"`
+	GPUSeconds int64     `json:"gpu_seconds"`
+	EnergyJ    int64     `json:"energy_j"`
+}
+
+// HourlyUsage returns the metered usage of every tenant by hour and class
+// over [from, to) (operators' charts).
+func (s *Service) HourlyUsage(ctx context.Context, from, to time.Time) ([]HourUsage, error) {
+	return s.Store.HourlyUsage(ctx, from, to)
 }

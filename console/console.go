@@ -26,6 +26,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -54,6 +55,7 @@ type Config struct {
 	Fleet   *fleet.Service
 	Sales   *sales.Service
 	Agents  *agents.Service
+	Billing *billing.Service
 	Store   Store
 	// API serves the actions, with the session's token as bearer.
 	API     http.Handler
@@ -166,6 +168,12 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /maintenance", c.operator(c.maintenance))
 	c.mux.HandleFunc("GET /health", c.operator(c.health))
 	c.mux.HandleFunc("GET /events", c.operator(c.events))
+	if cfg.Billing != nil {
+		c.mux.HandleFunc("GET /invoices", c.operator(c.invoices))
+		c.mux.HandleFunc("GET /invoices/usage.json", c.operator(c.usageSeries))
+		c.mux.HandleFunc("GET /invoices/{id}", c.operator(c.invoice))
+		c.mux.HandleFunc("GET /invoices/{id}/export", c.operator(c.exportInvoice))
+	}
 	return c, nil
 }
 

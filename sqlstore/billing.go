@@ -322,3 +322,13 @@ func (db *DB) AllContracts(ctx context.Context, tenantID string) ([]sales.Contra
 		pg.Cursor = neocloud.EncodeCursor(cs[len(cs)-1].ID)
 	}
 }
+
+func (db *DB) HourlyUsage(ctx context.Context, from, to time.Time) ([]billing.HourUsage, error) {
+	return collect(db, ctx, func(r scanner) (billing.HourUsage, error) {
+		var u billing.HourUsage
+		var h int64
+		err := r.Scan(&h, &u.Class, &u.GPUSeconds, &u.EnergyJ)
+		u.Hour = fromMicros(h)
+		return u, err
+	}, `SELECT hour, class, SUM(gpu_seconds), SUM(energy_j) FROM usage_records WHERE hour >= ? AND hour < ? GROUP BY hour, class ORDER BY hour, class`, micros(from), micros(to))
+}

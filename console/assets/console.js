@@ -34,7 +34,10 @@
     "util-chart": [
       ["lease", "#1f3b73"], ["reserved", "#2f6fd0"], ["on_demand", "#2aa3a3"], ["spot", "#7cc46b"], ["internal", "#9a7fd1"], ["down", "#d7263d"]
     ],
-    "node-chart": [["power_w", "#2f6fd0"], ["power_max_w", "#9ab8e8"], ["temp_max_c", "#d7263d", "°C"]]
+    "node-chart": [["power_w", "#2f6fd0"], ["power_max_w", "#9ab8e8"], ["temp_max_c", "#d7263d", "°C"]],
+    "billing-chart": [
+      ["lease", "#1f3b73"], ["reserved", "#2f6fd0"], ["on_demand", "#2aa3a3"], ["spot", "#7cc46b"], ["internal", "#9a7fd1"], ["energy_kwh", "#e07b00", "kWh"]
+    ]
   };
 
   function drawChart(el) {
@@ -43,7 +46,7 @@
       var spec = series[el.id] || [];
       var data = [d.t || []];
       var s = [{}];
-      var axes = [{}, { label: el.id === "node-chart" ? "W" : "GPUs", size: 60 }];
+      var axes = [{}, { label: el.id === "node-chart" ? "W" : el.id === "billing-chart" ? "GPU-hours" : "GPUs", size: 60 }];
       var scales = { x: { time: true } };
       spec.forEach(function (x) {
         data.push(d[x[0]] || []);
@@ -55,6 +58,10 @@
       if (el.id === "node-chart") {
         axes.push({ scale: "°C", side: 1, label: "°C", grid: { show: false } });
         scales["°C"] = { auto: true };
+      }
+      if (el.id === "billing-chart") {
+        axes.push({ scale: "kWh", side: 1, label: "kWh", size: 70, grid: { show: false } });
+        scales["kWh"] = { auto: true };
       }
       var width = el.clientWidth - 10;
       if (charts[el.id] && document.body.contains(charts[el.id].root)) {
