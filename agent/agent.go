@@ -721,6 +721,9 @@ type Simulated struct {
 	burnInFail float64
 	checkFor   time.Duration
 	crash      bool
+	// platformJ is the rest of the node's energy (CPUs, memory, NICs,
+	// fans), integrated at PlatformW with the GPUs.
+	platformJ float64
 	// Load returns each GPU's utilization (0–1) at a time: by default a
 	// slow wave, so that power, heat and energy move.
 	Load func(gpu int, t time.Time) float64
@@ -978,6 +981,22 @@ func (s *Simulated) NICs() []wire.NICSample {
 	return out
 }
 
+// PlatformW is what a simulated node draws besides its GPUs.
+const PlatformW = 1800
+
+// NodeEnergyJ is the node's input energy counter as a metered PDU outlet
+// or BMC would read it: the GPUs' and the platform's energy since the
+// first sample, plus 5% lost in the power supplies.
+func (s *Simulated) NodeEnergyJ() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.platformJ
+	for _, g := range s.gpus {
+		j += g.energyJ
+	}
+	return uint64(j * 1.05)
+}
+
 // Sample reads the GPUs: power follows load, the energy counter integrates
 // power since the last sample, temperature follows power.
 func (s *Simulated) Sample(now time.Time) []wire.GPUSample {
@@ -988,6 +1007,7 @@ func (s *Simulated) Sample(now time.Time) []wire.GPUSample {
 		dt = now.Sub(s.last).Seconds()
 	}
 	s.last = now
+	s.platformJ += PlatformW * dt
 	out := make([]wire.GPUSample, len(s.gpus))
 	for i := range s.gpus {
 		g := &s.gpus[i]

@@ -354,9 +354,16 @@ type OutOfBand interface {
 type SimBMC struct {
 	mu    sync.Mutex
 	power map[string]string
-	// Energy, when set, is the node input energy counter (joules) the
-	// simulated BMCs meter; ok false: that node's BMC has no power meter.
-	Energy func(nodeID string) (joules uint64, ok bool)
+	// energy is the node input energy counter (joules) the simulated BMCs
+	// meter; ok false: that node's BMC has no power meter.
+	energy func(nodeID string) (joules uint64, ok bool)
+}
+
+// SetEnergyMeter makes the simulated BMCs meter node input energy.
+func (b *SimBMC) SetEnergyMeter(f func(nodeID string) (joules uint64, ok bool)) {
+	b.mu.Lock()
+	b.energy = f
+	b.mu.Unlock()
 }
 
 // EnergyMeter is an out-of-band controller that meters a node's input
@@ -372,10 +379,13 @@ const NodeMeterGPU = -1
 
 // NodeEnergy reads a node's simulated input energy meter.
 func (b *SimBMC) NodeEnergy(_ context.Context, nodeID string) (uint64, bool, error) {
-	if b.Energy == nil {
+	b.mu.Lock()
+	f := b.energy
+	b.mu.Unlock()
+	if f == nil {
 		return 0, false, nil
 	}
-	j, ok := b.Energy(nodeID)
+	j, ok := f(nodeID)
 	return j, ok, nil
 }
 

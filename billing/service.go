@@ -550,8 +550,8 @@ func (s *Service) allTenants(ctx context.Context) ([]tenant.Tenant, error) {
 
 // AutoClose closes every month that ended at least the seller's
 // CloseAfterS ago and is not closed, in order, starting after the latest
-// closed one (or with the month before now, on a store that never closed
-// one).
+// closed one (or, on a store that never closed one, with the first month
+// it metered usage in).
 func (s *Service) AutoClose(ctx context.Context) ([]Period, error) {
 	seller, err := s.seller(ctx)
 	if err != nil || seller.CloseAfterS < 0 {
@@ -564,6 +564,19 @@ func (s *Service) AutoClose(ctx context.Context) ([]Period, error) {
 	now := s.now()
 	due := now.Add(-time.Duration(seller.CloseAfterS) * time.Second)
 	next := mustStart(MonthOf(now)).AddDate(0, -1, 0)
+	if len(ps) == 0 {
+		// A store that never closed a month starts with the first month it
+		// metered anything in (this one, when nothing before it).
+		before, err := s.Store.HourlyUsage(ctx, time.Unix(0, 0), mustStart(MonthOf(now)))
+		if err != nil {
+			return nil, err
+		}
+		if len(before) == 0 {
+			next = mustStart(MonthOf(now))
+		} else {
+			next = mustStart(MonthOf(before[0].Hour))
+		}
+	}
 	if len(ps) > 0 {
 		latest := ps[0].Period
 		for _, q := range ps {

@@ -77,6 +77,8 @@ type ServerOptions struct {
 	// console records the fleet's use for its charts (default 5 s).
 	Banner      string
 	SampleEvery time.Duration
+	// BillingClosed is told of each month closed (the demo says so).
+	BillingClosed func(billing.Period)
 }
 
 // Seams are the drivers of the allocation lifecycle.
@@ -167,7 +169,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		return ag.RecordEnergy(ctx, a.NodeID, a.GPUs, edge, a.ID)
 	}
 	bl := billing.NewService(db, db)
-	bl.Now, bl.Logger, bl.Resolve, bl.SpotRates = o.Now, o.Logger, tenants.Resolve, spotRates(sv)
+	bl.Now, bl.Logger, bl.Resolve, bl.SpotRates, bl.Closed = o.Now, o.Logger, tenants.Resolve, spotRates(sv), o.BillingClosed
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,

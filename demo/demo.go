@@ -24,6 +24,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agent"
 	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/sales"
@@ -192,6 +193,9 @@ func Start(ctx context.Context, o Options) (*Demo, error) {
 		Seams: &cli.Seams{Provision: &sales.SimStage{Duration: prov, Jitter: prov / 2, Seed: o.Seed},
 			Network: &sales.SimStage{Duration: time.Minute}, Sanitize: &sales.SimStage{Duration: 20 * time.Minute}},
 		Banner: fmt.Sprintf("Demo: a simulated site; its clock runs %g× real time.", o.Speed), SampleEvery: o.SampleEvery,
+		BillingClosed: func(p billing.Period) {
+			fmt.Fprintf(o.Out, "billing: %s closed at %s (demo time): %d invoices, on the console's Invoices page\n", p.Period, p.ClosedAt.Format("2006-01-02 15:04"), p.Invoices)
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/demo"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
@@ -129,6 +130,31 @@ func TestDemoSellsFailsHealsAndResumes(t *testing.T) {
 	if lease.Delivery == nil || len(lease.Delivery.Phases) != 4 || lease.Terms.Lease == nil || lease.Terms.Lease.Domain != "h2" {
 		t.Fatalf("the lease: %+v %+v %+v", lease.Contract, lease.Terms.Lease, lease.Delivery)
 	}
+	// The month ends six demo hours after the start: the server closes it
+	// by itself, while the demo runs, and numbers each tenant's invoice.
+	deadline = time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) && !strings.Contains(out.String(), "billing: ") {
+		time.Sleep(500 * time.Millisecond)
+	}
+	ps, err := d.Server.Billing.Periods(ctx)
+	if err != nil || len(ps) != 1 || !strings.Contains(out.String(), "billing: "+ps[0].Period+" closed") {
+		t.Fatalf("closed months: %+v %v\n%s", ps, err, out.String())
+	}
+	invs, err := d.Server.Billing.Invoices(ctx, op, "", billing.InvoiceFilter{Period: ps[0].Period}, neocloud.Page{})
+	if err != nil || len(invs) < 2 {
+		t.Fatalf("invoices of %s: %v %+v", ps[0].Period, err, invs)
+	}
+	kinds, sources := map[string]int{}, ""
+	for _, l := range invs[0].Lines {
+		kinds[l.Kind]++
+		sources += l.EnergySource + " "
+	}
+	// Acme's lease: commitments (this month's, the next in advance), and
+	// its hall's energy metered at the nodes' input, passed through.
+	if invs[0].TenantName != "acme" || invs[0].Number != "CC-000001" || invs[0].TotalMicros <= 0 || kinds[billing.LineCommitment] < 2 || kinds[billing.LineEnergy] == 0 || !strings.Contains(sources, billing.SourceNodeOOB) {
+		t.Fatalf("acme's invoice: %+v", invs[0])
+	}
+
 	// Every node's agent has joined and reports.
 	nodes := d.Server.Fleet.Snapshot.Count(fleet.NodeFilter{})
 	agentNodes, err := d.Server.Store.AgentNodes(ctx)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/sales"
@@ -64,6 +65,11 @@ func (d *Demo) seed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// What the site pays for energy: the rate of power pass-through.
+	if parsed.Site.Power == nil {
+		parsed.Site.Power = &fleet.Power{PUE: 1.25}
+	}
+	parsed.Site.Power.EnergyPrice = "0.085"
 	applied, err := srv.Fleet.Apply(ctx, parsed)
 	if err != nil {
 		return err
@@ -84,6 +90,23 @@ func (d *Demo) seed(ctx context.Context) error {
 		return err
 	}
 	d.st.TenantToken = secret
+	// Billing: who invoices, each tenant's tax, and a month that closes
+	// five minutes after it ends (seconds, at the demo's speed).
+	if _, err := srv.Billing.SetSeller(ctx, billing.Seller{Party: billing.Party{Name: "Colossus Compute LLC", Address: "3231 Paul R. Lowry Rd, Memphis, TN 38109, USA", TaxID: "US 88-1234567"},
+		InvoicePrefix: "CC-", CreditPrefix: "CC-CN-", PaymentTermsD: 30, CloseAfterS: 300}); err != nil {
+		return err
+	}
+	for name, p := range map[string]billing.Profile{
+		"acme":   {LegalName: "Acme AI, Inc.", Address: "500 Market St, San Francisco, CA 94105, USA", TaxRate: "0"},
+		"beta":   {LegalName: "Beta Labs LLC", Address: "1 Kendall Sq, Cambridge, MA 02139, USA", TaxRate: "6.25"},
+		"gamma":  {LegalName: "Gamma Research GmbH", Address: "Invalidenstraße 117, 10115 Berlin, Germany", TaxID: "DE123456789", TaxRate: "19"},
+		"delta":  {LegalName: "Delta Robotics, Inc.", Address: "2100 Geng Rd, Palo Alto, CA 94303, USA", TaxRate: "9.25"},
+		"spotco": {LegalName: "SpotCo Batch Ltd", Address: "1 Canada Sq, London E14 5AB, UK", TaxRate: "20"},
+	} {
+		if _, err := srv.Billing.SetProfile(ctx, op, name, p); err != nil {
+			return err
+		}
+	}
 	for _, p := range []sales.PriceInput{
 		{SKU: DemoSKU, Class: placement.ClassReserved, List: "2.50"},
 		{SKU: DemoSKU, Class: placement.ClassOnDemand, List: "3.20"},
@@ -99,7 +122,7 @@ func (d *Demo) seed(ctx context.Context) error {
 	leaseGPUs := (hall.Nodes - hall.Spares) * sku.GPUsPerNode
 	phase := max(1, (leaseGPUs/sku.GPUsPerNode+3)/4) * sku.GPUsPerNode // four phases, the last maybe smaller
 	if _, err := srv.Sales.CreateLease(ctx, op, sales.LeaseInput{Tenant: "acme", Site: site.Name, Domain: hall.Path, Start: now.Add(10 * time.Minute),
-		DurationS: 3 * 365 * 86400, Rate: "1.85", PhaseGPUs: phase, PhaseEveryS: 8 * 3600}); err != nil {
+		DurationS: 3 * 365 * 86400, Rate: "1.85", PhaseGPUs: phase, PhaseEveryS: 8 * 3600, PowerPassThrough: true}); err != nil {
 		return fmt.Errorf("lease of %s: %w", hall.Path, err)
 	}
 	// Two reserved clusters in the first hall, each within a pod: one

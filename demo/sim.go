@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,8 +68,29 @@ func (d *Demo) startAgents(ctx context.Context) error {
 			return 0.02
 		}
 		d.nodes[n.ID] = sn
+	}
+	// The leased hall's nodes sit on metered PDU outlets: their BMCs give
+	// billing node input energy; the other halls' is estimated.
+	if bmc, ok := srv.Agents.OutOfBand.(*agents.SimBMC); ok {
+		if halls, err := srv.Fleet.Snapshot.Domains(site, "hall"); err == nil && len(halls) > 1 {
+			metered := map[string]*simNode{}
+			prefix := halls[len(halls)-1].Path + "/"
+			for _, n := range nodes {
+				if strings.HasPrefix(n.Domain+"/", prefix) {
+					metered[n.ID] = d.nodes[n.ID]
+				}
+			}
+			bmc.SetEnergyMeter(func(id string) (uint64, bool) {
+				if sn, ok := metered[id]; ok {
+					return sn.gpus.NodeEnergyJ(), true
+				}
+				return 0, false
+			})
+		}
+	}
+	for i, n := range nodes {
 		delay := time.Duration(int64(interval) * int64(i) / int64(max(1, len(nodes))))
-		d.runAgent(ctx, sn, join, delay)
+		d.runAgent(ctx, d.nodes[n.ID], join, delay)
 	}
 	return nil
 }
