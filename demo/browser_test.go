@@ -178,6 +178,14 @@ func TestConsoleInABrowser(t *testing.T) {
 		html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("#node-status")))
 		t.Fatalf("drain not shown: %v\n%s", err, html)
 	}
+	// Invoices: the usage metered per hour draws as a chart.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/invoices"]`))); err != nil {
+		t.Fatalf("invoices: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const c = document.querySelector("#billing-chart"); return c !== null && c.querySelector(".uplot") !== null && Number(c.dataset.drawn) > 0 })()`,
+		chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(time.Second))); err != nil {
+		t.Fatalf("no usage chart on the invoices page: %v", err)
+	}
 	shot(t, ctx, "node")
 
 	// Sign out, sign in with the tenant's token: operator pages are 404.
@@ -194,7 +202,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main"))); err != nil || !strings.Contains(txt, "not an operator") {
 		t.Fatalf("tenant signed in: %q %v", txt, err)
 	}
-	for _, p := range []string{"/topology", "/health", "/events"} {
+	for _, p := range []string{"/topology", "/health", "/events", "/invoices"} {
 		resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+p))
 		if err != nil {
 			t.Fatal(err)
