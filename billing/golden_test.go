@@ -337,3 +337,36 @@ func TestInternalNeverInvoiced(t *testing.T) {
 }
 
 func ratOf(a, b int64) *big.Rat { return big.NewRat(a, b) }
+
+// Use beyond a month's commitment (a replacement overlapping the node it
+// replaces) is billed at the contract's overage rate; without one, not.
+func TestOverageBeyondTheCommitment(t *testing.T) {
+	s := newScenario("2027-01")
+	end := at("2027-01-11T00:00:00Z")
+	c := s.contract("ctr_res", placement.ClassReserved, 2_500_000, at("2027-01-10T00:00:00Z"), &end, "monthly_in_arrears",
+		rsv("rsv_r", 8, at("2027-01-10T00:00:00Z"), &end))
+	c.Terms.OverageRateMicros = 3_000_000
+	s.alloc("alc_a", "ctr_res", "reserved", "rsv_r", "nod_a", at("2027-01-10T00:00:00Z"), ptr(end))
+	s.alloc("alc_b", "ctr_res", "reserved", "rsv_r", "nod_b", at("2027-01-10T12:00:00Z"), ptr(end))
+	s.derive(s.in.Start, s.in.End)
+	invs := s.rate(t)
+	var over *Line
+	for i, l := range invs[0].Lines {
+		if l.Kind == LineOverage {
+			over = &invs[0].Lines[i]
+		}
+	}
+	// Used 8 × 36 GPU-hours against 8 × 24 committed: 96 GPU-hours × 3.00.
+	if over == nil || over.GPUSeconds != 96*3600 || over.AmountMicros != 288_000_000 {
+		t.Fatalf("overage: %+v", invs[0].Lines)
+	}
+	if l := commitLine(t, invs[0], "commit:ctr_res:2027-01"); l.AmountMicros != 8*24*2_500_000 {
+		t.Fatalf("commitment: %+v", l)
+	}
+	s.in.Contracts[0].Terms.OverageRateMicros = 0
+	for _, l := range s.rate(t)[0].Lines {
+		if l.Kind == LineOverage {
+			t.Fatalf("overage billed without an overage rate: %+v", l)
+		}
+	}
+}

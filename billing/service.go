@@ -55,6 +55,8 @@ type Store interface {
 	// commitment charges, and links each line's usage records to it.
 	InsertInvoice(ctx context.Context, inv Invoice, lineRecords map[int][]string) error
 	Invoice(ctx context.Context, id string) (Invoice, error)
+	// InvoiceIDByNumber finds an invoice or credit note by its number.
+	InvoiceIDByNumber(ctx context.Context, number string) (string, error)
 	Invoices(ctx context.Context, f InvoiceFilter, pg neocloud.Page) ([]Invoice, error)
 	// Credited sums the subtotals (negative) of credit notes against an
 	// invoice.
@@ -645,15 +647,11 @@ func (s *Service) Invoice(ctx context.Context, p neocloud.Principal, id string) 
 // InvoiceByRef finds an invoice by id or number.
 func (s *Service) InvoiceByRef(ctx context.Context, p neocloud.Principal, ref string) (Invoice, error) {
 	if !neocloud.HasPrefix(ref, PrefixInvoice) && !neocloud.HasPrefix(ref, PrefixCredit) {
-		invs, err := s.Store.Invoices(ctx, InvoiceFilter{}, neocloud.Page{Limit: neocloud.MaxLimit})
+		id, err := s.Store.InvoiceIDByNumber(ctx, ref)
 		if err != nil {
 			return Invoice{}, err
 		}
-		for _, inv := range invs {
-			if inv.Number == ref {
-				return s.Invoice(ctx, p, inv.ID)
-			}
-		}
+		return s.Invoice(ctx, p, id)
 	}
 	return s.Invoice(ctx, p, ref)
 }

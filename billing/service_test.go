@@ -354,3 +354,35 @@ func TestCloseNumbersInvoicesAndLateUsageBecomesAdjustment(t *testing.T) {
 		}
 	})
 }
+
+// The spot series keeps a point only where the rate changes.
+func TestSpotSeriesRecordsChanges(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		clk := &clock{t: time.Date(2027, 1, 3, 10, 0, 0, 0, time.UTC)}
+		bl := billing.NewService(db, db)
+		bl.Now = clk.Now
+		rates := []int64{1_000_000, 1_000_000, 1_400_000, 1_400_000, 900_000}
+		i := 0
+		bl.SpotRates = func(context.Context) ([]billing.SpotPoint, error) {
+			return []billing.SpotPoint{{SiteID: "sit_1", SKU: "h100", At: clk.Now(), RateMicros: rates[i]}}, nil
+		}
+		for i = range rates {
+			if err := bl.RecordSpot(ctx); err != nil {
+				t.Fatal(err)
+			}
+			clk.Set(clk.Now().Add(10 * time.Minute))
+		}
+		pts, err := db.SpotPoints(ctx, time.Unix(0, 0), clk.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, p := range pts {
+			got = append(got, p.RateMicros)
+		}
+		if len(got) != 3 || got[0] != 1_000_000 || got[1] != 1_400_000 || got[2] != 900_000 || !pts[1].At.Equal(time.Date(2027, 1, 3, 10, 20, 0, 0, time.UTC)) {
+			t.Fatalf("spot series: %+v", pts)
+		}
+	})
+}

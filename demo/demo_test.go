@@ -155,6 +155,11 @@ func TestDemoSellsFailsHealsAndResumes(t *testing.T) {
 		t.Fatalf("acme's invoice: %+v", invs[0])
 	}
 
+	// The spot price series moved with the site's use.
+	if pts, err := d.Server.Store.SpotPoints(ctx, time.Unix(0, 0), d.Clock.Now()); err != nil || len(pts) < 2 {
+		t.Errorf("spot price series: %v %+v", err, pts)
+	}
+
 	// Every node's agent has joined and reports.
 	nodes := d.Server.Fleet.Snapshot.Count(fleet.NodeFilter{})
 	agentNodes, err := d.Server.Store.AgentNodes(ctx)

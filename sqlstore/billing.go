@@ -265,6 +265,15 @@ func (db *DB) Invoice(ctx context.Context, id string) (billing.Invoice, error) {
 	return inv, err
 }
 
+func (db *DB) InvoiceIDByNumber(ctx context.Context, number string) (string, error) {
+	var id string
+	err := db.queryRow(ctx, `SELECT id FROM invoices WHERE number = ?`, number).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", neocloud.NotFound("invoice", number)
+	}
+	return id, db.translate(err)
+}
+
 func (db *DB) Invoices(ctx context.Context, f billing.InvoiceFilter, pg neocloud.Page) ([]billing.Invoice, error) {
 	q, args := `SELECT body FROM invoices WHERE number > ?`, []any{pg.After()}
 	for _, c := range []struct{ col, v string }{{"tenant_id", f.TenantID}, {"period", f.Period}, {"kind", f.Kind}} {
