@@ -37,7 +37,9 @@ func month(t *rapid.T) *scenario {
 	s.contract("ctr_spot", placement.ClassSpot, 1_000_000, start.AddDate(0, -2, 0), nil, "monthly_in_arrears", rsv("rsv_spot", 8, start.AddDate(0, -2, 0), nil))
 	for i := range rapid.IntRange(0, 3).Draw(t, "price changes") {
 		s.in.Prices = append(s.in.Prices, pricing.Price{SKU: "h100", Class: "on_demand", ListMicros: rapid.Int64Range(1, 9_000_000).Draw(t, "list"),
-			EffectiveAt: instant(fmt.Sprint("price ", i), start.AddDate(0, -1, 0), end)})
+			// Distinct instants, as the book's unique key keeps them; two
+			// may share a second.
+			EffectiveAt: instant(fmt.Sprint("price ", i), start.AddDate(0, -1, 0), end).Add(time.Duration(i) * time.Microsecond)})
 	}
 	for i := range rapid.IntRange(0, 6).Draw(t, "spot points") {
 		s.in.Spot = append(s.in.Spot, SpotPoint{SiteID: "sit_1", SKU: "h100", RateMicros: rapid.Int64Range(0, 3_000_000).Draw(t, "spot"),

@@ -79,8 +79,9 @@ func Rate(in RateInput) ([]Invoice, error) {
 	}
 	contracts := append([]ContractWork(nil), in.Contracts...)
 	sort.Slice(contracts, func(i, j int) bool { return contracts[i].ID < contracts[j].ID })
-	byContract := map[string][]UsageRecord{}
-	for _, r := range in.Records {
+	byContract := map[string][]*UsageRecord{}
+	for i := range in.Records {
+		r := &in.Records[i]
 		byContract[r.ContractID] = append(byContract[r.ContractID], r)
 	}
 	lines := map[string][]Line{} // by currency
@@ -220,10 +221,10 @@ type group struct {
 	reservation string
 	late        bool
 	month       string
-	recs        []UsageRecord
+	recs        []*UsageRecord
 }
 
-func groups(in RateInput, recs []UsageRecord) []*group {
+func groups(in RateInput, recs []*UsageRecord) []*group {
 	idx := map[string]*group{}
 	var out []*group
 	for _, r := range recs {
@@ -272,7 +273,7 @@ func (g *group) span() (time.Time, time.Time, int64, []string) {
 
 // committedUsage is the GPU-hours a lease or reservation delivered (for
 // information: the commitment pays for them) and any overage.
-func committedUsage(in RateInput, c ContractWork, recs []UsageRecord) []Line {
+func committedUsage(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	var out []Line
 	for _, g := range groups(in, recs) {
 		s, e, gs, ids := g.span()
@@ -332,7 +333,7 @@ func series(in RateInput, c ContractWork, gpus int) []segment {
 		}
 		sort.Slice(pts, func(i, j int) bool { return pts[i].At.Before(pts[j].At) })
 		for _, p := range pts {
-			out = append(out, segment{p.At.UTC().Truncate(time.Second), p.RateMicros})
+			out = addSegment(out, segment{p.At.UTC().Truncate(time.Second), p.RateMicros})
 		}
 		return out
 	}
@@ -344,15 +345,25 @@ func series(in RateInput, c ContractWork, gpus int) []segment {
 	}
 	sort.Slice(book, func(i, j int) bool { return book[i].EffectiveAt.Before(book[j].EffectiveAt) })
 	for _, p := range book {
-		out = append(out, segment{p.EffectiveAt.UTC().Truncate(time.Second), p.Rate(gpus, 0, 0)})
+		out = addSegment(out, segment{p.EffectiveAt.UTC().Truncate(time.Second), p.Rate(gpus, 0, 0)})
 	}
 	return out
+}
+
+// addSegment appends a rate in force from a whole second; of two changes
+// within one second, the later one holds from that second.
+func addSegment(segs []segment, sg segment) []segment {
+	if n := len(segs); n > 0 && segs[n-1].at.Equal(sg.at) {
+		segs[n-1] = sg
+		return segs
+	}
+	return append(segs, sg)
 }
 
 // perSecond bills on-demand and spot work per second at the rate in force
 // each second, one line per reservation (and per closed month for late
 // records).
-func perSecond(in RateInput, c ContractWork, recs []UsageRecord) []Line {
+func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	rsvGPUs := map[string]int{}
 	for _, r := range c.Reservations {
 		rsvGPUs[r.ID] = r.Shape.GPUs
@@ -427,7 +438,7 @@ func rateAt(segs []segment, t time.Time) int64 {
 
 // energy bills a contract's energy of record at cost: kWh × PUE × the
 // site's energy rate, one line per reservation (and closed month).
-func energy(in RateInput, c ContractWork, recs []UsageRecord) []Line {
+func energy(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	var out []Line
 	for _, g := range groups(in, recs) {
 		var j int64

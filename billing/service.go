@@ -104,11 +104,16 @@ type Service struct {
 	Logger   *slog.Logger
 	// Closed is called after a period is closed (the console shows it).
 	Closed func(p Period)
+	// SpotEvery is how often the spot rate is looked at (default 5
+	// minutes of the clock): the series is billed per second between its
+	// points.
+	SpotEvery time.Duration
+	lastSpot  time.Time // the Run loop's
 }
 
 // NewService returns a service with the default settle and lookback.
 func NewService(st Store, tx Tx) *Service {
-	return &Service{Store: st, Tx: tx, Now: time.Now, Settle: 5 * time.Minute, Lookback: 2 * time.Hour, Logger: slog.Default()}
+	return &Service{Store: st, Tx: tx, Now: time.Now, Settle: 5 * time.Minute, Lookback: 2 * time.Hour, SpotEvery: 5 * time.Minute, Logger: slog.Default()}
 }
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
@@ -616,8 +621,11 @@ func (s *Service) Run(ctx context.Context, every time.Duration) {
 }
 
 func (s *Service) tick(ctx context.Context) error {
-	if err := s.RecordSpot(ctx); err != nil {
-		return fmt.Errorf("spot prices: %w", err)
+	if now := s.now(); now.Sub(s.lastSpot) >= s.SpotEvery {
+		if err := s.RecordSpot(ctx); err != nil {
+			return fmt.Errorf("spot prices: %w", err)
+		}
+		s.lastSpot = now
 	}
 	if _, err := s.Meter(ctx, s.now().Add(-s.Settle)); err != nil {
 		return fmt.Errorf("meter: %w", err)
