@@ -15,7 +15,7 @@ package billing
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"math/big"
 	"strings"
 	"time"
@@ -89,7 +89,21 @@ func RecordID(allocationID string, hour time.Time, rev int) string {
 	if rev > 0 {
 		h.Write([]byte{0, byte(rev >> 8), byte(rev)})
 	}
-	return PrefixUsage + hex.EncodeToString(h.Sum(nil))[:32]
+	return PrefixUsage + crockford(h.Sum(nil))
+}
+
+// crockford writes the first 128 bits of a hash as 26 Crockford base32
+// characters: the shape of every id.
+func crockford(b []byte) string {
+	const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+	hi, lo := binary.BigEndian.Uint64(b[0:8]), binary.BigEndian.Uint64(b[8:16])
+	var out [26]byte
+	for i := 25; i >= 0; i-- {
+		out[i] = alphabet[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
 }
 
 // same reports whether two records hold the same measured values.
@@ -240,7 +254,7 @@ type Invoice struct {
 // currency: closing twice can never make two.
 func InvoiceID(tenantID, period, currency string) string {
 	h := sha256.Sum256([]byte(tenantID + "\x00" + period + "\x00" + currency))
-	return PrefixInvoice + hex.EncodeToString(h[:])[:26]
+	return PrefixInvoice + crockford(h[:])
 }
 
 // Period is a closed (or closing) billing month.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/pricing"
@@ -368,5 +369,22 @@ func TestOverageBeyondTheCommitment(t *testing.T) {
 		if l.Kind == LineOverage {
 			t.Fatalf("overage billed without an overage rate: %+v", l)
 		}
+	}
+}
+
+// Derived ids have the shape of every id: prefix and 26 Crockford base32
+// characters, the same for the same inputs.
+func TestDerivedIDsAreWellFormed(t *testing.T) {
+	h := at("2027-01-03T10:00:00Z")
+	for _, c := range []struct{ id, prefix string }{
+		{InvoiceID("ten_x", "2027-01", "USD"), PrefixInvoice}, {RecordID("alc_x", h, 0), PrefixUsage}, {RecordID("alc_x", h, 1), PrefixUsage},
+	} {
+		if !neocloud.HasPrefix(c.id, c.prefix) {
+			t.Errorf("%s is not a well-formed %s id", c.id, c.prefix)
+		}
+	}
+	if RecordID("alc_x", h, 0) != RecordID("alc_x", h.In(time.FixedZone("x", 3600)), 0) || RecordID("alc_x", h, 0) == RecordID("alc_x", h, 1) ||
+		InvoiceID("ten_x", "2027-01", "USD") == InvoiceID("ten_x", "2027-01", "EUR") {
+		t.Fatal("derived ids are not a function of their inputs alone")
 	}
 }

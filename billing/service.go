@@ -654,7 +654,7 @@ func (s *Service) Invoice(ctx context.Context, p neocloud.Principal, id string) 
 
 // InvoiceByRef finds an invoice by id or number.
 func (s *Service) InvoiceByRef(ctx context.Context, p neocloud.Principal, ref string) (Invoice, error) {
-	if !neocloud.HasPrefix(ref, PrefixInvoice) && !neocloud.HasPrefix(ref, PrefixCredit) {
+	if !strings.HasPrefix(ref, PrefixInvoice) && !strings.HasPrefix(ref, PrefixCredit) {
 		id, err := s.Store.InvoiceIDByNumber(ctx, ref)
 		if err != nil {
 			return Invoice{}, err
