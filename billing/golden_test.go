@@ -388,3 +388,47 @@ func TestDerivedIDsAreWellFormed(t *testing.T) {
 		t.Fatal("derived ids are not a function of their inputs alone")
 	}
 }
+
+// Where the node's out-of-band controller meters its input energy, that is
+// the energy of record, shared by the allocation's GPUs; an hour without
+// the meter's readings falls back to the estimate.
+func TestNodeMeteredEnergyIsOfRecord(t *testing.T) {
+	ready := at("2027-01-03T10:00:00.5Z")
+	m := Metered{Allocation: sales.Allocation{ID: "alc_p", ReservationID: "rsv_p", TenantID: "ten_acme", NodeID: "nod_1", GPUs: []int{4, 5, 6, 7},
+		ReadyAt: &ready, ReleasedAt: ptr(at("2027-01-03T13:00:00Z"))}, ContractID: "ctr", Class: "on_demand", SKU: "h100", SiteID: "sit_1", NodeGPUs: 8, GPUShare: 0.5}
+	var rs []agents.EnergyReading
+	read := func(gpu int, t string, j uint64, reason, alloc string) {
+		rs = append(rs, agents.EnergyReading{NodeID: "nod_1", GPU: gpu, At: at(t), EnergyJ: j, Reason: reason, AllocationID: alloc})
+	}
+	for g := 0; g < 8; g++ { // GPUs 0–3 are another tenant's: not counted
+		read(g, "2027-01-03T10:00:00.5Z", 0, "ready", "alc_p")
+		read(g, "2027-01-03T11:00:00.1Z", 1_000_000, "hourly", "")
+		read(g, "2027-01-03T12:00:00.1Z", 2_000_000, "hourly", "")
+		read(g, "2027-01-03T13:00:00Z", 3_000_000, "released", "alc_p")
+	}
+	// The node meter reads 10 MJ an hour, but not at 12:00.
+	read(NodeGPU, "2027-01-03T10:00:00.5Z", 50_000_000, "ready", "alc_p")
+	read(NodeGPU, "2027-01-03T11:00:00.1Z", 60_000_000, "hourly", "")
+	read(NodeGPU, "2027-01-03T13:00:00Z", 80_000_000, "released", "alc_p")
+	recs := Derive(m, rs, at("2027-01-03T00:00:00Z"), at("2027-01-04T00:00:00Z"))
+	if len(recs) != 3 {
+		t.Fatalf("records: %+v", recs)
+	}
+	// 10:00: 10 MJ metered, half of it for 4 of 8 GPUs. 11:00: the meter's
+	// next reading is at 13:00, so its 20 MJ belong to 11:00 (the earlier
+	// reading's hour). 12:00: no meter reading starts there: estimated.
+	want := []struct {
+		j      int64
+		source string
+	}{{5_000_000, SourceNodeOOB}, {10_000_000, SourceNodeOOB}, {8_000_000, SourceEstimated}}
+	for i, r := range recs {
+		if r.GPUEnergyJ != 4_000_000 || r.EnergyJ != want[i].j || r.EnergySource != want[i].source || r.GPUs != 4 {
+			t.Errorf("hour %s: %+v, want %d J %s", r.Hour.Format("15:04"), r, want[i].j, want[i].source)
+		}
+	}
+	// Ready at 10:00:00.5 counts from 10:00:00: instants truncate to the
+	// second at both ends.
+	if recs[0].GPUSeconds != 4*3600 || recs[2].GPUSeconds != 4*3600 {
+		t.Errorf("GPU-seconds: %d, %d, want 4 × 3,600", recs[0].GPUSeconds, recs[2].GPUSeconds)
+	}
+}
