@@ -139,9 +139,12 @@ func Derive(m Metered, readings []agents.EnergyReading, from, to time.Time) []Us
 		share = DefaultGPUShare
 	}
 	shareRat, _ := new(big.Rat).SetString(strconv.FormatFloat(share, 'f', -1, 64))
+	// An hour with no delta at all (a few seconds between two readings'
+	// hours) takes the node's source when its meter is read.
+	nodeMetered := len(series[NodeGPU]) > 0
 	res := make([]UsageRecord, 0, len(out))
 	for _, r := range out {
-		if nodeSeen[r.Hour] {
+		if nodeSeen[r.Hour] || (nodeMetered && r.GPUEnergyJ == 0) {
 			// The node's metered input energy, shared by its GPUs.
 			r.EnergyJ = roundHalfEven(big.NewRat(nodeJ[r.Hour]*int64(r.GPUs), int64(max(1, m.NodeGPUs))))
 			r.EnergySource = SourceNodeOOB
