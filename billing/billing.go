@@ -203,9 +203,11 @@ type Line struct {
 	Amount       string     `json:"amount"`
 	// ChargeKey names a commitment charge (contract and month), billed once.
 	ChargeKey string `json:"charge_key,omitempty"`
-	// records are the usage records behind a line (not serialized: the
-	// store links them to the invoice).
+	// records are the usage records behind a line, credit the availability
+	// behind a credit line (not serialized: the store keeps them apart, for
+	// lineage).
 	records []string
+	credit  *Credit
 }
 
 // RatePart is the share of a line billed at one rate.

@@ -48,6 +48,7 @@ type RateInput struct {
 	Spot        []SpotPoint
 	Sites       map[string]SiteEnergy
 	Billed      map[string]bool // commitment charges already invoiced
+	Credits     []Credit        // SLA credits of the period's service
 	IssuedAt    time.Time
 	Draft       bool
 	KeepRecords bool // keep each line's record ids (for closing)
@@ -68,6 +69,8 @@ type RateInput struct {
 //   - records of hours before the period (found after their period closed):
 //     adjustment lines, rated the same way.
 //   - internal work: never invoiced.
+//   - SLA credits of the period's service: a negative line per
+//     reservation whose availability fell below a tier.
 //
 // Each line's amount is rounded once, half to even; tax once on the
 // subtotal. The result depends only on the inputs' content, not their
@@ -108,6 +111,13 @@ func Rate(in RateInput) ([]Invoice, error) {
 		}
 		lines[cur] = append(lines[cur], ls...)
 	}
+	byID := map[string]ContractWork{}
+	for _, c := range contracts {
+		byID[c.ID] = c
+	}
+	for cur, ls := range creditLines(in.Credits, byID) {
+		lines[cur] = append(lines[cur], ls...)
+	}
 	currencies := make([]string, 0, len(lines))
 	for cur := range lines {
 		currencies = append(currencies, cur)
@@ -134,7 +144,7 @@ func Rate(in RateInput) ([]Invoice, error) {
 			ls[i].Amount = money(ls[i].AmountMicros)
 			inv.SubtotalMicros += ls[i].AmountMicros
 			if !in.KeepRecords {
-				ls[i].records = nil
+				ls[i].records, ls[i].credit = nil, nil
 			}
 		}
 		inv.Lines = ls

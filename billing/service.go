@@ -322,20 +322,11 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 		pr = Profile{TenantID: t.ID}
 	}
 	in.Profile = pr
-	cs, err := s.Store.AllContracts(ctx, t.ID)
-	if err != nil {
+	if in.Contracts, err = s.contractWork(ctx, t.ID); err != nil {
 		return in, err
 	}
 	var keys []string
-	for _, c := range cs {
-		if c.Kind == placement.ClassInternal {
-			continue
-		}
-		rs, err := s.Store.ContractReservations(ctx, c.ID)
-		if err != nil {
-			return in, err
-		}
-		in.Contracts = append(in.Contracts, ContractWork{Contract: c, Reservations: rs})
+	for _, c := range in.Contracts {
 		for m := mustStart(MonthOf(c.Start)); m.Before(end.AddDate(0, 1, 0)); m = m.AddDate(0, 1, 0) {
 			keys = append(keys, "commit:"+c.ID+":"+MonthOf(m))
 		}
@@ -343,8 +334,32 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 	if in.Billed, err = s.Store.BilledCharges(ctx, keys); err != nil {
 		return in, err
 	}
+	if in.Credits, err = s.credits(ctx, in.Contracts, start, end); err != nil {
+		return in, err
+	}
 	in.Records, err = s.Store.OpenUsage(ctx, t.ID, before)
 	return in, err
+}
+
+// contractWork returns a tenant's invoiced contracts (not internal ones)
+// with their reservations.
+func (s *Service) contractWork(ctx context.Context, tenantID string) ([]ContractWork, error) {
+	cs, err := s.Store.AllContracts(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	var out []ContractWork
+	for _, c := range cs {
+		if c.Kind == placement.ClassInternal {
+			continue
+		}
+		rs, err := s.Store.ContractReservations(ctx, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ContractWork{Contract: c, Reservations: rs})
+	}
+	return out, nil
 }
 
 // shared is what every tenant's rating reads alike.
@@ -504,12 +519,23 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 				}
 				inv.Number = fmt.Sprintf("%s%06d", seller.InvoicePrefix, n)
 				links := map[int][]string{}
+				credits := map[int]*Credit{}
 				for i := range inv.Lines {
 					links[inv.Lines[i].N] = inv.Lines[i].records
-					inv.Lines[i].records = nil
+					if inv.Lines[i].credit != nil {
+						credits[inv.Lines[i].N] = inv.Lines[i].credit
+					}
+					inv.Lines[i].records, inv.Lines[i].credit = nil, nil
 				}
 				if err := s.Store.InsertInvoice(ctx, inv, links); err != nil {
 					return err
+				}
+				if st, ok := s.Store.(CreditStore); ok {
+					for n, c := range credits {
+						if err := st.PutCreditSources(ctx, inv.ID, n, *c); err != nil {
+							return err
+						}
+					}
 				}
 				invs = append(invs, inv)
 			}

@@ -386,3 +386,147 @@ func TestSpotSeriesRecordsChanges(t *testing.T) {
 		}
 	})
 }
+
+// SLA credits from the control plane's own data: a failed node until its
+// replacement is ready, a confirmed tenant report from when it was made,
+// a node degraded by a condition the contract names; a bare-metal node
+// whose agent fell silent without evidence earns nothing. The credit is a
+// line of the month's invoice, and every line's lineage sums back to it.
+func TestSLACreditsAndLineage(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		w := newWorld(t, db, time.Date(2027, 1, 4, 0, 0, 0, 0, time.UTC))
+		start, end := time.Date(2027, 1, 5, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 5, 0, 0, 0, 0, time.UTC)
+		days := int64(end.Sub(start) / time.Second)
+		acme, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassReserved, Start: &start, DurationS: days}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		beta, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassReserved, Start: &start, DurationS: days, Delivery: sales.DeliveryBareMetal}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.at(start)
+		w.sales.Provisioner = &sales.SimStage{Duration: 2 * time.Hour}
+		nodeOf := func(r sales.Reservation, i int) string {
+			r, _ = db.Reservation(ctx, r.ID)
+			return r.Nodes[i].NodeID
+		}
+		// January 10th, noon: a node of acme's fails; its replacement takes
+		// two hours to provision.
+		w.at(time.Date(2027, 1, 10, 12, 0, 0, 0, time.UTC))
+		first := nodeOf(acme, 0)
+		if n, err := w.sales.NodeFailed(ctx, first, "gpu 3: XID 79 GPU has fallen off the bus", true); err != nil || n != 1 {
+			t.Fatalf("node failed: %d %v", n, err)
+		}
+		for m := 0; m <= 130; m += 5 {
+			w.at(time.Date(2027, 1, 10, 12, m, 0, 0, time.UTC))
+		}
+		// January 20th: acme reports its other node at midnight; an operator
+		// confirms at one; the replacement is ready two hours later.
+		w.at(time.Date(2027, 1, 20, 0, 0, 0, 0, time.UTC))
+		second := nodeOf(acme, 1)
+		if second == first {
+			second = nodeOf(acme, 0)
+		}
+		b, err := w.sales.NodeBreakFix(ctx, w.acme, second, sales.BreakFixReport, sales.BreakFixInput{Reason: "NCCL all-reduce hangs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.at(time.Date(2027, 1, 20, 1, 0, 0, 0, time.UTC))
+		if _, err := w.sales.ConfirmReport(ctx, w.op, b.ID); err != nil {
+			t.Fatal(err)
+		}
+		for m := 0; m <= 130; m += 5 {
+			w.at(time.Date(2027, 1, 20, 1, m, 0, 0, time.UTC))
+		}
+		// January 25th: a node of acme's degraded by an NVLink error for
+		// half an hour (the standard SLA names it).
+		w.at(time.Date(2027, 1, 25, 0, 0, 0, 0, time.UTC))
+		third := nodeOf(acme, 0)
+		if err := w.fleet.SetHealth(ctx, third, fleet.HealthDegraded, []string{"gpu 1: XID 74 NVLink error"}); err != nil {
+			t.Fatal(err)
+		}
+		w.at(time.Date(2027, 1, 25, 0, 30, 0, 0, time.UTC))
+		if err := w.fleet.SetHealth(ctx, third, fleet.HealthOK, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Beta's bare-metal node falls silent without evidence: not a failure.
+		if n, err := w.sales.NodeFailed(ctx, nodeOf(beta, 0), "no heartbeat for 10m (no out-of-band evidence)", false); err != nil || n != 0 {
+			t.Fatalf("bare metal without evidence: %d %v", n, err)
+		}
+
+		w.at(time.Date(2027, 2, 1, 1, 0, 0, 0, time.UTC))
+		credits, err := w.billing.Credits(ctx, w.acme, "", "2027-01")
+		if err != nil || len(credits) != 1 {
+			t.Fatalf("acme's credits: %v %+v", err, credits)
+		}
+		c := credits[0]
+		causes := map[string]int{}
+		for _, d := range c.Down {
+			causes[d.Cause]++
+		}
+		// Failed: 12:00 → ready about 14:00; reported: 00:00 → 01:00 and the
+		// failure at 01:00 → ready about 03:00; degraded: 30 minutes.
+		if causes[billing.DownFailed] != 2 || causes[billing.DownReported] != 1 || causes[billing.DownDegraded] != 1 {
+			t.Fatalf("down intervals: %+v", c.Down)
+		}
+		promised := int64(27*24*60) * 16
+		if c.GPUMinutes != promised || c.DownGPUMinutes < 8*(120+180+30) || c.DownGPUMinutes > 8*(120+180+30+20) {
+			t.Fatalf("GPU-minutes %d of %d down", c.DownGPUMinutes, c.GPUMinutes)
+		}
+		charge := int64(16*27*24) * 2_500_000
+		if c.Tier != "below 99.9%" || c.Percent != "10.00" || c.ChargeMicros != charge || c.CreditMicros != charge/10 {
+			t.Fatalf("credit: %+v", c)
+		}
+		t.Logf("acme: %d of %d GPU-minutes down, %s%%, %s → %s%%; %d intervals", c.DownGPUMinutes, c.GPUMinutes, c.Availability, c.Tier, c.Percent, len(c.Down))
+		bc, err := w.billing.Credits(ctx, w.beta, "", "2027-01")
+		if err != nil || len(bc) != 1 || bc[0].DownGPUMinutes != 0 || bc[0].CreditMicros != 0 {
+			t.Fatalf("beta's bare-metal silence: %v %+v", err, bc)
+		}
+
+		// The credit is a line of January's invoice; every line explains
+		// itself and sums back.
+		_, invs, err := w.billing.Close(ctx, w.op, "2027-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inv billing.Invoice
+		for _, i := range invs {
+			if i.TenantID == w.acme.TenantID {
+				inv = i
+			}
+		}
+		found := false
+		for _, l := range inv.Lines {
+			src, err := w.billing.Sources(ctx, w.acme, inv.Number, l.N)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch l.Kind {
+			case billing.LineCredit:
+				found = true
+				if l.AmountMicros != -c.CreditMicros || src.Credit == nil || src.Credit.DownGPUMinutes != c.DownGPUMinutes || len(src.Credit.Down) != len(c.Down) {
+					t.Fatalf("credit line %+v, sources %+v", l, src.Credit)
+				}
+			case billing.LineCommitment:
+				if src.GPUSeconds != l.GPUSeconds || len(src.Reservations) != 1 {
+					t.Fatalf("commitment line %+v, sources %+v", l, src)
+				}
+			case billing.LineUsage:
+				if src.GPUSeconds != l.GPUSeconds || len(src.Records) != l.Records || len(src.Allocations) < 3 {
+					t.Fatalf("usage line %+v: records sum to %d (%d records, %d allocations)", l, src.GPUSeconds, len(src.Records), len(src.Allocations))
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("no credit line: %+v", inv.Lines)
+		}
+		if _, err := w.billing.Sources(ctx, w.beta, inv.Number, 1); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("beta explains acme's invoice: %v", err)
+		}
+		if _, err := w.billing.Sources(ctx, w.acme, inv.Number, len(inv.Lines)+1); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("a line past the last: %v", err)
+		}
+	})
+}

@@ -178,7 +178,93 @@ func invoiceCmd(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			return g.items(c, "/v1/billing/periods", nil, periodCols)
 		}}
-	cmd.AddCommand(list, show, draft, export, closeCmd, credit, periods)
+	explain := &cobra.Command{Use: "explain ID|NUMBER LINE", Short: "What an invoice line rests on: usage records, reservations, or the down intervals behind a credit", Args: cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			raw, err := cl.Raw(c.Context(), http.MethodGet, "/v1/invoices/"+url.PathEscape(args[0])+"/lines/"+url.PathEscape(args[1])+"/sources", nil, nil, "")
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printItems(g.stdout, g.output, []json.RawMessage{raw}, true, nil)
+			}
+			var src struct {
+				Line         json.RawMessage   `json:"line"`
+				Records      []json.RawMessage `json:"records"`
+				Reservations []json.RawMessage `json:"reservations"`
+				GPUSeconds   int64             `json:"gpu_seconds"`
+				EnergyJ      int64             `json:"energy_j"`
+				Credit       *struct {
+					Down []json.RawMessage `json:"down"`
+				} `json:"credit"`
+			}
+			if err := json.Unmarshal(raw, &src); err != nil {
+				return err
+			}
+			if err := printItems(g.stdout, g.output, []json.RawMessage{src.Line}, true, lineCols); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout)
+			switch {
+			case len(src.Records) > 0:
+				fmt.Fprintf(g.stdout, "%d usage records: %d GPU-seconds, %d J\n", len(src.Records), src.GPUSeconds, src.EnergyJ)
+				return printItems(g.stdout, g.output, src.Records, false, []column{{"RECORD", "id"}, {"ALLOCATION", "allocation_id"}, {"HOUR", "hour"}, {"REV", "rev"},
+					{"NODE", "node_id"}, {"GPUS", "gpus"}, {"GPU-SECONDS", "gpu_seconds"}, {"ENERGY J", "energy_j"}, {"SOURCE", "energy_source"}})
+			case len(src.Reservations) > 0:
+				fmt.Fprintf(g.stdout, "%d GPU-seconds committed\n", src.GPUSeconds)
+				return printItems(g.stdout, g.output, src.Reservations, false, []column{{"RESERVATION", "reservation_id"}, {"GPUS", "gpus"}, {"FROM", "from"}, {"TO", "to"}, {"GPU-SECONDS", "gpu_seconds"}})
+			case src.Credit != nil:
+				return printItems(g.stdout, g.output, src.Credit.Down, false, downCols)
+			}
+			return nil
+		}}
+	cmd.AddCommand(list, show, draft, export, closeCmd, credit, periods, explain)
+	return cmd
+}
+
+var downCols = []column{{"FROM", "from"}, {"TO", "to"}, {"CAUSE", "cause"}, {"NODE", "node"}, {"GPUS", "gpus"}, {"SLOT", "slot"}, {"EVIDENCE", "evidence"}}
+
+func creditsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "credits", Short: "SLA credits: availability per reservation and month from the control plane's own health data"}
+	var tenant, period string
+	show := &cobra.Command{Use: "show", Short: "A tenant's availability and credits in a month, with the down intervals behind them", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			var page struct {
+				Items []json.RawMessage `json:"items"`
+			}
+			if err := cl.Do(c.Context(), http.MethodGet, "/v1/credits", filters(map[string]string{"tenant": tenant, "period": period}), nil, &page); err != nil {
+				return err
+			}
+			if err := printItems(g.stdout, g.output, page.Items, false, []column{{"RESERVATION", "reservation_id"}, {"GPU-MINUTES", "gpu_minutes"},
+				{"DOWN", "down_gpu_minutes"}, {"AVAILABILITY %", "availability_percent"}, {"TIER", "tier"}, {"CREDIT %", "credit_percent"}, {"CHARGE µ", "charge_micros"}, {"CREDIT µ", "credit_micros"}}); err != nil || g.output != "table" {
+				return err
+			}
+			for _, it := range page.Items {
+				var c struct {
+					ReservationID string            `json:"reservation_id"`
+					Down          []json.RawMessage `json:"down"`
+				}
+				json.Unmarshal(it, &c)
+				if len(c.Down) > 0 {
+					fmt.Fprintf(g.stdout, "\n%s: down intervals\n", c.ReservationID)
+					if err := printItems(g.stdout, g.output, c.Down, false, downCols); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}}
+	show.Flags().StringVar(&tenant, "tenant", "", "tenant name or id (a tenant token: its own)")
+	show.Flags().StringVar(&period, "period", "", "month, e.g. 2027-01")
+	show.MarkFlagRequired("period")
+	cmd.AddCommand(show)
 	return cmd
 }
 

@@ -33,6 +33,16 @@ type Store interface {
 	UpdateNodes(ctx context.Context, nodes []Node) error
 	// PutGPUs replaces the GPUs of the given nodes.
 	PutGPUs(ctx context.Context, nodes []Node) error
+	// LogHealth appends a node's new health to its history.
+	LogHealth(ctx context.Context, c HealthChange) error
+}
+
+// HealthChange is one change of a node's health, kept as its history.
+type HealthChange struct {
+	NodeID  string    `json:"node_id"`
+	At      time.Time `json:"at"`
+	Health  Health    `json:"health"`
+	Reasons []string  `json:"reasons,omitempty"`
 }
 
 // Tx runs work in one transaction carried by the context and defers work
@@ -398,6 +408,9 @@ func (s *Service) SetHealth(ctx context.Context, id string, h Health, reasons []
 		n.Health, n.HealthReasons = h, slices.Clone(reasons)
 		n.Version, n.UpdatedAt = n.Version+1, s.now()
 		if err := s.Store.UpdateNodes(ctx, []Node{n}); err != nil {
+			return err
+		}
+		if err := s.Store.LogHealth(ctx, HealthChange{NodeID: n.ID, At: n.UpdatedAt, Health: h, Reasons: n.HealthReasons}); err != nil {
 			return err
 		}
 		s.Tx.AfterCommit(ctx, func() { s.Snapshot.PutNodes([]Node{n}) })

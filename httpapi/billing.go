@@ -220,4 +220,32 @@ func (s *Server) registerBilling() {
 			info(ctx).Object, info(ctx).Tenant = pr.TenantID, pr.TenantID
 			return &struct{ Body billing.Profile }{pr}, nil
 		})
+
+	register(s, opReadTenant, huma.Operation{OperationID: "show-credits", Method: http.MethodGet, Path: "/v1/credits", Summary: "Show SLA credits",
+		Description: "Each committed reservation's availability in a month, per GPU-minute, from the control plane's own health data (failed nodes until their replacement is ready, shortfalls, nodes degraded by a condition the contract names, confirmed tenant reports), the tier reached and the credit earned, with the down intervals and their evidence. No claim is needed: credits appear on the month's invoice. A tenant sees only its own.",
+		Tags:        []string{"billing"}},
+		func(ctx context.Context, in *struct {
+			Tenant string `query:"tenant" doc:"Tenant name or id (a tenant's own by default)."`
+			Period string `query:"period" required:"true" doc:"A month, e.g. 2027-01."`
+		}) (*struct{ Body List[billing.Credit] }, error) {
+			cs, err := bl.Credits(ctx, principal(ctx), in.Tenant, in.Period)
+			if err != nil {
+				return nil, notFoundDenied(ctx, err)
+			}
+			return &struct{ Body List[billing.Credit] }{List[billing.Credit]{Items: cs}}, nil
+		})
+
+	register(s, opReadTenant, huma.Operation{OperationID: "explain-invoice-line", Method: http.MethodGet, Path: "/v1/invoices/{invoice}/lines/{line}/sources", Summary: "Explain an invoice line",
+		Description: "What a line rests on: the usage records (allocations, GPU-seconds, energy and its source) behind a usage, energy or adjustment line and what they sum to; the reservations behind a commitment; the availability and down intervals with their evidence behind an SLA credit.",
+		Tags:        []string{"billing"}},
+		func(ctx context.Context, in *struct {
+			Invoice string `path:"invoice"`
+			Line    int    `path:"line" minimum:"1"`
+		}) (*struct{ Body billing.LineSources }, error) {
+			src, err := bl.Sources(ctx, principal(ctx), in.Invoice, in.Line)
+			if err != nil {
+				return nil, notFoundDenied(ctx, err)
+			}
+			return &struct{ Body billing.LineSources }{src}, nil
+		})
 }

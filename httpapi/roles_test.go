@@ -107,19 +107,21 @@ var rolesTable = map[string][]neocloud.Role{
 	"set-node-bmc":   {OA},
 	"events":         {OA, OV, TA, TM},
 	// Billing: usage and invoices, own for tenants; settings the operator's.
-	"show-usage":          {OA, OV, TA, TM},
-	"derive-usage":        {OA},
-	"list-invoices":       {OA, OV, TA, TM},
-	"draft-invoice":       {OA, OV, TA, TM},
-	"get-invoice":         {OA, OV, TA, TM},
-	"export-invoice":      {OA, OV, TA, TM},
-	"create-credit-note":  {OA},
-	"close-period":        {OA},
-	"list-periods":        {OA, OV},
-	"get-seller":          {OA, OV},
-	"set-seller":          {OA},
-	"get-billing-profile": {OA, OV, TA, TM},
-	"set-billing-profile": {OA},
+	"show-usage":           {OA, OV, TA, TM},
+	"derive-usage":         {OA},
+	"list-invoices":        {OA, OV, TA, TM},
+	"draft-invoice":        {OA, OV, TA, TM},
+	"get-invoice":          {OA, OV, TA, TM},
+	"export-invoice":       {OA, OV, TA, TM},
+	"create-credit-note":   {OA},
+	"close-period":         {OA},
+	"list-periods":         {OA, OV},
+	"get-seller":           {OA, OV},
+	"set-seller":           {OA},
+	"get-billing-profile":  {OA, OV, TA, TM},
+	"set-billing-profile":  {OA},
+	"show-credits":         {OA, OV, TA, TM},
+	"explain-invoice-line": {OA, OV, TA, TM},
 }
 
 type operation struct{ id, method, path string }
@@ -315,7 +317,7 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		body = map[string]any{"tenant": ten.Name, "site": "lease-lab", "domain": "h1/r2", "start": time.Now().UTC().AddDate(1, 0, n), "duration_s": 3600, "price_per_gpu_hour": "1.85"}
 	case "get-contract":
 		path = strings.Replace(path, "{contract}", e.rsv[tenantKey(target)].ContractID, 1)
-	case "show-usage", "draft-invoice":
+	case "show-usage", "draft-invoice", "show-credits":
 		path += "?period=" + time.Now().UTC().Format("2006-01")
 		if c.role.Operator() {
 			path += "&tenant=" + ten.Name
@@ -325,6 +327,8 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "list-invoices", "list-periods", "get-seller":
 	case "get-invoice":
 		path = strings.Replace(path, "{invoice}", e.invoices[tenantKey(target)].ID, 1)
+	case "explain-invoice-line":
+		path = strings.Replace(strings.Replace(path, "{invoice}", e.invoices[tenantKey(target)].ID, 1), "{line}", "1", 1)
 	case "export-invoice":
 		path = strings.Replace(path, "{invoice}", e.invoices[tenantKey(target)].Number, 1) + "?format=pdf"
 	case "create-credit-note":

@@ -164,6 +164,12 @@ type SLA struct {
 	// on request each calendar month (UTC), beyond failures the control
 	// plane finds itself.
 	ReplacementsPerMonth int `json:"replacements_per_month"`
+	// DegradedConditions: a node degraded by a reason containing one of
+	// these counts as down (e.g. "NVLink error").
+	DegradedConditions []string `json:"degraded_conditions,omitempty"`
+	// ExcludeAnnouncedMaintenance: maintenance announced at least
+	// MaintenanceNoticeS ahead is neither promised nor down.
+	ExcludeAnnouncedMaintenance bool `json:"exclude_announced_maintenance,omitempty"`
 }
 
 // CreditTier: below availability Below (percent) the tenant is credited

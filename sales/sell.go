@@ -749,7 +749,8 @@ var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 // request a month.
 func standardSLA(notice time.Duration) SLA {
 	return SLA{AvailabilityPercent: 99.9, CreditTiers: []CreditTier{{Below: 99.9, Percent: 10}, {Below: 99, Percent: 25}, {Below: 95, Percent: 100}},
-		CreditCapPercent: 100, MaintenanceNoticeS: int64(notice / time.Second), ReplacementsPerMonth: 4}
+		CreditCapPercent: 100, MaintenanceNoticeS: int64(notice / time.Second), ReplacementsPerMonth: 4,
+		DegradedConditions: []string{"NVLink error", "link down", "row remap"}, ExcludeAnnouncedMaintenance: true}
 }
 
 // SpotRate is the spot price in force at a site for a SKU.

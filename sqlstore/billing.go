@@ -341,3 +341,24 @@ func (db *DB) HourlyUsage(ctx context.Context, from, to time.Time) ([]billing.Ho
 		return u, err
 	}, `SELECT hour, class, SUM(gpu_seconds), SUM(energy_j) FROM usage_records WHERE hour >= ? AND hour < ? GROUP BY hour, class ORDER BY hour, class`, micros(from), micros(to))
 }
+
+func (db *DB) ConfirmedReports(ctx context.Context, reservationID string) ([]sales.BreakFix, error) {
+	return collect(db, ctx, scanBody[sales.BreakFix], `SELECT body FROM break_fix WHERE reservation_id = ? AND kind = 'report' AND confirmed_at IS NOT NULL ORDER BY created_at`, reservationID)
+}
+
+func (db *DB) PutCreditSources(ctx context.Context, invoiceID string, line int, c billing.Credit) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO credit_sources (invoice_id, line, body) VALUES (?, ?, ?)`, invoiceID, line, mustJSON(c))
+		return err
+	})
+}
+
+func (db *DB) CreditSources(ctx context.Context, invoiceID string, line int) (billing.Credit, bool, error) {
+	var c billing.Credit
+	ok, err := jsonRow(db, ctx, &c, `SELECT body FROM credit_sources WHERE invoice_id = ? AND line = ?`, invoiceID, line)
+	return c, ok, err
+}
+
+func (db *DB) LineRecords(ctx context.Context, invoiceID string, line int) ([]billing.UsageRecord, error) {
+	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE invoice_id = ? AND invoice_line = ? ORDER BY id`, invoiceID, line)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
@@ -255,4 +256,42 @@ func (db *DB) PutGPUs(ctx context.Context, nodes []fleet.Node) error {
 		}
 		return db.insertGPUs(ctx, nodes)
 	})
+}
+
+func (db *DB) LogHealth(ctx context.Context, c fleet.HealthChange) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO node_health_log (node_id, at, seq, health, reasons)
+			VALUES (?, ?, (SELECT COUNT(*) FROM node_health_log WHERE node_id = ? AND at = ?), ?, ?)`,
+			c.NodeID, micros(c.At), c.NodeID, micros(c.At), string(c.Health), mustJSON(c.Reasons))
+		return err
+	})
+}
+
+// HealthLog returns the health changes of the given nodes in [from, to),
+// and each node's last change before from (its health at from).
+func (db *DB) HealthLog(ctx context.Context, nodeIDs []string, from, to time.Time) ([]fleet.HealthChange, error) {
+	var out []fleet.HealthChange
+	scan := func(r scanner) (fleet.HealthChange, error) {
+		var c fleet.HealthChange
+		var at int64
+		var h, reasons string
+		err := r.Scan(&c.NodeID, &at, &h, &reasons)
+		c.At, c.Health = fromMicros(at), fleet.Health(h)
+		if err == nil {
+			err = json.Unmarshal([]byte(reasons), &c.Reasons)
+		}
+		return c, err
+	}
+	for _, id := range nodeIDs {
+		before, err := collect(db, ctx, scan, `SELECT node_id, at, health, reasons FROM node_health_log WHERE node_id = ? AND at < ? ORDER BY at DESC, seq DESC LIMIT 1`, id, micros(from))
+		if err != nil {
+			return nil, err
+		}
+		in, err := collect(db, ctx, scan, `SELECT node_id, at, health, reasons FROM node_health_log WHERE node_id = ? AND at >= ? AND at < ? ORDER BY at, seq`, id, micros(from), micros(to))
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, before...), in...)
+	}
+	return out, nil
 }
