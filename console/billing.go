@@ -3,6 +3,7 @@ package console
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -130,4 +131,26 @@ func (c *Console) exportInvoice(w http.ResponseWriter, r *http.Request, _ sessio
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Disposition", `attachment; filename="`+inv.Number+"."+format+`"`)
 	w.Write(b)
+}
+
+// invoiceLine shows what one line of an invoice rests on.
+func (c *Console) invoiceLine(w http.ResponseWriter, r *http.Request, s session) {
+	n, err := strconv.Atoi(r.PathValue("n"))
+	if err != nil {
+		c.fail(w, r, neocloud.NotFound("line", r.PathValue("n")))
+		return
+	}
+	src, err := c.cfg.Billing.Sources(r.Context(), operatorP, r.PathValue("id"), n)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	more := 0
+	if len(src.Records) > 500 {
+		more, src.Records = len(src.Records)-500, src.Records[:500]
+	}
+	c.render(w, r, http.StatusOK, "line", "invoices", src.Number+" line "+strconv.Itoa(n), s, struct {
+		billing.LineSources
+		More int
+	}{src, more})
 }

@@ -61,6 +61,9 @@ func TestInvoicePages(t *testing.T) {
 	if code, page := get(t, c, s.URL+"/invoices/"+inv.ID); code != 200 || !strings.Contains(page, inv.Total+" USD") || !strings.Contains(page, "on-demand GPU-hours") {
 		t.Fatalf("invoice page: %d %.2000s", code, page)
 	}
+	if code, page := get(t, c, s.URL+"/invoices/"+inv.ID+"/lines/1"); code != 200 || !strings.Contains(page, "usage records") || !strings.Contains(page, inv.Lines[0].Amount) {
+		t.Fatalf("line page: %d %.2000s", code, page)
+	}
 	if code, body := get(t, c, s.URL+"/invoices/usage.json"); code != 200 || !strings.Contains(body, `16,16,16]`) {
 		t.Fatalf("usage.json: %d %.300s", code, body)
 	}
@@ -73,7 +76,7 @@ func TestInvoicePages(t *testing.T) {
 		t.Fatalf("PDF download: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	tc := browser(t, s.URL, secret)
-	for _, path := range []string{"/invoices", "/invoices/" + inv.ID, "/invoices/" + inv.ID + "/export?format=pdf", "/invoices/usage.json"} {
+	for _, path := range []string{"/invoices", "/invoices/" + inv.ID, "/invoices/" + inv.ID + "/lines/1", "/invoices/" + inv.ID + "/export?format=pdf", "/invoices/usage.json"} {
 		if code, _ := get(t, tc, s.URL+path); code != http.StatusNotFound {
 			t.Errorf("tenant on %s: %d, want 404", path, code)
 		}

@@ -173,6 +173,7 @@ func New(cfg Config) (*Console, error) {
 		c.mux.HandleFunc("GET /invoices/usage.json", c.operator(c.usageSeries))
 		c.mux.HandleFunc("GET /invoices/{id}", c.operator(c.invoice))
 		c.mux.HandleFunc("GET /invoices/{id}/export", c.operator(c.exportInvoice))
+		c.mux.HandleFunc("GET /invoices/{id}/lines/{n}", c.operator(c.invoiceLine))
 	}
 	return c, nil
 }
