@@ -203,11 +203,9 @@ type Line struct {
 	Amount       string     `json:"amount"`
 	// ChargeKey names a commitment charge (contract and month), billed once.
 	ChargeKey string `json:"charge_key,omitempty"`
-	// records are the usage records behind a line, credit the availability
-	// behind a credit line (not serialized: the store keeps them apart, for
-	// lineage).
-	records []string
-	credit  *Credit
+	// credit is the availability behind a credit line (not serialized:
+	// the store keeps it apart, for lineage).
+	credit *Credit
 }
 
 // RatePart is the share of a line billed at one rate.

@@ -25,7 +25,9 @@ type CreditStore interface {
 	Maintenances(ctx context.Context, siteID string) ([]sales.Maintenance, error)
 	PutCreditSources(ctx context.Context, invoiceID string, line int, c Credit) error
 	CreditSources(ctx context.Context, invoiceID string, line int) (Credit, bool, error)
-	LineRecords(ctx context.Context, invoiceID string, line int) ([]UsageRecord, error)
+	// LineRecords returns a reservation's records on an invoice of hours
+	// in [from, to).
+	LineRecords(ctx context.Context, invoiceID, reservationID string, from, to time.Time) ([]UsageRecord, error)
 }
 
 // credits computes the SLA credits of a tenant's committed reservations
@@ -335,7 +337,13 @@ func (s *Service) Sources(ctx context.Context, p neocloud.Principal, ref string,
 			out.Credit = &c
 		}
 	default:
-		if out.Records, err = st.LineRecords(ctx, inv.ID, n); err != nil {
+		// A line's records: its reservation's on this invoice, in the
+		// line's hours (a line covers one reservation in the period, or in
+		// one earlier month for an adjustment).
+		if l.ReservationID == "" {
+			return out, nil
+		}
+		if out.Records, err = st.LineRecords(ctx, inv.ID, l.ReservationID, l.ServiceStart.Truncate(time.Hour), l.ServiceEnd); err != nil {
 			return out, err
 		}
 		seen := map[string]bool{}

@@ -144,7 +144,7 @@ func Rate(in RateInput) ([]Invoice, error) {
 			ls[i].Amount = money(ls[i].AmountMicros)
 			inv.SubtotalMicros += ls[i].AmountMicros
 			if !in.KeepRecords {
-				ls[i].records, ls[i].credit = nil, nil
+				ls[i].credit = nil
 			}
 		}
 		inv.Lines = ls
@@ -264,10 +264,9 @@ func groups(in RateInput, recs []*UsageRecord) []*group {
 	return out
 }
 
-func (g *group) span() (time.Time, time.Time, int64, []string) {
+func (g *group) span() (time.Time, time.Time, int64, int) {
 	var s, e time.Time
 	var gs int64
-	ids := make([]string, 0, len(g.recs))
 	for i, r := range g.recs {
 		if i == 0 || r.Start.Before(s) {
 			s = r.Start
@@ -276,9 +275,8 @@ func (g *group) span() (time.Time, time.Time, int64, []string) {
 			e = r.End
 		}
 		gs += r.GPUSeconds
-		ids = append(ids, r.ID)
 	}
-	return s, e, gs, ids
+	return s, e, gs, len(g.recs)
 }
 
 // committedUsage is the GPU-hours a lease or reservation delivered (for
@@ -286,10 +284,10 @@ func (g *group) span() (time.Time, time.Time, int64, []string) {
 func committedUsage(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	var out []Line
 	for _, g := range groups(in, recs) {
-		s, e, gs, ids := g.span()
+		s, e, gs, n := g.span()
 		l := Line{Kind: LineUsage, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
 			Description:  fmt.Sprintf("%s GPU-hours delivered, included in the commitment", c.SKU),
-			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", UnitPrice: money(0), GPUSeconds: gs, Records: len(ids), records: ids}
+			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", UnitPrice: money(0), GPUSeconds: gs, Records: n}
 		if g.late {
 			l.Kind, l.Description = LineAdjustment, fmt.Sprintf("%s GPU-hours of %s found after it closed, included in the commitment", c.SKU, g.month)
 		}
@@ -403,7 +401,7 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 				}
 			}
 		}
-		s, e, gs, ids := g.span()
+		s, e, gs, n := g.span()
 		num := new(big.Int)
 		rates := make([]int64, 0, len(byRate))
 		for rate := range byRate {
@@ -422,7 +420,7 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		}
 		l := Line{Kind: LineUsage, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
 			Description:  fmt.Sprintf("%s %s GPU-hours, per second", c.SKU, what),
-			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", GPUSeconds: gs, AmountMicros: amount, Records: len(ids), records: ids}
+			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", GPUSeconds: gs, AmountMicros: amount, Records: n}
 		if len(parts) == 1 {
 			l.UnitPrice = parts[0].Rate
 		} else {
@@ -476,12 +474,12 @@ func energy(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		case sources[SourceNodeOOB]:
 			src = SourceNodeOOB
 		}
-		s, e, _, ids := g.span()
+		s, e, _, n := g.span()
 		facility := new(big.Rat).Mul(big.NewRat(j, 3_600_000), pue)
 		l := Line{Kind: LineEnergy, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
 			Description:  fmt.Sprintf("Energy pass-through: %s kWh node energy (%s) × PUE %s", kwh(j), sourceWords(src), pueString(se.PUE)),
 			ServiceStart: s, ServiceEnd: e, Quantity: decimal(facility, 3), Unit: "kWh", UnitPrice: money(se.RateMicros),
-			EnergyJ: j, EnergySource: src, AmountMicros: roundHalfEven(amt), Records: len(ids), records: ids}
+			EnergyJ: j, EnergySource: src, AmountMicros: roundHalfEven(amt), Records: n}
 		if g.late {
 			l.Kind = LineAdjustment
 			l.Description = fmt.Sprintf("Energy of %s found after it closed: %s kWh node energy (%s) × PUE %s", g.month, kwh(j), sourceWords(src), pueString(se.PUE))

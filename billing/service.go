@@ -52,8 +52,11 @@ type Store interface {
 	// NextNumber takes the next number of a series (1, 2, …).
 	NextNumber(ctx context.Context, series string) (int64, error)
 	// InsertInvoice stores a finalized invoice or credit note with its
-	// commitment charges, and links each line's usage records to it.
-	InsertInvoice(ctx context.Context, inv Invoice, lineRecords map[int][]string) error
+	// commitment charges.
+	InsertInvoice(ctx context.Context, inv Invoice) error
+	// MarkInvoiced links a tenant's records not yet invoiced, of hours
+	// before a time and of the given contracts, to an invoice.
+	MarkInvoiced(ctx context.Context, invoiceID, tenantID string, contractIDs []string, before time.Time) (int64, error)
 	Invoice(ctx context.Context, id string) (Invoice, error)
 	// InvoiceIDByNumber finds an invoice or credit note by its number.
 	InvoiceIDByNumber(ctx context.Context, number string) (string, error)
@@ -518,16 +521,25 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 					return err
 				}
 				inv.Number = fmt.Sprintf("%s%06d", seller.InvoicePrefix, n)
-				links := map[int][]string{}
 				credits := map[int]*Credit{}
 				for i := range inv.Lines {
-					links[inv.Lines[i].N] = inv.Lines[i].records
 					if inv.Lines[i].credit != nil {
 						credits[inv.Lines[i].N] = inv.Lines[i].credit
 					}
-					inv.Lines[i].records, inv.Lines[i].credit = nil, nil
+					inv.Lines[i].credit = nil
 				}
-				if err := s.Store.InsertInvoice(ctx, inv, links); err != nil {
+				if err := s.Store.InsertInvoice(ctx, inv); err != nil {
+					return err
+				}
+				// Every record rated is on this invoice: the tenant's, of
+				// this currency's contracts, before the period's end.
+				var ids []string
+				for _, c := range in.Contracts {
+					if cur := c.Terms.Currency; cur == inv.Currency || (cur == "" && inv.Currency == "USD") {
+						ids = append(ids, c.ID)
+					}
+				}
+				if _, err := s.Store.MarkInvoiced(ctx, inv.ID, t.ID, ids, end); err != nil {
 					return err
 				}
 				if st, ok := s.Store.(CreditStore); ok {
@@ -767,7 +779,7 @@ func (s *Service) CreditNote(ctx context.Context, p neocloud.Principal, invoiceR
 				AmountMicros: -amount, Amount: money(-amount)}},
 			SubtotalMicros: -amount}
 		finish(&out, taxRate)
-		return s.Store.InsertInvoice(ctx, out, nil)
+		return s.Store.InsertInvoice(ctx, out)
 	})
 	return out, err
 }

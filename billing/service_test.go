@@ -240,6 +240,11 @@ func TestCloseNumbersInvoicesAndLateUsageBecomesAdjustment(t *testing.T) {
 			t.Fatalf("beta's energy: %+v, want %d J", energy, wantJ)
 		}
 
+		// The energy line's lineage sums back to it.
+		if src, err := w.billing.Sources(ctx, w.beta, betaJan.Number, energy.N); err != nil || src.EnergyJ != energy.EnergyJ || len(src.Records) != energy.Records || len(src.Allocations) == 0 {
+			t.Fatalf("energy line %+v: sources %v %d J in %d records", energy, err, src.EnergyJ, len(src.Records))
+		}
+
 		// Closed once only; months close in order.
 		if _, _, err := w.billing.Close(ctx, w.op, "2027-01"); kind(err) != neocloud.KindConflict {
 			t.Fatalf("closing January again: %v", err)

@@ -56,7 +56,20 @@ func benchCmd(g *globals) *cobra.Command {
 	hbs.Flags().StringVar(&hb.DatabaseURL, "database-url", "", "postgres://… to run the server on PostgreSQL (an empty database)")
 	hbs.Flags().StringVar(&hb.Profile, "server-cpuprofile", "", "write the server's CPU profile to this file")
 	hbs.Flags().StringVar(&hb.Binary, "binary", "", "neocloud binary to run the server from (default: this one)")
-	cmd.AddCommand(p, rsv, hbs)
+	var bb BillingBench
+	bill := &cobra.Command{Use: "billing", Short: "Measure a month's close: a site's month of allocations, usage records and failures, then metering the last hour, SLA credits, rating and invoicing (SQLite, or PostgreSQL with --database-url)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			bb.Progress = g.stderr
+			return profiled(cpuprofile, func() error { return RunBillingBench(c.Context(), g.stdout, bb) })
+		}}
+	bill.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	bill.Flags().StringVar(&bb.DatabaseURL, "database-url", "", "postgres://… (an empty database) to measure PostgreSQL (default: SQLite in a temporary directory)")
+	bill.Flags().IntVar(&bb.GPUs, "gpus", 196608, "site size in GPUs")
+	bill.Flags().IntVar(&bb.Allocations, "allocations", 1000000, "allocations in the month")
+	bill.Flags().IntVar(&bb.Failures, "failures", 3000, "committed nodes that fail and are replaced during the month")
+	bill.Flags().IntVar(&bb.Tenants, "tenants", 100, "tenants (one leases a quarter of the site, 20 reserve clusters, the rest run on-demand and spot)")
+	bill.Flags().Uint64Var(&bb.Seed, "seed", 1, "seed")
+	cmd.AddCommand(p, rsv, hbs, bill)
 	return cmd
 }
 

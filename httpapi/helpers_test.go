@@ -154,7 +154,7 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 			PeriodStart: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), PeriodEnd: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), Currency: "USD",
 			Lines:          []billing.Line{{N: 1, Kind: billing.LineUsage, Description: "h100 on-demand GPU-hours", Quantity: "312.5", Unit: "GPU-hour", UnitPrice: "3.20", AmountMicros: 1_000_000_000, Amount: "1000.00"}},
 			SubtotalMicros: 1_000_000_000, Subtotal: "1000.00", TaxRate: "0", Tax: "0.00", TotalMicros: 1_000_000_000, Total: "1000.00", IssuedAt: time.Now().UTC()}
-		if err := db.InsertInvoice(ctx, inv, nil); err != nil {
+		if err := db.InsertInvoice(ctx, inv); err != nil {
 			t.Fatal(err)
 		}
 		e.invoices[k] = inv

@@ -228,7 +228,7 @@ func (db *DB) NextNumber(ctx context.Context, series string) (int64, error) {
 	return n, err
 }
 
-func (db *DB) InsertInvoice(ctx context.Context, inv billing.Invoice, lineRecords map[int][]string) error {
+func (db *DB) InsertInvoice(ctx context.Context, inv billing.Invoice) error {
 	return db.write(ctx, func(ctx context.Context) error {
 		if _, err := db.exec(ctx, `INSERT INTO invoices (id, number, kind, tenant_id, period, currency, refers_to, total_micros, issued_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			inv.ID, inv.Number, inv.Kind, inv.TenantID, inv.Period, inv.Currency, nullString(inv.RefersTo), inv.TotalMicros, micros(inv.IssuedAt), mustJSON(inv)); err != nil {
@@ -240,20 +240,30 @@ func (db *DB) InsertInvoice(ctx context.Context, inv billing.Invoice, lineRecord
 					return err
 				}
 			}
-			ids := lineRecords[l.N]
-			for start := 0; start < len(ids); start += 500 {
-				chunk := ids[start:min(len(ids), start+500)]
-				args := []any{inv.ID, l.N}
-				for _, id := range chunk {
-					args = append(args, id)
-				}
-				if _, err := db.exec(ctx, `UPDATE usage_records SET invoice_id = ?, invoice_line = ? WHERE invoice_id IS NULL AND id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...); err != nil {
-					return err
-				}
-			}
 		}
 		return nil
 	})
+}
+
+func (db *DB) MarkInvoiced(ctx context.Context, invoiceID, tenantID string, contractIDs []string, before time.Time) (int64, error) {
+	var n int64
+	err := db.write(ctx, func(ctx context.Context) error {
+		for start := 0; start < len(contractIDs); start += 500 {
+			chunk := contractIDs[start:min(len(contractIDs), start+500)]
+			args := []any{invoiceID, tenantID, micros(before)}
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			res, err := db.exec(ctx, `UPDATE usage_records SET invoice_id = ? WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ? AND contract_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			n += k
+		}
+		return nil
+	})
+	return n, err
 }
 
 func (db *DB) Invoice(ctx context.Context, id string) (billing.Invoice, error) {
@@ -359,6 +369,30 @@ func (db *DB) CreditSources(ctx context.Context, invoiceID string, line int) (bi
 	return c, ok, err
 }
 
-func (db *DB) LineRecords(ctx context.Context, invoiceID string, line int) ([]billing.UsageRecord, error) {
-	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE invoice_id = ? AND invoice_line = ? ORDER BY id`, invoiceID, line)
+func (db *DB) LineRecords(ctx context.Context, invoiceID, reservationID string, from, to time.Time) ([]billing.UsageRecord, error) {
+	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE invoice_id = ? AND reservation_id = ? AND hour >= ? AND hour < ? ORDER BY id`,
+		invoiceID, reservationID, micros(from), micros(to))
+}
+
+// InsertEndedAllocations writes allocations that have ended (their GPUs
+// claim nothing any more): a month's history at once, for importing a
+// fleet's past and for benchmarks.
+func (db *DB) InsertEndedAllocations(ctx context.Context, as []sales.Allocation) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		return db.insertBatches(ctx, `INSERT INTO allocations (id, reservation_id, tenant_id, node_id, gpus, state, body, due_at, version, created_at, updated_at)`, 11, len(as), func(i int) []any {
+			a := as[i]
+			return []any{a.ID, a.ReservationID, a.TenantID, a.NodeID, mustJSON(a.GPUs), string(sales.AllocationEnded), mustJSON(a), micros(a.DueAt), a.Version, micros(a.CreatedAt), micros(a.UpdatedAt)}
+		})
+	})
+}
+
+// InsertReservations writes reservations without their nodes (history).
+func (db *DB) InsertReservations(ctx context.Context, rs []sales.Reservation) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		return db.insertBatches(ctx, `INSERT INTO reservations (id, tenant_id, contract_id, quote_id, site_id, sku, class, state, start_at, end_at, due_at, body, version, created_at, updated_at)`, 15, len(rs), func(i int) []any {
+			r := rs[i]
+			return []any{r.ID, r.TenantID, r.ContractID, nil, r.Shape.Site, r.Shape.SKU, string(r.Shape.Class), string(r.State),
+				micros(r.Shape.Start), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.CreatedAt), micros(r.UpdatedAt)}
+		})
+	})
 }

@@ -22,13 +22,14 @@ CREATE TABLE usage_records (
   energy_j       BIGINT NOT NULL,
   energy_source  TEXT NOT NULL CHECK (energy_source IN ('node_oob','estimated')),
   invoice_id     TEXT,
-  invoice_line   INTEGER,
-  derived_at     BIGINT NOT NULL,
-  UNIQUE (allocation_id, hour, rev)
+  derived_at     BIGINT NOT NULL
 );
 CREATE INDEX usage_records_hour ON usage_records (hour);
 CREATE INDEX usage_records_tenant ON usage_records (tenant_id, hour);
-CREATE INDEX usage_records_open ON usage_records (invoice_id, hour);
+-- An invoice line's records (lineage): its reservation's on that invoice,
+-- in the line's hours. The id, a hash of the allocation, the hour and the
+-- revision, keeps each record once.
+CREATE INDEX usage_records_invoice ON usage_records (invoice_id, reservation_id, hour);
 -- The meter finds allocations that ended since a time.
 CREATE INDEX allocations_ended ON allocations (state, updated_at);
 CREATE INDEX energy_readings_at ON energy_readings (at);
