@@ -146,7 +146,7 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	}
 	reservation := func(c sales.Contract, gpus int, start time.Time, stop *time.Time) sales.Reservation {
 		r := sales.Reservation{ID: neocloud.NewID(sales.PrefixReservation), TenantID: c.TenantID, ContractID: c.ID, State: sales.ReservationEnded,
-			Shape: sales.Shape{Site: applied.SiteID, SKU: sku.Name, GPUs: gpus, Class: c.Kind, Delivery: sales.DeliveryManaged, Start: start, End: stop},
+			Shape:   sales.Shape{Site: applied.SiteID, SKU: sku.Name, GPUs: gpus, Class: c.Kind, Delivery: sales.DeliveryManaged, Start: start, End: stop},
 			Version: 1, CreatedAt: start, UpdatedAt: start}
 		rsvs = append(rsvs, r)
 		return r
@@ -311,7 +311,9 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	bl := billing.NewService(db, db)
 	bl.Now = clock
 	bl.Lookback = 0 // the records before the last hour are as the meter left them
-	bl.Resolve = func(ctx context.Context, p neocloud.Principal, ref string) (tenant.Tenant, error) { return db.Tenant(ctx, ref) }
+	bl.Resolve = func(ctx context.Context, p neocloud.Principal, ref string) (tenant.Tenant, error) {
+		return db.Tenant(ctx, ref)
+	}
 	resetPeakRSS()
 	before := readRSS()
 	say("closing 2027-01…")
