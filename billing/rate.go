@@ -377,8 +377,13 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		rsvGPUs[r.ID] = r.Shape.GPUs
 	}
 	var out []Line
+	bySize := map[int][]segment{} // the series by reservation size (volume tiers)
 	for _, g := range groups(in, recs) {
-		segs := series(in, c, rsvGPUs[g.reservation])
+		segs, ok := bySize[rsvGPUs[g.reservation]]
+		if !ok {
+			segs = series(in, c, rsvGPUs[g.reservation])
+			bySize[rsvGPUs[g.reservation]] = segs
+		}
 		byRate := map[int64]int64{} // rate → GPU-seconds
 		for _, r := range g.recs {
 			if r.GPUSeconds == 0 {
@@ -390,7 +395,11 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 				byRate[rateAt(segs, r.Start)] += r.GPUSeconds
 				continue
 			}
-			for i, sg := range segs {
+			// The segments the record spans: from the one in force at its
+			// start to the last that begins before its end.
+			first := sort.Search(len(segs), func(i int) bool { return segs[i].at.After(r.Start) }) - 1
+			for i := max(0, first); i < len(segs) && segs[i].at.Before(r.End); i++ {
+				sg := segs[i]
 				s := maxTime(r.Start, sg.at)
 				e := r.End
 				if i+1 < len(segs) {
@@ -435,13 +444,8 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 }
 
 func rateAt(segs []segment, t time.Time) int64 {
-	rate := segs[0].rate
-	for _, s := range segs {
-		if !s.at.After(t) {
-			rate = s.rate
-		}
-	}
-	return rate
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].at.After(t) }) - 1
+	return segs[max(0, i)].rate
 }
 
 // energy bills a contract's energy of record at cost: kWh × PUE × the

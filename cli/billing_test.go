@@ -133,3 +133,17 @@ func TestCLIBilling(t *testing.T) {
 		t.Fatalf("February's draft: %d %s", code, errOut)
 	}
 }
+
+// The billing bench runs end to end at a small size: the month's close
+// issues every tenant's invoice, with SLA credits for the failures.
+func TestBillingBenchRuns(t *testing.T) {
+	var out bytes.Buffer
+	if err := cli.RunBillingBench(context.Background(), &out, cli.BillingBench{GPUs: 2048, Allocations: 2000, Failures: 40, Tenants: 30, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"close", "30 invoices", "peak RSS", "2000 allocations (40 failures replaced)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("bench output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
