@@ -183,7 +183,8 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 		}
 		next += 32
 	}
-	spares := perm[next : next+min(len(perm)-next, max(64, o.Failures))]
+	// Spares: a node in 64 (replacements take turns on them).
+	spares := perm[next : next+min(len(perm)-next, max(1, len(nodes)/64))]
 	free := perm[next+len(spares):]
 	// Committed nodes serve all month; some fail and are replaced from
 	// spares after one to four hours.

@@ -141,7 +141,8 @@ func TestBillingBenchRuns(t *testing.T) {
 	if err := cli.RunBillingBench(context.Background(), &out, cli.BillingBench{GPUs: 2048, Allocations: 2000, Failures: 40, Tenants: 30, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"close", "30 invoices", "peak RSS", "2000 allocations (40 failures replaced)"} {
+	// A lease, 4 reserved clusters and 9 on-demand and spot tenants.
+	for _, want := range []string{"close", "14 invoices", "credit lines", "peak RSS", "2000 allocations (40 failures replaced)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("bench output lacks %q:\n%s", want, out.String())
 		}
