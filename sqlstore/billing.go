@@ -113,8 +113,17 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 	})
 }
 
+// OpenUsage reads what rating needs of each record, in no order (rating
+// orders them itself).
 func (db *DB) OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
-	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ? ORDER BY id`, tenantID, micros(before))
+	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) {
+		u := billing.UsageRecord{TenantID: tenantID}
+		var hour, s, e int64
+		err := r.Scan(&u.ID, &hour, &u.Rev, &u.ReservationID, &u.ContractID, &u.Class, &u.SiteID, &s, &e, &u.GPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &u.EnergySource)
+		u.Hour, u.Start, u.End = fromMicros(hour), fromMicros(s), fromMicros(e)
+		return u, err
+	}, `SELECT id, hour, rev, reservation_id, contract_id, class, site_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source
+		FROM usage_records WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ?`, tenantID, micros(before))
 }
 
 func (db *DB) MeterThrough(ctx context.Context) (time.Time, error) {
