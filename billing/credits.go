@@ -27,7 +27,7 @@ type CreditStore interface {
 	CreditSources(ctx context.Context, invoiceID string, line int) (Credit, bool, error)
 	// LineRecords returns a reservation's records on an invoice of hours
 	// in [from, to).
-	LineRecords(ctx context.Context, invoiceID, reservationID string, from, to time.Time) ([]UsageRecord, error)
+	LineRecords(ctx context.Context, invoiceID, tenantID, reservationID string, from, to time.Time) ([]UsageRecord, error)
 }
 
 // credits computes the SLA credits of a tenant's committed reservations
@@ -343,7 +343,7 @@ func (s *Service) Sources(ctx context.Context, p neocloud.Principal, ref string,
 		if l.ReservationID == "" {
 			return out, nil
 		}
-		if out.Records, err = st.LineRecords(ctx, inv.ID, l.ReservationID, l.ServiceStart.Truncate(time.Hour), l.ServiceEnd); err != nil {
+		if out.Records, err = st.LineRecords(ctx, inv.ID, inv.TenantID, l.ReservationID, l.ServiceStart.Truncate(time.Hour), l.ServiceEnd); err != nil {
 			return out, err
 		}
 		seen := map[string]bool{}

@@ -339,7 +339,12 @@ func series(in RateInput, c ContractWork, gpus int) []segment {
 				pts = append(pts, p)
 			}
 		}
-		sort.Slice(pts, func(i, j int) bool { return pts[i].At.Before(pts[j].At) })
+		sort.Slice(pts, func(i, j int) bool {
+			if !pts[i].At.Equal(pts[j].At) {
+				return pts[i].At.Before(pts[j].At)
+			}
+			return pts[i].RateMicros < pts[j].RateMicros // a total order, whatever order they come in
+		})
 		for _, p := range pts {
 			out = addSegment(out, segment{p.At.UTC().Truncate(time.Second), p.RateMicros})
 		}
@@ -351,7 +356,16 @@ func series(in RateInput, c ContractWork, gpus int) []segment {
 			book = append(book, p)
 		}
 	}
-	sort.Slice(book, func(i, j int) bool { return book[i].EffectiveAt.Before(book[j].EffectiveAt) })
+	sort.Slice(book, func(i, j int) bool {
+		a, b := book[i], book[j]
+		switch {
+		case !a.EffectiveAt.Equal(b.EffectiveAt):
+			return a.EffectiveAt.Before(b.EffectiveAt)
+		case a.ID != b.ID:
+			return a.ID < b.ID
+		}
+		return a.ListMicros < b.ListMicros // a total order, whatever order they come in
+	})
 	for _, p := range book {
 		out = addSegment(out, segment{p.EffectiveAt.UTC().Truncate(time.Second), p.Rate(gpus, 0, 0)})
 	}

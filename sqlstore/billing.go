@@ -378,9 +378,9 @@ func (db *DB) CreditSources(ctx context.Context, invoiceID string, line int) (bi
 	return c, ok, err
 }
 
-func (db *DB) LineRecords(ctx context.Context, invoiceID, reservationID string, from, to time.Time) ([]billing.UsageRecord, error) {
-	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE invoice_id = ? AND reservation_id = ? AND hour >= ? AND hour < ? ORDER BY id`,
-		invoiceID, reservationID, micros(from), micros(to))
+func (db *DB) LineRecords(ctx context.Context, invoiceID, tenantID, reservationID string, from, to time.Time) ([]billing.UsageRecord, error) {
+	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE tenant_id = ? AND hour >= ? AND hour < ? AND reservation_id = ? AND invoice_id = ? ORDER BY id`,
+		tenantID, micros(from), micros(to), reservationID, invoiceID)
 }
 
 // InsertEndedAllocations writes allocations that have ended (their GPUs

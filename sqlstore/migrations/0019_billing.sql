@@ -26,10 +26,9 @@ CREATE TABLE usage_records (
 );
 CREATE INDEX usage_records_hour ON usage_records (hour);
 CREATE INDEX usage_records_tenant ON usage_records (tenant_id, hour);
--- An invoice line's records (lineage): its reservation's on that invoice,
--- in the line's hours. The id, a hash of the allocation, the hour and the
--- revision, keeps each record once.
-CREATE INDEX usage_records_invoice ON usage_records (invoice_id, reservation_id, hour);
+-- The id, a hash of the allocation, the hour and the revision, keeps each
+-- record once. An invoice line's records (lineage) are found through the
+-- tenant's hours: marking a month's records invoiced updates no index.
 -- The meter finds allocations that ended since a time.
 CREATE INDEX allocations_ended ON allocations (state, updated_at);
 CREATE INDEX energy_readings_at ON energy_readings (at);
