@@ -31,7 +31,7 @@ type Store interface {
 	InsertUsageRecords(ctx context.Context, rs []UsageRecord) error
 	UpdateUsageRecords(ctx context.Context, rs []UsageRecord) error
 	// OpenUsage returns a tenant's records not yet invoiced of hours
-	// before.
+	// before (internal work's never are).
 	OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]UsageRecord, error)
 	// MeterThrough is the hour the meter has derived every record before
 	// (zero: never run); SetMeterThrough moves it.

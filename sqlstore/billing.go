@@ -113,8 +113,8 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 	})
 }
 
-// OpenUsage reads what rating needs of each record, in no order (rating
-// orders them itself).
+// OpenUsage reads what rating needs of each record not yet invoiced, in
+// no order (rating orders them itself); internal work is never invoiced.
 func (db *DB) OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
 	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) {
 		u := billing.UsageRecord{TenantID: tenantID}
@@ -123,7 +123,7 @@ func (db *DB) OpenUsage(ctx context.Context, tenantID string, before time.Time) 
 		u.Hour, u.Start, u.End = fromMicros(hour), fromMicros(s), fromMicros(e)
 		return u, err
 	}, `SELECT id, hour, rev, reservation_id, contract_id, class, site_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source
-		FROM usage_records WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ?`, tenantID, micros(before))
+		FROM usage_records WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ? AND class <> 'internal'`, tenantID, micros(before))
 }
 
 func (db *DB) MeterThrough(ctx context.Context) (time.Time, error) {
