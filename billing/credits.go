@@ -242,13 +242,7 @@ func creditLines(credits []Credit, contracts map[string]ContractWork) map[string
 // stands): every committed reservation's availability, its down intervals
 // and the credit earned.
 func (s *Service) Credits(ctx context.Context, p neocloud.Principal, tenantRef, period string) ([]Credit, error) {
-	if tenantRef == "" && p.Role.Tenant() {
-		tenantRef = p.TenantID
-	}
-	if tenantRef == "" {
-		return nil, neocloud.Invalid("query.tenant", "name the tenant")
-	}
-	t, err := s.Resolve(ctx, p, tenantRef)
+	t, err := s.tenantOf(ctx, p, tenantRef)
 	if err != nil {
 		return nil, err
 	}

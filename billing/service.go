@@ -403,7 +403,7 @@ func (s *Service) shared(ctx context.Context, end time.Time) (*shared, error) {
 // Draft is a tenant's invoice for a period as it stands (the open period
 // by default): numbered only when the period closes.
 func (s *Service) Draft(ctx context.Context, p neocloud.Principal, ref, period string) ([]Invoice, error) {
-	t, err := s.Resolve(ctx, p, ref)
+	t, err := s.tenantOf(ctx, p, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -784,6 +784,18 @@ func (s *Service) CreditNote(ctx context.Context, p neocloud.Principal, invoiceR
 	return out, err
 }
 
+// tenantOf resolves the tenant a read is about: the one named, or a
+// tenant caller's own.
+func (s *Service) tenantOf(ctx context.Context, p neocloud.Principal, ref string) (tenant.Tenant, error) {
+	if ref == "" && p.Role.Tenant() {
+		ref = p.TenantID
+	}
+	if ref == "" {
+		return tenant.Tenant{}, neocloud.Invalid("query.tenant", "name the tenant")
+	}
+	return s.Resolve(ctx, p, ref)
+}
+
 // UsageRow is usage summed over one day, hour or reservation.
 type UsageRow struct {
 	Key           string `json:"key" doc:"The day (2027-01-04), hour (RFC 3339) or reservation id."`
@@ -803,13 +815,7 @@ type UsageRow struct {
 // Usage sums a tenant's usage records of a period by day, hour or
 // reservation.
 func (s *Service) Usage(ctx context.Context, p neocloud.Principal, tenantRef, period, by string) ([]UsageRow, error) {
-	if tenantRef == "" && p.Role.Tenant() {
-		tenantRef = p.TenantID
-	}
-	if tenantRef == "" {
-		return nil, neocloud.Invalid("query.tenant", "name the tenant")
-	}
-	t, err := s.Resolve(ctx, p, tenantRef)
+	t, err := s.tenantOf(ctx, p, tenantRef)
 	if err != nil {
 		return nil, err
 	}

@@ -456,6 +456,12 @@ func TestSLACreditsAndLineage(t *testing.T) {
 		if err := w.fleet.SetHealth(ctx, third, fleet.HealthOK, nil); err != nil {
 			t.Fatal(err)
 		}
+		// The history read from mid-degradation starts with the change in
+		// force then.
+		hist, err := db.HealthLog(ctx, []string{third, first}, time.Date(2027, 1, 25, 0, 10, 0, 0, time.UTC), time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC))
+		if err != nil || len(hist) != 2 || hist[0].Health != fleet.HealthDegraded || hist[1].Health != fleet.HealthOK || hist[1].NodeID != third {
+			t.Fatalf("health history: %v %+v", err, hist)
+		}
 		// Beta's bare-metal node falls silent without evidence: not a failure.
 		if n, err := w.sales.NodeFailed(ctx, nodeOf(beta, 0), "no heartbeat for 10m (no out-of-band evidence)", false); err != nil || n != 0 {
 			t.Fatalf("bare metal without evidence: %d %v", n, err)

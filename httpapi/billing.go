@@ -74,15 +74,7 @@ func (s *Server) registerBilling() {
 			Tenant string `query:"tenant" doc:"Tenant name or id (a tenant's own by default)."`
 			Period string `query:"period" doc:"A month, e.g. 2027-01 (default: the current one)."`
 		}) (*struct{ Body List[billing.Invoice] }, error) {
-			ref := in.Tenant
-			if ref == "" {
-				if p := principal(ctx); p.Role.Tenant() {
-					ref = p.TenantID
-				} else {
-					return nil, neocloud.Invalid("query.tenant", "name the tenant")
-				}
-			}
-			invs, err := bl.Draft(ctx, principal(ctx), ref, in.Period)
+			invs, err := bl.Draft(ctx, principal(ctx), in.Tenant, in.Period)
 			if err != nil {
 				return nil, notFoundDenied(ctx, err)
 			}

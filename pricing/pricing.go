@@ -103,24 +103,15 @@ func (p *Price) Rate(gpus int, d time.Duration, u float64) Micros {
 	return Micros(math.Round(float64(p.ListMicros) * (100 - pct) / 100))
 }
 
-// Total is rate × gpus × hours of d, rounded half up to a micro-unit once.
-// It is computed exactly (a 200,000-GPU, 3-year total overflows int64 as an
-// intermediate); a total beyond int64 is an error.
+// Total is rate × gpus × hours of d, rounded half up to a micro-unit once
+// (TotalSeconds).
 func Total(rate Micros, gpus int, d time.Duration) (Micros, error) {
-	n := new(big.Int).Mul(big.NewInt(rate), big.NewInt(int64(gpus)))
-	n.Mul(n, big.NewInt(int64(d/time.Second)))
-	q, r := new(big.Int).QuoRem(n, big.NewInt(3600), new(big.Int))
-	if r.Mul(r, big.NewInt(2)).Cmp(big.NewInt(3600)) >= 0 {
-		q.Add(q, big.NewInt(1))
-	}
-	if !q.IsInt64() {
-		return 0, neocloud.Invalid("body.gpus", "the total exceeds what one quote can carry")
-	}
-	return q.Int64(), nil
+	return TotalSeconds(rate, int64(gpus)*int64(d/time.Second))
 }
 
 // TotalSeconds is rate × GPU-seconds / 3600, rounded half up to a
-// micro-unit once, computed exactly; a total beyond int64 is an error.
+// micro-unit once. It is computed exactly (a 200,000-GPU, 3-year total
+// overflows int64 as an intermediate); a total beyond int64 is an error.
 func TotalSeconds(rate Micros, gpuSeconds int64) (Micros, error) {
 	n := new(big.Int).Mul(big.NewInt(rate), big.NewInt(gpuSeconds))
 	q, r := new(big.Int).QuoRem(n, big.NewInt(3600), new(big.Int))
@@ -128,7 +119,7 @@ func TotalSeconds(rate Micros, gpuSeconds int64) (Micros, error) {
 		q.Add(q, big.NewInt(1))
 	}
 	if !q.IsInt64() {
-		return 0, neocloud.Invalid("body.gpus", "the total exceeds what one contract can carry")
+		return 0, neocloud.Invalid("body.gpus", "the total exceeds what one quote or contract can carry")
 	}
 	return q.Int64(), nil
 }

@@ -268,9 +268,9 @@ func (db *DB) LogHealth(ctx context.Context, c fleet.HealthChange) error {
 }
 
 // HealthLog returns the health changes of the given nodes in [from, to),
-// and each node's last change before from (its health at from).
+// and each node's last change before from (its health at from), reading
+// 500 nodes a statement.
 func (db *DB) HealthLog(ctx context.Context, nodeIDs []string, from, to time.Time) ([]fleet.HealthChange, error) {
-	var out []fleet.HealthChange
 	scan := func(r scanner) (fleet.HealthChange, error) {
 		var c fleet.HealthChange
 		var at int64
@@ -282,16 +282,24 @@ func (db *DB) HealthLog(ctx context.Context, nodeIDs []string, from, to time.Tim
 		}
 		return c, err
 	}
-	for _, id := range nodeIDs {
-		before, err := collect(db, ctx, scan, `SELECT node_id, at, health, reasons FROM node_health_log WHERE node_id = ? AND at < ? ORDER BY at DESC, seq DESC LIMIT 1`, id, micros(from))
+	var out []fleet.HealthChange
+	for start := 0; start < len(nodeIDs); start += 500 {
+		chunk := nodeIDs[start:min(len(nodeIDs), start+500)]
+		args := []any{micros(to)}
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		all, err := collect(db, ctx, scan, `SELECT node_id, at, health, reasons FROM node_health_log WHERE at < ? AND node_id IN (?`+
+			strings.Repeat(", ?", len(chunk)-1)+`) ORDER BY node_id, at, seq`, args...)
 		if err != nil {
 			return nil, err
 		}
-		in, err := collect(db, ctx, scan, `SELECT node_id, at, health, reasons FROM node_health_log WHERE node_id = ? AND at >= ? AND at < ? ORDER BY at, seq`, id, micros(from), micros(to))
-		if err != nil {
-			return nil, err
+		for i, c := range all {
+			last := i+1 == len(all) || all[i+1].NodeID != c.NodeID || !all[i+1].At.Before(from)
+			if !c.At.Before(from) || last {
+				out = append(out, c)
+			}
 		}
-		out = append(append(out, before...), in...)
 	}
 	return out, nil
 }
