@@ -16,7 +16,9 @@ package billing
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"math"
 	"math/big"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +41,8 @@ const (
 	// SourceEstimated: the GPUs' own energy counters divided by the SKU's
 	// GPU share of node power (GPUs draw about half a node's energy).
 	SourceEstimated = "estimated"
+	// SourceMixed: a span or line summing records of both.
+	SourceMixed = "mixed"
 )
 
 // Line kinds.
@@ -77,6 +81,9 @@ type UsageRecord struct {
 	EnergySource  string    `json:"energy_source" enum:"node_oob,estimated"`
 	InvoiceID     string    `json:"invoice_id,omitempty"`
 	DerivedAt     time.Time `json:"derived_at"`
+	// Records is, for a span, how many hourly records it sums (0: a
+	// record).
+	Records int `json:"records,omitempty"`
 }
 
 // RecordID is the deterministic id of an allocation's record for an hour
@@ -184,8 +191,12 @@ type Line struct {
 	Kind          string `json:"kind" enum:"commitment,usage,overage,energy,adjustment,credit"`
 	Description   string `json:"description"`
 	ContractID    string `json:"contract_id,omitempty"`
-	ReservationID string `json:"reservation_id,omitempty"`
-	Class         string `json:"class,omitempty"`
+	ReservationID string `json:"reservation_id,omitempty" doc:"The reservation, where the line covers one."`
+	// Reservations counts the reservations of a line covering several
+	// (on-demand and spot usage: one line per contract).
+	Reservations int    `json:"reservations,omitempty"`
+	SiteID       string `json:"site_id,omitempty" doc:"The site of an energy line covering several reservations."`
+	Class        string `json:"class,omitempty"`
 	// ServiceStart/End: the service period the line covers.
 	ServiceStart time.Time `json:"service_start"`
 	ServiceEnd   time.Time `json:"service_end"`
@@ -299,7 +310,12 @@ func roundHalfEven(r *big.Rat) int64 {
 func money(v int64) string { return pricing.FormatMicros(v) }
 
 // hours formats seconds as hours with four decimals (rounded half to even).
-func hours(seconds int64) string { return decimal(big.NewRat(seconds, 3600), 4) }
+func hours(seconds int64) string {
+	if seconds > math.MaxInt64/25 || seconds < -math.MaxInt64/25 {
+		return decimal(big.NewRat(seconds, 3600), 4)
+	}
+	return fixed(divHalfEven(seconds*25, 9), 4) // × 10⁴ / 3600
+}
 
 // kwh formats joules as kWh with three decimals.
 func kwh(j int64) string { return decimal(big.NewRat(j, 3_600_000), 3) }
@@ -307,14 +323,37 @@ func kwh(j int64) string { return decimal(big.NewRat(j, 3_600_000), 3) }
 // decimal formats r with places decimals, half to even.
 func decimal(r *big.Rat, places int) string {
 	scale := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(places)), nil)
-	v := roundHalfEven(new(big.Rat).Mul(r, new(big.Rat).SetInt(scale)))
+	return fixed(roundHalfEven(new(big.Rat).Mul(r, new(big.Rat).SetInt(scale))), places)
+}
+
+// fixed writes v × 10^-places.
+func fixed(v int64, places int) string {
 	sign := ""
 	if v < 0 {
-		sign, v = "-", -v
+		sign = "-"
 	}
-	s := new(big.Int).SetInt64(v).String()
+	s := strconv.FormatUint(uint64(v), 10)
+	if v < 0 {
+		s = strconv.FormatUint(uint64(-v), 10)
+	}
 	for len(s) <= places {
 		s = "0" + s
 	}
 	return sign + s[:len(s)-places] + "." + s[len(s)-places:]
+}
+
+// divHalfEven is n / d (d > 0) rounded half to even.
+func divHalfEven(n, d int64) int64 {
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	q, r := n/d, n%d
+	if 2*r > d || (2*r == d && q%2 == 1) {
+		q++
+	}
+	if neg {
+		return -q
+	}
+	return q
 }

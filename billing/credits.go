@@ -25,10 +25,34 @@ type CreditStore interface {
 	Maintenances(ctx context.Context, siteID string) ([]sales.Maintenance, error)
 	PutCreditSources(ctx context.Context, invoiceID string, line int, c Credit) error
 	CreditSources(ctx context.Context, invoiceID string, line int) (Credit, bool, error)
-	// LineRecords returns a reservation's records on an invoice of hours
-	// in [from, to).
-	LineRecords(ctx context.Context, invoiceID, tenantID, reservationID string, from, to time.Time) ([]UsageRecord, error)
+	// LineRecords returns the records on an invoice that a line covers
+	// (at most q.Limit of them, by id) and what all of them sum to.
+	LineRecords(ctx context.Context, q LineQuery) (LineRecordSet, error)
 }
+
+// LineQuery selects an invoice line's records: the tenant's, of a
+// contract (and a reservation or a site, where the line names one), of
+// hours in [From, To), on the invoice — marked with it, or of revision 0
+// in its period (closing the period closed them).
+type LineQuery struct {
+	InvoiceID, TenantID, ContractID, ReservationID, SiteID string
+	PeriodStart, PeriodEnd, From, To                       time.Time
+	Limit                                                  int
+}
+
+// LineRecordSet is a line's records (the first Limit, by id) and their
+// sums over all of them.
+type LineRecordSet struct {
+	Records     []UsageRecord
+	Count       int
+	Allocations int
+	GPUSeconds  int64
+	EnergyJ     int64
+}
+
+// LineRecordLimit is how many records a line's lineage lists (the sums
+// cover them all).
+const LineRecordLimit = 1000
 
 // credits computes the SLA credits of a tenant's committed reservations
 // (lease and reserved, with credit tiers) for the month [start, end).
@@ -250,7 +274,7 @@ func (s *Service) Credits(ctx context.Context, p neocloud.Principal, tenantRef, 
 	if err != nil {
 		return nil, err
 	}
-	cs, err := s.contractWork(ctx, t.ID)
+	cs, err := s.contractWork(ctx, t.ID, start, end)
 	if err != nil {
 		return nil, err
 	}
@@ -277,15 +301,17 @@ type ReservationShare struct {
 // a commitment; the availability and down intervals, with their evidence,
 // behind a credit.
 type LineSources struct {
-	InvoiceID    string             `json:"invoice_id"`
-	Number       string             `json:"number"`
-	Line         Line               `json:"line"`
-	Records      []UsageRecord      `json:"records,omitempty"`
-	Allocations  []string           `json:"allocations,omitempty"`
-	GPUSeconds   int64              `json:"gpu_seconds" doc:"What the records (or reservations) sum to."`
-	EnergyJ      int64              `json:"energy_j"`
-	Reservations []ReservationShare `json:"reservations,omitempty"`
-	Credit       *Credit            `json:"credit,omitempty"`
+	InvoiceID        string             `json:"invoice_id"`
+	Number           string             `json:"number"`
+	Line             Line               `json:"line"`
+	Records          []UsageRecord      `json:"records,omitempty" doc:"The first 1,000 records by id; the sums cover them all."`
+	RecordsTotal     int                `json:"records_total,omitempty"`
+	Allocations      []string           `json:"allocations,omitempty" doc:"The allocations of the records listed."`
+	AllocationsTotal int                `json:"allocations_total,omitempty"`
+	GPUSeconds       int64              `json:"gpu_seconds" doc:"What the records (or reservations) sum to."`
+	EnergyJ          int64              `json:"energy_j"`
+	Reservations     []ReservationShare `json:"reservations,omitempty"`
+	Credit           *Credit            `json:"credit,omitempty"`
 }
 
 // Sources explains line n of an invoice p may see.
@@ -305,7 +331,7 @@ func (s *Service) Sources(ctx context.Context, p neocloud.Principal, ref string,
 	}
 	switch l.Kind {
 	case LineCommitment:
-		cs, err := s.contractWork(ctx, inv.TenantID)
+		cs, err := s.contractWork(ctx, inv.TenantID, l.ServiceStart, l.ServiceEnd)
 		if err != nil {
 			return out, err
 		}
@@ -331,19 +357,17 @@ func (s *Service) Sources(ctx context.Context, p neocloud.Principal, ref string,
 			out.Credit = &c
 		}
 	default:
-		// A line's records: its reservation's on this invoice, in the
-		// line's hours (a line covers one reservation in the period, or in
-		// one earlier month for an adjustment).
-		if l.ReservationID == "" {
-			return out, nil
-		}
-		if out.Records, err = st.LineRecords(ctx, inv.ID, inv.TenantID, l.ReservationID, l.ServiceStart.Truncate(time.Hour), l.ServiceEnd); err != nil {
+		// A line's records: its contract's (reservation's, site's) on this
+		// invoice, in the line's hours (the period's, or one earlier
+		// month's for an adjustment).
+		set, err := st.LineRecords(ctx, LineQuery{InvoiceID: inv.ID, TenantID: inv.TenantID, ContractID: l.ContractID, ReservationID: l.ReservationID,
+			SiteID: l.SiteID, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, From: l.ServiceStart.Truncate(time.Hour), To: l.ServiceEnd, Limit: LineRecordLimit})
+		if err != nil {
 			return out, err
 		}
+		out.Records, out.RecordsTotal, out.AllocationsTotal, out.GPUSeconds, out.EnergyJ = set.Records, set.Count, set.Allocations, set.GPUSeconds, set.EnergyJ
 		seen := map[string]bool{}
 		for _, r := range out.Records {
-			out.GPUSeconds += r.GPUSeconds
-			out.EnergyJ += r.EnergyJ
 			if !seen[r.AllocationID] {
 				seen[r.AllocationID] = true
 				out.Allocations = append(out.Allocations, r.AllocationID)

@@ -183,12 +183,19 @@ func minTime(a, b time.Time) time.Time {
 // Reconcile compares freshly derived records with those stored for the
 // same (allocation, hour), revisions included, and says what to write so
 // that the stored revisions sum to the fresh values: nothing when they
-// already do; an update of the latest revision while it is not invoiced;
+// already do; an update of the latest revision while it is open;
 // otherwise a new revision holding the difference, which the next invoice
-// bills as an adjustment. Re-deriving unchanged inputs writes nothing.
-func Reconcile(fresh UsageRecord, stored []UsageRecord) (insert, update *UsageRecord) {
+// bills as an adjustment. A revision is closed once invoiced, and a
+// record (revision 0) once its hour is before closedThrough, the end of
+// the latest closed month; an hour of a closed month first found now is a
+// revision too. Re-deriving unchanged inputs writes nothing.
+func Reconcile(fresh UsageRecord, stored []UsageRecord, closedThrough time.Time) (insert, update *UsageRecord) {
 	if len(stored) == 0 {
 		f := fresh
+		if f.Hour.Before(closedThrough) {
+			f.Rev = 1
+			f.ID = RecordID(f.AllocationID, f.Hour, 1)
+		}
 		return &f, nil
 	}
 	sort.Slice(stored, func(i, j int) bool { return stored[i].Rev < stored[j].Rev })
@@ -205,7 +212,7 @@ func Reconcile(fresh UsageRecord, stored []UsageRecord) (insert, update *UsageRe
 		return nil, nil
 	}
 	diff := fresh
-	if last.InvoiceID == "" {
+	if !last.closed(closedThrough) {
 		diff.ID, diff.Rev = last.ID, last.Rev
 		diff.GPUSeconds -= others.GPUSeconds
 		diff.GPUEnergyJ -= others.GPUEnergyJ
@@ -218,4 +225,10 @@ func Reconcile(fresh UsageRecord, stored []UsageRecord) (insert, update *UsageRe
 	diff.GPUEnergyJ -= sum.GPUEnergyJ
 	diff.EnergyJ -= sum.EnergyJ
 	return &diff, nil
+}
+
+// closed reports whether a stored record can no longer change: invoiced,
+// or of revision 0 in a closed month.
+func (r UsageRecord) closed(closedThrough time.Time) bool {
+	return r.InvoiceID != "" || (r.Rev == 0 && r.Hour.Before(closedThrough))
 }

@@ -225,17 +225,24 @@ func commitments(in RateInput, c ContractWork) []Line {
 	return out
 }
 
-// group gathers records by reservation, in-period records apart from
-// late ones (adjustments), in a fixed order.
+// group gathers records by a key (a reservation, a site, or none),
+// in-period records apart from late ones (adjustments), in a fixed order.
 type group struct {
-	reservation string
-	late        bool
-	month       string
-	recs        []*UsageRecord
+	key          string
+	reservation  string // the one reservation of the group's records ("" if several)
+	reservations int
+	late         bool
+	month        string
+	recs         []*UsageRecord
 }
 
-func groups(in RateInput, recs []*UsageRecord) []*group {
+func byReservation(r *UsageRecord) string { return r.ReservationID }
+func bySite(r *UsageRecord) string        { return r.SiteID }
+func together(*UsageRecord) string        { return "" }
+
+func groups(in RateInput, recs []*UsageRecord, key func(*UsageRecord) string) []*group {
 	idx := map[string]*group{}
+	seen := map[*group]map[string]bool{}
 	var out []*group
 	for _, r := range recs {
 		late := r.Hour.Before(in.Start)
@@ -243,14 +250,25 @@ func groups(in RateInput, recs []*UsageRecord) []*group {
 		if late {
 			month = MonthOf(r.Hour)
 		}
-		k := r.ReservationID + "|" + month
+		k := key(r) + "|" + month
 		g := idx[k]
 		if g == nil {
-			g = &group{reservation: r.ReservationID, late: late, month: month}
+			g = &group{key: key(r), late: late, month: month}
 			idx[k] = g
+			seen[g] = map[string]bool{}
 			out = append(out, g)
 		}
+		if !seen[g][r.ReservationID] {
+			seen[g][r.ReservationID] = true
+			g.reservations++
+			g.reservation = r.ReservationID
+		}
 		g.recs = append(g.recs, r)
+	}
+	for _, g := range out {
+		if g.reservations > 1 {
+			g.reservation = ""
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].late != out[j].late {
@@ -259,14 +277,17 @@ func groups(in RateInput, recs []*UsageRecord) []*group {
 		if out[i].month != out[j].month {
 			return out[i].month < out[j].month
 		}
-		return out[i].reservation < out[j].reservation
+		return out[i].key < out[j].key
 	})
 	return out
 }
 
+// span is the group's service interval, GPU-seconds and record count (a
+// span of records counts as the records it sums).
 func (g *group) span() (time.Time, time.Time, int64, int) {
 	var s, e time.Time
 	var gs int64
+	n := 0
 	for i, r := range g.recs {
 		if i == 0 || r.Start.Before(s) {
 			s = r.Start
@@ -275,19 +296,30 @@ func (g *group) span() (time.Time, time.Time, int64, int) {
 			e = r.End
 		}
 		gs += r.GPUSeconds
+		n += max(1, r.Records)
 	}
-	return s, e, gs, len(g.recs)
+	return s, e, gs, n
+}
+
+// line starts a line of the group: its contract, reservation (or how
+// many) and class.
+func (g *group) line(kind string, c ContractWork) Line {
+	l := Line{Kind: kind, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind)}
+	if g.reservations > 1 {
+		l.Reservations = g.reservations
+	}
+	return l
 }
 
 // committedUsage is the GPU-hours a lease or reservation delivered (for
 // information: the commitment pays for them) and any overage.
 func committedUsage(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	var out []Line
-	for _, g := range groups(in, recs) {
+	for _, g := range groups(in, recs, byReservation) {
 		s, e, gs, n := g.span()
-		l := Line{Kind: LineUsage, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
-			Description:  fmt.Sprintf("%s GPU-hours delivered, included in the commitment", c.SKU),
-			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", UnitPrice: money(0), GPUSeconds: gs, Records: n}
+		l := g.line(LineUsage, c)
+		l.Description = fmt.Sprintf("%s GPU-hours delivered, included in the commitment", c.SKU)
+		l.ServiceStart, l.ServiceEnd, l.Quantity, l.Unit, l.UnitPrice, l.GPUSeconds, l.Records = s, e, hours(gs), "GPU-hour", money(0), gs, n
 		if g.late {
 			l.Kind, l.Description = LineAdjustment, fmt.Sprintf("%s GPU-hours of %s found after it closed, included in the commitment", c.SKU, g.month)
 		}
@@ -383,8 +415,10 @@ func addSegment(segs []segment, sg segment) []segment {
 }
 
 // perSecond bills on-demand and spot work per second at the rate in force
-// each second, one line per reservation (and per closed month for late
-// records).
+// each second (by each reservation's size, for volume tiers), one line per
+// contract (and per closed month for late records), as clouds bill
+// instance-hours; `usage show --by reservation` and the line's lineage
+// break it down.
 func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	rsvGPUs := map[string]int{}
 	for _, r := range c.Reservations {
@@ -392,35 +426,63 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	}
 	var out []Line
 	bySize := map[int][]segment{} // the series by reservation size (volume tiers)
-	for _, g := range groups(in, recs) {
-		segs, ok := bySize[rsvGPUs[g.reservation]]
-		if !ok {
-			segs = series(in, c, rsvGPUs[g.reservation])
-			bySize[rsvGPUs[g.reservation]] = segs
-		}
+	for _, g := range groups(in, recs, together) {
 		byRate := map[int64]int64{} // rate → GPU-seconds
+		// Per series, GPU-seconds in each segment: the partial segments at
+		// a record's ends, and (as a difference array) the GPUs covering
+		// whole segments between them — a record costs two binary searches
+		// however many rate changes it spans.
+		type tally struct{ part, diff []int64 }
+		tallies := map[int]*tally{}
 		for _, r := range g.recs {
 			if r.GPUSeconds == 0 {
 				continue
 			}
+			size := rsvGPUs[r.ReservationID]
+			segs, ok := bySize[size]
+			if !ok {
+				segs = series(in, c, size)
+				bySize[size] = segs
+			}
 			// A correction (rev > 0) holds a difference: billed at the rate
 			// in force at its start.
-			if r.Rev > 0 || r.GPUs == 0 {
+			if r.Rev > 0 || r.GPUs <= 0 {
 				byRate[rateAt(segs, r.Start)] += r.GPUSeconds
 				continue
 			}
+			if !r.End.After(r.Start) {
+				continue
+			}
+			tl := tallies[size]
+			if tl == nil {
+				tl = &tally{make([]int64, len(segs)), make([]int64, len(segs)+1)}
+				tallies[size] = tl
+			}
 			// The segments the record spans: from the one in force at its
-			// start to the last that begins before its end.
-			first := sort.Search(len(segs), func(i int) bool { return segs[i].at.After(r.Start) }) - 1
-			for i := max(0, first); i < len(segs) && segs[i].at.Before(r.End); i++ {
-				sg := segs[i]
-				s := maxTime(r.Start, sg.at)
-				e := r.End
-				if i+1 < len(segs) {
-					e = minTime(e, segs[i+1].at)
+			// start (i) to the last that begins before its end (j).
+			i := max(0, sort.Search(len(segs), func(k int) bool { return segs[k].at.After(r.Start) })-1)
+			j := sort.Search(len(segs), func(k int) bool { return !segs[k].at.Before(r.End) }) - 1
+			gpus := int64(r.GPUs)
+			if i >= j {
+				tl.part[i] += seconds(r.Start, r.End) * gpus
+				continue
+			}
+			tl.part[i] += seconds(r.Start, segs[i+1].at) * gpus
+			tl.part[j] += seconds(segs[j].at, r.End) * gpus
+			tl.diff[i+1] += gpus
+			tl.diff[j] -= gpus
+		}
+		for size, tl := range tallies {
+			segs := bySize[size]
+			var cover int64
+			for k := range segs {
+				cover += tl.diff[k]
+				n := tl.part[k]
+				if cover != 0 {
+					n += cover * seconds(segs[k].at, segs[k+1].at)
 				}
-				if e.After(s) {
-					byRate[sg.rate] += int64(e.Sub(s)/time.Second) * int64(r.GPUs)
+				if n != 0 {
+					byRate[segs[k].rate] += n
 				}
 			}
 		}
@@ -441,9 +503,12 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		if c.Kind == placement.ClassSpot {
 			what = "spot"
 		}
-		l := Line{Kind: LineUsage, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
-			Description:  fmt.Sprintf("%s %s GPU-hours, per second", c.SKU, what),
-			ServiceStart: s, ServiceEnd: e, Quantity: hours(gs), Unit: "GPU-hour", GPUSeconds: gs, AmountMicros: amount, Records: n}
+		l := g.line(LineUsage, c)
+		l.Description = fmt.Sprintf("%s %s GPU-hours, per second", c.SKU, what)
+		if g.reservations > 1 {
+			l.Description += fmt.Sprintf(", %d reservations", g.reservations)
+		}
+		l.ServiceStart, l.ServiceEnd, l.Quantity, l.Unit, l.GPUSeconds, l.AmountMicros, l.Records = s, e, hours(gs), "GPU-hour", gs, amount, n
 		if len(parts) == 1 {
 			l.UnitPrice = parts[0].Rate
 		} else {
@@ -457,22 +522,34 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 	return out
 }
 
+// seconds is the whole seconds from a to b.
+func seconds(a, b time.Time) int64 { return int64(b.Sub(a) / time.Second) }
+
 func rateAt(segs []segment, t time.Time) int64 {
 	i := sort.Search(len(segs), func(i int) bool { return segs[i].at.After(t) }) - 1
 	return segs[max(0, i)].rate
 }
 
 // energy bills a contract's energy of record at cost: kWh × PUE × the
-// site's energy rate, one line per reservation (and closed month).
+// site's energy rate, one line per reservation of committed work, per
+// site of per-second work (and per closed month).
 func energy(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
+	key := byReservation
+	if c.Kind != placement.ClassLease && c.Kind != placement.ClassReserved {
+		key = bySite
+	}
 	var out []Line
-	for _, g := range groups(in, recs) {
+	for _, g := range groups(in, recs, key) {
 		var j int64
 		sources := map[string]bool{}
 		site := ""
 		for _, r := range g.recs {
 			j += r.EnergyJ
-			sources[r.EnergySource] = true
+			if r.EnergySource == SourceMixed {
+				sources[SourceNodeOOB], sources[SourceEstimated] = true, true
+			} else {
+				sources[r.EnergySource] = true
+			}
 			site = r.SiteID
 		}
 		se := in.Sites[site]
@@ -488,16 +565,19 @@ func energy(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		src := SourceEstimated
 		switch {
 		case len(sources) > 1:
-			src = "mixed"
+			src = SourceMixed
 		case sources[SourceNodeOOB]:
 			src = SourceNodeOOB
 		}
 		s, e, _, n := g.span()
 		facility := new(big.Rat).Mul(big.NewRat(j, 3_600_000), pue)
-		l := Line{Kind: LineEnergy, ContractID: c.ID, ReservationID: g.reservation, Class: string(c.Kind),
-			Description:  fmt.Sprintf("Energy pass-through: %s kWh node energy (%s) × PUE %s", kwh(j), sourceWords(src), pueString(se.PUE)),
-			ServiceStart: s, ServiceEnd: e, Quantity: decimal(facility, 3), Unit: "kWh", UnitPrice: money(se.RateMicros),
-			EnergyJ: j, EnergySource: src, AmountMicros: roundHalfEven(amt), Records: n}
+		l := g.line(LineEnergy, c)
+		if g.reservations > 1 {
+			l.SiteID = site
+		}
+		l.Description = fmt.Sprintf("Energy pass-through: %s kWh node energy (%s) × PUE %s", kwh(j), sourceWords(src), pueString(se.PUE))
+		l.ServiceStart, l.ServiceEnd, l.Quantity, l.Unit, l.UnitPrice = s, e, decimal(facility, 3), "kWh", money(se.RateMicros)
+		l.EnergyJ, l.EnergySource, l.AmountMicros, l.Records = j, src, roundHalfEven(amt), n
 		if g.late {
 			l.Kind = LineAdjustment
 			l.Description = fmt.Sprintf("Energy of %s found after it closed: %s kWh node energy (%s) × PUE %s", g.month, kwh(j), sourceWords(src), pueString(se.PUE))

@@ -30,9 +30,15 @@ type Store interface {
 	UsageRecordsIn(ctx context.Context, tenantID string, from, to time.Time) ([]UsageRecord, error)
 	InsertUsageRecords(ctx context.Context, rs []UsageRecord) error
 	UpdateUsageRecords(ctx context.Context, rs []UsageRecord) error
-	// OpenUsage returns a tenant's records not yet invoiced of hours
-	// before (internal work's never are).
-	OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]UsageRecord, error)
+	// OpenSpans returns a tenant's spans (see Spans) of the months in
+	// [from, before), internal work's left out (it is never invoiced).
+	OpenSpans(ctx context.Context, tenantID string, from, before time.Time) ([]UsageRecord, error)
+	// OpenRevisions returns a tenant's revisions (rev > 0) not yet
+	// invoiced of hours before a time, internal work's left out.
+	OpenRevisions(ctx context.Context, tenantID string, before time.Time) ([]UsageRecord, error)
+	// AllocationRecords returns an allocation's records of revision 0 of
+	// hours in [from, to): a span's, when it does not tile.
+	AllocationRecords(ctx context.Context, allocationID string, from, to time.Time) ([]UsageRecord, error)
 	// MeterThrough is the hour the meter has derived every record before
 	// (zero: never run); SetMeterThrough moves it.
 	MeterThrough(ctx context.Context) (time.Time, error)
@@ -54,9 +60,12 @@ type Store interface {
 	// InsertInvoice stores a finalized invoice or credit note with its
 	// commitment charges.
 	InsertInvoice(ctx context.Context, inv Invoice) error
-	// MarkInvoiced links a tenant's records not yet invoiced, of hours
-	// before a time and of the given contracts, to an invoice.
-	MarkInvoiced(ctx context.Context, invoiceID, tenantID string, contractIDs []string, before time.Time) (int64, error)
+	// MarkInvoiced links to an invoice what it billed of a tenant's
+	// contracts that the month's close does not close by itself: the
+	// revisions not yet invoiced of hours before `before`, and the
+	// records (revision 0) of hours in [from, start) — months before the
+	// first close.
+	MarkInvoiced(ctx context.Context, invoiceID, tenantID string, contractIDs []string, from, start, before time.Time) (int64, error)
 	Invoice(ctx context.Context, id string) (Invoice, error)
 	// InvoiceIDByNumber finds an invoice or credit note by its number.
 	InvoiceIDByNumber(ctx context.Context, number string) (string, error)
@@ -71,6 +80,9 @@ type Store interface {
 	// What rating reads of selling and the fleet.
 	AllContracts(ctx context.Context, tenantID string) ([]sales.Contract, error)
 	ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error)
+	// ReservationShapes returns a contract's reservations overlapping
+	// [from, to), with their shapes only (no nodes, no history).
+	ReservationShapes(ctx context.Context, contractID string, from, to time.Time) ([]sales.Reservation, error)
 	Prices(ctx context.Context) ([]pricing.Price, error)
 	Sites(ctx context.Context) ([]fleet.Site, error)
 	Tenants(ctx context.Context, f tenant.TenantFilter, p neocloud.Page) ([]tenant.Tenant, error)
@@ -203,6 +215,11 @@ func (s *Service) derive(ctx context.Context, from, to time.Time) (MeterResult, 
 	if err != nil {
 		return res, err
 	}
+	ps, err := s.Store.Periods(ctx)
+	if err != nil {
+		return res, err
+	}
+	through := closedThrough(ps)
 	type key struct {
 		alloc string
 		hour  int64
@@ -217,7 +234,7 @@ func (s *Service) derive(ctx context.Context, from, to time.Time) (MeterResult, 
 	for _, m := range allocs {
 		for _, r := range Derive(m, byNode[m.NodeID], from, to) {
 			r.DerivedAt = now
-			i, u := Reconcile(r, existing[key{r.AllocationID, r.Hour.Unix()}])
+			i, u := Reconcile(r, existing[key{r.AllocationID, r.Hour.Unix()}], through)
 			switch {
 			case i != nil:
 				ins = append(ins, *i)
@@ -313,8 +330,10 @@ func (s *Service) SetProfile(ctx context.Context, p neocloud.Principal, ref stri
 	return in, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.Store.PutProfile(ctx, in) })
 }
 
-// rateInput gathers what one tenant's invoices for [start, end) depend on.
-func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string, start, end, before time.Time, seller Seller, shared *shared) (RateInput, error) {
+// rateInput gathers what one tenant's invoices for [start, end) depend on:
+// the open usage is the spans of months from `from` (the end of the latest
+// closed month) and the revisions not yet invoiced.
+func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string, from, start, end time.Time, seller Seller, shared *shared) (RateInput, error) {
 	in := RateInput{TenantID: t.ID, TenantName: t.Name, Seller: seller, Period: period, Start: start, End: end,
 		Prices: shared.prices, Spot: shared.spot, Sites: shared.sites}
 	pr, ok, err := s.Store.Profile(ctx, t.ID)
@@ -325,7 +344,16 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 		pr = Profile{TenantID: t.ID}
 	}
 	in.Profile = pr
-	if in.Contracts, err = s.contractWork(ctx, t.ID); err != nil {
+	if in.Records, err = s.openUsage(ctx, t.ID, from, end); err != nil {
+		return in, err
+	}
+	first := start // the earliest hour of open usage: per-second work's reservations from then on
+	for _, r := range in.Records {
+		if r.Hour.Before(first) {
+			first = r.Hour
+		}
+	}
+	if in.Contracts, err = s.contractWork(ctx, t.ID, first, end); err != nil {
 		return in, err
 	}
 	var keys []string
@@ -337,16 +365,54 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 	if in.Billed, err = s.Store.BilledCharges(ctx, keys); err != nil {
 		return in, err
 	}
-	if in.Credits, err = s.credits(ctx, in.Contracts, start, end); err != nil {
-		return in, err
-	}
-	in.Records, err = s.Store.OpenUsage(ctx, t.ID, before)
+	in.Credits, err = s.credits(ctx, in.Contracts, start, end)
 	return in, err
 }
 
+// openUsage is what a tenant's next invoice rates: its spans of the open
+// months before `before` (a span that does not tile, as its records) and
+// its revisions not yet invoiced.
+func (s *Service) openUsage(ctx context.Context, tenantID string, from, before time.Time) ([]UsageRecord, error) {
+	spans, err := s.Store.OpenSpans(ctx, tenantID, from, before)
+	if err != nil {
+		return nil, err
+	}
+	out := spans[:0]
+	var split []UsageRecord
+	for _, sp := range spans {
+		if sp.Tiles() {
+			out = append(out, sp)
+			continue
+		}
+		rs, err := s.Store.AllocationRecords(ctx, sp.AllocationID, sp.Hour, sp.Hour.AddDate(0, 1, 0))
+		if err != nil {
+			return nil, err
+		}
+		split = append(split, rs...)
+	}
+	revs, err := s.Store.OpenRevisions(ctx, tenantID, before)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(out, split...), revs...), nil
+}
+
+// closedThrough is the end of the latest closed month (zero: none).
+func closedThrough(ps []Period) time.Time {
+	var t time.Time
+	for _, p := range ps {
+		if p.End.After(t) {
+			t = p.End
+		}
+	}
+	return t
+}
+
 // contractWork returns a tenant's invoiced contracts (not internal ones)
-// with their reservations.
-func (s *Service) contractWork(ctx context.Context, tenantID string) ([]ContractWork, error) {
+// with their reservations: a committed contract's all, with their nodes; a
+// per-second one's (on-demand, spot: a reservation per instance, a million
+// a month at a large site) those overlapping [from, to), shapes only.
+func (s *Service) contractWork(ctx context.Context, tenantID string, from, to time.Time) ([]ContractWork, error) {
 	cs, err := s.Store.AllContracts(ctx, tenantID)
 	if err != nil {
 		return nil, err
@@ -356,7 +422,12 @@ func (s *Service) contractWork(ctx context.Context, tenantID string) ([]Contract
 		if c.Kind == placement.ClassInternal {
 			continue
 		}
-		rs, err := s.Store.ContractReservations(ctx, c.ID)
+		var rs []sales.Reservation
+		if c.Kind == placement.ClassLease || c.Kind == placement.ClassReserved {
+			rs, err = s.Store.ContractReservations(ctx, c.ID)
+		} else {
+			rs, err = s.Store.ReservationShapes(ctx, c.ID, from, to)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -415,11 +486,12 @@ func (s *Service) Draft(ctx context.Context, p neocloud.Principal, ref, period s
 	if err != nil {
 		return nil, err
 	}
-	closed, err := s.closed(ctx)
+	ps, err := s.Store.Periods(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if closed[period] {
+	from := closedThrough(ps)
+	if start.Before(from) {
 		return nil, neocloud.Conflict("closed", "period %s is closed: list its invoices instead", period)
 	}
 	seller, err := s.seller(ctx)
@@ -430,7 +502,7 @@ func (s *Service) Draft(ctx context.Context, p neocloud.Principal, ref, period s
 	if err != nil {
 		return nil, err
 	}
-	in, err := s.rateInput(ctx, t, period, start, end, end, seller, sh)
+	in, err := s.rateInput(ctx, t, period, from, start, end, seller, sh)
 	if err != nil {
 		return nil, err
 	}
@@ -440,15 +512,6 @@ func (s *Service) Draft(ctx context.Context, p neocloud.Principal, ref, period s
 		invs[i].ID = "draft"
 	}
 	return invs, err
-}
-
-func (s *Service) closed(ctx context.Context) (map[string]bool, error) {
-	ps, err := s.Store.Periods(ctx)
-	out := map[string]bool{}
-	for _, p := range ps {
-		out[p.Period] = true
-	}
-	return out, err
 }
 
 // Periods lists the closed periods.
@@ -505,8 +568,9 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 		if err != nil {
 			return err
 		}
+		from := closedThrough(ps)
 		for _, t := range ts {
-			in, err := s.rateInput(ctx, t, period, start, end, end, seller, sh)
+			in, err := s.rateInput(ctx, t, period, from, start, end, seller, sh)
 			if err != nil {
 				return err
 			}
@@ -532,14 +596,16 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 					return err
 				}
 				// Every record rated is on this invoice: the tenant's, of
-				// this currency's contracts, before the period's end.
+				// this currency's contracts, before the period's end. The
+				// period's own records close with it; revisions and the
+				// months before a first close are marked.
 				var ids []string
 				for _, c := range in.Contracts {
 					if cur := c.Terms.Currency; cur == inv.Currency || (cur == "" && inv.Currency == "USD") {
 						ids = append(ids, c.ID)
 					}
 				}
-				if _, err := s.Store.MarkInvoiced(ctx, inv.ID, t.ID, ids, end); err != nil {
+				if _, err := s.Store.MarkInvoiced(ctx, inv.ID, t.ID, ids, from, start, end); err != nil {
 					return err
 				}
 				if st, ok := s.Store.(CreditStore); ok {

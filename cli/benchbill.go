@@ -269,11 +269,12 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	for ai, a := range allocs {
 		r := rsvOf[a.ReservationID]
 		for h := a.ReadyAt.Truncate(time.Hour); h.Before(minTime(*a.ReleasedAt, last)); h = h.Add(time.Hour) {
-			st, en := maxTime(*a.ReadyAt, h), minTime(*a.ReleasedAt, h.Add(time.Hour))
+			// As the meter does: instants truncated to the second first.
+			st, en := maxTime(a.ReadyAt.Truncate(time.Second), h), minTime(a.ReleasedAt.Truncate(time.Second), h.Add(time.Hour))
 			secs := int64(en.Sub(st) / time.Second)
 			gpuJ := secs * 8 * 560
 			batch = append(batch, billing.UsageRecord{ID: billing.RecordID(a.ID, h, 0), AllocationID: a.ID, Hour: h, ReservationID: r.ID, ContractID: r.ContractID,
-				TenantID: r.TenantID, Class: string(r.Shape.Class), SKU: sku.Name, SiteID: applied.SiteID, NodeID: a.NodeID, Start: st.Truncate(time.Second), End: en.Truncate(time.Second),
+				TenantID: r.TenantID, Class: string(r.Shape.Class), SKU: sku.Name, SiteID: applied.SiteID, NodeID: a.NodeID, Start: st, End: en,
 				GPUs: 8, GPUSeconds: secs * 8, GPUEnergyJ: gpuJ, EnergyJ: gpuJ * 100 / 55, EnergySource: billing.SourceEstimated, DerivedAt: h.Add(time.Hour + 5*time.Minute)})
 			if len(batch) == 50000 {
 				if err := flush(); err != nil {

@@ -84,28 +84,71 @@ func (db *DB) UsageRecordsIn(ctx context.Context, tenantID string, from, to time
 	return collect(db, ctx, scanUsage, q+` ORDER BY id`, args...)
 }
 
+// InsertUsageRecords writes new records and adds those of revision 0 to
+// their allocation-month spans.
 func (db *DB) InsertUsageRecords(ctx context.Context, rs []billing.UsageRecord) error {
 	if len(rs) == 0 {
 		return nil
 	}
 	return db.write(ctx, func(ctx context.Context) error {
-		return db.insertBatches(ctx, `INSERT INTO usage_records (id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, derived_at)`,
+		err := db.insertBatches(ctx, `INSERT INTO usage_records (id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, derived_at)`,
 			19, len(rs), func(i int) []any {
 				u := rs[i]
 				return []any{u.ID, u.AllocationID, micros(u.Hour), u.Rev, u.ReservationID, u.ContractID, u.TenantID, u.Class, u.SKU, u.SiteID, u.NodeID,
 					micros(u.Start), micros(u.End), u.GPUs, u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, u.EnergySource, micros(u.DerivedAt)}
 			})
+		if err != nil {
+			return err
+		}
+		spans := billing.Spans(rs)
+		least, greatest := "MIN", "MAX"
+		if db.Dialect == Postgres {
+			least, greatest = "LEAST", "GREATEST"
+		}
+		return db.insertBatchesThen(ctx, `INSERT INTO usage_spans (`+spanCols+`)`,
+			`ON CONFLICT (allocation_id, month) DO UPDATE SET start_at = `+least+`(usage_spans.start_at, excluded.start_at),
+			end_at = `+greatest+`(usage_spans.end_at, excluded.end_at),
+			gpus = CASE WHEN usage_spans.gpus = excluded.gpus THEN usage_spans.gpus ELSE -1 END,
+			gpu_seconds = usage_spans.gpu_seconds + excluded.gpu_seconds, gpu_energy_j = usage_spans.gpu_energy_j + excluded.gpu_energy_j,
+			energy_j = usage_spans.energy_j + excluded.energy_j, sources = usage_spans.sources | excluded.sources, records = usage_spans.records + excluded.records`,
+			17, len(spans), func(i int) []any {
+				u := spans[i]
+				return []any{u.AllocationID, micros(u.Hour), u.TenantID, u.ReservationID, u.ContractID, u.Class, u.SKU, u.SiteID, u.NodeID,
+					u.GPUs, micros(u.Start), micros(u.End), u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, billing.SourceBits(u.EnergySource), u.Records}
+			})
 	})
 }
 
+// UpdateUsageRecords rewrites open records and sums their spans again.
 func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) error {
 	if len(rs) == 0 {
 		return nil
 	}
 	return db.write(ctx, func(ctx context.Context) error {
+		type key struct {
+			alloc string
+			month int64
+		}
+		again := map[key]bool{}
 		for _, u := range rs {
 			if _, err := db.exec(ctx, `UPDATE usage_records SET start_at = ?, end_at = ?, gpus = ?, gpu_seconds = ?, gpu_energy_j = ?, energy_j = ?, energy_source = ?, derived_at = ? WHERE id = ? AND invoice_id IS NULL`,
 				micros(u.Start), micros(u.End), u.GPUs, u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, u.EnergySource, micros(u.DerivedAt), u.ID); err != nil {
+				return err
+			}
+			if u.Rev == 0 {
+				again[key{u.AllocationID, micros(billing.MonthStart(u.Hour))}] = true
+			}
+		}
+		for k := range again {
+			end := micros(fromMicros(k.month).AddDate(0, 1, 0))
+			if _, err := db.exec(ctx, `DELETE FROM usage_spans WHERE allocation_id = ? AND month = ?`, k.alloc, k.month); err != nil {
+				return err
+			}
+			if _, err := db.exec(ctx, `INSERT INTO usage_spans (`+spanCols+`)
+				SELECT allocation_id, ?, MIN(tenant_id), MIN(reservation_id), MIN(contract_id), MIN(class), MIN(sku), MIN(site_id), MIN(node_id),
+				CASE WHEN MIN(gpus) = MAX(gpus) THEN MIN(gpus) ELSE -1 END, MIN(start_at), MAX(end_at), SUM(gpu_seconds), SUM(gpu_energy_j), SUM(energy_j),
+				MAX(CASE energy_source WHEN 'node_oob' THEN 1 ELSE 0 END) | MAX(CASE energy_source WHEN 'estimated' THEN 2 ELSE 0 END), COUNT(*)
+				FROM usage_records WHERE allocation_id = ? AND rev = 0 AND hour >= ? AND hour < ? GROUP BY allocation_id`, k.month, k.alloc, k.month, end); err != nil {
 				return err
 			}
 		}
@@ -113,17 +156,32 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 	})
 }
 
-// OpenUsage reads what rating needs of each record not yet invoiced, in
-// no order (rating orders them itself); internal work is never invoiced.
-func (db *DB) OpenUsage(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
+const spanCols = `allocation_id, month, tenant_id, reservation_id, contract_id, class, sku, site_id, node_id, gpus, start_at, end_at, gpu_seconds, gpu_energy_j, energy_j, sources, records`
+
+// OpenSpans reads what rating needs of a tenant's spans of the months in
+// [from, before), in no order (rating orders them itself); internal work
+// is never invoiced.
+func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.Time) ([]billing.UsageRecord, error) {
 	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) {
 		u := billing.UsageRecord{TenantID: tenantID}
-		var hour, s, e int64
-		err := r.Scan(&u.ID, &hour, &u.Rev, &u.ReservationID, &u.ContractID, &u.Class, &u.SiteID, &s, &e, &u.GPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &u.EnergySource)
-		u.Hour, u.Start, u.End = fromMicros(hour), fromMicros(s), fromMicros(e)
+		var month, s, e int64
+		var bits int
+		err := r.Scan(&u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.Class, &u.SiteID, &s, &e, &u.GPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &bits, &u.Records)
+		u.Hour, u.Start, u.End, u.EnergySource = fromMicros(month), fromMicros(s), fromMicros(e), billing.SourceOfBits(bits)
+		u.ID = billing.SpanID(u.AllocationID, u.Hour)
 		return u, err
-	}, `SELECT id, hour, rev, reservation_id, contract_id, class, site_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source
-		FROM usage_records WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ? AND class <> 'internal'`, tenantID, micros(before))
+	}, `SELECT allocation_id, month, reservation_id, contract_id, class, site_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, sources, records
+		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`, tenantID, micros(from), micros(before))
+}
+
+func (db *DB) OpenRevisions(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
+	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records
+		WHERE tenant_id = ? AND hour < ? AND invoice_id IS NULL AND rev > 0 AND class <> 'internal'`, tenantID, micros(before))
+}
+
+func (db *DB) AllocationRecords(ctx context.Context, allocationID string, from, to time.Time) ([]billing.UsageRecord, error) {
+	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE allocation_id = ? AND hour >= ? AND hour < ? AND rev = 0 ORDER BY hour`,
+		allocationID, micros(from), micros(to))
 }
 
 func (db *DB) MeterThrough(ctx context.Context) (time.Time, error) {
@@ -254,21 +312,32 @@ func (db *DB) InsertInvoice(ctx context.Context, inv billing.Invoice) error {
 	})
 }
 
-func (db *DB) MarkInvoiced(ctx context.Context, invoiceID, tenantID string, contractIDs []string, before time.Time) (int64, error) {
+func (db *DB) MarkInvoiced(ctx context.Context, invoiceID, tenantID string, contractIDs []string, from, start, before time.Time) (int64, error) {
 	var n int64
 	err := db.write(ctx, func(ctx context.Context) error {
-		for start := 0; start < len(contractIDs); start += 500 {
-			chunk := contractIDs[start:min(len(contractIDs), start+500)]
-			args := []any{invoiceID, tenantID, micros(before)}
-			for _, id := range chunk {
-				args = append(args, id)
+		for i := 0; i < len(contractIDs); i += 500 {
+			chunk := contractIDs[i:min(len(contractIDs), i+500)]
+			in := ` AND contract_id IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
+			type update struct {
+				where string
+				args  []any
 			}
-			res, err := db.exec(ctx, `UPDATE usage_records SET invoice_id = ? WHERE tenant_id = ? AND invoice_id IS NULL AND hour < ? AND contract_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
-			if err != nil {
-				return err
+			qs := []update{{`tenant_id = ? AND hour < ? AND invoice_id IS NULL AND rev > 0`, []any{tenantID, micros(before)}}}
+			if from.Before(start) { // the months before a first close
+				qs = append(qs, update{`tenant_id = ? AND hour >= ? AND hour < ? AND invoice_id IS NULL AND rev = 0`, []any{tenantID, micros(from), micros(start)}})
 			}
-			k, _ := res.RowsAffected()
-			n += k
+			for _, q := range qs {
+				args := append([]any{invoiceID}, q.args...)
+				for _, id := range chunk {
+					args = append(args, id)
+				}
+				res, err := db.exec(ctx, `UPDATE usage_records SET invoice_id = ? WHERE `+q.where+in, args...)
+				if err != nil {
+					return err
+				}
+				k, _ := res.RowsAffected()
+				n += k
+			}
 		}
 		return nil
 	})
@@ -378,9 +447,28 @@ func (db *DB) CreditSources(ctx context.Context, invoiceID string, line int) (bi
 	return c, ok, err
 }
 
-func (db *DB) LineRecords(ctx context.Context, invoiceID, tenantID, reservationID string, from, to time.Time) ([]billing.UsageRecord, error) {
-	return collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE tenant_id = ? AND hour >= ? AND hour < ? AND reservation_id = ? AND invoice_id = ? ORDER BY id`,
-		tenantID, micros(from), micros(to), reservationID, invoiceID)
+func (db *DB) LineRecords(ctx context.Context, q billing.LineQuery) (billing.LineRecordSet, error) {
+	where := `tenant_id = ? AND hour >= ? AND hour < ? AND contract_id = ?
+		AND (invoice_id = ? OR (invoice_id IS NULL AND rev = 0 AND hour >= ? AND hour < ?))`
+	args := []any{q.TenantID, micros(q.From), micros(q.To), q.ContractID, q.InvoiceID, micros(q.PeriodStart), micros(q.PeriodEnd)}
+	if q.ReservationID != "" {
+		where += ` AND reservation_id = ?`
+		args = append(args, q.ReservationID)
+	}
+	if q.SiteID != "" {
+		where += ` AND site_id = ?`
+		args = append(args, q.SiteID)
+	}
+	var set billing.LineRecordSet
+	var gs, j sql.NullInt64
+	if err := db.queryRow(ctx, `SELECT COUNT(*), COUNT(DISTINCT allocation_id), SUM(gpu_seconds), SUM(energy_j) FROM usage_records WHERE `+where, args...).
+		Scan(&set.Count, &set.Allocations, &gs, &j); err != nil {
+		return set, db.translate(err)
+	}
+	set.GPUSeconds, set.EnergyJ = gs.Int64, j.Int64
+	var err error
+	set.Records, err = collect(db, ctx, scanUsage, `SELECT `+usageCols+` FROM usage_records WHERE `+where+` ORDER BY id LIMIT ?`, append(args, q.Limit)...)
+	return set, err
 }
 
 // InsertEndedAllocations writes allocations that have ended (their GPUs
@@ -398,10 +486,10 @@ func (db *DB) InsertEndedAllocations(ctx context.Context, as []sales.Allocation)
 // InsertReservations writes reservations without their nodes (history).
 func (db *DB) InsertReservations(ctx context.Context, rs []sales.Reservation) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		return db.insertBatches(ctx, `INSERT INTO reservations (id, tenant_id, contract_id, quote_id, site_id, sku, class, state, start_at, end_at, due_at, body, version, created_at, updated_at)`, 15, len(rs), func(i int) []any {
+		return db.insertBatches(ctx, `INSERT INTO reservations (id, tenant_id, contract_id, quote_id, site_id, sku, class, state, start_at, end_at, due_at, body, version, created_at, updated_at, gpus)`, 16, len(rs), func(i int) []any {
 			r := rs[i]
 			return []any{r.ID, r.TenantID, r.ContractID, nil, r.Shape.Site, r.Shape.SKU, string(r.Shape.Class), string(r.State),
-				micros(r.Shape.Start), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.CreatedAt), micros(r.UpdatedAt)}
+				micros(r.Shape.Start), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.CreatedAt), micros(r.UpdatedAt), r.Shape.GPUs}
 		})
 	})
 }

@@ -166,6 +166,12 @@ func (db *DB) Node(ctx context.Context, id string) (fleet.Node, error) {
 
 // insertBatches inserts rows with multi-row VALUES statements.
 func (db *DB) insertBatches(ctx context.Context, head string, cols, n int, row func(i int) []any) error {
+	return db.insertBatchesThen(ctx, head, "", cols, n, row)
+}
+
+// insertBatchesThen is insertBatches with a clause after the values (ON
+// CONFLICT …).
+func (db *DB) insertBatchesThen(ctx context.Context, head, tail string, cols, n int, row func(i int) []any) error {
 	per := 16000 / cols
 	for start := 0; start < n; start += per {
 		end := min(n, start+per)
@@ -180,6 +186,10 @@ func (db *DB) insertBatches(ctx context.Context, head string, cols, n int, row f
 			}
 			b.WriteString(ph)
 			args = append(args, row(i)...)
+		}
+		if tail != "" {
+			b.WriteString(" ")
+			b.WriteString(tail)
 		}
 		if _, err := db.exec(ctx, b.String(), args...); err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/pricing"
 	"github.com/neocloud/neocloud/sales"
 )
@@ -257,9 +258,9 @@ func (db *DB) InsertReservation(ctx context.Context, r sales.Reservation) error 
 		if r.QuoteID != "" {
 			quote = r.QuoteID
 		}
-		_, err := db.exec(ctx, `INSERT INTO reservations (id, tenant_id, contract_id, quote_id, site_id, sku, class, state, start_at, end_at, due_at, body, version, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ID, r.TenantID, r.ContractID, quote, r.Shape.Site, r.Shape.SKU, string(r.Shape.Class), string(r.State),
-			micros(r.Shape.Start), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.CreatedAt), micros(r.UpdatedAt))
+		_, err := db.exec(ctx, `INSERT INTO reservations (id, tenant_id, contract_id, quote_id, site_id, sku, class, state, start_at, end_at, due_at, body, version, created_at, updated_at, gpus)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ID, r.TenantID, r.ContractID, quote, r.Shape.Site, r.Shape.SKU, string(r.Shape.Class), string(r.State),
+			micros(r.Shape.Start), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.CreatedAt), micros(r.UpdatedAt), r.Shape.GPUs)
 		if err != nil {
 			if neocloud.ErrorKind(err) == neocloud.KindConflict && r.QuoteID != "" {
 				return neocloud.Conflict("used", "quote %s has already been reserved", r.QuoteID)
@@ -311,8 +312,8 @@ func (db *DB) putReservationNodes(ctx context.Context, r sales.Reservation) erro
 
 func (db *DB) UpdateReservation(ctx context.Context, r sales.Reservation) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		res, err := db.exec(ctx, `UPDATE reservations SET state = ?, end_at = ?, due_at = ?, body = ?, version = ?, updated_at = ? WHERE id = ? AND version = ?`,
-			string(r.State), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.UpdatedAt), r.ID, r.Version-1)
+		res, err := db.exec(ctx, `UPDATE reservations SET state = ?, end_at = ?, due_at = ?, body = ?, version = ?, updated_at = ?, gpus = ? WHERE id = ? AND version = ?`,
+			string(r.State), endMicros(r.Shape.End), micros(r.DueAt), mustJSON(r), r.Version, micros(r.UpdatedAt), r.Shape.GPUs, r.ID, r.Version-1)
 		if err != nil {
 			return err
 		}
@@ -524,6 +525,25 @@ func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int,
 
 func (db *DB) ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error) {
 	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE contract_id = ? ORDER BY start_at, id`, contractID)
+}
+
+// ReservationShapes returns a contract's reservations that overlap
+// [from, to) with only their id, state, site, GPUs and interval: what
+// rating per-second work needs of a contract with a million of them.
+func (db *DB) ReservationShapes(ctx context.Context, contractID string, from, to time.Time) ([]sales.Reservation, error) {
+	return collect(db, ctx, func(r scanner) (sales.Reservation, error) {
+		v := sales.Reservation{ContractID: contractID}
+		var st, class string
+		var s, e int64
+		err := r.Scan(&v.ID, &v.TenantID, &st, &v.Shape.Site, &v.Shape.SKU, &class, &v.Shape.GPUs, &s, &e)
+		v.State, v.Shape.Class, v.Shape.Start = sales.ReservationState(st), placement.Class(class), fromMicros(s)
+		if e != math.MaxInt64 {
+			end := fromMicros(e)
+			v.Shape.End = &end
+		}
+		return v, err
+	}, `SELECT id, tenant_id, state, site_id, sku, class, gpus, start_at, end_at FROM reservations WHERE contract_id = ? AND start_at < ? AND end_at > ? ORDER BY start_at, id`,
+		contractID, micros(to), micros(from))
 }
 
 func (db *DB) InsertMaintenance(ctx context.Context, m sales.Maintenance) error {

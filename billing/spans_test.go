@@ -1,0 +1,132 @@
+package billing_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// The store keeps each allocation-month's span equal to the sum of its
+// records as they are written in batches, updated (GPU count, interval,
+// energy source changed) and joined by revisions (which have no span):
+// what a close rates is what the records say.
+func TestStoredSpansSumTheirRecords(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		tn := tenant.Tenant{ID: "ten_spans", Name: "spans", CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		if err := db.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(7, 9))
+		var all []billing.UsageRecord
+		// Eight allocations over the turn of a month, derived hour by hour
+		// in batches that cut across allocations and months.
+		jan := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
+		for a := range 8 {
+			id := fmt.Sprintf("alc_%d", a)
+			ready := jan.Add(time.Duration(rng.IntN(20*3600)) * time.Second)
+			release := ready.Add(time.Duration(3600+rng.IntN(30*3600)) * time.Second)
+			for h := ready.Truncate(time.Hour); h.Before(release); h = h.Add(time.Hour) {
+				st, en := ready, release
+				if h.After(st) {
+					st = h
+				}
+				if h.Add(time.Hour).Before(en) {
+					en = h.Add(time.Hour)
+				}
+				secs := int64(en.Sub(st) / time.Second)
+				src := billing.SourceEstimated
+				if a%3 == 0 {
+					src = billing.SourceNodeOOB
+				}
+				all = append(all, billing.UsageRecord{ID: billing.RecordID(id, h, 0), AllocationID: id, Hour: h, ReservationID: "rsv_" + id, ContractID: "ctr_1",
+					TenantID: tn.ID, Class: "on_demand", SKU: "h100", SiteID: "sit_1", NodeID: "nod_" + id, Start: st, End: en, GPUs: 8,
+					GPUSeconds: secs * 8, GPUEnergyJ: secs * 4000, EnergyJ: secs * 7000, EnergySource: src, DerivedAt: h.Add(time.Hour)})
+			}
+		}
+		rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+		for i := 0; i < len(all); i += 7 {
+			batch := all[i:min(len(all), i+7)]
+			if err := db.InTx(ctx, func(ctx context.Context) error { return db.InsertUsageRecords(ctx, batch) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check := func(what string) {
+			t.Helper()
+			got, err := db.OpenSpans(ctx, tn.ID, time.Time{}, time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Slice(got, func(i, j int) bool { return got[i].ID < got[j].ID })
+			want := billing.Spans(all)
+			for i := range want { // what a span read for rating carries
+				want[i] = billing.UsageRecord{ID: want[i].ID, AllocationID: want[i].AllocationID, Hour: want[i].Hour, ReservationID: want[i].ReservationID,
+					ContractID: want[i].ContractID, TenantID: want[i].TenantID, Class: want[i].Class, SiteID: want[i].SiteID, Start: want[i].Start, End: want[i].End,
+					GPUs: want[i].GPUs, GPUSeconds: want[i].GPUSeconds, GPUEnergyJ: want[i].GPUEnergyJ, EnergyJ: want[i].EnergyJ, EnergySource: want[i].EnergySource, Records: want[i].Records}
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Fatalf("%s: stored spans differ from their records (-want +got):\n%s", what, d)
+			}
+		}
+		check("inserted")
+		if n := len(billing.Spans(all)); n < 9 {
+			t.Fatalf("only %d spans: the allocations should cross the month", n)
+		}
+
+		// Updates: more energy; fewer GPUs for one hour (the span no longer
+		// tiles: rated from its records); one hour metered at the node.
+		var upd []billing.UsageRecord
+		for i := range all {
+			r := &all[i]
+			switch i % 5 {
+			case 0:
+				r.EnergyJ += 12345
+			case 1:
+				if r.AllocationID == "alc_1" {
+					r.GPUs, r.GPUSeconds = 4, r.GPUSeconds/2
+				}
+			case 2:
+				r.EnergySource = billing.SourceNodeOOB
+			default:
+				continue
+			}
+			upd = append(upd, *r)
+		}
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.UpdateUsageRecords(ctx, upd) }); err != nil {
+			t.Fatal(err)
+		}
+		check("updated")
+		spans, _ := db.OpenSpans(ctx, tn.ID, time.Time{}, time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC))
+		tiles := 0
+		for _, sp := range spans {
+			if sp.Tiles() {
+				tiles++
+			}
+		}
+		if tiles == 0 || tiles == len(spans) {
+			t.Fatalf("%d of %d spans tile; alc_1's should not, the others should", tiles, len(spans))
+		}
+
+		// A revision joins no span; it is open until an invoice marks it.
+		rev := all[0]
+		rev.Rev, rev.ID, rev.GPUSeconds, rev.EnergyJ = 1, billing.RecordID(rev.AllocationID, rev.Hour, 1), 0, 5
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.InsertUsageRecords(ctx, []billing.UsageRecord{rev}) }); err != nil {
+			t.Fatal(err)
+		}
+		check("a revision")
+		revs, err := db.OpenRevisions(ctx, tn.ID, time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC))
+		if err != nil || len(revs) != 1 || revs[0].ID != rev.ID {
+			t.Fatalf("open revisions: %v %+v", err, revs)
+		}
+	})
+}
