@@ -75,12 +75,15 @@ type UsageRecord struct {
 	Start         time.Time `json:"start"`
 	End           time.Time `json:"end"`
 	GPUs          int       `json:"gpus"`
-	GPUSeconds    int64     `json:"gpu_seconds"`
-	GPUEnergyJ    int64     `json:"gpu_energy_j" doc:"The GPUs' own energy counters."`
-	EnergyJ       int64     `json:"energy_j" doc:"Energy of record: node input energy (metered or estimated)."`
-	EnergySource  string    `json:"energy_source" enum:"node_oob,estimated"`
-	InvoiceID     string    `json:"invoice_id,omitempty"`
-	DerivedAt     time.Time `json:"derived_at"`
+	// ReservationGPUs is the reservation's size when metered: the price
+	// book's volume tier of per-second work.
+	ReservationGPUs int       `json:"reservation_gpus,omitempty"`
+	GPUSeconds      int64     `json:"gpu_seconds"`
+	GPUEnergyJ      int64     `json:"gpu_energy_j" doc:"The GPUs' own energy counters."`
+	EnergyJ         int64     `json:"energy_j" doc:"Energy of record: node input energy (metered or estimated)."`
+	EnergySource    string    `json:"energy_source" enum:"node_oob,estimated"`
+	InvoiceID       string    `json:"invoice_id,omitempty"`
+	DerivedAt       time.Time `json:"derived_at"`
 	// Records is, for a span, how many hourly records it sums (0: a
 	// record).
 	Records int `json:"records,omitempty"`

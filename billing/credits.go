@@ -274,7 +274,7 @@ func (s *Service) Credits(ctx context.Context, p neocloud.Principal, tenantRef, 
 	if err != nil {
 		return nil, err
 	}
-	cs, err := s.contractWork(ctx, t.ID, start, end)
+	cs, err := s.contractWork(ctx, t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +331,7 @@ func (s *Service) Sources(ctx context.Context, p neocloud.Principal, ref string,
 	}
 	switch l.Kind {
 	case LineCommitment:
-		cs, err := s.contractWork(ctx, inv.TenantID, l.ServiceStart, l.ServiceEnd)
+		cs, err := s.contractWork(ctx, inv.TenantID)
 		if err != nil {
 			return out, err
 		}

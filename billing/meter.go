@@ -22,6 +22,8 @@ type Metered struct {
 	Class      string
 	SKU        string
 	SiteID     string
+	// ReservationGPUs is the reservation's size (its volume tier).
+	ReservationGPUs int
 	// NodeGPUs is the node's GPU count (its metered input energy is shared
 	// by GPU); GPUShare the SKU's GPU share of node power.
 	NodeGPUs int
@@ -75,7 +77,7 @@ func Derive(m Metered, readings []agents.EnergyReading, from, to time.Time) []Us
 		r := &UsageRecord{
 			ID: RecordID(a.ID, h, 0), AllocationID: a.ID, Hour: h, ReservationID: a.ReservationID, ContractID: m.ContractID,
 			TenantID: a.TenantID, Class: m.Class, SKU: m.SKU, SiteID: m.SiteID, NodeID: a.NodeID, Start: s, End: e,
-			GPUs: gpus, GPUSeconds: int64(e.Sub(s)/time.Second) * int64(gpus), EnergySource: SourceEstimated,
+			GPUs: gpus, ReservationGPUs: m.ReservationGPUs, GPUSeconds: int64(e.Sub(s)/time.Second) * int64(gpus), EnergySource: SourceEstimated,
 		}
 		byHour[h] = r
 		out = append(out, r)

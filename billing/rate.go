@@ -359,15 +359,19 @@ type segment struct {
 	rate int64
 }
 
-// series returns the rates in force for a contract's per-second work,
-// ascending, starting with the contract's own rate at the beginning of
-// time.
-func series(in RateInput, c ContractWork, gpus int) []segment {
+// series returns the rates in force for a contract's per-second work at
+// a site (spot; "": the contract's first reservation's) for a reservation
+// of gpus (on-demand volume tiers), ascending, starting with the
+// contract's own rate at the beginning of time.
+func series(in RateInput, c ContractWork, site string, gpus int) []segment {
+	if site == "" && len(c.Reservations) > 0 {
+		site = c.Reservations[0].Shape.Site
+	}
 	out := []segment{{time.Time{}, c.Terms.RateMicros}}
 	if c.Kind == placement.ClassSpot {
 		var pts []SpotPoint
 		for _, p := range in.Spot {
-			if p.SKU == c.SKU && (len(c.Reservations) == 0 || p.SiteID == c.Reservations[0].Shape.Site) {
+			if p.SKU == c.SKU && (site == "" || p.SiteID == site) {
 				pts = append(pts, p)
 			}
 		}
@@ -425,7 +429,11 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		rsvGPUs[r.ID] = r.Shape.GPUs
 	}
 	var out []Line
-	bySize := map[int][]segment{} // the series by reservation size (volume tiers)
+	type seriesKey struct {
+		site string
+		gpus int
+	}
+	bySize := map[seriesKey][]segment{} // the series by site (spot) and reservation size (volume tiers)
 	for _, g := range groups(in, recs, together) {
 		byRate := map[int64]int64{} // rate → GPU-seconds
 		// Per series, GPU-seconds in each segment: the partial segments at
@@ -433,16 +441,20 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 		// whole segments between them — a record costs two binary searches
 		// however many rate changes it spans.
 		type tally struct{ part, diff []int64 }
-		tallies := map[int]*tally{}
+		tallies := map[seriesKey]*tally{}
 		for _, r := range g.recs {
 			if r.GPUSeconds == 0 {
 				continue
 			}
-			size := rsvGPUs[r.ReservationID]
-			segs, ok := bySize[size]
+			size := r.ReservationGPUs
+			if size == 0 { // metered before records carried it
+				size = rsvGPUs[r.ReservationID]
+			}
+			sk := seriesKey{r.SiteID, size}
+			segs, ok := bySize[sk]
 			if !ok {
-				segs = series(in, c, size)
-				bySize[size] = segs
+				segs = series(in, c, r.SiteID, size)
+				bySize[sk] = segs
 			}
 			// A correction (rev > 0) holds a difference: billed at the rate
 			// in force at its start.
@@ -453,10 +465,10 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 			if !r.End.After(r.Start) {
 				continue
 			}
-			tl := tallies[size]
+			tl := tallies[sk]
 			if tl == nil {
 				tl = &tally{make([]int64, len(segs)), make([]int64, len(segs)+1)}
-				tallies[size] = tl
+				tallies[sk] = tl
 			}
 			// The segments the record spans: from the one in force at its
 			// start (i) to the last that begins before its end (j).
@@ -472,8 +484,8 @@ func perSecond(in RateInput, c ContractWork, recs []*UsageRecord) []Line {
 			tl.diff[i+1] += gpus
 			tl.diff[j] -= gpus
 		}
-		for size, tl := range tallies {
-			segs := bySize[size]
+		for sk, tl := range tallies {
+			segs := bySize[sk]
 			var cover int64
 			for k := range segs {
 				cover += tl.diff[k]

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -39,6 +41,14 @@ type Store interface {
 	// AllocationRecords returns an allocation's records of revision 0 of
 	// hours in [from, to): a span's, when it does not tile.
 	AllocationRecords(ctx context.Context, allocationID string, from, to time.Time) ([]UsageRecord, error)
+	// LockUsage takes, for the rest of the transaction, the lock under
+	// which usage is written and months close.
+	LockUsage(ctx context.Context) error
+	// Committed returns a context reading what is committed, outside the
+	// transaction, in parallel (reads only).
+	Committed(ctx context.Context) context.Context
+	// TxID identifies the transaction ctx carries (nil: none).
+	TxID(ctx context.Context) any
 	// MeterThrough is the hour the meter has derived every record before
 	// (zero: never run); SetMeterThrough moves it.
 	MeterThrough(ctx context.Context) (time.Time, error)
@@ -80,9 +90,6 @@ type Store interface {
 	// What rating reads of selling and the fleet.
 	AllContracts(ctx context.Context, tenantID string) ([]sales.Contract, error)
 	ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error)
-	// ReservationShapes returns a contract's reservations overlapping
-	// [from, to), with their shapes only (no nodes, no history).
-	ReservationShapes(ctx context.Context, contractID string, from, to time.Time) ([]sales.Reservation, error)
 	Prices(ctx context.Context) ([]pricing.Price, error)
 	Sites(ctx context.Context) ([]fleet.Site, error)
 	Tenants(ctx context.Context, f tenant.TenantFilter, p neocloud.Page) ([]tenant.Tenant, error)
@@ -147,6 +154,9 @@ type MeterResult struct {
 func (s *Service) Meter(ctx context.Context, through time.Time) (MeterResult, error) {
 	var res MeterResult
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := s.Store.LockUsage(ctx); err != nil {
+			return err
+		}
 		mark, err := s.Store.MeterThrough(ctx)
 		if err != nil {
 			return err
@@ -178,6 +188,9 @@ func (s *Service) Rederive(ctx context.Context, p neocloud.Principal, from, to t
 	}
 	var res MeterResult
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := s.Store.LockUsage(ctx); err != nil {
+			return err
+		}
 		mark, err := s.Store.MeterThrough(ctx)
 		if err != nil {
 			return err
@@ -347,13 +360,7 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 	if in.Records, err = s.openUsage(ctx, t.ID, from, end); err != nil {
 		return in, err
 	}
-	first := start // the earliest hour of open usage: per-second work's reservations from then on
-	for _, r := range in.Records {
-		if r.Hour.Before(first) {
-			first = r.Hour
-		}
-	}
-	if in.Contracts, err = s.contractWork(ctx, t.ID, first, end); err != nil {
+	if in.Contracts, err = s.contractWork(ctx, t.ID); err != nil {
 		return in, err
 	}
 	var keys []string
@@ -408,11 +415,11 @@ func closedThrough(ps []Period) time.Time {
 	return t
 }
 
-// contractWork returns a tenant's invoiced contracts (not internal ones)
-// with their reservations: a committed contract's all, with their nodes; a
-// per-second one's (on-demand, spot: a reservation per instance, a million
-// a month at a large site) those overlapping [from, to), shapes only.
-func (s *Service) contractWork(ctx context.Context, tenantID string, from, to time.Time) ([]ContractWork, error) {
+// contractWork returns a tenant's invoiced contracts (not internal ones),
+// committed ones with their reservations; per-second work (on-demand and
+// spot: a reservation per instance, a million a month at a large site) is
+// rated from its records alone, which carry their reservation's size.
+func (s *Service) contractWork(ctx context.Context, tenantID string) ([]ContractWork, error) {
 	cs, err := s.Store.AllContracts(ctx, tenantID)
 	if err != nil {
 		return nil, err
@@ -424,12 +431,9 @@ func (s *Service) contractWork(ctx context.Context, tenantID string, from, to ti
 		}
 		var rs []sales.Reservation
 		if c.Kind == placement.ClassLease || c.Kind == placement.ClassReserved {
-			rs, err = s.Store.ContractReservations(ctx, c.ID)
-		} else {
-			rs, err = s.Store.ReservationShapes(ctx, c.ID, from, to)
-		}
-		if err != nil {
-			return nil, err
+			if rs, err = s.Store.ContractReservations(ctx, c.ID); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, ContractWork{Contract: c, Reservations: rs})
 	}
@@ -522,40 +526,60 @@ func (s *Service) Periods(ctx context.Context) ([]Period, error) { return s.Stor
 // per currency (numbers follow in tenant name order, without gaps). A
 // month closes once, after it has ended, and after the month before it
 // (once any month has been closed).
+//
+// Called outside a transaction, the meter's pass commits first; the close
+// then holds the usage lock, so no record changes under it, reads and
+// rates the tenants in parallel from what is committed, and writes the
+// invoices and the period in one transaction. Within the caller's
+// transaction (an API request's) it all runs there, one tenant at a time.
 func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string) (Period, []Invoice, error) {
 	start, end, err := Month("body.period", period)
 	if err != nil {
 		return Period{}, nil, err
 	}
-	var out Period
-	var invs []Invoice
-	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
-		now := s.now()
-		if end.After(now) {
-			return neocloud.Invalid("body.period", "period %s has not ended (it ends %s)", period, end.Format(time.RFC3339))
+	check := func(ctx context.Context) ([]Period, error) {
+		if now := s.now(); end.After(now) {
+			return nil, neocloud.Invalid("body.period", "period %s has not ended (it ends %s)", period, end.Format(time.RFC3339))
 		}
 		ps, err := s.Store.Periods(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var latest string
 		for _, q := range ps {
 			if q.Period == period {
-				return neocloud.Conflict("closed", "period %s was closed at %s", period, q.ClosedAt.Format(time.RFC3339))
+				return nil, neocloud.Conflict("closed", "period %s was closed at %s", period, q.ClosedAt.Format(time.RFC3339))
 			}
 			latest = max(latest, q.Period)
 		}
 		if latest != "" {
 			if prev := MonthOf(start.AddDate(0, -1, 0)); latest < prev {
-				return neocloud.Conflict("open", "close %s first: months close in order", MonthOf(mustStart(latest).AddDate(0, 1, 0)))
+				return nil, neocloud.Conflict("open", "close %s first: months close in order", MonthOf(mustStart(latest).AddDate(0, 1, 0)))
 			}
 			if latest > period {
-				return neocloud.Conflict("closed", "a later period (%s) is already closed", latest)
+				return nil, neocloud.Conflict("closed", "a later period (%s) is already closed", latest)
 			}
 		}
-		if _, err := s.Meter(ctx, end); err != nil {
+		return ps, nil
+	}
+	if _, err := check(ctx); err != nil {
+		return Period{}, nil, err
+	}
+	if _, err := s.Meter(ctx, end); err != nil {
+		return Period{}, nil, err
+	}
+	parallel := s.Store.TxID(ctx) == nil // the meter's pass is committed
+	var out Period
+	var invs []Invoice
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := s.Store.LockUsage(ctx); err != nil {
 			return err
 		}
+		ps, err := check(ctx)
+		if err != nil {
+			return err
+		}
+		now := s.now()
 		seller, err := s.seller(ctx)
 		if err != nil {
 			return err
@@ -569,17 +593,21 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 			return err
 		}
 		from := closedThrough(ps)
-		for _, t := range ts {
+		rated, err := s.rateAll(ctx, parallel, ts, func(ctx context.Context, t tenant.Tenant) (RateInput, []Invoice, error) {
 			in, err := s.rateInput(ctx, t, period, from, start, end, seller, sh)
 			if err != nil {
-				return err
+				return in, nil, err
 			}
 			in.IssuedAt, in.KeepRecords = now, true
 			got, err := Rate(in)
-			if err != nil {
-				return err
-			}
-			for _, inv := range got {
+			return in, got, err
+		})
+		if err != nil {
+			return err
+		}
+		for i, t := range ts {
+			in := rated[i].in
+			for _, inv := range rated[i].invoices {
 				n, err := s.Store.NextNumber(ctx, "invoice")
 				if err != nil {
 					return err
@@ -629,6 +657,52 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 		s.Closed(out)
 	}
 	return out, invs, err
+}
+
+// rated is one tenant's rating: its inputs and invoices.
+type rated struct {
+	in       RateInput
+	invoices []Invoice
+}
+
+// rateAll rates every tenant, results in the tenants' order: in parallel,
+// reading what is committed on parallel connections (one worker a CPU) —
+// the caller's transaction must then have written nothing the reads
+// should see — or one at a time in the caller's transaction.
+func (s *Service) rateAll(ctx context.Context, parallel bool, ts []tenant.Tenant, rate func(ctx context.Context, t tenant.Tenant) (RateInput, []Invoice, error)) ([]rated, error) {
+	out := make([]rated, len(ts))
+	rctx, workers := ctx, 1
+	if parallel {
+		rctx, workers = s.Store.Committed(ctx), max(1, min(runtime.GOMAXPROCS(0), 8, len(ts)))
+	}
+	work := make(chan int)
+	errs := make(chan error, len(ts))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				in, got, err := rate(rctx, ts[i])
+				if err != nil {
+					errs <- err
+					continue
+				}
+				in.Records = nil // rated: not kept past the invoice
+				out[i] = rated{in, got}
+			}
+		}()
+	}
+	for i := range ts {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func mustStart(period string) time.Time {

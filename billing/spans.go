@@ -33,8 +33,8 @@ func (r UsageRecord) Tiles() bool {
 }
 
 // Spans sums records of revision 0 into spans (revisions are rated on
-// their own and have none), in allocation and month order. A span whose
-// records have different GPU counts has GPUs -1.
+// their own and have none), in span id order. A span whose records have
+// different GPU counts (theirs or their reservation's) has GPUs -1.
 func Spans(rs []UsageRecord) []UsageRecord {
 	type key struct {
 		alloc string
@@ -63,7 +63,7 @@ func Spans(rs []UsageRecord) []UsageRecord {
 		if r.End.After(sp.End) {
 			sp.End = r.End
 		}
-		if r.GPUs != sp.GPUs {
+		if r.GPUs != sp.GPUs || r.ReservationGPUs != sp.ReservationGPUs {
 			sp.GPUs = -1
 		}
 		if r.EnergySource != sp.EnergySource {

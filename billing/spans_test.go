@@ -50,7 +50,7 @@ func TestStoredSpansSumTheirRecords(t *testing.T) {
 					src = billing.SourceNodeOOB
 				}
 				all = append(all, billing.UsageRecord{ID: billing.RecordID(id, h, 0), AllocationID: id, Hour: h, ReservationID: "rsv_" + id, ContractID: "ctr_1",
-					TenantID: tn.ID, Class: "on_demand", SKU: "h100", SiteID: "sit_1", NodeID: "nod_" + id, Start: st, End: en, GPUs: 8,
+					TenantID: tn.ID, Class: "on_demand", SKU: "h100", SiteID: "sit_1", NodeID: "nod_" + id, Start: st, End: en, GPUs: 8, ReservationGPUs: 16,
 					GPUSeconds: secs * 8, GPUEnergyJ: secs * 4000, EnergyJ: secs * 7000, EnergySource: src, DerivedAt: h.Add(time.Hour)})
 			}
 		}
@@ -71,8 +71,8 @@ func TestStoredSpansSumTheirRecords(t *testing.T) {
 			want := billing.Spans(all)
 			for i := range want { // what a span read for rating carries
 				want[i] = billing.UsageRecord{ID: want[i].ID, AllocationID: want[i].AllocationID, Hour: want[i].Hour, ReservationID: want[i].ReservationID,
-					ContractID: want[i].ContractID, TenantID: want[i].TenantID, Class: want[i].Class, SiteID: want[i].SiteID, Start: want[i].Start, End: want[i].End,
-					GPUs: want[i].GPUs, GPUSeconds: want[i].GPUSeconds, GPUEnergyJ: want[i].GPUEnergyJ, EnergyJ: want[i].EnergyJ, EnergySource: want[i].EnergySource, Records: want[i].Records}
+					ContractID: want[i].ContractID, TenantID: want[i].TenantID, SiteID: want[i].SiteID, Start: want[i].Start, End: want[i].End,
+					GPUs: want[i].GPUs, ReservationGPUs: want[i].ReservationGPUs, GPUSeconds: want[i].GPUSeconds, EnergyJ: want[i].EnergyJ, EnergySource: want[i].EnergySource, Records: want[i].Records}
 			}
 			if d := cmp.Diff(want, got); d != "" {
 				t.Fatalf("%s: stored spans differ from their records (-want +got):\n%s", what, d)

@@ -275,7 +275,7 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 			gpuJ := secs * 8 * 560
 			batch = append(batch, billing.UsageRecord{ID: billing.RecordID(a.ID, h, 0), AllocationID: a.ID, Hour: h, ReservationID: r.ID, ContractID: r.ContractID,
 				TenantID: r.TenantID, Class: string(r.Shape.Class), SKU: sku.Name, SiteID: applied.SiteID, NodeID: a.NodeID, Start: st, End: en,
-				GPUs: 8, GPUSeconds: secs * 8, GPUEnergyJ: gpuJ, EnergyJ: gpuJ * 100 / 55, EnergySource: billing.SourceEstimated, DerivedAt: h.Add(time.Hour + 5*time.Minute)})
+				GPUs: 8, ReservationGPUs: r.Shape.GPUs, GPUSeconds: secs * 8, GPUEnergyJ: gpuJ, EnergyJ: gpuJ * 100 / 55, EnergySource: billing.SourceEstimated, DerivedAt: h.Add(time.Hour + 5*time.Minute)})
 			if len(batch) == 50000 {
 				if err := flush(); err != nil {
 					return err

@@ -26,9 +26,9 @@ func (db *DB) MeteredAllocations(ctx context.Context, from, to time.Time) ([]bil
 	for _, k := range skus {
 		bySKU[k.Name] = k
 	}
-	rows, err := db.query(ctx, `SELECT a.body, r.contract_id, r.class, r.sku, r.site_id FROM allocations a JOIN reservations r ON r.id = a.reservation_id
+	rows, err := db.query(ctx, `SELECT a.body, r.contract_id, r.class, r.sku, r.site_id, r.gpus FROM allocations a JOIN reservations r ON r.id = a.reservation_id
 		WHERE a.state IN ('ready', 'releasing') UNION ALL
-		SELECT a.body, r.contract_id, r.class, r.sku, r.site_id FROM allocations a JOIN reservations r ON r.id = a.reservation_id
+		SELECT a.body, r.contract_id, r.class, r.sku, r.site_id, r.gpus FROM allocations a JOIN reservations r ON r.id = a.reservation_id
 		WHERE a.state = 'ended' AND a.updated_at >= ?`, micros(from))
 	if err != nil {
 		return nil, err
@@ -38,7 +38,7 @@ func (db *DB) MeteredAllocations(ctx context.Context, from, to time.Time) ([]bil
 	for rows.Next() {
 		var body string
 		var m billing.Metered
-		if err := rows.Scan(&body, &m.ContractID, &m.Class, &m.SKU, &m.SiteID); err != nil {
+		if err := rows.Scan(&body, &m.ContractID, &m.Class, &m.SKU, &m.SiteID, &m.ReservationGPUs); err != nil {
 			return nil, db.translate(err)
 		}
 		if err := json.Unmarshal([]byte(body), &m.Allocation); err != nil {
@@ -65,13 +65,13 @@ func (db *DB) EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agent
 	}, `SELECT node_id, gpu, at, energy_j, reason, allocation_id FROM energy_readings WHERE at >= ? AND at < ?`, micros(from), micros(to))
 }
 
-const usageCols = `id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, COALESCE(invoice_id, ''), derived_at`
+const usageCols = `id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, rsv_gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, COALESCE(invoice_id, ''), derived_at`
 
 func scanUsage(r scanner) (billing.UsageRecord, error) {
 	var u billing.UsageRecord
 	var hour, s, e, d int64
 	err := r.Scan(&u.ID, &u.AllocationID, &hour, &u.Rev, &u.ReservationID, &u.ContractID, &u.TenantID, &u.Class, &u.SKU, &u.SiteID, &u.NodeID,
-		&s, &e, &u.GPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &u.EnergySource, &u.InvoiceID, &d)
+		&s, &e, &u.GPUs, &u.ReservationGPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &u.EnergySource, &u.InvoiceID, &d)
 	u.Hour, u.Start, u.End, u.DerivedAt = fromMicros(hour), fromMicros(s), fromMicros(e), fromMicros(d)
 	return u, err
 }
@@ -91,11 +91,11 @@ func (db *DB) InsertUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 		return nil
 	}
 	return db.write(ctx, func(ctx context.Context) error {
-		err := db.insertBatches(ctx, `INSERT INTO usage_records (id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, derived_at)`,
-			19, len(rs), func(i int) []any {
+		err := db.insertBatches(ctx, `INSERT INTO usage_records (id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, rsv_gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, derived_at)`,
+			20, len(rs), func(i int) []any {
 				u := rs[i]
 				return []any{u.ID, u.AllocationID, micros(u.Hour), u.Rev, u.ReservationID, u.ContractID, u.TenantID, u.Class, u.SKU, u.SiteID, u.NodeID,
-					micros(u.Start), micros(u.End), u.GPUs, u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, u.EnergySource, micros(u.DerivedAt)}
+					micros(u.Start), micros(u.End), u.GPUs, u.ReservationGPUs, u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, u.EnergySource, micros(u.DerivedAt)}
 			})
 		if err != nil {
 			return err
@@ -106,15 +106,15 @@ func (db *DB) InsertUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 			least, greatest = "LEAST", "GREATEST"
 		}
 		return db.insertBatchesThen(ctx, `INSERT INTO usage_spans (`+spanCols+`)`,
-			`ON CONFLICT (allocation_id, month) DO UPDATE SET start_at = `+least+`(usage_spans.start_at, excluded.start_at),
+			`ON CONFLICT (tenant_id, month, allocation_id) DO UPDATE SET start_at = `+least+`(usage_spans.start_at, excluded.start_at),
 			end_at = `+greatest+`(usage_spans.end_at, excluded.end_at),
-			gpus = CASE WHEN usage_spans.gpus = excluded.gpus THEN usage_spans.gpus ELSE -1 END,
+			gpus = CASE WHEN usage_spans.gpus = excluded.gpus AND usage_spans.rsv_gpus = excluded.rsv_gpus THEN usage_spans.gpus ELSE -1 END,
 			gpu_seconds = usage_spans.gpu_seconds + excluded.gpu_seconds, gpu_energy_j = usage_spans.gpu_energy_j + excluded.gpu_energy_j,
 			energy_j = usage_spans.energy_j + excluded.energy_j, sources = usage_spans.sources | excluded.sources, records = usage_spans.records + excluded.records`,
-			17, len(spans), func(i int) []any {
+			18, len(spans), func(i int) []any {
 				u := spans[i]
-				return []any{u.AllocationID, micros(u.Hour), u.TenantID, u.ReservationID, u.ContractID, u.Class, u.SKU, u.SiteID, u.NodeID,
-					u.GPUs, micros(u.Start), micros(u.End), u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, billing.SourceBits(u.EnergySource), u.Records}
+				return []any{u.TenantID, micros(u.Hour), u.AllocationID, u.ReservationID, u.ContractID, u.Class, u.SKU, u.SiteID, u.NodeID,
+					u.GPUs, u.ReservationGPUs, micros(u.Start), micros(u.End), u.GPUSeconds, u.GPUEnergyJ, u.EnergyJ, billing.SourceBits(u.EnergySource), u.Records}
 			})
 	})
 }
@@ -126,8 +126,8 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 	}
 	return db.write(ctx, func(ctx context.Context) error {
 		type key struct {
-			alloc string
-			month int64
+			tenant, alloc string
+			month         int64
 		}
 		again := map[key]bool{}
 		for _, u := range rs {
@@ -136,17 +136,18 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 				return err
 			}
 			if u.Rev == 0 {
-				again[key{u.AllocationID, micros(billing.MonthStart(u.Hour))}] = true
+				again[key{u.TenantID, u.AllocationID, micros(billing.MonthStart(u.Hour))}] = true
 			}
 		}
 		for k := range again {
 			end := micros(fromMicros(k.month).AddDate(0, 1, 0))
-			if _, err := db.exec(ctx, `DELETE FROM usage_spans WHERE allocation_id = ? AND month = ?`, k.alloc, k.month); err != nil {
+			if _, err := db.exec(ctx, `DELETE FROM usage_spans WHERE tenant_id = ? AND month = ? AND allocation_id = ?`, k.tenant, k.month, k.alloc); err != nil {
 				return err
 			}
 			if _, err := db.exec(ctx, `INSERT INTO usage_spans (`+spanCols+`)
-				SELECT allocation_id, ?, MIN(tenant_id), MIN(reservation_id), MIN(contract_id), MIN(class), MIN(sku), MIN(site_id), MIN(node_id),
-				CASE WHEN MIN(gpus) = MAX(gpus) THEN MIN(gpus) ELSE -1 END, MIN(start_at), MAX(end_at), SUM(gpu_seconds), SUM(gpu_energy_j), SUM(energy_j),
+				SELECT MIN(tenant_id), ?, allocation_id, MIN(reservation_id), MIN(contract_id), MIN(class), MIN(sku), MIN(site_id), MIN(node_id),
+				CASE WHEN MIN(gpus) = MAX(gpus) AND MIN(rsv_gpus) = MAX(rsv_gpus) THEN MIN(gpus) ELSE -1 END, MAX(rsv_gpus), MIN(start_at), MAX(end_at),
+				SUM(gpu_seconds), SUM(gpu_energy_j), SUM(energy_j),
 				MAX(CASE energy_source WHEN 'node_oob' THEN 1 ELSE 0 END) | MAX(CASE energy_source WHEN 'estimated' THEN 2 ELSE 0 END), COUNT(*)
 				FROM usage_records WHERE allocation_id = ? AND rev = 0 AND hour >= ? AND hour < ? GROUP BY allocation_id`, k.month, k.alloc, k.month, end); err != nil {
 				return err
@@ -156,21 +157,21 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 	})
 }
 
-const spanCols = `allocation_id, month, tenant_id, reservation_id, contract_id, class, sku, site_id, node_id, gpus, start_at, end_at, gpu_seconds, gpu_energy_j, energy_j, sources, records`
+const spanCols = `tenant_id, month, allocation_id, reservation_id, contract_id, class, sku, site_id, node_id, gpus, rsv_gpus, start_at, end_at, gpu_seconds, gpu_energy_j, energy_j, sources, records`
 
 // OpenSpans reads what rating needs of a tenant's spans of the months in
-// [from, before), in no order (rating orders them itself); internal work
-// is never invoiced.
+// [from, before) (not their class, SKU, node or GPU energy), in no order
+// (rating orders them itself); internal work is never invoiced.
 func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.Time) ([]billing.UsageRecord, error) {
 	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) {
 		u := billing.UsageRecord{TenantID: tenantID}
 		var month, s, e int64
 		var bits int
-		err := r.Scan(&u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.Class, &u.SiteID, &s, &e, &u.GPUs, &u.GPUSeconds, &u.GPUEnergyJ, &u.EnergyJ, &bits, &u.Records)
+		err := r.Scan(&u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.GPUSeconds, &u.EnergyJ, &bits, &u.Records)
 		u.Hour, u.Start, u.End, u.EnergySource = fromMicros(month), fromMicros(s), fromMicros(e), billing.SourceOfBits(bits)
 		u.ID = billing.SpanID(u.AllocationID, u.Hour)
 		return u, err
-	}, `SELECT allocation_id, month, reservation_id, contract_id, class, site_id, start_at, end_at, gpus, gpu_seconds, gpu_energy_j, energy_j, sources, records
+	}, `SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, gpus, rsv_gpus, gpu_seconds, energy_j, sources, records
 		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`, tenantID, micros(from), micros(before))
 }
 
@@ -187,10 +188,27 @@ func (db *DB) AllocationRecords(ctx context.Context, allocationID string, from, 
 func (db *DB) MeterThrough(ctx context.Context) (time.Time, error) {
 	var v int64
 	err := db.queryRow(ctx, `SELECT through FROM meter_state WHERE id = 1`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && v == 0) {
 		return time.Time{}, nil
 	}
 	return fromMicros(v), db.translate(err)
+}
+
+// LockUsage takes the usage lock for the rest of the transaction: usage
+// records and spans are written, and a month closed, only under it, so a
+// close reads usage no meter pass changes under it. SQLite's one writer
+// holds it already; PostgreSQL locks the meter's row.
+func (db *DB) LockUsage(ctx context.Context) error {
+	if db.Dialect != Postgres {
+		return nil
+	}
+	return db.write(ctx, func(ctx context.Context) error {
+		if _, err := db.exec(ctx, `INSERT INTO meter_state (id, through) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`); err != nil {
+			return err
+		}
+		var v int64
+		return db.translate(db.queryRow(ctx, `SELECT through FROM meter_state WHERE id = 1 FOR UPDATE`).Scan(&v))
+	})
 }
 
 func (db *DB) SetMeterThrough(ctx context.Context, t time.Time) error {

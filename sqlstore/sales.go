@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud"
-	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/pricing"
 	"github.com/neocloud/neocloud/sales"
 )
@@ -525,25 +524,6 @@ func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int,
 
 func (db *DB) ContractReservations(ctx context.Context, contractID string) ([]sales.Reservation, error) {
 	return collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE contract_id = ? ORDER BY start_at, id`, contractID)
-}
-
-// ReservationShapes returns a contract's reservations that overlap
-// [from, to) with only their id, state, site, GPUs and interval: what
-// rating per-second work needs of a contract with a million of them.
-func (db *DB) ReservationShapes(ctx context.Context, contractID string, from, to time.Time) ([]sales.Reservation, error) {
-	return collect(db, ctx, func(r scanner) (sales.Reservation, error) {
-		v := sales.Reservation{ContractID: contractID}
-		var st, class string
-		var s, e int64
-		err := r.Scan(&v.ID, &v.TenantID, &st, &v.Shape.Site, &v.Shape.SKU, &class, &v.Shape.GPUs, &s, &e)
-		v.State, v.Shape.Class, v.Shape.Start = sales.ReservationState(st), placement.Class(class), fromMicros(s)
-		if e != math.MaxInt64 {
-			end := fromMicros(e)
-			v.Shape.End = &end
-		}
-		return v, err
-	}, `SELECT id, tenant_id, state, site_id, sku, class, gpus, start_at, end_at FROM reservations WHERE contract_id = ? AND start_at < ? AND end_at > ? ORDER BY start_at, id`,
-		contractID, micros(to), micros(from))
 }
 
 func (db *DB) InsertMaintenance(ctx context.Context, m sales.Maintenance) error {

@@ -207,7 +207,7 @@ type txState struct {
 // If ctx already carries one, fn joins it. fn's error rolls back; after a
 // commit the functions registered with AfterCommit run, in order.
 func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
-	if _, ok := ctx.Value(txKey{}).(*txState); ok {
+	if txOf(ctx) != nil {
 		return fn(ctx)
 	}
 	tx, err := db.w.BeginTx(ctx, nil)
@@ -239,17 +239,32 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) erro
 // TxID identifies the transaction ctx carries (nil for none), so that a
 // lock taken for a transaction can be taken again within it.
 func (db *DB) TxID(ctx context.Context) any {
-	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+	if st := txOf(ctx); st != nil {
 		return st
 	}
 	return nil
+}
+
+// txOf is the transaction ctx carries (nil: none, or read outside it).
+func txOf(ctx context.Context) *txState {
+	st, _ := ctx.Value(txKey{}).(*txState)
+	return st
+}
+
+// Committed returns a context that reads what is committed, outside ctx's
+// transaction, on the read pool: reads that may run in parallel. Nothing
+// may be written with it. Within a transaction that has written nothing
+// yet and holds the usage lock (LockUsage), it reads what the
+// transaction would.
+func (db *DB) Committed(ctx context.Context) context.Context {
+	return context.WithValue(ctx, txKey{}, (*txState)(nil))
 }
 
 // OnEnd defers fn until the context's transaction ends, committed or not,
 // after the AfterCommit functions; without a transaction fn(true) runs at
 // once. In-memory state changed ahead of a commit is kept or undone this way.
 func (db *DB) OnEnd(ctx context.Context, fn func(committed bool)) {
-	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+	if st := txOf(ctx); st != nil {
 		st.ended = append(st.ended, fn)
 		return
 	}
@@ -260,7 +275,7 @@ func (db *DB) OnEnd(ctx context.Context, fn func(committed bool)) {
 // runs if it rolls back); without a transaction fn runs at once. In-memory
 // state that mirrors the database is updated this way.
 func (db *DB) AfterCommit(ctx context.Context, fn func()) {
-	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+	if st := txOf(ctx); st != nil {
 		st.after = append(st.after, fn)
 		return
 	}
@@ -275,7 +290,7 @@ type querier interface {
 
 // q returns the context's transaction or the read pool.
 func (db *DB) q(ctx context.Context) querier {
-	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+	if st := txOf(ctx); st != nil {
 		return st.tx
 	}
 	return db.r
@@ -355,7 +370,7 @@ func (db *DB) prepared(ctx context.Context, query string) querier {
 	if db.stmts == nil {
 		return db.q(ctx)
 	}
-	if st, ok := ctx.Value(txKey{}).(*txState); ok {
+	if st := txOf(ctx); st != nil {
 		// The writer's one connection is the transaction's: hot statements
 		// were prepared on it at start; others are prepared on the
 		// transaction itself.
