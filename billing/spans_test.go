@@ -130,3 +130,38 @@ func TestStoredSpansSumTheirRecords(t *testing.T) {
 		}
 	})
 }
+
+// While a close holds the usage lock, a meter pass waits for it: a month's
+// usage cannot change between the close reading it and closing it.
+func TestMeterWaitsForTheUsageLock(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		bl := billing.NewService(db, db)
+		bl.Now = func() time.Time { return time.Date(2027, 2, 1, 1, 0, 0, 0, time.UTC) }
+		held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() {
+			done <- db.InTx(ctx, func(ctx context.Context) error {
+				if err := db.LockUsage(ctx); err != nil {
+					return err
+				}
+				close(held)
+				<-release
+				return nil
+			})
+		}()
+		<-held
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := bl.Meter(short, bl.Now())
+		cancel()
+		if err == nil {
+			t.Fatal("a meter pass ran while the usage lock was held")
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bl.Meter(ctx, bl.Now()); err != nil {
+			t.Fatalf("the meter after the lock: %v", err)
+		}
+	})
+}
