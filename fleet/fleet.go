@@ -127,28 +127,62 @@ type SitePolicy struct {
 }
 
 // Power is a site's declared power and environment model; the power model
-// uses it. All fields are optional.
+// uses it. All fields are optional; a site without one has no power limit.
 type Power struct {
-	Feeds                  []Feed       `json:"feeds,omitempty" yaml:"feeds"`
-	Generation             []Generation `json:"generation,omitempty" yaml:"generation"`
-	PUE                    float64      `json:"pue,omitempty" yaml:"pue"`
-	WUELPerKWh             float64      `json:"wue_l_per_kwh,omitempty" yaml:"wue_l_per_kwh"`
-	CarbonIntensityGPerKWh float64      `json:"carbon_intensity_g_per_kwh,omitempty" yaml:"carbon_intensity_g_per_kwh"`
+	Feeds      []Feed       `json:"feeds,omitempty" yaml:"feeds"`
+	Generation []Generation `json:"generation,omitempty" yaml:"generation"`
+	// Permit bounds on-site generation (an air permit): its MW, running
+	// hours and tons of each pollutant a year.
+	Permit *Permit `json:"permit,omitempty" yaml:"permit"`
+	PUE    float64 `json:"pue,omitempty" yaml:"pue"`
+	// PUEMonthly, when given, is the PUE of each month (January first).
+	PUEMonthly []float64 `json:"pue_monthly,omitempty" yaml:"pue_monthly"`
+	WUELPerKWh float64   `json:"wue_l_per_kwh,omitempty" yaml:"wue_l_per_kwh" doc:"Litres of water per kWh of IT energy."`
+	// CarbonIntensityGPerKWh is the grid's intensity where a feed names
+	// none.
+	CarbonIntensityGPerKWh float64 `json:"carbon_intensity_g_per_kwh,omitempty" yaml:"carbon_intensity_g_per_kwh"`
+	// SharedITKW is IT load no node meters (network, storage,
+	// management): the operator's.
+	SharedITKW float64 `json:"shared_it_kw,omitempty" yaml:"shared_it_kw"`
 	// EnergyPrice is what the site pays per kWh of facility energy, in
 	// currency units ("0.085"): the rate of power pass-through.
 	EnergyPrice string `json:"energy_price_per_kwh,omitempty" yaml:"energy_price_per_kwh"`
 }
 
-// Feed is a grid feed.
+// Feed is a grid feed: its capacity and carbon intensity (a constant, or
+// a profile of 24 values by UTC hour of day).
 type Feed struct {
-	Name       string  `json:"name" yaml:"name"`
-	CapacityMW float64 `json:"capacity_mw" yaml:"capacity_mw"`
+	Name          string    `json:"name" yaml:"name"`
+	CapacityMW    float64   `json:"capacity_mw" yaml:"capacity_mw"`
+	CarbonGPerKWh float64   `json:"carbon_g_per_kwh,omitempty" yaml:"carbon_g_per_kwh"`
+	CarbonProfile []float64 `json:"carbon_profile_g_per_kwh,omitempty" yaml:"carbon_profile_g_per_kwh"`
 }
 
-// Generation is an on-site generation unit (e.g. a gas turbine).
+// Generation is an on-site generation unit (e.g. a gas turbine): its
+// capacity, heat rate and emissions per MWh generated.
 type Generation struct {
-	Name       string  `json:"name" yaml:"name"`
-	CapacityMW float64 `json:"capacity_mw" yaml:"capacity_mw"`
+	Name                string     `json:"name" yaml:"name"`
+	CapacityMW          float64    `json:"capacity_mw" yaml:"capacity_mw"`
+	HeatRateMMBtuPerMWh float64    `json:"heat_rate_mmbtu_per_mwh,omitempty" yaml:"heat_rate_mmbtu_per_mwh"`
+	KgPerMWh            Pollutants `json:"emissions_kg_per_mwh" yaml:"emissions_kg_per_mwh"`
+}
+
+// Pollutants are amounts of each pollutant an air permit names, in the
+// unit of the field that holds them.
+type Pollutants struct {
+	CO2          float64 `json:"co2" yaml:"co2"`
+	NOx          float64 `json:"nox" yaml:"nox"`
+	CO           float64 `json:"co" yaml:"co"`
+	VOC          float64 `json:"voc" yaml:"voc"`
+	PM           float64 `json:"pm" yaml:"pm"`
+	Formaldehyde float64 `json:"formaldehyde" yaml:"formaldehyde"`
+}
+
+// Permit is an air permit's limits on on-site generation.
+type Permit struct {
+	MW                  float64    `json:"mw" yaml:"mw"`
+	RunningHoursPerYear float64    `json:"running_hours_per_year,omitempty" yaml:"running_hours_per_year"`
+	TonsPerYear         Pollutants `json:"tons_per_year" yaml:"tons_per_year"`
 }
 
 // GPU is one device of a node. UUID is empty until an agent reports it.

@@ -254,6 +254,9 @@ func (p *parser) site(n *yaml.Node, s *SiteSpec) {
 					p.fault(v, "site.power.energy_price_per_kwh", "must be an amount per kWh such as 0.085")
 				}
 			}
+			for _, f := range s.Power.Faults() {
+				p.fault(v, f.Field, "%s", f.Message)
+			}
 		default:
 			return false
 		}
