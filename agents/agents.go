@@ -948,6 +948,22 @@ func (s *Service) RecordEnergy(ctx context.Context, nodeID string, gpus []int, r
 	return s.Store.PutEnergyReadings(ctx, rs)
 }
 
+// GPUPower is every reporting node's GPUs' latest power draw (W), by
+// node id.
+func (s *Service) GPUPower() map[string]float64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]float64, len(s.latest))
+	for id, st := range s.latest {
+		var w float64
+		for _, g := range st.Heartbeat.GPUs {
+			w += g.PowerW
+		}
+		out[id] = w
+	}
+	return out
+}
+
 // Hourly records every reporting node's energy counters and forgets
 // telemetry older than the retention.
 func (s *Service) Hourly(ctx context.Context) error {

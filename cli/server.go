@@ -24,6 +24,7 @@ import (
 	"github.com/neocloud/neocloud/console"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
+	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/idempotency"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
@@ -170,8 +171,26 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	bl := billing.NewService(db, db)
 	bl.Now, bl.Logger, bl.Resolve, bl.SpotRates, bl.Closed = o.Now, o.Logger, tenants.Resolve, spotRates(sv), o.BillingClosed
+	pw := power.NewService(db, db, fl.Snapshot)
+	pw.Now, pw.Logger, pw.Resolve = o.Now, o.Logger, tenants.Resolve
+	powerLoad := func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error) {
+		classes, err := db.LiveNodeClasses(ctx, siteID)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]power.NodeLoad{}
+		for id, w := range ag.GPUPower() {
+			out[id] = power.NodeLoad{GPUPowerW: w}
+		}
+		for id, c := range classes {
+			l := out[id]
+			l.Class = c
+			out[id] = l
+		}
+		return out, nil
+	}
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
 	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Store: db, API: api.Handler(), Now: o.Now,
@@ -217,6 +236,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// Meter, record spot prices and close months every minute of the
 		// control plane's clock.
 		go bl.Run(bg, max(time.Second, time.Duration(float64(time.Minute)/max(1, o.TimeScale))))
+		go pw.Run(bg, max(time.Second, time.Duration(float64(time.Minute)/max(1, o.TimeScale))))
 		sweepEvery := time.Duration(ag.HeartbeatS) * time.Second / 2
 		if o.LifecycleEvery > 0 && o.LifecycleEvery < sweepEvery {
 			sweepEvery = o.LifecycleEvery

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -70,6 +71,7 @@ func (d *Demo) seed(ctx context.Context) error {
 		parsed.Site.Power = &fleet.Power{PUE: 1.25}
 	}
 	parsed.Site.Power.EnergyPrice = "0.085"
+	sitePower(parsed.Site.Power, len(parsed.Nodes)*sku.NodeMaxPowerW)
 	applied, err := srv.Fleet.Apply(ctx, parsed)
 	if err != nil {
 		return err
@@ -190,4 +192,31 @@ func (d *Demo) train(ctx context.Context) error {
 	_, err = sv.Reserve(ctx, d.op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: "train", SKU: DemoSKU, Class: placement.ClassInternal,
 		Elastic: &sales.ElasticInput{MinGPUs: step, MaxGPUs: d.o.GPUs, StepGPUs: step, StepWithin: "rack", CheckpointS: 1800}}})
 	return err
+}
+
+// sitePower gives the demo site Colossus's shape of supply (illustrative
+// figures): the grid feeds carry half the site's nameplate facility load,
+// with an hourly carbon profile of a Southeastern US grid; gas turbines
+// under an air permit cover the rest at peaks.
+func sitePower(p *fleet.Power, nameplateW int) {
+	facilityMW := float64(nameplateW) * 1.25 / 1e6
+	profile := make([]float64, 24)
+	for h := range profile {
+		// Cleaner at night (UTC 04–12 is night in Memphis), dirtier at the
+		// evening peak.
+		profile[h] = 390 + 60*math.Sin(float64(h-12)*math.Pi/12)
+	}
+	for i := range p.Feeds {
+		p.Feeds[i].CapacityMW = math.Round(p.Feeds[i].CapacityMW*50) / 100
+		p.Feeds[i].CarbonProfile = profile
+	}
+	units := max(1, int(math.Ceil(facilityMW*0.5/2.5)))
+	p.Generation = nil
+	for i := range units {
+		p.Generation = append(p.Generation, fleet.Generation{Name: fmt.Sprintf("turbine-%d", i+1), CapacityMW: 2.5, HeatRateMMBtuPerMWh: 10.2,
+			KgPerMWh: fleet.Pollutants{CO2: 545, NOx: 0.45, CO: 0.3, VOC: 0.03, PM: 0.03, Formaldehyde: 0.005}})
+	}
+	p.Permit = &fleet.Permit{MW: math.Round(float64(units)*2.5*0.9*10) / 10, RunningHoursPerYear: 4000,
+		TonsPerYear: fleet.Pollutants{NOx: 40, CO: 30, VOC: 3, PM: 3, Formaldehyde: 0.5}}
+	p.WUELPerKWh, p.SharedITKW = 0.35, math.Round(facilityMW*1000*0.01)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
@@ -64,7 +65,9 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	ag.OutOfBand = &agents.SimBMC{}
 	bl := billing.NewService(db, db)
 	bl.Resolve = ts.Resolve
-	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	pw := power.NewService(db, db, fl.Snapshot)
+	pw.Resolve = ts.Resolve
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, billing: bl, secrets: map[string]string{}, tokIDs: map[string]string{},

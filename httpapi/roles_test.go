@@ -122,6 +122,11 @@ var rolesTable = map[string][]neocloud.Role{
 	"set-billing-profile":  {OA},
 	"show-credits":         {OA, OV, TA, TM},
 	"explain-invoice-line": {OA, OV, TA, TM},
+	// Power: a tenant's own share of a site's energy and emissions; the
+	// site's capacity and parties the operator's.
+	"show-emissions":   {OA, OV, TA, TM},
+	"export-emissions": {OA, OV, TA, TM},
+	"show-site-power":  {OA, OV},
 }
 
 type operation struct{ id, method, path string }
@@ -317,6 +322,13 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		body = map[string]any{"tenant": ten.Name, "site": "lease-lab", "domain": "h1/r2", "start": time.Now().UTC().AddDate(1, 0, n), "duration_s": 3600, "price_per_gpu_hour": "1.85"}
 	case "get-contract":
 		path = strings.Replace(path, "{contract}", e.rsv[tenantKey(target)].ContractID, 1)
+	case "show-emissions", "export-emissions":
+		path += "?period=" + time.Now().UTC().Format("2006-01") + "&site=lab"
+		if c.role.Operator() {
+			path += "&tenant=" + ten.Name
+		}
+	case "show-site-power":
+		path = strings.Replace(path, "{site}", "lab", 1)
 	case "show-usage", "draft-invoice", "show-credits":
 		path += "?period=" + time.Now().UTC().Format("2006-01")
 		if c.role.Operator() {

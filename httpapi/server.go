@@ -28,6 +28,7 @@ import (
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
+	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -43,11 +44,15 @@ type TxRunner interface {
 
 // Config wires a Server. Every field but Logger and Now is required.
 type Config struct {
-	Tenants     *tenant.Service
-	Fleet       *fleet.Service
-	Sales       *sales.Service
-	Agents      *agents.Service
-	Billing     *billing.Service
+	Tenants *tenant.Service
+	Fleet   *fleet.Service
+	Sales   *sales.Service
+	Agents  *agents.Service
+	Billing *billing.Service
+	// Power reports energy and emissions; PowerLoad gives a site's nodes'
+	// live work and draw for site power (both optional).
+	Power       *power.Service
+	PowerLoad   func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
 	Audit       audit.Store
 	Idempotency idempotency.Store
 	Tx          TxRunner
@@ -120,6 +125,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Billing != nil {
 		s.registerBilling()
+	}
+	if cfg.Power != nil {
+		s.registerPower()
 	}
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake

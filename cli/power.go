@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func emissionsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "emissions", Short: "Energy, water and emissions (Scope 1 and 2) by tenant and site, and the air permit"}
+	var site, tenant, period, format, out string
+	report := &cobra.Command{Use: "report", Short: "A tenant's (or a whole site's) energy, water and emissions for a period", Args: cobra.NoArgs,
+		Long: "With --tenant (a tenant token: its own), that tenant's share of the site; an operator without it gets the site's report by party " +
+			"(tenants, operator, unallocated), the generation units and the air permit's year to date. --period 2027-H1 is the semiannual permit report. " +
+			"--format json|csv|pdf writes the export (to --out); without it a table.",
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := filters(map[string]string{"site": site, "tenant": tenant, "period": period})
+			if format != "" {
+				q.Set("format", format)
+				b, err := cl.Raw(c.Context(), http.MethodGet, "/v1/emissions/export", q, nil, "")
+				if err != nil {
+					return err
+				}
+				if out == "" || out == "-" {
+					_, err = g.stdout.Write(b)
+					return err
+				}
+				if err := os.WriteFile(out, b, 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stderr, "wrote %s (%d bytes)\n", out, len(b))
+				return nil
+			}
+			raw, err := cl.Raw(c.Context(), http.MethodGet, "/v1/emissions", q, nil, "")
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(append(raw, '\n'))
+				return err
+			}
+			var r struct {
+				SiteName     string            `json:"site_name"`
+				TenantName   string            `json:"tenant_name"`
+				Period       string            `json:"period"`
+				Totals       json.RawMessage   `json:"totals"`
+				Parties      []json.RawMessage `json:"parties"`
+				HoursMetered int               `json:"hours_metered"`
+				Estimated    bool              `json:"estimated"`
+				GridWh       int64             `json:"grid_wh"`
+				GenerationWh int64             `json:"generation_wh"`
+				UnservedWh   int64             `json:"unserved_wh"`
+			}
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			cols := []column{{"PARTY", "party"}, {"IT WH", "it_wh"}, {"FACILITY WH", "facility_wh"}, {"WATER L", "water_l"},
+				{"SCOPE 2 G CO2E", "scope2_g_co2e"}, {"SCOPE 1 G CO2", "scope1_g.co2"}, {"SCOPE 1 G NOX", "scope1_g.nox"}}
+			items := append([]json.RawMessage{r.Totals}, r.Parties...)
+			if err := printItems(g.stdout, g.output, items, false, cols); err != nil || g.output != "table" {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "\n%s %s: %d hours metered", r.SiteName, r.Period, r.HoursMetered)
+			if r.TenantName == "" {
+				fmt.Fprintf(g.stdout, "; grid %d Wh, generation %d Wh, unserved %d Wh", r.GridWh, r.GenerationWh, r.UnservedWh)
+			}
+			if r.Estimated {
+				fmt.Fprint(g.stdout, " (estimated: dispatch model)")
+			}
+			fmt.Fprintln(g.stdout)
+			return nil
+		}}
+	report.Flags().StringVar(&site, "site", "", "site name or id (default: the only site)")
+	report.Flags().StringVar(&tenant, "tenant", "", "tenant name or id")
+	report.Flags().StringVar(&period, "period", "", "2027-01, 2027-Q1, 2027-H1 or 2027")
+	report.Flags().StringVar(&format, "format", "", "json, csv or pdf: the export")
+	report.Flags().StringVar(&out, "out", "", "file to write the export to (default: standard output)")
+	report.MarkFlagRequired("period")
+	cmd.AddCommand(report)
+	return cmd
+}
+
+func sitePowerCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "power NAME|ID", Short: "A site's firm capacity, committed and measured load and headroom, per power domain", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			raw, err := cl.Raw(c.Context(), http.MethodGet, "/v1/sites/"+url.PathEscape(args[0])+"/power", nil, nil, "")
+			if err != nil {
+				return err
+			}
+			cols := []column{{"SITE", "site_name"}, {"FIRM W", "firm_w"}, {"GRID W", "grid_w"}, {"GENERATION W", "generation_w"}, {"PUE", "pue"},
+				{"COMMITTED W", "committed_w"}, {"ALLOCATED W", "allocated_w"}, {"MEASURED W", "measured_w"}, {"HEADROOM W", "headroom_w"}}
+			if err := printItems(g.stdout, g.output, []json.RawMessage{raw}, true, cols); err != nil || g.output == "json" {
+				return err
+			}
+			var sp struct {
+				Domains []json.RawMessage `json:"domains"`
+			}
+			json.Unmarshal(raw, &sp)
+			fmt.Fprintln(g.stdout)
+			return printItems(g.stdout, g.output, sp.Domains, false, []column{{"DOMAIN", "path"}, {"LEVEL", "level"}, {"NODES", "nodes"}, {"CAPACITY W", "capacity_w"},
+				{"PLANNING W", "planning_w"}, {"COMMITTED W", "committed_w"}, {"MEASURED W", "measured_w"}, {"HEADROOM W", "headroom_w"}})
+		}}
+}

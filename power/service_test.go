@@ -1,0 +1,143 @@
+package power_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/power"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// The power meter derives a site's node energy from the hourly readings;
+// the report attributes it to tenants (their records), the operator
+// (internal work, idle nodes, shared IT) and unallocated, to the
+// watt-hour; a tenant sees its own share only.
+func TestMeterAndReport(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		fl := fleet.NewService(db, db)
+		if err := fl.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+		var b bytes.Buffer
+		o := fleet.ColossusOptions(sku, 32)
+		o.Fanout = []int{1, 1, 1, 4}
+		if _, err := fleet.Generate(&b, o); err != nil {
+			t.Fatal(err)
+		}
+		spec, err := fleet.ParseSpec(b.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Site.Power = &fleet.Power{PUE: 1.25, WUELPerKWh: 0.5, SharedITKW: 2, CarbonIntensityGPerKWh: 400,
+			Feeds:      []fleet.Feed{{Name: "feed-1", CapacityMW: 0.02}},
+			Generation: []fleet.Generation{{Name: "t1", CapacityMW: 0.1, KgPerMWh: fleet.Pollutants{CO2: 550, NOx: 0.4}}},
+			Permit:     &fleet.Permit{MW: 0.1, RunningHoursPerYear: 2, TonsPerYear: fleet.Pollutants{NOx: 1}}}
+		if _, err := fl.Apply(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		nodes := fl.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 10})
+		if len(nodes) != 4 {
+			t.Fatalf("%d nodes", len(nodes))
+		}
+		ts := tenant.NewService(db)
+		acme, _ := ts.Create(ctx, tenant.CreateInput{Name: "acme"})
+		beta, _ := ts.Create(ctx, tenant.CreateInput{Name: "beta"})
+
+		// Four hours of January 5th: every GPU draws 1.1 MJ an hour
+		// (estimated node energy: 2 MJ per GPU-hour).
+		h0 := time.Date(2027, 1, 5, 10, 0, 0, 0, time.UTC)
+		var rs []agents.EnergyReading
+		for _, n := range nodes {
+			for g := range 8 {
+				for h := range 5 {
+					rs = append(rs, agents.EnergyReading{NodeID: n.ID, GPU: g, At: h0.Add(time.Duration(h)*time.Hour + time.Second), EnergyJ: uint64(h) * 1_100_000, Reason: "hourly"})
+				}
+			}
+		}
+		if err := db.PutEnergyReadings(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+		// Acme's allocation on node 0 for the four hours (its energy of
+		// record as the meter would derive it); internal work on node 1.
+		var recs []billing.UsageRecord
+		for h := range 4 {
+			hour := h0.Add(time.Duration(h) * time.Hour)
+			for i, who := range []struct{ tenant, class string }{{acme.ID, "lease"}, {beta.ID, "internal"}} {
+				recs = append(recs, billing.UsageRecord{ID: billing.RecordID("alc_"+who.class, hour, 0), AllocationID: "alc_" + who.class, Hour: hour, ReservationID: "rsv",
+					ContractID: "ctr", TenantID: who.tenant, Class: who.class, SKU: sku.Name, SiteID: nodes[i].SiteID, NodeID: nodes[i].ID, Start: hour, End: hour.Add(time.Hour),
+					GPUs: 8, GPUSeconds: 8 * 3600, GPUEnergyJ: 8 * 1_100_000, EnergyJ: 8 * 2_000_000, EnergySource: billing.SourceEstimated})
+			}
+		}
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.InsertUsageRecords(ctx, recs) }); err != nil {
+			t.Fatal(err)
+		}
+
+		pw := power.NewService(db, db, fl.Snapshot)
+		pw.Resolve = ts.Resolve
+		if _, err := pw.Meter(ctx, h0.Add(4*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		hs, err := db.SiteEnergy(ctx, nodes[0].SiteID, h0, h0.Add(4*time.Hour))
+		if err != nil || len(hs) != 4 {
+			t.Fatalf("site energy: %v %+v", err, hs)
+		}
+		for _, h := range hs {
+			if h.NodeEnergyJ != 4*8*2_000_000 || h.Nodes != 4 || h.EstimatedNodes != 4 {
+				t.Fatalf("%s: %d J from %d nodes; want 4 nodes × 8 GPUs × 1.1 MJ ÷ 0.55", h.Hour, h.NodeEnergyJ, h.Nodes)
+			}
+		}
+
+		op := neocloud.Principal{TokenID: "tok_op", Role: neocloud.RoleOperatorAdmin}
+		site, err := pw.Report(ctx, op, "colossus-1", "", "2027-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 4 h × (4 nodes × 16 MJ = 17,777.8 Wh + 2 kW shared).
+		if site.Share.ITWh != 4*(17_778+2_000) || site.HoursMetered != 4 {
+			t.Fatalf("site IT %d Wh over %d hours", site.Share.ITWh, site.HoursMetered)
+		}
+		by := map[string]power.Share{}
+		var sum int64
+		for _, p := range site.Parties {
+			by[p.Party] = p
+			sum += p.ITWh
+		}
+		if sum != site.Share.ITWh || by[acme.ID].ITWh != 4*4_444 || by[power.Operator].ITWh != site.Share.ITWh-4*4_444 || len(site.Parties) != 2 {
+			t.Fatalf("parties %+v against the site's %d Wh", site.Parties, site.Share.ITWh)
+		}
+		// 24.7 kW facility on a 20 kW feed: the turbine ran every hour, and
+		// a 2-hour permit is forecast to be exceeded.
+		if site.GenerationWh == 0 || site.Permit == nil || site.Permit.RunningHours != 4 || len(site.Permit.Exceeded) != 1 {
+			t.Fatalf("generation %d Wh, permit %+v", site.GenerationWh, site.Permit)
+		}
+
+		// A tenant: its own share only; another's answers not found.
+		acmeP := neocloud.Principal{TokenID: "tok_acme", Role: neocloud.RoleTenantMember, TenantID: acme.ID}
+		mine, err := pw.Report(ctx, acmeP, "", "", "2027-01")
+		if err != nil || mine.Share.ITWh != by[acme.ID].ITWh || mine.Parties != nil || mine.Permit != nil || mine.Hours != nil {
+			t.Fatalf("acme's report: %v %+v", err, mine)
+		}
+		if _, err := pw.Report(ctx, acmeP, "", "beta", "2027-01"); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("acme reads beta's report: %v", err)
+		}
+		if _, err := pw.Report(ctx, op, "", "", "2027-13"); neocloud.ErrorKind(err) != neocloud.KindInvalid {
+			t.Fatalf("a bad period: %v", err)
+		}
+		for _, f := range []string{"json", "csv", "pdf"} {
+			b, _, err := power.Export(site, f)
+			if err != nil || len(b) < 200 {
+				t.Fatalf("%s export: %v (%d bytes)", f, err, len(b))
+			}
+		}
+	})
+}

@@ -1,0 +1,87 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/neocloud/neocloud/power"
+)
+
+var _ power.Store = (*DB)(nil)
+
+func (db *DB) PutSiteEnergy(ctx context.Context, hs []power.SiteHour) error {
+	if len(hs) == 0 {
+		return nil
+	}
+	return db.write(ctx, func(ctx context.Context) error {
+		return db.insertBatchesThen(ctx, `INSERT INTO site_energy (site_id, hour, node_energy_j, nodes, estimated_nodes, derived_at)`,
+			`ON CONFLICT (site_id, hour) DO UPDATE SET node_energy_j = excluded.node_energy_j, nodes = excluded.nodes,
+			estimated_nodes = excluded.estimated_nodes, derived_at = excluded.derived_at`, 6, len(hs), func(i int) []any {
+				h := hs[i]
+				return []any{h.SiteID, micros(h.Hour), h.NodeEnergyJ, h.Nodes, h.EstimatedNodes, micros(h.DerivedAt)}
+			})
+	})
+}
+
+func (db *DB) SiteEnergy(ctx context.Context, siteID string, from, to time.Time) ([]power.SiteHour, error) {
+	return collect(db, ctx, func(r scanner) (power.SiteHour, error) {
+		h := power.SiteHour{SiteID: siteID}
+		var hour, d int64
+		err := r.Scan(&hour, &h.NodeEnergyJ, &h.Nodes, &h.EstimatedNodes, &d)
+		h.Hour, h.DerivedAt = fromMicros(hour), fromMicros(d)
+		return h, err
+	}, `SELECT hour, node_energy_j, nodes, estimated_nodes, derived_at FROM site_energy WHERE site_id = ? AND hour >= ? AND hour < ? ORDER BY hour`,
+		siteID, micros(from), micros(to))
+}
+
+func (db *DB) PartyEnergy(ctx context.Context, siteID string, from, to time.Time) ([]power.PartyHour, error) {
+	return collect(db, ctx, func(r scanner) (power.PartyHour, error) {
+		var p power.PartyHour
+		var hour int64
+		var class string
+		err := r.Scan(&hour, &p.TenantID, &class, &p.EnergyJ)
+		p.Hour, p.Internal = fromMicros(hour), class == "internal"
+		return p, err
+	}, `SELECT hour, tenant_id, CASE WHEN class = 'internal' THEN 'internal' ELSE '' END AS c, SUM(energy_j) FROM usage_records
+		WHERE site_id = ? AND hour >= ? AND hour < ? GROUP BY hour, tenant_id, c ORDER BY hour, tenant_id`, siteID, micros(from), micros(to))
+}
+
+func (db *DB) PowerMeterThrough(ctx context.Context) (time.Time, error) {
+	var v int64
+	err := db.queryRow(ctx, `SELECT through FROM power_meter_state WHERE id = 1`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	return fromMicros(v), db.translate(err)
+}
+
+func (db *DB) SetPowerMeterThrough(ctx context.Context, t time.Time) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO power_meter_state (id, through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET through = excluded.through`, micros(t))
+		return err
+	})
+}
+
+// LiveNodeClasses maps each node of a site with live work (an allocation
+// not ended) to that work's class.
+func (db *DB) LiveNodeClasses(ctx context.Context, siteID string) (map[string]string, error) {
+	rows, err := db.query(ctx, `SELECT a.node_id, r.class FROM allocations a JOIN reservations r ON r.id = a.reservation_id
+		WHERE a.state <> 'ended' AND r.site_id = ?`, siteID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var n, c string
+		if err := rows.Scan(&n, &c); err != nil {
+			return nil, db.translate(err)
+		}
+		if prev, ok := out[n]; !ok || power.Committed(c) && !power.Committed(prev) {
+			out[n] = c
+		}
+	}
+	return out, db.translate(rows.Err())
+}
