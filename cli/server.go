@@ -173,6 +173,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	bl.Now, bl.Logger, bl.Resolve, bl.SpotRates, bl.Closed = o.Now, o.Logger, tenants.Resolve, spotRates(sv), o.BillingClosed
 	pw := power.NewService(db, db, fl.Snapshot)
 	pw.Now, pw.Logger, pw.Resolve = o.Now, o.Logger, tenants.Resolve
+	sv.PowerCheck = pw.Admit
 	powerLoad := func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error) {
 		classes, err := db.LiveNodeClasses(ctx, siteID)
 		if err != nil {

@@ -197,7 +197,8 @@ func (d *Demo) train(ctx context.Context) error {
 // sitePower gives the demo site Colossus's shape of supply (illustrative
 // figures): the grid feeds carry half the site's nameplate facility load,
 // with an hourly carbon profile of a Southeastern US grid; gas turbines
-// under an air permit cover the rest at peaks.
+// under an air permit cover the rest at peaks (firm capacity: 105% of the
+// nameplate load).
 func sitePower(p *fleet.Power, nameplateW int) {
 	facilityMW := float64(nameplateW) * 1.25 / 1e6
 	profile := make([]float64, 24)
@@ -210,13 +211,13 @@ func sitePower(p *fleet.Power, nameplateW int) {
 		p.Feeds[i].CapacityMW = math.Round(p.Feeds[i].CapacityMW*50) / 100
 		p.Feeds[i].CarbonProfile = profile
 	}
-	units := max(1, int(math.Ceil(facilityMW*0.5/2.5)))
+	units := max(1, int(math.Ceil(facilityMW*0.6/2.5)))
 	p.Generation = nil
 	for i := range units {
 		p.Generation = append(p.Generation, fleet.Generation{Name: fmt.Sprintf("turbine-%d", i+1), CapacityMW: 2.5, HeatRateMMBtuPerMWh: 10.2,
 			KgPerMWh: fleet.Pollutants{CO2: 545, NOx: 0.45, CO: 0.3, VOC: 0.03, PM: 0.03, Formaldehyde: 0.005}})
 	}
-	p.Permit = &fleet.Permit{MW: math.Round(float64(units)*2.5*0.9*10) / 10, RunningHoursPerYear: 4000,
+	p.Permit = &fleet.Permit{MW: math.Round(facilityMW*0.55*10) / 10, RunningHoursPerYear: 4000,
 		TonsPerYear: fleet.Pollutants{NOx: 40, CO: 30, VOC: 3, PM: 3, Formaldehyde: 0.5}}
 	p.WUELPerKWh, p.SharedITKW = 0.35, math.Round(facilityMW*1000*0.01)
 }

@@ -3,6 +3,7 @@ package power_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,9 @@ import (
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/power"
+	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -138,6 +141,64 @@ func TestMeterAndReport(t *testing.T) {
 			if err != nil || len(b) < 200 {
 				t.Fatalf("%s export: %v (%d bytes)", f, err, len(b))
 			}
+		}
+	})
+}
+
+// Committed work beyond firm capacity is refused with the headroom and
+// the excess named; spot work and work outside the window do not count.
+func TestAdmissionHoldsFirmCapacity(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		fl := fleet.NewService(db, db)
+		if err := fl.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+		var b bytes.Buffer
+		o := fleet.ColossusOptions(sku, 64)
+		o.Fanout = []int{1, 1, 1, 8}
+		if _, err := fleet.Generate(&b, o); err != nil {
+			t.Fatal(err)
+		}
+		spec, err := fleet.ParseSpec(b.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 30 kW firm; a GPU plans at 10.2 kW / 8 × PUE 1.25 = 1.59375 kW.
+		spec.Site.Power = &fleet.Power{PUE: 1.25, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.03}}}
+		applied, err := fl.Apply(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := tenant.NewService(db)
+		acme, _ := ts.Create(ctx, tenant.CreateInput{Name: "acme"})
+		t0 := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+		end := t0.Add(10 * time.Hour)
+		var rsvs []sales.Reservation
+		for i, c := range []placement.Class{placement.ClassReserved, placement.ClassSpot} {
+			ct := sales.Contract{ID: neocloud.NewID(sales.PrefixContract), TenantID: acme.ID, Kind: c, SKU: sku.Name, Start: t0, CreatedAt: t0}
+			if err := db.InsertContract(ctx, ct); err != nil {
+				t.Fatal(err)
+			}
+			rsvs = append(rsvs, sales.Reservation{ID: neocloud.NewID(sales.PrefixReservation), TenantID: acme.ID, ContractID: ct.ID, State: sales.ReservationScheduled,
+				Shape: sales.Shape{Site: applied.SiteID, SKU: sku.Name, GPUs: 8 * (i + 1), Class: c, Start: t0, End: &end}, Version: 1, CreatedAt: t0, UpdatedAt: t0})
+		}
+		if err := db.InsertReservations(ctx, rsvs); err != nil {
+			t.Fatal(err)
+		}
+		pw := power.NewService(db, db, fl.Snapshot)
+		// 8 committed GPUs hold 12.75 kW: 8 more fit (25.5 kW), 16 do not.
+		if err := pw.Admit(ctx, applied.SiteID, sku.Name, 8, t0.Add(time.Hour), end); err != nil {
+			t.Fatalf("8 GPUs beside 8: %v", err)
+		}
+		err = pw.Admit(ctx, applied.SiteID, sku.Name, 16, t0.Add(time.Hour), end)
+		if neocloud.ErrorKind(err) != neocloud.KindNoCapacity || !strings.Contains(err.Error(), "power") ||
+			!strings.Contains(err.Error(), "0.017 MW of headroom") || !strings.Contains(err.Error(), "0.008 MW over") {
+			t.Fatalf("16 GPUs beside 8 on 30 kW: %v", err)
+		}
+		if err := pw.Admit(ctx, applied.SiteID, sku.Name, 16, end, end.Add(time.Hour)); err != nil {
+			t.Fatalf("16 GPUs after the committed work ends: %v", err)
 		}
 	})
 }

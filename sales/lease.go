@@ -176,6 +176,11 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 			return &neocloud.Error{Kind: neocloud.KindNoCapacity, Message: fmt.Sprintf("committed work or maintenance holds those nodes in that window: %s%s", strings.Join(conflicts, ", "), more)}
 		}
 		gpus := len(nodes) * sku.GPUsPerNode
+		if s.PowerCheck != nil {
+			if err := s.PowerCheck(ctx, site.ID, skuName, gpus, start, end); err != nil {
+				return err
+			}
+		}
 		total, err := pricing.Total(rate, gpus, end.Sub(start))
 		if err != nil {
 			return err

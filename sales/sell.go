@@ -381,6 +381,11 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			}
 		}
 		s.lock(ctx)
+		if s.PowerCheck != nil && !sh.Class.Preemptible() && (quote == nil || !quote.Hold) {
+			if err := s.PowerCheck(ctx, sh.Site, sh.SKU, sh.GPUs, sh.Start, sh.end()); err != nil {
+				return err
+			}
+		}
 		cal, err := s.calendarFor(ctx, sh.Site, sh.SKU)
 		if err != nil {
 			return err

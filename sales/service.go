@@ -186,6 +186,10 @@ type Service struct {
 	FailNode func(ctx context.Context, nodeID, reason string) error
 	// Notify is called after a commit that wrote events.
 	Notify func()
+	// PowerCheck, where set, refuses committed work a site's power cannot
+	// carry over [start, end): an error of kind no_capacity naming the
+	// power headroom.
+	PowerCheck func(ctx context.Context, site, sku string, gpus int, start, end time.Time) error
 	// SharedTTL bounds how long what is cached in memory for node
 	// assignments (replacement notices) is trusted: 0 when this server is
 	// the store's only writer.

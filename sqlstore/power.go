@@ -85,3 +85,17 @@ func (db *DB) LiveNodeClasses(ctx context.Context, siteID string) (map[string]st
 	}
 	return out, db.translate(rows.Err())
 }
+
+// CommittedWork returns a site's committed work (lease, reserved and
+// on-demand reservations not cancelled, failed or ended) overlapping
+// [from, to).
+func (db *DB) CommittedWork(ctx context.Context, siteID string, from, to time.Time) ([]power.CommittedWork, error) {
+	return collect(db, ctx, func(r scanner) (power.CommittedWork, error) {
+		var w power.CommittedWork
+		var s, e int64
+		err := r.Scan(&w.SKU, &w.GPUs, &s, &e)
+		w.Start, w.End = fromMicros(s), fromMicros(min(e, micros(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))))
+		return w, err
+	}, `SELECT sku, gpus, start_at, end_at FROM reservations WHERE site_id = ? AND class IN ('lease', 'reserved', 'on_demand')
+		AND state NOT IN ('cancelled', 'failed', 'ended') AND start_at < ? AND end_at > ?`, siteID, micros(to), micros(from))
+}
