@@ -113,3 +113,44 @@ func sitePowerCmd(g *globals) *cobra.Command {
 				{"PLANNING W", "planning_w"}, {"COMMITTED W", "committed_w"}, {"MEASURED W", "measured_w"}, {"HEADROOM W", "headroom_w"}})
 		}}
 }
+
+func siteShedCmd(g *globals) *cobra.Command {
+	var event, name string
+	var capMW float64
+	cmd := &cobra.Command{Use: "shed NAME|ID --event turbine_trip|feed_drop|cap", Short: "Report a power event (a turbine trip, a feed dropped, an emergency cap) and shed load", Args: cobra.ExactArgs(1),
+		Long: "Load beyond the firm capacity left is shed in class order (internal, spot, on-demand, then committed work only down to its contract's floor) " +
+			"first by per-GPU power caps through the nodes' agents, then by preempting internal, then spot, reservations.",
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"event": event, "name": name}
+			if capMW > 0 {
+				body["cap_mw"] = capMW
+			}
+			raw, err := cl.Raw(c.Context(), http.MethodPost, "/v1/sites/"+url.PathEscape(args[0])+"/power/events", nil, body, "")
+			if err != nil {
+				return err
+			}
+			if err := printItems(g.stdout, g.output, []json.RawMessage{raw}, true, []column{{"EVENT", "event"}, {"NAME", "name"}, {"FIRM W", "firm_w"},
+				{"LOAD W", "load_w"}, {"NEED W", "need_w"}, {"SAVED W", "saved_w"}, {"SHORT W", "short_w"}}); err != nil || g.output == "json" {
+				return err
+			}
+			var p struct {
+				Actions []json.RawMessage `json:"actions"`
+			}
+			json.Unmarshal(raw, &p)
+			if len(p.Actions) == 0 {
+				return nil
+			}
+			fmt.Fprintln(g.stdout)
+			return printItems(g.stdout, g.output, p.Actions, false, []column{{"ACTION", "kind"}, {"CLASS", "class"}, {"NODE", "node_id"},
+				{"RESERVATION", "reservation_id"}, {"CAP W/GPU", "cap_w"}, {"SAVED W", "saved_w"}, {"APPLIED", "applied"}, {"ERROR", "error"}})
+		}}
+	cmd.Flags().StringVar(&event, "event", "", "turbine_trip, feed_drop or cap")
+	cmd.Flags().StringVar(&name, "name", "", "the unit (turbine_trip) or feed (feed_drop)")
+	cmd.Flags().Float64Var(&capMW, "cap-mw", 0, "for cap: the site's limit in MW")
+	cmd.MarkFlagRequired("event")
+	return cmd
+}

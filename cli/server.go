@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 
@@ -24,8 +25,8 @@ import (
 	"github.com/neocloud/neocloud/console"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
-	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/idempotency"
+	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
@@ -174,6 +175,55 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	pw := power.NewService(db, db, fl.Snapshot)
 	pw.Now, pw.Logger, pw.Resolve = o.Now, o.Logger, tenants.Resolve
 	sv.PowerCheck = pw.Admit
+	opShed := neocloud.Principal{TokenID: "load shedding", Role: neocloud.RoleOperatorAdmin}
+	shedder := power.Shedder{
+		Nodes: func(ctx context.Context, siteID string) ([]power.ShedNode, error) {
+			live, err := db.LiveNodeWork(ctx, siteID)
+			if err != nil {
+				return nil, err
+			}
+			skus, err := db.SKUs(ctx)
+			if err != nil {
+				return nil, err
+			}
+			floor := map[string]int{}
+			for _, k := range skus {
+				floor[k.Name] = k.GPUMaxPowerW / 2
+			}
+			draw := ag.GPUPower()
+			contracts := map[string]sales.Contract{}
+			var out []power.ShedNode
+			for id, w := range live {
+				n, ok := fl.Snapshot.Node(id)
+				if !ok {
+					continue
+				}
+				sn := power.ShedNode{NodeID: id, ReservationID: w[0], Class: w[1], GPUs: len(n.GPUs), GPUDrawW: draw[id], CapFloorW: floor[n.SKU]}
+				if power.Committed(w[1]) && w[1] != "on_demand" {
+					c, ok := contracts[w[2]]
+					if !ok {
+						if c, err = db.Contract(ctx, w[2]); err != nil {
+							return nil, err
+						}
+						contracts[w[2]] = c
+					}
+					sn.CapFloorW = c.Terms.PowerCapFloorW // 0: the contract allows no cap
+				}
+				out = append(out, sn)
+			}
+			sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
+			return out, nil
+		},
+		Cap: func(ctx context.Context, nodeID string, watts int) error {
+			_, err := ag.Order(ctx, opShed, nodeID, agents.CommandInput{Kind: "power_cap", PowerW: watts})
+			return err
+		},
+		Preempt: func(ctx context.Context, reservationID string) error {
+			_, err := sv.Cancel(ctx, opShed, reservationID)
+			return err
+		},
+		Record: db.PutPowerEvent,
+	}
 	powerLoad := func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error) {
 		classes, err := db.LiveNodeClasses(ctx, siteID)
 		if err != nil {
@@ -191,7 +241,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		return out, nil
 	}
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Shedder: &shedder, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
 	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Store: db, API: api.Handler(), Now: o.Now,

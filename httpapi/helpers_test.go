@@ -67,7 +67,12 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	bl.Resolve = ts.Resolve
 	pw := power.NewService(db, db, fl.Snapshot)
 	pw.Resolve = ts.Resolve
-	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, Shedder: &power.Shedder{
+		Nodes:   func(context.Context, string) ([]power.ShedNode, error) { return nil, nil },
+		Cap:     func(context.Context, string, int) error { return nil },
+		Preempt: func(context.Context, string) error { return nil },
+		Record:  db.PutPowerEvent,
+	}, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, billing: bl, secrets: map[string]string{}, tokIDs: map[string]string{},

@@ -79,4 +79,24 @@ func (s *Server) registerPower() {
 			}
 			return &struct{ Body power.SitePower }{sp}, nil
 		})
+
+	if s.cfg.Shedder == nil {
+		return
+	}
+	register(s, opAdmin, huma.Operation{OperationID: "shed-load", Method: http.MethodPost, Path: "/v1/sites/{site}/power/events", Summary: "Report a power event and shed load",
+		Description: "A generation unit tripped, a grid feed dropped, or an emergency cap: the firm capacity after it, the site's facility load now and, beyond it, " +
+			"load shed in class order (internal, spot, on-demand, then committed work only down to its contract's floor) first by per-GPU power caps through the " +
+			"nodes' agents, then by preempting internal, then spot, reservations. The plan, with the watts each action saves, is recorded.",
+		Tags: []string{"power"}},
+		func(ctx context.Context, in *struct {
+			Site string `path:"site" doc:"Site name or id."`
+			Body power.ShedInput
+		}) (*struct{ Body power.ShedPlan }, error) {
+			plan, err := pw.Shed(ctx, in.Site, in.Body, *s.cfg.Shedder)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = plan.SiteID
+			return &struct{ Body power.ShedPlan }{plan}, nil
+		})
 }

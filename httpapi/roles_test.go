@@ -127,6 +127,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"show-emissions":   {OA, OV, TA, TM},
 	"export-emissions": {OA, OV, TA, TM},
 	"show-site-power":  {OA, OV},
+	"shed-load":        {OA},
 }
 
 type operation struct{ id, method, path string }
@@ -329,6 +330,9 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		}
 	case "show-site-power":
 		path = strings.Replace(path, "{site}", "lab", 1)
+	case "shed-load":
+		path = strings.Replace(path, "{site}", "lab", 1)
+		body = map[string]any{"event": "cap", "cap_mw": 100}
 	case "show-usage", "draft-invoice", "show-credits":
 		path += "?period=" + time.Now().UTC().Format("2006-01")
 		if c.role.Operator() {

@@ -51,8 +51,10 @@ type Config struct {
 	Billing *billing.Service
 	// Power reports energy and emissions; PowerLoad gives a site's nodes'
 	// live work and draw for site power (both optional).
-	Power       *power.Service
-	PowerLoad   func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
+	Power     *power.Service
+	PowerLoad func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
+	// Shedder applies load shedding (optional: no shedding route).
+	Shedder     *power.Shedder
 	Audit       audit.Store
 	Idempotency idempotency.Store
 	Tx          TxRunner

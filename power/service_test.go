@@ -202,3 +202,85 @@ func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 		}
 	})
 }
+
+// A turbine trips: internal work is capped first, then spot, then
+// on-demand; committed nodes only down to their contract's floor (a
+// lease without one is never capped); then internal, then spot,
+// reservations are preempted; every action is applied and recorded.
+func TestTurbineTripShedsInClassOrder(t *testing.T) {
+	db := testdb.SQLite(t)
+	ctx := context.Background()
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var b bytes.Buffer
+	o := fleet.ColossusOptions(sku, 64)
+	o.Fanout = []int{1, 1, 1, 8}
+	if _, err := fleet.Generate(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := fleet.ParseSpec(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 40 kW of grid, two 20 kW turbines: 80 kW firm, 60 kW after a trip.
+	spec.Site.Power = &fleet.Power{PUE: 1.0, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.04}},
+		Generation: []fleet.Generation{{Name: "t1", CapacityMW: 0.02}, {Name: "t2", CapacityMW: 0.02}}}
+	if _, err := fl.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	// Eight nodes, GPUs at 5.5 kW a node (10 kW a node): 80 kW.
+	work := []power.ShedNode{
+		{NodeID: "n-lease-1", ReservationID: "r-lease", Class: "lease", GPUs: 8, GPUDrawW: 5_500},
+		{NodeID: "n-lease-2", ReservationID: "r-lease", Class: "lease", GPUs: 8, GPUDrawW: 5_500},
+		{NodeID: "n-res", ReservationID: "r-res", Class: "reserved", GPUs: 8, GPUDrawW: 5_500, CapFloorW: 600},
+		{NodeID: "n-od", ReservationID: "r-od", Class: "on_demand", GPUs: 8, GPUDrawW: 5_500, CapFloorW: 350},
+		{NodeID: "n-spot-1", ReservationID: "r-spot", Class: "spot", GPUs: 8, GPUDrawW: 5_500, CapFloorW: 350},
+		{NodeID: "n-spot-2", ReservationID: "r-spot", Class: "spot", GPUs: 8, GPUDrawW: 5_500, CapFloorW: 350},
+		{NodeID: "n-int-1", ReservationID: "r-int", Class: "internal", GPUs: 8, GPUDrawW: 5_500, CapFloorW: 350},
+		{NodeID: "n-int-2", ReservationID: "r-int", Class: "internal", GPUs: 8, GPUDrawW: 5_500, CapFloorW: 350},
+	}
+	var capped []string
+	var preempted []string
+	var recorded []power.ShedPlan
+	sh := power.Shedder{
+		Nodes:   func(context.Context, string) ([]power.ShedNode, error) { return work, nil },
+		Cap:     func(_ context.Context, n string, w int) error { capped = append(capped, n); return nil },
+		Preempt: func(_ context.Context, r string) error { preempted = append(preempted, r); return nil },
+		Record:  func(_ context.Context, p power.ShedPlan) error { recorded = append(recorded, p); return nil },
+	}
+	pw := power.NewService(db, db, fl.Snapshot)
+	// Losing one turbine: 20 kW to shed; each cap to 350 W saves 2.7 kW.
+	plan, err := pw.Shed(ctx, "colossus-1", power.ShedInput{Event: "turbine_trip", Name: "t1"}, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.FirmW != 60_000 || int(plan.NeedW) != 20_000 || plan.ShortW != 0 || len(recorded) != 1 {
+		t.Fatalf("plan: %s", plan)
+	}
+	want := "n-int-1,n-int-2,n-spot-1,n-spot-2,n-od,n-res"
+	if got := strings.Join(capped, ","); got != want {
+		t.Fatalf("capped %s, want %s (class order; the lease never)", got, want)
+	}
+	if strings.Join(preempted, ",") != "r-int,r-spot" {
+		t.Fatalf("preempted %v, want internal then spot", preempted)
+	}
+	for _, a := range plan.Actions {
+		if a.Kind == "cap" && a.Class == "reserved" && a.CapW != 600 {
+			t.Fatalf("committed work capped below its contract's floor: %+v", a)
+		}
+		if a.Kind == "preempt" && (a.Class == "reserved" || a.Class == "lease" || a.Class == "on_demand") {
+			t.Fatalf("committed work preempted: %+v", a)
+		}
+	}
+	// A small cap: internal work's caps alone meet it.
+	capped, preempted = nil, nil
+	if plan, err = pw.Shed(ctx, "colossus-1", power.ShedInput{Event: "cap", CapMW: 0.075}, sh); err != nil || strings.Join(capped, ",") != "n-int-1,n-int-2" || preempted != nil {
+		t.Fatalf("a 75 kW cap: %v %s capped %v preempted %v", err, plan, capped, preempted)
+	}
+	if _, err := pw.Shed(ctx, "colossus-1", power.ShedInput{Event: "turbine_trip", Name: "t9"}, sh); neocloud.ErrorKind(err) != neocloud.KindInvalid {
+		t.Fatalf("an unknown turbine: %v", err)
+	}
+}

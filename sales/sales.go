@@ -193,6 +193,9 @@ type Terms struct {
 	// PowerPassThrough bills the energy of the contract's allocations at
 	// cost (kWh × PUE × the site's energy rate) on top of the GPU-hours.
 	PowerPassThrough bool `json:"power_pass_through,omitempty"`
+	// PowerCapFloorW is the lowest per-GPU power cap load shedding may
+	// apply to the contract's committed nodes (0: never capped).
+	PowerCapFloorW int `json:"power_cap_floor_w,omitempty"`
 	// OverageRateMicros: per GPU-hour used beyond the commitment in a
 	// month; 0: none billed.
 	OverageRateMicros int64  `json:"overage_rate_micros,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/power"
 )
 
@@ -62,6 +63,42 @@ func (db *DB) SetPowerMeterThrough(ctx context.Context, t time.Time) error {
 		_, err := db.exec(ctx, `INSERT INTO power_meter_state (id, through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET through = excluded.through`, micros(t))
 		return err
 	})
+}
+
+// PutPowerEvent records a power event and the load shed for it.
+func (db *DB) PutPowerEvent(ctx context.Context, p power.ShedPlan) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO power_events (id, site_id, at, body) VALUES (?, ?, ?, ?)`, neocloud.NewID("pev_"), p.SiteID, micros(p.At), mustJSON(p))
+		return err
+	})
+}
+
+// PowerEvents lists a site's power events, newest first.
+func (db *DB) PowerEvents(ctx context.Context, siteID string, limit int) ([]power.ShedPlan, error) {
+	return collect(db, ctx, scanBody[power.ShedPlan], `SELECT body FROM power_events WHERE site_id = ? ORDER BY at DESC LIMIT ?`, siteID, limit)
+}
+
+// LiveNodeWork maps each node of a site with live work (an allocation not
+// ended) to that work: its reservation, class and contract; committed
+// work wins where a node has several.
+func (db *DB) LiveNodeWork(ctx context.Context, siteID string) (map[string][3]string, error) {
+	rows, err := db.query(ctx, `SELECT a.node_id, r.id, r.class, r.contract_id FROM allocations a JOIN reservations r ON r.id = a.reservation_id
+		WHERE a.state <> 'ended' AND r.site_id = ?`, siteID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][3]string{}
+	for rows.Next() {
+		var n, r, c, ct string
+		if err := rows.Scan(&n, &r, &c, &ct); err != nil {
+			return nil, db.translate(err)
+		}
+		if prev, ok := out[n]; !ok || power.Committed(c) && !power.Committed(prev[1]) {
+			out[n] = [3]string{r, c, ct}
+		}
+	}
+	return out, db.translate(rows.Err())
 }
 
 // LiveNodeClasses maps each node of a site with live work (an allocation
