@@ -33,8 +33,10 @@ type Store interface {
 	InsertUsageRecords(ctx context.Context, rs []UsageRecord) error
 	UpdateUsageRecords(ctx context.Context, rs []UsageRecord) error
 	// OpenSpans returns a tenant's spans (see Spans) of the months in
-	// [from, before), internal work's left out (it is never invoiced).
-	OpenSpans(ctx context.Context, tenantID string, from, before time.Time) ([]UsageRecord, error)
+	// [from, before), internal work's left out (it is never invoiced); a
+	// span whose records do not tile it has GPUs -1.
+	// Energy is read only when asked (power pass-through bills it).
+	OpenSpans(ctx context.Context, tenantID string, from, before time.Time, energy bool) ([]UsageRecord, error)
 	// OpenRevisions returns a tenant's revisions (rev > 0) not yet
 	// invoiced of hours before a time, internal work's left out.
 	OpenRevisions(ctx context.Context, tenantID string, before time.Time) ([]UsageRecord, error)
@@ -357,10 +359,14 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 		pr = Profile{TenantID: t.ID}
 	}
 	in.Profile = pr
-	if in.Records, err = s.openUsage(ctx, t.ID, from, end); err != nil {
+	if in.Contracts, err = s.contractWork(ctx, t.ID); err != nil {
 		return in, err
 	}
-	if in.Contracts, err = s.contractWork(ctx, t.ID); err != nil {
+	energy := false
+	for _, c := range in.Contracts {
+		energy = energy || c.Terms.PowerPassThrough
+	}
+	if in.Records, err = s.openUsage(ctx, t.ID, from, end, energy); err != nil {
 		return in, err
 	}
 	var keys []string
@@ -379,8 +385,8 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 // openUsage is what a tenant's next invoice rates: its spans of the open
 // months before `before` (a span that does not tile, as its records) and
 // its revisions not yet invoiced.
-func (s *Service) openUsage(ctx context.Context, tenantID string, from, before time.Time) ([]UsageRecord, error) {
-	spans, err := s.Store.OpenSpans(ctx, tenantID, from, before)
+func (s *Service) openUsage(ctx context.Context, tenantID string, from, before time.Time, energy bool) ([]UsageRecord, error) {
+	spans, err := s.Store.OpenSpans(ctx, tenantID, from, before, energy)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
 )
@@ -56,7 +57,10 @@ type Config struct {
 	Sales   *sales.Service
 	Agents  *agents.Service
 	Billing *billing.Service
-	Store   Store
+	// Power and PowerLoad serve the power and environment page (optional).
+	Power     *power.Service
+	PowerLoad func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
+	Store     Store
 	// API serves the actions, with the session's token as bearer.
 	API     http.Handler
 	Now     func() time.Time
@@ -170,6 +174,11 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /events", c.operator(c.events))
 	if cfg.Billing != nil {
 		c.mux.HandleFunc("GET /invoices", c.operator(c.invoices))
+		if c.cfg.Power != nil {
+			c.mux.HandleFunc("GET /power", c.operator(c.powerPage))
+			c.mux.HandleFunc("GET /power/series.json", c.operator(c.powerSeries))
+			c.mux.HandleFunc("GET /power/export", c.operator(c.exportPower))
+		}
 		c.mux.HandleFunc("GET /invoices/usage.json", c.operator(c.usageSeries))
 		c.mux.HandleFunc("GET /invoices/{id}", c.operator(c.invoice))
 		c.mux.HandleFunc("GET /invoices/{id}/export", c.operator(c.exportInvoice))
@@ -257,6 +266,7 @@ type page struct {
 	Version string
 	Error   string
 	Data    any
+	Power   bool // the power page is served
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name, nav, title string, s session, data any) {
@@ -265,7 +275,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		http.Error(w, "no such page", http.StatusInternalServerError)
 		return
 	}
-	p := page{Title: title, Nav: nav, Now: c.cfg.Now().UTC(), Role: s.P.Role, Banner: c.cfg.Banner, Version: c.cfg.Version, Data: data}
+	p := page{Title: title, Nav: nav, Now: c.cfg.Now().UTC(), Role: s.P.Role, Banner: c.cfg.Banner, Version: c.cfg.Version, Data: data, Power: c.cfg.Power != nil}
 	var b strings.Builder
 	tmpl := "layout.html"
 	if r.Header.Get("HX-Request") == "true" && r.Header.Get("HX-Target") == "main" {

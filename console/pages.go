@@ -47,6 +47,10 @@ var funcs = template.FuncMap{
 	"join":  strings.Join,
 	"since": func(a, b time.Time) string { return b.Sub(a).Round(time.Second).String() },
 	"dur":   func(s int64) string { return (time.Duration(s) * time.Second).String() },
+	// Power: watts as kW, watt-hours as kWh, grams as kg, one decimal.
+	"kw":  func(w int64) string { return fmt.Sprintf("%.1f", float64(w)/1000) },
+	"kwh": func(wh int64) string { return fmt.Sprintf("%.1f", float64(wh)/1000) },
+	"kg":  func(g float64) string { return fmt.Sprintf("%.1f", g/1000) },
 }
 
 var operatorP = neocloud.Principal{TokenID: "console", Role: neocloud.RoleOperatorViewer}

@@ -160,18 +160,35 @@ func (db *DB) UpdateUsageRecords(ctx context.Context, rs []billing.UsageRecord) 
 const spanCols = `tenant_id, month, allocation_id, reservation_id, contract_id, class, sku, site_id, node_id, gpus, rsv_gpus, start_at, end_at, gpu_seconds, gpu_energy_j, energy_j, sources, records`
 
 // OpenSpans reads what rating needs of a tenant's spans of the months in
-// [from, before) (not their class, SKU, node or GPU energy), in no order
-// (rating orders them itself); internal work is never invoiced.
-func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.Time) ([]billing.UsageRecord, error) {
+// [from, before) — not their class, SKU, node or GPU energy, their energy
+// only when asked (power pass-through) — in no order (rating orders them
+// itself); internal work is never invoiced. A span's GPU-seconds are read
+// as its tiling says (GPUs -1 where its records do not tile it: rated
+// from the records).
+func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.Time, energy bool) ([]billing.UsageRecord, error) {
+	months := map[int64]string{}
+	energyCol := "0"
+	if energy {
+		energyCol = "energy_j"
+	}
 	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) {
 		u := billing.UsageRecord{TenantID: tenantID}
-		var month, s, e int64
-		var bits int
-		err := r.Scan(&u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.GPUSeconds, &u.EnergyJ, &bits, &u.Records)
-		u.Hour, u.Start, u.End, u.EnergySource = fromMicros(month), fromMicros(s), fromMicros(e), billing.SourceOfBits(bits)
-		u.ID = billing.SpanID(u.AllocationID, u.Hour)
+		var month, s, e, rs int64
+		err := r.Scan(&u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.EnergyJ, &rs)
+		u.Hour, u.Start, u.End = fromMicros(month), fromMicros(s), fromMicros(e)
+		u.Records, u.EnergySource = int(rs/4), billing.SourceOfBits(int(rs%4))
+		if u.GPUs > 0 {
+			u.GPUSeconds = (e - s) / 1_000_000 * int64(u.GPUs)
+		}
+		m, ok := months[month]
+		if !ok {
+			m = billing.MonthOf(u.Hour)
+			months[month] = m
+		}
+		u.ID = "spn:" + u.AllocationID + ":" + m
 		return u, err
-	}, `SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, gpus, rsv_gpus, gpu_seconds, energy_j, sources, records
+	}, `SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at,
+		CASE WHEN gpus > 0 AND (end_at - start_at) / 1000000 * gpus = gpu_seconds THEN gpus ELSE -1 END, rsv_gpus, `+energyCol+`, records * 4 + sources
 		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`, tenantID, micros(from), micros(before))
 }
 

@@ -37,6 +37,9 @@
     "node-chart": [["power_w", "#2f6fd0"], ["power_max_w", "#9ab8e8"], ["temp_max_c", "#d7263d", "°C"]],
     "billing-chart": [
       ["lease", "#1f3b73"], ["reserved", "#2f6fd0"], ["on_demand", "#2aa3a3"], ["spot", "#7cc46b"], ["internal", "#9a7fd1"], ["energy_kwh", "#e07b00", "kWh"]
+    ],
+    "power-chart": [
+      ["it_kw", "#2f6fd0"], ["facility_kw", "#1f3b73"], ["grid_kw", "#2aa3a3"], ["generation_kw", "#e07b00"], ["unserved_kw", "#d7263d"]
     ]
   };
 
@@ -46,7 +49,7 @@
       var spec = series[el.id] || [];
       var data = [d.t || []];
       var s = [{}];
-      var axes = [{}, { label: el.id === "node-chart" ? "W" : el.id === "billing-chart" ? "GPU-hours" : "GPUs", size: 60 }];
+      var axes = [{}, { label: el.id === "node-chart" ? "W" : el.id === "billing-chart" ? "GPU-hours" : el.id === "power-chart" ? "kW" : "GPUs", size: 60 }];
       var scales = { x: { time: true } };
       spec.forEach(function (x) {
         data.push(d[x[0]] || []);
