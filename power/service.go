@@ -74,16 +74,21 @@ func (s *Service) now() time.Time { return s.Now().UTC() }
 // Meter derives every site's node energy for the complete hours up to
 // through (again from Lookback before its mark, for late readings): each
 // node's input energy of record hour by hour, as the billing meter derives
-// an allocation's, summed per site.
+// an allocation's, summed per site. It reads and derives outside any
+// transaction and writes the hours in a short one (writing them again is
+// harmless: the same readings give the same sums).
 func (s *Service) Meter(ctx context.Context, through time.Time) (int, error) {
 	n := 0
-	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+	var hs []SiteHour
+	var to time.Time
+	err := func() error {
 		mark, err := s.Store.PowerMeterThrough(ctx)
 		if err != nil {
 			return err
 		}
-		to := through.UTC().Truncate(time.Hour)
+		to = through.UTC().Truncate(time.Hour)
 		if !mark.IsZero() && !to.After(mark) {
+			to = time.Time{} // nothing new to meter
 			return nil
 		}
 		from := mark.Add(-s.Lookback)
@@ -139,7 +144,7 @@ func (s *Service) Meter(ctx context.Context, through time.Time) (int, error) {
 				}
 			}
 		})
-		hs := make([]SiteHour, 0, len(sums))
+		hs = make([]SiteHour, 0, len(sums))
 		for _, h := range sums {
 			hs = append(hs, *h)
 		}
@@ -150,12 +155,17 @@ func (s *Service) Meter(ctx context.Context, through time.Time) (int, error) {
 			return hs[i].SiteID < hs[j].SiteID
 		})
 		n = len(hs)
+		return nil
+	}()
+	if err != nil || to.IsZero() {
+		return 0, err
+	}
+	return n, s.Tx.InTx(ctx, func(ctx context.Context) error {
 		if err := s.Store.PutSiteEnergy(ctx, hs); err != nil {
 			return err
 		}
 		return s.Store.SetPowerMeterThrough(ctx, to)
 	})
-	return n, err
 }
 
 // Run meters every `every` until ctx ends.
