@@ -90,6 +90,13 @@ func TestMeterAndReport(t *testing.T) {
 		if _, err := pw.Meter(ctx, h0.Add(4*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
+		// A pass with nothing new to meter changes nothing.
+		if n, err := pw.Meter(ctx, h0.Add(2*time.Hour)); err != nil || n != 0 {
+			t.Fatalf("metering earlier hours again: %d %v", n, err)
+		}
+		if mark, err := db.PowerMeterThrough(ctx); err != nil || !mark.Equal(h0.Add(4*time.Hour)) {
+			t.Fatalf("the power meter's mark: %s %v", mark, err)
+		}
 		hs, err := db.SiteEnergy(ctx, nodes[0].SiteID, h0, h0.Add(4*time.Hour))
 		if err != nil || len(hs) != 4 {
 			t.Fatalf("site energy: %v %+v", err, hs)
