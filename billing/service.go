@@ -40,6 +40,10 @@ type Store interface {
 	// OpenRevisions returns a tenant's revisions (rev > 0) not yet
 	// invoiced of hours before a time, internal work's left out.
 	OpenRevisions(ctx context.Context, tenantID string, before time.Time) ([]UsageRecord, error)
+	// OpenSpansAll returns the open spans (as OpenSpans, energy
+	// included) of several tenants at once, by tenant: one pass where the
+	// store reads a table faster whole.
+	OpenSpansAll(ctx context.Context, tenantIDs []string, from, before time.Time) (map[string][]UsageRecord, error)
 	// AllocationRecords returns an allocation's records of revision 0 of
 	// hours in [from, to): a span's, when it does not tile.
 	AllocationRecords(ctx context.Context, allocationID string, from, to time.Time) ([]UsageRecord, error)
@@ -366,7 +370,11 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 	for _, c := range in.Contracts {
 		energy = energy || c.Terms.PowerPassThrough
 	}
-	if in.Records, err = s.openUsage(ctx, t.ID, from, end, energy); err != nil {
+	var pre []UsageRecord
+	if shared.spans != nil {
+		pre = shared.spans[t.ID]
+	}
+	if in.Records, err = s.openUsage(ctx, t.ID, from, end, energy, pre, shared.spans != nil); err != nil {
 		return in, err
 	}
 	var keys []string
@@ -385,10 +393,12 @@ func (s *Service) rateInput(ctx context.Context, t tenant.Tenant, period string,
 // openUsage is what a tenant's next invoice rates: its spans of the open
 // months before `before` (a span that does not tile, as its records) and
 // its revisions not yet invoiced.
-func (s *Service) openUsage(ctx context.Context, tenantID string, from, before time.Time, energy bool) ([]UsageRecord, error) {
-	spans, err := s.Store.OpenSpans(ctx, tenantID, from, before, energy)
-	if err != nil {
-		return nil, err
+func (s *Service) openUsage(ctx context.Context, tenantID string, from, before time.Time, energy bool, spans []UsageRecord, loaded bool) ([]UsageRecord, error) {
+	if !loaded {
+		var err error
+		if spans, err = s.Store.OpenSpans(ctx, tenantID, from, before, energy); err != nil {
+			return nil, err
+		}
 	}
 	out := spans[:0]
 	var split []UsageRecord
@@ -451,6 +461,8 @@ type shared struct {
 	prices []pricing.Price
 	spot   []SpotPoint
 	sites  map[string]SiteEnergy
+	// spans, when loaded for every tenant at once (a close), by tenant.
+	spans map[string][]UsageRecord
 }
 
 func (s *Service) shared(ctx context.Context, end time.Time) (*shared, error) {
@@ -599,6 +611,17 @@ func (s *Service) Close(ctx context.Context, p neocloud.Principal, period string
 			return err
 		}
 		from := closedThrough(ps)
+		ids := make([]string, len(ts))
+		for i, t := range ts {
+			ids[i] = t.ID
+		}
+		rctx := ctx
+		if parallel {
+			rctx = s.Store.Committed(ctx)
+		}
+		if sh.spans, err = s.Store.OpenSpansAll(rctx, ids, from, end); err != nil {
+			return err
+		}
 		rated, err := s.rateAll(ctx, parallel, ts, func(ctx context.Context, t tenant.Tenant) (RateInput, []Invoice, error) {
 			in, err := s.rateInput(ctx, t, period, from, start, end, seller, sh)
 			if err != nil {

@@ -80,6 +80,15 @@ func TestStoredSpansSumTheirRecords(t *testing.T) {
 			if d := cmp.Diff(want, got); d != "" {
 				t.Fatalf("%s: stored spans differ from their records (-want +got):\n%s", what, d)
 			}
+			// Read for every tenant at once (a close), the same spans.
+			all, err := db.OpenSpansAll(db.Committed(ctx), []string{tn.ID, "ten_none"}, time.Time{}, time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Slice(all[tn.ID], func(i, j int) bool { return all[tn.ID][i].ID < all[tn.ID][j].ID })
+			if d := cmp.Diff(want, all[tn.ID]); d != "" || len(all["ten_none"]) != 0 {
+				t.Fatalf("%s: spans read for all tenants differ (-want +got):\n%s", what, d)
+			}
 		}
 		check("inserted")
 		if n := len(billing.Spans(all)); n < 9 {

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -166,15 +168,27 @@ const spanCols = `tenant_id, month, allocation_id, reservation_id, contract_id, 
 // as its tiling says (GPUs -1 where its records do not tile it: rated
 // from the records).
 func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.Time, energy bool) ([]billing.UsageRecord, error) {
-	months := map[int64]string{}
 	energyCol := "0"
 	if energy {
 		energyCol = "energy_j"
 	}
-	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) {
+	scan := spanScanner()
+	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) { return scan(r, tenantID) },
+		`SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, `+spanTiles+`, rsv_gpus, `+energyCol+`, records * 4 + sources
+		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`, tenantID, micros(from), micros(before))
+}
+
+// spanTiles reads a span's GPUs where its records tile it, else -1.
+const spanTiles = `CASE WHEN gpus > 0 AND (end_at - start_at) / 1000000 * gpus = gpu_seconds THEN gpus ELSE -1 END`
+
+// spanScanner reads the columns OpenSpans selects (a tenant id first,
+// where OpenSpansAll selects it).
+func spanScanner() func(r scanner, tenantID string, lead ...any) (billing.UsageRecord, error) {
+	months := map[int64]string{}
+	return func(r scanner, tenantID string, lead ...any) (billing.UsageRecord, error) {
 		u := billing.UsageRecord{TenantID: tenantID}
 		var month, s, e, rs int64
-		err := r.Scan(&u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.EnergyJ, &rs)
+		err := r.Scan(append(lead, &u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.EnergyJ, &rs)...)
 		u.Hour, u.Start, u.End = fromMicros(month), fromMicros(s), fromMicros(e)
 		u.Records, u.EnergySource = int(rs/4), billing.SourceOfBits(int(rs%4))
 		if u.GPUs > 0 {
@@ -187,9 +201,71 @@ func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.
 		}
 		u.ID = "spn:" + u.AllocationID + ":" + m
 		return u, err
-	}, `SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at,
-		CASE WHEN gpus > 0 AND (end_at - start_at) / 1000000 * gpus = gpu_seconds THEN gpus ELSE -1 END, rsv_gpus, `+energyCol+`, records * 4 + sources
-		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`, tenantID, micros(from), micros(before))
+	}
+}
+
+// OpenSpansAll reads several tenants' open spans, energy included. On
+// PostgreSQL one scan of the table (a tenant's spans lie all over its
+// heap, so reading tenant by tenant reads it again and again); on SQLite,
+// whose spans are clustered by tenant, a query a tenant, in parallel on
+// the read pool when ctx carries no transaction.
+func (db *DB) OpenSpansAll(ctx context.Context, tenantIDs []string, from, before time.Time) (map[string][]billing.UsageRecord, error) {
+	out := make(map[string][]billing.UsageRecord, len(tenantIDs))
+	want := make(map[string]bool, len(tenantIDs))
+	for _, id := range tenantIDs {
+		want[id] = true
+		out[id] = nil
+	}
+	if db.Dialect == Postgres {
+		rows, err := db.query(ctx, `SELECT tenant_id, allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, `+spanTiles+`, rsv_gpus, energy_j, records * 4 + sources
+			FROM usage_spans WHERE month >= ? AND month < ? AND class <> 'internal'`, micros(from), micros(before))
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		scan := spanScanner()
+		var tid string
+		for rows.Next() {
+			u, err := scan(rows, "", &tid)
+			if err != nil {
+				return nil, db.translate(err)
+			}
+			if want[tid] {
+				u.TenantID = tid
+				out[tid] = append(out[tid], u)
+			}
+		}
+		return out, db.translate(rows.Err())
+	}
+	workers := 1
+	if txOf(ctx) == nil {
+		workers = max(1, min(runtime.GOMAXPROCS(0), 8))
+	}
+	var mu sync.Mutex
+	var first error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				rs, err := db.OpenSpans(ctx, id, from, before, true)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				}
+				out[id] = rs
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, id := range tenantIDs {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	return out, first
 }
 
 func (db *DB) OpenRevisions(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
