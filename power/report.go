@@ -143,7 +143,9 @@ func (s *Service) account(ctx context.Context, m *Model, siteID string, from, to
 		return h
 	}
 	metered := 0
+	nodeHours := map[int64]bool{}
 	for _, n := range nodes {
+		nodeHours[n.Hour.Unix()] = true
 		h := hour(n.Hour)
 		h.NodesJ += n.NodeEnergyJ
 		h.Estimated = h.Estimated || n.EstimatedNodes > 0
@@ -159,6 +161,15 @@ func (s *Service) account(ctx context.Context, m *Model, siteID string, from, to
 	}
 	hs := make([]HourIT, 0, len(byHour))
 	for _, h := range byHour {
+		if !nodeHours[h.Hour.Unix()] {
+			// No node was metered that hour (before the power meter ran):
+			// the nodes drew what the records claim, no idle or
+			// unallocated energy is known.
+			h.NodesJ = h.InternalJ
+			for _, j := range h.TenantsJ {
+				h.NodesJ += j
+			}
+		}
 		hs = append(hs, *h)
 	}
 	return m.Account(hs), metered, nil

@@ -85,6 +85,14 @@ func TestMeterAndReport(t *testing.T) {
 			t.Fatal(err)
 		}
 
+		// An hour no node reading covers: acme's record still counts, and
+		// no idle or unallocated energy is made up for it.
+		late := recs[0]
+		late.Hour, late.Start, late.End = h0.Add(6*time.Hour), h0.Add(6*time.Hour), h0.Add(7*time.Hour)
+		late.ID = billing.RecordID(late.AllocationID, late.Hour, 0)
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.InsertUsageRecords(ctx, []billing.UsageRecord{late}) }); err != nil {
+			t.Fatal(err)
+		}
 		pw := power.NewService(db, db, fl.Snapshot)
 		pw.Resolve = ts.Resolve
 		if _, err := pw.Meter(ctx, h0.Add(4*time.Hour)); err != nil {
@@ -112,8 +120,9 @@ func TestMeterAndReport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// 4 h × (4 nodes × 16 MJ = 17,777.8 Wh + 2 kW shared).
-		if site.Share.ITWh != 4*(17_778+2_000) || site.HoursMetered != 4 {
+		// 4 h × (4 nodes × 16 MJ = 17,777.8 Wh + 2 kW shared), and the
+		// unmetered hour's record with the shared load.
+		if site.Share.ITWh != 4*(17_778+2_000)+4_444+2_000 || site.HoursMetered != 4 {
 			t.Fatalf("site IT %d Wh over %d hours", site.Share.ITWh, site.HoursMetered)
 		}
 		by := map[string]power.Share{}
@@ -122,7 +131,7 @@ func TestMeterAndReport(t *testing.T) {
 			by[p.Party] = p
 			sum += p.ITWh
 		}
-		if sum != site.Share.ITWh || by[acme.ID].ITWh != 4*4_444 || by[power.Operator].ITWh != site.Share.ITWh-4*4_444 || len(site.Parties) != 2 {
+		if sum != site.Share.ITWh || by[acme.ID].ITWh != 5*4_444 || by[power.Operator].ITWh != site.Share.ITWh-5*4_444 || len(site.Parties) != 2 {
 			t.Fatalf("parties %+v against the site's %d Wh", site.Parties, site.Share.ITWh)
 		}
 		// 24.7 kW facility on a 20 kW feed: the turbine ran every hour, and
