@@ -293,6 +293,10 @@ func Month(field, s string) (start, end time.Time, err error) {
 // MonthOf names the UTC month t falls in.
 func MonthOf(t time.Time) string { return t.UTC().Format("2006-01") }
 
+// RoundHalfEven rounds r to the nearest integer, ties to even: the one
+// rounding of money and energy.
+func RoundHalfEven(r *big.Rat) int64 { return roundHalfEven(r) }
+
 // roundHalfEven rounds r to the nearest integer, ties to even.
 func roundHalfEven(r *big.Rat) int64 {
 	num, den := new(big.Int).Set(r.Num()), r.Denom()

@@ -117,15 +117,7 @@ func invoiceCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out == "" || out == "-" {
-				_, err = g.stdout.Write(b)
-				return err
-			}
-			if err := os.WriteFile(out, b, 0o644); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stderr, "wrote %s (%d bytes)\n", out, len(b))
-			return nil
+			return g.writeOut(out, b)
 		}}
 	export.Flags().StringVar(&format, "format", "pdf", "json, csv or pdf")
 	export.Flags().StringVar(&out, "out", "", "file to write (default: standard output)")
@@ -338,4 +330,18 @@ func billingCmd(g *globals) *cobra.Command {
 	profile.Flags().StringVar(&p.TaxRate, "tax-rate", "", "tax rate in percent, e.g. 8.25")
 	cmd.AddCommand(seller, profile)
 	return cmd
+}
+
+// writeOut writes an export to a file (saying so on stderr), or to stdout
+// for "" or "-".
+func (g *globals) writeOut(out string, b []byte) error {
+	if out == "" || out == "-" {
+		_, err := g.stdout.Write(b)
+		return err
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "wrote %s (%d bytes)\n", out, len(b))
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 
 	"github.com/spf13/cobra"
 )
@@ -29,15 +28,7 @@ func emissionsCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if out == "" || out == "-" {
-					_, err = g.stdout.Write(b)
-					return err
-				}
-				if err := os.WriteFile(out, b, 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintf(g.stderr, "wrote %s (%d bytes)\n", out, len(b))
-				return nil
+				return g.writeOut(out, b)
 			}
 			raw, err := cl.Raw(c.Context(), http.MethodGet, "/v1/emissions", q, nil, "")
 			if err != nil {

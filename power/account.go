@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 )
 
@@ -202,18 +203,5 @@ func add(a, b fleet.Pollutants) fleet.Pollutants {
 	return fleet.Pollutants{CO2: a.CO2 + b.CO2, NOx: a.NOx + b.NOx, CO: a.CO + b.CO, VOC: a.VOC + b.VOC, PM: a.PM + b.PM, Formaldehyde: a.Formaldehyde + b.Formaldehyde}
 }
 
-// roundHalfEven rounds r to the nearest integer, ties to even.
-func roundHalfEven(r *big.Rat) int64 {
-	num, den := new(big.Int).Set(r.Num()), r.Denom()
-	neg := num.Sign() < 0
-	num.Abs(num)
-	q, m := new(big.Int).QuoRem(num, den, new(big.Int))
-	switch c := new(big.Int).Mul(m, big.NewInt(2)).Cmp(den); {
-	case c > 0, c == 0 && q.Bit(0) == 1:
-		q.Add(q, big.NewInt(1))
-	}
-	if neg {
-		q.Neg(q)
-	}
-	return q.Int64()
-}
+// roundHalfEven is billing's one rounding.
+var roundHalfEven = billing.RoundHalfEven

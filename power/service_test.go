@@ -19,6 +19,28 @@ import (
 	"github.com/neocloud/neocloud/tenant"
 )
 
+// site loads a fleet service and a generated one-rack site spec of n
+// H100 nodes (not yet applied: the test gives it a power model).
+func site(t *testing.T, db *sqlstore.DB, n int) (*fleet.Service, *fleet.Spec) {
+	t.Helper()
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var b bytes.Buffer
+	o := fleet.ColossusOptions(sku, 8*n)
+	o.Fanout = []int{1, 1, 1, n}
+	if _, err := fleet.Generate(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := fleet.ParseSpec(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fl, spec
+}
+
 // The power meter derives a site's node energy from the hourly readings;
 // the report attributes it to tenants (their records), the operator
 // (internal work, idle nodes, shared IT) and unallocated, to the
@@ -26,21 +48,8 @@ import (
 func TestMeterAndReport(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		fl := fleet.NewService(db, db)
-		if err := fl.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
 		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-		var b bytes.Buffer
-		o := fleet.ColossusOptions(sku, 32)
-		o.Fanout = []int{1, 1, 1, 4}
-		if _, err := fleet.Generate(&b, o); err != nil {
-			t.Fatal(err)
-		}
-		spec, err := fleet.ParseSpec(b.Bytes())
-		if err != nil {
-			t.Fatal(err)
-		}
+		fl, spec := site(t, db, 4)
 		spec.Site.Power = &fleet.Power{PUE: 1.25, WUELPerKWh: 0.5, SharedITKW: 2, CarbonIntensityGPerKWh: 400,
 			Feeds:      []fleet.Feed{{Name: "feed-1", CapacityMW: 0.02}},
 			Generation: []fleet.Generation{{Name: "t1", CapacityMW: 0.1, KgPerMWh: fleet.Pollutants{CO2: 550, NOx: 0.4}}},
@@ -166,21 +175,8 @@ func TestMeterAndReport(t *testing.T) {
 func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		fl := fleet.NewService(db, db)
-		if err := fl.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
 		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-		var b bytes.Buffer
-		o := fleet.ColossusOptions(sku, 64)
-		o.Fanout = []int{1, 1, 1, 8}
-		if _, err := fleet.Generate(&b, o); err != nil {
-			t.Fatal(err)
-		}
-		spec, err := fleet.ParseSpec(b.Bytes())
-		if err != nil {
-			t.Fatal(err)
-		}
+		fl, spec := site(t, db, 8)
 		// 30 kW firm; a GPU plans at 10.2 kW / 8 × PUE 1.25 = 1.59375 kW.
 		spec.Site.Power = &fleet.Power{PUE: 1.25, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.03}}}
 		applied, err := fl.Apply(ctx, spec)
@@ -226,21 +222,7 @@ func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 func TestTurbineTripShedsInClassOrder(t *testing.T) {
 	db := testdb.SQLite(t)
 	ctx := context.Background()
-	fl := fleet.NewService(db, db)
-	if err := fl.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var b bytes.Buffer
-	o := fleet.ColossusOptions(sku, 64)
-	o.Fanout = []int{1, 1, 1, 8}
-	if _, err := fleet.Generate(&b, o); err != nil {
-		t.Fatal(err)
-	}
-	spec, err := fleet.ParseSpec(b.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	fl, spec := site(t, db, 8)
 	// 40 kW of grid, two 20 kW turbines: 80 kW firm, 60 kW after a trip.
 	spec.Site.Power = &fleet.Power{PUE: 1.0, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.04}},
 		Generation: []fleet.Generation{{Name: "t1", CapacityMW: 0.02}, {Name: "t2", CapacityMW: 0.02}}}
