@@ -262,6 +262,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 			notify()
 		}
 	}
+	pw.Notify = func() { sv.Notify() } // permit warnings wake event followers
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		db.Close()

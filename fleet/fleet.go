@@ -147,6 +147,20 @@ type Power struct {
 	// EnergyPrice is what the site pays per kWh of facility energy, in
 	// currency units ("0.085"): the rate of power pass-through.
 	EnergyPrice string `json:"energy_price_per_kwh,omitempty" yaml:"energy_price_per_kwh"`
+	// Domains limit power domains below the feeds (a hall, a busway): a
+	// path of the power hierarchy and its capacity. A feed's limit is its
+	// capacity.
+	Domains []PowerDomain `json:"domains,omitempty" yaml:"domains"`
+	// PermitWarningDays: a permit limit the forecast crosses within this
+	// many days raises an event (0: 30 days).
+	PermitWarningDays int `json:"permit_warning_days,omitempty" yaml:"permit_warning_days"`
+}
+
+// PowerDomain is a power domain's limit: the committed planning load of
+// its nodes × PUE stays within it.
+type PowerDomain struct {
+	Path       string  `json:"path" yaml:"path" doc:"A path of the power hierarchy, e.g. feed-1/h1 or feed-1/h1/b3."`
+	CapacityKW float64 `json:"capacity_kw" yaml:"capacity_kw"`
 }
 
 // Feed is a grid feed: its capacity and carbon intensity (a constant, or

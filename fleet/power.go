@@ -3,6 +3,7 @@ package fleet
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // PowerFault is one invalid field of a power model.
@@ -77,6 +78,20 @@ func (pw *Power) Faults() []PowerFault {
 	nonNeg("wue_l_per_kwh", pw.WUELPerKWh)
 	nonNeg("carbon_intensity_g_per_kwh", pw.CarbonIntensityGPerKWh)
 	nonNeg("shared_it_kw", pw.SharedITKW)
+	if pw.PermitWarningDays < 0 || pw.PermitWarningDays > 366 {
+		bad("permit_warning_days", "must be between 0 and 366")
+	}
+	paths := map[string]bool{}
+	for i, d := range pw.Domains {
+		field := fmt.Sprintf("domains[%d]", i)
+		if d.Path == "" || strings.HasPrefix(d.Path, "/") || strings.HasSuffix(d.Path, "/") || strings.Contains(d.Path, "//") || paths[d.Path] {
+			bad(field+".path", "must be a unique path of the power hierarchy such as feed-1/h1")
+		}
+		paths[d.Path] = true
+		if !(d.CapacityKW > 0) || math.IsInf(d.CapacityKW, 0) {
+			bad(field+".capacity_kw", "must be positive (kilowatts)")
+		}
+	}
 	return out
 }
 

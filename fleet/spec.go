@@ -204,6 +204,24 @@ func ParseSpec(data []byte) (*Spec, error) {
 	if nodesNode != nil {
 		p.nodes(nodesNode, spec, skus)
 	}
+	if pw := spec.Site.Power; pw != nil && len(pw.Domains) > 0 {
+		// A domain limit names a power domain some node is in.
+		have := map[string]bool{}
+		for _, n := range spec.Nodes {
+			path := n.Hierarchies["power"]
+			for i := 0; i < len(path); i++ {
+				if path[i] == '/' {
+					have[path[:i]] = true
+				}
+			}
+			have[path] = true
+		}
+		for i, d := range pw.Domains {
+			if d.Path != "" && !have[d.Path] {
+				p.fault(siteNode, fmt.Sprintf("site.power.domains[%d].path", i), "no node is in power domain %q", d.Path)
+			}
+		}
+	}
 	if err := p.err(); err != nil {
 		return nil, err
 	}

@@ -55,6 +55,7 @@ func TestParseSpecFaults(t *testing.T) {
 		{"spare not bool", replace("spare: true", "spare: maybe"), "spec:10:89 nodes[1].spare"},
 		{"bad hostname", replace("hostname: n1", "hostname: N_1"), "spec:9:16 nodes[0].hostname"},
 		{"missing serial", replace("serial: S1, ", ""), "spec:9:5 nodes[0].serial"},
+		{"no such power domain", replace("    power: [feed, busway]\n", "    power: [feed, busway]\n  power:\n    domains: [{path: f1/b2, capacity_kw: 40}]\n"), "spec:2:3 site.power.domains[0].path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseSpec([]byte(tc.spec))

@@ -27,6 +27,8 @@ type Model struct {
 	pue        []*big.Rat // one, or twelve (by month)
 	WUELPerKWh float64
 	SharedITW  int64
+	// Domains: limited power domains below the feeds (path → W).
+	Domains map[string]int64
 }
 
 // Feed is a grid feed.
@@ -63,6 +65,12 @@ func NewModel(p *fleet.Power) *Model {
 			}
 		}
 		m.Feeds = append(m.Feeds, fd)
+	}
+	for _, d := range p.Domains {
+		if m.Domains == nil {
+			m.Domains = map[string]int64{}
+		}
+		m.Domains[d.Path] = int64(math.Round(d.CapacityKW * 1e3))
 	}
 	for _, g := range p.Generation {
 		m.Units = append(m.Units, Unit{Name: g.Name, CapacityW: mw(g.CapacityMW), HeatRateMMBtuPerMWh: g.HeatRateMMBtuPerMWh, KgPerMWh: g.KgPerMWh})
@@ -122,6 +130,19 @@ func (m *Model) GenerationW() int64 {
 		w = min(w, m.PermitW)
 	}
 	return w
+}
+
+// DomainLimits maps each limited power domain (feeds by name, the
+// spec's domains by path) to its capacity in watts.
+func (m *Model) DomainLimits() map[string]int64 {
+	out := map[string]int64{}
+	for _, f := range m.Feeds {
+		out[f.Name] = f.CapacityW
+	}
+	for p, w := range m.Domains {
+		out[p] = w
+	}
+	return out
 }
 
 // FirmW is the firm capacity: the grid plus generation within the permit.

@@ -232,9 +232,11 @@ func TestDispatchAndFaults(t *testing.T) {
 		t.Fatalf("7 MW on 6 MW firm: %+v", d)
 	}
 	bad := &fleet.Power{Feeds: []fleet.Feed{{Name: "a", CapacityMW: -1, CarbonProfile: []float64{1, 2}}, {Name: "a", CapacityMW: 1}},
-		PUEMonthly: []float64{1.2}, Permit: &fleet.Permit{RunningHoursPerYear: 9000, TonsPerYear: fleet.Pollutants{NOx: -1}}}
+		PUEMonthly: []float64{1.2}, Permit: &fleet.Permit{RunningHoursPerYear: 9000, TonsPerYear: fleet.Pollutants{NOx: -1}},
+		Domains: []fleet.PowerDomain{{Path: "a/h1", CapacityKW: 0}, {Path: "a/h1/", CapacityKW: 1}}, PermitWarningDays: -1}
 	want := []string{"site.power.feeds[0].capacity_mw", "site.power.feeds[0].carbon_profile_g_per_kwh", "site.power.feeds[1].name",
-		"site.power.permit.running_hours_per_year", "site.power.permit.tons_per_year.nox", "site.power.pue_monthly"}
+		"site.power.permit.running_hours_per_year", "site.power.permit.tons_per_year.nox", "site.power.pue_monthly",
+		"site.power.domains[0].capacity_kw", "site.power.domains[1].path", "site.power.permit_warning_days"}
 	got := map[string]bool{}
 	for _, f := range bad.Faults() {
 		got[f.Field] = true

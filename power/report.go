@@ -52,6 +52,9 @@ type PermitStatus struct {
 	ForecastTons         fleet.Pollutants `json:"forecast_tons"`
 	Exceeded             []string         `json:"exceeded,omitempty" doc:"Limits already crossed."`
 	ForecastToExceed     []string         `json:"forecast_to_exceed,omitempty" doc:"Limits the forecast crosses by the year's end."`
+	// Warnings: limits crossed, or crossed within the site's warning
+	// days at the current draw (the last 7 days' rate).
+	Warnings []PermitWarning `json:"warnings,omitempty"`
 }
 
 // Report accounts a site's period (a month, quarter, half or year); with
@@ -216,6 +219,7 @@ func (s *Service) permit(ctx context.Context, m *Model, site fleet.Site, to time
 			ps.ForecastToExceed = append(ps.ForecastToExceed, lim[i].Name)
 		}
 	}
+	ps.Warnings = warnings(site, ps, acc.Hours, ys, ye, to)
 	return ps, nil
 }
 

@@ -43,6 +43,9 @@ type Store interface {
 	PartyEnergy(ctx context.Context, siteID string, from, to time.Time) ([]PartyHour, error)
 	PowerMeterThrough(ctx context.Context) (time.Time, error)
 	SetPowerMeterThrough(ctx context.Context, t time.Time) error
+	// PutPermitWarning records a warning once per site, year and limit,
+	// with an operator event; first reports whether it was new.
+	PutPermitWarning(ctx context.Context, w PermitWarning) (first bool, err error)
 }
 
 // Tx runs functions in one write transaction.
@@ -61,6 +64,8 @@ type Service struct {
 	// Settle and Lookback as the billing meter's.
 	Settle, Lookback time.Duration
 	Logger           *slog.Logger
+	// Notify, where set, is called after a commit that wrote events.
+	Notify func()
 }
 
 // NewService returns a service with the billing meter's settle and
@@ -179,6 +184,9 @@ func (s *Service) Run(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			if _, err := s.Meter(ctx, s.now().Add(-s.Settle)); err != nil && ctx.Err() == nil {
 				s.Logger.Error("power meter", "err", err)
+			}
+			if _, err := s.CheckPermits(ctx); err != nil && ctx.Err() == nil {
+				s.Logger.Error("permit check", "err", err)
 			}
 		}
 	}

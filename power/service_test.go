@@ -167,6 +167,55 @@ func TestMeterAndReport(t *testing.T) {
 				t.Fatalf("%s export: %v (%d bytes)", f, err, len(b))
 			}
 		}
+
+		// Permit warnings up to the meter's mark (January 5th, 14:00): the
+		// 2-hour limit is crossed (one warning, one operator event, not
+		// raised again); NOx at the rate since January 1st (4.7 kWh of
+		// generation an hour for 4 hours at 0.4 kg/MWh: 7.6 g in 4.58
+		// days) warns only when it crosses within 30 days: a 30 g limit
+		// in about 14 days, a 100 g one in about 58 does not.
+		warned := func(want ...string) []power.PermitWarning {
+			t.Helper()
+			ws, err := pw.CheckPermits(ctx)
+			var got []string
+			for _, w := range ws {
+				got = append(got, w.Limit)
+			}
+			if err != nil || strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("permit warnings %v (%v), want %v", got, err, want)
+			}
+			return ws
+		}
+		if ws := warned("running_hours"); !ws[0].Exceeded || ws[0].Used != 4 || ws[0].Max != 2 {
+			t.Fatalf("running hours: %+v", ws[0])
+		}
+		warned()
+		evs, err := db.Events(ctx, "", 0, 100)
+		n := 0
+		for _, e := range evs {
+			if e.Kind == "power.permit_warning" && e.Subject == nodes[0].SiteID && e.TenantID == "" {
+				n++
+			}
+		}
+		if err != nil || n != 1 {
+			t.Fatalf("%d permit events (%v)", n, err)
+		}
+		for _, c := range []struct {
+			tons float64
+			want []string
+		}{{1e-4, nil}, {3e-5, []string{"nox"}}} {
+			spec.Site.Power.Permit.TonsPerYear.NOx = c.tons
+			if _, err := fl.Apply(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			ws := warned(c.want...)
+			if len(ws) == 1 {
+				mark := h0.Add(4 * time.Hour)
+				if w := ws[0]; w.Exceeded || w.CrossesAt == nil || !w.CrossesAt.After(mark.Add(10*24*time.Hour)) || !w.CrossesAt.Before(mark.Add(20*24*time.Hour)) {
+					t.Fatalf("NOx at %g t: %+v", c.tons, w)
+				}
+			}
+		}
 	})
 }
 
@@ -201,16 +250,114 @@ func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 		}
 		pw := power.NewService(db, db, fl.Snapshot)
 		// 8 committed GPUs hold 12.75 kW: 8 more fit (25.5 kW), 16 do not.
-		if err := pw.Admit(ctx, applied.SiteID, sku.Name, 8, t0.Add(time.Hour), end); err != nil {
+		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 8, t0.Add(time.Hour), end, nil); err != nil {
 			t.Fatalf("8 GPUs beside 8: %v", err)
 		}
-		err = pw.Admit(ctx, applied.SiteID, sku.Name, 16, t0.Add(time.Hour), end)
+		_, err = pw.Admit(ctx, applied.SiteID, sku.Name, 16, t0.Add(time.Hour), end, nil)
 		if neocloud.ErrorKind(err) != neocloud.KindNoCapacity || !strings.Contains(err.Error(), "power") ||
 			!strings.Contains(err.Error(), "0.017 MW of headroom") || !strings.Contains(err.Error(), "0.008 MW over") {
 			t.Fatalf("16 GPUs beside 8 on 30 kW: %v", err)
 		}
-		if err := pw.Admit(ctx, applied.SiteID, sku.Name, 16, end, end.Add(time.Hour)); err != nil {
+		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 16, end, end.Add(time.Hour), nil); err != nil {
 			t.Fatalf("16 GPUs after the committed work ends: %v", err)
+		}
+	})
+}
+
+// A busway's limit holds committed work on its nodes: a quote whose
+// every placement overloads a busway is not available, with the power
+// domain and its headroom named; a reservation that fits goes through
+// and the next one that would overload a busway is refused. The site's
+// firm capacity is ample throughout.
+func TestAdmissionHoldsPowerDomains(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		fl, _ := site(t, db, 8)
+		// Two sus of four nodes, each on a busway of its own.
+		var b bytes.Buffer
+		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+		o := fleet.ColossusOptions(sku, 64)
+		o.Fanout = []int{1, 2, 1, 4}
+		if _, err := fleet.Generate(&b, o); err != nil {
+			t.Fatal(err)
+		}
+		spec, err := fleet.ParseSpec(b.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		busways := map[string]bool{}
+		for _, n := range spec.Nodes {
+			busways[n.Hierarchies["power"]] = true
+		}
+		if len(busways) != 2 {
+			t.Fatalf("busways %v, want 2", busways)
+		}
+		// Each busway carries two nodes at nameplate (10.2 kW) × PUE 1.
+		spec.Site.Power = &fleet.Power{PUE: 1, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 1}}}
+		for p := range busways {
+			spec.Site.Power.Domains = append(spec.Site.Power.Domains, fleet.PowerDomain{Path: p, CapacityKW: 25})
+		}
+		applied, err := fl.Apply(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := tenant.NewService(db)
+		acme, _ := ts.Create(ctx, tenant.CreateInput{Name: "acme"})
+		pw := power.NewService(db, db, fl.Snapshot)
+		sv := sales.NewService(db, db, fl, ts)
+		sv.PowerCheck = pw.Admit
+		op := neocloud.Principal{TokenID: "tok_op", Role: neocloud.RoleOperatorAdmin}
+		if _, err := sv.SetPrice(ctx, op, sales.PriceInput{SKU: sku.Name, Class: placement.ClassReserved, List: "2.50"}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now().Add(72 * time.Hour).Truncate(time.Hour)
+		shape := func(gpus int, within string) sales.ShapeInput {
+			return sales.ShapeInput{Tenant: acme.ID, SKU: sku.Name, GPUs: gpus, Class: placement.ClassReserved, Start: &start, DurationS: 86400, Within: within}
+		}
+		// Three nodes in one su put three on one busway: 30.6 kW > 25 kW.
+		q, err := sv.CreateQuote(ctx, op, sales.QuoteInput{ShapeInput: shape(24, "su"), Hold: true})
+		if err != nil || q.Offer.Available || q.Hold || !strings.Contains(q.Offer.Refusal, "power domain feed-1/") ||
+			!strings.Contains(q.Offer.Refusal, "limited to 0.025 MW") || !strings.Contains(q.Offer.Refusal, "0.006 MW over") {
+			t.Fatalf("24 GPUs within an su: %v %+v", err, q.Offer)
+		}
+		if q, err = sv.CreateQuote(ctx, op, sales.QuoteInput{ShapeInput: shape(16, "su")}); err != nil || !q.Offer.Available {
+			t.Fatalf("16 GPUs within an su: %v %+v", err, q.Offer)
+		}
+		first, err := sv.Reserve(ctx, op, sales.ReserveInput{ShapeInput: shape(16, "su")})
+		if err != nil {
+			t.Fatalf("16 GPUs within an su: %v", err)
+		}
+		nd, _ := fl.Snapshot.Node(first.Nodes[0].NodeID)
+		other := ""
+		for p := range busways {
+			if p != nd.Hierarchies["power"] {
+				other = p
+			}
+		}
+		// Two busways, one already at two nodes: three more nodes overload
+		// one; two more are placed around the full busway.
+		_, err = sv.Reserve(ctx, op, sales.ReserveInput{ShapeInput: shape(24, "")})
+		if neocloud.ErrorKind(err) != neocloud.KindNoCapacity || !strings.Contains(err.Error(), "power domain feed-1/") {
+			t.Fatalf("24 more GPUs: %v", err)
+		}
+		second, err := sv.Reserve(ctx, op, sales.ReserveInput{ShapeInput: shape(16, "")})
+		if err != nil {
+			t.Fatalf("16 more GPUs on the other busway: %v", err)
+		}
+		for _, n := range second.Nodes {
+			nd, _ := fl.Snapshot.Node(n.NodeID)
+			if nd.Hierarchies["power"] != other {
+				t.Fatalf("the second reservation's node %s is on %s, want %s", nd.Hostname, nd.Hierarchies["power"], other)
+			}
+		}
+		// Not placed yet (nodes nil): only the site's firm capacity counts.
+		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 24, start, start.Add(time.Hour), nil); err != nil {
+			t.Fatalf("the site check: %v", err)
+		}
+		// After the window, the busways are free again.
+		later := start.Add(48 * time.Hour)
+		if _, err := sv.Reserve(ctx, op, sales.ReserveInput{ShapeInput: sales.ShapeInput{Tenant: acme.ID, SKU: sku.Name, GPUs: 16, Class: placement.ClassReserved, Start: &later, DurationS: 3600, Within: "su"}}); err != nil {
+			t.Fatalf("after the window: %v", err)
 		}
 	})
 }

@@ -14,7 +14,7 @@ type Domain struct {
 	Level string `json:"level"`
 	Nodes int    `json:"nodes"`
 	// CapacityW is the domain's limit where the spec declares one (feeds:
-	// their capacity; 0: none declared).
+	// their capacity; halls, busways: site.power.domains; 0: none).
 	CapacityW int64 `json:"capacity_w,omitempty"`
 	// PlanningW: every node at its planning power (nameplate) × PUE.
 	PlanningW int64 `json:"planning_w"`
@@ -92,10 +92,7 @@ func (s *Service) SitePower(ctx context.Context, siteRef string, load func(ctx c
 	if site.Hierarchies != nil && len(site.Hierarchies["power"]) > 0 {
 		levels = site.Hierarchies["power"]
 	}
-	feedCap := map[string]int64{}
-	for _, f := range m.Feeds {
-		feedCap[f.Name] = f.CapacityW
-	}
+	limits := m.DomainLimits()
 	doms := map[string]*Domain{}
 	var committed, allocated, measured float64
 	s.Fleet.Each(fleet.NodeFilter{SiteID: site.ID}, func(n *fleet.Node) {
@@ -122,10 +119,7 @@ func (s *Service) SitePower(ctx context.Context, siteRef string, load func(ctx c
 				if i < len(levels) {
 					lv = levels[i]
 				}
-				d = &Domain{Path: p, Level: lv}
-				if i == 0 {
-					d.CapacityW = feedCap[parts[0]]
-				}
+				d = &Domain{Path: p, Level: lv, CapacityW: limits[p]}
 				doms[p] = d
 			}
 			d.Nodes++

@@ -177,7 +177,11 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 		}
 		gpus := len(nodes) * sku.GPUsPerNode
 		if s.PowerCheck != nil {
-			if err := s.PowerCheck(ctx, site.ID, skuName, gpus, start, end); err != nil {
+			on := make(map[string]int, len(nodes))
+			for _, n := range nodes {
+				on[n] = sku.GPUsPerNode
+			}
+			if _, err := s.PowerCheck(ctx, site.ID, skuName, gpus, start, end, on); err != nil {
 				return err
 			}
 		}

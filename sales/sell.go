@@ -292,6 +292,22 @@ func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in Quot
 		if err != nil {
 			return neocloud.Invalid("body.gpus", "%v", err)
 		}
+		res, perr := s.powerFit(ctx, cal, sh, res, func() (placement.Result, error) {
+			if in.Hold {
+				cal.Drop(q.ID)
+				return cal.Admit(q.ID, sh.request(), tenant, sh.Start, sh.end())
+			}
+			return cal.Plan(sh.request(), tenant, sh.Start, sh.end())
+		})
+		if neocloud.ErrorKind(perr) == neocloud.KindNoCapacity {
+			// Power is capacity too: no placement the site's and its
+			// power domains' firm capacity can carry.
+			cal.Drop(q.ID)
+			q.Offer.Available, q.Offer.Refusal = false, perr.Error()
+			return s.Store.InsertQuote(ctx, q)
+		} else if perr != nil {
+			return perr
+		}
 		if res.Plan == nil {
 			if err := unavailable(cal, sh, tenant, res.Refusal, &q.Offer); err != nil {
 				return err
@@ -381,11 +397,6 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			}
 		}
 		s.lock(ctx)
-		if s.PowerCheck != nil && !sh.Class.Preemptible() && (quote == nil || !quote.Hold) {
-			if err := s.PowerCheck(ctx, sh.Site, sh.SKU, sh.GPUs, sh.Start, sh.end()); err != nil {
-				return err
-			}
-		}
 		cal, err := s.calendarFor(ctx, sh.Site, sh.SKU)
 		if err != nil {
 			return err
@@ -418,6 +429,13 @@ func (s *Service) Reserve(ctx context.Context, p neocloud.Principal, in ReserveI
 			}
 			if err != nil {
 				return neocloud.Invalid("body.gpus", "%v", err)
+			}
+			// A refusal rolls the transaction back, and the calendar with it.
+			if res, err = s.powerFit(ctx, cal, sh, res, func() (placement.Result, error) {
+				cal.Drop(r.ID)
+				return cal.Admit(r.ID, sh.request(), tenant, sh.Start, sh.end())
+			}); err != nil {
+				return err
 			}
 			if res.Plan == nil {
 				var o Offer

@@ -1,6 +1,7 @@
 package sales
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -187,9 +188,12 @@ type Service struct {
 	// Notify is called after a commit that wrote events.
 	Notify func()
 	// PowerCheck, where set, refuses committed work a site's power cannot
-	// carry over [start, end): an error of kind no_capacity naming the
-	// power headroom.
-	PowerCheck func(ctx context.Context, site, sku string, gpus int, start, end time.Time) error
+	// carry over [start, end) on the nodes the calendar chose (node →
+	// GPUs): an error of kind no_capacity naming the power headroom of
+	// the site or power domain.
+	// Where a power domain refuses, avoid lists its nodes: the calendar
+	// places around them.
+	PowerCheck func(ctx context.Context, site, sku string, gpus int, start, end time.Time, nodes map[string]int) (avoid []string, err error)
 	// SharedTTL bounds how long what is cached in memory for node
 	// assignments (replacement notices) is trusted: 0 when this server is
 	// the store's only writer.
@@ -422,6 +426,59 @@ func calendarEntry(id, tenant string, sh Shape, nodes []NodeGPUs) *placement.Res
 }
 
 // nodesOf describes a calendar reservation's nodes.
+// powerFit has power check the nodes a committed shape was placed on
+// (res); where a power domain refuses them, it places again (again)
+// around that domain — a window over its nodes for the shape's span,
+// dropped before returning — up to three times, and otherwise answers
+// power's refusal. Preemptible work is planned around, never refused.
+func (s *Service) powerFit(ctx context.Context, cal *calendar, sh Shape, res placement.Result, again func() (placement.Result, error)) (placement.Result, error) {
+	if s.PowerCheck == nil || sh.Class.Preemptible() || res.Plan == nil {
+		return res, nil
+	}
+	sku, err := s.sku(ctx, sh.SKU)
+	if err != nil {
+		return res, err
+	}
+	var windows []string
+	defer func() {
+		for _, id := range windows {
+			cal.DropWindow(id)
+		}
+	}()
+	for try := 0; ; try++ {
+		on := make(map[string]int, len(res.Plan.Nodes))
+		for _, a := range res.Plan.Nodes {
+			on[a.NodeID] = cmp.Or(len(a.GPUs), sku.GPUsPerNode)
+		}
+		avoid, perr := s.PowerCheck(ctx, sh.Site, sh.SKU, sh.GPUs, sh.Start, sh.end(), on)
+		if perr == nil || try == 3 {
+			return res, perr
+		}
+		var mine []string
+		for _, id := range avoid {
+			if _, ok := cal.T.NodeIndex(id); ok {
+				mine = append(mine, id)
+			}
+		}
+		if len(mine) == 0 {
+			return res, perr
+		}
+		w := &placement.Window{ID: neocloud.NewID("pwr"), Start: sh.Start, End: sh.end(), Nodes: mine}
+		if _, err := cal.AddWindow(w); err != nil {
+			return res, err
+		}
+		windows = append(windows, w.ID)
+		next, err := again()
+		if err != nil {
+			return res, err
+		}
+		if next.Plan == nil {
+			return res, perr
+		}
+		res = next
+	}
+}
+
 func (s *Service) nodesOf(cm *placement.Reservation) []NodeGPUs {
 	out := make([]NodeGPUs, len(cm.Nodes))
 	for j, id := range cm.Nodes {

@@ -3,11 +3,13 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/power"
+	"github.com/neocloud/neocloud/sales"
 )
 
 var _ power.Store = (*DB)(nil)
@@ -135,4 +137,47 @@ func (db *DB) CommittedWork(ctx context.Context, siteID string, from, to time.Ti
 		return w, err
 	}, `SELECT sku, gpus, start_at, end_at FROM reservations WHERE site_id = ? AND class IN ('lease', 'reserved', 'on_demand')
 		AND state NOT IN ('cancelled', 'failed', 'ended') AND start_at < ? AND end_at > ?`, siteID, micros(to), micros(from))
+}
+
+// CommittedNodeWork returns, node by node, a site's committed work
+// overlapping [from, to): each reservation's GPUs on each of its nodes
+// (0: the whole node).
+func (db *DB) CommittedNodeWork(ctx context.Context, siteID string, from, to time.Time) ([]power.CommittedWork, error) {
+	return collect(db, ctx, func(r scanner) (power.CommittedWork, error) {
+		var w power.CommittedWork
+		var s, e int64
+		var gpus string
+		err := r.Scan(&w.NodeID, &gpus, &w.SKU, &s, &e)
+		var list []int
+		if err == nil && gpus != "" {
+			err = json.Unmarshal([]byte(gpus), &list)
+		}
+		w.GPUs = len(list)
+		w.Start, w.End = fromMicros(s), fromMicros(min(e, micros(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))))
+		return w, err
+	}, `SELECT n.node_id, n.gpus, r.sku, r.start_at, r.end_at FROM reservations r JOIN reservation_nodes n ON n.reservation_id = r.id
+		WHERE r.site_id = ? AND r.class IN ('lease', 'reserved', 'on_demand')
+		AND r.state NOT IN ('cancelled', 'failed', 'ended') AND r.start_at < ? AND r.end_at > ?`, siteID, micros(to), micros(from))
+}
+
+// PutPermitWarning records a permit warning once per site, year and limit;
+// the first also appends an operator event (no tenant).
+func (db *DB) PutPermitWarning(ctx context.Context, w power.PermitWarning) (bool, error) {
+	var first bool
+	err := db.write(ctx, func(ctx context.Context) error {
+		res, err := db.exec(ctx, `INSERT INTO permit_warnings (site_id, year, limit_name, at, body) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (site_id, year, limit_name) DO NOTHING`, w.SiteID, w.Year, w.Limit, micros(w.At), mustJSON(w))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		first = true
+		_, err = db.AppendEvent(ctx, sales.Event{ID: neocloud.NewID(sales.PrefixEvent), Kind: "power.permit_warning", Subject: w.SiteID,
+			Data: map[string]any{"year": w.Year, "limit": w.Limit, "used": w.Used, "max": w.Max, "per_day": w.PerDay, "crosses_at": w.CrossesAt, "exceeded": w.Exceeded}, At: w.At})
+		return err
+	})
+	return first, err
 }
