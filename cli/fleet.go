@@ -153,7 +153,7 @@ func siteCmd(g *globals) *cobra.Command {
 		}}
 	dlf.add(domains)
 	domains.Flags().StringVar(&level, "level", "", "topology level, e.g. pod")
-	cmd.AddCommand(list, show, domains, sitePowerCmd(g), siteShedCmd(g))
+	cmd.AddCommand(list, show, domains, sitePowerCmd(g), siteShedCmd(g), siteFeedReadingsCmd(g))
 	return cmd
 }
 

@@ -1,10 +1,15 @@
 package cli
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -44,11 +49,18 @@ func emissionsCmd(g *globals) *cobra.Command {
 				Period       string            `json:"period"`
 				Totals       json.RawMessage   `json:"totals"`
 				Parties      []json.RawMessage `json:"parties"`
+				Reservations []json.RawMessage `json:"reservations"`
 				HoursMetered int               `json:"hours_metered"`
 				Estimated    bool              `json:"estimated"`
 				GridWh       int64             `json:"grid_wh"`
 				GenerationWh int64             `json:"generation_wh"`
 				UnservedWh   int64             `json:"unserved_wh"`
+				Reconcile    *struct {
+					Hours       int   `json:"hours"`
+					MeteredWh   int64 `json:"metered_wh"`
+					AccountedWh int64 `json:"accounted_wh"`
+					Unallocated int64 `json:"unallocated_wh"`
+				} `json:"reconciliation"`
 			}
 			if err := json.Unmarshal(raw, &r); err != nil {
 				return err
@@ -59,6 +71,13 @@ func emissionsCmd(g *globals) *cobra.Command {
 			if err := printItems(g.stdout, g.output, items, false, cols); err != nil || g.output != "table" {
 				return err
 			}
+			if len(r.Reservations) > 0 {
+				fmt.Fprintln(g.stdout)
+				if err := printItems(g.stdout, g.output, r.Reservations, false, []column{{"RESERVATION", "reservation_id"}, {"IT WH", "it_wh"},
+					{"FACILITY WH", "facility_wh"}, {"WATER L", "water_l"}, {"SCOPE 2 G CO2E", "scope2_g_co2e"}, {"SCOPE 1 G CO2", "scope1_g_co2"}}); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(g.stdout, "\n%s %s: %d hours metered", r.SiteName, r.Period, r.HoursMetered)
 			if r.TenantName == "" {
 				fmt.Fprintf(g.stdout, "; grid %d Wh, generation %d Wh, unserved %d Wh", r.GridWh, r.GenerationWh, r.UnservedWh)
@@ -67,6 +86,9 @@ func emissionsCmd(g *globals) *cobra.Command {
 				fmt.Fprint(g.stdout, " (estimated: dispatch model)")
 			}
 			fmt.Fprintln(g.stdout)
+			if rc := r.Reconcile; rc != nil {
+				fmt.Fprintf(g.stdout, "supply meters, %d hours: metered %d Wh, accounted %d Wh, unallocated %d Wh\n", rc.Hours, rc.MeteredWh, rc.AccountedWh, rc.Unallocated)
+			}
 			return nil
 		}}
 	report.Flags().StringVar(&site, "site", "", "site name or id (default: the only site)")
@@ -143,5 +165,53 @@ func siteShedCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "the unit (turbine_trip) or feed (feed_drop)")
 	cmd.Flags().Float64Var(&capMW, "cap-mw", 0, "for cap: the site's limit in MW")
 	cmd.MarkFlagRequired("event")
+	return cmd
+}
+
+func siteFeedReadingsCmd(g *globals) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{Use: "feed-readings NAME|ID --file readings.csv", Short: "Report supply-meter readings (feed,hour,wh CSV; - for stdin)", Args: cobra.ExactArgs(1),
+		Long: "Hours of energy through the site's supply meters, one per line: the feed or generation unit, the hour's start (RFC 3339) and its watt-hours. " +
+			"A header line feed,hour,wh is allowed. Site emissions reports reconcile them against the facility energy accounted for those hours.",
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			var r io.Reader = os.Stdin
+			if file != "-" {
+				f, err := os.Open(file)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			rows, err := csv.NewReader(r).ReadAll()
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			var readings []map[string]any
+			for i, row := range rows {
+				if i == 0 && len(row) > 0 && row[0] == "feed" {
+					continue
+				}
+				if len(row) != 3 {
+					return fmt.Errorf("%s:%d: want feed,hour,wh; got %d fields", file, i+1, len(row))
+				}
+				wh, err := strconv.ParseInt(strings.TrimSpace(row[2]), 10, 64)
+				if err != nil {
+					return fmt.Errorf("%s:%d: wh %q is not a whole number of watt-hours", file, i+1, row[2])
+				}
+				readings = append(readings, map[string]any{"feed": strings.TrimSpace(row[0]), "hour": strings.TrimSpace(row[1]), "wh": wh})
+			}
+			raw, err := cl.Raw(c.Context(), http.MethodPost, "/v1/sites/"+url.PathEscape(args[0])+"/power/feed-readings", nil, map[string]any{"readings": readings}, "")
+			if err != nil {
+				return err
+			}
+			return printItems(g.stdout, g.output, []json.RawMessage{raw}, true, []column{{"STORED", "stored"}})
+		}}
+	cmd.Flags().StringVar(&file, "file", "", "CSV of feed,hour,wh (- for stdin)")
+	cmd.MarkFlagRequired("file")
 	return cmd
 }

@@ -80,6 +80,33 @@ func (s *Server) registerPower() {
 			return &struct{ Body power.SitePower }{sp}, nil
 		})
 
+	register(s, opAdmin, huma.Operation{OperationID: "put-feed-readings", Method: http.MethodPost, Path: "/v1/sites/{site}/power/feed-readings", Summary: "Report supply-meter readings",
+		Description: "Hours of energy through the site's supply meters (grid feeds and generation units, as the utility or plant reports them). A reading of an hour " +
+			"already reported replaces it. Site reports set them against the facility energy accounted for those hours; the difference is the unallocated line. " +
+			"All readings are checked before any is stored.",
+		Tags: []string{"power"}},
+		func(ctx context.Context, in *struct {
+			Site string `path:"site" doc:"Site name or id."`
+			Body power.FeedReadingsInput
+		}) (*struct {
+			Body struct {
+				Stored int `json:"stored"`
+			}
+		}, error) {
+			n, err := pw.PutFeedReadings(ctx, in.Site, in.Body)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = in.Site
+			out := &struct {
+				Body struct {
+					Stored int `json:"stored"`
+				}
+			}{}
+			out.Body.Stored = n
+			return out, nil
+		})
+
 	if s.cfg.Shedder == nil {
 		return
 	}

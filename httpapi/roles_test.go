@@ -124,10 +124,11 @@ var rolesTable = map[string][]neocloud.Role{
 	"explain-invoice-line": {OA, OV, TA, TM},
 	// Power: a tenant's own share of a site's energy and emissions; the
 	// site's capacity and parties the operator's.
-	"show-emissions":   {OA, OV, TA, TM},
-	"export-emissions": {OA, OV, TA, TM},
-	"show-site-power":  {OA, OV},
-	"shed-load":        {OA},
+	"show-emissions":    {OA, OV, TA, TM},
+	"export-emissions":  {OA, OV, TA, TM},
+	"show-site-power":   {OA, OV},
+	"shed-load":         {OA},
+	"put-feed-readings": {OA},
 }
 
 type operation struct{ id, method, path string }
@@ -333,6 +334,9 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "shed-load":
 		path = strings.Replace(path, "{site}", "lab", 1)
 		body = map[string]any{"event": "cap", "cap_mw": 100}
+	case "put-feed-readings":
+		path = strings.Replace(path, "{site}", "lab", 1)
+		body = map[string]any{"readings": []map[string]any{{"feed": "feed-1", "hour": time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour), "wh": 1000}}}
 	case "show-usage", "draft-invoice", "show-credits":
 		path += "?period=" + time.Now().UTC().Format("2006-01")
 		if c.role.Operator() {

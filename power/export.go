@@ -53,6 +53,10 @@ func rows(r Report) [][4]string {
 	for _, p := range r.Parties {
 		share(p)
 	}
+	for _, rs := range r.Reservations {
+		out = append(out, [4]string{rs.ReservationID, "it_energy", i(rs.ITWh), "Wh"}, [4]string{rs.ReservationID, "facility_energy", i(rs.FacilityWh), "Wh"},
+			[4]string{rs.ReservationID, "scope2_location_based", f(rs.Scope2G, 0), "g CO2e"})
+	}
 	if r.TenantID == "" {
 		out = append(out, [4]string{"site", "grid_energy", i(r.GridWh), "Wh"}, [4]string{"site", "generation_energy", i(r.GenerationWh), "Wh"},
 			[4]string{"site", "unserved_energy", i(r.UnservedWh), "Wh"})
@@ -72,6 +76,19 @@ func rows(r Report) [][4]string {
 				out = append(out, [4]string{"permit", p.Name + "_ytd", f(p.Value, 3), "t"}, [4]string{"permit", p.Name + "_limit", f(lim[k].Value, 3), "t"},
 					[4]string{"permit", p.Name + "_forecast", f(fc[k].Value, 3), "t"})
 			}
+			for _, w := range pm.Warnings {
+				when := "exceeded"
+				if w.CrossesAt != nil {
+					when = "crosses " + w.CrossesAt.UTC().Format("2006-01-02")
+				}
+				out = append(out, [4]string{"permit", "warning_" + w.Limit, when, ""})
+			}
+		}
+		if rc := r.Reconciliation; rc != nil {
+			out = append(out, [4]string{"supply_meters", "hours", strconv.Itoa(rc.Hours), "h"},
+				[4]string{"supply_meters", "metered_energy", i(rc.MeteredWh), "Wh"},
+				[4]string{"supply_meters", "accounted_facility_energy", i(rc.AccountedWh), "Wh"},
+				[4]string{"unallocated", "supply_unallocated_energy", i(rc.UnallocatedWh), "Wh"})
 		}
 	}
 	return out

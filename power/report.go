@@ -3,6 +3,7 @@ package power
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -14,7 +15,8 @@ const Method = "IT energy: each tenant's usage records (energy of record); the o
 	"(node energy no record claims) and shared IT load; unallocated: records beyond what the nodes metered. " +
 	"Facility = IT × PUE. Dispatch (estimated): grid first up to the feeds' capacity, on-site generation for the rest within the permit. " +
 	"Scope 2 (location-based): grid energy of each hour × the feeds' intensity of that hour, shared by facility energy; " +
-	"Scope 1: generation's emissions, shared the same way. Water = IT kWh × WUE."
+	"Scope 1: generation's emissions, shared the same way. Water = IT kWh × WUE. " +
+	"Reconciliation: supply meters (feeds, generation units) over the hours they reported − the facility energy accounted for them = unallocated."
 
 // Report is a site's (or one tenant's share of a site's) energy, water
 // and emissions over a period.
@@ -34,10 +36,26 @@ type Report struct {
 	UnservedWh   int64         `json:"unserved_wh,omitempty"`
 	Units        []UnitUse     `json:"units,omitempty"`
 	Permit       *PermitStatus `json:"permit,omitempty"`
-	Hours        []HourAccount `json:"hours,omitempty"`
-	HoursMetered int           `json:"hours_metered" doc:"Hours of the period with node energy metered."`
-	Estimated    bool          `json:"estimated" doc:"Figures from the dispatch model (and GPU-estimated node energy) are estimates."`
-	Method       string        `json:"method"`
+	// Reservations: tenant reports, the tenant's share by reservation.
+	Reservations []ReservationFootprint `json:"reservations,omitempty"`
+	// Reconciliation: site reports, where supply meters reported hours.
+	Reconciliation *Reconciliation `json:"reconciliation,omitempty"`
+	Hours          []HourAccount   `json:"hours,omitempty"`
+	HoursMetered   int             `json:"hours_metered" doc:"Hours of the period with node energy metered."`
+	Estimated      bool            `json:"estimated" doc:"Figures from the dispatch model (and GPU-estimated node energy) are estimates."`
+	Method         string          `json:"method"`
+}
+
+// ReservationFootprint is one reservation's part of its tenant's share: its
+// IT energy of record (its usage records), and the tenant's facility
+// energy, water and emissions in proportion to it.
+type ReservationFootprint struct {
+	ReservationID string  `json:"reservation_id"`
+	ITWh          int64   `json:"it_wh"`
+	FacilityWh    int64   `json:"facility_wh"`
+	WaterL        float64 `json:"water_l"`
+	Scope2G       float64 `json:"scope2_g_co2e"`
+	Scope1CO2G    float64 `json:"scope1_g_co2"`
 }
 
 // PermitStatus is on-site generation's use of its air permit in the
@@ -97,9 +115,19 @@ func (s *Service) Report(ctx context.Context, p neocloud.Principal, siteRef, ten
 				r.Share = sh
 			}
 		}
+		byRsv, err := s.Store.ReservationEnergy(ctx, site.ID, tid, from, to)
+		if err != nil {
+			return Report{}, err
+		}
+		r.Reservations = reservationShares(r.Share, byRsv)
 		return r, nil
 	}
 	r.Share, r.Parties, r.GridWh, r.GenerationWh, r.UnservedWh, r.Units, r.Hours = acc.Site, acc.Parties, acc.GridWh, acc.GenerationWh, acc.UnservedWh, acc.Units, acc.Hours
+	rs, err := s.Store.FeedReadings(ctx, site.ID, from, to)
+	if err != nil {
+		return Report{}, err
+	}
+	r.Reconciliation = reconcile(rs, acc.Hours)
 	if site.Power != nil && site.Power.Permit != nil && len(m.Units) > 0 {
 		ps, err := s.permit(ctx, m, site, to)
 		if err != nil {
@@ -230,4 +258,36 @@ func (r Report) String() string {
 		who = r.TenantName + " at " + r.SiteName
 	}
 	return fmt.Sprintf("%s %s: %d Wh IT, %d Wh facility, %.0f g CO2e (scope 2), %.0f g CO2 (scope 1)", who, r.Period, r.Share.ITWh, r.Share.FacilityWh, r.Share.Scope2G, r.Share.Scope1G.CO2)
+}
+
+// reservationShares splits a tenant's share by its reservations' energy of
+// record: IT watt-hours each from its own records, the rest in proportion
+// (largest remainders keep the facility watt-hours summing to the
+// tenant's).
+func reservationShares(t Share, joules map[string]int64) []ReservationFootprint {
+	var total int64
+	ids := make([]string, 0, len(joules))
+	for id, j := range joules {
+		total += j
+		ids = append(ids, id)
+	}
+	if total <= 0 {
+		return nil
+	}
+	sort.Strings(ids)
+	out := make([]ReservationFootprint, len(ids))
+	j, wh, fac := make([]int64, len(ids)), make([]int64, len(ids)), make([]int64, len(ids))
+	for i, id := range ids {
+		j[i] = joules[id]
+	}
+	split(t.ITWh, j, wh)
+	split(t.FacilityWh, j, fac)
+	for i, id := range ids {
+		k := 0.0
+		if t.ITWh > 0 {
+			k = float64(wh[i]) / float64(t.ITWh)
+		}
+		out[i] = ReservationFootprint{ReservationID: id, ITWh: wh[i], FacilityWh: fac[i], WaterL: t.WaterL * k, Scope2G: t.Scope2G * k, Scope1CO2G: t.Scope1G.CO2 * k}
+	}
+	return out
 }

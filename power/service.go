@@ -41,11 +41,18 @@ type Store interface {
 	SiteEnergy(ctx context.Context, siteID string, from, to time.Time) ([]SiteHour, error)
 	// PartyEnergy sums a site's usage records by hour and tenant.
 	PartyEnergy(ctx context.Context, siteID string, from, to time.Time) ([]PartyHour, error)
+	// ReservationEnergy sums a tenant's usage records at a site by
+	// reservation (joules).
+	ReservationEnergy(ctx context.Context, siteID, tenantID string, from, to time.Time) (map[string]int64, error)
 	PowerMeterThrough(ctx context.Context) (time.Time, error)
 	SetPowerMeterThrough(ctx context.Context, t time.Time) error
 	// PutPermitWarning records a warning once per site, year and limit,
 	// with an operator event; first reports whether it was new.
 	PutPermitWarning(ctx context.Context, w PermitWarning) (first bool, err error)
+	// PutFeedReadings stores supply-meter hours (replacing an hour's);
+	// FeedReadings reads a site's in [from, to).
+	PutFeedReadings(ctx context.Context, siteID string, rs []FeedReading, at time.Time) error
+	FeedReadings(ctx context.Context, siteID string, from, to time.Time) ([]FeedReading, error)
 }
 
 // Tx runs functions in one write transaction.

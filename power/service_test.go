@@ -98,6 +98,7 @@ func TestMeterAndReport(t *testing.T) {
 		// no idle or unallocated energy is made up for it.
 		late := recs[0]
 		late.Hour, late.Start, late.End = h0.Add(6*time.Hour), h0.Add(6*time.Hour), h0.Add(7*time.Hour)
+		late.AllocationID, late.ReservationID = "alc_late", "rsv-late"
 		late.ID = billing.RecordID(late.AllocationID, late.Hour, 0)
 		if err := db.InTx(ctx, func(ctx context.Context) error { return db.InsertUsageRecords(ctx, []billing.UsageRecord{late}) }); err != nil {
 			t.Fatal(err)
@@ -155,6 +156,11 @@ func TestMeterAndReport(t *testing.T) {
 		if err != nil || mine.Share.ITWh != by[acme.ID].ITWh || mine.Parties != nil || mine.Permit != nil || mine.Hours != nil {
 			t.Fatalf("acme's report: %v %+v", err, mine)
 		}
+		// By reservation: each its own records' energy; together the tenant's.
+		if rs := mine.Reservations; len(rs) != 2 || rs[0].ReservationID != "rsv" || rs[1].ReservationID != "rsv-late" || rs[0].ITWh != 4*rs[1].ITWh ||
+			rs[0].ITWh+rs[1].ITWh != mine.Share.ITWh || rs[0].FacilityWh+rs[1].FacilityWh != mine.Share.FacilityWh {
+			t.Fatalf("acme's reservations %+v against its %+v", mine.Reservations, mine.Share)
+		}
 		if _, err := pw.Report(ctx, acmeP, "", "beta", "2027-01"); neocloud.ErrorKind(err) != neocloud.KindNotFound {
 			t.Fatalf("acme reads beta's report: %v", err)
 		}
@@ -166,6 +172,52 @@ func TestMeterAndReport(t *testing.T) {
 			if err != nil || len(b) < 200 {
 				t.Fatalf("%s export: %v (%d bytes)", f, err, len(b))
 			}
+		}
+
+		// Supply meters: a bad reading refuses them all, naming its field;
+		// good ones reconcile against the facility energy accounted for
+		// their hours, and a corrected hour replaces the first reading.
+		pw.Now = func() time.Time { return h0.Add(30 * 24 * time.Hour) }
+		reading := func(feed string, h int, wh int64) power.FeedReading {
+			return power.FeedReading{Feed: feed, Hour: h0.Add(time.Duration(h) * time.Hour), Wh: wh}
+		}
+		for field, bad := range map[string]power.FeedReading{
+			"body.readings[1].feed": reading("feed-9", 0, 1),
+			"body.readings[1].hour": {Feed: "t1", Hour: h0.Add(time.Minute), Wh: 1},
+			"body.readings[1].wh":   reading("t1", 0, -1),
+		} {
+			_, err := pw.PutFeedReadings(ctx, "colossus-1", power.FeedReadingsInput{Readings: []power.FeedReading{reading("feed-1", 0, 5), bad}})
+			if ne, ok := err.(*neocloud.Error); !ok || ne.Kind != neocloud.KindInvalid || ne.Field != field {
+				t.Fatalf("a bad reading (%s): %v", field, err)
+			}
+		}
+		if r, err := pw.Report(ctx, op, "colossus-1", "", "2027-01"); err != nil || r.Reconciliation != nil {
+			t.Fatalf("refused readings were stored: %v %+v", err, r.Reconciliation)
+		}
+		var frs []power.FeedReading
+		for h := range 4 {
+			frs = append(frs, reading("feed-1", h, 20_000), reading("t1", h, 5_000))
+		}
+		frs[0].Wh = 1 // corrected below
+		if n, err := pw.PutFeedReadings(ctx, "colossus-1", power.FeedReadingsInput{Readings: frs}); err != nil || n != 8 {
+			t.Fatalf("readings: %d %v", n, err)
+		}
+		if _, err := pw.PutFeedReadings(ctx, "colossus-1", power.FeedReadingsInput{Readings: []power.FeedReading{reading("feed-1", 0, 20_000)}}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := pw.Report(ctx, op, "colossus-1", "", "2027-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var accounted int64
+		for _, h := range rep.Hours {
+			if h.Hour.Before(h0.Add(4 * time.Hour)) {
+				accounted += h.FacilityWh
+			}
+		}
+		if rc := rep.Reconciliation; rc == nil || rc.Hours != 4 || rc.MeteredWh != 100_000 || rc.Meters["t1"] != 20_000 || rc.AccountedWh != accounted ||
+			rc.UnallocatedWh != 100_000-accounted || accounted == 0 {
+			t.Fatalf("reconciliation %+v, want 100,000 Wh metered against %d accounted", rep.Reconciliation, accounted)
 		}
 
 		// Permit warnings up to the meter's mark (January 5th, 14:00): the

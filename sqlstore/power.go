@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -180,4 +181,55 @@ func (db *DB) PutPermitWarning(ctx context.Context, w power.PermitWarning) (bool
 		return err
 	})
 	return first, err
+}
+
+// PutFeedReadings stores supply-meter hours; a reading of an hour already
+// stored replaces it.
+func (db *DB) PutFeedReadings(ctx context.Context, siteID string, rs []power.FeedReading, at time.Time) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		for lo := 0; lo < len(rs); lo += 200 {
+			chunk := rs[lo:min(len(rs), lo+200)]
+			args := make([]any, 0, 5*len(chunk))
+			for _, r := range chunk {
+				args = append(args, siteID, r.Feed, micros(r.Hour), r.Wh, micros(at))
+			}
+			if _, err := db.exec(ctx, `INSERT INTO feed_readings (site_id, feed, hour, wh, at) VALUES (?, ?, ?, ?, ?)`+strings.Repeat(", (?, ?, ?, ?, ?)", len(chunk)-1)+`
+				ON CONFLICT (site_id, hour, feed) DO UPDATE SET wh = excluded.wh, at = excluded.at`, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// FeedReadings returns a site's supply-meter hours in [from, to).
+func (db *DB) FeedReadings(ctx context.Context, siteID string, from, to time.Time) ([]power.FeedReading, error) {
+	return collect(db, ctx, func(r scanner) (power.FeedReading, error) {
+		var x power.FeedReading
+		var h int64
+		err := r.Scan(&x.Feed, &h, &x.Wh)
+		x.Hour = fromMicros(h)
+		return x, err
+	}, `SELECT feed, hour, wh FROM feed_readings WHERE site_id = ? AND hour >= ? AND hour < ? ORDER BY hour, feed`, siteID, micros(from), micros(to))
+}
+
+// ReservationEnergy sums a tenant's usage records at a site in [from, to)
+// by reservation, in joules.
+func (db *DB) ReservationEnergy(ctx context.Context, siteID, tenantID string, from, to time.Time) (map[string]int64, error) {
+	rows, err := db.query(ctx, `SELECT reservation_id, SUM(energy_j) FROM usage_records
+		WHERE site_id = ? AND tenant_id = ? AND hour >= ? AND hour < ? GROUP BY reservation_id`, siteID, tenantID, micros(from), micros(to))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var j int64
+		if err := rows.Scan(&id, &j); err != nil {
+			return nil, db.translate(err)
+		}
+		out[id] = j
+	}
+	return out, db.translate(rows.Err())
 }
