@@ -172,6 +172,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	fence := &Fence{}
+	skuCap := 0 // the power-capped SKU's cap applied, watts
 	fence.Set(st.Assignment)
 	// Commands run in the background (a burn-in takes minutes; reports go
 	// on meanwhile); their outcomes travel with the next report.
@@ -278,6 +279,15 @@ func Run(ctx context.Context, o Options) error {
 			sent++
 			fence.Set(ans.Assignment)
 			st.Assignment = ans.Assignment
+			if ans.PowerCapW > 0 && ans.PowerCapW != skuCap {
+				// A power-capped SKU: hold every GPU to its cap (once; a
+				// shedding cap ordered later stays until lifted).
+				if err := capAll(o.GPUs, ans.PowerCapW); err != nil {
+					logf("power cap %d W: %v", ans.PowerCapW, err)
+				} else {
+					skuCap = ans.PowerCapW
+				}
+			}
 			dispatch(ans.Commands)
 		}
 		if err := sp.drop(sent); err != nil {
@@ -479,6 +489,20 @@ type PowerCapper interface {
 	SetPowerCap(gpu int, watts int) error
 }
 
+// capAll caps every GPU at watts.
+func capAll(gpus GPUs, watts int) error {
+	pc, ok := gpus.(PowerCapper)
+	if !ok {
+		return errors.New("these GPUs cannot be capped")
+	}
+	for _, g := range gpus.Info() {
+		if err := pc.SetPowerCap(g.Index, watts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Resetter is GPUs that can be reset and the node rebooted (simulated
 // ones; a real node does it through ResetCommand and RebootCommand).
 type Resetter interface {
@@ -530,15 +554,7 @@ func (o *Options) execute(c wire.Command) error {
 			}
 		}
 	case "power_cap":
-		pc, ok := o.GPUs.(PowerCapper)
-		if !ok {
-			return errors.New("these GPUs cannot be capped")
-		}
-		for _, g := range o.GPUs.Info() {
-			if err := pc.SetPowerCap(g.Index, c.PowerW); err != nil {
-				return err
-			}
-		}
+		return capAll(o.GPUs, c.PowerW)
 	}
 	return nil
 }

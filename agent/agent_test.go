@@ -413,6 +413,38 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestPowerCappedSKU: nodes of a power-capped SKU (H100 at 500 W) are
+// held to the cap by their agents without any command, and the SKU is
+// priced on its own.
+func TestPowerCappedSKU(t *testing.T) {
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	sku.Name, sku.PowerCapW, sku.Partitions, sku.PartitionDelivery = "h100-sxm5-80gb-500w", 500, nil, ""
+	n := newNodeOf(t, 8, sku)
+	ctx := context.Background()
+	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	gpus.Load = func(int, time.Time) float64 { return 1 } // flat out
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, agent.Options{Server: n.srv.URL, JoinToken: n.join, Hostname: n.host, Serial: n.serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus})
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(30 * time.Millisecond) {
+		s := gpus.Sample(time.Now())
+		if s[0].PowerW == 500 && s[7].PowerW == 500 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GPUs draw %v W and %v W, want the SKU's 500 W cap", s[0].PowerW, s[7].PowerW)
+		}
+	}
+	if err := n.op.Do(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "reserved", "price_per_gpu_hour": "2.10"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var q struct{ Offer struct{ PricePerGPUHour string `json:"price_per_gpu_hour"` } }
+	if err := n.op.Do(ctx, http.MethodPost, "/v1/quotes", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "reserved",
+		"start": time.Now().Add(48 * time.Hour).UTC().Truncate(time.Hour), "duration_s": 86400}, &q); err != nil || q.Offer.PricePerGPUHour != "2.10" {
+		t.Fatalf("a quote of the capped SKU: %v %+v", err, q)
+	}
+}
+
 // TestHostChecksAndLinks: a failing host check and a NIC without link make
 // the node degraded, with the reasons; once both pass, it is ok again.
 func TestHostChecksAndLinks(t *testing.T) {
@@ -532,6 +564,13 @@ type node struct {
 // gpus GPUs in one rack; the agent joins as its first node.
 func newNode(t *testing.T, gpus int) node {
 	t.Helper()
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	return newNodeOf(t, gpus, sku)
+}
+
+// newNodeOf is newNode with nodes of a given SKU.
+func newNodeOf(t *testing.T, gpus int, sku fleet.SKU) node {
+	t.Helper()
 	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LifecycleEvery: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -539,7 +578,6 @@ func newNode(t *testing.T, gpus int) node {
 	t.Cleanup(func() { srv.Close() })
 	ctx := context.Background()
 	op := client.New(srv.URL, srv.Token)
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
 	var spec bytes.Buffer
 	o := fleet.ColossusOptions(sku, gpus)
 	o.Fanout = []int{1, 1, 1, gpus / sku.GPUsPerNode}

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -213,6 +214,7 @@ type Service struct {
 	// Checks is the policy of active health checks on idle nodes.
 	Checks    ActiveChecks
 	lastCheck map[string]time.Time // guarded by assignMu
+	caps      atomic.Pointer[skuCaps]
 
 	incMu     sync.Mutex
 	incidents map[string]*Incident
@@ -483,6 +485,9 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		}
 		s.mu.Unlock()
 		n, ok := s.Fleet.Snapshot.Node(p.NodeID)
+		if ok {
+			ans.PowerCapW = s.powerCap(ctx, n.SKU)
+		}
 		if s.repairedAt(p.NodeID) != repaired {
 			ok = false // repaired while this report was on its way: it decides nothing
 		}
@@ -513,6 +518,33 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		return ans, err
 	}
 	return ans, nil
+}
+
+// skuCaps are the SKUs' per-GPU power caps as of a fleet generation.
+type skuCaps struct {
+	gen  uint64
+	caps map[string]int
+}
+
+// powerCap returns the per-GPU power cap of a power-capped SKU (0: none),
+// reading the SKUs again when the fleet has changed.
+func (s *Service) powerCap(ctx context.Context, sku string) int {
+	gen := s.Fleet.Snapshot.Gen()
+	c := s.caps.Load()
+	if c == nil || c.gen != gen {
+		skus, err := s.Fleet.Store.SKUs(ctx)
+		if err != nil {
+			return 0 // the next heartbeat tells it
+		}
+		c = &skuCaps{gen: gen, caps: map[string]int{}}
+		for _, k := range skus {
+			if k.PowerCapW > 0 {
+				c.caps[k.Name] = k.PowerCapW
+			}
+		}
+		s.caps.Store(c)
+	}
+	return c.caps[sku]
 }
 
 // pendingCommands returns a node's pending commands, oldest first, reading

@@ -116,8 +116,15 @@ func Generate(w io.Writer, o GenerateOptions) (int, error) {
 		fmt.Fprintf(bw, "      - {name: feed-%d, capacity_mw: %g}\n", f, feedMW)
 	}
 	if _, builtin := CatalogSKU(o.SKU.Name); !builtin {
-		fmt.Fprintf(bw, "skus:\n  - {name: %s, gpu_model: %q, gpus_per_node: %d, gpu_memory_mib: %d, node_max_power_w: %d, turnaround_s: %d}\n",
+		fmt.Fprintf(bw, "skus:\n  - {name: %s, gpu_model: %q, gpus_per_node: %d, gpu_memory_mib: %d, node_max_power_w: %d, turnaround_s: %d",
 			o.SKU.Name, o.SKU.GPUModel, o.SKU.GPUsPerNode, o.SKU.GPUMemoryMiB, o.SKU.NodeMaxPowerW, o.SKU.TurnaroundS)
+		if o.SKU.GPUMaxPowerW > 0 {
+			fmt.Fprintf(bw, ", gpu_max_power_w: %d", o.SKU.GPUMaxPowerW)
+		}
+		if o.SKU.PowerCapW > 0 {
+			fmt.Fprintf(bw, ", power_cap_w: %d", o.SKU.PowerCapW)
+		}
+		bw.WriteString("}\n")
 	}
 	bw.WriteString("nodes:\n")
 

@@ -23,7 +23,21 @@ type SKU struct {
 	// GPUs draw (HGX H100: about 0.55); billing estimates node energy from
 	// GPU energy with it where no out-of-band meter reads the node.
 	GPUPowerShare float64 `json:"gpu_power_share,omitempty" yaml:"gpu_power_share"`
-	Description   string  `json:"description,omitempty" yaml:"description"`
+	// PowerCapW makes a power-capped SKU (e.g. H100 at 500 W): its nodes'
+	// agents hold every GPU to it, it is planned at the capped node power
+	// and priced on its own.
+	PowerCapW   int    `json:"power_cap_w,omitempty" yaml:"power_cap_w" doc:"Per-GPU power cap the nodes are held to (a power-capped SKU)."`
+	Description string `json:"description,omitempty" yaml:"description"`
+}
+
+// PlanningNodeW is the power a node of the SKU is planned at: its
+// nameplate, less what capping each GPU from its limit to the SKU's cap
+// takes off.
+func (k SKU) PlanningNodeW() int {
+	if k.PowerCapW <= 0 || float64(k.PowerCapW) >= k.MaxGPUPowerW() {
+		return k.NodeMaxPowerW
+	}
+	return k.NodeMaxPowerW - int(float64(k.GPUsPerNode)*(k.MaxGPUPowerW()-float64(k.PowerCapW)))
 }
 
 // MaxGPUPowerW is one GPU's power limit: the SKU's, or an estimate from the

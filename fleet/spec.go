@@ -198,6 +198,8 @@ func ParseSpec(data []byte) (*Spec, error) {
 			p.fault(root, field+".node_max_power_w", "must be positive (watts, whole node)")
 		case s.TurnaroundS < 0:
 			p.fault(root, field+".turnaround_s", "must not be negative")
+		case s.PowerCapW != 0 && (s.PowerCapW < 100 || s.GPUMaxPowerW > 0 && s.PowerCapW > s.GPUMaxPowerW):
+			p.fault(root, field+".power_cap_w", "must be at least 100 W and at most the GPU's limit (gpu_max_power_w)")
 		}
 		skus[s.Name] = s
 	}

@@ -55,6 +55,7 @@ func TestParseSpecFaults(t *testing.T) {
 		{"spare not bool", replace("spare: true", "spare: maybe"), "spec:10:89 nodes[1].spare"},
 		{"bad hostname", replace("hostname: n1", "hostname: N_1"), "spec:9:16 nodes[0].hostname"},
 		{"missing serial", replace("serial: S1, ", ""), "spec:9:5 nodes[0].serial"},
+		{"cap above the GPU's limit", goodSpec + "skus:\n  - {name: h100-capped, gpu_model: x, gpus_per_node: 8, gpu_memory_mib: 1, node_max_power_w: 10200, gpu_max_power_w: 700, power_cap_w: 800}\n", "spec:1:1 skus[0].power_cap_w"},
 		{"no such power domain", replace("    power: [feed, busway]\n", "    power: [feed, busway]\n  power:\n    domains: [{path: f1/b2, capacity_kw: 40}]\n"), "spec:2:3 site.power.domains[0].path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

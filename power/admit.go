@@ -24,7 +24,8 @@ type CommittedWork struct {
 
 // Admit refuses committed work the site's power cannot carry: the peak of
 // committed work's planning load over [start, end) plus the request's,
-// at planning power (each GPU's share of its node's nameplate) × the
+// at planning power (each GPU's share of its node's nameplate, capped
+// for a power-capped SKU) × the
 // PUE, must stay within firm capacity; and, given the nodes placement
 // chose (node → GPUs), within each limited power domain they are in (a
 // feed's capacity, the spec's domain limits). The error (no_capacity,
@@ -51,7 +52,7 @@ func (s *Service) Admit(ctx context.Context, siteID, sku string, gpus int, start
 	}
 	perGPU, perNode := map[string]float64{}, map[string]int{}
 	for _, k := range skus {
-		perGPU[k.Name] = float64(k.NodeMaxPowerW) / float64(max(1, k.GPUsPerNode))
+		perGPU[k.Name] = float64(k.PlanningNodeW()) / float64(max(1, k.GPUsPerNode))
 		perNode[k.Name] = k.GPUsPerNode
 	}
 	pue, _ := m.PUE(start).Float64()

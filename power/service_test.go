@@ -280,6 +280,9 @@ func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 		fl, spec := site(t, db, 8)
 		// 30 kW firm; a GPU plans at 10.2 kW / 8 × PUE 1.25 = 1.59375 kW.
 		spec.Site.Power = &fleet.Power{PUE: 1.25, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.03}}}
+		capped := sku
+		capped.Name, capped.PowerCapW = "h100-sxm5-80gb-500w", 500
+		spec.SKUs = append(spec.SKUs, capped)
 		applied, err := fl.Apply(ctx, spec)
 		if err != nil {
 			t.Fatal(err)
@@ -312,6 +315,14 @@ func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 		}
 		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 16, end, end.Add(time.Hour), nil); err != nil {
 			t.Fatalf("16 GPUs after the committed work ends: %v", err)
+		}
+		// 12 GPUs at 700 W need 19.1 kW; capped at 500 W (8.6 kW a node),
+		// 16.1 kW: they fit in the 17.25 kW left.
+		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 12, t0.Add(time.Hour), end, nil); neocloud.ErrorKind(err) != neocloud.KindNoCapacity {
+			t.Fatalf("12 GPUs at full power: %v", err)
+		}
+		if _, err := pw.Admit(ctx, applied.SiteID, capped.Name, 12, t0.Add(time.Hour), end, nil); err != nil {
+			t.Fatalf("12 power-capped GPUs: %v", err)
 		}
 	})
 }

@@ -16,7 +16,8 @@ type Domain struct {
 	// CapacityW is the domain's limit where the spec declares one (feeds:
 	// their capacity; halls, busways: site.power.domains; 0: none).
 	CapacityW int64 `json:"capacity_w,omitempty"`
-	// PlanningW: every node at its planning power (nameplate) × PUE.
+	// PlanningW: every node at its planning power (nameplate; a
+	// power-capped SKU's capped) × PUE.
 	PlanningW int64 `json:"planning_w"`
 	// CommittedW: nodes of committed work (lease, reserved, on-demand) at
 	// planning power × PUE, what admission holds the domain to.
@@ -69,7 +70,7 @@ func (s *Service) SitePower(ctx context.Context, siteRef string, load func(ctx c
 	}
 	nameplate, share := map[string]int64{}, map[string]float64{}
 	for _, k := range skus {
-		nameplate[k.Name] = int64(k.NodeMaxPowerW)
+		nameplate[k.Name] = int64(k.PlanningNodeW())
 		share[k.Name] = k.GPUPowerShare
 		if share[k.Name] <= 0 {
 			share[k.Name] = 0.55

@@ -125,6 +125,7 @@ type HeartbeatAnswer struct {
 	Health     string      `json:"health" doc:"The node's health as the server now sees it."`
 	Assignment *Assignment `json:"assignment,omitempty" doc:"What the node serves now; absent when idle."`
 	Commands   []Command   `json:"commands,omitempty"`
+	PowerCapW  int         `json:"power_cap_w,omitempty" doc:"The node's SKU is power-capped: the agent holds every GPU to this many watts."`
 }
 
 // Assignment is the work a node serves, with any notice against it. Its
