@@ -23,6 +23,7 @@ import (
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/console"
+	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/idempotency"
@@ -174,6 +175,8 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	bl.Now, bl.Logger, bl.Resolve, bl.SpotRates, bl.Closed = o.Now, o.Logger, tenants.Resolve, spotRates(sv), o.BillingClosed
 	pw := power.NewService(db, db, fl.Snapshot)
 	pw.Now, pw.Logger, pw.Resolve = o.Now, o.Logger, tenants.Resolve
+	fs := finance.NewService(db, fl.Snapshot)
+	fs.Billing, fs.Power, fs.Now, fs.Resolve, fs.Prices = bl, pw, o.Now, tenants.Resolve, db.Prices
 	sv.PowerCheck = pw.Admit
 	opShed := neocloud.Principal{TokenID: "load shedding", Role: neocloud.RoleOperatorAdmin}
 	shedder := power.Shedder{
@@ -241,7 +244,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		return out, nil
 	}
 	api := httpapi.New(httpapi.Config{
-		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Shedder: &shedder, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Shedder: &shedder, Finance: fs, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
 	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Store: db, API: api.Handler(), Now: o.Now,

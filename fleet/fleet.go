@@ -113,8 +113,23 @@ type Site struct {
 	Hierarchies map[string][]string `json:"hierarchies,omitempty"`
 	Power       *Power              `json:"power,omitempty"`
 	Policy      *SitePolicy         `json:"policy,omitempty"`
+	Economics   *Economics          `json:"economics,omitempty"`
 	CreatedAt   time.Time           `json:"created_at"`
 	UpdatedAt   time.Time           `json:"updated_at"`
+}
+
+// Economics are a site's unit-economics inputs, amounts in currency units
+// ("350000"): what a node and the facility cost and over how long they
+// are written off, what running it costs beyond energy, and what the
+// operator's own training is charged per GPU-hour.
+type Economics struct {
+	Currency                string  `json:"currency,omitempty" yaml:"currency" doc:"ISO 4217; default USD."`
+	CapexPerNode            string  `json:"capex_per_node" yaml:"capex_per_node"`
+	NodeLifeYears           float64 `json:"node_life_years" yaml:"node_life_years" doc:"Straight-line depreciation of the nodes."`
+	FacilityCapexPerMW      string  `json:"facility_capex_per_mw,omitempty" yaml:"facility_capex_per_mw" doc:"Per MW of firm capacity (the site's power model)."`
+	FacilityLifeYears       float64 `json:"facility_life_years,omitempty" yaml:"facility_life_years"`
+	OpexPerMWMonth          string  `json:"opex_per_mw_month,omitempty" yaml:"opex_per_mw_month" doc:"Other operating cost per MW of firm capacity per month."`
+	TransferPricePerGPUHour string  `json:"transfer_price_per_gpu_hour,omitempty" yaml:"transfer_price_per_gpu_hour" doc:"What internal work is charged per GPU-hour."`
 }
 
 // SitePolicy holds a site's operating settings; zero fields take the

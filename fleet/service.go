@@ -134,6 +134,7 @@ func (s *Service) Apply(ctx context.Context, spec *Spec) (ApplyResult, error) {
 		}
 		want := site
 		want.Region, want.Timezone, want.Levels, want.Hierarchies, want.Power, want.Policy = spec.Site.Region, spec.Site.Timezone, spec.Site.Levels, spec.Site.Hierarchies, spec.Site.Power, spec.Site.Policy
+		want.Economics = spec.Site.Economics
 		if !res.SiteCreated && !reflect.DeepEqual(normSite(site), normSite(want)) {
 			res.SiteChanged = true
 			if !slices.Equal(site.Levels, want.Levels) {

@@ -30,6 +30,7 @@ type SiteSpec struct {
 	Hierarchies map[string][]string
 	Power       *Power
 	Policy      *SitePolicy
+	Economics   *Economics
 }
 
 // NodeSpec is one node as a spec declares it.
@@ -262,6 +263,25 @@ func (p *parser) site(n *yaml.Node, s *SiteSpec) {
 			p.decodeStrict(v, "site.policy", s.Policy)
 			if s.Policy.SpotNoticeS < 0 || s.Policy.InternalNoticeS < 0 {
 				p.fault(v, "site.policy", "notices must not be negative")
+			}
+		case "economics":
+			s.Economics = &Economics{}
+			p.decodeStrict(v, "site.economics", s.Economics)
+			e := s.Economics
+			for _, m := range []struct{ field, v string }{{"capex_per_node", e.CapexPerNode}, {"facility_capex_per_mw", e.FacilityCapexPerMW},
+				{"opex_per_mw_month", e.OpexPerMWMonth}, {"transfer_price_per_gpu_hour", e.TransferPricePerGPUHour}} {
+				if m.v == "" && m.field != "capex_per_node" {
+					continue
+				}
+				if x, err := pricing.ParseMicros("site.economics."+m.field, m.v); err != nil || x < 0 {
+					p.fault(v, "site.economics."+m.field, "must be an amount in currency units such as 350000")
+				}
+			}
+			if !(e.NodeLifeYears > 0 && e.NodeLifeYears <= 30) {
+				p.fault(v, "site.economics.node_life_years", "must be between 0 and 30 years")
+			}
+			if e.FacilityCapexPerMW != "" && !(e.FacilityLifeYears > 0 && e.FacilityLifeYears <= 60) {
+				p.fault(v, "site.economics.facility_life_years", "must be between 0 and 60 years where facility capex is given")
 			}
 		case "power":
 			s.Power = &Power{}

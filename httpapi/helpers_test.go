@@ -15,6 +15,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/placement"
@@ -67,7 +68,9 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 	bl.Resolve = ts.Resolve
 	pw := power.NewService(db, db, fl.Snapshot)
 	pw.Resolve = ts.Resolve
-	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, Shedder: &power.Shedder{
+	fs := finance.NewService(db, fl.Snapshot)
+	fs.Billing, fs.Power, fs.Resolve, fs.Prices = bl, pw, ts.Resolve, db.Prices
+	api := httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, Finance: fs, Shedder: &power.Shedder{
 		Nodes:   func(context.Context, string) ([]power.ShedNode, error) { return nil, nil },
 		Cap:     func(context.Context, string, int) error { return nil },
 		Preempt: func(context.Context, string) error { return nil },

@@ -124,11 +124,17 @@ var rolesTable = map[string][]neocloud.Role{
 	"explain-invoice-line": {OA, OV, TA, TM},
 	// Power: a tenant's own share of a site's energy and emissions; the
 	// site's capacity and parties the operator's.
-	"show-emissions":    {OA, OV, TA, TM},
-	"export-emissions":  {OA, OV, TA, TM},
-	"show-site-power":   {OA, OV},
-	"shed-load":         {OA},
-	"put-feed-readings": {OA},
+	"show-emissions":      {OA, OV, TA, TM},
+	"export-emissions":    {OA, OV, TA, TM},
+	"show-site-power":     {OA, OV},
+	"shed-load":           {OA},
+	"put-feed-readings":   {OA},
+	"finance-summary":     {OA, OV},
+	"finance-utilization": {OA, OV},
+	"finance-revenue":     {OA, OV},
+	"finance-backlog":     {OA, OV},
+	"finance-economics":   {OA, OV},
+	"finance-whatif":      {OA, OV},
 }
 
 type operation struct{ id, method, path string }
@@ -334,6 +340,10 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 	case "shed-load":
 		path = strings.Replace(path, "{site}", "lab", 1)
 		body = map[string]any{"event": "cap", "cap_mw": 100}
+	case "finance-summary", "finance-utilization", "finance-revenue", "finance-backlog", "finance-economics":
+		path += "?site=lab&period=" + time.Now().UTC().Format("2006-01")
+	case "finance-whatif":
+		path += "?site=lab&lease_tenant=" + ten.Name + "&rate_per_gpu_hour=1.85&duration_s=86400"
 	case "put-feed-readings":
 		path = strings.Replace(path, "{site}", "lab", 1)
 		body = map[string]any{"readings": []map[string]any{{"feed": "feed-1", "hour": time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour), "wh": 1000}}}

@@ -28,6 +28,7 @@ import (
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
+	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -52,6 +53,8 @@ type Config struct {
 	// Power reports energy and emissions; PowerLoad gives a site's nodes'
 	// live work and draw for site power (both optional).
 	Power     *power.Service
+	// Finance reports utilization, revenue, backlog and unit economics.
+	Finance *finance.Service
 	PowerLoad func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
 	// Shedder applies load shedding (optional: no shedding route).
 	Shedder     *power.Shedder
@@ -130,6 +133,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Power != nil {
 		s.registerPower()
+	}
+	if s.cfg.Finance != nil {
+		s.registerFinance()
 	}
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake

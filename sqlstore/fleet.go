@@ -54,13 +54,13 @@ func (db *DB) SKUs(ctx context.Context) ([]fleet.SKU, error) {
 	return out, db.translate(rows.Err())
 }
 
-const siteCols = `id, name, region, timezone, levels, hierarchies, power, policy, created_at, updated_at`
+const siteCols = `id, name, region, timezone, levels, hierarchies, power, policy, economics, created_at, updated_at`
 
 func scanSite(row interface{ Scan(...any) error }) (fleet.Site, error) {
 	var s fleet.Site
-	var levels, hier, power, policy string
+	var levels, hier, power, policy, economics string
 	var c, u int64
-	if err := row.Scan(&s.ID, &s.Name, &s.Region, &s.Timezone, &levels, &hier, &power, &policy, &c, &u); err != nil {
+	if err := row.Scan(&s.ID, &s.Name, &s.Region, &s.Timezone, &levels, &hier, &power, &policy, &economics, &c, &u); err != nil {
 		return s, err
 	}
 	json.Unmarshal([]byte(policy), &s.Policy)
@@ -68,6 +68,7 @@ func scanSite(row interface{ Scan(...any) error }) (fleet.Site, error) {
 	json.Unmarshal([]byte(levels), &s.Levels)
 	json.Unmarshal([]byte(hier), &s.Hierarchies)
 	json.Unmarshal([]byte(power), &s.Power)
+	json.Unmarshal([]byte(economics), &s.Economics)
 	return s, nil
 }
 
@@ -81,10 +82,10 @@ func (db *DB) SiteByName(ctx context.Context, name string) (fleet.Site, error) {
 
 func (db *DB) PutSite(ctx context.Context, s fleet.Site) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `INSERT INTO sites (`+siteCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		_, err := db.exec(ctx, `INSERT INTO sites (`+siteCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET region = excluded.region, timezone = excluded.timezone, levels = excluded.levels,
-			hierarchies = excluded.hierarchies, power = excluded.power, policy = excluded.policy, updated_at = excluded.updated_at`,
-			s.ID, s.Name, s.Region, s.Timezone, mustJSON(s.Levels), mustJSON(s.Hierarchies), mustJSON(s.Power), mustJSON(s.Policy), micros(s.CreatedAt), micros(s.UpdatedAt))
+			hierarchies = excluded.hierarchies, power = excluded.power, policy = excluded.policy, economics = excluded.economics, updated_at = excluded.updated_at`,
+			s.ID, s.Name, s.Region, s.Timezone, mustJSON(s.Levels), mustJSON(s.Hierarchies), mustJSON(s.Power), mustJSON(s.Policy), mustJSON(s.Economics), micros(s.CreatedAt), micros(s.UpdatedAt))
 		return err
 	})
 }
