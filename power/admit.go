@@ -27,8 +27,8 @@ type CommittedWork struct {
 // at planning power (each GPU's share of its node's nameplate, capped
 // for a power-capped SKU) × the
 // PUE, must stay within firm capacity; and, given the nodes placement
-// chose (node → GPUs), within each limited power domain they are in (a
-// feed's capacity, the spec's domain limits). The error (no_capacity,
+// chose (node → GPUs), within each limited power domain they are in (the
+// spec's domain limits). The error (no_capacity,
 // state power) names the site or domain, its headroom and by how much
 // the request exceeds it; where a domain refuses, avoid lists its nodes
 // (a placement elsewhere may fit). A site with no power model has no

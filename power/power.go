@@ -132,13 +132,13 @@ func (m *Model) GenerationW() int64 {
 	return w
 }
 
-// DomainLimits maps each limited power domain (feeds by name, the
-// spec's domains by path) to its capacity in watts.
+// DomainLimits maps each limited power domain below the site (the spec's
+// domains: halls, busways, a feed where declared) to its capacity in
+// watts. A feed's capacity alone is no domain limit: on-site generation
+// serves the site beside the feeds, and the site's firm capacity counts
+// both.
 func (m *Model) DomainLimits() map[string]int64 {
 	out := map[string]int64{}
-	for _, f := range m.Feeds {
-		out[f.Name] = f.CapacityW
-	}
 	for p, w := range m.Domains {
 		out[p] = w
 	}

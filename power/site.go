@@ -94,6 +94,11 @@ func (s *Service) SitePower(ctx context.Context, siteRef string, load func(ctx c
 		levels = site.Hierarchies["power"]
 	}
 	limits := m.DomainLimits()
+	for _, f := range m.Feeds {
+		if _, ok := limits[f.Name]; !ok {
+			limits[f.Name] = f.CapacityW // shown beside the feed's load
+		}
+	}
 	doms := map[string]*Domain{}
 	var committed, allocated, measured float64
 	s.Fleet.Each(fleet.NodeFilter{SiteID: site.ID}, func(n *fleet.Node) {
