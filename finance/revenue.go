@@ -49,8 +49,9 @@ func (c Charge) Earned(t time.Time) int64 {
 	return roundHalfEven(new(big.Rat).SetFrac(num, big.NewInt(int64(c.ServiceEnd.Sub(c.ServiceStart)/time.Microsecond))))
 }
 
-// invoiced reports whether the charge was invoiced by t.
-func (c Charge) invoiced(t time.Time) bool { return c.IssuedAt != nil && !c.IssuedAt.After(t) }
+// invoiced reports whether the charge was invoiced before t (periods are
+// half-open: an invoice issued at a period's end is the next period's).
+func (c Charge) invoiced(t time.Time) bool { return c.IssuedAt != nil && c.IssuedAt.Before(t) }
 
 // Deferred is billed and not yet earned at t; Unbilled earned and not yet
 // billed.
@@ -125,7 +126,7 @@ func RecognizeRevenue(charges []Charge, from, to time.Time, gpuSeconds map[strin
 	for _, c := range charges {
 		e := c.Earned(to) - c.Earned(from)
 		rec += e
-		if c.IssuedAt != nil && c.IssuedAt.After(from) && !c.IssuedAt.After(to) {
+		if c.invoiced(to) && !c.invoiced(from) {
 			inv += c.AmountMicros
 		}
 		ds += c.Deferred(from)

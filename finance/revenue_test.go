@@ -44,7 +44,7 @@ func TestRevenueReconciles(t *testing.T) {
 		// Independent sums, charge by charge.
 		var inv, rec int64
 		for _, c := range cs {
-			if c.IssuedAt != nil && c.IssuedAt.After(from) && !c.IssuedAt.After(to) {
+			if c.IssuedAt != nil && !c.IssuedAt.Before(from) && c.IssuedAt.Before(to) {
 				inv += c.AmountMicros
 			}
 			rec += c.Earned(to) - c.Earned(from)
