@@ -36,7 +36,7 @@ type books struct {
 }
 
 func (b *books) ContractWorks(context.Context) ([]billing.ContractWork, error) { return b.works, nil }
-func (b *books) FinalInvoices(context.Context) ([]billing.Invoice, error)       { return b.finals, nil }
+func (b *books) FinalInvoices(context.Context) ([]billing.Invoice, error)      { return b.finals, nil }
 func (b *books) OpenDrafts(context.Context, time.Time, time.Time) ([]billing.Invoice, error) {
 	return b.drafts, nil
 }

@@ -26,9 +26,9 @@ import (
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/idempotency"
-	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -52,9 +52,9 @@ type Config struct {
 	Billing *billing.Service
 	// Power reports energy and emissions; PowerLoad gives a site's nodes'
 	// live work and draw for site power (both optional).
-	Power     *power.Service
+	Power *power.Service
 	// Finance reports utilization, revenue, backlog and unit economics.
-	Finance *finance.Service
+	Finance   *finance.Service
 	PowerLoad func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
 	// Shedder applies load shedding (optional: no shedding route).
 	Shedder     *power.Shedder
