@@ -247,7 +247,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Shedder: &shedder, Finance: fs, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
 	})
-	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Store: db, API: api.Handler(), Now: o.Now,
+	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Finance: fs, Store: db, API: api.Handler(), Now: o.Now,
 		Version: Version, Logger: o.Logger, Banner: o.Banner,
 		Audit: func(ctx context.Context, r audit.Record) error {
 			return db.InTx(ctx, func(ctx context.Context) error { _, err := db.AppendAudit(ctx, r); return err })
@@ -309,7 +309,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 
 // consolePaths are the console's routes; everything else is the API's.
 var consolePaths = []string{"/{$}", "/login", "/logout", "/assets/", "/clock", "/topology", "/nodes/", "/utilization.json", "/reservations", "/reservations/",
-	"/contracts", "/quotes", "/maintenance", "/health", "/events", "/invoices", "/invoices/", "/power", "/power/"}
+	"/contracts", "/quotes", "/maintenance", "/health", "/events", "/invoices", "/invoices/", "/power", "/power/", "/finance", "/finance/"}
 
 // withConsole serves the console's pages next to the API.
 func withConsole(api, con http.Handler) http.Handler {

@@ -28,6 +28,7 @@ import (
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -60,6 +61,8 @@ type Config struct {
 	// Power and PowerLoad serve the power and environment page (optional).
 	Power     *power.Service
 	PowerLoad func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
+	// Finance serves the finance page (optional).
+	Finance *finance.Service
 	Store     Store
 	// API serves the actions, with the session's token as bearer.
 	API     http.Handler
@@ -179,6 +182,11 @@ func New(cfg Config) (*Console, error) {
 			c.mux.HandleFunc("GET /power/series.json", c.operator(c.powerSeries))
 			c.mux.HandleFunc("GET /power/export", c.operator(c.exportPower))
 		}
+		if c.cfg.Finance != nil {
+			c.mux.HandleFunc("GET /finance", c.operator(c.financePage))
+			c.mux.HandleFunc("GET /finance/utilization.json", c.operator(c.financeUtilization))
+			c.mux.HandleFunc("GET /finance/revenue.json", c.operator(c.financeRevenue))
+		}
 		c.mux.HandleFunc("GET /invoices/usage.json", c.operator(c.usageSeries))
 		c.mux.HandleFunc("GET /invoices/{id}", c.operator(c.invoice))
 		c.mux.HandleFunc("GET /invoices/{id}/export", c.operator(c.exportInvoice))
@@ -267,6 +275,7 @@ type page struct {
 	Error   string
 	Data    any
 	Power   bool // the power page is served
+	Finance bool // the finance page is served
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name, nav, title string, s session, data any) {
@@ -275,7 +284,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		http.Error(w, "no such page", http.StatusInternalServerError)
 		return
 	}
-	p := page{Title: title, Nav: nav, Now: c.cfg.Now().UTC(), Role: s.P.Role, Banner: c.cfg.Banner, Version: c.cfg.Version, Data: data, Power: c.cfg.Power != nil}
+	p := page{Title: title, Nav: nav, Now: c.cfg.Now().UTC(), Role: s.P.Role, Banner: c.cfg.Banner, Version: c.cfg.Version, Data: data, Power: c.cfg.Power != nil, Finance: c.cfg.Finance != nil && c.cfg.Billing != nil}
 	var b strings.Builder
 	tmpl := "layout.html"
 	if r.Header.Get("HX-Request") == "true" && r.Header.Get("HX-Target") == "main" {

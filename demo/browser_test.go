@@ -187,6 +187,16 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Fatalf("no usage chart on the invoices page: %v", err)
 	}
 	shot(t, ctx, "node")
+	// Finance: utilization by hour and revenue by month draw as charts.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/finance"]`))); err != nil {
+		t.Fatalf("finance: %v", err)
+	}
+	for _, id := range []string{"finance-util-chart", "finance-revenue-chart"} {
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const c = document.querySelector("#`+id+`"); return c !== null && c.querySelector(".uplot") !== null && Number(c.dataset.drawn) > 0 })()`,
+			chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(time.Second))); err != nil {
+			t.Fatalf("no %s on the finance page: %v", id, err)
+		}
+	}
 
 	// Sign out, sign in with the tenant's token: operator pages are 404.
 	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`header form button`))); err != nil {
@@ -202,7 +212,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main"))); err != nil || !strings.Contains(txt, "not an operator") {
 		t.Fatalf("tenant signed in: %q %v", txt, err)
 	}
-	for _, p := range []string{"/topology", "/health", "/events", "/invoices"} {
+	for _, p := range []string{"/topology", "/health", "/events", "/invoices", "/finance"} {
 		resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+p))
 		if err != nil {
 			t.Fatal(err)

@@ -414,3 +414,40 @@ func (s *Service) Backlog(ctx context.Context, siteRef, period, currency string)
 	b.SiteID, b.SiteName, b.Currency = site.ID, site.Name, currency
 	return b, nil
 }
+
+// MonthRevenue is one month's recognized and invoiced revenue.
+type MonthRevenue struct {
+	Month      time.Time `json:"month"`
+	Recognized int64     `json:"recognized_micros"`
+	Invoiced   int64     `json:"invoiced_micros"`
+	Deferred   int64     `json:"deferred_micros" doc:"At the month's end."`
+	Unbilled   int64     `json:"unbilled_micros" doc:"At the month's end."`
+}
+
+// Monthly is a site's revenue month by month over the n months up to the
+// current one, from one reading of the books.
+func (s *Service) Monthly(ctx context.Context, siteRef, currency string, n int) ([]MonthRevenue, error) {
+	site, err := s.site(siteRef)
+	if err != nil {
+		return nil, err
+	}
+	if currency == "" {
+		currency = "USD"
+	}
+	now := s.now()
+	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1-n, 0)
+	cs, err := s.charges(ctx, site, currency, first, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []MonthRevenue
+	for m := first; m.Before(now); m = m.AddDate(0, 1, 0) {
+		end := m.AddDate(0, 1, 0)
+		if now.Before(end) {
+			end = now
+		}
+		r := RecognizeRevenue(cs, m, end, nil)
+		out = append(out, MonthRevenue{Month: m, Recognized: r.Recognized.Micros, Invoiced: r.Invoiced.Micros, Deferred: r.DeferredEnd.Micros, Unbilled: r.UnbilledEnd.Micros})
+	}
+	return out, nil
+}

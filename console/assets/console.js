@@ -40,8 +40,14 @@
     ],
     "power-chart": [
       ["it_kw", "#2f6fd0"], ["facility_kw", "#1f3b73"], ["grid_kw", "#2aa3a3"], ["generation_kw", "#e07b00"], ["unserved_kw", "#d7263d"]
-    ]
+    ],
+    "finance-util-chart": [
+      ["down", "#d7263d"], ["maintenance", "#e07b00"], ["lease", "#1f3b73"], ["reserved", "#2f6fd0"], ["on_demand", "#2aa3a3"], ["spot", "#7cc46b"],
+      ["internal", "#9a7fd1"], ["spare", "#bbbbbb"], ["idle", "#eeeeee"]
+    ],
+    "finance-revenue-chart": [["recognized", "#1f3b73"], ["invoiced", "#2aa3a3"], ["deferred", "#9a7fd1"], ["unbilled", "#e07b00"]]
   };
+  var units = { "node-chart": "W", "billing-chart": "GPU-hours", "power-chart": "kW", "finance-util-chart": "GPUs", "finance-revenue-chart": "USD" };
 
   function drawChart(el) {
     if (!window.uPlot || !el.dataset.src) return;
@@ -49,12 +55,12 @@
       var spec = series[el.id] || [];
       var data = [d.t || []];
       var s = [{}];
-      var axes = [{}, { label: el.id === "node-chart" ? "W" : el.id === "billing-chart" ? "GPU-hours" : el.id === "power-chart" ? "kW" : "GPUs", size: 60 }];
+      var axes = [{}, { label: units[el.id] || "GPUs", size: 70 }];
       var scales = { x: { time: true } };
       spec.forEach(function (x) {
         data.push(d[x[0]] || []);
         var o = { label: x[0].replace(/_/g, " "), stroke: x[1], width: 2 };
-        if (el.id === "util-chart") { o.fill = x[1] + "22"; }
+        if (el.id === "util-chart" || el.id === "finance-util-chart") { o.fill = x[1] + "22"; }
         if (x[2]) { o.scale = x[2]; }
         s.push(o);
       });
