@@ -27,8 +27,8 @@ import (
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/billing"
-	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/finance"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/power"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -63,7 +63,7 @@ type Config struct {
 	PowerLoad func(ctx context.Context, siteID string) (map[string]power.NodeLoad, error)
 	// Finance serves the finance page (optional).
 	Finance *finance.Service
-	Store     Store
+	Store   Store
 	// API serves the actions, with the session's token as bearer.
 	API     http.Handler
 	Now     func() time.Time
