@@ -80,6 +80,10 @@ type Minute struct {
 	PowerAvgW    float64   `json:"power_avg_w"`
 	PowerMaxW    float64   `json:"power_max_w"`
 	TempMaxC     float64   `json:"temp_max_c"`
+	// UtilSum sums each report's mean GPU utilization (percent); ÷
+	// Samples is the minute's.
+	UtilSum    float64 `json:"-"`
+	UtilAvgPct float64 `json:"util_avg_pct"`
 }
 
 // EnergyReading is one GPU's energy counter at an instant that matters to
@@ -446,13 +450,17 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	st.Conditions = merge(sticky, found)
 	st.Health, st.Action = Worst(st.Conditions)
 	sm := Sample{NodeID: p.NodeID, Seq: hb.Seq, At: hb.At.UTC()}
-	hottest := 0.0
+	hottest, util := 0.0, 0.0
 	for _, g := range hb.GPUs {
 		sm.EnergyJ += g.EnergyJ
 		sm.PowerW += g.PowerW
 		hottest = max(hottest, g.TempC)
+		util += g.UtilPct
 	}
-	w := &hbWrite{sample: sm, seenAt: now, tempMax: hottest, results: hb.Results, done: make(chan struct{})}
+	if len(hb.GPUs) > 0 {
+		util /= float64(len(hb.GPUs))
+	}
+	w := &hbWrite{sample: sm, seenAt: now, tempMax: hottest, utilPct: util, results: hb.Results, done: make(chan struct{})}
 	stReasons := reasons(st.Conditions)
 	changed := !known || prev.Health != st.Health || !slices.Equal(reasons(prev.Conditions), stReasons)
 	if hb.Seq > prev.Seq && (changed || now.Sub(prev.storedAt) >= time.Minute) {
@@ -747,7 +755,8 @@ type hbWrite struct {
 	sample  Sample
 	seenAt  time.Time // when this server received it
 	tempMax float64
-	state   *State // nil: not stored this time
+	utilPct float64 // the report's mean GPU utilization
+	state   *State  // nil: not stored this time
 	results []wire.Result
 	// Set by the commit, before done is closed.
 	fresh bool
@@ -834,6 +843,7 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 		m.PowerSumW += sm.PowerW
 		m.PowerMaxW = max(m.PowerMaxW, sm.PowerW)
 		m.TempMaxC = max(m.TempMaxC, w.tempMax)
+		m.UtilSum += w.utilPct
 	}
 	if len(order) > 0 {
 		ms := make([]Minute, len(order))

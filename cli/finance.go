@@ -84,7 +84,11 @@ func financeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return show(raw, "categories", catCols, func(o map[string]json.RawMessage) string {
-				return fmt.Sprintf("%s %s: %s GPUs, sold %s%% of the fleet's GPU-hours", str(o, "site_name"), str(o, "period"), str(o, "gpus"), str(o, "sold_percent"))
+				busy := ""
+				if b := str(o, "committed_busy", "percent"); b != "" {
+					busy = fmt.Sprintf("; committed GPU-hours %s%% busy (of %s reported)", b, str(o, "committed_busy", "telemetry_gpu_hours"))
+				}
+				return fmt.Sprintf("%s %s: %s GPUs, sold %s%% of the fleet's GPU-hours%s", str(o, "site_name"), str(o, "period"), str(o, "gpus"), str(o, "sold_percent"), busy)
 			})
 		}}
 	revenue := &cobra.Command{Use: "revenue", Short: "Recognized and invoiced revenue, deferred and unbilled balances, by tenant, class and kind", Args: cobra.NoArgs,

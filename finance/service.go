@@ -33,6 +33,27 @@ type Store interface {
 	// CommittedUntil: when the site's committed work (lease, reserved)
 	// running or scheduled after t ends (zero: none).
 	CommittedUntil(ctx context.Context, siteID string, t time.Time) (time.Time, error)
+	// NodeHourUtilization: the nodes' reported GPU utilization by hour
+	// (kept as long as node-minutes are).
+	NodeHourUtilization(ctx context.Context, siteID string, from, to time.Time) ([]NodeHour, error)
+}
+
+// NodeHour is a node's reports in one hour: the minutes with reports and
+// the sum of each minute's mean GPU utilization (percent).
+type NodeHour struct {
+	NodeID     string
+	Hour       time.Time
+	Minutes    int64
+	UtilPctSum float64
+}
+
+// Busy is how busy committed GPU-hours were, where telemetry covers them.
+type Busy struct {
+	// TelemetryGPUHours: committed (lease, reserved) GPU-hours with GPU
+	// reports; BusyGPUHours: those × the GPUs' mean utilization.
+	TelemetryGPUHours string `json:"telemetry_gpu_hours"`
+	BusyGPUHours      string `json:"busy_gpu_hours"`
+	Percent           string `json:"percent"`
 }
 
 // Service reports finance from the store and the fleet.
@@ -81,7 +102,10 @@ type Utilization struct {
 	// hour by hour, for charts.
 	Hours  []time.Time        `json:"hours"`
 	Series map[string][]int64 `json:"series"`
-	Method string             `json:"method"`
+	// CommittedBusy: how busy the committed GPU-hours were, from the GPUs'
+	// utilization reports (absent without any).
+	CommittedBusy *Busy  `json:"committed_busy,omitempty"`
+	Method        string `json:"method"`
 }
 
 // UtilizationMethod says how GPU-hours are counted.
@@ -158,7 +182,54 @@ func (s *Service) Utilization(ctx context.Context, siteRef, period string) (Util
 		}
 	}
 	u.SoldPercent = percent(sold, u.FleetGPUSeconds)
+	nh, err := s.Store.NodeHourUtilization(ctx, site.ID, from, to)
+	if err != nil {
+		return Utilization{}, err
+	}
+	u.CommittedBusy = committedBusy(nodes, nh)
 	return u, nil
+}
+
+// committedBusy weighs each node-hour's reported utilization by the
+// committed GPUs the node held at the hour's middle (none while down).
+func committedBusy(nodes []NodeTime, hours []NodeHour) *Busy {
+	index := map[string]*NodeTime{}
+	for i := range nodes {
+		index[nodes[i].NodeID] = &nodes[i]
+	}
+	var tel, busy float64 // GPU-minutes
+	for _, h := range hours {
+		n := index[h.NodeID]
+		if n == nil || h.Minutes <= 0 {
+			continue
+		}
+		mid := h.Hour.Add(30 * time.Minute)
+		in := func(a, b time.Time) bool { return !mid.Before(a) && mid.Before(b) }
+		down := false
+		for _, d := range n.Down {
+			down = down || in(d.From, d.To)
+		}
+		if down {
+			continue
+		}
+		g := 0
+		for _, w := range n.Work {
+			if (w.Class == Lease || w.Class == Reserved) && in(w.From, w.To) {
+				g += w.GPUs
+			}
+		}
+		g = min(g, n.GPUs)
+		if g == 0 {
+			continue
+		}
+		tel += float64(g) * float64(h.Minutes)
+		busy += float64(g) * h.UtilPctSum / 100
+	}
+	if tel == 0 {
+		return nil
+	}
+	f := func(gpuMin float64) string { return new(big.Float).SetFloat64(gpuMin / 60).Text('f', 3) }
+	return &Busy{TelemetryGPUHours: f(tel), BusyGPUHours: f(busy), Percent: new(big.Float).SetFloat64(100 * busy / tel).Text('f', 2)}
 }
 
 // nodeTimes gathers every node's spans over [from, to).

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/finance"
 	"github.com/neocloud/neocloud/fleet"
@@ -159,6 +160,16 @@ func scenario(t *testing.T, db *sqlstore.DB) (*finance.Service, map[string]strin
 			t.Fatal(err)
 		}
 	}
+	// GPU reports: acme's first node 75% busy for an hour on March 3rd;
+	// beta's on-demand node (not committed) flat out.
+	var ms []agents.Minute
+	for m := range 60 {
+		at := mar.AddDate(0, 0, 2).Add(time.Duration(m) * time.Minute)
+		ms = append(ms, agents.Minute{NodeID: nodes[0], Minute: at, Samples: 2, UtilSum: 150}, agents.Minute{NodeID: nodes[2], Minute: at, Samples: 1, UtilSum: 100})
+	}
+	if err := db.PutMinutes(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
 	// The books: acme's commitments as its contract schedules them, beta's
 	// usage, a credit.
 	works := []billing.ContractWork{{Contract: reserved, Reservations: rs[:1]}}
@@ -248,6 +259,9 @@ func TestScenarioQuarter(t *testing.T) {
 			if sum != 32*3600 {
 				t.Fatalf("%s: categories sum to %d GPU-seconds, want 32 GPUs × 3600", u.Hours[h], sum)
 			}
+		}
+		if b := u.CommittedBusy; b == nil || b.TelemetryGPUHours != "8.000" || b.BusyGPUHours != "6.000" || b.Percent != "75.00" {
+			t.Errorf("committed busy: %+v, want 8 GPU-hours reported, 6 busy", u.CommittedBusy)
 		}
 		q1 := int64(apr.Sub(jan) / time.Second)
 		by := map[string]int64{}

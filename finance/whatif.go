@@ -91,17 +91,20 @@ type Summary struct {
 	GPUs        int             `json:"gpus"`
 	Utilization []CategoryTotal `json:"utilization"`
 	SoldPercent string          `json:"sold_percent"`
-	Recognized  Money           `json:"recognized"`
-	Invoiced    Money           `json:"invoiced"`
-	Deferred    Money           `json:"deferred" doc:"At the period's end."`
-	Unbilled    Money           `json:"unbilled" doc:"At the period's end."`
-	Backlog     Money           `json:"backlog" doc:"At the period's end."`
-	Top1Revenue string          `json:"top1_revenue_percent"`
-	Cost        Money           `json:"cost"`
-	GrossMargin string          `json:"gross_margin_percent"`
-	CostPerGPUH string          `json:"cost_per_delivered_gpu_hour"`
-	RentOrTrain string          `json:"rent_or_train,omitempty"`
-	Estimated   bool            `json:"estimated"`
+	// CommittedBusy: how busy committed GPU-hours were, where GPUs
+	// reported ("" without reports).
+	CommittedBusy string `json:"committed_busy_percent,omitempty"`
+	Recognized    Money  `json:"recognized"`
+	Invoiced      Money  `json:"invoiced"`
+	Deferred      Money  `json:"deferred" doc:"At the period's end."`
+	Unbilled      Money  `json:"unbilled" doc:"At the period's end."`
+	Backlog       Money  `json:"backlog" doc:"At the period's end."`
+	Top1Revenue   string `json:"top1_revenue_percent"`
+	Cost          Money  `json:"cost"`
+	GrossMargin   string `json:"gross_margin_percent"`
+	CostPerGPUH   string `json:"cost_per_delivered_gpu_hour"`
+	RentOrTrain   string `json:"rent_or_train,omitempty"`
+	Estimated     bool   `json:"estimated"`
 }
 
 // Summary is a site's headline figures for a period.
@@ -123,7 +126,11 @@ func (s *Service) Summary(ctx context.Context, siteRef, period string) (Summary,
 		return Summary{}, err
 	}
 	e := ComputeEconomics(in)
-	return Summary{SiteID: site.ID, SiteName: site.Name, Period: period, Currency: rev.Currency, GPUs: u.GPUs, Utilization: u.Categories, SoldPercent: u.SoldPercent,
+	busy := ""
+	if u.CommittedBusy != nil {
+		busy = u.CommittedBusy.Percent
+	}
+	return Summary{CommittedBusy: busy, SiteID: site.ID, SiteName: site.Name, Period: period, Currency: rev.Currency, GPUs: u.GPUs, Utilization: u.Categories, SoldPercent: u.SoldPercent,
 		Recognized: rev.Recognized, Invoiced: rev.Invoiced, Deferred: rev.DeferredEnd, Unbilled: rev.UnbilledEnd, Backlog: b.Total, Top1Revenue: b.Top1Revenue.Percent,
 		Cost: e.Cost, GrossMargin: e.GrossMarginPercent, CostPerGPUH: e.CostPerDeliveredGPUHr, RentOrTrain: e.RentOrTrain, Estimated: rev.Estimated}, nil
 }

@@ -122,13 +122,14 @@ func (db *DB) NodeCredential(ctx context.Context, nodeID string) (tenant.Token, 
 // The heartbeat path's statements, prepared once on SQLite's writer.
 const (
 	insertSampleSQL = `INSERT INTO node_samples (node_id, seq, at, energy_j, power_w) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id, seq) DO NOTHING`
-	upsertMinuteSQL = `INSERT INTO node_minutes (node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	upsertMinuteSQL = `INSERT INTO node_minutes (node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c, util_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (node_id, minute) DO UPDATE SET samples = node_minutes.samples + excluded.samples,
 			energy_first_j = CASE WHEN excluded.energy_first_j < node_minutes.energy_first_j THEN excluded.energy_first_j ELSE node_minutes.energy_first_j END,
 			energy_last_j = CASE WHEN excluded.energy_last_j > node_minutes.energy_last_j THEN excluded.energy_last_j ELSE node_minutes.energy_last_j END,
 			power_sum_w = node_minutes.power_sum_w + excluded.power_sum_w,
 			power_max_w = CASE WHEN excluded.power_max_w > node_minutes.power_max_w THEN excluded.power_max_w ELSE node_minutes.power_max_w END,
-			temp_max_c = CASE WHEN excluded.temp_max_c > node_minutes.temp_max_c THEN excluded.temp_max_c ELSE node_minutes.temp_max_c END`
+			temp_max_c = CASE WHEN excluded.temp_max_c > node_minutes.temp_max_c THEN excluded.temp_max_c ELSE node_minutes.temp_max_c END,
+			util_sum = node_minutes.util_sum + excluded.util_sum`
 )
 
 func (db *DB) PutSamples(ctx context.Context, ss []agents.Sample) ([]bool, error) {
@@ -206,6 +207,7 @@ func (db *DB) PutMinutes(ctx context.Context, ms []agents.Minute) error {
 				nodes                            []string
 				minutes, samples, firsts, lasts  []int64
 				powerSums, powerMaxes, tempMaxes []float64
+				utilSums                         []float64
 			}{}
 			for _, m := range ms {
 				cols.nodes = append(cols.nodes, m.NodeID)
@@ -216,15 +218,16 @@ func (db *DB) PutMinutes(ctx context.Context, ms []agents.Minute) error {
 				cols.powerSums = append(cols.powerSums, m.PowerSumW)
 				cols.powerMaxes = append(cols.powerMaxes, m.PowerMaxW)
 				cols.tempMaxes = append(cols.tempMaxes, m.TempMaxC)
+				cols.utilSums = append(cols.utilSums, m.UtilSum)
 			}
-			_, err := db.exec(ctx, strings.Replace(upsertMinuteSQL, "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-				"SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::double precision[], ?::double precision[], ?::double precision[])", 1),
-				cols.nodes, cols.minutes, cols.samples, cols.firsts, cols.lasts, cols.powerSums, cols.powerMaxes, cols.tempMaxes)
+			_, err := db.exec(ctx, strings.Replace(upsertMinuteSQL, "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				"SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::double precision[], ?::double precision[], ?::double precision[], ?::double precision[])", 1),
+				cols.nodes, cols.minutes, cols.samples, cols.firsts, cols.lasts, cols.powerSums, cols.powerMaxes, cols.tempMaxes, cols.utilSums)
 			return err
 		}
 		for _, m := range ms {
 			_, err := db.exec(ctx, upsertMinuteSQL,
-				m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC)
+				m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum)
 			if err != nil {
 				return err
 			}
@@ -237,13 +240,14 @@ func (db *DB) Minutes(ctx context.Context, nodeID string, from, to time.Time) ([
 	return collect(db, ctx, func(r scanner) (agents.Minute, error) {
 		var m agents.Minute
 		var at, ef, el int64
-		err := r.Scan(&m.NodeID, &at, &m.Samples, &ef, &el, &m.PowerSumW, &m.PowerMaxW, &m.TempMaxC)
+		err := r.Scan(&m.NodeID, &at, &m.Samples, &ef, &el, &m.PowerSumW, &m.PowerMaxW, &m.TempMaxC, &m.UtilSum)
 		m.Minute, m.EnergyFirstJ, m.EnergyLastJ = fromMicros(at), uint64(ef), uint64(el)
 		if m.Samples > 0 {
 			m.PowerAvgW = m.PowerSumW / float64(m.Samples)
+			m.UtilAvgPct = m.UtilSum / float64(m.Samples)
 		}
 		return m, err
-	}, `SELECT node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c FROM node_minutes WHERE node_id = ? AND minute >= ? AND minute < ? ORDER BY minute`,
+	}, `SELECT node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c, util_sum FROM node_minutes WHERE node_id = ? AND minute >= ? AND minute < ? ORDER BY minute`,
 		nodeID, micros(from), micros(to))
 }
 

@@ -83,3 +83,17 @@ func (db *DB) CommittedUntil(ctx context.Context, siteID string, t time.Time) (t
 	}
 	return fromMicros(end.Int64), nil
 }
+
+// NodeHourUtilization sums a site's node-minutes with reports in [from,
+// to) by node and hour: how many minutes, and the sum of each minute's
+// mean GPU utilization (percent).
+func (db *DB) NodeHourUtilization(ctx context.Context, siteID string, from, to time.Time) ([]finance.NodeHour, error) {
+	return collect(db, ctx, func(r scanner) (finance.NodeHour, error) {
+		var h finance.NodeHour
+		var hour int64
+		err := r.Scan(&h.NodeID, &hour, &h.Minutes, &h.UtilPctSum)
+		h.Hour = fromMicros(hour)
+		return h, err
+	}, `SELECT m.node_id, m.minute - (m.minute % 3600000000) AS hour, COUNT(*), SUM(m.util_sum / m.samples) FROM node_minutes m JOIN nodes n ON n.id = m.node_id
+		WHERE n.site_id = ? AND m.minute >= ? AND m.minute < ? AND m.samples > 0 GROUP BY m.node_id, m.minute - (m.minute % 3600000000)`, siteID, micros(from), micros(to))
+}
