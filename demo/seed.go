@@ -72,6 +72,11 @@ func (d *Demo) seed(ctx context.Context) error {
 	}
 	parsed.Site.Power.EnergyPrice = "0.085"
 	sitePower(parsed.Site.Power, len(parsed.Nodes)*sku.NodeMaxPowerW)
+	// Unit economics (illustrative): an HGX H100 node at 300,000 over five
+	// years, the facility at 10 million a MW over twenty, 40,000 a
+	// MW-month to run, internal training charged 1.40 a GPU-hour.
+	parsed.Site.Economics = &fleet.Economics{CapexPerNode: "300000", NodeLifeYears: 5, FacilityCapexPerMW: "10000000", FacilityLifeYears: 20,
+		OpexPerMWMonth: "40000", TransferPricePerGPUHour: "1.40"}
 	applied, err := srv.Fleet.Apply(ctx, parsed)
 	if err != nil {
 		return err
