@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
+
+	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/sales"
 )
 
 // genCharges draws charges over 2027: take-or-pay months of contracts,
@@ -85,5 +88,30 @@ func TestEarnedEvenly(t *testing.T) {
 	}
 	if c.Earned(t0.Add(-time.Hour)) != 0 {
 		t.Error("earned before its service")
+	}
+}
+
+// A phased contract's month is earned as its capacity is delivered: the
+// charge splits over the reservations' spans by GPU-seconds, the parts
+// summing to the charge.
+func TestCommitmentByCapacity(t *testing.T) {
+	mar, apr := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 4, 1, 0, 0, 0, 0, time.UTC)
+	phase2 := mar.AddDate(0, 0, 20)
+	w := billing.ContractWork{Reservations: []sales.Reservation{
+		{State: sales.ReservationActive, Shape: sales.Shape{GPUs: 16, Start: mar.AddDate(0, -1, 0), End: &apr}},
+		{State: sales.ReservationActive, Shape: sales.Shape{GPUs: 16, Start: phase2, End: &apr}},
+		{State: sales.ReservationCancelled, Shape: sales.Shape{GPUs: 64, Start: mar, End: &apr}},
+	}}
+	c := Charge{Key: "commit:c:2027-03", Kind: "commitment", AmountMicros: 1_000_000_001, ServiceStart: mar, ServiceEnd: apr}
+	parts := byCapacity(c, w)
+	if len(parts) != 2 || parts[0].AmountMicros+parts[1].AmountMicros != c.AmountMicros || !parts[1].ServiceStart.Equal(phase2) {
+		t.Fatalf("parts %+v", parts)
+	}
+	// 31 days × 16 GPUs against 11 days × 16 GPUs.
+	if want := roundHalfEven(mulDiv(1_000_000_001, 31, 42)); parts[0].AmountMicros != want {
+		t.Fatalf("the first phase's part: %d, want %d", parts[0].AmountMicros, want)
+	}
+	if earned := parts[0].Earned(phase2) + parts[1].Earned(phase2); earned != parts[0].Earned(phase2) || earned == 0 {
+		t.Fatalf("by phase 2's start: %d earned", earned)
 	}
 }

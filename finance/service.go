@@ -365,13 +365,22 @@ func (s *Service) charges(ctx context.Context, site fleet.Site, currency string,
 		}
 		return ""
 	}
+	byContract := map[string]billing.ContractWork{}
+	for _, w := range works {
+		byContract[w.ID] = w
+	}
 	var out []Charge
 	add := func(tenantID, key string, l billing.Line, issued *time.Time) {
 		if l.AmountMicros == 0 || siteOf(l) != site.ID {
 			return
 		}
-		out = append(out, Charge{Key: key, TenantID: tenantID, ContractID: l.ContractID, Class: l.Class, Kind: l.Kind, SiteID: site.ID,
-			AmountMicros: l.AmountMicros, ServiceStart: l.ServiceStart, ServiceEnd: l.ServiceEnd, IssuedAt: issued, Signed: signed[l.ContractID]})
+		c := Charge{Key: key, TenantID: tenantID, ContractID: l.ContractID, Class: l.Class, Kind: l.Kind, SiteID: site.ID,
+			AmountMicros: l.AmountMicros, ServiceStart: l.ServiceStart, ServiceEnd: l.ServiceEnd, IssuedAt: issued, Signed: signed[l.ContractID]}
+		if l.Kind == billing.LineCommitment {
+			out = append(out, byCapacity(c, byContract[l.ContractID])...)
+			return
+		}
+		out = append(out, c)
 	}
 	invs, err := s.Billing.FinalInvoices(ctx)
 	if err != nil {
@@ -521,4 +530,50 @@ func (s *Service) Monthly(ctx context.Context, siteRef, currency string, n int) 
 		out = append(out, MonthRevenue{Month: m, Recognized: r.Recognized.Micros, Invoiced: r.Invoiced.Micros, Deferred: r.DeferredEnd.Micros, Unbilled: r.UnbilledEnd.Micros})
 	}
 	return out, nil
+}
+
+// byCapacity splits a month's take-or-pay charge over the spans its
+// contract's capacity is committed in that month (a phased lease delivers
+// its nodes over weeks), in proportion to GPU-seconds: each part is
+// earned evenly over its own span, and the parts sum to the charge.
+func byCapacity(c Charge, w billing.ContractWork) []Charge {
+	type span struct {
+		from, to time.Time
+		gs       int64
+	}
+	var spans []span
+	for _, r := range w.Reservations {
+		if r.State == sales.ReservationCancelled || r.State == sales.ReservationFailed || r.Shape.End == nil {
+			continue
+		}
+		a, b := r.Shape.Start, *r.Shape.End
+		if a.Before(c.ServiceStart) {
+			a = c.ServiceStart
+		}
+		if b.After(c.ServiceEnd) {
+			b = c.ServiceEnd
+		}
+		if b.After(a) {
+			spans = append(spans, span{a, b, int64(r.Shape.GPUs) * int64(b.Sub(a)/time.Second)})
+		}
+	}
+	if len(spans) == 0 {
+		return []Charge{c}
+	}
+	var total int64
+	for _, sp := range spans {
+		total += sp.gs
+	}
+	parts := make([]Charge, len(spans))
+	var given int64
+	for i, sp := range spans {
+		p := c
+		p.Key = c.Key + "#" + strconv.Itoa(i)
+		p.ServiceStart, p.ServiceEnd = sp.from, sp.to
+		p.AmountMicros = roundHalfEven(mulDiv(c.AmountMicros, sp.gs, total))
+		given += p.AmountMicros
+		parts[i] = p
+	}
+	parts[len(parts)-1].AmountMicros += c.AmountMicros - given // the parts sum to the charge
+	return parts
 }
