@@ -158,6 +158,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /{$}", c.index)
 	c.mux.HandleFunc("POST /login", c.login)
 	c.mux.HandleFunc("POST /logout", c.logout)
+	c.routeTenant()
 	c.mux.HandleFunc("GET /topology", c.operator(c.topology))
 	c.mux.HandleFunc("GET /nodes/{node}", c.operator(c.node))
 	c.mux.HandleFunc("GET /nodes/{node}/telemetry.json", c.operator(c.telemetry))
@@ -276,6 +277,9 @@ type page struct {
 	Data    any
 	Power   bool // the power page is served
 	Finance bool // the finance page is served
+	// Tenant: the portal's pages and navigation; Admin: a tenant-admin's.
+	Tenant bool
+	Admin  bool
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name, nav, title string, s session, data any) {
@@ -284,7 +288,8 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		http.Error(w, "no such page", http.StatusInternalServerError)
 		return
 	}
-	p := page{Title: title, Nav: nav, Now: c.cfg.Now().UTC(), Role: s.P.Role, Banner: c.cfg.Banner, Version: c.cfg.Version, Data: data, Power: c.cfg.Power != nil, Finance: c.cfg.Finance != nil && c.cfg.Billing != nil}
+	p := page{Title: title, Nav: nav, Now: c.cfg.Now().UTC(), Role: s.P.Role, Banner: c.cfg.Banner, Version: c.cfg.Version, Data: data, Power: c.cfg.Power != nil, Finance: c.cfg.Finance != nil && c.cfg.Billing != nil,
+		Tenant: s.P.Role.Tenant(), Admin: s.P.Role == neocloud.RoleTenantAdmin}
 	var b strings.Builder
 	tmpl := "layout.html"
 	if r.Header.Get("HX-Request") == "true" && r.Header.Get("HX-Target") == "main" {
@@ -317,12 +322,12 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 // index is the login page, or the overview for a signed-in operator.
 func (c *Console) index(w http.ResponseWriter, r *http.Request) {
 	s, ok := c.session(r)
+	if ok && s.P.Role.Tenant() {
+		http.Redirect(w, r, "/my/reservations", http.StatusSeeOther) // the tenant portal
+		return
+	}
 	if !ok || !s.P.Role.Operator() {
-		msg := ""
-		if ok {
-			msg = "This token is not an operator's: the operator console is not for it."
-		}
-		c.render(w, r, http.StatusOK, "login", "", "Sign in", session{}, struct{ Message string }{msg})
+		c.render(w, r, http.StatusOK, "login", "", "Sign in", session{}, struct{ Message string }{""})
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")

@@ -59,7 +59,7 @@ func browser(t *testing.T, base, token string) *http.Client {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/" {
+	if at := resp.Request.URL.Path; resp.StatusCode != http.StatusOK || at != "/" && at != "/my/reservations" {
 		t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
 	}
 	return c
@@ -166,8 +166,8 @@ func TestTenantTokenGetsNotFound(t *testing.T) {
 			t.Errorf("tenant on %s: %d, want 404", p, code)
 		}
 	}
-	// The home page is the sign-in page again, saying why.
-	if code, body := get(t, c, r.URL+"/"); code != 200 || !strings.Contains(body, "not an operator") {
+	// The home page is the tenant's portal.
+	if code, body := get(t, c, r.URL+"/"); code != 200 || !strings.Contains(body, "<h1>Reservations</h1>") || !strings.Contains(body, `aria-label="Portal"`) {
 		t.Errorf("tenant on /: %d %.300s", code, body)
 	}
 	// Actions too, and nothing changes.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/neocloud/neocloud/pricing"
 	"html/template"
 	"io"
 	"net/http"
@@ -51,6 +52,20 @@ var funcs = template.FuncMap{
 	"kw":  func(w int64) string { return fmt.Sprintf("%.1f", float64(w)/1000) },
 	"kwh": func(wh int64) string { return fmt.Sprintf("%.1f", float64(wh)/1000) },
 	"kg":  func(g float64) string { return fmt.Sprintf("%.1f", g/1000) },
+	// money formats micro-units (an int64, or a pointer to one).
+	"money": func(v any) string {
+		switch m := v.(type) {
+		case int64:
+			return pricing.FormatMicros(m)
+		case *int64:
+			if m != nil {
+				return pricing.FormatMicros(*m)
+			}
+		}
+		return ""
+	},
+	"list":      func(xs ...string) []string { return xs },
+	"hasPrefix": strings.HasPrefix,
 }
 
 var operatorP = neocloud.Principal{TokenID: "console", Role: neocloud.RoleOperatorViewer}

@@ -45,9 +45,10 @@
       ["down", "#d7263d"], ["maintenance", "#e07b00"], ["lease", "#1f3b73"], ["reserved", "#2f6fd0"], ["on_demand", "#2aa3a3"], ["spot", "#7cc46b"],
       ["internal", "#9a7fd1"], ["spare", "#bbbbbb"], ["idle", "#eeeeee"]
     ],
-    "finance-revenue-chart": [["recognized", "#1f3b73"], ["invoiced", "#2aa3a3"], ["deferred", "#9a7fd1"], ["unbilled", "#e07b00"]]
+    "finance-revenue-chart": [["recognized", "#1f3b73"], ["invoiced", "#2aa3a3"], ["deferred", "#9a7fd1"], ["unbilled", "#e07b00"]],
+    "my-usage-chart": [["gpu_hours", "#2f6fd0"], ["energy_kwh", "#e07b00", "kWh"]]
   };
-  var units = { "node-chart": "W", "billing-chart": "GPU-hours", "power-chart": "kW", "finance-util-chart": "GPUs", "finance-revenue-chart": "USD" };
+  var units = { "my-usage-chart": "GPU-hours", "node-chart": "W", "billing-chart": "GPU-hours", "power-chart": "kW", "finance-util-chart": "GPUs", "finance-revenue-chart": "USD" };
 
   function drawChart(el) {
     if (!window.uPlot || !el.dataset.src) return;
@@ -68,7 +69,7 @@
         axes.push({ scale: "°C", side: 1, label: "°C", grid: { show: false } });
         scales["°C"] = { auto: true };
       }
-      if (el.id === "billing-chart") {
+      if (el.id === "billing-chart" || el.id === "my-usage-chart") {
         axes.push({ scale: "kWh", side: 1, label: "kWh", size: 70, grid: { show: false } });
         scales["kWh"] = { auto: true };
       }
