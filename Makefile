@@ -20,4 +20,4 @@ scale:
 demo:
 	go run ./cmd/neocloud demo
 console-png:
-	go test ./demo -run TestConsoleInABrowser -count=1 -update
+	go test ./demo -run 'TestConsoleInABrowser|TestTenantPortalInABrowser' -count=1 -update

@@ -494,7 +494,17 @@ func (c *Console) newQuoteForm(r *http.Request, s session) (quoteForm, error) {
 	if err := c.getJSON(r, s, "/v1/skus", &l); err != nil {
 		return f, err
 	}
-	f.SKUs = l.Items
+	// Only what some site has nodes of is for sale.
+	sold := map[string]bool{}
+	c.cfg.Fleet.Snapshot.Each(fleet.NodeFilter{}, func(n *fleet.Node) { sold[n.SKU] = true })
+	for _, k := range l.Items {
+		if sold[k.Name] {
+			f.SKUs = append(f.SKUs, k)
+		}
+	}
+	if len(f.SKUs) > 0 {
+		f.In["sku"] = f.SKUs[0].Name
+	}
 	levels := map[string]bool{}
 	for _, st := range c.cfg.Fleet.Snapshot.Sites() {
 		for _, lv := range st.Levels {

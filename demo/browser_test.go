@@ -16,7 +16,7 @@ import (
 	"github.com/neocloud/neocloud/demo"
 )
 
-var update = flag.Bool("update", false, "refresh docs/console.png from the browser test")
+var update = flag.Bool("update", false, "refresh docs/console.png and docs/tenant.png from the browser tests")
 
 // chromium finds Debian's chromium; without it the browser tests skip,
 // except under CI, where they fail.
@@ -62,8 +62,8 @@ func shot(t *testing.T, ctx context.Context, name string) {
 		dir = t.TempDir()
 	}
 	path := filepath.Join(dir, name+".png")
-	if *update && name == "console" {
-		path = filepath.Join("..", "docs", "console.png")
+	if *update && (name == "console" || name == "tenant") {
+		path = filepath.Join("..", "docs", name+".png")
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
@@ -208,8 +208,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	if _, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("#token"))); err != nil {
 		t.Fatalf("tenant sign in: %v", err)
 	}
-	// Signed in, the tenant is told the console is not for its token.
-	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main"))); err != nil || !strings.Contains(txt, "not an operator") {
+	// Signed in, the tenant lands in its portal.
+	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main h1"))); err != nil || txt != "Reservations" {
 		t.Fatalf("tenant signed in: %q %v", txt, err)
 	}
 	for _, p := range []string{"/topology", "/health", "/events", "/invoices", "/finance"} {
@@ -220,5 +220,113 @@ func TestConsoleInABrowser(t *testing.T) {
 		if resp.Status != 404 {
 			t.Errorf("tenant on %s: %d, want 404", p, resp.Status)
 		}
+	}
+}
+
+// TestTenantPortalInABrowser drives the tenant portal of a running demo
+// in headless Chromium as acme's tenant-admin: sign in, request a quote
+// through the form by keyboard, reserve it, watch the reservation become
+// ready, open one of its nodes and see its GPUs report, report the node,
+// and download an invoice PDF and the emissions report.
+func TestTenantPortalInABrowser(t *testing.T) {
+	ctx := browserCtx(t)
+	var out lockedBuffer
+	d, err := demo.Start(context.Background(), small(filepath.Join(t.TempDir(), "demo"), &out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	base := d.URL
+	text := func(sel string) string {
+		v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {textContent: ""}).textContent.trim()`))
+		return v
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#token")), chromedp.SendKeys(chromedp.CSS("#token"), d.TenantToken)); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("#token"))); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	if h := text("h1"); h != "Reservations" {
+		t.Fatalf("after sign in: %q", h)
+	}
+	// The quote form by keyboard: Tab moves through the labelled fields in
+	// order; Enter in a field submits.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/my/quote"]`))); err != nil {
+		t.Fatalf("quote page: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Focus(chromedp.CSS("#sku")), chromedp.KeyEvent("\t")); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement.id`)); id != "gpus" {
+		t.Fatalf("Tab from the SKU went to %q, want gpus", id)
+	}
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#class"), "on_demand"), chromedp.Clear(chromedp.CSS("#gpus")), chromedp.SendKeys(chromedp.CSS("#gpus"), "8")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.SendKeys(chromedp.CSS("#gpus"), "\r")); err != nil {
+		t.Fatalf("submit the quote: %v", err)
+	}
+	if a := text("#available"); a != "yes" {
+		t.Fatalf("the offer: available %q: %s", a, text("main"))
+	}
+	shot(t, ctx, "tenant-quote")
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#reserve"))); err != nil {
+		t.Fatalf("reserve: %v", err)
+	}
+	// Ready: the page says so once the lifecycle has provisioned it.
+	for deadline := time.Now().Add(90 * time.Second); text("#state") != "active"; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reservation never became active: %s", text("main"))
+		}
+		if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := text("#ready"); r != "1" {
+		t.Fatalf("%s of 1 node ready", r)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`#nodes a[href^="/my/nodes/"]`))); err != nil {
+		t.Fatalf("the node: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll("#gpus tbody tr td.num").length >= 8`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the node's GPUs never reported: %v: %s", err, text("main"))
+	}
+	shot(t, ctx, "tenant")
+	// Report it: a reason, the confirmation, submit.
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#reason-report"), "NCCL all-reduce hangs on this node"), chromedp.Click(chromedp.CSS("#confirm-report"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("#reason-report"))); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if msg := text(`[role="status"]`); !strings.Contains(msg, "report recorded") {
+		t.Fatalf("after the report: %q %s", msg, text("main"))
+	}
+	// Downloads: an invoice PDF (once the demo's month closes) and the
+	// emissions report.
+	fetchType := func(sel string) string {
+		v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => { const a = document.querySelector(`+"`"+sel+"`"+`); return a ? fetch(a.href).then(r => r.ok ? r.headers.get("content-type") + " " + r.status : "status " + r.status) : Promise.resolve("no link") })()`, chromedp.EvalAwaitPromise))
+		return v
+	}
+	for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(2 * time.Second) {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/my/invoices")); err != nil {
+			t.Fatal(err)
+		}
+		if got := fetchType(`a[href$="format=pdf"]`); got != "no link" {
+			if got != "application/pdf 200" {
+				t.Fatalf("invoice PDF: %s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no invoice for acme: %s", text("main"))
+		}
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(base+"/my/emissions")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchType(`a[href*="/my/emissions/export"][href$="format=pdf"]`); got != "application/pdf 200" {
+		t.Fatalf("emissions PDF: %s: %s", got, text("main"))
 	}
 }
