@@ -5,12 +5,16 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/tenant"
@@ -76,9 +80,39 @@ func crawl(t *testing.T, c *http.Client, base, start string) (gets, posts []stri
 // API refuses them. A quote with a bad field says which; a good one can
 // be reserved.
 func TestPortalIsolation(t *testing.T) {
-	r, _, acmeToken := site(t)
 	ctx := context.Background()
 	op := neocloud.Principal{TokenID: "op", Role: neocloud.RoleOperatorAdmin}
+	s := start(t, filepath.Join(t.TempDir(), "data"))
+	t.Cleanup(func() { s.Close() })
+	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 512, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}})
+	acmeT, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, acmeToken, err := s.Tenants.CreateToken(ctx, op, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sales.Reserve(ctx, neocloud.Principal{TokenID: "a", Role: neocloud.RoleTenantAdmin, TenantID: acmeT.ID},
+		sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: h100.Name, GPUs: 16, Class: placement.ClassOnDemand}}); err != nil {
+		t.Fatal(err)
+	}
+	s.runUntilActive(t, 1)
+	// A month on, the month closes: acme has an invoice (and its lines).
+	s.mu.Lock()
+	month := s.now.Format("2006-01")
+	s.now = time.Date(s.now.Year(), s.now.Month()+1, 1, 2, 0, 0, 0, time.UTC)
+	s.mu.Unlock()
+	if _, err := s.Billing.Meter(ctx, s.clock()); err != nil {
+		t.Fatal(err)
+	}
+	if _, invs, err := s.Billing.Close(ctx, op, month); err != nil || len(invs) == 0 {
+		t.Fatalf("closing %s: %v (%d invoices)", month, err, len(invs))
+	}
+	r := s.Running
 	beta, err := r.Tenants.Create(ctx, tenant.CreateInput{Name: "beta"})
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +128,10 @@ func TestPortalIsolation(t *testing.T) {
 	acme := browser(t, r.URL, acmeToken)
 	gets, posts, pages := crawl(t, acme, r.URL, "/my/reservations")
 	var acmeIDs []string
+	invs, _ := s.Billing.Invoices(ctx, op, "acme", billing.InvoiceFilter{}, neocloud.Page{Limit: 50})
+	for _, inv := range invs {
+		acmeIDs = append(acmeIDs, inv.ID)
+	}
 	rs, _ := r.Sales.Reservations(ctx, op, sales.ReservationFilter{}, neocloud.Page{Limit: 50})
 	for _, x := range rs {
 		if x.TenantID != beta.ID {
@@ -107,8 +145,12 @@ func TestPortalIsolation(t *testing.T) {
 	for _, u := range gets {
 		foundNode = foundNode || strings.HasPrefix(u, "/my/nodes/")
 	}
-	if len(gets) < 12 || len(posts) < 4 || !foundNode {
-		t.Fatalf("the crawl found too little: %d pages and data, %d forms, a node page %v:\n%v\n%v", len(gets), len(posts), foundNode, gets, posts)
+	foundInvoice := false
+	for _, u := range gets {
+		foundInvoice = foundInvoice || strings.Contains(u, "/my/invoices/") && strings.Contains(u, "/lines/")
+	}
+	if len(gets) < 12 || len(posts) < 4 || !foundNode || !foundInvoice {
+		t.Fatalf("the crawl found too little: %d pages and data, %d forms, a node page %v, an invoice line %v:\n%v\n%v", len(gets), len(posts), foundNode, foundInvoice, gets, posts)
 	}
 	t.Logf("crawled %d pages and data: %v; forms: %v", len(gets), gets, posts)
 	// Labels on every field of every page.
@@ -200,6 +242,20 @@ func TestPortalIsolation(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("a member creates a token: %d, want 403", resp.StatusCode)
+	}
+
+	// An action without its confirmation is not taken.
+	for _, p := range posts {
+		if strings.HasSuffix(p, "/reboot") {
+			resp, err := acme.PostForm(r.URL+p, url.Values{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(resp); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "Tick the confirmation") {
+				t.Errorf("a reboot without confirmation: %d %.300s", resp.StatusCode, body)
+			}
+			break
+		}
 	}
 
 	// Quote and reserve.

@@ -249,7 +249,7 @@ func (c *Console) myNode(w http.ResponseWriter, r *http.Request, s session) {
 		c.myFail(w, r, err)
 		return
 	}
-	c.renderNode(w, r, s, ref, st, "", "")
+	c.renderNode(w, r, s, http.StatusOK, ref, st, "", "")
 }
 
 // nodeState is a node's last report as the tenant may see it: a node that
@@ -277,7 +277,7 @@ func (c *Console) nodeState(r *http.Request, s session, ref string) (agents.Stat
 	return st, nil
 }
 
-func (c *Console) renderNode(w http.ResponseWriter, r *http.Request, s session, ref string, st agents.State, msg, errMsg string) {
+func (c *Console) renderNode(w http.ResponseWriter, r *http.Request, s session, status int, ref string, st agents.State, msg, errMsg string) {
 	n, _ := c.cfg.Fleet.Snapshot.Node(ref)
 	data := struct {
 		Node     fleet.Node
@@ -298,10 +298,6 @@ func (c *Console) renderNode(w http.ResponseWriter, r *http.Request, s session, 
 		io.WriteString(w, b.String())
 		return
 	}
-	status := http.StatusOK
-	if errMsg != "" {
-		status = http.StatusUnprocessableEntity
-	}
 	c.render(w, r, status, "my-node", "my-reservations", "Node "+n.Hostname, s, data)
 }
 
@@ -321,7 +317,7 @@ func (c *Console) myNodeAction(w http.ResponseWriter, r *http.Request, s session
 		return
 	}
 	if r.PostFormValue("confirm") != "yes" {
-		c.renderNode(w, r, s, ref, st, "", "Tick the confirmation to "+strings.ReplaceAll(action, "-", " ")+".")
+		c.renderNode(w, r, s, http.StatusUnprocessableEntity, ref, st, "", "Tick the confirmation to "+strings.ReplaceAll(action, "-", " ")+".")
 		return
 	}
 	var bf sales.BreakFix
@@ -332,12 +328,11 @@ func (c *Console) myNodeAction(w http.ResponseWriter, r *http.Request, s session
 			http.NotFound(w, r)
 			return
 		}
-		w.WriteHeader(e.Status)
-		c.renderNode(w, r, s, ref, st, "", e.Message)
+		c.renderNode(w, r, s, e.Status, ref, st, "", e.Message)
 		return
 	}
 	json.Unmarshal(rec.Body.Bytes(), &bf)
-	c.renderNode(w, r, s, ref, st, fmt.Sprintf("%s recorded (%s).", strings.ReplaceAll(action, "-", " "), bf.ID), "")
+	c.renderNode(w, r, s, http.StatusCreated, ref, st, fmt.Sprintf("%s recorded (%s).", strings.ReplaceAll(action, "-", " "), bf.ID), "")
 }
 
 func (c *Console) myAvailability(w http.ResponseWriter, r *http.Request, s session) {
