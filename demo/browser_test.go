@@ -5,14 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/neocloud/neocloud/client"
 	"github.com/neocloud/neocloud/demo"
 )
 
@@ -237,6 +240,17 @@ func TestTenantPortalInABrowser(t *testing.T) {
 	}
 	t.Cleanup(func() { d.Close() })
 	base := d.URL
+	// Every portal URL seen on acme's pages: links, data and forms.
+	found := map[string]bool{}
+	collect := func() {
+		links, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('a[href^="/my/"], [data-src^="/my/"], [hx-get^="/my/"], form[action^="/my/"]')).map(e => e.getAttribute("href") || e.getAttribute("data-src") || e.getAttribute("hx-get") || ("POST " + e.getAttribute("action")))`))
+		if err != nil {
+			t.Fatalf("links: %v", err)
+		}
+		for _, l := range links {
+			found[l] = true
+		}
+	}
 	text := func(sel string) string {
 		v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {textContent: ""}).textContent.trim()`))
 		return v
@@ -250,6 +264,7 @@ func TestTenantPortalInABrowser(t *testing.T) {
 	if h := text("h1"); h != "Reservations" {
 		t.Fatalf("after sign in: %q", h)
 	}
+	collect()
 	// The quote form by keyboard: Tab moves through the labelled fields in
 	// order; Enter in a field submits.
 	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/my/quote"]`))); err != nil {
@@ -286,6 +301,7 @@ func TestTenantPortalInABrowser(t *testing.T) {
 	if r := text("#ready"); r != "1" {
 		t.Fatalf("%s of 1 node ready", r)
 	}
+	collect()
 	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`#nodes a[href^="/my/nodes/"]`))); err != nil {
 		t.Fatalf("the node: %v", err)
 	}
@@ -293,6 +309,7 @@ func TestTenantPortalInABrowser(t *testing.T) {
 		t.Fatalf("the node's GPUs never reported: %v: %s", err, text("main"))
 	}
 	shot(t, ctx, "tenant")
+	collect()
 	// Report it: a reason, the confirmation, submit.
 	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#reason-report"), "NCCL all-reduce hangs on this node"), chromedp.Click(chromedp.CSS("#confirm-report"))); err != nil {
 		t.Fatal(err)
@@ -317,6 +334,11 @@ func TestTenantPortalInABrowser(t *testing.T) {
 			if got != "application/pdf 200" {
 				t.Fatalf("invoice PDF: %s", got)
 			}
+			collect()
+			if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`main table a[href^="/my/invoices/inv_"]`))); err != nil {
+				t.Fatalf("an invoice: %v", err)
+			}
+			collect()
 			break
 		}
 		if time.Now().After(deadline) {
@@ -328,5 +350,46 @@ func TestTenantPortalInABrowser(t *testing.T) {
 	}
 	if got := fetchType(`a[href*="/my/emissions/export"][href$="format=pdf"]`); got != "application/pdf 200" {
 		t.Fatalf("emissions PDF: %s: %s", got, text("main"))
+	}
+	collect()
+
+	// Gamma, another tenant, replays every URL of acme's objects found on
+	// acme's pages: each answers 404; its forms, posted, too.
+	var tok struct{ Secret string }
+	if err := client.New(base, d.OperatorToken).Do(context.Background(), http.MethodPost, "/v1/tokens", nil,
+		map[string]any{"name": "gamma-admin", "role": "tenant-admin", "tenant": "gamma"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`header form button`))); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#token")), chromedp.SendKeys(chromedp.CSS("#token"), tok.Secret)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("#token"))); err != nil {
+		t.Fatal(err)
+	}
+	objects := regexp.MustCompile(`/my/(reservations|invoices|nodes)/[^/?]+`)
+	replayed := 0
+	for l := range found {
+		if !objects.MatchString(l) {
+			continue
+		}
+		if path, ok := strings.CutPrefix(l, "POST "); ok {
+			status, err := chromedp.Run(ctx, chromedp.Evaluate[int](`fetch(`+"`"+path+"`"+`, {method: "POST", body: new URLSearchParams({confirm: "yes", reason: "not mine"})}).then(r => r.status)`, chromedp.EvalAwaitPromise))
+			if err != nil || status != 404 {
+				t.Errorf("gamma posts acme's %s: %d %v", path, status, err)
+			}
+		} else {
+			resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(base+l))
+			if err != nil || resp.Status != 404 {
+				t.Errorf("gamma on acme's %s: %v %v", l, resp, err)
+			}
+		}
+		replayed++
+	}
+	t.Logf("gamma replayed %d of acme's URLs (of %d found)", replayed, len(found))
+	if replayed < 8 {
+		t.Fatalf("only %d of acme's URLs replayed: %v", replayed, found)
 	}
 }
