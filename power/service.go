@@ -189,11 +189,14 @@ func (s *Service) Run(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.Meter(ctx, s.now().Add(-s.Settle)); err != nil && ctx.Err() == nil {
+			n, err := s.Meter(ctx, s.now().Add(-s.Settle))
+			if err != nil && ctx.Err() == nil {
 				s.Logger.Error("power meter", "err", err)
 			}
-			if _, err := s.CheckPermits(ctx); err != nil && ctx.Err() == nil {
-				s.Logger.Error("permit check", "err", err)
+			if n > 0 { // new hours metered: the permits' year to date moved
+				if _, err := s.CheckPermits(ctx); err != nil && ctx.Err() == nil {
+					s.Logger.Error("permit check", "err", err)
+				}
 			}
 		}
 	}
