@@ -438,22 +438,25 @@ func (s *Service) charges(ctx context.Context, site fleet.Site, currency string,
 // Revenue is a site's revenue for a period in one currency (USD by
 // default).
 func (s *Service) Revenue(ctx context.Context, siteRef, period, currency string) (Revenue, error) {
-	site, err := s.site(siteRef)
+	u, err := s.Utilization(ctx, siteRef, period)
 	if err != nil {
 		return Revenue{}, err
 	}
-	from, to, err := s.period(period)
+	return s.revenue(ctx, u, currency)
+}
+
+// revenue is Revenue with the period's utilization already counted (for
+// the realized prices).
+func (s *Service) revenue(ctx context.Context, u Utilization, currency string) (Revenue, error) {
+	site, err := s.site(u.SiteID)
 	if err != nil {
 		return Revenue{}, err
 	}
+	period, from, to := u.Period, u.From, u.To
 	if currency == "" {
 		currency = "USD"
 	}
 	cs, err := s.charges(ctx, site, currency, from, s.now())
-	if err != nil {
-		return Revenue{}, err
-	}
-	u, err := s.Utilization(ctx, site.ID, period)
 	if err != nil {
 		return Revenue{}, err
 	}

@@ -24,7 +24,11 @@ func (s *Service) Economics(ctx context.Context, siteRef, period string) (UnitEc
 	if err != nil {
 		return UnitEconomics{}, err
 	}
-	in, rev, err := s.costInputs(ctx, site, period)
+	u, err := s.Utilization(ctx, site.ID, period)
+	if err != nil {
+		return UnitEconomics{}, err
+	}
+	in, rev, err := s.costInputs(ctx, site, u)
 	if err != nil {
 		return UnitEconomics{}, err
 	}
@@ -33,17 +37,15 @@ func (s *Service) Economics(ctx context.Context, siteRef, period string) (UnitEc
 	return e, nil
 }
 
-// costInputs gathers a period's utilization, revenue and energy.
-func (s *Service) costInputs(ctx context.Context, site fleet.Site, period string) (CostInputs, Revenue, error) {
+// costInputs gathers a period's revenue and energy beside its
+// utilization.
+func (s *Service) costInputs(ctx context.Context, site fleet.Site, u Utilization) (CostInputs, Revenue, error) {
+	period := u.Period
 	currency := "USD"
 	if site.Economics != nil && site.Economics.Currency != "" {
 		currency = site.Economics.Currency
 	}
-	rev, err := s.Revenue(ctx, site.ID, period, currency)
-	if err != nil {
-		return CostInputs{}, rev, err
-	}
-	u, err := s.Utilization(ctx, site.ID, period)
+	rev, err := s.revenue(ctx, u, currency)
 	if err != nil {
 		return CostInputs{}, rev, err
 	}
@@ -117,7 +119,7 @@ func (s *Service) Summary(ctx context.Context, siteRef, period string) (Summary,
 	if err != nil {
 		return Summary{}, err
 	}
-	in, rev, err := s.costInputs(ctx, site, period)
+	in, rev, err := s.costInputs(ctx, site, u)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -213,7 +215,11 @@ func (s *Service) WhatIf(ctx context.Context, in WhatIfInput) (WhatIf, error) {
 	if _, _, err := neocloud.ParsePeriod(in.Baseline); err != nil {
 		return WhatIf{}, neocloud.Invalid("body.baseline", "%v", err)
 	}
-	ci, rev, err := s.costInputs(ctx, site, in.Baseline)
+	bu, err := s.Utilization(ctx, site.ID, in.Baseline)
+	if err != nil {
+		return WhatIf{}, err
+	}
+	ci, rev, err := s.costInputs(ctx, site, bu)
 	if err != nil {
 		return WhatIf{}, err
 	}
