@@ -63,6 +63,7 @@ func benchCmd(g *globals) *cobra.Command {
 			return profiled(cpuprofile, func() error { return RunBillingBench(c.Context(), g.stdout, bb) })
 		}}
 	bill.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	bill.Flags().StringVar(&bb.CloseProfile, "close-cpuprofile", "", "write a CPU profile of the close alone to this file")
 	bill.Flags().StringVar(&bb.DatabaseURL, "database-url", "", "postgres://… (an empty database) to measure PostgreSQL (default: SQLite in a temporary directory)")
 	bill.Flags().IntVar(&bb.GPUs, "gpus", 196608, "site size in GPUs")
 	bill.Flags().IntVar(&bb.Allocations, "allocations", 1000000, "allocations in the month")

@@ -33,6 +33,9 @@ type BillingBench struct {
 	Tenants     int
 	Seed        uint64
 	Progress    io.Writer
+	// CloseProfile, when set, is where a CPU profile of the close alone
+	// is written.
+	CloseProfile string
 }
 
 // RunBillingBench builds a month of a site's history in a store — a
@@ -320,7 +323,13 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	before := readRSS()
 	say("closing 2027-01…")
 	c0 := time.Now()
-	p, invs, err := bl.Close(ctx, neocloud.Principal{TokenID: "bench", Role: neocloud.RoleOperatorAdmin}, "2027-01")
+	var p billing.Period
+	var invs []billing.Invoice
+	err = profiled(o.CloseProfile, func() error {
+		var err error
+		p, invs, err = bl.Close(ctx, neocloud.Principal{TokenID: "bench", Role: neocloud.RoleOperatorAdmin}, "2027-01")
+		return err
+	})
 	if err != nil {
 		return err
 	}
