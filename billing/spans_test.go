@@ -68,6 +68,20 @@ func TestStoredSpansSumTheirRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			sort.Slice(got, func(i, j int) bool { return got[i].ID < got[j].ID })
+			// Inside a transaction the spans are read another way (on
+			// SQLite): the same spans.
+			var inTx []billing.UsageRecord
+			if err := db.InTx(ctx, func(ctx context.Context) error {
+				var err error
+				inTx, err = db.OpenSpans(ctx, tn.ID, time.Time{}, time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC), true)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			sort.Slice(inTx, func(i, j int) bool { return inTx[i].ID < inTx[j].ID })
+			if d := cmp.Diff(got, inTx); d != "" {
+				t.Fatalf("%s: spans read in a transaction differ (-outside +inside):\n%s", what, d)
+			}
 			want := billing.Spans(all)
 			for i := range want { // what a span read for rating carries
 				if !want[i].Tiles() { // rated from its records: no GPU-seconds read

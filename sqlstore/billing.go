@@ -3,8 +3,11 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -172,10 +175,63 @@ func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.
 	if energy {
 		energyCol = "energy_j"
 	}
+	query := `SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, ` + spanTiles + `, rsv_gpus, ` + energyCol + `, records * 4 + sources
+		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`
+	if db.Dialect == SQLite && txOf(ctx) == nil {
+		return db.rawSpans(ctx, tenantID, query, micros(from), micros(before))
+	}
 	scan := spanScanner()
-	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) { return scan(r, tenantID) },
-		`SELECT allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, `+spanTiles+`, rsv_gpus, `+energyCol+`, records * 4 + sources
-		FROM usage_spans WHERE tenant_id = ? AND month >= ? AND month < ? AND class <> 'internal'`, tenantID, micros(from), micros(before))
+	return collect(db, ctx, func(r scanner) (billing.UsageRecord, error) { return scan(r, tenantID) }, query, tenantID, micros(from), micros(before))
+}
+
+// rawSpans runs OpenSpans's query on a read connection of its own through
+// the driver, reading each row's values as the driver gives them (int64
+// and string): a million spans cost a second less of database/sql's
+// per-value conversion and locking.
+func (db *DB) rawSpans(ctx context.Context, tenantID, query string, from, before int64) ([]billing.UsageRecord, error) {
+	conn, err := db.r.Conn(ctx)
+	if err != nil {
+		return nil, db.translate(err)
+	}
+	defer conn.Close()
+	var out []billing.UsageRecord
+	err = conn.Raw(func(dc any) error {
+		q, ok := dc.(driver.QueryerContext)
+		if !ok {
+			return fmt.Errorf("sqlstore: the SQLite driver cannot query directly")
+		}
+		rows, err := q.QueryContext(ctx, query, []driver.NamedValue{{Ordinal: 1, Value: tenantID}, {Ordinal: 2, Value: from}, {Ordinal: 3, Value: before}})
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		vals := make([]driver.Value, 11)
+		months := map[int64]string{}
+		str := func(v driver.Value) string { x, _ := v.(string); return x }
+		num := func(v driver.Value) int64 { x, _ := v.(int64); return x }
+		for {
+			if err := rows.Next(vals); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			month, s, e, rs := num(vals[1]), num(vals[5]), num(vals[6]), num(vals[10])
+			u := billing.UsageRecord{TenantID: tenantID, AllocationID: str(vals[0]), ReservationID: str(vals[2]), ContractID: str(vals[3]), SiteID: str(vals[4]),
+				Hour: fromMicros(month), Start: fromMicros(s), End: fromMicros(e), GPUs: int(num(vals[7])), ReservationGPUs: int(num(vals[8])), EnergyJ: num(vals[9]),
+				Records: int(rs / 4), EnergySource: billing.SourceOfBits(int(rs % 4))}
+			if u.GPUs > 0 {
+				u.GPUSeconds = (e - s) / 1_000_000 * int64(u.GPUs)
+			}
+			m, ok := months[month]
+			if !ok {
+				m = billing.MonthOf(u.Hour)
+				months[month] = m
+			}
+			u.ID = "spn:" + u.AllocationID + ":" + m
+			out = append(out, u)
+		}
+	})
+	return out, db.translate(err)
 }
 
 // spanTiles reads a span's GPUs where its records tile it, else -1.
