@@ -82,6 +82,14 @@ func TestStoredSpansSumTheirRecords(t *testing.T) {
 			if d := cmp.Diff(got, inTx); d != "" {
 				t.Fatalf("%s: spans read in a transaction differ (-outside +inside):\n%s", what, d)
 			}
+			every, err := db.OpenSpansAll(ctx, []string{tn.ID}, time.Time{}, time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Slice(every[tn.ID], func(i, j int) bool { return every[tn.ID][i].ID < every[tn.ID][j].ID })
+			if d := cmp.Diff(got, every[tn.ID]); d != "" {
+				t.Fatalf("%s: spans read for every tenant at once differ (-one +all):\n%s", what, d)
+			}
 			want := billing.Spans(all)
 			for i := range want { // what a span read for rating carries
 				if !want[i].Tiles() { // rated from its records: no GPU-seconds read

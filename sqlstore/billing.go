@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/stdlib"
 	"io"
 	"runtime"
 	"strings"
@@ -206,7 +207,7 @@ func (db *DB) rawSpans(ctx context.Context, tenantID, query string, from, before
 		}
 		defer rows.Close()
 		vals := make([]driver.Value, 11)
-		months := map[int64]string{}
+		months := spanMonths{}
 		str := func(v driver.Value) string { x, _ := v.(string); return x }
 		num := func(v driver.Value) int64 { x, _ := v.(int64); return x }
 		for {
@@ -215,19 +216,9 @@ func (db *DB) rawSpans(ctx context.Context, tenantID, query string, from, before
 			} else if err != nil {
 				return err
 			}
-			month, s, e, rs := num(vals[1]), num(vals[5]), num(vals[6]), num(vals[10])
 			u := billing.UsageRecord{TenantID: tenantID, AllocationID: str(vals[0]), ReservationID: str(vals[2]), ContractID: str(vals[3]), SiteID: str(vals[4]),
-				Hour: fromMicros(month), Start: fromMicros(s), End: fromMicros(e), GPUs: int(num(vals[7])), ReservationGPUs: int(num(vals[8])), EnergyJ: num(vals[9]),
-				Records: int(rs / 4), EnergySource: billing.SourceOfBits(int(rs % 4))}
-			if u.GPUs > 0 {
-				u.GPUSeconds = (e - s) / 1_000_000 * int64(u.GPUs)
-			}
-			m, ok := months[month]
-			if !ok {
-				m = billing.MonthOf(u.Hour)
-				months[month] = m
-			}
-			u.ID = "spn:" + u.AllocationID + ":" + m
+				GPUs: int(num(vals[7])), ReservationGPUs: int(num(vals[8])), EnergyJ: num(vals[9])}
+			months.finish(&u, num(vals[1]), num(vals[5]), num(vals[6]), num(vals[10]))
 			out = append(out, u)
 		}
 	})
@@ -237,25 +228,34 @@ func (db *DB) rawSpans(ctx context.Context, tenantID, query string, from, before
 // spanTiles reads a span's GPUs where its records tile it, else -1.
 const spanTiles = `CASE WHEN gpus > 0 AND (end_at - start_at) / 1000000 * gpus = gpu_seconds THEN gpus ELSE -1 END`
 
+// spanMonths names the months of spans read, each once.
+type spanMonths map[int64]string
+
+// finish sets what a span read carries beyond its columns: its times,
+// records and energy source, GPU-seconds where it tiles, and its id.
+func (ms spanMonths) finish(u *billing.UsageRecord, month, s, e, rs int64) {
+	u.Hour, u.Start, u.End = fromMicros(month), fromMicros(s), fromMicros(e)
+	u.Records, u.EnergySource = int(rs/4), billing.SourceOfBits(int(rs%4))
+	if u.GPUs > 0 {
+		u.GPUSeconds = (e - s) / 1_000_000 * int64(u.GPUs)
+	}
+	m, ok := ms[month]
+	if !ok {
+		m = billing.MonthOf(u.Hour)
+		ms[month] = m
+	}
+	u.ID = "spn:" + u.AllocationID + ":" + m
+}
+
 // spanScanner reads the columns OpenSpans selects (a tenant id first,
 // where OpenSpansAll selects it).
 func spanScanner() func(r scanner, tenantID string, lead ...any) (billing.UsageRecord, error) {
-	months := map[int64]string{}
+	months := spanMonths{}
 	return func(r scanner, tenantID string, lead ...any) (billing.UsageRecord, error) {
 		u := billing.UsageRecord{TenantID: tenantID}
 		var month, s, e, rs int64
 		err := r.Scan(append(lead, &u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.EnergyJ, &rs)...)
-		u.Hour, u.Start, u.End = fromMicros(month), fromMicros(s), fromMicros(e)
-		u.Records, u.EnergySource = int(rs/4), billing.SourceOfBits(int(rs%4))
-		if u.GPUs > 0 {
-			u.GPUSeconds = (e - s) / 1_000_000 * int64(u.GPUs)
-		}
-		m, ok := months[month]
-		if !ok {
-			m = billing.MonthOf(u.Hour)
-			months[month] = m
-		}
-		u.ID = "spn:" + u.AllocationID + ":" + m
+		months.finish(&u, month, s, e, rs)
 		return u, err
 	}
 }
@@ -271,6 +271,9 @@ func (db *DB) OpenSpansAll(ctx context.Context, tenantIDs []string, from, before
 	for _, id := range tenantIDs {
 		want[id] = true
 		out[id] = nil
+	}
+	if db.Dialect == Postgres && txOf(ctx) == nil {
+		return out, db.pgSpans(ctx, want, out, micros(from), micros(before))
 	}
 	if db.Dialect == Postgres {
 		rows, err := db.query(ctx, `SELECT tenant_id, allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, `+spanTiles+`, rsv_gpus, energy_j, records * 4 + sources
@@ -322,6 +325,45 @@ func (db *DB) OpenSpansAll(ctx context.Context, tenantIDs []string, from, before
 	close(work)
 	wg.Wait()
 	return out, first
+}
+
+// pgSpans reads every tenant's open spans in one scan on a connection of
+// its own through pgx itself, scanning into typed fields without
+// database/sql's per-value conversions.
+func (db *DB) pgSpans(ctx context.Context, want map[string]bool, out map[string][]billing.UsageRecord, from, before int64) error {
+	conn, err := db.r.Conn(ctx)
+	if err != nil {
+		return db.translate(err)
+	}
+	defer conn.Close()
+	return db.translate(conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("sqlstore: not a pgx connection")
+		}
+		rows, err := c.Conn().Query(ctx, `SELECT tenant_id, allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, `+spanTiles+`, rsv_gpus, energy_j, records * 4 + sources
+			FROM usage_spans WHERE month >= $1 AND month < $2 AND class <> 'internal'`, from, before)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		months := spanMonths{}
+		var tid string
+		for rows.Next() {
+			var u billing.UsageRecord
+			var month, s, e, rs int64
+			if err := rows.Scan(&tid, &u.AllocationID, &month, &u.ReservationID, &u.ContractID, &u.SiteID, &s, &e, &u.GPUs, &u.ReservationGPUs, &u.EnergyJ, &rs); err != nil {
+				return err
+			}
+			if !want[tid] {
+				continue
+			}
+			u.TenantID = tid
+			months.finish(&u, month, s, e, rs)
+			out[tid] = append(out[tid], u)
+		}
+		return rows.Err()
+	}))
 }
 
 func (db *DB) OpenRevisions(ctx context.Context, tenantID string, before time.Time) ([]billing.UsageRecord, error) {
