@@ -85,6 +85,14 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Message }
 
+// asAPI is err as an API answer (any other error: a 500).
+func asAPI(err error) *apiError {
+	if e, ok := err.(*apiError); ok {
+		return e
+	}
+	return &apiError{Status: http.StatusInternalServerError, Message: err.Error()}
+}
+
 // call runs a /v1 request in-process with the session's token.
 func (c *Console) call(r *http.Request, s session, method, path string, body any) (*httptest.ResponseRecorder, error) {
 	var rd io.Reader
@@ -323,7 +331,7 @@ func (c *Console) myNodeAction(w http.ResponseWriter, r *http.Request, s session
 	var bf sales.BreakFix
 	rec, err := c.call(r, s, http.MethodPost, "/v1/nodes/"+url.PathEscape(ref)+"/"+action, sales.BreakFixInput{Reason: r.PostFormValue("reason")})
 	if err != nil {
-		e := err.(*apiError)
+		e := asAPI(err)
 		if e.Status == http.StatusNotFound {
 			http.NotFound(w, r)
 			return
@@ -545,7 +553,7 @@ func (c *Console) myQuote(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	rec, err := c.call(r, s, http.MethodPost, "/v1/quotes", in)
 	if err != nil {
-		e := err.(*apiError)
+		e := asAPI(err)
 		field := strings.TrimPrefix(e.Field, "body.")
 		switch field {
 		case "duration_s":
@@ -625,7 +633,7 @@ func (c *Console) myCreateToken(w http.ResponseWriter, r *http.Request, s sessio
 	in := tenant.CreateTokenInput{Name: strings.TrimSpace(r.PostFormValue("name")), Role: neocloud.Role(r.PostFormValue("role"))}
 	rec, err := c.call(r, s, http.MethodPost, "/v1/tokens", in)
 	if err != nil {
-		e := err.(*apiError)
+		e := asAPI(err)
 		c.renderTokens(w, r, s, e.Status, "", e.Message)
 		return
 	}
@@ -638,7 +646,7 @@ func (c *Console) myCreateToken(w http.ResponseWriter, r *http.Request, s sessio
 
 func (c *Console) myRevokeToken(w http.ResponseWriter, r *http.Request, s session) {
 	if _, err := c.call(r, s, http.MethodDelete, "/v1/tokens/"+url.PathEscape(r.PathValue("id")), nil); err != nil {
-		e := err.(*apiError)
+		e := asAPI(err)
 		if e.Status == http.StatusNotFound {
 			http.NotFound(w, r)
 			return
