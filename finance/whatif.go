@@ -188,23 +188,23 @@ func (s *Service) WhatIf(ctx context.Context, in WhatIfInput) (WhatIf, error) {
 	if err != nil {
 		return WhatIf{}, err
 	}
-	rate, err := pricing.ParseMicros("body.rate_per_gpu_hour", in.Rate)
+	rate, err := pricing.ParseMicros("query.rate_per_gpu_hour", in.Rate)
 	if err != nil {
 		return WhatIf{}, err
 	}
 	if rate <= 0 {
-		return WhatIf{}, neocloud.Invalid("body.rate_per_gpu_hour", "must be positive")
+		return WhatIf{}, neocloud.Invalid("query.rate_per_gpu_hour", "must be positive")
 	}
 	if in.DurationS <= 0 {
-		return WhatIf{}, neocloud.Invalid("body.duration_s", "must be positive")
+		return WhatIf{}, neocloud.Invalid("query.duration_s", "must be positive")
 	}
 	if in.LeaseTenant == "" {
-		return WhatIf{}, neocloud.Invalid("body.lease_tenant", "name the tenant the site would be leased to")
+		return WhatIf{}, neocloud.Invalid("query.lease_tenant", "name the tenant the site would be leased to")
 	}
 	if s.Resolve != nil {
 		t, err := s.Resolve(ctx, reader, in.LeaseTenant)
 		if err != nil {
-			return WhatIf{}, neocloud.Invalid("body.lease_tenant", "%v", err)
+			return WhatIf{}, neocloud.Invalid("query.lease_tenant", "%v", err)
 		}
 		in.LeaseTenant = t.Name
 	}
@@ -213,7 +213,7 @@ func (s *Service) WhatIf(ctx context.Context, in WhatIfInput) (WhatIf, error) {
 		in.Baseline = now.AddDate(0, -1, 0).Format("2006-01")
 	}
 	if _, _, err := neocloud.ParsePeriod(in.Baseline); err != nil {
-		return WhatIf{}, neocloud.Invalid("body.baseline", "%v", err)
+		return WhatIf{}, neocloud.Invalid("query.baseline", "%v", err)
 	}
 	bu, err := s.Utilization(ctx, site.ID, in.Baseline)
 	if err != nil {
@@ -248,7 +248,7 @@ func (s *Service) WhatIf(ctx context.Context, in WhatIfInput) (WhatIf, error) {
 	}
 	baseSecs := int64(rev.To.Sub(rev.From) / time.Second)
 	if baseSecs <= 0 {
-		return WhatIf{}, neocloud.Invalid("body.baseline", "the baseline has no time in it")
+		return WhatIf{}, neocloud.Invalid("query.baseline", "the baseline has no time in it")
 	}
 	scale := func(v int64) int64 { return ratMicros(mulDiv(v, in.DurationS, baseSecs)) }
 	// Emissions per kWh of the baseline, for both.
