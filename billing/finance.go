@@ -39,8 +39,8 @@ func (s *Service) FinalInvoices(ctx context.Context) ([]Invoice, error) {
 }
 
 // OpenDrafts returns every tenant's draft invoices of the months not yet
-// closed, up to to (from the month of from where none has ever closed):
-// what has been earned there and not yet invoiced.
+// closed from the month before from's to to's: what has been earned
+// there (and credited for the month before) and not yet invoiced.
 func (s *Service) OpenDrafts(ctx context.Context, from, to time.Time) ([]Invoice, error) {
 	ps, err := s.Store.Periods(ctx)
 	if err != nil {
@@ -53,9 +53,11 @@ func (s *Service) OpenDrafts(ctx context.Context, from, to time.Time) ([]Invoice
 	}
 	op := neocloud.Principal{TokenID: "finance", Role: neocloud.RoleOperatorViewer}
 	var out []Invoice
-	start := open // every open month: a draft credits the month before it
-	if start.IsZero() {
-		start = time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC)
+	// The open months from the one before from's (a draft credits the
+	// month before it) to to's.
+	start := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -1, 0)
+	if start.Before(open) {
+		start = open
 	}
 	for m := start; m.Before(to); m = m.AddDate(0, 1, 0) {
 		for _, t := range ts {

@@ -10,7 +10,7 @@ import (
 // balances, backlog and unit economics, with charts of hourly utilization
 // and of revenue month by month.
 func (c *Console) financePage(w http.ResponseWriter, r *http.Request, s session) {
-	ctx := r.Context()
+	ctx := finance.WithMemo(r.Context()) // the books read once for the page
 	period := c.cfg.Now().UTC().Format("2006-01")
 	type siteView struct {
 		Summary   finance.Summary

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/big"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -228,8 +229,8 @@ func committedBusy(nodes []NodeTime, hours []NodeHour) *Busy {
 	if tel == 0 {
 		return nil
 	}
-	f := func(gpuMin float64) string { return new(big.Float).SetFloat64(gpuMin / 60).Text('f', 3) }
-	return &Busy{TelemetryGPUHours: f(tel), BusyGPUHours: f(busy), Percent: new(big.Float).SetFloat64(100 * busy / tel).Text('f', 2)}
+	f := func(gpuMin float64) string { return new(big.Float).SetFloat64(gpuMin/60).Text('f', 3) }
+	return &Busy{TelemetryGPUHours: f(tel), BusyGPUHours: f(busy), Percent: new(big.Float).SetFloat64(100*busy/tel).Text('f', 2)}
 }
 
 // nodeTimes gathers every node's spans over [from, to).
@@ -337,6 +338,47 @@ func (s *Service) charges(ctx context.Context, site fleet.Site, currency string,
 	if s.Billing == nil {
 		return nil, nil
 	}
+	m, _ := ctx.Value(memoKey{}).(*memo)
+	key := memoEntry{site.ID, currency, from}
+	if m != nil {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if cs, ok := m.charges[key]; ok {
+			return cs, nil
+		}
+	}
+	cs, err := s.readCharges(ctx, site, currency, from, asOf)
+	if m != nil && err == nil {
+		m.charges[key] = cs
+	}
+	return cs, err
+}
+
+// memo keeps the books read for one request: a summary, a page of
+// figures, reads them once.
+type memo struct {
+	mu      sync.Mutex
+	charges map[memoEntry][]Charge
+}
+
+type memoKey struct{}
+
+type memoEntry struct {
+	site, currency string
+	from           time.Time
+}
+
+// WithMemo returns a context in which finance reads the books once for
+// every figure asked of it (for one request or one page).
+func WithMemo(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(memoKey{}).(*memo); ok {
+		return ctx
+	}
+	return context.WithValue(ctx, memoKey{}, &memo{charges: map[memoEntry][]Charge{}})
+}
+
+// readCharges is charges without the memo.
+func (s *Service) readCharges(ctx context.Context, site fleet.Site, currency string, from, asOf time.Time) ([]Charge, error) {
 	works, err := s.Billing.ContractWorks(ctx)
 	if err != nil {
 		return nil, err
@@ -489,7 +531,7 @@ func (s *Service) Backlog(ctx context.Context, siteRef, period, currency string)
 	if currency == "" {
 		currency = "USD"
 	}
-	cs, err := s.charges(ctx, site, currency, from.AddDate(-1, 0, 0), s.now())
+	cs, err := s.charges(ctx, site, currency, from, s.now())
 	if err != nil {
 		return Backlog{}, err
 	}

@@ -111,6 +111,7 @@ type Summary struct {
 
 // Summary is a site's headline figures for a period.
 func (s *Service) Summary(ctx context.Context, siteRef, period string) (Summary, error) {
+	ctx = WithMemo(ctx)
 	site, err := s.site(siteRef)
 	if err != nil {
 		return Summary{}, err
@@ -184,6 +185,7 @@ const WhatIfMethod = "The current mix runs on over the horizon at the baseline p
 
 // WhatIf compares the current mix with leasing the whole site.
 func (s *Service) WhatIf(ctx context.Context, in WhatIfInput) (WhatIf, error) {
+	ctx = WithMemo(ctx)
 	site, err := s.site(in.Site)
 	if err != nil {
 		return WhatIf{}, err
