@@ -438,7 +438,11 @@ func TestPowerCappedSKU(t *testing.T) {
 	if err := n.op.Do(ctx, http.MethodPost, "/v1/prices", nil, map[string]any{"sku": sku.Name, "class": "reserved", "price_per_gpu_hour": "2.10"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var q struct{ Offer struct{ PricePerGPUHour string `json:"price_per_gpu_hour"` } }
+	var q struct {
+		Offer struct {
+			PricePerGPUHour string `json:"price_per_gpu_hour"`
+		}
+	}
 	if err := n.op.Do(ctx, http.MethodPost, "/v1/quotes", nil, map[string]any{"tenant": "acme", "sku": sku.Name, "gpus": 8, "class": "reserved",
 		"start": time.Now().Add(48 * time.Hour).UTC().Truncate(time.Hour), "duration_s": 86400}, &q); err != nil || q.Offer.PricePerGPUHour != "2.10" {
 		t.Fatalf("a quote of the capped SKU: %v %+v", err, q)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/neocloud/neocloud/cli"
-	"github.com/neocloud/neocloud/fleet"
 )
 
 // jumpClock runs at real speed from base, plus whatever it was moved on.
@@ -44,24 +43,8 @@ func TestCLIBilling(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Close() })
 	op := srv.Token
-	must := func(token string, args ...string) string {
-		t.Helper()
-		out, errOut, code := run(t, srv.URL, token, args...)
-		if code != 0 {
-			t.Fatalf("%v: exit %d: %s", args, code, errOut)
-		}
-		return out
-	}
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 128)
-	o.Fanout = []int{1, 1, 2, 8}
-	if _, err := fleet.Generate(&spec, o); err != nil {
-		t.Fatal(err)
-	}
-	specPath := filepath.Join(t.TempDir(), "site.yaml")
-	os.WriteFile(specPath, spec.Bytes(), 0o644)
-	must(op, "fleet", "apply", "-f", specPath)
+	must := func(token string, args ...string) string { t.Helper(); return mustRun(t, srv.URL, token, args...) }
+	sku := applySite(t, srv.URL, op, 1, 1, 2, 8)
 	must(op, "price", "set", "--sku", sku.Name, "--class", "on_demand", "--rate", "3.20")
 	must(op, "tenant", "create", "acme")
 	must(op, "billing", "seller", "--name", "Colossus Compute LLC", "--address", "Memphis, TN", "--close-after-s", "-1")

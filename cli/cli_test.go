@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/neocloud/neocloud/cli"
+	"github.com/neocloud/neocloud/fleet"
 )
 
 // run runs the CLI in-process and returns stdout, stderr and the exit code.
@@ -124,4 +126,38 @@ func TestBootstrapTokenIsIdempotent(t *testing.T) {
 	if _, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Bootstrap: "short"}); err == nil {
 		t.Error("a 5-character bootstrap token was accepted")
 	}
+}
+
+// mustRun runs the CLI against url with token, failing the test on a
+// non-zero exit; it returns standard output.
+func mustRun(t *testing.T, url, token string, args ...string) string {
+	t.Helper()
+	out, errOut, code := run(t, url, token, args...)
+	if code != 0 {
+		t.Fatalf("%v: exit %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+// applySite applies, through the CLI, a generated Colossus-shaped site of
+// H100 nodes laid out by fanout (halls' pods, sus, racks, nodes).
+func applySite(t *testing.T, url, token string, fanout ...int) fleet.SKU {
+	t.Helper()
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	nodes := 1
+	for _, f := range fanout {
+		nodes *= f
+	}
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, nodes*sku.GPUsPerNode)
+	o.Fanout = fanout
+	if _, err := fleet.Generate(&spec, o); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "site.yaml")
+	if err := os.WriteFile(path, spec.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, url, token, "fleet", "apply", "-f", path)
+	return sku
 }

@@ -1,15 +1,10 @@
 package cli_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/neocloud/neocloud/fleet"
 )
 
 // TestCLIFinance: the finance commands answer an operator as tables, CSV
@@ -17,24 +12,8 @@ import (
 func TestCLIFinance(t *testing.T) {
 	srv := startServer(t)
 	op := srv.Token
-	must := func(token string, args ...string) string {
-		t.Helper()
-		out, errOut, code := run(t, srv.URL, token, args...)
-		if code != 0 {
-			t.Fatalf("%v: exit %d: %s", args, code, errOut)
-		}
-		return out
-	}
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 64)
-	o.Fanout = []int{1, 1, 1, 8}
-	if _, err := fleet.Generate(&spec, o); err != nil {
-		t.Fatal(err)
-	}
-	specPath := filepath.Join(t.TempDir(), "site.yaml")
-	os.WriteFile(specPath, spec.Bytes(), 0o644)
-	must(op, "fleet", "apply", "-f", specPath)
+	must := func(token string, args ...string) string { t.Helper(); return mustRun(t, srv.URL, token, args...) }
+	applySite(t, srv.URL, op, 1, 1, 1, 8)
 	must(op, "tenant", "create", "acme")
 	time.Sleep(1100 * time.Millisecond) // the fleet has been counted for a second
 	period := time.Now().UTC().Format("2006-01")

@@ -1,15 +1,12 @@
 package cli_test
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/neocloud/neocloud/fleet"
 )
 
 // TestCLISupplyMeters: supply-meter readings from a CSV are stored and
@@ -18,25 +15,9 @@ import (
 func TestCLISupplyMeters(t *testing.T) {
 	srv := startServer(t)
 	op := srv.Token
-	must := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := run(t, srv.URL, op, args...)
-		if code != 0 {
-			t.Fatalf("%v: exit %d: %s", args, code, errOut)
-		}
-		return out
-	}
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 64)
-	o.Fanout = []int{1, 1, 1, 8}
-	if _, err := fleet.Generate(&spec, o); err != nil {
-		t.Fatal(err)
-	}
+	must := func(args ...string) string { t.Helper(); return mustRun(t, srv.URL, op, args...) }
+	applySite(t, srv.URL, op, 1, 1, 1, 8)
 	dir := t.TempDir()
-	specPath := filepath.Join(dir, "site.yaml")
-	os.WriteFile(specPath, spec.Bytes(), 0o644)
-	must("fleet", "apply", "-f", specPath)
 
 	h := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
 	period := h.Format("2006") // the year: both hours fall in it but at New Year

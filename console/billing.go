@@ -145,12 +145,25 @@ func (c *Console) invoiceLine(w http.ResponseWriter, r *http.Request, s session)
 		c.fail(w, r, err)
 		return
 	}
-	more := 0
-	if len(src.Records) > 500 {
-		more, src.Records = len(src.Records)-500, src.Records[:500]
+	c.renderLine(w, r, s, src, "", "invoices")
+}
+
+// lineView is a line's sources as the line page shows them: at most 500
+// records (More says how many were left out), links under Base (the
+// operator's pages, or the tenant portal's /my), nodes linked for
+// operators.
+type lineView struct {
+	billing.LineSources
+	More  int
+	Base  string
+	Nodes bool
+}
+
+func (c *Console) renderLine(w http.ResponseWriter, r *http.Request, s session, src billing.LineSources, base, nav string) {
+	v := lineView{LineSources: src, Base: base, Nodes: base == ""}
+	if len(v.Records) > 500 {
+		v.Records = v.Records[:500]
 	}
-	c.render(w, r, http.StatusOK, "line", "invoices", src.Number+" line "+strconv.Itoa(n), s, struct {
-		billing.LineSources
-		More int
-	}{src, more})
+	v.More = max(v.RecordsTotal, len(src.Records)) - len(v.Records) // the store lists 1,000 of RecordsTotal
+	c.render(w, r, http.StatusOK, "line", nav, src.Number+" line "+strconv.Itoa(src.Line.N), s, v)
 }

@@ -440,7 +440,7 @@ func (c *Console) myInvoiceLine(w http.ResponseWriter, r *http.Request, s sessio
 		c.myFail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "my-line", "my-invoices", "Line sources", s, src)
+	c.renderLine(w, r, s, src, "/my", "my-invoices")
 }
 
 func (c *Console) myEmissions(w http.ResponseWriter, r *http.Request, s session) {
