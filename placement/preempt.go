@@ -102,6 +102,10 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		}
 		c.runNodes = c.runNodes[:0]
 	}
+	lvlOff := int32(0)
+	if level >= 0 {
+		lvlOff = c.T.levelOff[level]
+	}
 	c.byTime.each(s, e, func(cm *Reservation) {
 		if cm.committed() {
 			return
@@ -124,7 +128,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				}
 			}
 			if lazy && c.reclaim.has(i) {
-				if d := c.T.nodes[i].anc[level]; d != cur {
+				if d := c.T.flat[i*L+level] - lvlOff; d != cur {
 					if cur >= 0 {
 						c.runs[cur] = append(c.runs[cur], holderRun{cm: cm, lo: from, hi: len(c.runNodes)})
 					}
@@ -191,14 +195,14 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	var cands []cand
 	// An evicted reservation loses the rest of its time (to the preemptor's
 	// end if it has none); a shrunk one loses its step while r runs.
+	// In whole seconds, as the calendar keeps times, less now's fraction.
+	forever, frac := unix(Forever), time.Duration(now.Nanosecond())
 	hoursLeft := func(cm *Reservation, shrink bool) float64 {
-		stop := cm.End
-		if shrink || stop == Forever {
-			if end.Before(stop) {
-				stop = end
-			}
+		stop := cm.e
+		if (shrink || stop >= forever) && e < stop {
+			stop = e
 		}
-		return max(0, stop.Sub(now).Hours())
+		return max(0, (time.Duration(stop-s)*time.Second - frac).Hours())
 	}
 	g := float64(c.T.SKU.GPUsPerNode)
 	domains := []domain{{lo: 0, hi: int32(len(c.T.nodes))}}
@@ -215,11 +219,10 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	var flat []int
 	var opts []option
 	freeNode := func(i int32) bool {
-		return held[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.nodes[i].spare
+		return held[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
 	}
 	type ranked struct {
-		key, hours uint64
-		i          int32
+		key, hours, at uint64 // at: the option's first node, then its index
 	}
 	var order []ranked
 	// evaluate picks the cheapest victims freeing k nodes in domain d; with
@@ -301,12 +304,13 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			cm, nodes := gr.cm, flat[gr.at:gr.at+gr.n:gr.at+gr.n]
 			if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
 				if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
+					anc := func(i int) int32 { return c.T.flat[i*L+sl] }
 					// nodes ascend and domains are index ranges: a shrink step
 					// (its nodes in one domain of the shrink level) is a run.
 					spare := len(cm.Nodes) - cm.MinNodes
 					for a := 0; a < len(nodes); {
 						b := a + 1
-						for b < len(nodes) && c.T.nodes[nodes[b]].anc[sl] == c.T.nodes[nodes[a]].anc[sl] {
+						for b < len(nodes) && anc(nodes[b]) == anc(nodes[a]) {
 							b++
 						}
 						if st := nodes[a:b:b]; len(st) <= spare {
@@ -320,7 +324,8 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			opts = append(opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * hoursLeft(cm, false)})
 		}
 		// Order: shrinks first, then internal before spot, then larger
-		// first, then fewer GPU-hours lost, then by id.
+		// first, then fewer GPU-hours lost, then the lowest first node (the
+		// option's place in the domain).
 		order = order[:0]
 		for x := range opts {
 			o := &opts[x]
@@ -329,7 +334,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				key |= 1 << 62
 			}
 			key |= uint64(classRank(o.cm.Class)) << 61
-			order = append(order, ranked{key: key, hours: math.Float64bits(o.hours), i: int32(x)})
+			order = append(order, ranked{key: key, hours: math.Float64bits(o.hours), at: uint64(o.nodes[0])<<32 | uint64(x)})
 		}
 		slices.SortFunc(order, func(x, y ranked) int {
 			switch {
@@ -338,12 +343,12 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			case x.hours != y.hours:
 				return cmp.Compare(x.hours, y.hours)
 			}
-			return cmp.Compare(opts[x.i].cm.ID, opts[y.i].cm.ID)
+			return cmp.Compare(x.at, y.at)
 		})
 		got := 0
 		pick = pickBuf[:0]
 		for _, ox := range order {
-			o := opts[ox.i]
+			o := opts[uint32(ox.at)]
 			if got >= need {
 				break
 			}
