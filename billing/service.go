@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -159,6 +160,7 @@ type MeterResult struct {
 // to the hour), again from Lookback before its mark, and moves the mark.
 func (s *Service) Meter(ctx context.Context, through time.Time) (MeterResult, error) {
 	var res MeterResult
+	parallel := s.Store.TxID(ctx) == nil // the pass's own transaction
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		if err := s.Store.LockUsage(ctx); err != nil {
 			return err
@@ -175,7 +177,7 @@ func (s *Service) Meter(ctx context.Context, through time.Time) (MeterResult, er
 		if !to.After(mark) && !mark.IsZero() {
 			return nil
 		}
-		r, err := s.derive(ctx, from, to)
+		r, err := s.derive(ctx, from, to, parallel)
 		if err != nil {
 			return err
 		}
@@ -207,36 +209,50 @@ func (s *Service) Rederive(ctx context.Context, p neocloud.Principal, from, to t
 		if !to.After(from) {
 			return neocloud.Invalid("query.period", "the meter has derived nothing of that period yet (through %s)", mark.Format(time.RFC3339))
 		}
-		res, err = s.derive(ctx, from, to)
+		res, err = s.derive(ctx, from, to, false)
 		return err
 	})
 	return res, err
 }
 
-func (s *Service) derive(ctx context.Context, from, to time.Time) (MeterResult, error) {
+// derive derives the records of [from, to) under the usage lock. With
+// parallel (the transaction is the pass's own and has written nothing)
+// its reads run on the read pool, the energy readings beside the rest.
+func (s *Service) derive(ctx context.Context, from, to time.Time, parallel bool) (MeterResult, error) {
 	res := MeterResult{From: from, To: to}
-	allocs, err := s.Store.MeteredAllocations(ctx, from, to)
+	rctx := ctx
+	if parallel {
+		rctx = s.Store.Committed(ctx)
+	}
+	allocs, err := s.Store.MeteredAllocations(rctx, from, to)
 	if err != nil {
 		return res, err
 	}
 	if len(allocs) == 0 {
 		return res, nil
 	}
-	readings, err := s.Store.EnergyReadingsAt(ctx, from.Add(-time.Hour), to.Add(time.Hour))
-	if err != nil {
+	var readings []agents.EnergyReading
+	var rerr error
+	read := func() { readings, rerr = s.Store.EnergyReadingsAt(rctx, from.Add(-time.Hour), to.Add(time.Hour)) }
+	done := make(chan struct{})
+	if parallel {
+		go func() { defer close(done); read() }()
+	} else {
+		read()
+		close(done)
+	}
+	stored, err := s.Store.UsageRecordsIn(rctx, "", from, to)
+	var ps []Period
+	if err == nil {
+		ps, err = s.Store.Periods(rctx)
+	}
+	<-done
+	if err = errors.Join(err, rerr); err != nil {
 		return res, err
 	}
 	byNode := map[string][]agents.EnergyReading{}
 	for _, r := range readings {
 		byNode[r.NodeID] = append(byNode[r.NodeID], r)
-	}
-	stored, err := s.Store.UsageRecordsIn(ctx, "", from, to)
-	if err != nil {
-		return res, err
-	}
-	ps, err := s.Store.Periods(ctx)
-	if err != nil {
-		return res, err
 	}
 	through := closedThrough(ps)
 	type key struct {

@@ -10,7 +10,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/billing"
+	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
@@ -196,6 +199,61 @@ func TestMeterWaitsForTheUsageLock(t *testing.T) {
 		}
 		if _, err := bl.Meter(ctx, bl.Now()); err != nil {
 			t.Fatalf("the meter after the lock: %v", err)
+		}
+	})
+}
+
+// Energy readings read outside a transaction come in slices of time from
+// parallel connections; they are the same readings a transaction reads,
+// those on the slices' edges and the range's ends included.
+func TestEnergyReadingsReadInSlices(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		w := newWorld(t, db, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+		nodes := w.fleet.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 1000})
+		from, to := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 1, 1, 3, 0, 0, 0, time.UTC)
+		var rs []agents.EnergyReading
+		rng := rand.New(rand.NewPCG(3, 5))
+		for i, n := range nodes {
+			for g := range 8 {
+				// Every microsecond edge of up to 8 slices, and random times.
+				at := from.Add(to.Sub(from) * time.Duration(i%9) / 8)
+				if i%2 == 1 {
+					at = from.Add(time.Duration(rng.Int64N(int64(to.Sub(from)))) - time.Minute)
+				}
+				rs = append(rs, agents.EnergyReading{NodeID: n.ID, GPU: g, At: at.Truncate(time.Microsecond), EnergyJ: uint64(i*8 + g), Reason: "hourly"})
+			}
+		}
+		if err := db.PutEnergyReadings(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+		var want []agents.EnergyReading
+		if err := db.InTx(ctx, func(ctx context.Context) error {
+			var err error
+			want, err = db.EnergyReadingsAt(ctx, from, to)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.EnergyReadingsAt(ctx, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inside := 0
+		for _, r := range rs {
+			if !r.At.Before(from) && r.At.Before(to) {
+				inside++
+			}
+		}
+		if len(want) != inside || inside < len(rs)/2 {
+			t.Fatalf("in a transaction: %d readings, want %d of %d", len(want), inside, len(rs))
+		}
+		key := func(rs []agents.EnergyReading) []agents.EnergyReading {
+			sort.Slice(rs, func(i, j int) bool { return rs[i].EnergyJ < rs[j].EnergyJ })
+			return rs
+		}
+		if d := cmp.Diff(key(want), key(got)); d != "" {
+			t.Fatalf("read in slices differs (-in a transaction +in slices):\n%s", d)
 		}
 	})
 }

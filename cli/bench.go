@@ -64,6 +64,8 @@ func benchCmd(g *globals) *cobra.Command {
 		}}
 	bill.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	bill.Flags().StringVar(&bb.CloseProfile, "close-cpuprofile", "", "write a CPU profile of the close alone to this file")
+	bill.Flags().StringVar(&bb.Save, "save", "", "keep a copy of the built month (SQLite) in this file, to close again with --from")
+	bill.Flags().StringVar(&bb.From, "from", "", "close a copy of a month saved with --save instead of building one")
 	bill.Flags().StringVar(&bb.DatabaseURL, "database-url", "", "postgres://… (an empty database) to measure PostgreSQL (default: SQLite in a temporary directory)")
 	bill.Flags().IntVar(&bb.GPUs, "gpus", 196608, "site size in GPUs")
 	bill.Flags().IntVar(&bb.Allocations, "allocations", 1000000, "allocations in the month")

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -36,6 +37,9 @@ type BillingBench struct {
 	// CloseProfile, when set, is where a CPU profile of the close alone
 	// is written.
 	CloseProfile string
+	// Save, when set, keeps a copy of the built month (SQLite) at this
+	// path; From closes a copy of such a month instead of building one.
+	Save, From string
 }
 
 // RunBillingBench builds a month of a site's history in a store — a
@@ -60,6 +64,13 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 		}
 		defer os.RemoveAll(dir)
 		target = filepath.Join(dir, "neocloud.db")
+		if o.From != "" {
+			if err := copyFile(o.From, target); err != nil {
+				return err
+			}
+		}
+	} else if o.From != "" {
+		return fmt.Errorf("bench billing: --from closes a saved SQLite month, not a PostgreSQL one")
 	}
 	db, err := sqlstore.Open(ctx, target)
 	if err != nil {
@@ -73,6 +84,82 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	month, end := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)
 	now := end.Add(30 * time.Minute)
 	clock := func() time.Time { return now }
+	var m billingMonth
+	if o.From != "" {
+		b, err := os.ReadFile(o.From + ".json")
+		if err != nil {
+			return fmt.Errorf("bench billing: %s has no summary beside it: %w", o.From, err)
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		say("month: a copy of %s (%d allocations, %d usage records)", o.From, m.Allocations, m.Records)
+	} else {
+		if m, err = buildBillingMonth(ctx, db, o, month, end, clock, say); err != nil {
+			return err
+		}
+	}
+	if o.Save != "" {
+		if err := saveBillingMonth(ctx, db, o.Save, m); err != nil {
+			return err
+		}
+		say("month: saved to %s", o.Save)
+	}
+
+	runtime.GC()
+
+	// The close.
+	bl := billing.NewService(db, db)
+	bl.Now = clock
+	bl.Lookback = 0 // the records before the last hour are as the meter left them
+	bl.Resolve = func(ctx context.Context, p neocloud.Principal, ref string) (tenant.Tenant, error) {
+		return db.Tenant(ctx, ref)
+	}
+	resetPeakRSS()
+	before := readRSS()
+	say("closing 2027-01…")
+	c0 := time.Now()
+	var p billing.Period
+	var invs []billing.Invoice
+	err = profiled(o.CloseProfile, func() error {
+		var err error
+		p, invs, err = bl.Close(ctx, neocloud.Principal{TokenID: "bench", Role: neocloud.RoleOperatorAdmin}, "2027-01")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	took := time.Since(c0)
+	lines, credits := 0, 0
+	var total int64
+	for _, inv := range invs {
+		lines += len(inv.Lines)
+		total += inv.TotalMicros
+		for _, l := range inv.Lines {
+			if l.Kind == billing.LineCredit {
+				credits++
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "store\t%s\n", store)
+	fmt.Fprintf(tw, "site\t%d GPUs (%d nodes)\n", m.Nodes*8, m.Nodes)
+	fmt.Fprintf(tw, "month\t%d allocations (%d failures replaced), %d usage records, %d tenants\n", m.Allocations, m.Failures, m.Records, m.Tenants)
+	fmt.Fprintf(tw, "close\t%v wall (metering the last hour, SLA credits, rating, %d invoices with %d lines, %d credit lines)\n", took.Round(time.Millisecond), p.Invoices, lines, credits)
+	fmt.Fprintf(tw, "peak RSS of the close\t%d MiB (%d MiB before it)\n", peakRSSKiB()/1024, before/1024)
+	fmt.Fprintf(tw, "invoiced\t%s USD\n", pricing.FormatMicros(total))
+	return tw.Flush()
+}
+
+// billingMonth is what the report says of a built month.
+type billingMonth struct {
+	Nodes, Allocations, Failures, Records, Tenants int
+}
+
+// buildBillingMonth writes the month's history into db (see
+// RunBillingBench).
+func buildBillingMonth(ctx context.Context, db *sqlstore.DB, o BillingBench, month, end time.Time, clock func() time.Time, say func(string, ...any)) (billingMonth, error) {
+	var m billingMonth
 	rng := rand.New(rand.NewPCG(o.Seed, 11))
 	t0 := time.Now()
 
@@ -81,21 +168,21 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	var spec bytes.Buffer
 	gen := fleet.ColossusOptions(sku, o.GPUs)
 	if _, err := fleet.Generate(&spec, gen); err != nil {
-		return err
+		return m, err
 	}
 	parsed, err := fleet.ParseSpec(spec.Bytes())
 	if err != nil {
-		return err
+		return m, err
 	}
 	parsed.Site.Power = &fleet.Power{PUE: 1.25, EnergyPrice: "0.085"}
 	fl := fleet.NewService(db, db)
 	fl.Now = clock
 	if err := fl.Load(ctx); err != nil {
-		return err
+		return m, err
 	}
 	applied, err := fl.Apply(ctx, parsed)
 	if err != nil {
-		return err
+		return m, err
 	}
 	nodes := fl.Snapshot.Nodes(fleet.NodeFilter{SiteID: applied.SiteID}, neocloud.Page{Limit: 1 << 30})
 	say("site: %d nodes applied in %v", len(nodes), time.Since(t0).Round(time.Second))
@@ -105,10 +192,10 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	for i := range max(o.Tenants, 22) {
 		tn := tenant.Tenant{ID: neocloud.NewID(neocloud.PrefixTenant), Name: fmt.Sprintf("t%03d", i), CreatedAt: month.AddDate(0, -2, 0)}
 		if err := db.CreateTenant(ctx, tn); err != nil {
-			return err
+			return m, err
 		}
 		if err := db.PutProfile(ctx, billing.Profile{TenantID: tn.ID, TaxRate: []string{"0", "8.25", "19"}[i%3]}); err != nil {
-			return err
+			return m, err
 		}
 		tenants = append(tenants, tn)
 	}
@@ -117,7 +204,7 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 		{ID: neocloud.NewID(sales.PrefixPrice), SKU: sku.Name, Class: "on_demand", EffectiveAt: month.Add(14 * 24 * time.Hour), ListMicros: 2_900_000, Currency: "USD"},
 	} {
 		if err := db.InsertPrice(ctx, p); err != nil {
-			return err
+			return m, err
 		}
 	}
 	if err := db.InTx(ctx, func(ctx context.Context) error {
@@ -128,7 +215,7 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 		}
 		return nil
 	}); err != nil {
-		return err
+		return m, err
 	}
 
 	// Contracts and reservations: the first quarter of the nodes leased by
@@ -240,17 +327,17 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	say("history: %d contracts, %d reservations, %d allocations (%d failures replaced) in %v", len(contracts), len(rsvs), len(allocs), len(failing), time.Since(t0).Round(time.Second))
 	for i := range contracts {
 		if err := db.InsertContract(ctx, contracts[i]); err != nil {
-			return err
+			return m, err
 		}
 	}
 	for i := 0; i < len(rsvs); i += 20000 {
 		if err := db.InsertReservations(ctx, rsvs[i:min(len(rsvs), i+20000)]); err != nil {
-			return err
+			return m, err
 		}
 	}
 	for i := 0; i < len(allocs); i += 20000 {
 		if err := db.InsertEndedAllocations(ctx, allocs[i:min(len(allocs), i+20000)]); err != nil {
-			return err
+			return m, err
 		}
 	}
 
@@ -281,7 +368,7 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 				GPUs: 8, ReservationGPUs: r.Shape.GPUs, GPUSeconds: secs * 8, GPUEnergyJ: gpuJ, EnergyJ: gpuJ * 100 / 55, EnergySource: billing.SourceEstimated, DerivedAt: h.Add(time.Hour + 5*time.Minute)})
 			if len(batch) == 50000 {
 				if err := flush(); err != nil {
-					return err
+					return m, err
 				}
 			}
 		}
@@ -290,7 +377,7 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 		}
 	}
 	if err := flush(); err != nil {
-		return err
+		return m, err
 	}
 	var rs []agents.EnergyReading
 	for i, n := range nodes {
@@ -302,57 +389,50 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 	}
 	for i := 0; i < len(rs); i += 20000 {
 		if err := db.PutEnergyReadings(ctx, rs[i:min(len(rs), i+20000)]); err != nil {
-			return err
+			return m, err
 		}
 	}
 	if err := db.InTx(ctx, func(ctx context.Context) error { return db.SetMeterThrough(ctx, last) }); err != nil {
-		return err
+		return m, err
 	}
 	say("store: %d usage records, %d energy readings for the last hour, in %v", records, len(rs), time.Since(t0).Round(time.Second))
-	allocs, rsvs, rs, batch, rsvOf, committed = nil, nil, nil, nil, nil, nil
-	runtime.GC()
 
-	// The close.
-	bl := billing.NewService(db, db)
-	bl.Now = clock
-	bl.Lookback = 0 // the records before the last hour are as the meter left them
-	bl.Resolve = func(ctx context.Context, p neocloud.Principal, ref string) (tenant.Tenant, error) {
-		return db.Tenant(ctx, ref)
+	m = billingMonth{Nodes: len(nodes), Allocations: o.Allocations, Failures: len(failing), Records: records, Tenants: len(tenants)}
+	return m, nil
+}
+
+// saveBillingMonth writes a copy of a built month's SQLite store to path,
+// with its summary beside it (path.json), for --from.
+func saveBillingMonth(ctx context.Context, db *sqlstore.DB, path string, m billingMonth) error {
+	if db.Dialect != sqlstore.SQLite {
+		return fmt.Errorf("bench billing: --save keeps SQLite stores only")
 	}
-	resetPeakRSS()
-	before := readRSS()
-	say("closing 2027-01…")
-	c0 := time.Now()
-	var p billing.Period
-	var invs []billing.Invoice
-	err = profiled(o.CloseProfile, func() error {
-		var err error
-		p, invs, err = bl.Close(ctx, neocloud.Principal{TokenID: "bench", Role: neocloud.RoleOperatorAdmin}, "2027-01")
+	os.Remove(path)
+	if _, err := db.RawDB().ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
 		return err
-	})
+	}
+	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	took := time.Since(c0)
-	lines, credits := 0, 0
-	var total int64
-	for _, inv := range invs {
-		lines += len(inv.Lines)
-		total += inv.TotalMicros
-		for _, l := range inv.Lines {
-			if l.Kind == billing.LineCredit {
-				credits++
-			}
-		}
+	return os.WriteFile(path+".json", b, 0o644)
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
 	}
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "store\t%s\n", store)
-	fmt.Fprintf(tw, "site\t%d GPUs (%d nodes)\n", len(nodes)*8, len(nodes))
-	fmt.Fprintf(tw, "month\t%d allocations (%d failures replaced), %d usage records, %d tenants\n", o.Allocations, len(failing), records, len(tenants))
-	fmt.Fprintf(tw, "close\t%v wall (metering the last hour, SLA credits, rating, %d invoices with %d lines, %d credit lines)\n", took.Round(time.Millisecond), p.Invoices, lines, credits)
-	fmt.Fprintf(tw, "peak RSS of the close\t%d MiB (%d MiB before it)\n", peakRSSKiB()/1024, before/1024)
-	fmt.Fprintf(tw, "invoiced\t%s USD\n", pricing.FormatMicros(total))
-	return tw.Flush()
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func maxTime(a, b time.Time) time.Time {

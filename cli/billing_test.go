@@ -121,13 +121,32 @@ func TestCLIBilling(t *testing.T) {
 // issues every tenant's invoice, with SLA credits for the failures.
 func TestBillingBenchRuns(t *testing.T) {
 	var out bytes.Buffer
-	if err := cli.RunBillingBench(context.Background(), &out, cli.BillingBench{GPUs: 512, Allocations: 600, Failures: 10, Tenants: 30, Seed: 1}); err != nil {
+	saved := filepath.Join(t.TempDir(), "month.db")
+	if err := cli.RunBillingBench(context.Background(), &out, cli.BillingBench{GPUs: 512, Allocations: 600, Failures: 10, Tenants: 30, Seed: 1, Save: saved}); err != nil {
 		t.Fatal(err)
 	}
 	// A lease, a reserved cluster and 9 on-demand and spot tenants.
 	for _, want := range []string{"close", "11 invoices", "credit lines", "peak RSS", "600 allocations (10 failures replaced)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("bench output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The saved month closes again to the same invoices.
+	var again bytes.Buffer
+	if err := cli.RunBillingBench(context.Background(), &again, cli.BillingBench{From: saved}); err != nil {
+		t.Fatal(err)
+	}
+	for _, pre := range []string{"invoiced", "month"} {
+		line := func(s string) string {
+			for _, l := range strings.Split(s, "\n") {
+				if strings.HasPrefix(l, pre) {
+					return l
+				}
+			}
+			return ""
+		}
+		if a, b := line(out.String()), line(again.String()); a == "" || a != b {
+			t.Fatalf("the saved month closes to %q, the built one to %q", b, a)
 		}
 	}
 }

@@ -61,14 +61,56 @@ func (db *DB) MeteredAllocations(ctx context.Context, from, to time.Time) ([]bil
 	return out, db.translate(rows.Err())
 }
 
+// EnergyReadingsAt reads every node's readings in [from, to). Outside a
+// transaction the range is read in slices of time on parallel read
+// connections (on SQLite through the driver itself), in time order.
 func (db *DB) EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agents.EnergyReading, error) {
-	return collect(db, ctx, func(r scanner) (agents.EnergyReading, error) {
-		var e agents.EnergyReading
-		var at, j int64
-		err := r.Scan(&e.NodeID, &e.GPU, &at, &j, &e.Reason, &e.AllocationID)
-		e.At, e.EnergyJ = fromMicros(at), uint64(j)
-		return e, err
-	}, `SELECT node_id, gpu, at, energy_j, reason, allocation_id FROM energy_readings WHERE at >= ? AND at < ?`, micros(from), micros(to))
+	const query = `SELECT node_id, gpu, at, energy_j, reason, allocation_id FROM energy_readings WHERE at >= ? AND at < ?`
+	lo, hi := micros(from), micros(to)
+	if txOf(ctx) != nil || hi <= lo {
+		return collect(db, ctx, scanReading, query, lo, hi)
+	}
+	slices := int64(max(1, min(runtime.GOMAXPROCS(0), 8)))
+	parts := make([][]agents.EnergyReading, slices)
+	errs := make([]error, slices)
+	var wg sync.WaitGroup
+	for i := range slices {
+		a, b := lo+(hi-lo)*i/slices, lo+(hi-lo)*(i+1)/slices
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if db.Dialect != SQLite {
+				parts[i], errs[i] = collect(db, ctx, scanReading, query, a, b)
+				return
+			}
+			errs[i] = db.rawRows(ctx, query, []any{a, b}, 6, func(v []driver.Value) {
+				parts[i] = append(parts[i], agents.EnergyReading{NodeID: rawString(v[0]), GPU: int(rawInt(v[1])), At: fromMicros(rawInt(v[2])),
+					EnergyJ: uint64(rawInt(v[3])), Reason: rawString(v[4]), AllocationID: rawString(v[5])})
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := make([]agents.EnergyReading, 0, func() (n int) {
+		for _, p := range parts {
+			n += len(p)
+		}
+		return n
+	}())
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out, nil
+}
+
+func scanReading(r scanner) (agents.EnergyReading, error) {
+	var e agents.EnergyReading
+	var at, j int64
+	err := r.Scan(&e.NodeID, &e.GPU, &at, &j, &e.Reason, &e.AllocationID)
+	e.At, e.EnergyJ = fromMicros(at), uint64(j)
+	return e, err
 }
 
 const usageCols = `id, allocation_id, hour, rev, reservation_id, contract_id, tenant_id, class, sku, site_id, node_id, start_at, end_at, gpus, rsv_gpus, gpu_seconds, gpu_energy_j, energy_j, energy_source, COALESCE(invoice_id, ''), derived_at`
@@ -186,44 +228,57 @@ func (db *DB) OpenSpans(ctx context.Context, tenantID string, from, before time.
 }
 
 // rawSpans runs OpenSpans's query on a read connection of its own through
-// the driver, reading each row's values as the driver gives them (int64
-// and string): a million spans cost a second less of database/sql's
-// per-value conversion and locking.
+// the driver (rawRows): a million spans cost a second less of
+// database/sql's per-value conversion and locking.
 func (db *DB) rawSpans(ctx context.Context, tenantID, query string, from, before int64) ([]billing.UsageRecord, error) {
+	var out []billing.UsageRecord
+	months := spanMonths{}
+	err := db.rawRows(ctx, query, []any{tenantID, from, before}, 11, func(vals []driver.Value) {
+		u := billing.UsageRecord{TenantID: tenantID, AllocationID: rawString(vals[0]), ReservationID: rawString(vals[2]), ContractID: rawString(vals[3]), SiteID: rawString(vals[4]),
+			GPUs: int(rawInt(vals[7])), ReservationGPUs: int(rawInt(vals[8])), EnergyJ: rawInt(vals[9])}
+		months.finish(&u, rawInt(vals[1]), rawInt(vals[5]), rawInt(vals[6]), rawInt(vals[10]))
+		out = append(out, u)
+	})
+	return out, err
+}
+
+// rawRows runs a query on a SQLite read connection of its own through the
+// driver, handing each row's n values to fn as the driver gives them
+// (int64, string, …), without database/sql's per-value conversion.
+func (db *DB) rawRows(ctx context.Context, query string, args []any, n int, fn func([]driver.Value)) error {
 	conn, err := db.r.Conn(ctx)
 	if err != nil {
-		return nil, db.translate(err)
+		return db.translate(err)
 	}
 	defer conn.Close()
-	var out []billing.UsageRecord
-	err = conn.Raw(func(dc any) error {
+	named := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	return db.translate(conn.Raw(func(dc any) error {
 		q, ok := dc.(driver.QueryerContext)
 		if !ok {
 			return fmt.Errorf("sqlstore: the SQLite driver cannot query directly")
 		}
-		rows, err := q.QueryContext(ctx, query, []driver.NamedValue{{Ordinal: 1, Value: tenantID}, {Ordinal: 2, Value: from}, {Ordinal: 3, Value: before}})
+		rows, err := q.QueryContext(ctx, query, named)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		vals := make([]driver.Value, 11)
-		months := spanMonths{}
-		str := func(v driver.Value) string { x, _ := v.(string); return x }
-		num := func(v driver.Value) int64 { x, _ := v.(int64); return x }
+		vals := make([]driver.Value, n)
 		for {
 			if err := rows.Next(vals); err == io.EOF {
 				return nil
 			} else if err != nil {
 				return err
 			}
-			u := billing.UsageRecord{TenantID: tenantID, AllocationID: str(vals[0]), ReservationID: str(vals[2]), ContractID: str(vals[3]), SiteID: str(vals[4]),
-				GPUs: int(num(vals[7])), ReservationGPUs: int(num(vals[8])), EnergyJ: num(vals[9])}
-			months.finish(&u, num(vals[1]), num(vals[5]), num(vals[6]), num(vals[10]))
-			out = append(out, u)
+			fn(vals)
 		}
-	})
-	return out, db.translate(err)
+	}))
 }
+
+func rawString(v driver.Value) string { x, _ := v.(string); return x }
+func rawInt(v driver.Value) int64     { x, _ := v.(int64); return x }
 
 // spanTiles reads a span's GPUs where its records tile it, else -1.
 const spanTiles = `CASE WHEN gpus > 0 AND (end_at - start_at) / 1000000 * gpus = gpu_seconds THEN gpus ELSE -1 END`
