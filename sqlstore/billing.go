@@ -315,6 +315,10 @@ func spanScanner() func(r scanner, tenantID string, lead ...any) (billing.UsageR
 	}
 }
 
+// SpansByTenant is true on SQLite, whose spans lie clustered by tenant;
+// a PostgreSQL heap holds a tenant's spans all over it.
+func (db *DB) SpansByTenant() bool { return db.Dialect == SQLite }
+
 // OpenSpansAll reads several tenants' open spans, energy included. On
 // PostgreSQL one scan of the table (a tenant's spans lie all over its
 // heap, so reading tenant by tenant reads it again and again); on SQLite,
@@ -472,9 +476,11 @@ func scanSpot(r scanner) (billing.SpotPoint, error) {
 	return p, err
 }
 
+const spotInsertSQL = `INSERT INTO spot_prices (site_id, sku, at, rate_micros) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`
+
 func (db *DB) PutSpotPoint(ctx context.Context, p billing.SpotPoint) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `INSERT INTO spot_prices (site_id, sku, at, rate_micros) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, p.SiteID, p.SKU, micros(p.At), p.RateMicros)
+		_, err := db.exec(ctx, spotInsertSQL, p.SiteID, p.SKU, micros(p.At), p.RateMicros)
 		return err
 	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/audit"
+	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
@@ -364,4 +365,39 @@ func TestLeases(t *testing.T) {
 			t.Fatal("the fence lets the old holder write, or not the new one")
 		}
 	})
+}
+
+// A statement that two transactions prepared for themselves is kept on
+// the writer's connection; the transactions after that reuse it and write
+// as before.
+func TestWriterKeepsRecurringStatements(t *testing.T) {
+	db := testdb.SQLite(t)
+	ctx := context.Background()
+	put := func(i int) {
+		t.Helper()
+		p := billing.SpotPoint{SiteID: "sit_1", SKU: "h100", At: t0.Add(time.Duration(i) * time.Minute), RateMicros: int64(1000 + i)}
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.PutSpotPoint(ctx, p) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(0)
+	if db.KeptOnWriter(sqlstore.SpotInsertSQL) {
+		t.Fatal("kept after one transaction")
+	}
+	put(1)
+	for deadline := time.Now().Add(30 * time.Second); !db.KeptOnWriter(sqlstore.SpotInsertSQL); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not kept after two transactions")
+		}
+	}
+	for i := 2; i < 5; i++ {
+		put(i)
+	}
+	pts, err := db.SpotPoints(ctx, t0, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 5 || pts[4].RateMicros != 1004 {
+		t.Fatalf("points: %+v", pts)
+	}
 }
