@@ -122,10 +122,8 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				extra[i] = append(extra[i], cm)
 			}
 			if !c.reclaim.has(i) && c.scratch.mask[i] == c.scratch.full && !c.T.spare[i] {
-				c.reclaim.set(i) // only preemptible work keeps it busy
-				for _, x := range c.T.flat[i*L : (i+1)*L] {
-					c.heldFreeAll[x]++
-				}
+				c.reclaim.set(i)                   // only preemptible work keeps it busy
+				c.heldFreeAll[c.T.flat[i*L+L-1]]++ // the levels above sum below
 			}
 			if lazy && c.reclaim.has(i) {
 				if d := c.T.flat[i*L+level] - lvlOff; d != cur {
@@ -147,6 +145,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		}
 	}()
 	defer clear(c.reclaim)
+	c.T.sumUp(heldFree)
 
 	// 2. Lazy or eager.
 	markAll := func() {

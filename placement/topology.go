@@ -232,3 +232,18 @@ func (t *Topology) emptyBound(l, k int) int {
 	}
 	return -1
 }
+
+// sumUp fills the counts of every level above the last from the last's:
+// per level, each domain's count is the sum of its children's.
+func (t *Topology) sumUp(counts [][]int32) {
+	L := len(t.Levels)
+	for l := L - 2; l >= 0; l-- {
+		off := t.levelOff[l]
+		clear(counts[l])
+		for x, d := range t.dom[l+1] {
+			if n := counts[l+1][x]; n != 0 {
+				counts[l][t.flat[int(d.lo)*L+l]-off] += n
+			}
+		}
+	}
+}
