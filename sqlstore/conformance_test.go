@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -400,4 +401,58 @@ func TestWriterKeepsRecurringStatements(t *testing.T) {
 	if len(pts) != 5 || pts[4].RateMicros != 1004 {
 		t.Fatalf("points: %+v", pts)
 	}
+}
+
+// A close reads every tenant's spans in one pass, which PostgreSQL splits
+// by page ranges over parallel scans: the spans are those read tenant by
+// tenant in a transaction, none lost or read twice.
+func TestSpansReadInOnePass(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		sqlstore.SplitSpanScans(t, 2)
+		ctx := context.Background()
+		var ids []string
+		for n := range 3 {
+			tn := tenant.Tenant{ID: fmt.Sprintf("ten_pass%d", n), Name: fmt.Sprintf("pass%d", n), CreatedAt: t0}
+			if err := db.CreateTenant(ctx, tn); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, tn.ID)
+		}
+		month := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+		var rs []billing.UsageRecord
+		for a := range 3000 {
+			id := fmt.Sprintf("alc_%05d", a)
+			h := month.Add(time.Duration(a%700) * time.Hour)
+			rs = append(rs, billing.UsageRecord{ID: billing.RecordID(id, h, 0), AllocationID: id, Hour: h, ReservationID: "rsv_" + id, ContractID: "ctr_1",
+				TenantID: ids[a%3], Class: "on_demand", SKU: "h100", SiteID: "sit_1", NodeID: "nod_1", Start: h, End: h.Add(time.Hour), GPUs: 8, ReservationGPUs: 8,
+				GPUSeconds: 8 * 3600, EnergyJ: int64(a), EnergySource: billing.SourceEstimated, DerivedAt: h.Add(time.Hour)})
+		}
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.InsertUsageRecords(ctx, rs) }); err != nil {
+			t.Fatal(err)
+		}
+		var want map[string][]billing.UsageRecord
+		if err := db.InTx(ctx, func(ctx context.Context) error {
+			var err error
+			want, err = db.OpenSpansAll(ctx, ids, month, month.AddDate(0, 1, 0))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.OpenSpansAll(ctx, ids, month, month.AddDate(0, 1, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID := func(m map[string][]billing.UsageRecord) map[string][]billing.UsageRecord {
+			for _, rs := range m {
+				sort.Slice(rs, func(i, j int) bool { return rs[i].ID < rs[j].ID })
+			}
+			return m
+		}
+		if n := len(want[ids[0]]) + len(want[ids[1]]) + len(want[ids[2]]); n != 3000 {
+			t.Fatalf("%d spans read in a transaction, want 3000", n)
+		}
+		if d := cmp.Diff(byID(want), byID(got)); d != "" {
+			t.Fatalf("spans read in one pass differ (-in a transaction +one pass):\n%s", d)
+		}
+	})
 }
