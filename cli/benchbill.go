@@ -428,7 +428,12 @@ func copyFile(from, to string) error {
 	if err != nil {
 		return err
 	}
+	// Synced, so that writing the copy back does not run beside the close.
 	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
 		out.Close()
 		return err
 	}
