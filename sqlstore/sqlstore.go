@@ -214,11 +214,12 @@ type txState struct {
 func (db *DB) promote(st *txState) {
 	var due []string
 	db.stmtMu.Lock()
-	if db.seen == nil {
+	if db.seen == nil || len(db.seen) >= maxStmts {
+		// Texts built per call (a batch's last rows) fill it: start over.
 		db.seen = map[string]int{}
 	}
 	for q := range st.stmts {
-		if _, ok := db.stmts[stmtKey{db.w, q}]; ok || len(db.seen) >= maxStmts {
+		if _, ok := db.stmts[stmtKey{db.w, q}]; ok {
 			continue
 		}
 		if db.seen[q]++; db.seen[q] == 2 {
