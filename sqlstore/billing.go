@@ -386,57 +386,10 @@ func (db *DB) OpenSpansAll(ctx context.Context, tenantIDs []string, from, before
 	return out, first
 }
 
-// pgSpans reads every tenant's open spans in one pass over the table,
-// split by page ranges (ctid) into one scan a CPU on connections of their
-// own, each through pgx itself, scanning into typed fields without
-// database/sql's per-value conversions. Spans change only under the usage
-// lock, so the scans see one table.
+// pgSpans reads every tenant's open spans in one scan on a connection of
+// its own through pgx itself, scanning into typed fields without
+// database/sql's per-value conversions.
 func (db *DB) pgSpans(ctx context.Context, want map[string]bool, out map[string][]billing.UsageRecord, from, before int64) error {
-	var pages int64
-	if err := db.r.QueryRowContext(ctx, `SELECT pg_relation_size('usage_spans') / current_setting('block_size')::bigint`).Scan(&pages); err != nil {
-		return db.translate(err)
-	}
-	parts := int64(1)
-	if pages >= spanSplitPages {
-		parts = int64(max(1, min(runtime.GOMAXPROCS(0), 8)))
-	}
-	got := make([]map[string][]billing.UsageRecord, parts)
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for p := range parts {
-		where := ""
-		if parts > 1 {
-			where = fmt.Sprintf(" AND ctid >= '(%d,0)'::tid", pages*p/parts)
-			if p < parts-1 { // the last is open: the table may have grown
-				where += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", pages*(p+1)/parts)
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[p] = map[string][]billing.UsageRecord{}
-			errs[p] = db.pgSpanScan(ctx, want, got[p], where, from, before)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	for _, g := range got {
-		for tid, rs := range g {
-			out[tid] = append(out[tid], rs...)
-		}
-	}
-	return nil
-}
-
-// spanSplitPages is the size (8 KB pages) from which pgSpans splits its
-// scan: smaller tables read at once.
-var spanSplitPages = int64(1024)
-
-// pgSpanScan reads the open spans of the tenants wanted that match where
-// (more conditions) into out, on a connection of its own.
-func (db *DB) pgSpanScan(ctx context.Context, want map[string]bool, out map[string][]billing.UsageRecord, where string, from, before int64) error {
 	conn, err := db.r.Conn(ctx)
 	if err != nil {
 		return db.translate(err)
@@ -448,7 +401,7 @@ func (db *DB) pgSpanScan(ctx context.Context, want map[string]bool, out map[stri
 			return fmt.Errorf("sqlstore: not a pgx connection")
 		}
 		rows, err := c.Conn().Query(ctx, `SELECT tenant_id, allocation_id, month, reservation_id, contract_id, site_id, start_at, end_at, `+spanTiles+`, rsv_gpus, energy_j, records * 4 + sources
-			FROM usage_spans WHERE month >= $1 AND month < $2 AND class <> 'internal'`+where, from, before)
+			FROM usage_spans WHERE month >= $1 AND month < $2 AND class <> 'internal'`, from, before)
 		if err != nil {
 			return err
 		}

@@ -11,11 +11,3 @@ func (db *DB) KeptOnWriter(query string) bool {
 
 // SpotInsertSQL is the statement PutSpotPoint runs.
 const SpotInsertSQL = spotInsertSQL
-
-// SplitSpanScans makes PostgreSQL split span scans from n pages on, for
-// the rest of the test.
-func SplitSpanScans(t interface{ Cleanup(func()) }, n int64) {
-	old := spanSplitPages
-	spanSplitPages = n
-	t.Cleanup(func() { spanSplitPages = old })
-}
