@@ -476,11 +476,9 @@ func scanSpot(r scanner) (billing.SpotPoint, error) {
 	return p, err
 }
 
-const spotInsertSQL = `INSERT INTO spot_prices (site_id, sku, at, rate_micros) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`
-
 func (db *DB) PutSpotPoint(ctx context.Context, p billing.SpotPoint) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, spotInsertSQL, p.SiteID, p.SKU, micros(p.At), p.RateMicros)
+		_, err := db.exec(ctx, `INSERT INTO spot_prices (site_id, sku, at, rate_micros) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, p.SiteID, p.SKU, micros(p.At), p.RateMicros)
 		return err
 	})
 }

@@ -368,41 +368,6 @@ func TestLeases(t *testing.T) {
 	})
 }
 
-// A statement that two transactions prepared for themselves is kept on
-// the writer's connection; the transactions after that reuse it and write
-// as before.
-func TestWriterKeepsRecurringStatements(t *testing.T) {
-	db := testdb.SQLite(t)
-	ctx := context.Background()
-	put := func(i int) {
-		t.Helper()
-		p := billing.SpotPoint{SiteID: "sit_1", SKU: "h100", At: t0.Add(time.Duration(i) * time.Minute), RateMicros: int64(1000 + i)}
-		if err := db.InTx(ctx, func(ctx context.Context) error { return db.PutSpotPoint(ctx, p) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(0)
-	if db.KeptOnWriter(sqlstore.SpotInsertSQL) {
-		t.Fatal("kept after one transaction")
-	}
-	put(1)
-	for deadline := time.Now().Add(30 * time.Second); !db.KeptOnWriter(sqlstore.SpotInsertSQL); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not kept after two transactions")
-		}
-	}
-	for i := 2; i < 5; i++ {
-		put(i)
-	}
-	pts, err := db.SpotPoints(ctx, t0, t0.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pts) != 5 || pts[4].RateMicros != 1004 {
-		t.Fatalf("points: %+v", pts)
-	}
-}
-
 // A close outside a transaction reads every tenant's spans in one pass
 // (PostgreSQL) or tenant by tenant in parallel (SQLite): the spans are
 // those read in a transaction, none lost or read twice.

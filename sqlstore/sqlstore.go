@@ -55,9 +55,6 @@ type DB struct {
 	// query is parsed once per connection rather than once per call.
 	stmtMu sync.RWMutex
 	stmts  map[stmtKey]*sql.Stmt
-	// seen counts the transactions that prepared a statement for
-	// themselves; at the second it is kept on the writer (promote).
-	seen map[string]int
 
 	// Path is the SQLite file, empty on PostgreSQL.
 	Path string
@@ -124,8 +121,7 @@ func openSQLite(path string) (*DB, error) {
 
 // hotWrites are statements run in many transactions, prepared once on the
 // writer's connection (after migrations: their tables must exist) so that
-// a transaction reuses them instead of parsing them again; others join
-// them as transactions use them (promote).
+// a transaction reuses them instead of parsing them again.
 var hotWrites = []string{insertSampleSQL, upsertMinuteSQL}
 
 func (db *DB) prepareHotWrites(ctx context.Context) error {
@@ -207,35 +203,6 @@ type txState struct {
 	stmts map[string]*sql.Stmt
 }
 
-// promote keeps on the writer's connection the statements a committed
-// transaction prepared for itself that an earlier one prepared too: later
-// transactions then reuse them instead of parsing them again. They are
-// prepared beside the caller, when the writer is next free.
-func (db *DB) promote(st *txState) {
-	var due []string
-	db.stmtMu.Lock()
-	if db.seen == nil || len(db.seen) >= maxStmts {
-		// Texts built per call (a batch's last rows) fill it: start over.
-		db.seen = map[string]int{}
-	}
-	for q := range st.stmts {
-		if _, ok := db.stmts[stmtKey{db.w, q}]; ok {
-			continue
-		}
-		if db.seen[q]++; db.seen[q] == 2 {
-			due = append(due, q)
-		}
-	}
-	db.stmtMu.Unlock()
-	if len(due) > 0 {
-		go func() {
-			for _, q := range due {
-				db.stmt(context.Background(), db.w, q)
-			}
-		}()
-	}
-}
-
 // InTx runs fn in a write transaction carried by the context it is given.
 // If ctx already carries one, fn joins it. fn's error rolls back; after a
 // commit the functions registered with AfterCommit run, in order.
@@ -261,9 +228,6 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) erro
 	if err := tx.Commit(); err != nil {
 		end(false)
 		return db.translate(fmt.Errorf("commit: %w", err))
-	}
-	if len(st.stmts) > 0 {
-		db.promote(st)
 	}
 	for _, f := range st.after {
 		f()
