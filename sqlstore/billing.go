@@ -61,9 +61,9 @@ func (db *DB) MeteredAllocations(ctx context.Context, from, to time.Time) ([]bil
 	return out, db.translate(rows.Err())
 }
 
-// EnergyReadingsAt reads every node's readings in [from, to). Outside a
-// transaction the range is read in slices of time on parallel read
-// connections (on SQLite through the driver itself), in time order.
+// EnergyReadingsAt reads every node's readings in [from, to), in no
+// particular order. Outside a transaction the range is read in slices of
+// time on parallel read connections (on SQLite through the driver itself).
 func (db *DB) EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agents.EnergyReading, error) {
 	const query = `SELECT node_id, gpu, at, energy_j, reason, allocation_id FROM energy_readings WHERE at >= ? AND at < ?`
 	lo, hi := micros(from), micros(to)
