@@ -105,7 +105,6 @@ func RunBillingBench(ctx context.Context, w io.Writer, o BillingBench) error {
 		}
 		say("month: saved to %s", o.Save)
 	}
-
 	runtime.GC()
 
 	// The close.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -232,11 +233,23 @@ type handler func(w http.ResponseWriter, r *http.Request, s session)
 // operator serves a page to operators only: anyone else, signed in or
 // not, gets 404, so the console's pages do not even show they exist.
 func (c *Console) operator(h handler) http.HandlerFunc {
+	return c.only(neocloud.Role.Operator, "console", h)
+}
+
+// only serves a page to the sessions whose role allowed admits: any other,
+// signed in or not, gets 404 (recorded as area-page), and a POST another
+// site made 403 (area-post). Answers are never cached.
+func (c *Console) only(allowed func(neocloud.Role) bool, area string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, ok := c.session(r)
-		if !ok || !s.P.Role.Operator() {
-			c.denied(r, s.P, "console-page", http.StatusNotFound)
+		if !ok || !allowed(s.P.Role) {
+			c.denied(r, s.P, area+"-page", http.StatusNotFound)
 			http.NotFound(w, r)
+			return
+		}
+		if r.Method == http.MethodPost && !sameOrigin(r) {
+			c.denied(r, s.P, area+"-post", http.StatusForbidden)
+			http.Error(w, "cross-site request refused", http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -303,6 +316,17 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	w.Write([]byte(b.String()))
+}
+
+// fragment answers one named block of a page's template (an htmx swap).
+func (c *Console) fragment(w http.ResponseWriter, r *http.Request, page, block string, data any) {
+	var b strings.Builder
+	if err := c.pages[page].ExecuteTemplate(&b, block, data); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	io.WriteString(w, b.String())
 }
 
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -225,6 +225,10 @@ func TestDrainThroughTheAPI(t *testing.T) {
 	if cur, _ := r.Fleet.Snapshot.Node(n.ID); resp.StatusCode != http.StatusForbidden || cur.Cordoned {
 		t.Fatalf("cross-site drain: %d, cordoned %v", resp.StatusCode, cur.Cordoned)
 	}
+	// The refusal is audited, once.
+	if refused, err := r.Store.Audit(context.Background(), audit.Filter{Action: "console-post"}, neocloud.Page{Limit: 100}); err != nil || len(refused) != 1 {
+		t.Fatalf("audited cross-site refusals: %d (%v)", len(refused), err)
+	}
 
 	req, _ = http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.ID+"/drain", nil)
 	req.Header.Set("HX-Request", "true")

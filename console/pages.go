@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/neocloud/neocloud/pricing"
 	"html/template"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -533,17 +532,12 @@ func (c *Console) gpus(w http.ResponseWriter, r *http.Request, _ session) {
 	writeJSON(w, out)
 }
 
-// act performs a node action through the API, as the session's token,
-// and answers the node's status block (or, without htmx, the node page).
+// act performs a node action through the API, as the session's token
+// (operator has refused a POST from another site), and answers the node's status block (or, without htmx, the node page).
 func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 	action := r.PathValue("action")
 	if !slices.Contains(nodeActions, action) {
 		http.NotFound(w, r)
-		return
-	}
-	if !sameOrigin(r) {
-		c.denied(r, s.P, "console-"+action+"-node", http.StatusForbidden)
-		http.Error(w, "cross-site request refused", http.StatusForbidden)
 		return
 	}
 	ref := r.PathValue("node")
@@ -577,13 +571,7 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	d.Error = msg
-	var b strings.Builder
-	if err := c.pages["node"].ExecuteTemplate(&b, "node-status", d); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	io.WriteString(w, b.String())
+	c.fragment(w, r, "node", "node-status", d)
 }
 
 // sameOrigin refuses requests another site made: the cookie is

@@ -31,21 +31,7 @@ import (
 // tenantOnly serves a page to tenant tokens only: operators and the
 // signed-out get 404.
 func (c *Console) tenantOnly(h handler) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s, ok := c.session(r)
-		if !ok || !s.P.Role.Tenant() {
-			c.denied(r, s.P, "portal-page", http.StatusNotFound)
-			http.NotFound(w, r)
-			return
-		}
-		if r.Method == http.MethodPost && !sameOrigin(r) {
-			c.denied(r, s.P, "portal-post", http.StatusForbidden)
-			http.Error(w, "cross-site request refused", http.StatusForbidden)
-			return
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		h(w, r, s)
-	}
+	return c.only(neocloud.Role.Tenant, "portal", h)
 }
 
 func (c *Console) routeTenant() {
@@ -297,13 +283,7 @@ func (c *Console) renderNode(w http.ResponseWriter, r *http.Request, s session, 
 		Fragment bool
 	}{n, st, breakFix, s.P.Role == neocloud.RoleTenantAdmin, msg, errMsg, r.URL.Query().Get("fragment") == "1"}
 	if data.Fragment {
-		var b strings.Builder
-		if err := c.pages["my-node"].ExecuteTemplate(&b, "my-node-live", data); err != nil {
-			c.fail(w, r, err)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		io.WriteString(w, b.String())
+		c.fragment(w, r, "my-node", "my-node-live", data)
 		return
 	}
 	c.render(w, r, status, "my-node", "my-reservations", "Node "+n.Hostname, s, data)
@@ -598,13 +578,7 @@ func (c *Console) myEvents(w http.ResponseWriter, r *http.Request, s session) {
 		l.Items = l.Items[:100]
 	}
 	if r.URL.Query().Get("fragment") == "1" {
-		var b strings.Builder
-		if err := c.pages["my-events"].ExecuteTemplate(&b, "my-events-list", l.Items); err != nil {
-			c.fail(w, r, err)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		io.WriteString(w, b.String())
+		c.fragment(w, r, "my-events", "my-events-list", l.Items)
 		return
 	}
 	c.render(w, r, http.StatusOK, "my-events", "my-events", "Events", s, l.Items)

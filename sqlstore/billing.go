@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -70,12 +71,12 @@ func (db *DB) EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agent
 	if txOf(ctx) != nil || hi <= lo {
 		return collect(db, ctx, scanReading, query, lo, hi)
 	}
-	slices := int64(max(1, min(runtime.GOMAXPROCS(0), 8)))
-	parts := make([][]agents.EnergyReading, slices)
-	errs := make([]error, slices)
+	k := int64(max(1, min(runtime.GOMAXPROCS(0), 8)))
+	parts := make([][]agents.EnergyReading, k)
+	errs := make([]error, k)
 	var wg sync.WaitGroup
-	for i := range slices {
-		a, b := lo+(hi-lo)*i/slices, lo+(hi-lo)*(i+1)/slices
+	for i := range k {
+		a, b := lo+(hi-lo)*i/k, lo+(hi-lo)*(i+1)/k
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -93,16 +94,7 @@ func (db *DB) EnergyReadingsAt(ctx context.Context, from, to time.Time) ([]agent
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	out := make([]agents.EnergyReading, 0, func() (n int) {
-		for _, p := range parts {
-			n += len(p)
-		}
-		return n
-	}())
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out, nil
+	return slices.Concat(parts...), nil
 }
 
 func scanReading(r scanner) (agents.EnergyReading, error) {
