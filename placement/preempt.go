@@ -3,7 +3,6 @@ package placement
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"time"
@@ -64,6 +63,9 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	if r.Class.Preemptible() {
 		return Preemption{}, fmt.Errorf("class %s cannot preempt", r.Class)
 	}
+	if len(c.T.nodes) >= 1<<30 {
+		return Preemption{}, fmt.Errorf("preemption plans sites of fewer than %d nodes", 1<<30) // an option's bucket key holds a size
+	}
 	s, e := unix(now), unix(end)
 	out := c.prepare(s, e, tenant, nil)
 	defer func() { c.restore(out) }()
@@ -76,8 +78,6 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		c.reclaim = newBitset(len(c.T.nodes))
 	}
 	held := c.holder
-	var extra map[int][]*Reservation
-	c.heldNodes = c.heldNodes[:0]
 	k := r.GPUs / c.T.SKU.GPUsPerNode
 	level := -1
 	if r.Within != "" {
@@ -93,52 +93,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
 	heldFree := c.clearHeldFree()
 	L := len(c.T.Levels)
-	if lazy {
-		if len(c.runs) != len(c.T.dom[level]) {
-			c.runs = make([][]holderRun, len(c.T.dom[level]))
-		}
-		for d := range c.runs {
-			c.runs[d] = c.runs[d][:0]
-		}
-		c.runNodes = c.runNodes[:0]
-	}
-	lvlOff := int32(0)
-	if level >= 0 {
-		lvlOff = c.T.levelOff[level]
-	}
-	c.byTime.each(s, e, func(cm *Reservation) {
-		if cm.committed() {
-			return
-		}
-		cur, from := int32(-1), 0
-		for _, i := range cm.idx {
-			if held[i] == nil {
-				held[i] = cm
-				c.heldNodes = append(c.heldNodes, i)
-			} else {
-				if extra == nil {
-					extra = map[int][]*Reservation{}
-				}
-				extra[i] = append(extra[i], cm)
-			}
-			if !c.reclaim.has(i) && c.scratch.mask[i] == c.scratch.full && !c.T.spare[i] {
-				c.reclaim.set(i)                   // only preemptible work keeps it busy
-				c.heldFreeAll[c.T.flat[i*L+L-1]]++ // the levels above sum below
-			}
-			if lazy && c.reclaim.has(i) {
-				if d := c.T.flat[i*L+level] - lvlOff; d != cur {
-					if cur >= 0 {
-						c.runs[cur] = append(c.runs[cur], holderRun{cm: cm, lo: from, hi: len(c.runNodes)})
-					}
-					cur, from = d, len(c.runNodes)
-				}
-				c.runNodes = append(c.runNodes, i)
-			}
-		}
-		if cur >= 0 {
-			c.runs[cur] = append(c.runs[cur], holderRun{cm: cm, lo: from, hi: len(c.runNodes)})
-		}
-	})
+	extra := c.gather(s, e, level, lazy)
 	defer func() {
 		for _, i := range c.heldNodes {
 			held[i] = nil
@@ -220,10 +175,19 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	freeNode := func(i int32) bool {
 		return held[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
 	}
-	type ranked struct {
-		key, hours, at uint64 // at: the option's first node, then its index
+	var order []uint64 // bucket key << 32 | the option's index
+	// takesWhole says whether the greedy pass, having got nodes, takes
+	// every option of a bucket (their gains fall short of need together).
+	takesWhole := func(bucket []uint64, got, need int) bool {
+		for _, ox := range bucket {
+			if o := &opts[uint32(ox)]; o.shrink {
+				got += len(o.nodes)
+			} else if !o.cm.evicted {
+				got += max(0, len(o.nodes)-int(o.cm.taken))
+			}
+		}
+		return got < need
 	}
-	var order []ranked
 	// evaluate picks the cheapest victims freeing k nodes in domain d; with
 	// keep, the pick is the caller's (else it lives in reused buffers).
 	var pickBuf []option
@@ -323,57 +287,68 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 			opts = append(opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * hoursLeft(cm, false)})
 		}
 		// Order: shrinks first, then internal before spot, then larger
-		// first, then fewer GPU-hours lost, then the lowest first node (the
-		// option's place in the domain).
+		// first (a bucket per such key), then within a bucket fewer
+		// GPU-hours lost, then the lowest first node (the option's place in
+		// the domain). A bucket the greedy pass takes whole needs no order
+		// inside unless the caller keeps the pick.
 		order = order[:0]
 		for x := range opts {
 			o := &opts[x]
-			key := uint64(len(c.T.nodes) - len(o.nodes))
+			sk := uint64(d.hi-d.lo) - uint64(len(o.nodes)) // < 1<<30: larger first
 			if !o.shrink {
-				key |= 1 << 62
+				sk |= 1 << 31
 			}
-			key |= uint64(classRank(o.cm.Class)) << 61
-			order = append(order, ranked{key: key, hours: math.Float64bits(o.hours), at: uint64(o.nodes[0])<<32 | uint64(x)})
+			sk |= uint64(classRank(o.cm.Class)) << 30
+			order = append(order, sk<<32|uint64(x))
 		}
-		slices.SortFunc(order, func(x, y ranked) int {
-			switch {
-			case x.key != y.key:
-				return cmp.Compare(x.key, y.key)
-			case x.hours != y.hours:
-				return cmp.Compare(x.hours, y.hours)
-			}
-			return cmp.Compare(x.at, y.at)
-		})
+		slices.Sort(order)
 		got := 0
 		pick = pickBuf[:0]
-		for _, ox := range order {
-			o := opts[uint32(ox.at)]
-			if got >= need {
-				break
+		for a := 0; a < len(order) && got < need; {
+			b := a + 1
+			for b < len(order) && order[b]>>32 == order[a]>>32 {
+				b++
 			}
-			if o.cm.evicted {
-				continue
+			bucket := order[a:b]
+			a = b
+			if keep || !takesWhole(bucket, got, need) {
+				slices.SortFunc(bucket, func(x, y uint64) int {
+					ox, oy := &opts[uint32(x)], &opts[uint32(y)]
+					if ox.hours != oy.hours {
+						return cmp.Compare(ox.hours, oy.hours)
+					}
+					return cmp.Or(cmp.Compare(ox.nodes[0], oy.nodes[0]), cmp.Compare(uint32(x), uint32(y)))
+				})
 			}
-			if !o.shrink {
-				// Evicting after shrinking: count only what the shrinks left.
-				already := int(o.cm.taken)
-				if already >= len(o.nodes) {
+			for _, ox := range bucket {
+				o := opts[uint32(ox)]
+				if got >= need {
+					break
+				}
+				if o.cm.evicted {
 					continue
 				}
-				got -= already
-				o.cm.evicted = true
-				if o.cm.Class == ClassSpot {
-					cost[0]++
+				if !o.shrink {
+					// Evicting after shrinking: count only what the shrinks left.
+					already := int(o.cm.taken)
+					if already >= len(o.nodes) {
+						continue
+					}
+					got -= already
+					o.cm.evicted = true
+					if o.cm.Class == ClassSpot {
+						cost[0]++
+					} else {
+						cost[1]++
+					}
 				} else {
-					cost[1]++
+					o.cm.taken += int32(len(o.nodes))
+					cost[2]++
 				}
-			} else {
-				o.cm.taken += int32(len(o.nodes))
-				cost[2]++
+				pick = append(pick, o)
+				got += len(o.nodes)
+				cost[3] += o.hours
 			}
-			pick = append(pick, o)
-			got += len(o.nodes)
-			cost[3] += o.hours
 		}
 		pickBuf = pick
 		if got < need {
@@ -432,6 +407,63 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		return Preemption{Plan: plan, Victims: c.victims(cd.pick, now, notice)}, nil
 	}
 	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
+}
+
+// gather marks each node's holder among the spot and internal work
+// running over [s, e) (a node's further holders go to extra), the reclaim
+// nodes and their count per domain of the last level, and in lazy mode each
+// holder's runs of reclaim nodes per domain of level. It keeps its working
+// slices in locals.
+func (c *Calendar) gather(s, e int64, level int, lazy bool) (extra map[int][]*Reservation) {
+	held, reclaim, spare := c.holder, c.reclaim, c.T.spare
+	mask, full := c.scratch.mask, c.scratch.full
+	flat, L, count := c.T.flat, len(c.T.Levels), c.heldFreeAll
+	heldNodes, runNodes, runs := c.heldNodes[:0], c.runNodes[:0], c.runs
+	lvlOff := int32(0)
+	if lazy {
+		if len(runs) != len(c.T.dom[level]) {
+			runs = make([][]holderRun, len(c.T.dom[level]))
+		}
+		for d := range runs {
+			runs[d] = runs[d][:0]
+		}
+		lvlOff = c.T.levelOff[level]
+	}
+	c.byTime.each(s, e, func(cm *Reservation) {
+		if cm.committed() {
+			return
+		}
+		cur, from := int32(-1), 0
+		for _, i := range cm.idx {
+			if held[i] == nil {
+				held[i] = cm
+				heldNodes = append(heldNodes, i)
+			} else {
+				if extra == nil {
+					extra = map[int][]*Reservation{}
+				}
+				extra[i] = append(extra[i], cm)
+			}
+			if !reclaim.has(i) && mask[i] == full && !spare[i] {
+				reclaim.set(i)         // only preemptible work keeps it busy
+				count[flat[i*L+L-1]]++ // the levels above sum below
+			}
+			if lazy && reclaim.has(i) {
+				if d := flat[i*L+level] - lvlOff; d != cur {
+					if cur >= 0 {
+						runs[cur] = append(runs[cur], holderRun{cm: cm, lo: from, hi: len(runNodes)})
+					}
+					cur, from = d, len(runNodes)
+				}
+				runNodes = append(runNodes, i)
+			}
+		}
+		if cur >= 0 {
+			runs[cur] = append(runs[cur], holderRun{cm: cm, lo: from, hi: len(runNodes)})
+		}
+	})
+	c.heldNodes, c.runNodes, c.runs = heldNodes, runNodes, runs
+	return extra
 }
 
 // clearHeldFree zeroes the reclaim counts per level and domain (filled as
