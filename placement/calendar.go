@@ -36,9 +36,7 @@ type Reservation struct {
 	masks []uint64 // the GPUs held on each of those nodes
 	s, e  int64    // Start and End in Unix seconds
 
-	// scratch of preemption planning, valid while mark is the calendar's gen
-	mark, slot, taken int32
-	evicted           bool
+	num int32 // scratch of preemption planning: its number among the holders
 }
 
 // committed reports whether c blocks admission (lease, reserved, on-demand).
@@ -98,13 +96,15 @@ type Calendar struct {
 	tenants     map[string]int32 // numbers of the tenants in entries
 	list        []*Reservation   // reservations in the order they were held
 	holder      []*Reservation   // per node scratch for preemption planning
-	gen         int32            // generation of the reservations' scratch marks
+	holders     []*Reservation   // scratch: the running preemptible work, by number
+	evals       []*evaluator     // scratch: preemption planning's workers
 	heldNodes   []int            // scratch: nodes with a holder
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
 	runs        [][]holderRun    // scratch: per domain of the level, holders' reclaim runs
 	runNodes    []int            // scratch: the nodes of the runs
 	eager       bool             // tests: preemption marks every held node (no lazy path)
+	workers     int              // tests: preemption's workers (0: by the work)
 	reclaim     bitset           // nodes only preemptible work keeps busy
 	windows     map[string]*Window
 	scratch     *Snapshot

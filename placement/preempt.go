@@ -1,7 +1,6 @@
 package placement
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -92,7 +91,6 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// are index ranges) and the reclaim counts per domain of every level.
 	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
 	heldFree := c.clearHeldFree()
-	L := len(c.T.Levels)
 	extra := c.gather(s, e, level, lazy)
 	defer func() {
 		for _, i := range c.heldNodes {
@@ -140,237 +138,11 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	}
 
 	// 3. Per domain of the constraint's level, the cheapest set of victims.
-	type cand struct {
-		d      int32 // index at level (−1: the site)
-		lo, hi int32
-		cost   [4]float64 // spot evictions, internal evictions, shrinks, GPU-hours
-		pick   []option
-	}
-	var cands []cand
-	// An evicted reservation loses the rest of its time (to the preemptor's
-	// end if it has none); a shrunk one loses its step while r runs.
-	// In whole seconds, as the calendar keeps times, less now's fraction.
-	forever, frac := unix(Forever), time.Duration(now.Nanosecond())
-	hoursLeft := func(cm *Reservation, shrink bool) float64 {
-		stop := cm.e
-		if (shrink || stop >= forever) && e < stop {
-			stop = e
-		}
-		return max(0, (time.Duration(stop-s)*time.Second - frac).Hours())
-	}
-	g := float64(c.T.SKU.GPUsPerNode)
 	domains := []domain{{lo: 0, hi: int32(len(c.T.nodes))}}
 	if level >= 0 {
 		domains = c.T.dom[level]
 	}
-	// Per domain, the reclaimable nodes are grouped by holder without maps:
-	// a holder's slot is valid while its mark is this domain's generation.
-	type group struct {
-		cm    *Reservation
-		n, at int // nodes, and where they start in flat
-	}
-	var groups []group
-	var flat []int
-	var opts []option
-	freeNode := func(i int32) bool {
-		return held[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
-	}
-	var order []uint64 // bucket key << 32 | the option's index
-	// takesWhole says whether the greedy pass, having got nodes, takes
-	// every option of a bucket (their gains fall short of need together).
-	takesWhole := func(bucket []uint64, got, need int) bool {
-		for _, ox := range bucket {
-			if o := &opts[uint32(ox)]; o.shrink {
-				got += len(o.nodes)
-			} else if !o.cm.evicted {
-				got += max(0, len(o.nodes)-int(o.cm.taken))
-			}
-		}
-		return got < need
-	}
-	// evaluate picks the cheapest victims freeing k nodes in domain d; with
-	// keep, the pick is the caller's (else it lives in reused buffers).
-	var pickBuf []option
-	evaluate := func(di int, d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
-		free := 0
-		c.gen++
-		groups = groups[:0]
-		add := func(cm *Reservation, n int) {
-			if cm.mark != c.gen {
-				cm.mark, cm.slot, cm.taken, cm.evicted = c.gen, int32(len(groups)), 0, false
-				groups = append(groups, group{cm: cm})
-			}
-			groups[cm.slot].n += n
-		}
-		if lazy {
-			// The domain's free nodes, and its holders from the runs.
-			free = int(c.scratch.free[level][di] - heldFree[level][di])
-			for _, run := range c.runs[di] {
-				add(run.cm, run.hi-run.lo)
-			}
-		} else {
-			for i := d.lo; i < d.hi; i++ {
-				if freeNode(i) {
-					free++
-					continue
-				}
-				if held[i] != nil && c.reclaim.has(int(i)) {
-					add(held[i], 1)
-					for _, cm := range extra[int(i)] {
-						add(cm, 1)
-					}
-				}
-			}
-		}
-		need := k - free
-		if need <= 0 || len(groups) == 0 {
-			return cost, nil, false // free enough here (the constraint below failed), or nothing to reclaim
-		}
-		// Lay the groups' nodes out in one slice, in ascending order.
-		total := 0
-		for x := range groups {
-			groups[x].at, total = total, total+groups[x].n
-			groups[x].n = 0
-		}
-		flat = slices.Grow(flat[:0], total)[:total]
-		put := func(cm *Reservation, i int) {
-			gr := &groups[cm.slot]
-			flat[gr.at+gr.n] = i
-			gr.n++
-		}
-		if lazy {
-			for _, run := range c.runs[di] {
-				for _, i := range c.runNodes[run.lo:run.hi] {
-					put(run.cm, i)
-				}
-			}
-			for _, gr := range groups {
-				// A holder re-chosen onto a node out of order has runs out of
-				// order; shrink steps need its nodes ascending.
-				if nodes := flat[gr.at : gr.at+gr.n]; !slices.IsSorted(nodes) {
-					slices.Sort(nodes)
-				}
-			}
-		} else {
-			for i := d.lo; i < d.hi; i++ {
-				if held[i] != nil && c.reclaim.has(int(i)) && !freeNode(i) {
-					put(held[i], int(i))
-					for _, cm := range extra[int(i)] {
-						put(cm, int(i))
-					}
-				}
-			}
-		}
-		// Options: whole shrink steps of elastic work, then evictions.
-		opts = opts[:0]
-		for _, gr := range groups {
-			cm, nodes := gr.cm, flat[gr.at:gr.at+gr.n:gr.at+gr.n]
-			if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
-				if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
-					anc := func(i int) int32 { return c.T.flat[i*L+sl] }
-					// nodes ascend and domains are index ranges: a shrink step
-					// (its nodes in one domain of the shrink level) is a run.
-					spare := len(cm.Nodes) - cm.MinNodes
-					for a := 0; a < len(nodes); {
-						b := a + 1
-						for b < len(nodes) && anc(nodes[b]) == anc(nodes[a]) {
-							b++
-						}
-						if st := nodes[a:b:b]; len(st) <= spare {
-							opts = append(opts, option{cm: cm, shrink: true, nodes: st, hours: float64(len(st)) * g * hoursLeft(cm, true)})
-							spare -= len(st)
-						}
-						a = b
-					}
-				}
-			}
-			opts = append(opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * hoursLeft(cm, false)})
-		}
-		// Order: shrinks first, then internal before spot, then larger
-		// first (a bucket per such key), then within a bucket fewer
-		// GPU-hours lost, then the lowest first node (the option's place in
-		// the domain). A bucket the greedy pass takes whole needs no order
-		// inside unless the caller keeps the pick.
-		order = order[:0]
-		for x := range opts {
-			o := &opts[x]
-			sk := uint64(d.hi-d.lo) - uint64(len(o.nodes)) // < 1<<30: larger first
-			if !o.shrink {
-				sk |= 1 << 31
-			}
-			sk |= uint64(classRank(o.cm.Class)) << 30
-			order = append(order, sk<<32|uint64(x))
-		}
-		slices.Sort(order)
-		got := 0
-		pick = pickBuf[:0]
-		for a := 0; a < len(order) && got < need; {
-			b := a + 1
-			for b < len(order) && order[b]>>32 == order[a]>>32 {
-				b++
-			}
-			bucket := order[a:b]
-			a = b
-			if keep || !takesWhole(bucket, got, need) {
-				slices.SortFunc(bucket, func(x, y uint64) int {
-					ox, oy := &opts[uint32(x)], &opts[uint32(y)]
-					if ox.hours != oy.hours {
-						return cmp.Compare(ox.hours, oy.hours)
-					}
-					return cmp.Or(cmp.Compare(ox.nodes[0], oy.nodes[0]), cmp.Compare(uint32(x), uint32(y)))
-				})
-			}
-			for _, ox := range bucket {
-				o := opts[uint32(ox)]
-				if got >= need {
-					break
-				}
-				if o.cm.evicted {
-					continue
-				}
-				if !o.shrink {
-					// Evicting after shrinking: count only what the shrinks left.
-					already := int(o.cm.taken)
-					if already >= len(o.nodes) {
-						continue
-					}
-					got -= already
-					o.cm.evicted = true
-					if o.cm.Class == ClassSpot {
-						cost[0]++
-					} else {
-						cost[1]++
-					}
-				} else {
-					o.cm.taken += int32(len(o.nodes))
-					cost[2]++
-				}
-				pick = append(pick, o)
-				got += len(o.nodes)
-				cost[3] += o.hours
-			}
-		}
-		pickBuf = pick
-		if got < need {
-			return cost, nil, false
-		}
-		if keep {
-			pick = slices.Clone(pick)
-			for x := range pick {
-				pick[x].nodes = slices.Clone(pick[x].nodes)
-			}
-		}
-		return cost, pick, true
-	}
-	for di, d := range domains {
-		if cost, _, ok := evaluate(di, d, false); ok {
-			idx := int32(di)
-			if level < 0 {
-				idx = -1
-			}
-			cands = append(cands, cand{d: idx, lo: d.lo, hi: d.hi, cost: cost})
-		}
-	}
+	cands := c.evaluateAll(domains, &job{c: c, k: k, level: level, lazy: lazy, extra: extra, heldFree: heldFree, s: s, e: e, frac: time.Duration(now.Nanosecond())})
 	sort.SliceStable(cands, func(a, b int) bool {
 		for i := range cands[a].cost {
 			if cands[a].cost[i] != cands[b].cost[i] {
@@ -381,14 +153,12 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	})
 	// 4. Simulate in order of cost; the first that places is the answer.
 	for _, cd := range cands {
-		dom := domain{lo: cd.lo, hi: cd.hi}
-		_, pick, _ := evaluate(int(max(cd.d, 0)), dom, true)
-		cd.pick = pick
+		_, pick, _ := c.evals[0].evaluate(int(max(cd.d, 0)), domain{lo: cd.lo, hi: cd.hi}, true)
 		var plan *Plan
 		if lazy {
-			plan = c.simulateIn(r, level, cd.d, cd.lo, cd.hi, cd.pick, heldFree)
+			plan = c.simulateIn(r, level, cd.d, cd.lo, cd.hi, pick, heldFree)
 		} else {
-			freed := c.victimNodes(cd.pick)
+			freed := c.victimNodes(pick)
 			for _, i := range freed {
 				c.scratch.setMask(i, c.scratch.full)
 			}
@@ -404,7 +174,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		if plan == nil {
 			continue
 		}
-		return Preemption{Plan: plan, Victims: c.victims(cd.pick, now, notice)}, nil
+		return Preemption{Plan: plan, Victims: c.victims(pick, now, notice)}, nil
 	}
 	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
 }
@@ -429,10 +199,12 @@ func (c *Calendar) gather(s, e int64, level int, lazy bool) (extra map[int][]*Re
 		}
 		lvlOff = c.T.levelOff[level]
 	}
+	holders := c.holders[:0]
 	c.byTime.each(s, e, func(cm *Reservation) {
 		if cm.committed() {
 			return
 		}
+		cm.num, holders = int32(len(holders)), append(holders, cm)
 		cur, from := int32(-1), 0
 		for _, i := range cm.idx {
 			if held[i] == nil {
@@ -462,7 +234,7 @@ func (c *Calendar) gather(s, e int64, level int, lazy bool) (extra map[int][]*Re
 			runs[cur] = append(runs[cur], holderRun{cm: cm, lo: from, hi: len(runNodes)})
 		}
 	})
-	c.heldNodes, c.runNodes, c.runs = heldNodes, runNodes, runs
+	c.heldNodes, c.runNodes, c.runs, c.holders = heldNodes, runNodes, runs, holders
 	return extra
 }
 

@@ -1,0 +1,326 @@
+package placement
+
+import (
+	"cmp"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+)
+
+// evaluator picks, domain by domain, the cheapest victims that free k
+// nodes. Workers evaluate disjoint domains at once, each with its own
+// evaluator: its scratch is indexed by holder number (Reservation.num),
+// and what it reads of the calendar stays unchanged while they run.
+type evaluator struct {
+	*job
+
+	// per holder number, valid while mark is gen: its group in the
+	// domain, nodes taken by shrinks, and whether it is evicted
+	gen              int32
+	mark, slot, take []int32
+	evicted          []bool
+	groups           []group
+	flat             []int
+	opts             []option
+	order            []uint64 // bucket key << 32 | the option's index
+	pick             []option
+}
+
+// job is what the evaluators of one plan share, read only.
+type job struct {
+	c        *Calendar
+	k, level int
+	lazy     bool
+	extra    map[int][]*Reservation
+	heldFree [][]int32
+	s, e     int64         // the preemptor's interval, in Unix seconds
+	frac     time.Duration // now's fraction of a second
+}
+
+// group is one holder's reclaim nodes in the domain evaluated: n nodes
+// from flat[at].
+type group struct {
+	cm    *Reservation
+	n, at int
+}
+
+// evaluators readies n evaluators for one plan; they are kept between
+// plans for their scratch.
+func (c *Calendar) evaluators(n int, j *job) []*evaluator {
+	for len(c.evals) < n {
+		c.evals = append(c.evals, &evaluator{})
+	}
+	holders := len(c.holders)
+	for _, v := range c.evals[:n] {
+		v.job = j
+		if len(v.mark) < holders || v.gen > 1<<30 {
+			v.mark, v.slot, v.take = make([]int32, holders), make([]int32, holders), make([]int32, holders)
+			v.evicted, v.gen = make([]bool, holders), 0
+		}
+	}
+	return c.evals[:n]
+}
+
+// evaluateAll evaluates every domain, shared out among workers in
+// contiguous blocks, and answers the candidates in domain order.
+func (c *Calendar) evaluateAll(domains []domain, j *job) []cand {
+	workers := min(runtime.GOMAXPROCS(0), 1+len(c.heldNodes)/4096)
+	if c.workers > 0 {
+		workers = c.workers
+	}
+	workers = min(workers, len(domains))
+	evs := c.evaluators(workers, j)
+	found := make([][]cand, workers)
+	var wg sync.WaitGroup
+	for w, v := range evs {
+		lo, hi := w*len(domains)/workers, (w+1)*len(domains)/workers
+		run := func() {
+			for di := lo; di < hi; di++ {
+				d := domains[di]
+				if cost, _, ok := v.evaluate(di, d, false); ok {
+					idx := int32(di)
+					if v.level < 0 {
+						idx = -1
+					}
+					found[w] = append(found[w], cand{d: idx, lo: d.lo, hi: d.hi, cost: cost})
+				}
+			}
+		}
+		if w == workers-1 {
+			run()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run()
+		}()
+	}
+	wg.Wait()
+	return slices.Concat(found...)
+}
+
+// cand is a domain whose victims would free enough nodes, and their cost.
+type cand struct {
+	d      int32 // index at level (−1: the site)
+	lo, hi int32
+	cost   [4]float64 // spot evictions, internal evictions, shrinks, GPU-hours
+}
+
+// hoursLeft is what a victim loses: an evicted reservation the rest of its
+// time (to the preemptor's end if it has none), a shrunk one its step
+// while the preemptor runs. In whole seconds, as the calendar keeps times,
+// less now's fraction.
+func (v *evaluator) hoursLeft(cm *Reservation, shrink bool) float64 {
+	stop := cm.e
+	if (shrink || stop >= unix(Forever)) && v.e < stop {
+		stop = v.e
+	}
+	return max(0, (time.Duration(stop-v.s)*time.Second - v.frac).Hours())
+}
+
+// freeNode reports whether node i is free for the preemptor as it is
+// (eager path).
+func (v *evaluator) freeNode(i int32) bool {
+	c := v.c
+	return c.holder[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
+}
+
+// add counts n of cm's reclaim nodes in the domain evaluated.
+func (v *evaluator) add(cm *Reservation, n int) {
+	h := cm.num
+	if v.mark[h] != v.gen {
+		v.mark[h], v.slot[h], v.take[h], v.evicted[h] = v.gen, int32(len(v.groups)), 0, false
+		v.groups = append(v.groups, group{cm: cm})
+	}
+	v.groups[v.slot[h]].n += n
+}
+
+// put lays node i out in cm's group.
+func (v *evaluator) put(cm *Reservation, i int) {
+	gr := &v.groups[v.slot[cm.num]]
+	v.flat[gr.at+gr.n] = i
+	gr.n++
+}
+
+// takesWhole says whether the greedy pass, having got nodes, takes every
+// option of a bucket (their gains fall short of need together).
+func (v *evaluator) takesWhole(bucket []uint64, got, need int) bool {
+	for _, ox := range bucket {
+		if o := &v.opts[uint32(ox)]; o.shrink {
+			got += len(o.nodes)
+		} else if h := o.cm.num; !v.evicted[h] {
+			got += max(0, len(o.nodes)-int(v.take[h]))
+		}
+	}
+	return got < need
+}
+
+// evaluate picks the cheapest victims freeing k nodes in domain d (index
+// di at the level); with keep, the pick is the caller's (else it lives in
+// the evaluator's buffers).
+func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
+	c := v.c
+	held, extra := c.holder, v.extra
+	free := 0
+	v.gen++
+	v.groups = v.groups[:0]
+	if v.lazy {
+		// The domain's free nodes, and its holders from the runs.
+		free = int(c.scratch.free[v.level][di] - v.heldFree[v.level][di])
+		for _, run := range c.runs[di] {
+			v.add(run.cm, run.hi-run.lo)
+		}
+	} else {
+		for i := d.lo; i < d.hi; i++ {
+			if v.freeNode(i) {
+				free++
+				continue
+			}
+			if held[i] != nil && c.reclaim.has(int(i)) {
+				v.add(held[i], 1)
+				for _, cm := range extra[int(i)] {
+					v.add(cm, 1)
+				}
+			}
+		}
+	}
+	need := v.k - free
+	if need <= 0 || len(v.groups) == 0 {
+		return cost, nil, false // free enough here (the constraint below failed), or nothing to reclaim
+	}
+	// Lay the groups' nodes out in one slice, in ascending order.
+	total := 0
+	for x := range v.groups {
+		v.groups[x].at, total = total, total+v.groups[x].n
+		v.groups[x].n = 0
+	}
+	v.flat = slices.Grow(v.flat[:0], total)[:total]
+	if v.lazy {
+		for _, run := range c.runs[di] {
+			for _, i := range c.runNodes[run.lo:run.hi] {
+				v.put(run.cm, i)
+			}
+		}
+		for _, gr := range v.groups {
+			// A holder re-chosen onto a node out of order has runs out of
+			// order; shrink steps need its nodes ascending.
+			if nodes := v.flat[gr.at : gr.at+gr.n]; !slices.IsSorted(nodes) {
+				slices.Sort(nodes)
+			}
+		}
+	} else {
+		for i := d.lo; i < d.hi; i++ {
+			if held[i] != nil && c.reclaim.has(int(i)) && !v.freeNode(i) {
+				v.put(held[i], int(i))
+				for _, cm := range extra[int(i)] {
+					v.put(cm, int(i))
+				}
+			}
+		}
+	}
+	// Options: whole shrink steps of elastic work, then evictions.
+	g, L := float64(c.T.SKU.GPUsPerNode), len(c.T.Levels)
+	v.opts = v.opts[:0]
+	for _, gr := range v.groups {
+		cm, nodes := gr.cm, v.flat[gr.at:gr.at+gr.n:gr.at+gr.n]
+		if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
+			if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
+				anc := func(i int) int32 { return c.T.flat[i*L+sl] }
+				// nodes ascend and domains are index ranges: a shrink step
+				// (its nodes in one domain of the shrink level) is a run.
+				spare := len(cm.Nodes) - cm.MinNodes
+				for a := 0; a < len(nodes); {
+					b := a + 1
+					for b < len(nodes) && anc(nodes[b]) == anc(nodes[a]) {
+						b++
+					}
+					if st := nodes[a:b:b]; len(st) <= spare {
+						v.opts = append(v.opts, option{cm: cm, shrink: true, nodes: st, hours: float64(len(st)) * g * v.hoursLeft(cm, true)})
+						spare -= len(st)
+					}
+					a = b
+				}
+			}
+		}
+		v.opts = append(v.opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * v.hoursLeft(cm, false)})
+	}
+	// Order: shrinks first, then internal before spot, then larger first
+	// (a bucket per such key), then within a bucket fewer GPU-hours lost,
+	// then the lowest first node (the option's place in the domain). A
+	// bucket the greedy pass takes whole needs no order inside unless the
+	// caller keeps the pick.
+	opts := v.opts
+	v.order = v.order[:0]
+	for x := range opts {
+		o := &opts[x]
+		sk := uint64(d.hi-d.lo) - uint64(len(o.nodes)) // < 1<<30: larger first
+		if !o.shrink {
+			sk |= 1 << 31
+		}
+		sk |= uint64(classRank(o.cm.Class)) << 30
+		v.order = append(v.order, sk<<32|uint64(x))
+	}
+	slices.Sort(v.order)
+	got := 0
+	pick = v.pick[:0]
+	for a := 0; a < len(v.order) && got < need; {
+		b := a + 1
+		for b < len(v.order) && v.order[b]>>32 == v.order[a]>>32 {
+			b++
+		}
+		bucket := v.order[a:b]
+		a = b
+		if keep || !v.takesWhole(bucket, got, need) {
+			slices.SortFunc(bucket, func(x, y uint64) int {
+				ox, oy := &opts[uint32(x)], &opts[uint32(y)]
+				if ox.hours != oy.hours {
+					return cmp.Compare(ox.hours, oy.hours)
+				}
+				return cmp.Or(cmp.Compare(ox.nodes[0], oy.nodes[0]), cmp.Compare(uint32(x), uint32(y)))
+			})
+		}
+		for _, ox := range bucket {
+			o := opts[uint32(ox)]
+			if got >= need {
+				break
+			}
+			h := o.cm.num
+			if v.evicted[h] {
+				continue
+			}
+			if !o.shrink {
+				// Evicting after shrinking: count only what the shrinks left.
+				already := int(v.take[h])
+				if already >= len(o.nodes) {
+					continue
+				}
+				got -= already
+				v.evicted[h] = true
+				if o.cm.Class == ClassSpot {
+					cost[0]++
+				} else {
+					cost[1]++
+				}
+			} else {
+				v.take[h] += int32(len(o.nodes))
+				cost[2]++
+			}
+			pick = append(pick, o)
+			got += len(o.nodes)
+			cost[3] += o.hours
+		}
+	}
+	v.pick = pick
+	if got < need {
+		return cost, nil, false
+	}
+	if keep {
+		pick = slices.Clone(pick)
+		for x := range pick {
+			pick[x].nodes = slices.Clone(pick[x].nodes)
+		}
+	}
+	return cost, pick, true
+}
