@@ -101,8 +101,6 @@ type Calendar struct {
 	heldNodes   []int            // scratch: nodes with a holder
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
-	runs        [][]holderRun    // scratch: per domain of the level, holders' reclaim runs
-	runNodes    []int            // scratch: the nodes of the runs
 	eager       bool             // tests: preemption marks every held node (no lazy path)
 	workers     int              // tests: preemption's workers (0: by the work)
 	reclaim     bitset           // nodes only preemptible work keeps busy

@@ -36,13 +36,6 @@ func classRank(c Class) int {
 }
 
 // option is one way to free nodes inside a domain.
-// holderRun is a run of one holder's reclaim nodes inside one domain:
-// c.runNodes[lo:hi].
-type holderRun struct {
-	cm     *Reservation
-	lo, hi int
-}
-
 type option struct {
 	cm     *Reservation
 	shrink bool
@@ -85,13 +78,11 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// Held nodes are marked busy in the snapshot only where needed: a
 	// whole-node gang within one domain is simulated inside its candidate
 	// domain alone (lazy); any other request marks them all, as does the
-	// check whether r fits without preemption when some domain might. The
-	// lazy path also gathers, in the same pass, each holder's reclaim nodes
-	// per domain of the level (runs: a holder's nodes ascend, and domains
-	// are index ranges) and the reclaim counts per domain of every level.
+	// check whether r fits without preemption when some domain might.
+	// Either way the reclaim nodes are counted per domain of every level.
 	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
 	heldFree := c.clearHeldFree()
-	extra := c.gather(s, e, level, lazy)
+	extra := c.gather(s, e)
 	defer func() {
 		for _, i := range c.heldNodes {
 			held[i] = nil
@@ -180,32 +171,19 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 }
 
 // gather marks each node's holder among the spot and internal work
-// running over [s, e) (a node's further holders go to extra), the reclaim
-// nodes and their count per domain of the last level, and in lazy mode each
-// holder's runs of reclaim nodes per domain of level. It keeps its working
-// slices in locals.
-func (c *Calendar) gather(s, e int64, level int, lazy bool) (extra map[int][]*Reservation) {
+// running over [s, e) (a node's further holders go to extra), numbers the
+// holders, and marks the reclaim nodes and counts them per domain of the
+// last level.
+func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 	held, reclaim, spare := c.holder, c.reclaim, c.T.spare
 	mask, full := c.scratch.mask, c.scratch.full
 	flat, L, count := c.T.flat, len(c.T.Levels), c.heldFreeAll
-	heldNodes, runNodes, runs := c.heldNodes[:0], c.runNodes[:0], c.runs
-	lvlOff := int32(0)
-	if lazy {
-		if len(runs) != len(c.T.dom[level]) {
-			runs = make([][]holderRun, len(c.T.dom[level]))
-		}
-		for d := range runs {
-			runs[d] = runs[d][:0]
-		}
-		lvlOff = c.T.levelOff[level]
-	}
-	holders := c.holders[:0]
+	heldNodes, holders := c.heldNodes[:0], c.holders[:0]
 	c.byTime.each(s, e, func(cm *Reservation) {
 		if cm.committed() {
 			return
 		}
 		cm.num, holders = int32(len(holders)), append(holders, cm)
-		cur, from := int32(-1), 0
 		for _, i := range cm.idx {
 			if held[i] == nil {
 				held[i] = cm
@@ -220,21 +198,9 @@ func (c *Calendar) gather(s, e int64, level int, lazy bool) (extra map[int][]*Re
 				reclaim.set(i)         // only preemptible work keeps it busy
 				count[flat[i*L+L-1]]++ // the levels above sum below
 			}
-			if lazy && reclaim.has(i) {
-				if d := flat[i*L+level] - lvlOff; d != cur {
-					if cur >= 0 {
-						runs[cur] = append(runs[cur], holderRun{cm: cm, lo: from, hi: len(runNodes)})
-					}
-					cur, from = d, len(runNodes)
-				}
-				runNodes = append(runNodes, i)
-			}
-		}
-		if cur >= 0 {
-			runs[cur] = append(runs[cur], holderRun{cm: cm, lo: from, hi: len(runNodes)})
 		}
 	})
-	c.heldNodes, c.runNodes, c.runs, c.holders = heldNodes, runNodes, runs, holders
+	c.heldNodes, c.holders = heldNodes, holders
 	return extra
 }
 

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,8 +63,9 @@ func (c *Calendar) evaluators(n int, j *job) []*evaluator {
 	return c.evals[:n]
 }
 
-// evaluateAll evaluates every domain, shared out among workers in
-// contiguous blocks, and answers the candidates in domain order.
+// evaluateAll evaluates every domain and answers the candidates in domain
+// order. Several workers each take the next domain not yet taken (domains
+// differ in work); one goes through them in turn.
 func (c *Calendar) evaluateAll(domains []domain, j *job) []cand {
 	workers := min(runtime.GOMAXPROCS(0), 1+len(c.heldNodes)/4096)
 	if c.workers > 0 {
@@ -71,34 +73,36 @@ func (c *Calendar) evaluateAll(domains []domain, j *job) []cand {
 	}
 	workers = min(workers, len(domains))
 	evs := c.evaluators(workers, j)
-	found := make([][]cand, workers)
-	var wg sync.WaitGroup
-	for w, v := range evs {
-		lo, hi := w*len(domains)/workers, (w+1)*len(domains)/workers
-		run := func() {
-			for di := lo; di < hi; di++ {
-				d := domains[di]
-				if cost, _, ok := v.evaluate(di, d, false); ok {
-					idx := int32(di)
-					if v.level < 0 {
-						idx = -1
-					}
-					found[w] = append(found[w], cand{d: idx, lo: d.lo, hi: d.hi, cost: cost})
-				}
+	found := make([]cand, len(domains))
+	if workers == 1 {
+		for di, d := range domains {
+			found[di] = evs[0].candidate(di, d)
+		}
+	} else {
+		var next atomic.Int32
+		run := func(v *evaluator) {
+			for di := int(next.Add(1) - 1); di < len(domains); di = int(next.Add(1) - 1) {
+				found[di] = v.candidate(di, domains[di])
 			}
 		}
-		if w == workers-1 {
-			run()
-			continue
+		var wg sync.WaitGroup
+		for _, v := range evs[1:] {
+			wg.Go(func() { run(v) })
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run()
-		}()
+		run(evs[0])
+		wg.Wait()
 	}
-	wg.Wait()
-	return slices.Concat(found...)
+	return slices.DeleteFunc(found, func(cd cand) bool { return !cd.ok })
+}
+
+// candidate evaluates domain d (index di at the level).
+func (v *evaluator) candidate(di int, d domain) cand {
+	cost, _, ok := v.evaluate(di, d, false)
+	cd := cand{d: int32(di), lo: d.lo, hi: d.hi, cost: cost, ok: ok}
+	if v.level < 0 {
+		cd.d = -1
+	}
+	return cd
 }
 
 // cand is a domain whose victims would free enough nodes, and their cost.
@@ -106,6 +110,7 @@ type cand struct {
 	d      int32 // index at level (−1: the site)
 	lo, hi int32
 	cost   [4]float64 // spot evictions, internal evictions, shrinks, GPU-hours
+	ok     bool       // the domain's victims free enough nodes
 }
 
 // hoursLeft is what a victim loses: an evicted reservation the rest of its
@@ -166,25 +171,45 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	free := 0
 	v.gen++
 	v.groups = v.groups[:0]
+	// The domain's holders, in node order; the free nodes counted, or in
+	// lazy mode known from the counts.
 	if v.lazy {
-		// The domain's free nodes, and its holders from the runs.
 		free = int(c.scratch.free[v.level][di] - v.heldFree[v.level][di])
-		for _, run := range c.runs[di] {
-			v.add(run.cm, run.hi-run.lo)
-		}
-	} else {
-		for i := d.lo; i < d.hi; i++ {
-			if v.freeNode(i) {
+	}
+	// A holder's nodes mostly lie together: count them a run at a time.
+	var run *Reservation
+	n := 0
+	for i := d.lo; i < d.hi; i++ {
+		h := held[i]
+		if h == nil {
+			if !v.lazy && v.freeNode(i) {
 				free++
-				continue
 			}
-			if held[i] != nil && c.reclaim.has(int(i)) {
-				v.add(held[i], 1)
-				for _, cm := range extra[int(i)] {
-					v.add(cm, 1)
-				}
+			continue
+		}
+		if !c.reclaim.has(int(i)) {
+			continue
+		}
+		if h != run {
+			if n > 0 {
+				v.add(run, n)
+			}
+			run, n = h, 0
+		}
+		n++
+		if extra == nil { // mostly: one holder a node
+			continue
+		}
+		if more := extra[int(i)]; len(more) > 0 {
+			v.add(run, n)
+			n = 0
+			for _, cm := range more {
+				v.add(cm, 1)
 			}
 		}
+	}
+	if n > 0 {
+		v.add(run, n)
 	}
 	need := v.k - free
 	if need <= 0 || len(v.groups) == 0 {
@@ -197,23 +222,10 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 		v.groups[x].n = 0
 	}
 	v.flat = slices.Grow(v.flat[:0], total)[:total]
-	if v.lazy {
-		for _, run := range c.runs[di] {
-			for _, i := range c.runNodes[run.lo:run.hi] {
-				v.put(run.cm, i)
-			}
-		}
-		for _, gr := range v.groups {
-			// A holder re-chosen onto a node out of order has runs out of
-			// order; shrink steps need its nodes ascending.
-			if nodes := v.flat[gr.at : gr.at+gr.n]; !slices.IsSorted(nodes) {
-				slices.Sort(nodes)
-			}
-		}
-	} else {
-		for i := d.lo; i < d.hi; i++ {
-			if held[i] != nil && c.reclaim.has(int(i)) && !v.freeNode(i) {
-				v.put(held[i], int(i))
+	for i := d.lo; i < d.hi; i++ {
+		if h := held[i]; h != nil && c.reclaim.has(int(i)) {
+			v.put(h, int(i))
+			if extra != nil {
 				for _, cm := range extra[int(i)] {
 					v.put(cm, int(i))
 				}
