@@ -185,16 +185,16 @@ func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 		}
 		cm.num, holders = int32(len(holders)), append(holders, cm)
 		for _, i := range cm.idx {
-			if held[i] == nil {
-				held[i] = cm
-				heldNodes = append(heldNodes, i)
-			} else {
+			if held[i] != nil {
 				if extra == nil {
 					extra = map[int][]*Reservation{}
 				}
 				extra[i] = append(extra[i], cm)
+				continue
 			}
-			if !reclaim.has(i) && mask[i] == full && !spare[i] {
+			held[i] = cm
+			heldNodes = append(heldNodes, i)
+			if mask[i] == full && !spare[i] {
 				reclaim.set(i)         // only preemptible work keeps it busy
 				count[flat[i*L+L-1]]++ // the levels above sum below
 			}

@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -67,6 +68,32 @@ func TestLazyPreemptionMatchesEager(t *testing.T) {
 				}
 				planned++
 			}
+		}
+	}
+}
+
+// TestSortOptions checks the counting sort of preemption options against a
+// plain sort of their keys, with sizes few (counted) and spread (sorted).
+func TestSortOptions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	spot, internal := &Reservation{Class: ClassSpot}, &Reservation{Class: ClassInternal}
+	nodes := make([]int, 600)
+	for trial := 0; trial < 300; trial++ {
+		v := &evaluator{}
+		d := domain{lo: 0, hi: 4096}
+		spread := []int{8, 16, 600}[trial%3]
+		for n := rng.IntN(80); n >= 0; n-- {
+			cm := spot
+			if rng.IntN(2) == 0 {
+				cm = internal
+			}
+			v.opts = append(v.opts, option{cm: cm, shrink: rng.IntN(3) == 0, nodes: nodes[:1+rng.IntN(spread)]})
+		}
+		v.sortOptions(d)
+		got := slices.Clone(v.order)
+		slices.Sort(v.order)
+		if !slices.Equal(got, v.order) {
+			t.Fatalf("trial %d (%d options, sizes to %d): counting sort differs from sorting", trial, len(v.opts), spread)
 		}
 	}
 }

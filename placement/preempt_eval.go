@@ -21,10 +21,13 @@ type evaluator struct {
 	gen              int32
 	mark, slot, take []int32
 	evicted          []bool
+	segs             []segment
 	groups           []group
 	flat             []int
 	opts             []option
 	order            []uint64 // bucket key << 32 | the option's index
+	sorted           []uint64 // sortOptions' other buffer
+	count            []int    // sortOptions' bucket counts
 	pick             []option
 }
 
@@ -37,6 +40,12 @@ type job struct {
 	heldFree [][]int32
 	s, e     int64         // the preemptor's interval, in Unix seconds
 	frac     time.Duration // now's fraction of a second
+}
+
+// segment is n consecutive nodes from lo, all held by cm.
+type segment struct {
+	cm    *Reservation
+	lo, n int32
 }
 
 // group is one holder's reclaim nodes in the domain evaluated: n nodes
@@ -142,11 +151,50 @@ func (v *evaluator) add(cm *Reservation, n int) {
 	v.groups[v.slot[h]].n += n
 }
 
-// put lays node i out in cm's group.
-func (v *evaluator) put(cm *Reservation, i int) {
-	gr := &v.groups[v.slot[cm.num]]
-	v.flat[gr.at+gr.n] = i
-	gr.n++
+// sortOptions orders the options into v.order by bucket key (shrinks
+// first, then internal before spot, then larger first), then by index.
+// Option sizes are few: a counting sort over the keys present does it in
+// one pass, unless the sizes spread wider than the options are many.
+func (v *evaluator) sortOptions(d domain) {
+	opts := v.opts
+	v.order = slices.Grow(v.order[:0], len(opts))[:len(opts)]
+	top := 0 // the largest option
+	for x := range opts {
+		o := &opts[x]
+		top = max(top, len(o.nodes))
+		sk := uint64(d.hi-d.lo) - uint64(len(o.nodes)) // < 1<<30: larger first
+		if !o.shrink {
+			sk |= 1 << 31
+		}
+		sk |= uint64(classRank(o.cm.Class)) << 30
+		v.order[x] = sk<<32 | uint64(x)
+	}
+	buckets := 4 * (top + 1)
+	if buckets > 4*len(opts)+64 {
+		slices.Sort(v.order)
+		return
+	}
+	v.count = slices.Grow(v.count[:0], buckets+1)[:buckets+1]
+	clear(v.count)
+	for _, ox := range v.order {
+		v.count[v.bucketOf(ox>>32, d, top)+1]++
+	}
+	for b := 1; b <= buckets; b++ {
+		v.count[b] += v.count[b-1]
+	}
+	v.sorted = slices.Grow(v.sorted[:0], len(opts))[:len(opts)]
+	for _, ox := range v.order { // ascending index: each bucket keeps it
+		b := v.bucketOf(ox>>32, d, top)
+		v.sorted[v.count[b]] = ox
+		v.count[b]++
+	}
+	v.order, v.sorted = v.sorted, v.order
+}
+
+// bucketOf maps a bucket key to its place among 4 × (top+1) buckets.
+func (v *evaluator) bucketOf(sk uint64, d domain, top int) int {
+	size := int(d.hi-d.lo) - int(sk&(1<<30-1))
+	return int(sk>>30)*(top+1) + top - size
 }
 
 // takesWhole says whether the greedy pass, having got nodes, takes every
@@ -176,9 +224,9 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	if v.lazy {
 		free = int(c.scratch.free[v.level][di] - v.heldFree[v.level][di])
 	}
-	// A holder's nodes mostly lie together: count them a run at a time.
-	var run *Reservation
-	n := 0
+	// One pass over the nodes cuts them into segments: consecutive nodes
+	// of one holder (a holder's nodes mostly lie together).
+	v.segs = v.segs[:0]
 	for i := d.lo; i < d.hi; i++ {
 		h := held[i]
 		if h == nil {
@@ -190,46 +238,36 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 		if !c.reclaim.has(int(i)) {
 			continue
 		}
-		if h != run {
-			if n > 0 {
-				v.add(run, n)
-			}
-			run, n = h, 0
+		if k := len(v.segs) - 1; k >= 0 && v.segs[k].cm == h && v.segs[k].lo+v.segs[k].n == i {
+			v.segs[k].n++
+		} else {
+			v.segs = append(v.segs, segment{cm: h, lo: i, n: 1})
 		}
-		n++
-		if extra == nil { // mostly: one holder a node
-			continue
-		}
-		if more := extra[int(i)]; len(more) > 0 {
-			v.add(run, n)
-			n = 0
-			for _, cm := range more {
-				v.add(cm, 1)
+		if extra != nil { // mostly nil: one holder a node
+			for _, cm := range extra[int(i)] {
+				v.segs = append(v.segs, segment{cm: cm, lo: i, n: 1})
 			}
 		}
 	}
-	if n > 0 {
-		v.add(run, n)
+	for _, sg := range v.segs {
+		v.add(sg.cm, int(sg.n))
 	}
 	need := v.k - free
 	if need <= 0 || len(v.groups) == 0 {
 		return cost, nil, false // free enough here (the constraint below failed), or nothing to reclaim
 	}
-	// Lay the groups' nodes out in one slice, in ascending order.
+	// Lay the groups' nodes out in one slice, each group's ascending.
 	total := 0
 	for x := range v.groups {
 		v.groups[x].at, total = total, total+v.groups[x].n
 		v.groups[x].n = 0
 	}
 	v.flat = slices.Grow(v.flat[:0], total)[:total]
-	for i := d.lo; i < d.hi; i++ {
-		if h := held[i]; h != nil && c.reclaim.has(int(i)) {
-			v.put(h, int(i))
-			if extra != nil {
-				for _, cm := range extra[int(i)] {
-					v.put(cm, int(i))
-				}
-			}
+	for _, sg := range v.segs {
+		gr := &v.groups[v.slot[sg.cm.num]]
+		for i := sg.lo; i < sg.lo+sg.n; i++ {
+			v.flat[gr.at+gr.n] = int(i)
+			gr.n++
 		}
 	}
 	// Options: whole shrink steps of elastic work, then evictions.
@@ -264,17 +302,7 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	// bucket the greedy pass takes whole needs no order inside unless the
 	// caller keeps the pick.
 	opts := v.opts
-	v.order = v.order[:0]
-	for x := range opts {
-		o := &opts[x]
-		sk := uint64(d.hi-d.lo) - uint64(len(o.nodes)) // < 1<<30: larger first
-		if !o.shrink {
-			sk |= 1 << 31
-		}
-		sk |= uint64(classRank(o.cm.Class)) << 30
-		v.order = append(v.order, sk<<32|uint64(x))
-	}
-	slices.Sort(v.order)
+	v.sortOptions(d)
 	got := 0
 	pick = v.pick[:0]
 	for a := 0; a < len(v.order) && got < need; {
