@@ -98,11 +98,12 @@ type Calendar struct {
 	holder      []*Reservation   // per node scratch for preemption planning
 	holders     []*Reservation   // scratch: the running preemptible work, by number
 	evals       []*evaluator     // scratch: preemption planning's workers
+	parts       []*gathered      // scratch: what gather's workers found
 	heldNodes   []int            // scratch: nodes with a holder
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
 	eager       bool             // tests: preemption marks every held node (no lazy path)
-	workers     int              // tests: preemption's workers (0: by the work)
+	workers     int              // tests: preemption's workers, gathering and evaluating (0: by the work)
 	reclaim     bitset           // nodes only preemptible work keeps busy
 	windows     map[string]*Window
 	scratch     *Snapshot

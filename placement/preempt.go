@@ -2,8 +2,11 @@ package placement
 
 import (
 	"fmt"
+	"maps"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -170,26 +173,71 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
 }
 
-// gather marks each node's holder among the spot and internal work
-// running over [s, e) (a node's further holders go to extra), numbers the
-// holders, and marks the reclaim nodes and counts them per domain of the
-// last level.
+// gather numbers the spot and internal work running over [s, e) (the
+// holders), marks each node's holder (a node's further holders go to
+// extra), and marks the reclaim nodes and counts them per domain of the
+// last level. Workers each take a range of nodes, cut at whole leaf
+// domains and whole words of the reclaim set, and visit every holder's
+// nodes in their range.
 func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
+	holders, nodes := c.holders[:0], 0
+	c.byTime.each(s, e, func(cm *Reservation) {
+		if !cm.committed() {
+			cm.num, holders = int32(len(holders)), append(holders, cm)
+			nodes += len(cm.idx)
+		}
+	})
+	c.holders = holders
+	workers := min(runtime.GOMAXPROCS(0), 1+nodes/8192)
+	if c.workers > 0 {
+		workers = c.workers
+	}
+	cuts := c.T.cuts(workers)
+	for len(c.parts) < len(cuts)-1 {
+		c.parts = append(c.parts, &gathered{})
+	}
+	parts := c.parts[:len(cuts)-1]
+	var wg sync.WaitGroup
+	for w, p := range parts[1:] {
+		wg.Go(func() { c.gatherRange(cuts[w+1], cuts[w+2], p) })
+	}
+	c.gatherRange(cuts[0], cuts[1], parts[0])
+	wg.Wait()
+	c.heldNodes = c.heldNodes[:0]
+	for _, p := range parts {
+		c.heldNodes = append(c.heldNodes, p.heldNodes...)
+		if extra == nil {
+			extra = p.extra
+		} else {
+			maps.Copy(extra, p.extra) // the ranges hold other nodes
+		}
+	}
+	return extra
+}
+
+// gathered is what one worker of gather found in its range of nodes.
+type gathered struct {
+	heldNodes []int
+	extra     map[int][]*Reservation
+}
+
+// gatherRange is gather's work on the nodes in [lo, hi).
+func (c *Calendar) gatherRange(lo, hi int, p *gathered) {
 	held, reclaim, spare := c.holder, c.reclaim, c.T.spare
 	mask, full := c.scratch.mask, c.scratch.full
 	flat, L, count := c.T.flat, len(c.T.Levels), c.heldFreeAll
-	heldNodes, holders := c.heldNodes[:0], c.holders[:0]
-	c.byTime.each(s, e, func(cm *Reservation) {
-		if cm.committed() {
-			return
-		}
-		cm.num, holders = int32(len(holders)), append(holders, cm)
+	heldNodes := p.heldNodes[:0]
+	p.extra = nil
+	for _, cm := range c.holders {
 		for _, i := range cm.idx {
+			if i < lo || i >= hi {
+				continue
+			}
 			if held[i] != nil {
-				if extra == nil {
-					extra = map[int][]*Reservation{}
+				if p.extra == nil {
+					p.extra = map[int][]*Reservation{}
 				}
-				extra[i] = append(extra[i], cm)
+				p.extra[i] = append(p.extra[i], cm)
 				continue
 			}
 			held[i] = cm
@@ -199,9 +247,8 @@ func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 				count[flat[i*L+L-1]]++ // the levels above sum below
 			}
 		}
-	})
-	c.heldNodes, c.holders = heldNodes, holders
-	return extra
+	}
+	p.heldNodes = heldNodes
 }
 
 // clearHeldFree zeroes the reclaim counts per level and domain (filled as

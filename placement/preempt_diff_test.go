@@ -17,16 +17,25 @@ import (
 // spot and internal work (elastic or not) and committed work, once with
 // held nodes marked only inside the candidate domain and once with all of
 // them marked: plans, scores and victims must be the same. The lazy plans
-// evaluate domains on three workers, the eager ones on one.
+// gather and evaluate on three workers, the eager ones on one.
 func TestLazyPreemptionMatchesEager(t *testing.T) {
 	for seed := uint64(1); seed <= 40; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 5))
 		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-		site, nodes := testFleet(t, fleet.GenerateOptions{Site: "test", Region: "lab", Timezone: "UTC", SKU: sku, GPUs: 512,
+		// Odd seeds use a fleet of 256 nodes, where gathering splits the
+		// nodes among its workers (at multiples of 64).
+		gpus, rsvs := 512, 30
+		if seed%2 == 1 {
+			gpus, rsvs = 2048, 120
+		}
+		site, nodes := testFleet(t, fleet.GenerateOptions{Site: "test", Region: "lab", Timezone: "UTC", SKU: sku, GPUs: gpus,
 			Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}})
 		c := NewCalendar(Build(site, sku, nodes))
+		if cuts := c.T.cuts(3); seed%2 == 1 && (len(cuts) != 4 || cuts[1] == 0 || cuts[2] == cuts[1] || cuts[3] == cuts[2]) {
+			t.Fatalf("cuts %v: the 256-node fleet is not split among 3 workers", cuts)
+		}
 		epoch := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-		for i := 0; i < 30; i++ {
+		for i := 0; i < rsvs; i++ {
 			r := Request{GPUs: 8 * (1 + rng.IntN(6)), Class: []Class{ClassSpot, ClassInternal, ClassReserved}[rng.IntN(3)], Within: []string{"", "rack", "su"}[rng.IntN(3)]}
 			st := epoch.Add(time.Duration(rng.IntN(48)) * time.Hour)
 			id := fmt.Sprintf("w%d", i)

@@ -247,3 +247,25 @@ func (t *Topology) sumUp(counts [][]int32) {
 		}
 	}
 }
+
+// cuts splits the nodes into up to n ranges [cuts[k], cuts[k+1]) for
+// workers that write per node, per leaf domain and per 64-node word: each
+// cut is the start of a leaf domain and a multiple of 64. Ranges may be
+// empty where no such start lies near an even share.
+func (t *Topology) cuts(n int) []int {
+	out := []int{0}
+	leaves := t.dom[len(t.Levels)-1]
+	for k := 1; k < n; k++ {
+		want := k * len(t.nodes) / n
+		at := sort.Search(len(leaves), func(x int) bool { return int(leaves[x].lo) >= want })
+		cut := len(t.nodes)
+		for ; at < len(leaves); at++ {
+			if leaves[at].lo%64 == 0 {
+				cut = int(leaves[at].lo)
+				break
+			}
+		}
+		out = append(out, max(cut, out[len(out)-1]))
+	}
+	return append(out, len(t.nodes))
+}
