@@ -105,6 +105,7 @@ type Calendar struct {
 	eager       bool             // tests: preemption marks every held node (no lazy path)
 	workers     int              // tests: preemption's workers, gathering and evaluating (0: by the work)
 	reclaim     bitset           // nodes only preemptible work keeps busy
+	freed       bitset           // scratch: nodes a preemption plan's victims free
 	windows     map[string]*Window
 	scratch     *Snapshot
 	byTime      timeIndex // reservations by time, for fast window queries

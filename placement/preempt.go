@@ -273,9 +273,14 @@ func (c *Calendar) clearHeldFree() [][]int32 {
 func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []option, heldFree [][]int32) *Plan {
 	sn := c.scratch
 	freed := c.freedSet(pick)
+	defer func() {
+		for _, i := range freed {
+			c.freed.clear(i)
+		}
+	}()
 	var marked []int
 	for i := lo; i < hi; i++ {
-		if c.holder[i] != nil && !freed[int(i)] && sn.mask[i] != 0 {
+		if c.holder[i] != nil && !c.freed.has(int(i)) && sn.mask[i] != 0 {
 			marked = append(marked, int(i))
 		}
 	}
@@ -309,19 +314,18 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 			adj[l][x] -= heldFree[l][x]
 		}
 	}
-	dn := &c.T.nodes[lo]
+	first, last := &c.T.nodes[lo], &c.T.nodes[hi-1]
 	for l := range adj {
 		if l <= level {
-			adj[l][dn.anc[l]] += heldFree[level][d] // d's own are accounted for in sn
+			adj[l][first.anc[l]] += heldFree[level][d] // d's own are accounted for in sn
 		} else {
-			for x := range adj[l] {
-				if c.T.dom[l][x].lo >= lo && c.T.dom[l][x].hi <= hi {
-					adj[l][x] += heldFree[l][x]
-				}
+			// The domains below d: those of d's first node to its last.
+			for x := first.anc[l]; x <= last.anc[l]; x++ {
+				adj[l][x] += heldFree[l][x]
 			}
 		}
 	}
-	for i := range freed {
+	for _, i := range freed {
 		if (int32(i) < lo || int32(i) >= hi) && c.reclaim.has(i) {
 			for l, a := range c.T.nodes[i].anc {
 				adj[l][a]++
@@ -332,16 +336,23 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 	return p
 }
 
-// freedSet is the set of nodes the picked options free.
-func (c *Calendar) freedSet(pick []option) map[int]bool {
-	out := map[int]bool{}
+// freedSet marks in c.freed the nodes the picked options free and lists
+// each once; the caller clears the marks.
+func (c *Calendar) freedSet(pick []option) []int {
+	if c.freed == nil {
+		c.freed = newBitset(len(c.T.nodes))
+	}
+	var out []int
 	for _, o := range pick {
 		nodes := o.nodes
 		if !o.shrink {
 			nodes = o.cm.idx
 		}
 		for _, i := range nodes {
-			out[i] = true
+			if !c.freed.has(i) {
+				c.freed.set(i)
+				out = append(out, i)
+			}
 		}
 	}
 	return out
