@@ -108,12 +108,14 @@ type Calendar struct {
 	freed       bitset           // scratch: nodes a preemption plan's victims free
 	windows     map[string]*Window
 	scratch     *Snapshot
-	byTime      timeIndex // reservations by time, for fast window queries
-	busy        []uint64  // per node scratch: GPUs busy in the queried window
-	touched     bitset    // nodes with busy GPUs in the queried window
-	out         []int     // scratch: the nodes prepare changed
-	evs         []int64   // scratch: sweep events (eventKey)
-	bad         [][2]int64
+	// Reservations by time, for fast window queries: committed work and
+	// preemptible work apart, as most queries want one of them.
+	byTime, preemptByTime timeIndex
+	busy                  []uint64 // per node scratch: GPUs busy in the queried window
+	touched               bitset   // nodes with busy GPUs in the queried window
+	out                   []int    // scratch: the nodes prepare changed
+	evs                   []int64  // scratch: sweep events (eventKey)
+	bad                   [][2]int64
 }
 
 // NewCalendar returns an empty calendar over t.
@@ -186,11 +188,20 @@ func (c *Calendar) Hold(cm *Reservation) error {
 	}
 	c.list = append(c.list, cm)
 	c.rsvs[cm.ID] = cm
-	c.byTime.add(cm)
+	c.timeIndex(cm).add(cm)
 	for j, i := range idx {
 		c.insert(i, c.reservationEntry(cm, j))
 	}
 	return nil
+}
+
+// timeIndex is the index by time that holds cm: committed or preemptible
+// work's.
+func (c *Calendar) timeIndex(cm *Reservation) *timeIndex {
+	if cm.committed() {
+		return &c.byTime
+	}
+	return &c.preemptByTime
 }
 
 // Drop removes a reservation (ended, cancelled or evicted).
@@ -203,7 +214,7 @@ func (c *Calendar) Drop(id string) {
 		c.remove(i, func(e entry) bool { return e.rsv == cm })
 	}
 	delete(c.rsvs, id)
-	c.byTime.remove(cm)
+	c.timeIndex(cm).remove(cm)
 	for j, x := range c.list {
 		if x == cm {
 			c.list = append(c.list[:j], c.list[j+1:]...)
@@ -241,8 +252,8 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 		c.busy[i] |= m
 		c.touched.set(i)
 	}
-	c.byTime.each(s-maxGap, e+maxGap, func(r *Reservation) {
-		if r == skip || (!r.committed() && !every) {
+	visit := func(r *Reservation) {
+		if r == skip {
 			return
 		}
 		if g := c.gap(r.Tenant, tenant); r.s < e+g && r.e+g > s {
@@ -250,7 +261,11 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 				mark(i, r.masks[j])
 			}
 		}
-	})
+	}
+	c.byTime.each(s-maxGap, e+maxGap, visit)
+	if every {
+		c.preemptByTime.each(s-maxGap, e+maxGap, visit)
+	}
 	for _, w := range c.windows {
 		if unix(w.Start) < e && unix(w.End) > s {
 			for _, i := range w.idx {

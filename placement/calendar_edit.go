@@ -75,7 +75,7 @@ func (c *Calendar) BusyGPUs(t time.Time) int {
 	at := unix(t)
 	n := 0
 	g := c.T.SKU.GPUsPerNode
-	c.byTime.each(at, at+1, func(r *Reservation) {
+	count := func(r *Reservation) {
 		for j := range r.idx {
 			if r.masks[j] == c.scratch.full {
 				n += g
@@ -83,7 +83,9 @@ func (c *Calendar) BusyGPUs(t time.Time) int {
 				n += popcount(r.masks[j])
 			}
 		}
-	})
+	}
+	c.byTime.each(at, at+1, count)
+	c.preemptByTime.each(at, at+1, count)
 	return n
 }
 
