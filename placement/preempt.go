@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"runtime"
@@ -137,13 +138,13 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		domains = c.T.dom[level]
 	}
 	cands := c.evaluateAll(domains, &job{c: c, k: k, level: level, lazy: lazy, extra: extra, heldFree: heldFree, s: s, e: e, frac: time.Duration(now.Nanosecond())})
-	sort.SliceStable(cands, func(a, b int) bool {
-		for i := range cands[a].cost {
-			if cands[a].cost[i] != cands[b].cost[i] {
-				return cands[a].cost[i] < cands[b].cost[i]
+	slices.SortFunc(cands, func(a, b cand) int {
+		for i := range a.cost {
+			if a.cost[i] != b.cost[i] {
+				return cmp.Compare(a.cost[i], b.cost[i])
 			}
 		}
-		return cands[a].lo < cands[b].lo
+		return cmp.Compare(a.lo, b.lo) // domains differ in lo: no ties left
 	})
 	// 4. Simulate in order of cost; the first that places is the answer.
 	for _, cd := range cands {
@@ -378,7 +379,7 @@ func (c *Calendar) victimNodes(pick []option) []int {
 }
 
 func (c *Calendar) victims(pick []option, now time.Time, notice map[Class]time.Duration) []Victim {
-	byCm := map[*Reservation]*Victim{}
+	byCm := make(map[*Reservation]*Victim, len(pick))
 	var order []*Reservation
 	for _, o := range pick {
 		v, ok := byCm[o.cm]
