@@ -45,7 +45,6 @@ type option struct {
 	shrink bool
 	nodes  []int
 	hours  float64
-	key    uint64 // the order before hours: shrink, class, size
 }
 
 // PlanPreemption plans r (a committed class) over [now, end) for tenant
