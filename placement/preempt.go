@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -186,11 +185,7 @@ func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 		nodes += len(cm.idx)
 	})
 	c.holders = holders
-	workers := min(runtime.GOMAXPROCS(0), 1+nodes/8192)
-	if c.workers > 0 {
-		workers = c.workers
-	}
-	cuts := c.T.cuts(workers)
+	cuts := c.T.cuts(c.workersFor(nodes, 8192))
 	for len(c.parts) < len(cuts)-1 {
 		c.parts = append(c.parts, &gathered{})
 	}

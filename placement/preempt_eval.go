@@ -21,14 +21,16 @@ type evaluator struct {
 	gen              int32
 	mark, slot, take []int32
 	evicted          []bool
-	segs             []segment
-	groups           []group
-	flat             []int
-	opts             []option
-	order            []uint64 // bucket key << 32 | the option's index
-	sorted           []uint64 // sortOptions' other buffer
-	count            []int    // sortOptions' bucket counts
-	pick             []option
+
+	// buffers reused domain after domain
+	segs   []segment
+	groups []group
+	flat   []int
+	opts   []option
+	order  []uint64 // bucket key << 32 | the option's index
+	sorted []uint64 // sortOptions' other buffer
+	count  []int    // sortOptions' bucket counts
+	pick   []option
 }
 
 // job is what the evaluators of one plan share, read only.
@@ -76,11 +78,7 @@ func (c *Calendar) evaluators(n int, j *job) []*evaluator {
 // order. Several workers each take the next domain not yet taken (domains
 // differ in work); one goes through them in turn.
 func (c *Calendar) evaluateAll(domains []domain, j *job) []cand {
-	workers := min(runtime.GOMAXPROCS(0), 1+len(c.heldNodes)/4096)
-	if c.workers > 0 {
-		workers = c.workers
-	}
-	workers = min(workers, len(domains))
+	workers := min(c.workersFor(len(c.heldNodes), 4096), len(domains))
 	evs := c.evaluators(workers, j)
 	found := make([]cand, len(domains))
 	if workers == 1 {
@@ -102,6 +100,16 @@ func (c *Calendar) evaluateAll(domains []domain, j *job) []cand {
 		wg.Wait()
 	}
 	return slices.DeleteFunc(found, func(cd cand) bool { return !cd.ok })
+}
+
+// workersFor is how many workers preemption planning puts on work of n
+// items: one per per items, as many as there are cores at most (the
+// calendar's own count in tests).
+func (c *Calendar) workersFor(n, per int) int {
+	if c.workers > 0 {
+		return c.workers
+	}
+	return min(runtime.GOMAXPROCS(0), 1+n/per)
 }
 
 // candidate evaluates domain d (index di at the level).
