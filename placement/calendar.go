@@ -110,12 +110,13 @@ type Calendar struct {
 	scratch     *Snapshot
 	// Reservations by time, for fast window queries: committed work and
 	// preemptible work apart, as most queries want one of them.
-	byTime, preemptByTime timeIndex
-	busy                  []uint64 // per node scratch: GPUs busy in the queried window
-	touched               bitset   // nodes with busy GPUs in the queried window
-	out                   []int    // scratch: the nodes prepare changed
-	evs                   []int64  // scratch: sweep events (eventKey)
-	bad                   [][2]int64
+	committedByTime   timeIndex
+	preemptibleByTime timeIndex
+	busy              []uint64 // per node scratch: GPUs busy in the queried window
+	touched           bitset   // nodes with busy GPUs in the queried window
+	out               []int    // scratch: the nodes prepare changed
+	evs               []int64  // scratch: sweep events (eventKey)
+	bad               [][2]int64
 }
 
 // NewCalendar returns an empty calendar over t.
@@ -199,9 +200,9 @@ func (c *Calendar) Hold(cm *Reservation) error {
 // work's.
 func (c *Calendar) timeIndex(cm *Reservation) *timeIndex {
 	if cm.committed() {
-		return &c.byTime
+		return &c.committedByTime
 	}
-	return &c.preemptByTime
+	return &c.preemptibleByTime
 }
 
 // Drop removes a reservation (ended, cancelled or evicted).
@@ -262,9 +263,9 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 			}
 		}
 	}
-	c.byTime.each(s-maxGap, e+maxGap, visit)
+	c.committedByTime.each(s-maxGap, e+maxGap, visit)
 	if every {
-		c.preemptByTime.each(s-maxGap, e+maxGap, visit)
+		c.preemptibleByTime.each(s-maxGap, e+maxGap, visit)
 	}
 	for _, w := range c.windows {
 		if unix(w.Start) < e && unix(w.End) > s {

@@ -84,8 +84,8 @@ func (c *Calendar) BusyGPUs(t time.Time) int {
 			}
 		}
 	}
-	c.byTime.each(at, at+1, count)
-	c.preemptByTime.each(at, at+1, count)
+	c.committedByTime.each(at, at+1, count)
+	c.preemptibleByTime.each(at, at+1, count)
 	return n
 }
 

@@ -180,7 +180,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 // nodes in their range.
 func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 	holders, nodes := c.holders[:0], 0
-	c.preemptByTime.each(s, e, func(cm *Reservation) {
+	c.preemptibleByTime.each(s, e, func(cm *Reservation) {
 		cm.num, holders = int32(len(holders)), append(holders, cm)
 		nodes += len(cm.idx)
 	})

@@ -3,7 +3,8 @@ package sqlstore_test
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -408,7 +409,7 @@ func TestSpansReadInOnePass(t *testing.T) {
 		}
 		byID := func(m map[string][]billing.UsageRecord) map[string][]billing.UsageRecord {
 			for _, rs := range m {
-				sort.Slice(rs, func(i, j int) bool { return rs[i].ID < rs[j].ID })
+				slices.SortFunc(rs, func(a, b billing.UsageRecord) int { return strings.Compare(a.ID, b.ID) })
 			}
 			return m
 		}
