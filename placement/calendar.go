@@ -16,8 +16,9 @@ var Forever = time.Unix(math.MaxInt64/2, 0).UTC()
 // Reservation is work on concrete nodes over [Start, End): a reservation's
 // allocation, present or future. End is Forever for on-demand work that has
 // not ended. Elastic work (internal, optionally spot) may shrink down to
-// MinNodes in whole domains of ShrinkLevel. MaxOut caps how many of its
-// nodes rolling maintenance may take at once (0: one at a time).
+// MinNodes in whole domains of ShrinkLevel, as held or as SetElastic last
+// set them. MaxOut caps how many of its nodes rolling maintenance may take
+// at once (0: one at a time).
 type Reservation struct {
 	ID         string
 	Tenant     string
@@ -35,8 +36,7 @@ type Reservation struct {
 	idx   []int    // node indexes, kept in step with Nodes by the calendar
 	masks []uint64 // the GPUs held on each of those nodes
 	s, e  int64    // Start and End in Unix seconds
-
-	num int32 // scratch of preemption planning: its number among the holders
+	rec   int32    // its record in the calendar's held work + 1 (0: none; committed work has none)
 }
 
 // committed reports whether c blocks admission (lease, reserved, on-demand).
@@ -95,8 +95,8 @@ type Calendar struct {
 	rsvs        map[string]*Reservation
 	tenants     map[string]int32 // numbers of the tenants in entries
 	list        []*Reservation   // reservations in the order they were held
-	holder      []*Reservation   // per node scratch for preemption planning
-	holders     []*Reservation   // scratch: the running preemptible work, by number
+	held        []int32          // per node scratch for preemption planning: its holder's number + 1 (0: none)
+	work        heldWork         // spot and internal work, as preemption planning reads it
 	evals       []*evaluator     // scratch: preemption planning's workers
 	parts       []*gathered      // scratch: what gather's workers found
 	heldNodes   []int            // scratch: nodes with a holder
@@ -190,6 +190,9 @@ func (c *Calendar) Hold(cm *Reservation) error {
 	c.list = append(c.list, cm)
 	c.rsvs[cm.ID] = cm
 	c.timeIndex(cm).add(cm)
+	if !cm.committed() {
+		c.work.add(c.T, cm)
+	}
 	for j, i := range idx {
 		c.insert(i, c.reservationEntry(cm, j))
 	}
@@ -216,6 +219,7 @@ func (c *Calendar) Drop(id string) {
 	}
 	delete(c.rsvs, id)
 	c.timeIndex(cm).remove(cm)
+	c.work.remove(cm)
 	for j, x := range c.list {
 		if x == cm {
 			c.list = append(c.list[:j], c.list[j+1:]...)
@@ -604,6 +608,7 @@ func (c *Calendar) rechoose(id, node string, all bool) (Result, error) {
 	c.remove(fi, func(e entry) bool { return e.rsv == cm })
 	ri, _ := c.T.NodeIndex(a.NodeID)
 	cm.Nodes[j], cm.idx[j] = a.NodeID, ri
+	c.work.moved(cm, j, ri)
 	if partial {
 		cm.GPUs[j] = append([]int(nil), a.GPUs...)
 	}

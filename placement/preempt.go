@@ -38,9 +38,12 @@ func classRank(c Class) int {
 	return 0
 }
 
-// option is one way to free nodes inside a domain.
+// option is one way to free nodes inside a domain: cm is holder h, of
+// class rank rank.
 type option struct {
 	cm     *Reservation
+	h      int32
+	rank   int8
 	shrink bool
 	nodes  []int
 	hours  float64
@@ -67,11 +70,11 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// never overlaps other work, so a node mostly has one holder; more go to
 	// extra. reclaim marks the whole-free non-spare nodes that only such
 	// work keeps busy.
-	if c.holder == nil {
-		c.holder = make([]*Reservation, len(c.T.nodes))
+	if c.held == nil {
+		c.held = make([]int32, len(c.T.nodes))
 		c.reclaim = newBitset(len(c.T.nodes))
 	}
-	held := c.holder
+	held := c.held
 	k := r.GPUs / c.T.SKU.GPUsPerNode
 	level := -1
 	if r.Within != "" {
@@ -87,7 +90,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	extra := c.gather(s, e)
 	defer func() {
 		for _, i := range c.heldNodes {
-			held[i] = nil
+			held[i] = 0
 		}
 	}()
 	defer clear(c.reclaim)
@@ -176,15 +179,15 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 // holders), marks each node's holder (a node's further holders go to
 // extra), and marks the reclaim nodes and counts them per domain of the
 // last level. Workers each take a range of nodes, cut at whole leaf
-// domains and whole words of the reclaim set, and visit every holder's
-// nodes in their range.
-func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
-	holders, nodes := c.holders[:0], 0
-	c.preemptibleByTime.each(s, e, func(cm *Reservation) {
-		cm.num, holders = int32(len(holders)), append(holders, cm)
-		nodes += len(cm.idx)
-	})
-	c.holders = holders
+// domains and whole words of the reclaim set, and visit the nodes in
+// their range of the holders that reach into it.
+func (c *Calendar) gather(s, e int64) (extra map[int][]int32) {
+	nodes := 0
+	for x := range c.work.recs {
+		if h := &c.work.recs[x]; h.s < e && h.e > s {
+			nodes += int(h.n)
+		}
+	}
 	cuts := c.T.cuts(c.workersFor(nodes, 8192))
 	for len(c.parts) < len(cuts)-1 {
 		c.parts = append(c.parts, &gathered{})
@@ -192,9 +195,9 @@ func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 	parts := c.parts[:len(cuts)-1]
 	var wg sync.WaitGroup
 	for w, p := range parts[1:] {
-		wg.Go(func() { c.gatherRange(cuts[w+1], cuts[w+2], p) })
+		wg.Go(func() { c.gatherRange(s, e, cuts[w+1], cuts[w+2], p) })
 	}
-	c.gatherRange(cuts[0], cuts[1], parts[0])
+	c.gatherRange(s, e, cuts[0], cuts[1], parts[0])
 	wg.Wait()
 	c.heldNodes = c.heldNodes[:0]
 	for _, p := range parts {
@@ -211,29 +214,35 @@ func (c *Calendar) gather(s, e int64) (extra map[int][]*Reservation) {
 // gathered is what one worker of gather found in its range of nodes.
 type gathered struct {
 	heldNodes []int
-	extra     map[int][]*Reservation
+	extra     map[int][]int32
 }
 
-// gatherRange is gather's work on the nodes in [lo, hi).
-func (c *Calendar) gatherRange(lo, hi int, p *gathered) {
-	held, reclaim, spare := c.holder, c.reclaim, c.T.spare
+// gatherRange is gather's work on the nodes in [lo, hi), for the work
+// running over [s, e).
+func (c *Calendar) gatherRange(s, e int64, lo, hi int, p *gathered) {
+	held, reclaim, spare := c.held, c.reclaim, c.T.spare
 	mask, full := c.scratch.mask, c.scratch.full
 	flat, L, count := c.T.flat, len(c.T.Levels), c.heldFreeAll
 	heldNodes := p.heldNodes[:0]
 	p.extra = nil
-	for _, cm := range c.holders {
-		for _, i := range cm.idx {
+	for h := range c.work.recs {
+		hd := &c.work.recs[h]
+		if hd.s >= e || hd.e <= s || int(hd.hi) < lo || int(hd.lo) >= hi {
+			continue
+		}
+		for _, i32 := range c.work.nodes(hd) {
+			i := int(i32)
 			if i < lo || i >= hi {
 				continue
 			}
-			if held[i] != nil {
+			if held[i] != 0 {
 				if p.extra == nil {
-					p.extra = map[int][]*Reservation{}
+					p.extra = map[int][]int32{}
 				}
-				p.extra[i] = append(p.extra[i], cm)
+				p.extra[i] = append(p.extra[i], int32(h))
 				continue
 			}
-			held[i] = cm
+			held[i] = int32(h) + 1
 			heldNodes = append(heldNodes, i)
 			if mask[i] == full && !spare[i] {
 				reclaim.set(i)         // only preemptible work keeps it busy
@@ -273,7 +282,7 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 	}()
 	var marked []int
 	for i := lo; i < hi; i++ {
-		if c.holder[i] != nil && !c.freed.has(int(i)) && sn.mask[i] != 0 {
+		if c.held[i] != 0 && !c.freed.has(int(i)) && sn.mask[i] != 0 {
 			marked = append(marked, int(i))
 		}
 	}

@@ -41,8 +41,9 @@ func TestLazyPreemptionMatchesEager(t *testing.T) {
 			id := fmt.Sprintf("w%d", i)
 			res, _ := c.Admit(id, r, []string{"a", "b"}[rng.IntN(2)], st, st.Add(time.Duration(1+rng.IntN(96))*time.Hour))
 			if res.Plan != nil && r.Class == ClassInternal && rng.IntN(2) == 0 {
-				cm, _ := c.Reservation(id)
-				cm.MinNodes, cm.ShrinkLevel = max(1, len(cm.Nodes)/2), "rack"
+				if err := c.SetElastic(id, max(1, len(res.Plan.Nodes)/2), "rack"); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		notice := map[Class]time.Duration{ClassSpot: 2 * time.Minute, ClassInternal: 30 * time.Minute}

@@ -11,8 +11,8 @@ import (
 
 // evaluator picks, domain by domain, the cheapest victims that free k
 // nodes. Workers evaluate disjoint domains at once, each with its own
-// evaluator: its scratch is indexed by holder number (Reservation.num),
-// and what it reads of the calendar stays unchanged while they run.
+// evaluator: its scratch is indexed by holder number, and what it reads of
+// the calendar stays unchanged while they run.
 type evaluator struct {
 	*job
 
@@ -38,22 +38,21 @@ type job struct {
 	c        *Calendar
 	k, level int
 	lazy     bool
-	extra    map[int][]*Reservation
+	extra    map[int][]int32
 	heldFree [][]int32
 	s, e     int64         // the preemptor's interval, in Unix seconds
 	frac     time.Duration // now's fraction of a second
 }
 
-// segment is n consecutive nodes from lo, all held by cm.
+// segment is n consecutive nodes from lo, all held by holder h.
 type segment struct {
-	cm    *Reservation
-	lo, n int32
+	h, lo, n int32
 }
 
-// group is one holder's reclaim nodes in the domain evaluated: n nodes
-// from flat[at].
+// group is holder h's reclaim nodes in the domain evaluated: n nodes from
+// flat[at].
 type group struct {
-	cm    *Reservation
+	h     int32
 	n, at int
 }
 
@@ -63,7 +62,7 @@ func (c *Calendar) evaluators(n int, j *job) []*evaluator {
 	for len(c.evals) < n {
 		c.evals = append(c.evals, &evaluator{})
 	}
-	holders := len(c.holders)
+	holders := len(c.work.recs)
 	for _, v := range c.evals[:n] {
 		v.job = j
 		if len(v.mark) < holders || v.gen > 1<<30 {
@@ -134,8 +133,8 @@ type cand struct {
 // time (to the preemptor's end if it has none), a shrunk one its step
 // while the preemptor runs. In whole seconds, as the calendar keeps times,
 // less now's fraction.
-func (v *evaluator) hoursLeft(cm *Reservation, shrink bool) float64 {
-	stop := cm.e
+func (v *evaluator) hoursLeft(h *holder, shrink bool) float64 {
+	stop := h.e
 	if (shrink || stop >= unix(Forever)) && v.e < stop {
 		stop = v.e
 	}
@@ -146,15 +145,14 @@ func (v *evaluator) hoursLeft(cm *Reservation, shrink bool) float64 {
 // (eager path).
 func (v *evaluator) freeNode(i int32) bool {
 	c := v.c
-	return c.holder[i] == nil && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
+	return c.held[i] == 0 && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
 }
 
-// add counts n of cm's reclaim nodes in the domain evaluated.
-func (v *evaluator) add(cm *Reservation, n int) {
-	h := cm.num
+// add counts n of holder h's reclaim nodes in the domain evaluated.
+func (v *evaluator) add(h int32, n int) {
 	if v.mark[h] != v.gen {
 		v.mark[h], v.slot[h], v.take[h], v.evicted[h] = v.gen, int32(len(v.groups)), 0, false
-		v.groups = append(v.groups, group{cm: cm})
+		v.groups = append(v.groups, group{h: h})
 	}
 	v.groups[v.slot[h]].n += n
 }
@@ -174,7 +172,7 @@ func (v *evaluator) sortOptions(d domain) {
 		if !o.shrink {
 			sk |= 1 << 31
 		}
-		sk |= uint64(classRank(o.cm.Class)) << 30
+		sk |= uint64(o.rank) << 30
 		v.order[x] = sk<<32 | uint64(x)
 	}
 	buckets := 4 * (top + 1)
@@ -211,7 +209,7 @@ func (v *evaluator) takesWhole(bucket []uint64, got, need int) bool {
 	for _, ox := range bucket {
 		if o := &v.opts[uint32(ox)]; o.shrink {
 			got += len(o.nodes)
-		} else if h := o.cm.num; !v.evicted[h] {
+		} else if h := o.h; !v.evicted[h] {
 			got += max(0, len(o.nodes)-int(v.take[h]))
 		}
 	}
@@ -223,7 +221,7 @@ func (v *evaluator) takesWhole(bucket []uint64, got, need int) bool {
 // the evaluator's buffers).
 func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
 	c := v.c
-	held, extra := c.holder, v.extra
+	held, extra := c.held, v.extra
 	free := 0
 	v.gen++
 	v.groups = v.groups[:0]
@@ -236,8 +234,8 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	// of one holder (a holder's nodes mostly lie together).
 	v.segs = v.segs[:0]
 	for i := d.lo; i < d.hi; i++ {
-		h := held[i]
-		if h == nil {
+		h := held[i] - 1
+		if h < 0 {
 			if !v.lazy && v.freeNode(i) {
 				free++
 			}
@@ -246,19 +244,19 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 		if !c.reclaim.has(int(i)) {
 			continue
 		}
-		if k := len(v.segs) - 1; k >= 0 && v.segs[k].cm == h && v.segs[k].lo+v.segs[k].n == i {
+		if k := len(v.segs) - 1; k >= 0 && v.segs[k].h == h && v.segs[k].lo+v.segs[k].n == i {
 			v.segs[k].n++
 		} else {
-			v.segs = append(v.segs, segment{cm: h, lo: i, n: 1})
+			v.segs = append(v.segs, segment{h: h, lo: i, n: 1})
 		}
 		if extra != nil { // mostly nil: one holder a node
-			for _, cm := range extra[int(i)] {
-				v.segs = append(v.segs, segment{cm: cm, lo: i, n: 1})
+			for _, h := range extra[int(i)] {
+				v.segs = append(v.segs, segment{h: h, lo: i, n: 1})
 			}
 		}
 	}
 	for _, sg := range v.segs {
-		v.add(sg.cm, int(sg.n))
+		v.add(sg.h, int(sg.n))
 	}
 	need := v.k - free
 	if need <= 0 || len(v.groups) == 0 {
@@ -272,7 +270,7 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	}
 	v.flat = slices.Grow(v.flat[:0], total)[:total]
 	for _, sg := range v.segs {
-		gr := &v.groups[v.slot[sg.cm.num]]
+		gr := &v.groups[v.slot[sg.h]]
 		for i := sg.lo; i < sg.lo+sg.n; i++ {
 			v.flat[gr.at+gr.n] = int(i)
 			gr.n++
@@ -282,27 +280,25 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	g, L := float64(c.T.SKU.GPUsPerNode), len(c.T.Levels)
 	v.opts = v.opts[:0]
 	for _, gr := range v.groups {
-		cm, nodes := gr.cm, v.flat[gr.at:gr.at+gr.n:gr.at+gr.n]
-		if cm.MinNodes > 0 && cm.ShrinkLevel != "" {
-			if sl := c.T.level(cm.ShrinkLevel); sl >= 0 {
-				anc := func(i int) int32 { return c.T.flat[i*L+sl] }
-				// nodes ascend and domains are index ranges: a shrink step
-				// (its nodes in one domain of the shrink level) is a run.
-				spare := len(cm.Nodes) - cm.MinNodes
-				for a := 0; a < len(nodes); {
-					b := a + 1
-					for b < len(nodes) && anc(nodes[b]) == anc(nodes[a]) {
-						b++
-					}
-					if st := nodes[a:b:b]; len(st) <= spare {
-						v.opts = append(v.opts, option{cm: cm, shrink: true, nodes: st, hours: float64(len(st)) * g * v.hoursLeft(cm, true)})
-						spare -= len(st)
-					}
-					a = b
+		hd, nodes := &c.work.recs[gr.h], v.flat[gr.at:gr.at+gr.n:gr.at+gr.n]
+		if sl := int(hd.shrink); sl >= 0 {
+			anc := func(i int) int32 { return c.T.flat[i*L+sl] }
+			// nodes ascend and domains are index ranges: a shrink step
+			// (its nodes in one domain of the shrink level) is a run.
+			spare := int(hd.n - hd.min)
+			for a := 0; a < len(nodes); {
+				b := a + 1
+				for b < len(nodes) && anc(nodes[b]) == anc(nodes[a]) {
+					b++
 				}
+				if st := nodes[a:b:b]; len(st) <= spare {
+					v.opts = append(v.opts, option{cm: hd.cm, h: gr.h, rank: hd.rank, shrink: true, nodes: st, hours: float64(len(st)) * g * v.hoursLeft(hd, true)})
+					spare -= len(st)
+				}
+				a = b
 			}
 		}
-		v.opts = append(v.opts, option{cm: cm, nodes: nodes, hours: float64(len(cm.Nodes)) * g * v.hoursLeft(cm, false)})
+		v.opts = append(v.opts, option{cm: hd.cm, h: gr.h, rank: hd.rank, nodes: nodes, hours: float64(hd.n) * g * v.hoursLeft(hd, false)})
 	}
 	// Order: shrinks first, then internal before spot, then larger first
 	// (a bucket per such key), then within a bucket fewer GPU-hours lost,
@@ -334,7 +330,7 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 			if got >= need {
 				break
 			}
-			h := o.cm.num
+			h := o.h
 			if v.evicted[h] {
 				continue
 			}
@@ -346,7 +342,7 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 				}
 				got -= already
 				v.evicted[h] = true
-				if o.cm.Class == ClassSpot {
+				if int(o.rank) == classRank(ClassSpot) {
 					cost[0]++
 				} else {
 					cost[1]++

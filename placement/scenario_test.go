@@ -206,7 +206,9 @@ func runScenario(t *testing.T, path string) {
 			if res.Plan != nil {
 				cm, _ := cal.Reservation(a["id"])
 				if a["min"] != "" {
-					cm.MinNodes, cm.ShrinkLevel = atoi(t, a["min"]), a["shrink"]
+					if err := cal.SetElastic(a["id"], atoi(t, a["min"]), a["shrink"]); err != nil {
+						t.Fatalf("%s: %v", cmd, err)
+					}
 				}
 				if a["maxout"] != "" {
 					cm.MaxOut = atoi(t, a["maxout"])

@@ -436,8 +436,9 @@ func calendarCases(topo *placement.Topology, o Options, say func(string, ...any)
 		if res.Plan != nil {
 			running++
 			if r.Class == placement.ClassInternal {
-				cm, _ := pc.Reservation(id)
-				cm.MinNodes, cm.ShrinkLevel = len(cm.Nodes)/2, "rack"
+				if err := pc.SetElastic(id, len(res.Plan.Nodes)/2, "rack"); err != nil {
+					return nil, "", err
+				}
 			}
 		}
 	}

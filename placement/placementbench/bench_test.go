@@ -97,8 +97,9 @@ func BenchmarkPreempt(b *testing.B) {
 		if res, err := pc.Admit(id, r, "owner", now.Add(-time.Hour), now.AddDate(0, 0, 30)); err != nil {
 			b.Fatal(err)
 		} else if res.Plan != nil && r.Class == placement.ClassInternal {
-			cm, _ := pc.Reservation(id) // elastic, as in the bench
-			cm.MinNodes, cm.ShrinkLevel = len(cm.Nodes)/2, "rack"
+			if err := pc.SetElastic(id, len(res.Plan.Nodes)/2, "rack"); err != nil { // elastic, as in the bench
+				b.Fatal(err)
+			}
 		}
 	}
 	notice := map[placement.Class]time.Duration{placement.ClassSpot: 2 * time.Minute, placement.ClassInternal: 30 * time.Minute}
