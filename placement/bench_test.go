@@ -20,8 +20,7 @@ func benchPlace(b *testing.B, r Request) {
 		s.Occupy(i)
 	}
 	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for b.Loop() {
 		if res, _ := s.Place(r); res.Plan == nil {
 			b.Fatal(res.Refusal.Message)
 		}

@@ -100,6 +100,9 @@ type Calendar struct {
 	evals       []*evaluator     // scratch: preemption planning's workers
 	parts       []*gathered      // scratch: what gather's workers found
 	heldNodes   []int            // scratch: nodes with a holder
+	groups      []group          // scratch: the holders' reclaim nodes by domain of the level planned for
+	groupAt     []int32          // scratch: where each domain's groups start
+	clean       []bool           // scratch: domains whose every node is whole-free, usable and no spare
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
 	eager       bool             // tests: preemption marks every held node (no lazy path)
@@ -191,7 +194,7 @@ func (c *Calendar) Hold(cm *Reservation) error {
 	c.rsvs[cm.ID] = cm
 	c.timeIndex(cm).add(cm)
 	if !cm.committed() {
-		c.work.add(c.T, cm)
+		c.work.add(c.T, c.byNode, cm)
 	}
 	for j, i := range idx {
 		c.insert(i, c.reservationEntry(cm, j))
@@ -219,7 +222,7 @@ func (c *Calendar) Drop(id string) {
 	}
 	delete(c.rsvs, id)
 	c.timeIndex(cm).remove(cm)
-	c.work.remove(cm)
+	c.work.remove(c.byNode, cm)
 	for j, x := range c.list {
 		if x == cm {
 			c.list = append(c.list[:j], c.list[j+1:]...)
@@ -608,7 +611,7 @@ func (c *Calendar) rechoose(id, node string, all bool) (Result, error) {
 	c.remove(fi, func(e entry) bool { return e.rsv == cm })
 	ri, _ := c.T.NodeIndex(a.NodeID)
 	cm.Nodes[j], cm.idx[j] = a.NodeID, ri
-	c.work.moved(cm, j, ri)
+	c.work.moved(c.T, c.byNode, cm, fi, ri)
 	if partial {
 		cm.GPUs[j] = append([]int(nil), a.GPUs...)
 	}

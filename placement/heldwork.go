@@ -1,17 +1,31 @@
 package placement
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // heldWork keeps the spot and internal work of a calendar in the dense
-// form preemption planning reads: a record per reservation, and the node
-// indexes of all of them in one arena. A plan then reads a few sequential
-// arrays instead of following thousands of reservations across the heap.
+// form preemption planning reads: a record per reservation, the node
+// indexes of all of them in one arena (each record's ascending), and in
+// another each record's runs of nodes per domain of every level. A plan
+// then reads a few sequential arrays instead of following thousands of
+// reservations across the heap, and most of it reads runs, not nodes.
 // The calendar keeps it in step as work is held, dropped, re-chosen and
 // made elastic.
 type heldWork struct {
 	recs  []holder
 	arena []int32
-	dead  int // arena entries no record uses
+	runs  []run
+	dead  int     // arena entries no record uses
+	deadR int     // runs no record uses
+	count []int32 // per node: the records holding it
+}
+
+// run is n of a record's nodes from its at-th, all in domain d of level l.
+type run struct {
+	l        int32
+	d, at, n int32
 }
 
 // holder is one reservation of held work.
@@ -19,6 +33,8 @@ type holder struct {
 	cm     *Reservation
 	s, e   int64 // its start and end, in Unix seconds
 	at, n  int32 // its nodes: arena[at : at+n]
+	ra, rn int32 // its runs: runs[ra : ra+rn], by level, then in node order
+	shared int32 // its nodes other records hold too
 	min    int32 // the fewest nodes it shrinks to (0: not elastic)
 	shrink int8  // the level of its shrink step (−1: none)
 	rank   int8  // classRank
@@ -28,24 +44,72 @@ type holder struct {
 // nodes returns h's node indexes.
 func (w *heldWork) nodes(h *holder) []int32 { return w.arena[h.at : h.at+h.n : h.at+h.n] }
 
-// add records cm, whose idx is set.
-func (w *heldWork) add(t *Topology, cm *Reservation) {
+// add records cm, whose idx is set; byNode does not hold it yet.
+func (w *heldWork) add(t *Topology, byNode [][]entry, cm *Reservation) {
+	if w.count == nil {
+		w.count = make([]int32, len(t.nodes))
+	}
 	h := holder{cm: cm, s: cm.s, e: cm.e, at: int32(len(w.arena)), n: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}
 	for _, i := range cm.idx {
 		w.arena = append(w.arena, int32(i))
 	}
+	slices.Sort(w.nodes(&h))
 	w.span(&h)
+	w.cut(t, &h)
 	w.elastic(t, &h)
 	w.recs = append(w.recs, h)
 	cm.rec = int32(len(w.recs))
+	for _, i := range cm.idx {
+		w.hold(byNode, cm, i, 1)
+	}
 }
+
+// hold counts record cm on node i (by = 1) or no longer (by = −1), and
+// keeps the shared counts of cm and of the node's other holder in step.
+// byNode lists the node's other work.
+func (w *heldWork) hold(byNode [][]entry, cm *Reservation, i int, by int32) {
+	before := w.count[i]
+	w.count[i] += by
+	after := w.count[i]
+	if max(before, after) < 2 {
+		return // no other record holds it
+	}
+	h := &w.recs[cm.rec-1]
+	h.shared += by
+	if min(before, after) == 1 { // one other record holds it: now shared, or no longer
+		for _, en := range byNode[i] {
+			if o := en.rsv; o != nil && o != cm && o.rec != 0 {
+				w.recs[o.rec-1].shared += by
+			}
+		}
+	}
+}
+
+// cut lays h's runs out anew at the end of the runs.
+func (w *heldWork) cut(t *Topology, h *holder) {
+	ns, L := w.nodes(h), len(t.Levels)
+	h.ra = int32(len(w.runs))
+	for l := range L {
+		for a := 0; a < len(ns); {
+			d := t.flat[int(ns[a])*L+l]
+			b := a + 1
+			for b < len(ns) && t.flat[int(ns[b])*L+l] == d {
+				b++
+			}
+			w.runs = append(w.runs, run{l: int32(l), d: d - t.levelOff[l], at: int32(a), n: int32(b - a)})
+			a = b
+		}
+	}
+	h.rn = int32(len(w.runs)) - h.ra
+}
+
+// runsOf returns h's runs.
+func (w *heldWork) runsOf(h *holder) []run { return w.runs[h.ra : h.ra+h.rn : h.ra+h.rn] }
 
 // span sets h's lowest and highest node.
 func (w *heldWork) span(h *holder) {
-	h.lo, h.hi = 1<<31-1, -1
-	for _, i := range w.nodes(h) {
-		h.lo, h.hi = min(h.lo, i), max(h.hi, i)
-	}
+	ns := w.nodes(h)
+	h.lo, h.hi = ns[0], ns[len(ns)-1]
 }
 
 // elastic copies the reservation's shrink policy into h.
@@ -58,42 +122,63 @@ func (w *heldWork) elastic(t *Topology, h *holder) {
 	}
 }
 
-// remove forgets cm: the last record takes its place.
-func (w *heldWork) remove(cm *Reservation) {
+// remove forgets cm, which byNode no longer holds: the last record takes
+// its place.
+func (w *heldWork) remove(byNode [][]entry, cm *Reservation) {
 	r := int(cm.rec) - 1
 	if r < 0 {
 		return
 	}
-	w.dead += int(w.recs[r].n)
+	for _, i := range w.nodes(&w.recs[r]) {
+		w.hold(byNode, cm, int(i), -1)
+	}
+	w.dead, w.deadR = w.dead+int(w.recs[r].n), w.deadR+int(w.recs[r].rn)
 	last := len(w.recs) - 1
 	w.recs[r] = w.recs[last]
 	w.recs[r].cm.rec = int32(r + 1)
 	w.recs[last] = holder{}
 	w.recs = w.recs[:last]
 	cm.rec = 0
-	if w.dead > 4096 && w.dead > len(w.arena)/2 {
+	w.tidy()
+}
+
+// tidy compacts when more than half the arena or the runs is dead.
+func (w *heldWork) tidy() {
+	if w.dead > 4096 && w.dead > len(w.arena)/2 || w.deadR > 4096 && w.deadR > len(w.runs)/2 {
 		w.compact()
 	}
 }
 
-// compact lays the live records' nodes out anew, dropping the dead ones.
+// compact lays the live records' nodes and runs out anew, dropping the
+// dead ones.
 func (w *heldWork) compact() {
 	arena := make([]int32, 0, len(w.arena)-w.dead)
+	var runs []run
 	for x := range w.recs {
 		h := &w.recs[x]
-		at := int32(len(arena))
-		arena = append(arena, w.nodes(h)...)
-		h.at = at
+		at, ra := int32(len(arena)), int32(len(runs))
+		arena, runs = append(arena, w.nodes(h)...), append(runs, w.runsOf(h)...)
+		h.at, h.ra = at, ra
 	}
-	w.arena, w.dead = arena, 0
+	w.arena, w.runs, w.dead, w.deadR = arena, runs, 0, 0
 }
 
-// moved notes that cm's j-th node is now node i.
-func (w *heldWork) moved(cm *Reservation, j, i int) {
+// moved notes that cm's node from is now node to (byNode holds cm on
+// neither).
+func (w *heldWork) moved(t *Topology, byNode [][]entry, cm *Reservation, from, to int) {
 	if r := int(cm.rec) - 1; r >= 0 {
 		h := &w.recs[r]
-		w.nodes(h)[j] = int32(i)
-		w.span(h)
+		ns := w.nodes(h)
+		if j, ok := slices.BinarySearch(ns, int32(from)); ok {
+			ns[j] = int32(to)
+			slices.Sort(ns)
+			w.span(h)
+			w.deadR += int(h.rn)
+			w.cut(t, h)
+			w.hold(byNode, cm, from, -1)
+			w.hold(byNode, cm, to, 1)
+			w.tidy()
+		}
 	}
 }
 

@@ -103,8 +103,8 @@ func checkHeldWork(t *testing.T, c *Calendar, fail func(string, ...any)) {
 		for _, i := range c.work.nodes(h) {
 			idx = append(idx, int(i))
 		}
-		if !slices.Equal(idx, cm.idx) || h.s != cm.s || h.e != cm.e {
-			fail("%s: record has nodes %v over [%d, %d), the reservation %v over [%d, %d)", cm.ID, idx, h.s, h.e, cm.idx, cm.s, cm.e)
+		if want := slices.Sorted(slices.Values(cm.idx)); !slices.Equal(idx, want) || h.s != cm.s || h.e != cm.e {
+			fail("%s: record has nodes %v over [%d, %d), the reservation %v over [%d, %d)", cm.ID, idx, h.s, h.e, want, cm.s, cm.e)
 		}
 		if h.lo != int32(slices.Min(cm.idx)) || h.hi != int32(slices.Max(cm.idx)) {
 			fail("%s: record spans [%d, %d]", cm.ID, h.lo, h.hi)
@@ -124,10 +124,53 @@ func checkHeldWork(t *testing.T, c *Calendar, fail func(string, ...any)) {
 		fail("%d records for %d spot and internal reservations", len(c.work.recs), live)
 	}
 	used := 0
+	count := make([]int32, len(c.T.nodes))
 	for x := range c.work.recs {
 		used += int(c.work.recs[x].n)
+		for _, i := range c.work.nodes(&c.work.recs[x]) {
+			count[i]++
+		}
+	}
+	if c.work.count != nil && !slices.Equal(count, c.work.count) {
+		fail("records per node %v, counted %v", c.work.count, count)
+	}
+	for x := range c.work.recs {
+		h := &c.work.recs[x]
+		shared := int32(0)
+		for _, i := range c.work.nodes(h) {
+			if count[i] > 1 {
+				shared++
+			}
+		}
+		if h.shared != shared {
+			fail("%s: %d of its nodes shared, counted %d", h.cm.ID, shared, h.shared)
+		}
 	}
 	if used != len(c.work.arena)-c.work.dead {
 		fail("records use %d of the arena's %d entries, %d counted dead", used, len(c.work.arena), c.work.dead)
+	}
+	// Runs: per level, consecutive nodes in one domain of it.
+	usedR := 0
+	for x := range c.work.recs {
+		h := &c.work.recs[x]
+		var want []run
+		ns := c.work.nodes(h)
+		for l := range c.T.Levels {
+			for j, i := range ns {
+				d := c.T.nodes[i].anc[l]
+				if j > 0 && c.T.nodes[ns[j-1]].anc[l] == d {
+					want[len(want)-1].n++
+				} else {
+					want = append(want, run{l: int32(l), d: d, at: int32(j), n: 1})
+				}
+			}
+		}
+		if got := c.work.runsOf(h); !slices.Equal(got, want) {
+			fail("%s: runs %v, want %v", h.cm.ID, got, want)
+		}
+		usedR += int(h.rn)
+	}
+	if usedR != len(c.work.runs)-c.work.deadR {
+		fail("records use %d of %d runs, %d counted dead", usedR, len(c.work.runs), c.work.deadR)
 	}
 }

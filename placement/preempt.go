@@ -3,7 +3,6 @@ package placement
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -45,8 +44,22 @@ type option struct {
 	h      int32
 	rank   int8
 	shrink bool
-	nodes  []int
+	nodes  []int32 // the reclaim nodes it frees in the domain
 	hours  float64
+}
+
+// frees calls fn for each node o frees: all of an evicted reservation's,
+// a shrink step's own.
+func (o *option) frees(fn func(i int)) {
+	if !o.shrink {
+		for _, i := range o.cm.idx {
+			fn(i)
+		}
+		return
+	}
+	for _, i := range o.nodes {
+		fn(int(i))
+	}
 }
 
 // PlanPreemption plans r (a committed class) over [now, end) for tenant
@@ -67,9 +80,8 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	out := c.prepare(s, e, tenant, nil)
 	defer func() { c.restore(out) }()
 	// 1. Running spot and internal work occupies its nodes too. Such work
-	// never overlaps other work, so a node mostly has one holder; more go to
-	// extra. reclaim marks the whole-free non-spare nodes that only such
-	// work keeps busy.
+	// never overlaps other work, so a node mostly has one holder. reclaim
+	// marks the whole-free non-spare nodes that only such work keeps busy.
 	if c.held == nil {
 		c.held = make([]int32, len(c.T.nodes))
 		c.reclaim = newBitset(len(c.T.nodes))
@@ -86,15 +98,33 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// check whether r fits without preemption when some domain might.
 	// Either way the reclaim nodes are counted per domain of every level.
 	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
-	heldFree := c.clearHeldFree()
-	extra := c.gather(s, e)
-	defer func() {
+	unmark := func() {
 		for _, i := range c.heldNodes {
 			held[i] = 0
 		}
-	}()
-	defer clear(c.reclaim)
-	c.T.sumUp(heldFree)
+		c.heldNodes = c.heldNodes[:0]
+		clear(c.reclaim)
+	}
+	defer unmark()
+	heldFree := c.clearHeldFree()
+	if lazy {
+		// The lazy path reads holders by runs; it falls back to the eager
+		// one when some domain might fit r as it is.
+		c.gatherRuns(s, e, level)
+		c.T.sumUp(heldFree)
+		for d := range c.T.dom[level] {
+			if int(c.scratch.free[level][d]-heldFree[level][d]) >= k {
+				lazy = false
+				unmark()
+				heldFree = c.clearHeldFree()
+				break
+			}
+		}
+	}
+	if !lazy {
+		c.gather(s, e, level)
+		c.T.sumUp(heldFree)
+	}
 
 	// 2. Lazy or eager.
 	markAll := func() {
@@ -103,18 +133,6 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 				c.scratch.setMask(i, 0)
 				out = append(out, i)
 			}
-		}
-	}
-	if lazy {
-		mayFit := false
-		for d := range c.T.dom[level] {
-			if int(c.scratch.free[level][d]-heldFree[level][d]) >= k {
-				mayFit = true
-				break
-			}
-		}
-		if mayFit {
-			lazy = false
 		}
 	}
 	if !lazy {
@@ -138,7 +156,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	if level >= 0 {
 		domains = c.T.dom[level]
 	}
-	cands := c.evaluateAll(domains, &job{c: c, k: k, level: level, lazy: lazy, extra: extra, heldFree: heldFree, s: s, e: e, frac: time.Duration(now.Nanosecond())})
+	cands := c.evaluateAll(domains, &job{c: c, k: k, level: level, lazy: lazy, heldFree: heldFree, s: s, e: e, frac: time.Duration(now.Nanosecond())})
 	slices.SortFunc(cands, func(a, b cand) int {
 		for i := range a.cost {
 			if a.cost[i] != b.cost[i] {
@@ -152,7 +170,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 		_, pick, _ := c.evals[0].evaluate(int(max(cd.d, 0)), domain{lo: cd.lo, hi: cd.hi}, true)
 		var plan *Plan
 		if lazy {
-			plan = c.simulateIn(r, level, cd.d, cd.lo, cd.hi, pick, heldFree)
+			plan = c.simulateIn(r, level, cd.d, cd.lo, cd.hi, pick, heldFree, s, e)
 		} else {
 			freed := c.victimNodes(pick)
 			for _, i := range freed {
@@ -175,82 +193,219 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	return Preemption{Refusal: "no set of spot or internal work frees a valid placement"}, nil
 }
 
-// gather numbers the spot and internal work running over [s, e) (the
-// holders), marks each node's holder (a node's further holders go to
-// extra), and marks the reclaim nodes and counts them per domain of the
-// last level. Workers each take a range of nodes, cut at whole leaf
-// domains and whole words of the reclaim set, and visit the nodes in
-// their range of the holders that reach into it.
-func (c *Calendar) gather(s, e int64) (extra map[int][]int32) {
+// gather finds the spot and internal work running over [s, e) (the
+// holders, numbered as the calendar's held work), marks each node's first
+// holder, marks the reclaim nodes and counts them per domain of the last
+// level, and lists per domain of level (the site when level < 0) each
+// holder's reclaim nodes there, in holder order. Workers each take a range
+// of nodes, cut at whole domains of level and whole words of the reclaim
+// set, and visit the nodes in their range of the holders that reach into
+// it.
+func (c *Calendar) gather(s, e int64, level int) {
 	nodes := 0
 	for x := range c.work.recs {
 		if h := &c.work.recs[x]; h.s < e && h.e > s {
 			nodes += int(h.n)
 		}
 	}
-	cuts := c.T.cuts(c.workersFor(nodes, 8192))
+	cuts := c.T.cuts(c.workersFor(nodes, 8192), level)
 	for len(c.parts) < len(cuts)-1 {
 		c.parts = append(c.parts, &gathered{})
 	}
 	parts := c.parts[:len(cuts)-1]
 	var wg sync.WaitGroup
 	for w, p := range parts[1:] {
-		wg.Go(func() { c.gatherRange(s, e, cuts[w+1], cuts[w+2], p) })
+		wg.Go(func() { c.gatherRange(s, e, level, cuts[w+1], cuts[w+2], p) })
 	}
-	c.gatherRange(s, e, cuts[0], cuts[1], parts[0])
+	c.gatherRange(s, e, level, cuts[0], cuts[1], parts[0])
 	wg.Wait()
+	for x, p := range parts {
+		for g := range p.groups {
+			p.groups[g].part = int32(x)
+		}
+	}
+	c.byDomain(parts, level)
+}
+
+// byDomain lists the groups the parts found by domain of level. Each
+// domain lies in one part: its groups are that part's, in holder order,
+// and a stable counting sort by domain keeps the order.
+func (c *Calendar) byDomain(parts []*gathered, level int) {
+	doms := 1
+	if level >= 0 {
+		doms = len(c.T.dom[level])
+	}
+	c.groupAt = slices.Grow(c.groupAt[:0], doms+1)[:doms+1]
+	clear(c.groupAt)
 	c.heldNodes = c.heldNodes[:0]
 	for _, p := range parts {
 		c.heldNodes = append(c.heldNodes, p.heldNodes...)
-		if extra == nil {
-			extra = p.extra
-		} else {
-			maps.Copy(extra, p.extra) // the ranges hold other nodes
+		for _, g := range p.groups {
+			c.groupAt[g.d+1]++
 		}
 	}
-	return extra
+	for d := 1; d <= doms; d++ {
+		c.groupAt[d] += c.groupAt[d-1]
+	}
+	c.groups = slices.Grow(c.groups[:0], int(c.groupAt[doms]))[:c.groupAt[doms]]
+	for _, p := range parts {
+		for _, g := range p.groups {
+			c.groups[c.groupAt[g.d]] = g
+			c.groupAt[g.d]++
+		}
+	}
+	copy(c.groupAt[1:], c.groupAt[:doms]) // each now ends where the next starts
+	c.groupAt[0] = 0
+}
+
+// group is holder h's reclaim nodes in domain d (of the level gathered
+// for), ascending: n of them from at, in the buffer of part part of the
+// gather, or (part −1) in the held work's arena. It holds no pointer, so
+// that thousands are written and sorted cheaply.
+type group struct {
+	h, d, at, n int32
+	part        int32
+}
+
+// nodes returns g's nodes.
+func (c *Calendar) nodes(g group) []int32 {
+	if g.part < 0 {
+		return c.work.arena[g.at : g.at+g.n : g.at+g.n]
+	}
+	return c.parts[g.part].nodes[g.at : g.at+g.n : g.at+g.n]
 }
 
 // gathered is what one worker of gather found in its range of nodes.
 type gathered struct {
 	heldNodes []int
-	extra     map[int][]int32
+	groups    []group
+	nodes     []int32 // backs the groups' nodes
 }
 
 // gatherRange is gather's work on the nodes in [lo, hi), for the work
-// running over [s, e).
-func (c *Calendar) gatherRange(s, e int64, lo, hi int, p *gathered) {
+// running over [s, e), grouped by domain of level.
+func (c *Calendar) gatherRange(s, e int64, level, lo, hi int, p *gathered) {
 	held, reclaim, spare := c.held, c.reclaim, c.T.spare
 	mask, full := c.scratch.mask, c.scratch.full
 	flat, L, count := c.T.flat, len(c.T.Levels), c.heldFreeAll
-	heldNodes := p.heldNodes[:0]
-	p.extra = nil
+	off := int32(0)
+	if level >= 0 {
+		off = c.T.levelOff[level]
+	}
+	heldNodes, groups, buf := p.heldNodes[:0], p.groups[:0], p.nodes[:0]
 	for h := range c.work.recs {
 		hd := &c.work.recs[h]
 		if hd.s >= e || hd.e <= s || int(hd.hi) < lo || int(hd.lo) >= hi {
 			continue
 		}
-		for _, i32 := range c.work.nodes(hd) {
+		ns := c.work.nodes(hd) // ascending
+		if int(ns[0]) < lo {
+			ns = ns[sort.Search(len(ns), func(j int) bool { return int(ns[j]) >= lo }):]
+		}
+		cur := int32(-1)
+		for _, i32 := range ns {
 			i := int(i32)
-			if i < lo || i >= hi {
-				continue
+			if i >= hi {
+				break
 			}
-			if held[i] != 0 {
-				if p.extra == nil {
-					p.extra = map[int][]int32{}
-				}
-				p.extra[i] = append(p.extra[i], int32(h))
-				continue
+			first := held[i] == 0
+			if first {
+				held[i] = int32(h) + 1
+				heldNodes = append(heldNodes, i)
 			}
-			held[i] = int32(h) + 1
-			heldNodes = append(heldNodes, i)
-			if mask[i] == full && !spare[i] {
+			if mask[i] != full || spare[i] {
+				continue // committed work holds it too, or a spare
+			}
+			if first {
 				reclaim.set(i)         // only preemptible work keeps it busy
 				count[flat[i*L+L-1]]++ // the levels above sum below
 			}
+			d := int32(0)
+			if level >= 0 {
+				d = flat[i*L+level] - off
+			}
+			if d != cur {
+				groups = append(groups, group{h: int32(h), d: d, at: int32(len(buf))})
+				cur = d
+			}
+			buf = append(buf, i32)
+			groups[len(groups)-1].n++
 		}
 	}
-	p.heldNodes = heldNodes
+	p.heldNodes, p.groups, p.nodes = heldNodes, groups, buf
+}
+
+// gatherRuns is gather for a whole-node gang within a domain of level
+// (the lazy path), with the same groups and reclaim counts but without
+// visiting node by node where it need not: it reads the runs the held work
+// keeps (a holder's nodes in one domain). In a clean domain (every node
+// whole-free and usable, so no spares) a run is the group as it is, and
+// its leaf runs are the counts. Nodes are read one by one only in other
+// domains, and for holders that share nodes with other holders (a shared
+// node counts once: c.held marks it, and c.heldNodes lists it to clear).
+// It marks nothing else.
+func (c *Calendar) gatherRuns(s, e int64, level int) {
+	t := c.T
+	L := len(t.Levels)
+	leafOff, doms := t.levelOff[L-1], t.dom[level]
+	c.clean = slices.Grow(c.clean[:0], len(doms))[:len(doms)]
+	for d, dm := range doms {
+		c.clean[d] = c.scratch.free[level][d] == dm.hi-dm.lo // free counts no spares
+	}
+	mask, full, spare, count := c.scratch.mask, c.scratch.full, t.spare, c.heldFreeAll
+	if len(c.parts) == 0 {
+		c.parts = append(c.parts, &gathered{})
+	}
+	p := c.parts[0]
+	heldNodes, groups, buf := p.heldNodes[:0], p.groups[:0], p.nodes[:0]
+	for h := range c.work.recs {
+		hd := &c.work.recs[h]
+		if hd.s >= e || hd.e <= s {
+			continue
+		}
+		ns, runs := c.work.nodes(hd), c.work.runsOf(hd)
+		// Runs are by level: the leaf runs come last.
+		leafRuns := runs[len(runs)-1:]
+		for len(leafRuns) < len(runs) && runs[len(runs)-1-len(leafRuns)].l == int32(L-1) {
+			leafRuns = runs[len(runs)-1-len(leafRuns):]
+		}
+		for _, r := range runs {
+			if r.l != int32(level) {
+				continue
+			}
+			nodes := ns[r.at : r.at+r.n : r.at+r.n]
+			if c.clean[r.d] && hd.shared == 0 {
+				groups = append(groups, group{h: int32(h), d: r.d, at: hd.at + r.at, n: r.n, part: -1})
+				for _, lr := range leafRuns {
+					if lr.at >= r.at && lr.at < r.at+r.n {
+						count[leafOff+lr.d] += lr.n
+					}
+				}
+				continue
+			}
+			at := len(buf)
+			for _, i32 := range nodes {
+				i := int(i32)
+				if mask[i] != full || spare[i] {
+					continue // committed work holds it too, or a spare
+				}
+				buf = append(buf, i32)
+				if c.work.count[i] > 1 {
+					if c.held[i] != 0 {
+						continue // counted with another holder
+					}
+					c.held[i] = int32(h) + 1
+					heldNodes = append(heldNodes, i)
+				}
+				count[t.flat[i*L+L-1]]++
+			}
+			if len(buf) > at {
+				groups = append(groups, group{h: int32(h), d: r.d, at: int32(at), n: int32(len(buf) - at)})
+			}
+		}
+	}
+	p.heldNodes, p.groups, p.nodes = heldNodes, groups, buf
+	c.byDomain(c.parts[:1], level)
 }
 
 // clearHeldFree zeroes the reclaim counts per level and domain (filled as
@@ -272,7 +427,7 @@ func (c *Calendar) clearHeldFree() [][]int32 {
 // domain d with the picked victims off: the held nodes of d that stay held
 // are marked busy for the attempt. The plan is scored as if every held node
 // outside d were busy too, but for those the victims free.
-func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []option, heldFree [][]int32) *Plan {
+func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []option, heldFree [][]int32, s, e int64) *Plan {
 	sn := c.scratch
 	freed := c.freedSet(pick)
 	defer func() {
@@ -280,16 +435,21 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 			c.freed.clear(i)
 		}
 	}()
+	// The held nodes of d: the nodes in [lo, hi) of the holders that
+	// reach into it (a node two hold is marked once).
 	var marked []int
-	for i := lo; i < hi; i++ {
-		if c.held[i] != 0 && !c.freed.has(int(i)) && sn.mask[i] != 0 {
-			marked = append(marked, int(i))
+	var saved []uint64
+	for x := range c.work.recs {
+		hd := &c.work.recs[x]
+		if hd.s >= e || hd.e <= s || hd.hi < lo || hd.lo >= hi {
+			continue
 		}
-	}
-	saved := make([]uint64, len(marked))
-	for j, i := range marked {
-		saved[j] = sn.mask[i]
-		sn.setMask(i, 0)
+		for _, i32 := range c.work.nodes(hd) {
+			if i := int(i32); i32 >= lo && i32 < hi && !c.freed.has(i) && sn.mask[i] != 0 {
+				marked, saved = append(marked, i), append(saved, sn.mask[i])
+				sn.setMask(i, 0)
+			}
+		}
 	}
 	defer func() {
 		for j, i := range marked {
@@ -328,7 +488,9 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 		}
 	}
 	for _, i := range freed {
-		if (int32(i) < lo || int32(i) >= hi) && c.reclaim.has(i) {
+		// A freed node is a victim's: a reclaim node unless committed
+		// work holds it too, or it is a spare.
+		if (int32(i) < lo || int32(i) >= hi) && sn.mask[i] == sn.full && !c.T.spare[i] {
 			for l, a := range c.T.nodes[i].anc {
 				adj[l][a]++
 			}
@@ -346,16 +508,12 @@ func (c *Calendar) freedSet(pick []option) []int {
 	}
 	var out []int
 	for _, o := range pick {
-		nodes := o.nodes
-		if !o.shrink {
-			nodes = o.cm.idx
-		}
-		for _, i := range nodes {
+		o.frees(func(i int) {
 			if !c.freed.has(i) {
 				c.freed.set(i)
 				out = append(out, i)
 			}
-		}
+		})
 	}
 	return out
 }
@@ -367,16 +525,12 @@ func (c *Calendar) victimNodes(pick []option) []int {
 	seen := map[int]bool{}
 	var out []int
 	for _, o := range pick {
-		nodes := o.nodes
-		if !o.shrink {
-			nodes = o.cm.idx
-		}
-		for _, i := range nodes {
+		o.frees(func(i int) {
 			if !seen[i] && c.reclaim.has(i) && c.scratch.mask[i] == 0 {
 				seen[i] = true
 				out = append(out, i)
 			}
-		}
+		})
 	}
 	return out
 }

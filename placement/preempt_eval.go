@@ -16,16 +16,12 @@ import (
 type evaluator struct {
 	*job
 
-	// per holder number, valid while mark is gen: its group in the
-	// domain, nodes taken by shrinks, and whether it is evicted
-	gen              int32
-	mark, slot, take []int32
-	evicted          []bool
+	// per holder number, set for the holders of the domain evaluated:
+	// nodes taken by shrinks, and whether it is evicted
+	take    []int32
+	evicted []bool
 
 	// buffers reused domain after domain
-	segs   []segment
-	groups []group
-	flat   []int
 	opts   []option
 	order  []uint64 // bucket key << 32 | the option's index
 	sorted []uint64 // sortOptions' other buffer
@@ -44,18 +40,6 @@ type job struct {
 	frac     time.Duration // now's fraction of a second
 }
 
-// segment is n consecutive nodes from lo, all held by holder h.
-type segment struct {
-	h, lo, n int32
-}
-
-// group is holder h's reclaim nodes in the domain evaluated: n nodes from
-// flat[at].
-type group struct {
-	h     int32
-	n, at int
-}
-
 // evaluators readies n evaluators for one plan; they are kept between
 // plans for their scratch.
 func (c *Calendar) evaluators(n int, j *job) []*evaluator {
@@ -65,9 +49,8 @@ func (c *Calendar) evaluators(n int, j *job) []*evaluator {
 	holders := len(c.work.recs)
 	for _, v := range c.evals[:n] {
 		v.job = j
-		if len(v.mark) < holders || v.gen > 1<<30 {
-			v.mark, v.slot, v.take = make([]int32, holders), make([]int32, holders), make([]int32, holders)
-			v.evicted, v.gen = make([]bool, holders), 0
+		if len(v.take) < holders {
+			v.take, v.evicted = make([]int32, holders), make([]bool, holders)
 		}
 	}
 	return c.evals[:n]
@@ -148,15 +131,6 @@ func (v *evaluator) freeNode(i int32) bool {
 	return c.held[i] == 0 && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
 }
 
-// add counts n of holder h's reclaim nodes in the domain evaluated.
-func (v *evaluator) add(h int32, n int) {
-	if v.mark[h] != v.gen {
-		v.mark[h], v.slot[h], v.take[h], v.evicted[h] = v.gen, int32(len(v.groups)), 0, false
-		v.groups = append(v.groups, group{h: h})
-	}
-	v.groups[v.slot[h]].n += n
-}
-
 // sortOptions orders the options into v.order by bucket key (shrinks
 // first, then internal before spot, then larger first), then by index.
 // Option sizes are few: a counting sort over the keys present does it in
@@ -221,68 +195,33 @@ func (v *evaluator) takesWhole(bucket []uint64, got, need int) bool {
 // the evaluator's buffers).
 func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick []option, ok bool) {
 	c := v.c
-	held, extra := c.held, v.extra
+	// The domain's holders, in holder order, with their reclaim nodes; the
+	// free nodes counted, or in lazy mode known from the counts.
+	groups := c.groups[c.groupAt[di]:c.groupAt[di+1]]
 	free := 0
-	v.gen++
-	v.groups = v.groups[:0]
-	// The domain's holders, in node order; the free nodes counted, or in
-	// lazy mode known from the counts.
 	if v.lazy {
 		free = int(c.scratch.free[v.level][di] - v.heldFree[v.level][di])
-	}
-	// One pass over the nodes cuts them into segments: consecutive nodes
-	// of one holder (a holder's nodes mostly lie together).
-	v.segs = v.segs[:0]
-	for i := d.lo; i < d.hi; i++ {
-		h := held[i] - 1
-		if h < 0 {
-			if !v.lazy && v.freeNode(i) {
+	} else {
+		for i := d.lo; i < d.hi; i++ {
+			if c.held[i] == 0 && v.freeNode(i) {
 				free++
 			}
-			continue
 		}
-		if !c.reclaim.has(int(i)) {
-			continue
-		}
-		if k := len(v.segs) - 1; k >= 0 && v.segs[k].h == h && v.segs[k].lo+v.segs[k].n == i {
-			v.segs[k].n++
-		} else {
-			v.segs = append(v.segs, segment{h: h, lo: i, n: 1})
-		}
-		if extra != nil { // mostly nil: one holder a node
-			for _, h := range extra[int(i)] {
-				v.segs = append(v.segs, segment{h: h, lo: i, n: 1})
-			}
-		}
-	}
-	for _, sg := range v.segs {
-		v.add(sg.h, int(sg.n))
 	}
 	need := v.k - free
-	if need <= 0 || len(v.groups) == 0 {
+	if need <= 0 || len(groups) == 0 {
 		return cost, nil, false // free enough here (the constraint below failed), or nothing to reclaim
 	}
-	// Lay the groups' nodes out in one slice, each group's ascending.
-	total := 0
-	for x := range v.groups {
-		v.groups[x].at, total = total, total+v.groups[x].n
-		v.groups[x].n = 0
-	}
-	v.flat = slices.Grow(v.flat[:0], total)[:total]
-	for _, sg := range v.segs {
-		gr := &v.groups[v.slot[sg.h]]
-		for i := sg.lo; i < sg.lo+sg.n; i++ {
-			v.flat[gr.at+gr.n] = int(i)
-			gr.n++
-		}
+	for _, gr := range groups {
+		v.take[gr.h], v.evicted[gr.h] = 0, false
 	}
 	// Options: whole shrink steps of elastic work, then evictions.
 	g, L := float64(c.T.SKU.GPUsPerNode), len(c.T.Levels)
 	v.opts = v.opts[:0]
-	for _, gr := range v.groups {
-		hd, nodes := &c.work.recs[gr.h], v.flat[gr.at:gr.at+gr.n:gr.at+gr.n]
+	for _, gr := range groups {
+		hd, nodes := &c.work.recs[gr.h], c.nodes(gr)
 		if sl := int(hd.shrink); sl >= 0 {
-			anc := func(i int) int32 { return c.T.flat[i*L+sl] }
+			anc := func(i int32) int32 { return c.T.flat[int(i)*L+sl] }
 			// nodes ascend and domains are index ranges: a shrink step
 			// (its nodes in one domain of the shrink level) is a run.
 			spare := int(hd.n - hd.min)

@@ -249,19 +249,23 @@ func (t *Topology) sumUp(counts [][]int32) {
 }
 
 // cuts splits the nodes into up to n ranges [cuts[k], cuts[k+1]) for
-// workers that write per node, per leaf domain and per 64-node word: each
-// cut is the start of a leaf domain and a multiple of 64. Ranges may be
-// empty where no such start lies near an even share.
-func (t *Topology) cuts(n int) []int {
+// workers that write per node, per domain of level (and of every level
+// below) and per 64-node word: each cut is the start of a domain of level
+// and a multiple of 64. Ranges may be empty where no such start lies near
+// an even share. A level below 0 (the whole site) is not cut.
+func (t *Topology) cuts(n, level int) []int {
 	out := []int{0}
-	leaves := t.dom[len(t.Levels)-1]
+	if level < 0 {
+		n = 1
+	}
 	for k := 1; k < n; k++ {
+		doms := t.dom[level]
 		want := k * len(t.nodes) / n
-		at := sort.Search(len(leaves), func(x int) bool { return int(leaves[x].lo) >= want })
+		at := sort.Search(len(doms), func(x int) bool { return int(doms[x].lo) >= want })
 		cut := len(t.nodes)
-		for ; at < len(leaves); at++ {
-			if leaves[at].lo%64 == 0 {
-				cut = int(leaves[at].lo)
+		for ; at < len(doms); at++ {
+			if doms[at].lo%64 == 0 {
+				cut = int(doms[at].lo)
 				break
 			}
 		}

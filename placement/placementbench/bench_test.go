@@ -56,8 +56,7 @@ func BenchmarkCalendarPlan(b *testing.B) {
 	cal := benchCalendar(b)
 	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for i := 0; b.Loop(); i++ {
 		at := year.Add(time.Duration(i*37%(330*24)) * time.Hour)
 		cal.Plan(placement.Request{GPUs: 2048, Within: "pod", Class: placement.ClassReserved}, "bench", at, at.AddDate(0, 0, 30))
 	}
@@ -69,8 +68,7 @@ func BenchmarkEarliestStart(b *testing.B) {
 	cal := benchCalendar(b)
 	year := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for i := 0; b.Loop(); i++ {
 		at := year.Add(time.Duration(i*37%(300*24)) * time.Hour)
 		adm, err := cal.EarliestStart(placement.Request{GPUs: 4096, Within: "pod", Class: placement.ClassReserved}, "bench", at, 30*24*time.Hour, 1000)
 		if err != nil || adm.Plan == nil {
@@ -104,8 +102,7 @@ func BenchmarkPreempt(b *testing.B) {
 	}
 	notice := map[placement.Class]time.Duration{placement.ClassSpot: 2 * time.Minute, placement.ClassInternal: 30 * time.Minute}
 	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for b.Loop() {
 		pr, _ := pc.PlanPreemption(placement.Request{GPUs: 4096, Within: "pod", Class: placement.ClassReserved}, "acme", now, now.AddDate(0, 0, 14), notice)
 		if pr.Plan == nil {
 			b.Fatal(pr.Refusal)
