@@ -103,6 +103,8 @@ type Calendar struct {
 	groups      []group          // scratch: the holders' reclaim nodes by domain of the level planned for
 	groupAt     []int32          // scratch: where each domain's groups start
 	clean       []bool           // scratch: domains whose every node is whole-free, usable and no spare
+	bounded     []cand           // scratch: domains with lower bounds on their cost
+	sizes       [2][]int32       // scratch: holders' node counts in a domain, spot and internal
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
 	eager       bool             // tests: preemption marks every held node (no lazy path)

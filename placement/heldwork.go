@@ -31,14 +31,22 @@ type run struct {
 // holder is one reservation of held work.
 type holder struct {
 	cm     *Reservation
-	s, e   int64 // its start and end, in Unix seconds
+	s      int64 // its start, in Unix seconds
 	at, n  int32 // its nodes: arena[at : at+n]
 	ra, rn int32 // its runs: runs[ra : ra+rn], by level, then in node order
 	shared int32 // its nodes other records hold too
+	lo, hi int32 // its lowest and highest node
+	holding
+}
+
+// holding is what evaluating a domain reads of a holder, copied with each
+// of its groups so that the evaluation reads them in sequence.
+type holding struct {
+	e      int64 // its end, in Unix seconds
+	nodes  int32 // its node count
 	min    int32 // the fewest nodes it shrinks to (0: not elastic)
 	shrink int8  // the level of its shrink step (−1: none)
 	rank   int8  // classRank
-	lo, hi int32 // its lowest and highest node
 }
 
 // nodes returns h's node indexes.
@@ -49,7 +57,7 @@ func (w *heldWork) add(t *Topology, byNode [][]entry, cm *Reservation) {
 	if w.count == nil {
 		w.count = make([]int32, len(t.nodes))
 	}
-	h := holder{cm: cm, s: cm.s, e: cm.e, at: int32(len(w.arena)), n: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}
+	h := holder{cm: cm, s: cm.s, at: int32(len(w.arena)), n: int32(len(cm.idx)), holding: holding{e: cm.e, nodes: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}}
 	for _, i := range cm.idx {
 		w.arena = append(w.arena, int32(i))
 	}

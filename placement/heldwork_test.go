@@ -109,8 +109,8 @@ func checkHeldWork(t *testing.T, c *Calendar, fail func(string, ...any)) {
 		if h.lo != int32(slices.Min(cm.idx)) || h.hi != int32(slices.Max(cm.idx)) {
 			fail("%s: record spans [%d, %d]", cm.ID, h.lo, h.hi)
 		}
-		if int(h.rank) != classRank(cm.Class) {
-			fail("%s: record's class rank %d for %s", cm.ID, h.rank, cm.Class)
+		if int(h.rank) != classRank(cm.Class) || int(h.nodes) != len(cm.idx) {
+			fail("%s: record has class rank %d and %d nodes for %s and %d", cm.ID, h.rank, h.nodes, cm.Class, len(cm.idx))
 		}
 		wantMin, wantLevel := int32(0), int8(-1)
 		if l := c.T.level(cm.ShrinkLevel); cm.MinNodes > 0 && l >= 0 {

@@ -1,7 +1,6 @@
 package placement
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -37,10 +36,9 @@ func classRank(c Class) int {
 	return 0
 }
 
-// option is one way to free nodes inside a domain: cm is holder h, of
-// class rank rank.
+// option is one way to free nodes inside a domain: evicting holder h (of
+// class rank rank), or shrinking it by a step.
 type option struct {
-	cm     *Reservation
 	h      int32
 	rank   int8
 	shrink bool
@@ -50,10 +48,10 @@ type option struct {
 
 // frees calls fn for each node o frees: all of an evicted reservation's,
 // a shrink step's own.
-func (o *option) frees(fn func(i int)) {
+func (c *Calendar) frees(o *option, fn func(i int)) {
 	if !o.shrink {
-		for _, i := range o.cm.idx {
-			fn(i)
+		for _, i := range c.work.nodes(&c.work.recs[o.h]) {
+			fn(int(i))
 		}
 		return
 	}
@@ -156,17 +154,9 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	if level >= 0 {
 		domains = c.T.dom[level]
 	}
-	cands := c.evaluateAll(domains, &job{c: c, k: k, level: level, lazy: lazy, heldFree: heldFree, s: s, e: e, frac: time.Duration(now.Nanosecond())})
-	slices.SortFunc(cands, func(a, b cand) int {
-		for i := range a.cost {
-			if a.cost[i] != b.cost[i] {
-				return cmp.Compare(a.cost[i], b.cost[i])
-			}
-		}
-		return cmp.Compare(a.lo, b.lo) // domains differ in lo: no ties left
-	})
+	next := c.candidates(domains, &job{c: c, k: k, level: level, lazy: lazy, heldFree: heldFree, s: s, e: e, frac: time.Duration(now.Nanosecond())})
 	// 4. Simulate in order of cost; the first that places is the answer.
-	for _, cd := range cands {
+	for cd, ok := next(); ok; cd, ok = next() {
 		_, pick, _ := c.evals[0].evaluate(int(max(cd.d, 0)), domain{lo: cd.lo, hi: cd.hi}, true)
 		var plan *Plan
 		if lazy {
@@ -265,6 +255,7 @@ func (c *Calendar) byDomain(parts []*gathered, level int) {
 type group struct {
 	h, d, at, n int32
 	part        int32
+	holding     // what evaluation reads of the holder
 }
 
 // nodes returns g's nodes.
@@ -325,7 +316,7 @@ func (c *Calendar) gatherRange(s, e int64, level, lo, hi int, p *gathered) {
 				d = flat[i*L+level] - off
 			}
 			if d != cur {
-				groups = append(groups, group{h: int32(h), d: d, at: int32(len(buf))})
+				groups = append(groups, group{h: int32(h), d: d, at: int32(len(buf)), holding: hd.holding})
 				cur = d
 			}
 			buf = append(buf, i32)
@@ -375,7 +366,7 @@ func (c *Calendar) gatherRuns(s, e int64, level int) {
 			}
 			nodes := ns[r.at : r.at+r.n : r.at+r.n]
 			if c.clean[r.d] && hd.shared == 0 {
-				groups = append(groups, group{h: int32(h), d: r.d, at: hd.at + r.at, n: r.n, part: -1})
+				groups = append(groups, group{h: int32(h), d: r.d, at: hd.at + r.at, n: r.n, part: -1, holding: hd.holding})
 				for _, lr := range leafRuns {
 					if lr.at >= r.at && lr.at < r.at+r.n {
 						count[leafOff+lr.d] += lr.n
@@ -400,7 +391,7 @@ func (c *Calendar) gatherRuns(s, e int64, level int) {
 				count[t.flat[i*L+L-1]]++
 			}
 			if len(buf) > at {
-				groups = append(groups, group{h: int32(h), d: r.d, at: int32(at), n: int32(len(buf) - at)})
+				groups = append(groups, group{h: int32(h), d: r.d, at: int32(at), n: int32(len(buf) - at), holding: hd.holding})
 			}
 		}
 	}
@@ -508,7 +499,7 @@ func (c *Calendar) freedSet(pick []option) []int {
 	}
 	var out []int
 	for _, o := range pick {
-		o.frees(func(i int) {
+		c.frees(&o, func(i int) {
 			if !c.freed.has(i) {
 				c.freed.set(i)
 				out = append(out, i)
@@ -525,7 +516,7 @@ func (c *Calendar) victimNodes(pick []option) []int {
 	seen := map[int]bool{}
 	var out []int
 	for _, o := range pick {
-		o.frees(func(i int) {
+		c.frees(&o, func(i int) {
 			if !seen[i] && c.reclaim.has(i) && c.scratch.mask[i] == 0 {
 				seen[i] = true
 				out = append(out, i)
@@ -539,15 +530,16 @@ func (c *Calendar) victims(pick []option, now time.Time, notice map[Class]time.D
 	byCm := make(map[*Reservation]*Victim, len(pick))
 	var order []*Reservation
 	for _, o := range pick {
-		v, ok := byCm[o.cm]
+		cm := c.work.recs[o.h].cm
+		v, ok := byCm[cm]
 		if !ok {
-			v = &Victim{Reservation: o.cm.ID, Class: o.cm.Class, Action: "shrink", OffBy: now.Add(notice[o.cm.Class] + c.Turnaround)}
-			byCm[o.cm] = v
-			order = append(order, o.cm)
+			v = &Victim{Reservation: cm.ID, Class: cm.Class, Action: "shrink", OffBy: now.Add(notice[cm.Class] + c.Turnaround)}
+			byCm[cm] = v
+			order = append(order, cm)
 		}
 		if !o.shrink {
 			v.Action = "evict"
-			v.Nodes = append([]string(nil), o.cm.Nodes...)
+			v.Nodes = append([]string(nil), cm.Nodes...)
 			v.GPUHours = o.hours
 			continue
 		}

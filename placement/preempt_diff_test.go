@@ -60,7 +60,7 @@ func TestLazyPreemptionMatchesEager(t *testing.T) {
 }
 
 // preemptCalendar builds a random calendar of spot and internal work
-// (elastic or not) and committed work over two days from epoch. Odd seeds
+// (either elastic or not) and committed work over two days from epoch. Odd seeds
 // use a fleet of 256 nodes, where gathering splits the nodes among three
 // workers (at multiples of 64); every third seed's fleet has a spare per
 // rack.
@@ -86,7 +86,7 @@ func preemptCalendar(t *testing.T, seed uint64, rng *rand.Rand, epoch time.Time)
 		st := epoch.Add(time.Duration(rng.IntN(48)) * time.Hour)
 		id := fmt.Sprintf("w%d", i)
 		res, _ := c.Admit(id, r, []string{"a", "b"}[rng.IntN(2)], st, st.Add(time.Duration(1+rng.IntN(96))*time.Hour))
-		if res.Plan != nil && r.Class == ClassInternal && rng.IntN(2) == 0 {
+		if res.Plan != nil && r.Class.Preemptible() && rng.IntN(2) == 0 {
 			if err := c.SetElastic(id, max(1, len(res.Plan.Nodes)/2), "rack"); err != nil {
 				t.Fatal(err)
 			}
@@ -191,6 +191,66 @@ func TestGatherGroups(t *testing.T) {
 	}
 }
 
+// TestPreemptionBounds checks the lower bounds that order the lazy path's
+// evaluation against what evaluate finds in every domain: a domain left
+// out finds nothing, and no bound exceeds the cost found. Some bounds must
+// be met exactly (else the check could not fail).
+func TestPreemptionBounds(t *testing.T) {
+	epoch := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	exact := [2]int{}
+	for seed := uint64(1); seed <= 40; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 13))
+		c := preemptCalendar(t, seed, rng, epoch)
+		for q := 0; q < 10; q++ {
+			level := 1 + rng.IntN(len(c.T.Levels)-1)
+			doms := c.T.dom[level]
+			k := 1 + rng.IntN(int(doms[0].hi-doms[0].lo))
+			s := unix(epoch.Add(time.Duration(rng.IntN(72)) * time.Hour))
+			e := s + int64(1+rng.IntN(48))*3600
+			out := c.prepare(s, e, "acme", nil)
+			if c.held == nil {
+				c.held, c.reclaim = make([]int32, len(c.T.nodes)), newBitset(len(c.T.nodes))
+			}
+			heldFree := c.clearHeldFree()
+			c.gatherRuns(s, e, level)
+			c.T.sumUp(heldFree)
+			j := &job{c: c, k: k, level: level, lazy: true, heldFree: heldFree, s: s, e: e}
+			bounds := map[int32]cand{}
+			for _, b := range c.bounds(doms, j) {
+				bounds[b.d] = b
+			}
+			v := c.evaluators(1, j)[0]
+			for di, d := range doms {
+				cd := v.candidate(di, d)
+				b, bounded := bounds[int32(di)]
+				if !cd.ok {
+					continue
+				}
+				if !bounded {
+					t.Fatalf("seed %d query %d: domain %d (k %d) finds %v but has no bound", seed, q, di, k, cd.cost)
+				}
+				for i := range b.cost {
+					if b.cost[i] > cd.cost[i] {
+						t.Fatalf("seed %d query %d: domain %d (k %d): bound %v exceeds the cost %v", seed, q, di, k, b.cost, cd.cost)
+					}
+				}
+				for i := range exact {
+					if b.cost[i] > 0 && b.cost[i] == cd.cost[i] {
+						exact[i]++
+					}
+				}
+			}
+			for _, i := range c.heldNodes {
+				c.held[i] = 0
+			}
+			c.restore(out)
+		}
+	}
+	if exact[0] == 0 || exact[1] == 0 {
+		t.Errorf("no bound above 0 met exactly (spot, internal: %v): the check cannot fail", exact)
+	}
+}
+
 // TestSortOptions checks the counting sort of preemption options against a
 // plain sort of their keys, with sizes few (counted) and spread (sorted).
 func TestSortOptions(t *testing.T) {
@@ -206,7 +266,7 @@ func TestSortOptions(t *testing.T) {
 			if rng.IntN(2) == 0 {
 				cm = internal
 			}
-			v.opts = append(v.opts, option{cm: cm, rank: int8(classRank(cm.Class)), shrink: rng.IntN(3) == 0, nodes: nodes[:1+rng.IntN(spread)]})
+			v.opts = append(v.opts, option{rank: int8(classRank(cm.Class)), shrink: rng.IntN(3) == 0, nodes: nodes[:1+rng.IntN(spread)]})
 		}
 		v.sortOptions(d)
 		got := slices.Clone(v.order)

@@ -84,6 +84,122 @@ func (c *Calendar) evaluateAll(domains []domain, j *job) []cand {
 	return slices.DeleteFunc(found, func(cd cand) bool { return !cd.ok })
 }
 
+// candidates returns the domains whose victims would free enough nodes, one
+// by one in order of cost (then of place). The eager path evaluates every
+// domain first. The lazy one orders the domains by a lower bound on their
+// cost and evaluates one only while the best found so far is not better
+// than its bound: the order is the same, and a domain that cannot come
+// first is never evaluated.
+func (c *Calendar) candidates(domains []domain, j *job) func() (cand, bool) {
+	if !j.lazy {
+		cands := c.evaluateAll(domains, j)
+		slices.SortFunc(cands, compareCands)
+		return func() (cand, bool) {
+			if len(cands) == 0 {
+				return cand{}, false
+			}
+			cd := cands[0]
+			cands = cands[1:]
+			return cd, true
+		}
+	}
+	bounds := c.bounds(domains, j)
+	slices.SortFunc(bounds, compareCands)
+	v := c.evaluators(1, j)[0]
+	var found []cand // evaluated, best first
+	return func() (cand, bool) {
+		for len(bounds) > 0 && (len(found) == 0 || compareCands(found[0], bounds[0]) > 0) {
+			b := bounds[0]
+			bounds = bounds[1:]
+			if cd := v.candidate(int(b.d), domains[b.d]); cd.ok {
+				at, _ := slices.BinarySearchFunc(found, cd, compareCands)
+				found = slices.Insert(found, at, cd)
+			}
+		}
+		if len(found) == 0 {
+			return cand{}, false
+		}
+		cd := found[0]
+		found = found[1:]
+		return cd, true
+	}
+}
+
+// compareCands orders candidates by cost, then by place.
+func compareCands(a, b cand) int {
+	for i := range a.cost {
+		if a.cost[i] != b.cost[i] {
+			return cmp.Compare(a.cost[i], b.cost[i])
+		}
+	}
+	return cmp.Compare(a.lo, b.lo) // domains differ in lo: no ties left
+}
+
+// bounds gives each domain where evaluate might find victims (lazy path:
+// its free nodes are counted) a lower bound on the cost it would find.
+// Before evaluate evicts spot work, shrinks and internal evictions have
+// freed at most the internal holders' nodes there and what the spot
+// holders' shrink steps can; each spot eviction frees at most its
+// holder's nodes there, so it needs at least as many as the largest of
+// them take to cover the rest. Internal evictions likewise, after every
+// shrink; and were evaluate to go on to spot work, it would have evicted
+// every internal holder that shrinks cannot take whole. Shrinks and
+// GPU-hours are bounded by 0.
+func (c *Calendar) bounds(domains []domain, j *job) []cand {
+	out := c.bounded[:0]
+	spot, internal := c.sizes[0][:0], c.sizes[1][:0]
+	for di, d := range domains {
+		groups := c.groups[c.groupAt[di]:c.groupAt[di+1]]
+		need := j.k - int(c.scratch.free[j.level][di]-j.heldFree[j.level][di])
+		if need <= 0 || len(groups) == 0 {
+			continue // evaluate finds nothing here
+		}
+		total, in, shrinks, spotShrinks, stuck := 0, 0, 0, 0, 0
+		spot, internal = spot[:0], internal[:0]
+		for x := range groups {
+			g := &groups[x]
+			n, most := int(g.n), 0
+			if g.shrink >= 0 {
+				most = min(int(g.n), int(g.nodes-g.min))
+			}
+			total, shrinks = total+n, shrinks+most
+			if int(g.rank) == classRank(ClassSpot) {
+				spot, spotShrinks = append(spot, g.n), spotShrinks+most
+			} else {
+				internal, in = append(internal, g.n), in+n
+				if n > most {
+					stuck++
+				}
+			}
+		}
+		if total < need {
+			continue // not enough to free here
+		}
+		cd := cand{d: int32(di), lo: d.lo, hi: d.hi, ok: true}
+		if rest := need - in - spotShrinks; rest > 0 {
+			cd.cost[0] = float64(fewest(spot, rest))
+		}
+		if rest := need - shrinks; rest > 0 {
+			cd.cost[1] = float64(min(fewest(internal, rest), stuck))
+		}
+		out = append(out, cd)
+	}
+	c.bounded, c.sizes[0], c.sizes[1] = out, spot, internal
+	return out
+}
+
+// fewest is how few of sizes, largest first, sum to at least n (one more
+// than there are when all of them fall short). It sorts sizes.
+func fewest(sizes []int32, n int) int {
+	slices.Sort(sizes)
+	for x := len(sizes) - 1; x >= 0; x-- {
+		if n -= int(sizes[x]); n <= 0 {
+			return len(sizes) - x
+		}
+	}
+	return len(sizes) + 1
+}
+
 // workersFor is how many workers preemption planning puts on work of n
 // items: one per per items, as many as there are cores at most (the
 // calendar's own count in tests).
@@ -116,7 +232,7 @@ type cand struct {
 // time (to the preemptor's end if it has none), a shrunk one its step
 // while the preemptor runs. In whole seconds, as the calendar keeps times,
 // less now's fraction.
-func (v *evaluator) hoursLeft(h *holder, shrink bool) float64 {
+func (v *evaluator) hoursLeft(h *holding, shrink bool) float64 {
 	stop := h.e
 	if (shrink || stop >= unix(Forever)) && v.e < stop {
 		stop = v.e
@@ -218,26 +334,27 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 	// Options: whole shrink steps of elastic work, then evictions.
 	g, L := float64(c.T.SKU.GPUsPerNode), len(c.T.Levels)
 	v.opts = v.opts[:0]
-	for _, gr := range groups {
-		hd, nodes := &c.work.recs[gr.h], c.nodes(gr)
+	for x := range groups {
+		gr := &groups[x]
+		hd, nodes := &gr.holding, c.nodes(*gr)
 		if sl := int(hd.shrink); sl >= 0 {
 			anc := func(i int32) int32 { return c.T.flat[int(i)*L+sl] }
 			// nodes ascend and domains are index ranges: a shrink step
 			// (its nodes in one domain of the shrink level) is a run.
-			spare := int(hd.n - hd.min)
+			spare := int(hd.nodes - hd.min)
 			for a := 0; a < len(nodes); {
 				b := a + 1
 				for b < len(nodes) && anc(nodes[b]) == anc(nodes[a]) {
 					b++
 				}
 				if st := nodes[a:b:b]; len(st) <= spare {
-					v.opts = append(v.opts, option{cm: hd.cm, h: gr.h, rank: hd.rank, shrink: true, nodes: st, hours: float64(len(st)) * g * v.hoursLeft(hd, true)})
+					v.opts = append(v.opts, option{h: gr.h, rank: hd.rank, shrink: true, nodes: st, hours: float64(len(st)) * g * v.hoursLeft(hd, true)})
 					spare -= len(st)
 				}
 				a = b
 			}
 		}
-		v.opts = append(v.opts, option{cm: hd.cm, h: gr.h, rank: hd.rank, nodes: nodes, hours: float64(hd.n) * g * v.hoursLeft(hd, false)})
+		v.opts = append(v.opts, option{h: gr.h, rank: hd.rank, nodes: nodes, hours: float64(hd.nodes) * g * v.hoursLeft(hd, false)})
 	}
 	// Order: shrinks first, then internal before spot, then larger first
 	// (a bucket per such key), then within a bucket fewer GPU-hours lost,
