@@ -105,6 +105,7 @@ type Calendar struct {
 	clean       []bool           // scratch: domains whose every node is whole-free, usable and no spare
 	bounded     []cand           // scratch: domains with lower bounds on their cost
 	sizes       [2][]int32       // scratch: holders' node counts in a domain, spot and internal
+	count       []int32          // scratch: fewest's counts by size
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
 	eager       bool             // tests: preemption marks every held node (no lazy path)

@@ -20,6 +20,10 @@ type heldWork struct {
 	dead  int     // arena entries no record uses
 	deadR int     // runs no record uses
 	count []int32 // per node: the records holding it
+	// per record, levels+1 entries: where its runs of each level start
+	// (from its first run), and its run count
+	lv     []int32
+	levels int
 }
 
 // run is n of a record's nodes from its at-th, all in domain d of level l.
@@ -55,18 +59,20 @@ func (w *heldWork) nodes(h *holder) []int32 { return w.arena[h.at : h.at+h.n : h
 // add records cm, whose idx is set; byNode does not hold it yet.
 func (w *heldWork) add(t *Topology, byNode [][]entry, cm *Reservation) {
 	if w.count == nil {
-		w.count = make([]int32, len(t.nodes))
+		w.count, w.levels = make([]int32, len(t.nodes)), len(t.Levels)
 	}
-	h := holder{cm: cm, s: cm.s, at: int32(len(w.arena)), n: int32(len(cm.idx)), holding: holding{e: cm.e, nodes: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}}
+	w.recs = append(w.recs, holder{cm: cm, s: cm.s, at: int32(len(w.arena)), n: int32(len(cm.idx)), holding: holding{e: cm.e, nodes: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}})
+	w.lv = append(w.lv, make([]int32, w.levels+1)...)
+	r := len(w.recs) - 1
+	h := &w.recs[r]
 	for _, i := range cm.idx {
 		w.arena = append(w.arena, int32(i))
 	}
-	slices.Sort(w.nodes(&h))
-	w.span(&h)
-	w.cut(t, &h)
-	w.elastic(t, &h)
-	w.recs = append(w.recs, h)
-	cm.rec = int32(len(w.recs))
+	slices.Sort(w.nodes(h))
+	w.span(h)
+	w.cut(t, r)
+	w.elastic(t, h)
+	cm.rec = int32(r + 1)
 	for _, i := range cm.idx {
 		w.hold(byNode, cm, i, 1)
 	}
@@ -93,11 +99,13 @@ func (w *heldWork) hold(byNode [][]entry, cm *Reservation, i int, by int32) {
 	}
 }
 
-// cut lays h's runs out anew at the end of the runs.
-func (w *heldWork) cut(t *Topology, h *holder) {
-	ns, L := w.nodes(h), len(t.Levels)
+// cut lays record r's runs out anew at the end of the runs.
+func (w *heldWork) cut(t *Topology, r int) {
+	h, L := &w.recs[r], len(t.Levels)
+	ns, lv := w.nodes(h), w.lv[r*(L+1):(r+1)*(L+1)]
 	h.ra = int32(len(w.runs))
 	for l := range L {
+		lv[l] = int32(len(w.runs)) - h.ra
 		for a := 0; a < len(ns); {
 			d := t.flat[int(ns[a])*L+l]
 			b := a + 1
@@ -109,10 +117,17 @@ func (w *heldWork) cut(t *Topology, h *holder) {
 		}
 	}
 	h.rn = int32(len(w.runs)) - h.ra
+	lv[L] = h.rn
 }
 
 // runsOf returns h's runs.
 func (w *heldWork) runsOf(h *holder) []run { return w.runs[h.ra : h.ra+h.rn : h.ra+h.rn] }
+
+// runsAt returns record r's runs at level l.
+func (w *heldWork) runsAt(r, l int) []run {
+	h, lv := &w.recs[r], w.lv[r*(w.levels+1):]
+	return w.runs[h.ra+lv[l] : h.ra+lv[l+1] : h.ra+lv[l+1]]
+}
 
 // span sets h's lowest and highest node.
 func (w *heldWork) span(h *holder) {
@@ -141,11 +156,13 @@ func (w *heldWork) remove(byNode [][]entry, cm *Reservation) {
 		w.hold(byNode, cm, int(i), -1)
 	}
 	w.dead, w.deadR = w.dead+int(w.recs[r].n), w.deadR+int(w.recs[r].rn)
-	last := len(w.recs) - 1
+	last, stride := len(w.recs)-1, w.levels+1
 	w.recs[r] = w.recs[last]
 	w.recs[r].cm.rec = int32(r + 1)
 	w.recs[last] = holder{}
 	w.recs = w.recs[:last]
+	copy(w.lv[r*stride:(r+1)*stride], w.lv[last*stride:])
+	w.lv = w.lv[:last*stride]
 	cm.rec = 0
 	w.tidy()
 }
@@ -182,7 +199,7 @@ func (w *heldWork) moved(t *Topology, byNode [][]entry, cm *Reservation, from, t
 			slices.Sort(ns)
 			w.span(h)
 			w.deadR += int(h.rn)
-			w.cut(t, h)
+			w.cut(t, r)
 			w.hold(byNode, cm, from, -1)
 			w.hold(byNode, cm, to, 1)
 			w.tidy()

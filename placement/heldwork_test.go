@@ -168,6 +168,12 @@ func checkHeldWork(t *testing.T, c *Calendar, fail func(string, ...any)) {
 		if got := c.work.runsOf(h); !slices.Equal(got, want) {
 			fail("%s: runs %v, want %v", h.cm.ID, got, want)
 		}
+		for l := range c.T.Levels {
+			at := slices.DeleteFunc(slices.Clone(want), func(r run) bool { return r.l != int32(l) })
+			if got := c.work.runsAt(x, l); !slices.Equal(got, at) {
+				fail("%s: runs at level %d %v, want %v", h.cm.ID, l, got, at)
+			}
+		}
 		usedR += int(h.rn)
 	}
 	if usedR != len(c.work.runs)-c.work.deadR {

@@ -354,16 +354,8 @@ func (c *Calendar) gatherRuns(s, e int64, level int) {
 		if hd.s >= e || hd.e <= s {
 			continue
 		}
-		ns, runs := c.work.nodes(hd), c.work.runsOf(hd)
-		// Runs are by level: the leaf runs come last.
-		leafRuns := runs[len(runs)-1:]
-		for len(leafRuns) < len(runs) && runs[len(runs)-1-len(leafRuns)].l == int32(L-1) {
-			leafRuns = runs[len(runs)-1-len(leafRuns):]
-		}
-		for _, r := range runs {
-			if r.l != int32(level) {
-				continue
-			}
+		ns, leafRuns := c.work.nodes(hd), c.work.runsAt(h, L-1)
+		for _, r := range c.work.runsAt(h, level) {
 			nodes := ns[r.at : r.at+r.n : r.at+r.n]
 			if c.clean[r.d] && hd.shared == 0 {
 				groups = append(groups, group{h: int32(h), d: r.d, at: hd.at + r.at, n: r.n, part: -1, holding: hd.holding})

@@ -251,6 +251,34 @@ func TestPreemptionBounds(t *testing.T) {
 	}
 }
 
+// TestFewest checks fewest against summing sorted sizes, with sizes few
+// (counted) and spread (sorted).
+func TestFewest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	var count []int32
+	for trial := 0; trial < 2000; trial++ {
+		sizes := make([]int32, rng.IntN(40))
+		spread := []int{8, 64, 5000}[trial%3]
+		total := 0
+		for x := range sizes {
+			sizes[x] = int32(1 + rng.IntN(spread))
+			total += int(sizes[x])
+		}
+		n := 1 + rng.IntN(total+10)
+		want := len(sizes) + 1
+		sorted := slices.Sorted(slices.Values(sizes))
+		for x, sum := len(sorted)-1, 0; x >= 0; x-- {
+			if sum += int(sorted[x]); sum >= n {
+				want = len(sorted) - x
+				break
+			}
+		}
+		if got := fewest(slices.Clone(sizes), n, &count); got != want {
+			t.Fatalf("trial %d: fewest(%v, %d) = %d, want %d", trial, sizes, n, got, want)
+		}
+	}
+}
+
 // TestSortOptions checks the counting sort of preemption options against a
 // plain sort of their keys, with sizes few (counted) and spread (sorted).
 func TestSortOptions(t *testing.T) {

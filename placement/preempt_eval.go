@@ -177,10 +177,10 @@ func (c *Calendar) bounds(domains []domain, j *job) []cand {
 		}
 		cd := cand{d: int32(di), lo: d.lo, hi: d.hi, ok: true}
 		if rest := need - in - spotShrinks; rest > 0 {
-			cd.cost[0] = float64(fewest(spot, rest))
+			cd.cost[0] = float64(fewest(spot, rest, &c.count))
 		}
 		if rest := need - shrinks; rest > 0 {
-			cd.cost[1] = float64(min(fewest(internal, rest), stuck))
+			cd.cost[1] = float64(min(fewest(internal, rest, &c.count), stuck))
 		}
 		out = append(out, cd)
 	}
@@ -189,15 +189,40 @@ func (c *Calendar) bounds(domains []domain, j *job) []cand {
 }
 
 // fewest is how few of sizes, largest first, sum to at least n (one more
-// than there are when all of them fall short). It sorts sizes.
-func fewest(sizes []int32, n int) int {
-	slices.Sort(sizes)
-	for x := len(sizes) - 1; x >= 0; x-- {
-		if n -= int(sizes[x]); n <= 0 {
-			return len(sizes) - x
+// than there are when all of them fall short). Sizes are mostly small:
+// it counts them by size in count, unless they spread wider than they
+// are many, when it sorts them.
+func fewest(sizes []int32, n int, count *[]int32) int {
+	total, top := 0, int32(0)
+	for _, s := range sizes {
+		total, top = total+int(s), max(top, s)
+	}
+	switch {
+	case total < n:
+		return len(sizes) + 1
+	case int(top) > 4*len(sizes)+64:
+		slices.Sort(sizes)
+		for x := len(sizes) - 1; x >= 0; x-- {
+			if n -= int(sizes[x]); n <= 0 {
+				return len(sizes) - x
+			}
 		}
 	}
-	return len(sizes) + 1
+	cnt := slices.Grow((*count)[:0], int(top)+1)[:top+1]
+	clear(cnt)
+	for _, s := range sizes {
+		cnt[s]++
+	}
+	*count = cnt
+	taken := 0
+	for s := int(top); s > 0; s-- {
+		c := int(cnt[s])
+		if c*s >= n {
+			return taken + (n+s-1)/s
+		}
+		taken, n = taken+c, n-c*s
+	}
+	return taken // not reached: the sizes sum to n or more
 }
 
 // workersFor is how many workers preemption planning puts on work of n
