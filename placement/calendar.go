@@ -108,6 +108,8 @@ type Calendar struct {
 	count       []int32          // scratch: fewest's counts by size
 	heldFree    [][]int32        // scratch: reclaim nodes per level and domain
 	heldFreeAll []int32          // backs heldFree (flat counter indexes)
+	adj         [][]int32        // scratch: free nodes per level and domain as a simulated plan is scored
+	adjAll      []int32          // backs adj
 	eager       bool             // tests: preemption marks every held node (no lazy path)
 	workers     int              // tests: preemption's workers, gathering and evaluating (0: by the work)
 	reclaim     bitset           // nodes only preemptible work keeps busy

@@ -452,12 +452,17 @@ func (c *Calendar) simulateIn(r Request, level int, d, lo, hi int32, pick []opti
 	p := sn.wholeNodes(picked)
 	// Score against the free capacity the full simulation would see: the
 	// reclaim nodes outside d are busy unless a victim frees them.
-	adj := make([][]int32, len(c.T.Levels))
-	for l := range adj {
-		adj[l] = slices.Clone(sn.free[l])
-		for x := range adj[l] {
-			adj[l][x] -= heldFree[l][x]
+	if c.adj == nil {
+		c.adjAll = make([]int32, len(sn.freeAll))
+		c.adj = make([][]int32, len(c.T.Levels))
+		for l := range c.adj {
+			lo, hi := c.T.levelOff[l], c.T.levelOff[l+1]
+			c.adj[l] = c.adjAll[lo:hi:hi]
 		}
+	}
+	adj := c.adj
+	for x, f := range sn.freeAll {
+		c.adjAll[x] = f - c.heldFreeAll[x] // heldFree's backing, in the same layout
 	}
 	first, last := &c.T.nodes[lo], &c.T.nodes[hi-1]
 	for l := range adj {
