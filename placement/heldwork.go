@@ -26,9 +26,9 @@ type heldWork struct {
 	levels int
 }
 
-// run is n of a record's nodes from its at-th, all in domain d of level l.
+// run is n of a record's nodes from its at-th, all in domain d of the
+// level its place among the record's runs says.
 type run struct {
-	l        int32
 	d, at, n int32
 }
 
@@ -112,7 +112,7 @@ func (w *heldWork) cut(t *Topology, r int) {
 			for b < len(ns) && t.flat[int(ns[b])*L+l] == d {
 				b++
 			}
-			w.runs = append(w.runs, run{l: int32(l), d: d - t.levelOff[l], at: int32(a), n: int32(b - a)})
+			w.runs = append(w.runs, run{d: d - t.levelOff[l], at: int32(a), n: int32(b - a)})
 			a = b
 		}
 	}
@@ -129,10 +129,12 @@ func (w *heldWork) runsAt(r, l int) []run {
 	return w.runs[h.ra+lv[l] : h.ra+lv[l+1] : h.ra+lv[l+1]]
 }
 
-// span sets h's lowest and highest node.
+// span sets h's lowest and highest node (none: an empty span).
 func (w *heldWork) span(h *holder) {
-	ns := w.nodes(h)
-	h.lo, h.hi = ns[0], ns[len(ns)-1]
+	h.lo, h.hi = 1<<31-1, -1
+	if ns := w.nodes(h); len(ns) > 0 {
+		h.lo, h.hi = ns[0], ns[len(ns)-1]
+	}
 }
 
 // elastic copies the reservation's shrink policy into h.
@@ -177,8 +179,7 @@ func (w *heldWork) tidy() {
 // compact lays the live records' nodes and runs out anew, dropping the
 // dead ones.
 func (w *heldWork) compact() {
-	arena := make([]int32, 0, len(w.arena)-w.dead)
-	var runs []run
+	arena, runs := make([]int32, 0, len(w.arena)-w.dead), make([]run, 0, len(w.runs)-w.deadR)
 	for x := range w.recs {
 		h := &w.recs[x]
 		at, ra := int32(len(arena)), int32(len(runs))
@@ -208,9 +209,9 @@ func (w *heldWork) moved(t *Topology, byNode [][]entry, cm *Reservation, from, t
 }
 
 // SetElastic makes a held spot or internal reservation elastic: preemption
-// may shrink it by whole domains of level, down to min nodes, rather than
-// evict it. A min of 0 makes it inelastic again.
-func (c *Calendar) SetElastic(id string, min int, level string) error {
+// may shrink it by whole domains of level, down to least nodes, rather
+// than evict it. A least of 0 makes it inelastic again.
+func (c *Calendar) SetElastic(id string, least int, level string) error {
 	cm, ok := c.rsvs[id]
 	if !ok {
 		return fmt.Errorf("no reservation %q", id)
@@ -218,14 +219,14 @@ func (c *Calendar) SetElastic(id string, min int, level string) error {
 	if cm.committed() {
 		return fmt.Errorf("reservation %s is %s: only spot and internal work shrinks", id, cm.Class)
 	}
-	if min < 0 || min > len(cm.Nodes) {
-		return fmt.Errorf("min %d is not between 0 and the reservation's %d nodes", min, len(cm.Nodes))
+	if least < 0 || least > len(cm.Nodes) {
+		return fmt.Errorf("min %d is not between 0 and the reservation's %d nodes", least, len(cm.Nodes))
 	}
-	if min > 0 && c.T.level(level) < 0 {
+	if least > 0 && c.T.level(level) < 0 {
 		return fmt.Errorf("no level %q", level)
 	}
-	cm.MinNodes, cm.ShrinkLevel = min, level
-	if min == 0 {
+	cm.MinNodes, cm.ShrinkLevel = least, level
+	if least == 0 {
 		cm.ShrinkLevel = ""
 	}
 	if r := int(cm.rec) - 1; r >= 0 {

@@ -153,26 +153,25 @@ func checkHeldWork(t *testing.T, c *Calendar, fail func(string, ...any)) {
 	usedR := 0
 	for x := range c.work.recs {
 		h := &c.work.recs[x]
-		var want []run
 		ns := c.work.nodes(h)
+		runs := 0
 		for l := range c.T.Levels {
+			var want []run
 			for j, i := range ns {
 				d := c.T.nodes[i].anc[l]
 				if j > 0 && c.T.nodes[ns[j-1]].anc[l] == d {
 					want[len(want)-1].n++
 				} else {
-					want = append(want, run{l: int32(l), d: d, at: int32(j), n: 1})
+					want = append(want, run{d: d, at: int32(j), n: 1})
 				}
 			}
-		}
-		if got := c.work.runsOf(h); !slices.Equal(got, want) {
-			fail("%s: runs %v, want %v", h.cm.ID, got, want)
-		}
-		for l := range c.T.Levels {
-			at := slices.DeleteFunc(slices.Clone(want), func(r run) bool { return r.l != int32(l) })
-			if got := c.work.runsAt(x, l); !slices.Equal(got, at) {
-				fail("%s: runs at level %d %v, want %v", h.cm.ID, l, got, at)
+			if got := c.work.runsAt(x, l); !slices.Equal(got, want) {
+				fail("%s: runs at level %d %v, want %v", h.cm.ID, l, got, want)
 			}
+			runs += len(want)
+		}
+		if int(h.rn) != runs {
+			fail("%s: %d runs, want %d", h.cm.ID, h.rn, runs)
 		}
 		usedR += int(h.rn)
 	}

@@ -218,8 +218,9 @@ func (c *Calendar) gather(s, e int64, level int) {
 }
 
 // byDomain lists the groups the parts found by domain of level. Each
-// domain lies in one part: its groups are that part's, in holder order,
-// and a stable counting sort by domain keeps the order.
+// domain lies in one part (gatherRuns has one): its groups are that
+// part's, in holder order, and a stable counting sort by domain keeps the
+// order.
 func (c *Calendar) byDomain(parts []*gathered, level int) {
 	doms := 1
 	if level >= 0 {
@@ -354,15 +355,18 @@ func (c *Calendar) gatherRuns(s, e int64, level int) {
 		if hd.s >= e || hd.e <= s {
 			continue
 		}
-		ns, leafRuns := c.work.nodes(hd), c.work.runsAt(h, L-1)
+		// Both runs are in node order, and a leaf run lies within one
+		// run of any level: one pass over the leaf runs serves them all.
+		ns, leafRuns, lj := c.work.nodes(hd), c.work.runsAt(h, L-1), 0
 		for _, r := range c.work.runsAt(h, level) {
 			nodes := ns[r.at : r.at+r.n : r.at+r.n]
+			for lj < len(leafRuns) && leafRuns[lj].at < r.at {
+				lj++
+			}
 			if c.clean[r.d] && hd.shared == 0 {
 				groups = append(groups, group{h: int32(h), d: r.d, at: hd.at + r.at, n: r.n, part: -1, holding: hd.holding})
-				for _, lr := range leafRuns {
-					if lr.at >= r.at && lr.at < r.at+r.n {
-						count[leafOff+lr.d] += lr.n
-					}
+				for ; lj < len(leafRuns) && leafRuns[lj].at < r.at+r.n; lj++ {
+					count[leafOff+leafRuns[lj].d] += leafRuns[lj].n
 				}
 				continue
 			}

@@ -34,7 +34,6 @@ type job struct {
 	c        *Calendar
 	k, level int
 	lazy     bool
-	extra    map[int][]int32
 	heldFree [][]int32
 	s, e     int64         // the preemptor's interval, in Unix seconds
 	frac     time.Duration // now's fraction of a second
@@ -202,11 +201,11 @@ func fewest(sizes []int32, n int, count *[]int32) int {
 		return len(sizes) + 1
 	case int(top) > 4*len(sizes)+64:
 		slices.Sort(sizes)
-		for x := len(sizes) - 1; x >= 0; x-- {
-			if n -= int(sizes[x]); n <= 0 {
-				return len(sizes) - x
-			}
+		x := len(sizes) - 1
+		for ; x > 0 && n > int(sizes[x]); x-- {
+			n -= int(sizes[x])
 		}
+		return len(sizes) - x // the sizes sum to n or more
 	}
 	cnt := slices.Grow((*count)[:0], int(top)+1)[:top+1]
 	clear(cnt)
