@@ -9,10 +9,10 @@ import (
 )
 
 // TestHeldWorkInStep holds, drops, re-chooses, extends, renames (changing
-// class) and makes elastic random work, and checks after every step that
-// the calendar's held work has exactly one record per spot and internal
-// reservation, with its nodes, times and shrink policy, and none for
-// committed work.
+// class) and makes elastic random work, and compacts the held work, and
+// checks after every step that it has exactly one record per spot and
+// internal reservation, with its nodes, times, shrink policy, runs per
+// level and shared nodes, and none for committed work.
 func TestHeldWorkInStep(t *testing.T) {
 	epoch := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, seed := range seeds(30) {
