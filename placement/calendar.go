@@ -114,6 +114,7 @@ type Calendar struct {
 	workers     int              // tests: preemption's workers, gathering and evaluating (0: by the work)
 	reclaim     bitset           // nodes only preemptible work keeps busy
 	freed       bitset           // scratch: nodes a preemption plan's victims free
+	saved       counters         // the scratch snapshot's counters before a window that changes many nodes
 	windows     map[string]*Window
 	scratch     *Snapshot
 	// Reservations by time, for fast window queries: committed work and
@@ -286,6 +287,15 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 			}
 		}
 	}
+	// Where many nodes change, the counters are saved first, for restore
+	// to put back at once rather than node by node.
+	touched := 0
+	for _, word := range c.touched {
+		touched += bits.OnesCount64(word)
+	}
+	if touched > len(c.T.nodes)/16 {
+		c.saved.save(c.scratch)
+	}
 	// Visit the marked nodes in index order: the snapshot's arrays are
 	// then read and written in sequence.
 	out := c.out[:0]
@@ -307,10 +317,52 @@ func (c *Calendar) prepare(s, e int64, tenant string, skip *Reservation, all ...
 	return out
 }
 
+// restore makes the nodes prepare changed (and those the caller changed
+// since, listed with them) wholly free again, as they were before it.
 func (c *Calendar) restore(out []int) {
+	if c.saved.valid {
+		// Only these nodes changed since the counters were saved, and they
+		// were wholly free then.
+		for _, i := range out {
+			c.scratch.mask[i] = c.scratch.full
+		}
+		c.saved.restore(c.scratch)
+		return
+	}
 	for _, i := range out {
 		c.scratch.setMask(i, c.scratch.full)
 	}
+}
+
+// counters is a copy of a snapshot's counters, kept while a prepared
+// window changes many nodes.
+type counters struct {
+	valid       bool
+	free, spare []int32
+	partial     []bitset
+	freeGPUs    int
+}
+
+// save copies s's counters.
+func (k *counters) save(s *Snapshot) {
+	k.free, k.spare = append(k.free[:0], s.freeAll...), append(k.spare[:0], s.spareAll...)
+	for len(k.partial) < len(s.partial) {
+		k.partial = append(k.partial, nil)
+	}
+	for c, b := range s.partial {
+		k.partial[c] = append(k.partial[c][:0], b...)
+	}
+	k.freeGPUs, k.valid = s.freeGPUs, true
+}
+
+// restore puts the saved counters back into s.
+func (k *counters) restore(s *Snapshot) {
+	copy(s.freeAll, k.free)
+	copy(s.spareAll, k.spare)
+	for c, b := range s.partial {
+		copy(b, k.partial[c])
+	}
+	s.freeGPUs, k.valid = k.freeGPUs, false
 }
 
 // Admission is the answer to EarliestStart: a plan and its start, or a

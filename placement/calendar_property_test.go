@@ -25,6 +25,8 @@ func TestCalendarProperties(t *testing.T) {
 		classes := []Class{ClassLease, ClassReserved, ClassOnDemand, ClassSpot, ClassInternal}
 		tenants := []string{"acme", "beta", "gamma"}
 		for step := 0; step < 80; step++ {
+			// Every plan leaves the calendar's snapshot as it found it.
+			checkCounters(t, c.scratch, fmt.Sprintf("seed %d step %d", seed, step))
 			start := epoch.Add(time.Duration(rng.IntN(90*24)) * time.Hour)
 			end := start.Add(time.Duration(1+rng.IntN(30*24)) * time.Hour)
 			r := Request{GPUs: 8 * (1 + rng.IntN(max(1, s.T.Nodes()/4))), Class: classes[rng.IntN(len(classes))]}

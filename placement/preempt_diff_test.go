@@ -42,6 +42,7 @@ func TestLazyPreemptionMatchesEager(t *testing.T) {
 			if fmt.Sprint(err1) != fmt.Sprint(err2) {
 				t.Fatalf("seed %d: errors differ: %v vs %v", seed, err1, err2)
 			}
+			checkCounters(t, c.scratch, fmt.Sprintf("seed %d query %d", seed, q))
 			if diff := cmp.Diff(eager, lazy, cmpopts.IgnoreUnexported(Assignment{})); diff != "" {
 				t.Fatalf("seed %d query %d (%+v): lazy differs from eager (-eager +lazy):\n%s", seed, q, r, diff)
 			}

@@ -2,9 +2,11 @@ package placement
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -184,5 +186,45 @@ func TestSnapshotsShareTopologyReadOnly(t *testing.T) {
 	}
 	if c := NewSnapshot(a.T); c.Blocked(i) != "" {
 		t.Error("a new snapshot inherits another's failure")
+	}
+}
+
+// checkCounters counts a snapshot's counters afresh from its masks and
+// compares them with those it keeps: whole-free nodes per domain (spares
+// apart), nodes partly free, and free GPUs.
+func checkCounters(t *testing.T, s *Snapshot, where string) {
+	t.Helper()
+	L := len(s.T.Levels)
+	free, spare := make([][]int32, L), make([][]int32, L)
+	for l := range L {
+		free[l], spare[l] = make([]int32, len(s.T.dom[l])), make([]int32, len(s.T.dom[l]))
+	}
+	gpus := 0
+	for i, m := range s.mask {
+		c := bits.OnesCount64(m)
+		gpus += c
+		whole := m == s.full && s.full != 0
+		for l, a := range s.T.nodes[i].anc {
+			switch {
+			case whole && s.T.spare[i]:
+				spare[l][a]++
+			case whole:
+				free[l][a]++
+			}
+		}
+		partly := !s.T.spare[i] && c > 0 && c < len(s.partial)
+		for k := range s.partial {
+			if s.partial[k].has(i) != (partly && k == c) {
+				t.Fatalf("%s: node %d (%d free GPUs) is wrongly marked with %d free", where, i, c, k)
+			}
+		}
+	}
+	for l := range L {
+		if !slices.Equal(free[l], s.free[l]) || !slices.Equal(spare[l], s.spareFree[l]) {
+			t.Fatalf("%s: level %d: whole-free nodes %v and spares %v, counted %v and %v", where, l, s.free[l], s.spareFree[l], free[l], spare[l])
+		}
+	}
+	if gpus != s.freeGPUs {
+		t.Fatalf("%s: %d free GPUs kept, %d counted", where, s.freeGPUs, gpus)
 	}
 }
