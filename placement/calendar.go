@@ -95,7 +95,7 @@ type Calendar struct {
 	rsvs        map[string]*Reservation
 	tenants     map[string]int32 // numbers of the tenants in entries
 	list        []*Reservation   // reservations in the order they were held
-	held        []int32          // per node scratch for preemption planning: its holder's number + 1 (0: none)
+	held        bitset           // scratch of preemption planning: nodes a holder holds
 	work        heldWork         // spot and internal work, as preemption planning reads it
 	evals       []*evaluator     // scratch: preemption planning's workers
 	parts       []*gathered      // scratch: what gather's workers found

@@ -36,7 +36,7 @@ type run struct {
 type holder struct {
 	cm     *Reservation
 	s      int64 // its start, in Unix seconds
-	at, n  int32 // its nodes: arena[at : at+n]
+	at     int32 // its nodes: arena[at : at+nodes]
 	ra, rn int32 // its runs: runs[ra : ra+rn], by level, then in node order
 	shared int32 // its nodes other records hold too
 	lo, hi int32 // its lowest and highest node
@@ -54,14 +54,14 @@ type holding struct {
 }
 
 // nodes returns h's node indexes.
-func (w *heldWork) nodes(h *holder) []int32 { return w.arena[h.at : h.at+h.n : h.at+h.n] }
+func (w *heldWork) nodes(h *holder) []int32 { return w.arena[h.at : h.at+h.nodes : h.at+h.nodes] }
 
 // add records cm, whose idx is set; byNode does not hold it yet.
 func (w *heldWork) add(t *Topology, byNode [][]entry, cm *Reservation) {
 	if w.count == nil {
 		w.count, w.levels = make([]int32, len(t.nodes)), len(t.Levels)
 	}
-	w.recs = append(w.recs, holder{cm: cm, s: cm.s, at: int32(len(w.arena)), n: int32(len(cm.idx)), holding: holding{e: cm.e, nodes: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}})
+	w.recs = append(w.recs, holder{cm: cm, s: cm.s, at: int32(len(w.arena)), holding: holding{e: cm.e, nodes: int32(len(cm.idx)), rank: int8(classRank(cm.Class))}})
 	w.lv = append(w.lv, make([]int32, w.levels+1)...)
 	r := len(w.recs) - 1
 	h := &w.recs[r]
@@ -157,7 +157,7 @@ func (w *heldWork) remove(byNode [][]entry, cm *Reservation) {
 	for _, i := range w.nodes(&w.recs[r]) {
 		w.hold(byNode, cm, int(i), -1)
 	}
-	w.dead, w.deadR = w.dead+int(w.recs[r].n), w.deadR+int(w.recs[r].rn)
+	w.dead, w.deadR = w.dead+int(w.recs[r].nodes), w.deadR+int(w.recs[r].rn)
 	last, stride := len(w.recs)-1, w.levels+1
 	w.recs[r] = w.recs[last]
 	w.recs[r].cm.rec = int32(r + 1)

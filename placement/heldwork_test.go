@@ -126,7 +126,7 @@ func checkHeldWork(t *testing.T, c *Calendar, fail func(string, ...any)) {
 	used := 0
 	count := make([]int32, len(c.T.nodes))
 	for x := range c.work.recs {
-		used += int(c.work.recs[x].n)
+		used += int(c.work.recs[x].nodes)
 		for _, i := range c.work.nodes(&c.work.recs[x]) {
 			count[i]++
 		}

@@ -81,7 +81,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	// never overlaps other work, so a node mostly has one holder. reclaim
 	// marks the whole-free non-spare nodes that only such work keeps busy.
 	if c.held == nil {
-		c.held = make([]int32, len(c.T.nodes))
+		c.held = newBitset(len(c.T.nodes))
 		c.reclaim = newBitset(len(c.T.nodes))
 	}
 	held := c.held
@@ -98,7 +98,7 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 	lazy := !c.eager && level >= 0 && k > 0 && r.Whole == "" && len(r.MaxDomains) == 0 && len(r.Exclude) == 0
 	unmark := func() {
 		for _, i := range c.heldNodes {
-			held[i] = 0
+			held.clear(i)
 		}
 		c.heldNodes = c.heldNodes[:0]
 		clear(c.reclaim)
@@ -184,8 +184,8 @@ func (c *Calendar) PlanPreemption(r Request, tenant string, now, end time.Time, 
 }
 
 // gather finds the spot and internal work running over [s, e) (the
-// holders, numbered as the calendar's held work), marks each node's first
-// holder, marks the reclaim nodes and counts them per domain of the last
+// holders, numbered as the calendar's held work), marks the nodes they
+// hold, marks the reclaim nodes and counts them per domain of the last
 // level, and lists per domain of level (the site when level < 0) each
 // holder's reclaim nodes there, in holder order. Workers each take a range
 // of nodes, cut at whole domains of level and whole words of the reclaim
@@ -195,7 +195,7 @@ func (c *Calendar) gather(s, e int64, level int) {
 	nodes := 0
 	for x := range c.work.recs {
 		if h := &c.work.recs[x]; h.s < e && h.e > s {
-			nodes += int(h.n)
+			nodes += int(h.nodes)
 		}
 	}
 	cuts := c.T.cuts(c.workersFor(nodes, 8192), level)
@@ -300,9 +300,9 @@ func (c *Calendar) gatherRange(s, e int64, level, lo, hi int, p *gathered) {
 			if i >= hi {
 				break
 			}
-			first := held[i] == 0
+			first := !held.has(i)
 			if first {
-				held[i] = int32(h) + 1
+				held.set(i)
 				heldNodes = append(heldNodes, i)
 			}
 			if mask[i] != full || spare[i] {
@@ -378,10 +378,10 @@ func (c *Calendar) gatherRuns(s, e int64, level int) {
 				}
 				buf = append(buf, i32)
 				if c.work.count[i] > 1 {
-					if c.held[i] != 0 {
+					if c.held.has(i) {
 						continue // counted with another holder
 					}
-					c.held[i] = int32(h) + 1
+					c.held.set(i)
 					heldNodes = append(heldNodes, i)
 				}
 				count[t.flat[i*L+L-1]]++

@@ -127,7 +127,7 @@ func TestGatherGroups(t *testing.T) {
 			level := rng.IntN(len(c.T.Levels)+1) - 1
 			out := c.prepare(s, e, "acme", nil)
 			if c.held == nil {
-				c.held, c.reclaim = make([]int32, len(c.T.nodes)), newBitset(len(c.T.nodes))
+				c.held, c.reclaim = newBitset(len(c.T.nodes)), newBitset(len(c.T.nodes))
 			}
 			doms := []domain{{lo: 0, hi: int32(len(c.T.nodes))}}
 			if level >= 0 {
@@ -182,7 +182,7 @@ func TestGatherGroups(t *testing.T) {
 					t.Fatalf("seed %d query %d (%d workers, 0: runs): reclaim nodes per leaf %v, want %v", seed, q, workers, heldFree[len(c.T.Levels)-1], leaf)
 				}
 				for _, i := range c.heldNodes {
-					c.held[i] = 0
+					c.held.clear(i)
 				}
 				clear(c.reclaim)
 			}
@@ -210,7 +210,7 @@ func TestPreemptionBounds(t *testing.T) {
 			e := s + int64(1+rng.IntN(48))*3600
 			out := c.prepare(s, e, "acme", nil)
 			if c.held == nil {
-				c.held, c.reclaim = make([]int32, len(c.T.nodes)), newBitset(len(c.T.nodes))
+				c.held, c.reclaim = newBitset(len(c.T.nodes)), newBitset(len(c.T.nodes))
 			}
 			heldFree := c.clearHeldFree()
 			c.gatherRuns(s, e, level)
@@ -242,7 +242,7 @@ func TestPreemptionBounds(t *testing.T) {
 				}
 			}
 			for _, i := range c.heldNodes {
-				c.held[i] = 0
+				c.held.clear(i)
 			}
 			c.restore(out)
 		}

@@ -268,7 +268,7 @@ func (v *evaluator) hoursLeft(h *holding, shrink bool) float64 {
 // (eager path).
 func (v *evaluator) freeNode(i int32) bool {
 	c := v.c
-	return c.held[i] == 0 && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
+	return !c.held.has(int(i)) && c.scratch.mask[i] == c.scratch.full && c.scratch.usable(int(i)) && !c.T.spare[i]
 }
 
 // sortOptions orders the options into v.order by bucket key (shrinks
@@ -343,7 +343,7 @@ func (v *evaluator) evaluate(di int, d domain, keep bool) (cost [4]float64, pick
 		free = int(c.scratch.free[v.level][di] - v.heldFree[v.level][di])
 	} else {
 		for i := d.lo; i < d.hi; i++ {
-			if c.held[i] == 0 && v.freeNode(i) {
+			if v.freeNode(i) {
 				free++
 			}
 		}
