@@ -234,6 +234,10 @@ type Service struct {
 
 	batchOnce sync.Once
 	batch     chan *hbWrite
+	// CommitWait is how long a group commit waits for more heartbeats
+	// after the first: a commit's fixed cost (its fsync above all) is
+	// shared by more of them, for that much more latency.
+	CommitWait time.Duration
 
 	// SharedTTL bounds how long what is cached in memory (a node's
 	// assignment, whether it has pending commands) is trusted: 0 when this
@@ -279,7 +283,7 @@ type nodeChange struct {
 
 // NewService returns a service over store.
 func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *Service {
-	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, latest: map[string]State{},
+	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, CommitWait: DefaultCommitWait, latest: map[string]State{},
 		SetHealth: fl.SetHealth, Started: time.Now().UTC(), instance: neocloud.NewID("srv_")}
 }
 
@@ -764,6 +768,9 @@ type hbWrite struct {
 	done  chan struct{}
 }
 
+// DefaultCommitWait is a group commit's wait for more heartbeats.
+const DefaultCommitWait = 3 * time.Millisecond
+
 // maxBatch bounds the heartbeats one transaction writes.
 const maxBatch = 1024
 
@@ -789,8 +796,25 @@ func (s *Service) commit(ctx context.Context, w *hbWrite) error {
 // committer writes whatever heartbeats have queued, one transaction at a
 // time, for the life of the process.
 func (s *Service) committer() {
+	linger := time.NewTimer(0)
+	<-linger.C
 	for w := range s.batch {
 		ws := []*hbWrite{w}
+		if d := s.CommitWait; d > 0 {
+			linger.Reset(d)
+		wait:
+			for len(ws) < maxBatch {
+				select {
+				case w := <-s.batch:
+					ws = append(ws, w)
+				case <-linger.C:
+					break wait
+				}
+			}
+			if len(ws) == maxBatch && !linger.Stop() {
+				<-linger.C
+			}
+		}
 	more:
 		for len(ws) < maxBatch {
 			select {

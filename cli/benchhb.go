@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,9 +29,12 @@ import (
 type HeartbeatBench struct {
 	Agents  int           // simulated agents, one node each
 	For     time.Duration // how long to send heartbeats
-	Clients int           // concurrent HTTP requests (connections are shared)
+	Clients int           // connections, one request at a time each (the agents share them)
 	Binary  string        // the neocloud binary to run the server from (default: this one)
-	Profile string        // the server's CPU profile, when set
+	// Profile, when set, is where the server writes its CPU profile of the
+	// heartbeats (it starts again, profiled, once the agents have joined;
+	// with Streams, of the whole run).
+	Profile string
 	// DatabaseURL, when set, runs the server on PostgreSQL (the database
 	// is used as it is: give it an empty one).
 	DatabaseURL string
@@ -201,13 +205,15 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	defer os.RemoveAll(dir)
 	const boot = "heartbeat-bench-bootstrap-0123456789"
 	var args []string
-	if o.Profile != "" {
-		args = append(args, "--cpuprofile", o.Profile)
-	}
 	if o.DatabaseURL != "" {
 		args = append(args, "--database-url", o.DatabaseURL)
 	}
-	srv, err := startServerProc(bin, dir, boot, args...)
+	profiled := append(slices.Clip(args), "--cpuprofile", o.Profile)
+	first := args
+	if o.Profile != "" && o.Streams {
+		first = profiled // the streams would not survive a restart
+	}
+	srv, err := startServerProc(bin, dir, boot, first...)
 	if err != nil {
 		return err
 	}
@@ -297,7 +303,24 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		time.Sleep(2 * time.Second)
 		say("%d push streams open: server RSS %.0f → %.0f MiB (%.1f KiB a stream)", open.Load(), rssBefore, srv.rssMiB(), (srv.rssMiB()-rssBefore)*1024/float64(open.Load()))
 	}
-	say("%d agents joined; heartbeats for %v from %d concurrent requests…", o.Agents, o.For, o.Clients)
+	if o.Profile != "" && !o.Streams {
+		// The profile covers the heartbeats alone: the server starts again
+		// on its store, profiled, after the agents have joined.
+		srv.stop()
+		if srv, err = startServerProc(bin, dir, boot, profiled...); err != nil {
+			return err
+		}
+	}
+	// Every agent reports once first, so that what is measured is the
+	// steady state (each node's state and credential in memory).
+	say("%d agents joined; each reports once…", o.Agents)
+	err = forEach(ctx, o.Clients, len(agents), func(i int) error {
+		return post("/v1/agent/heartbeat", agents[i].auth, agents[i].body(nil, time.Now().UTC()), nil)
+	})
+	if err != nil {
+		return err
+	}
+	say("heartbeats for %v from %d concurrent requests…", o.For, o.Clients)
 
 	// 3. Heartbeats, round robin over the agents, as fast as they are answered.
 	cpu0, err := srv.cpu()
@@ -315,6 +338,8 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
+			hc := &hbConn{addr: strings.TrimPrefix(srv.url, "http://")}
+			defer hc.close()
 			var buf []byte
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				a := agents[int(next.Add(1)-1)%len(agents)]
@@ -323,7 +348,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 				}
 				t0 := time.Now()
 				buf = a.body(buf, t0.UTC())
-				err := post("/v1/agent/heartbeat", a.auth, buf, nil)
+				err := hc.post("/v1/agent/heartbeat", a.auth, buf)
 				a.mu.Unlock()
 				if err != nil {
 					failures.Add(1)
@@ -434,6 +459,67 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	tw.Flush()
 	srv.stop()
 	return nil
+}
+
+// hbConn is one connection of the generator: requests written by hand,
+// answers read by http.ReadResponse. It costs a fraction of what a
+// Transport does per request, which matters since the generator shares
+// the server's cores.
+type hbConn struct {
+	addr string
+	c    net.Conn
+	br   *bufio.Reader
+	buf  []byte
+}
+
+// post sends body to path with the bearer auth and reads the answer: an
+// error unless it is 2xx.
+func (h *hbConn) post(path, auth string, body []byte) error {
+	if h.c == nil {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			return err
+		}
+		h.c, h.br = c, bufio.NewReader(c)
+	}
+	b := append(h.buf[:0], "POST "...)
+	b = append(b, path...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, h.addr...)
+	b = append(b, "\r\nAuthorization: Bearer "...)
+	b = append(b, auth...)
+	b = append(b, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	h.buf = append(b, body...)
+	if _, err := h.c.Write(h.buf); err != nil {
+		h.close()
+		return err
+	}
+	resp, err := http.ReadResponse(h.br, nil)
+	if err != nil {
+		h.close()
+		return err
+	}
+	ans, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		h.close()
+	}
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, ans)
+	}
+	return nil
+}
+
+func (h *hbConn) close() {
+	if h.c != nil {
+		h.c.Close()
+		h.c = nil
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

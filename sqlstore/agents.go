@@ -138,15 +138,7 @@ func (db *DB) PutSamples(ctx context.Context, ss []agents.Sample) ([]bool, error
 		if db.Dialect == Postgres {
 			return db.putSamplesPG(ctx, ss, fresh)
 		}
-		for i, s := range ss {
-			res, err := db.exec(ctx, insertSampleSQL, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
-			if err != nil {
-				return err
-			}
-			n, _ := res.RowsAffected()
-			fresh[i] = n == 1
-		}
-		return nil
+		return db.tel.putSamples(ctx, db, ss, fresh)
 	})
 	return fresh, err
 }
@@ -190,6 +182,9 @@ func (db *DB) putSamplesPG(ctx context.Context, ss []agents.Sample, fresh []bool
 }
 
 func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
+	if err := db.tel.settle(ctx, db); err != nil {
+		return nil, err
+	}
 	return collect(db, ctx, func(r scanner) (agents.Sample, error) {
 		var s agents.Sample
 		var at, e int64
@@ -225,18 +220,14 @@ func (db *DB) PutMinutes(ctx context.Context, ms []agents.Minute) error {
 				cols.nodes, cols.minutes, cols.samples, cols.firsts, cols.lasts, cols.powerSums, cols.powerMaxes, cols.tempMaxes, cols.utilSums)
 			return err
 		}
-		for _, m := range ms {
-			_, err := db.exec(ctx, upsertMinuteSQL,
-				m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return db.tel.putMinutes(ctx, db, ms)
 	})
 }
 
 func (db *DB) Minutes(ctx context.Context, nodeID string, from, to time.Time) ([]agents.Minute, error) {
+	if err := db.tel.settle(ctx, db); err != nil {
+		return nil, err
+	}
 	return collect(db, ctx, func(r scanner) (agents.Minute, error) {
 		var m agents.Minute
 		var at, ef, el int64

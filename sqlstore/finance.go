@@ -88,6 +88,9 @@ func (db *DB) CommittedUntil(ctx context.Context, siteID string, t time.Time) (t
 // to) by node and hour: how many minutes, and the sum of each minute's
 // mean GPU utilization (percent).
 func (db *DB) NodeHourUtilization(ctx context.Context, siteID string, from, to time.Time) ([]finance.NodeHour, error) {
+	if err := db.tel.settle(ctx, db); err != nil {
+		return nil, err
+	}
 	return collect(db, ctx, func(r scanner) (finance.NodeHour, error) {
 		var h finance.NodeHour
 		var hour int64

@@ -58,6 +58,9 @@ type DB struct {
 
 	// Path is the SQLite file, empty on PostgreSQL.
 	Path string
+
+	// tel journals heartbeat telemetry (SQLite; nil on PostgreSQL).
+	tel *telemetry
 }
 
 // IsPostgresURL reports whether target names a PostgreSQL database.
@@ -85,6 +88,14 @@ func Open(ctx context.Context, target string) (*DB, error) {
 	if err := db.prepareHotWrites(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if db.Dialect == SQLite {
+		// What a crash left in the telemetry journal is folded now.
+		db.tel = newTelemetry()
+		if err := db.tel.settle(ctx, db); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	return db, nil
 }
@@ -122,7 +133,7 @@ func openSQLite(path string) (*DB, error) {
 // hotWrites are statements run in many transactions, prepared once on the
 // writer's connection (after migrations: their tables must exist) so that
 // a transaction reuses them instead of parsing them again.
-var hotWrites = []string{insertSampleSQL, upsertMinuteSQL}
+var hotWrites = []string{insertSampleSQL, upsertMinuteSQL, insertJournalSQL, insertSamplesSQL, upsertMinutesSQL}
 
 func (db *DB) prepareHotWrites(ctx context.Context) error {
 	if db.stmts == nil {

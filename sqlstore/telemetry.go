@@ -1,0 +1,582 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/neocloud/neocloud/agents"
+)
+
+// telemetry is SQLite's heartbeat journal. A group commit appends its
+// samples, and then its minute rollups, as one row each of
+// telemetry_journal: the end of one table, a page or two. Written as rows
+// of node_samples and node_minutes, keyed by node, each heartbeat would
+// dirty a page or more of its own in every commit. Later commits fold the
+// journal into those tables a slice at a time, in key order, so that a
+// page takes all of a node's rows at once. A read of the tables folds the
+// rest first.
+//
+// Whether a sample is new is known from memory, without reading the
+// tables: per node, its highest sequence number and which of the
+// seqWindow below it have been stored since the store was opened. A node
+// not seen since then has all its samples in node_samples (the journal is
+// folded whole on open), so one indexed read tells its highest.
+//
+// What is kept here changes within the writer's transactions (all of them
+// on its one connection, one at a time). When one rolls back, memory may
+// no longer match the store, so it is marked stale: the next use folds the
+// whole journal and starts again from the tables.
+type telemetry struct {
+	mu      sync.Mutex
+	windows map[string]*seqWindow
+	pending int       // samples and minutes journaled and not in a fold plan
+	since   time.Time // when the first of them was journaled
+	plan    *foldPlan
+	stale   bool
+	// When a fold starts and how much a commit folds (the defaults below;
+	// tests make them small).
+	foldAt  int
+	foldAge time.Duration
+	foldMin int
+	foldPer int
+}
+
+func newTelemetry() *telemetry {
+	return &telemetry{stale: true, foldAt: foldAt, foldAge: foldAge, foldMin: foldMin, foldPer: foldPer}
+}
+
+const (
+	// A fold starts once this many samples (or minutes) wait, or the
+	// oldest has waited foldAge.
+	foldAt  = 262144
+	foldAge = time.Minute
+	// Each commit folds at least foldMin samples, and foldPer for each it
+	// journals, so that a fold ends well before the next is due.
+	foldMin = 256
+	foldPer = 4
+)
+
+// foldPlan is a fold under way: the journal's rows up to through, decoded,
+// sorted by key, and how far they have been written.
+type foldPlan struct {
+	through int64
+	samples []agents.Sample // by node, then sequence number
+	minutes []agents.Minute // by node, then minute; one per node-minute
+	si, mi  int             // next to write
+}
+
+// seqWindowLen is how many sequence numbers below its highest a node's
+// window tracks.
+const seqWindowLen = 256
+
+// seqWindow says which of a node's sequence numbers are stored: all up to
+// hi are known from hi-seqWindowLen+1 and from base on (bit d of bits is
+// hi-d); those below either are read from the store.
+type seqWindow struct {
+	hi, base int64
+	bits     [seqWindowLen / 64]uint64
+}
+
+// has says whether seq is stored, and whether the window knows.
+func (w *seqWindow) has(seq int64) (stored, known bool) {
+	if seq > w.hi {
+		return false, true
+	}
+	d := w.hi - seq
+	if seq < w.base || d >= seqWindowLen {
+		return false, false
+	}
+	return w.bits[d/64]>>(d%64)&1 == 1, true
+}
+
+// add records seq as stored.
+func (w *seqWindow) add(seq int64) {
+	if seq > w.hi {
+		w.shift(seq - w.hi)
+		w.hi = seq
+	}
+	if d := w.hi - seq; seq >= w.base && d < seqWindowLen {
+		w.bits[d/64] |= 1 << (d % 64)
+	}
+}
+
+// shift moves every bit k places up (hi grows by k).
+func (w *seqWindow) shift(k int64) {
+	if k >= seqWindowLen {
+		w.bits = [seqWindowLen / 64]uint64{}
+		return
+	}
+	words, b := int(k/64), uint(k%64)
+	for i := len(w.bits) - 1; i >= 0; i-- {
+		var v uint64
+		if j := i - words; j >= 0 {
+			v = w.bits[j] << b
+			if b > 0 && j > 0 {
+				v |= w.bits[j-1] >> (64 - b)
+			}
+		}
+		w.bits[i] = v
+	}
+}
+
+const insertJournalSQL = `INSERT INTO telemetry_journal (kind, data) VALUES (?, ?)`
+
+// begin joins ctx's transaction: a rollback marks memory stale; stale
+// memory is made good (the whole journal folded) first. t.mu is held.
+func (t *telemetry) begin(ctx context.Context, db *DB) error {
+	db.OnEnd(ctx, func(committed bool) {
+		if !committed {
+			t.mu.Lock()
+			t.stale = true
+			t.mu.Unlock()
+		}
+	})
+	if !t.stale {
+		return nil
+	}
+	t.plan = nil
+	if err := t.foldAll(ctx, db); err != nil {
+		return err
+	}
+	t.windows = map[string]*seqWindow{}
+	t.stale = false
+	return nil
+}
+
+// putSamples journals the new ones of ss (fresh says which) and folds a
+// slice of the journal, in ctx's transaction.
+func (t *telemetry) putSamples(ctx context.Context, db *DB, ss []agents.Sample, fresh []bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.begin(ctx, db); err != nil {
+		return err
+	}
+	var buf []byte
+	n := 0
+	for i, s := range ss {
+		w := t.windows[s.NodeID]
+		if w == nil {
+			var hi int64
+			if err := db.queryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM node_samples WHERE node_id = ?`, s.NodeID).Scan(&hi); err != nil {
+				return db.translate(err)
+			}
+			w = &seqWindow{hi: hi, base: hi + 1}
+			t.windows[s.NodeID] = w
+		}
+		stored, known := w.has(s.Seq)
+		if !known {
+			// An old report resent late: the tables say, once the journal
+			// is folded into them (and this batch, which is not yet).
+			if err := t.foldAll(ctx, db); err != nil {
+				return err
+			}
+			err := db.queryRow(ctx, `SELECT 1 FROM node_samples WHERE node_id = ? AND seq = ?`, s.NodeID, s.Seq).Scan(new(int))
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return db.translate(err)
+			}
+			stored = err == nil
+			for j := range i { // nor yet is what this batch stores
+				stored = stored || fresh[j] && ss[j].NodeID == s.NodeID && ss[j].Seq == s.Seq
+			}
+		}
+		if stored {
+			continue
+		}
+		fresh[i] = true
+		w.add(s.Seq)
+		buf = appendSample(buf, s)
+		n++
+	}
+	if n > 0 {
+		if _, err := db.exec(ctx, insertJournalSQL, "samples", buf); err != nil {
+			return err
+		}
+		t.note(n)
+	}
+	return t.step(ctx, db, t.foldMin+t.foldPer*len(ss))
+}
+
+// putMinutes journals minute rollups, in ctx's transaction.
+func (t *telemetry) putMinutes(ctx context.Context, db *DB, ms []agents.Minute) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.begin(ctx, db); err != nil {
+		return err
+	}
+	var buf []byte
+	for _, m := range ms {
+		buf = appendMinute(buf, m)
+	}
+	if _, err := db.exec(ctx, insertJournalSQL, "minutes", buf); err != nil {
+		return err
+	}
+	t.note(len(ms))
+	return nil
+}
+
+func (t *telemetry) note(n int) {
+	if t.pending == 0 {
+		t.since = time.Now()
+	}
+	t.pending += n
+}
+
+// idle says whether nothing waits to be folded.
+func (t *telemetry) idle() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.plan == nil && t.pending == 0 && !t.stale
+}
+
+// settle folds the whole journal, so that node_samples and node_minutes
+// hold every report committed so far.
+func (t *telemetry) settle(ctx context.Context, db *DB) error {
+	if t == nil || t.idle() {
+		return nil
+	}
+	return db.write(ctx, func(ctx context.Context) error {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if err := t.begin(ctx, db); err != nil {
+			return err
+		}
+		return t.foldAll(ctx, db)
+	})
+}
+
+// step folds about budget samples, starting a fold when one is due.
+func (t *telemetry) step(ctx context.Context, db *DB, budget int) error {
+	if t.plan == nil {
+		if t.pending == 0 || (t.pending < t.foldAt && time.Since(t.since) < t.foldAge) {
+			return nil
+		}
+		if err := t.makePlan(ctx, db); err != nil || t.plan == nil {
+			return err
+		}
+	}
+	return t.fold(ctx, db, budget)
+}
+
+// foldAll folds the whole journal.
+func (t *telemetry) foldAll(ctx context.Context, db *DB) error {
+	for {
+		if t.plan == nil {
+			if err := t.makePlan(ctx, db); err != nil {
+				return err
+			}
+			if t.plan == nil {
+				break
+			}
+		}
+		if err := t.fold(ctx, db, -1); err != nil {
+			return err
+		}
+	}
+	t.pending, t.since = 0, time.Time{}
+	return nil
+}
+
+// makePlan reads the journal into a plan: the rows up to the one a fold
+// under way had reached (less the nodes it had written), else all of them.
+func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
+	var through int64
+	var after string
+	resumed := true
+	err := db.queryRow(ctx, `SELECT through, node_through FROM telemetry_fold WHERE id = 1`).Scan(&through, &after)
+	if errors.Is(err, sql.ErrNoRows) {
+		resumed = false
+		err = db.queryRow(ctx, `SELECT COALESCE(MAX(id), 0) FROM telemetry_journal`).Scan(&through)
+	}
+	if err != nil {
+		return db.translate(err)
+	}
+	t.pending, t.since = 0, time.Time{}
+	if through == 0 {
+		return nil
+	}
+	rows, err := db.query(ctx, `SELECT kind, data FROM telemetry_journal WHERE id <= ? ORDER BY id`, through)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	p := &foldPlan{through: through}
+	names := map[string]string{} // one string per node
+	minutes := map[nodeMinute]int{}
+	for rows.Next() {
+		var kind string
+		var data []byte
+		if err := rows.Scan(&kind, &data); err != nil {
+			return db.translate(err)
+		}
+		for len(data) > 0 {
+			switch kind {
+			case "samples":
+				var s agents.Sample
+				if s, data, err = readSample(data); err != nil {
+					return err
+				}
+				if s.NodeID = intern(names, s.NodeID); !resumed || s.NodeID > after {
+					p.samples = append(p.samples, s)
+				}
+			default:
+				var m agents.Minute
+				if m, data, err = readMinute(data); err != nil {
+					return err
+				}
+				if m.NodeID = intern(names, m.NodeID); resumed && m.NodeID <= after {
+					continue
+				}
+				k := nodeMinute{m.NodeID, m.Minute.UnixMicro()}
+				if i, ok := minutes[k]; ok {
+					mergeMinute(&p.minutes[i], m)
+				} else {
+					minutes[k] = len(p.minutes)
+					p.minutes = append(p.minutes, m)
+				}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return db.translate(err)
+	}
+	slices.SortFunc(p.samples, func(a, b agents.Sample) int {
+		if c := strings.Compare(a.NodeID, b.NodeID); c != 0 {
+			return c
+		}
+		return int(min(1, max(-1, a.Seq-b.Seq)))
+	})
+	slices.SortFunc(p.minutes, func(a, b agents.Minute) int {
+		if c := strings.Compare(a.NodeID, b.NodeID); c != 0 {
+			return c
+		}
+		return a.Minute.Compare(b.Minute)
+	})
+	t.plan = p
+	return nil
+}
+
+type nodeMinute struct {
+	node   string
+	minute int64
+}
+
+func intern(names map[string]string, s string) string {
+	if n, ok := names[s]; ok {
+		return n
+	}
+	names[s] = s
+	return s
+}
+
+// mergeMinute folds b into a (the same node-minute), as the upsert does.
+func mergeMinute(a *agents.Minute, b agents.Minute) {
+	a.Samples += b.Samples
+	a.EnergyFirstJ, a.EnergyLastJ = min(a.EnergyFirstJ, b.EnergyFirstJ), max(a.EnergyLastJ, b.EnergyLastJ)
+	a.PowerSumW += b.PowerSumW
+	a.PowerMaxW = max(a.PowerMaxW, b.PowerMaxW)
+	a.TempMaxC = max(a.TempMaxC, b.TempMaxC)
+	a.UtilSum += b.UtilSum
+}
+
+// fold writes about budget of the plan's samples (all when negative),
+// whole nodes at a time, with those nodes' minutes; the plan's last slice
+// removes its rows from the journal.
+func (t *telemetry) fold(ctx context.Context, db *DB, budget int) error {
+	p := t.plan
+	end := len(p.samples)
+	if budget >= 0 && p.si+budget < end {
+		end = max(p.si+budget, p.si+1)
+		for end < len(p.samples) && p.samples[end].NodeID == p.samples[end-1].NodeID {
+			end++
+		}
+	}
+	last := end == len(p.samples)
+	mend := p.mi
+	for mend < len(p.minutes) && (last || p.minutes[mend].NodeID <= p.samples[end-1].NodeID) {
+		mend++
+	}
+	if err := db.foldSamples(ctx, p.samples[p.si:end]); err != nil {
+		return err
+	}
+	if err := db.foldMinutes(ctx, p.minutes[p.mi:mend]); err != nil {
+		return err
+	}
+	if last {
+		if _, err := db.exec(ctx, `DELETE FROM telemetry_journal WHERE id <= ?`, p.through); err != nil {
+			return err
+		}
+		if _, err := db.exec(ctx, `DELETE FROM telemetry_fold`); err != nil {
+			return err
+		}
+		t.plan = nil
+		return nil
+	}
+	if _, err := db.exec(ctx, `INSERT INTO telemetry_fold (id, through, node_through) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET through = excluded.through, node_through = excluded.node_through`, p.through, p.samples[end-1].NodeID); err != nil {
+		return err
+	}
+	p.si, p.mi = end, mend
+	return nil
+}
+
+// foldRows is how many rows one statement of a fold writes: a statement
+// costs about as much to run as the rows it writes.
+const foldRows = 32
+
+var (
+	insertSamplesSQL = strings.Replace(insertSampleSQL, "VALUES "+placeholders(5, 1), "VALUES "+placeholders(5, foldRows), 1)
+	upsertMinutesSQL = strings.Replace(upsertMinuteSQL, "VALUES "+placeholders(9, 1), "VALUES "+placeholders(9, foldRows), 1)
+)
+
+// placeholders returns rows parenthesized lists of cols placeholders.
+func placeholders(cols, rows int) string {
+	row := "(" + strings.Repeat("?, ", cols-1) + "?)"
+	return strings.Repeat(row+", ", rows-1) + row
+}
+
+// foldSamples inserts samples foldRows at a time.
+func (db *DB) foldSamples(ctx context.Context, ss []agents.Sample) error {
+	args := make([]any, 0, 5*foldRows)
+	for len(ss) > 0 {
+		q, n := insertSamplesSQL, foldRows
+		if len(ss) < foldRows {
+			q, n = insertSampleSQL, 1
+		}
+		args = args[:0]
+		for _, s := range ss[:n] {
+			args = append(args, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
+		}
+		if _, err := db.exec(ctx, q, args...); err != nil {
+			return err
+		}
+		ss = ss[n:]
+	}
+	return nil
+}
+
+// foldMinutes upserts minute rollups (one per node-minute) foldRows at a
+// time.
+func (db *DB) foldMinutes(ctx context.Context, ms []agents.Minute) error {
+	args := make([]any, 0, 9*foldRows)
+	for len(ms) > 0 {
+		q, n := upsertMinutesSQL, foldRows
+		if len(ms) < foldRows {
+			q, n = upsertMinuteSQL, 1
+		}
+		args = args[:0]
+		for _, m := range ms[:n] {
+			args = append(args, m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum)
+		}
+		if _, err := db.exec(ctx, q, args...); err != nil {
+			return err
+		}
+		ms = ms[n:]
+	}
+	return nil
+}
+
+// The journal's encoding: per sample, the node (length, bytes), sequence
+// number, time (µs), energy and power; per minute, the node, minute (µs),
+// samples, first and last energy, and power sum and peak, hottest GPU and
+// utilization sum.
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendFloat(b []byte, f float64) []byte {
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
+}
+
+func appendSample(b []byte, s agents.Sample) []byte {
+	b = appendString(b, s.NodeID)
+	b = binary.AppendVarint(b, s.Seq)
+	b = binary.AppendVarint(b, micros(s.At))
+	b = binary.AppendUvarint(b, s.EnergyJ)
+	return appendFloat(b, s.PowerW)
+}
+
+func appendMinute(b []byte, m agents.Minute) []byte {
+	b = appendString(b, m.NodeID)
+	b = binary.AppendVarint(b, micros(m.Minute))
+	b = binary.AppendVarint(b, m.Samples)
+	b = binary.AppendUvarint(b, m.EnergyFirstJ)
+	b = binary.AppendUvarint(b, m.EnergyLastJ)
+	for _, f := range []float64{m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum} {
+		b = appendFloat(b, f)
+	}
+	return b
+}
+
+var errJournal = errors.New("sqlstore: telemetry journal: a row is cut short")
+
+// reader decodes a journal row; its first error sticks.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err, r.b = errJournal, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err, r.b = errJournal, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.err, r.b = errJournal, nil
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) float() float64 {
+	if len(r.b) < 8 {
+		r.err, r.b = errJournal, nil
+		return 0
+	}
+	f := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+	r.b = r.b[8:]
+	return f
+}
+
+func readSample(b []byte) (agents.Sample, []byte, error) {
+	r := reader{b: b}
+	s := agents.Sample{NodeID: r.string(), Seq: r.varint(), At: fromMicros(r.varint()), EnergyJ: r.uvarint(), PowerW: r.float()}
+	return s, r.b, r.err
+}
+
+func readMinute(b []byte) (agents.Minute, []byte, error) {
+	r := reader{b: b}
+	m := agents.Minute{NodeID: r.string(), Minute: fromMicros(r.varint()), Samples: r.varint(), EnergyFirstJ: r.uvarint(), EnergyLastJ: r.uvarint()}
+	m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum = r.float(), r.float(), r.float(), r.float()
+	if r.err != nil {
+		return m, nil, fmt.Errorf("%w (minutes)", r.err)
+	}
+	return m, r.b, nil
+}

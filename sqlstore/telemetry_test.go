@@ -1,0 +1,210 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"pgregory.net/rapid"
+
+	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/fleet"
+)
+
+// TestTelemetryJournal checks SQLite's telemetry journal against a plain
+// model: random batches of samples (repeats within and across batches,
+// reports older than a node's window) and minute rollups, some rolled back,
+// with folds of every size and reopenings of the store in the middle of a
+// fold. Every batch must say exactly which samples are new; the tables
+// must hold each new sample once, as first sent, and every committed
+// minute merged; a rolled-back batch changes nothing.
+func TestTelemetryJournal(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		ctx := context.Background()
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("tel-%d.db", time.Now().UnixNano()))
+		db, err := Open(ctx, path)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		defer func() { db.Close() }()
+		t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+		if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
+			rt.Fatal(err)
+		}
+		site := fleet.Site{ID: "site_tel", Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
+		if err := db.PutSite(ctx, site); err != nil {
+			rt.Fatal(err)
+		}
+		var nodes []string
+		var fns []fleet.Node
+		for i := range 4 {
+			id := fmt.Sprintf("node_tel%d", i)
+			nodes = append(nodes, id)
+			fns = append(fns, fleet.Node{ID: id, Hostname: id, SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0})
+		}
+		if err := db.InsertNodes(ctx, fns); err != nil {
+			rt.Fatal(err)
+		}
+		tune := func() {
+			db.tel.foldAt = rapid.IntRange(1, 100).Draw(rt, "foldAt")
+			db.tel.foldMin = rapid.IntRange(0, 3).Draw(rt, "foldMin")
+			db.tel.foldPer = rapid.IntRange(0, 2).Draw(rt, "foldPer")
+			db.tel.foldAge = time.Hour
+		}
+		tune()
+
+		stored := map[string]map[int64]agents.Sample{}
+		minutes := map[nodeMinute]agents.Minute{}
+		for _, n := range nodes {
+			stored[n] = map[int64]agents.Sample{}
+		}
+		for step := range rapid.IntRange(1, 40).Draw(rt, "steps") {
+			switch rapid.IntRange(0, 9).Draw(rt, "op") {
+			case 0: // reopen, perhaps in the middle of a fold
+				if err := db.Close(); err != nil {
+					rt.Fatal(err)
+				}
+				if db, err = Open(ctx, path); err != nil {
+					rt.Fatal(err)
+				}
+				tune()
+			case 1: // read back
+				for _, n := range nodes {
+					got, err := db.Samples(ctx, n, 0, 1<<40)
+					if err != nil {
+						rt.Fatal(err)
+					}
+					var want []agents.Sample
+					for _, s := range stored[n] {
+						want = append(want, s)
+					}
+					slices.SortFunc(want, func(a, b agents.Sample) int { return int(a.Seq - b.Seq) })
+					if diff := cmp.Diff(want, got, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+						rt.Fatalf("step %d: samples of %s (-want +got):\n%s", step, n, diff)
+					}
+					gm, err := db.Minutes(ctx, n, t0, t0.Add(time.Hour))
+					if err != nil {
+						rt.Fatal(err)
+					}
+					var wm []agents.Minute
+					for k, m := range minutes {
+						if k.node == n {
+							wm = append(wm, m)
+						}
+					}
+					slices.SortFunc(wm, func(a, b agents.Minute) int { return a.Minute.Compare(b.Minute) })
+					for i := range gm {
+						gm[i].PowerAvgW, gm[i].UtilAvgPct = 0, 0
+					}
+					if diff := cmp.Diff(wm, gm, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+						rt.Fatalf("step %d: minutes of %s (-want +got):\n%s", step, n, diff)
+					}
+				}
+			default: // a batch, committed or rolled back
+				var ss []agents.Sample
+				for range rapid.OneOf(rapid.IntRange(1, 8), rapid.IntRange(30, 60)).Draw(rt, "samples") {
+					n := nodes[rapid.IntRange(0, len(nodes)-1).Draw(rt, "node")]
+					seq := rapid.OneOf(rapid.Int64Range(1, 12), rapid.Int64Range(1, 700)).Draw(rt, "seq")
+					ss = append(ss, agents.Sample{NodeID: n, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second),
+						EnergyJ: uint64(seq*100 + int64(step)), PowerW: float64(step)})
+				}
+				var ms []agents.Minute
+				for range rapid.OneOf(rapid.IntRange(0, 3), rapid.IntRange(30, 50)).Draw(rt, "minutes") {
+					v := float64(rapid.IntRange(0, 9).Draw(rt, "v"))
+					ms = append(ms, agents.Minute{NodeID: nodes[rapid.IntRange(0, len(nodes)-1).Draw(rt, "mnode")],
+						Minute: t0.Add(time.Duration(rapid.IntRange(0, 15).Draw(rt, "minute")) * time.Minute), Samples: 1,
+						EnergyFirstJ: uint64(100 * v), EnergyLastJ: uint64(100*v + 50), PowerSumW: v, PowerMaxW: v, TempMaxC: 40 + v, UtilSum: 2 * v})
+				}
+				commit := rapid.IntRange(0, 4).Draw(rt, "commit") > 0
+				var fresh []bool
+				err := db.InTx(ctx, func(ctx context.Context) error {
+					var err error
+					if fresh, err = db.PutSamples(ctx, ss); err != nil {
+						return err
+					}
+					if len(ms) > 0 {
+						if err := db.PutMinutes(ctx, ms); err != nil {
+							return err
+						}
+					}
+					if !commit {
+						return errRollback
+					}
+					return nil
+				})
+				if commit && err != nil || !commit && !errors.Is(err, errRollback) {
+					rt.Fatal(err)
+				}
+				seen := map[nodeSeq]bool{}
+				for i, s := range ss {
+					_, had := stored[s.NodeID][s.Seq]
+					k := nodeSeq{s.NodeID, s.Seq}
+					if want := !had && !seen[k]; fresh[i] != want {
+						rt.Fatalf("step %d: sample %d (%s seq %d): fresh %v, want %v", step, i, s.NodeID, s.Seq, fresh[i], want)
+					}
+					seen[k] = true
+					if commit && fresh[i] {
+						stored[s.NodeID][s.Seq] = s
+					}
+				}
+				if commit {
+					for _, m := range ms {
+						k := nodeMinute{m.NodeID, m.Minute.UnixMicro()}
+						if cur, ok := minutes[k]; ok {
+							mergeMinute(&cur, m)
+							minutes[k] = cur
+						} else {
+							minutes[k] = m
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+var errRollback = errors.New("rolled back on purpose")
+
+type nodeSeq struct {
+	node string
+	seq  int64
+}
+
+// TestSeqWindow checks the window's bits against a set, across shifts of
+// every size.
+func TestSeqWindow(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		base := rapid.Int64Range(1, 1000).Draw(rt, "base")
+		w := seqWindow{hi: base - 1, base: base}
+		set := map[int64]bool{}
+		for range rapid.IntRange(1, 100).Draw(rt, "adds") {
+			seq := rapid.Int64Range(max(1, w.hi-300), w.hi+rapid.Int64Range(1, 300).Draw(rt, "jump")).Draw(rt, "seq")
+			w.add(seq)
+			set[seq] = true
+			for q := max(1, w.hi-400); q <= w.hi+2; q++ {
+				stored, known := w.has(q)
+				wantKnown := q > w.hi || (q >= base && w.hi-q < seqWindowLen)
+				if known != wantKnown || (known && stored != set[q]) {
+					rt.Fatalf("after adding %d (hi %d): seq %d: stored %v known %v; want known %v, in set %v", seq, w.hi, q, stored, known, wantKnown, set[q])
+				}
+			}
+		}
+	})
+}
+
+// TestFoldStatements checks that the fold's statements write foldRows rows
+// each.
+func TestFoldStatements(t *testing.T) {
+	for q, cols := range map[string]int{insertSamplesSQL: 5, upsertMinutesSQL: 9} {
+		if n := strings.Count(q, "?"); n != cols*foldRows {
+			t.Errorf("%d placeholders, want %d: %s", n, cols*foldRows, q)
+		}
+	}
+}
