@@ -496,14 +496,14 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 			s.latest[p.NodeID] = st
 		}
 		s.mu.Unlock()
-		n, ok := s.Fleet.Snapshot.Node(p.NodeID)
+		sku, health, healthReasons, ok := s.Fleet.Snapshot.NodeHealth(p.NodeID)
 		if ok {
-			ans.PowerCapW = s.powerCap(ctx, n.SKU)
+			ans.PowerCapW = s.powerCap(ctx, sku)
 		}
 		if s.repairedAt(p.NodeID) != repaired {
 			ok = false // repaired while this report was on its way: it decides nothing
 		}
-		if ok && (n.Health != st.Health || !slices.Equal(n.HealthReasons, stReasons)) && s.SetHealth != nil {
+		if ok && (health != st.Health || !slices.Equal(healthReasons, stReasons)) && s.SetHealth != nil {
 			// The failure and what follows it (work replaced, repair opened)
 			// commit together: a crash between them cannot leave a failed
 			// node in a reservation.
@@ -511,7 +511,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 				if err := s.SetHealth(ctx, p.NodeID, st.Health, stReasons); err != nil {
 					return err
 				}
-				if st.Health == fleet.HealthFailed && n.Health != fleet.HealthFailed {
+				if st.Health == fleet.HealthFailed && health != fleet.HealthFailed {
 					// The agent's word: enough for managed delivery, not
 					// for bare metal (see sales.NodeFailed).
 					return s.failed(ctx, p.NodeID, strings.Join(stReasons, "; "), false)

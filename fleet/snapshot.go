@@ -135,6 +135,24 @@ func (s *Snapshot) Node(ref string) (Node, bool) {
 	return copyNode(n), true
 }
 
+// NodeHealth returns a node's SKU, health and reasons (by id or
+// hostname) without copying the rest of it: for the heartbeat path.
+func (s *Snapshot) NodeHealth(ref string) (sku string, h Health, reasons []string, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, ok := s.byID[ref]
+	if !ok {
+		n, ok = s.byHost[ref]
+	}
+	if !ok {
+		return "", "", nil, false
+	}
+	if len(n.HealthReasons) > 0 {
+		reasons = append([]string(nil), n.HealthReasons...)
+	}
+	return n.SKU, n.Health, reasons, true
+}
+
 func copyNode(n *Node) Node {
 	c := *n
 	c.GPUs = append([]GPU(nil), n.GPUs...)

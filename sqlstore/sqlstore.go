@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,6 +62,8 @@ type DB struct {
 
 	// tel journals heartbeat telemetry (SQLite; nil on PostgreSQL).
 	tel *telemetry
+	// lock holds the SQLite database for this process (nil on PostgreSQL).
+	lock *os.File
 }
 
 // IsPostgresURL reports whether target names a PostgreSQL database.
@@ -108,8 +111,20 @@ func openSQLite(path string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("sqlstore: create data dir: %w", err)
 	}
+	// One process at a time: what a server keeps in memory of the store
+	// (its caches, the telemetry journal's state) assumes it is the only
+	// writer. Several servers share PostgreSQL instead.
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("sqlstore: %s is open in another process: one server per SQLite database (several share PostgreSQL)", path)
+	}
 	w, err := sql.Open("sqlite", sqliteDSN(path))
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
@@ -117,11 +132,12 @@ func openSQLite(path string) (*DB, error) {
 	r, err := sql.Open("sqlite", sqliteDSN(path))
 	if err != nil {
 		w.Close()
+		lock.Close()
 		return nil, fmt.Errorf("sqlstore: open %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	db := &DB{Dialect: SQLite, w: w, r: r, Path: path, rebound: map[string]string{}, stmts: map[stmtKey]*sql.Stmt{}}
+	db := &DB{Dialect: SQLite, w: w, r: r, Path: path, rebound: map[string]string{}, stmts: map[stmtKey]*sql.Stmt{}, lock: lock}
 	// Touch the writer first so the WAL switch happens before readers open.
 	if err := w.Ping(); err != nil {
 		db.Close()
@@ -185,6 +201,9 @@ func (db *DB) Close() error {
 		if e := db.r.Close(); err == nil {
 			err = e
 		}
+	}
+	if db.lock != nil {
+		db.lock.Close() // and with it the lock
 	}
 	return err
 }

@@ -153,7 +153,7 @@ func TestKill9LosesNoAcknowledgedWrite(t *testing.T) {
 			}
 
 			// Restart and check.
-			_, url := startServer(t, storeArgs...)
+			last, url := startServer(t, storeArgs...)
 			c := client.New(url, bootstrap)
 			ctx := context.Background()
 			present := map[string]bool{}
@@ -206,6 +206,9 @@ func TestKill9LosesNoAcknowledgedWrite(t *testing.T) {
 				t.Errorf("only %d writes acknowledged: the test did not exercise the server", len(acked))
 			}
 			if dbPath != "" {
+				// A SQLite database is open in one process at a time.
+				last.Process.Kill()
+				last.Wait()
 				db, err := sqlstore.Open(ctx, dbPath)
 				if err != nil {
 					t.Fatal(err)
