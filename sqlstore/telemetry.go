@@ -41,6 +41,10 @@ type telemetry struct {
 	since   time.Time // when the first of them was journaled
 	plan    *foldPlan
 	stale   bool
+	// building says a plan is being read in the background; gen counts
+	// folds of the whole journal, which make such a plan moot.
+	building bool
+	gen      int
 	// When a fold starts and how much a commit folds (the defaults below;
 	// tests make them small).
 	foldAt  int
@@ -233,7 +237,7 @@ func (t *telemetry) note(n int) {
 func (t *telemetry) idle() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.plan == nil && t.pending == 0 && !t.stale
+	return t.plan == nil && t.pending == 0 && !t.stale && !t.building
 }
 
 // settle folds the whole journal, so that node_samples and node_minutes
@@ -252,21 +256,51 @@ func (t *telemetry) settle(ctx context.Context, db *DB) error {
 	})
 }
 
-// step folds about budget samples, starting a fold when one is due.
+// step folds about budget samples of the plan, or has a plan read when a
+// fold is due: in the background, on the read pool, once this transaction
+// has committed (reading and sorting a large journal takes a while, and
+// commits go on meanwhile; the plan then holds every row journaled so
+// far).
 func (t *telemetry) step(ctx context.Context, db *DB, budget int) error {
-	if t.plan == nil {
-		if t.pending == 0 || (t.pending < t.foldAt && time.Since(t.since) < t.foldAge) {
-			return nil
-		}
-		if err := t.makePlan(ctx, db); err != nil || t.plan == nil {
-			return err
-		}
+	if t.plan != nil {
+		return t.fold(ctx, db, budget)
 	}
-	return t.fold(ctx, db, budget)
+	if t.building || t.pending == 0 || (t.pending < t.foldAt && time.Since(t.since) < t.foldAge) {
+		return nil
+	}
+	gen := t.gen
+	db.AfterCommit(ctx, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.gen != gen || t.plan != nil || t.building {
+			return
+		}
+		t.building = true
+		t.pending, t.since = 0, time.Time{}
+		go t.build(db, gen)
+	})
+	return nil
+}
+
+// build reads a plan outside the writer and hands it to the next commit.
+func (t *telemetry) build(db *DB, gen int) {
+	p, err := readPlan(context.Background(), db)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.building = false
+	if t.gen != gen || t.plan != nil {
+		return // the whole journal was folded meanwhile
+	}
+	if err != nil {
+		t.note(1) // tried again, a fold age later
+		return
+	}
+	t.plan = p
 }
 
 // foldAll folds the whole journal.
 func (t *telemetry) foldAll(ctx context.Context, db *DB) error {
+	t.gen++
 	for {
 		if t.plan == nil {
 			if err := t.makePlan(ctx, db); err != nil {
@@ -284,9 +318,18 @@ func (t *telemetry) foldAll(ctx context.Context, db *DB) error {
 	return nil
 }
 
-// makePlan reads the journal into a plan: the rows up to the one a fold
-// under way had reached (less the nodes it had written), else all of them.
+// makePlan reads the journal into the plan.
 func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
+	t.pending, t.since = 0, time.Time{}
+	p, err := readPlan(ctx, db)
+	t.plan = p
+	return err
+}
+
+// readPlan reads the journal into a plan (nil when it is empty): the rows
+// up to the one a fold under way had reached (less the nodes it had
+// written), else all of them. In ctx's transaction, or on the read pool.
+func readPlan(ctx context.Context, db *DB) (*foldPlan, error) {
 	var through int64
 	var after string
 	resumed := true
@@ -296,15 +339,14 @@ func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 		err = db.queryRow(ctx, `SELECT COALESCE(MAX(id), 0) FROM telemetry_journal`).Scan(&through)
 	}
 	if err != nil {
-		return db.translate(err)
+		return nil, db.translate(err)
 	}
-	t.pending, t.since = 0, time.Time{}
 	if through == 0 {
-		return nil
+		return nil, nil
 	}
 	rows, err := db.query(ctx, `SELECT kind, data FROM telemetry_journal WHERE id <= ? ORDER BY id`, through)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rows.Close()
 	p := &foldPlan{through: through}
@@ -314,14 +356,14 @@ func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 		var kind string
 		var data []byte
 		if err := rows.Scan(&kind, &data); err != nil {
-			return db.translate(err)
+			return nil, db.translate(err)
 		}
 		for len(data) > 0 {
 			switch kind {
 			case "samples":
 				var s agents.Sample
 				if s, data, err = readSample(data); err != nil {
-					return err
+					return nil, err
 				}
 				if s.NodeID = intern(names, s.NodeID); !resumed || s.NodeID > after {
 					p.samples = append(p.samples, s)
@@ -329,7 +371,7 @@ func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 			default:
 				var m agents.Minute
 				if m, data, err = readMinute(data); err != nil {
-					return err
+					return nil, err
 				}
 				if m.NodeID = intern(names, m.NodeID); resumed && m.NodeID <= after {
 					continue
@@ -345,7 +387,7 @@ func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return db.translate(err)
+		return nil, db.translate(err)
 	}
 	slices.SortFunc(p.samples, func(a, b agents.Sample) int {
 		if c := strings.Compare(a.NodeID, b.NodeID); c != 0 {
@@ -359,8 +401,7 @@ func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 		}
 		return a.Minute.Compare(b.Minute)
 	})
-	t.plan = p
-	return nil
+	return p, nil
 }
 
 type nodeMinute struct {

@@ -208,3 +208,63 @@ func TestFoldStatements(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldInBackground checks that a due fold is read in the background
+// and written by the commits that follow, with no read of the tables to
+// force it: the journal empties and the tables fill on their own.
+func TestFoldInBackground(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "bg.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
+		t.Fatal(err)
+	}
+	site := fleet.Site{ID: "site_bg", Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
+	if err := db.PutSite(ctx, site); err != nil {
+		t.Fatal(err)
+	}
+	node := fleet.Node{ID: "node_bg", Hostname: "bg", SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0}
+	if err := db.InsertNodes(ctx, []fleet.Node{node}); err != nil {
+		t.Fatal(err)
+	}
+	db.tel.mu.Lock()
+	db.tel.foldAt, db.tel.foldMin, db.tel.foldPer = 10, 2, 0
+	db.tel.mu.Unlock()
+	seq := int64(0)
+	put := func() {
+		seq++
+		if err := db.InTx(ctx, func(ctx context.Context) error {
+			_, err := db.PutSamples(ctx, []agents.Sample{{NodeID: node.ID, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(seq)}})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(q string) int {
+		var n int
+		if err := db.RawDB().QueryRow(q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for range 10 {
+		put()
+	}
+	// The tenth commit found a fold due: its plan is read in the background
+	// and written two samples a commit.
+	deadline := time.Now().Add(10 * time.Second)
+	for count(`SELECT COUNT(*) FROM telemetry_journal WHERE id <= 10`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first ten journal rows are still there; %d samples folded", count(`SELECT COUNT(*) FROM node_samples`))
+		}
+		put()
+		time.Sleep(time.Millisecond)
+	}
+	if n := count(`SELECT COUNT(*) FROM node_samples WHERE seq <= 10`); n != 10 {
+		t.Errorf("%d of the first ten samples are in node_samples once their journal rows are gone", n)
+	}
+}
