@@ -796,8 +796,8 @@ func (s *Service) commit(ctx context.Context, w *hbWrite) error {
 // committer writes whatever heartbeats have queued, one transaction at a
 // time, for the life of the process.
 func (s *Service) committer() {
-	linger := time.NewTimer(0)
-	<-linger.C
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for w := range s.batch {
 		ws := []*hbWrite{w}
 		if d := s.CommitWait; d > 0 {
@@ -811,9 +811,7 @@ func (s *Service) committer() {
 					break wait
 				}
 			}
-			if len(ws) == maxBatch && !linger.Stop() {
-				<-linger.C
-			}
+			linger.Stop() // a tick not received is dropped (Go 1.23 timers)
 		}
 	more:
 		for len(ws) < maxBatch {

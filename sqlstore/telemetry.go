@@ -26,7 +26,7 @@ import (
 //
 // Whether a sample is new is known from memory, without reading the
 // tables: per node, its highest sequence number and which of the
-// seqWindow below it have been stored since the store was opened. A node
+// seqWindowLen below it have been stored since the store was opened. A node
 // not seen since then has all its samples in node_samples (the journal is
 // folded whole on open), so one indexed read tells its highest.
 //
