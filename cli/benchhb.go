@@ -320,7 +320,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if err != nil {
 		return err
 	}
-	say("heartbeats for %v from %d concurrent requests…", o.For, o.Clients)
+	say("heartbeats for %v over %d connections…", o.For, o.Clients)
 
 	// 3. Heartbeats, round robin over the agents, as fast as they are answered.
 	cpu0, err := srv.cpu()

@@ -125,14 +125,19 @@ func (s *Snapshot) Sites() []Site {
 func (s *Snapshot) Node(ref string) (Node, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	n, ok := s.byID[ref]
-	if !ok {
-		n, ok = s.byHost[ref]
-	}
-	if !ok {
+	n := s.find(ref)
+	if n == nil {
 		return Node{}, false
 	}
 	return copyNode(n), true
+}
+
+// find returns a node by id or hostname (nil: none); s.mu is held.
+func (s *Snapshot) find(ref string) *Node {
+	if n, ok := s.byID[ref]; ok {
+		return n
+	}
+	return s.byHost[ref]
 }
 
 // NodeHealth returns a node's SKU, health and reasons (by id or
@@ -140,11 +145,8 @@ func (s *Snapshot) Node(ref string) (Node, bool) {
 func (s *Snapshot) NodeHealth(ref string) (sku string, h Health, reasons []string, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	n, ok := s.byID[ref]
-	if !ok {
-		n, ok = s.byHost[ref]
-	}
-	if !ok {
+	n := s.find(ref)
+	if n == nil {
 		return "", "", nil, false
 	}
 	if len(n.HealthReasons) > 0 {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -565,45 +564,52 @@ type reader struct {
 	err error
 }
 
+// next returns the row's next n bytes; fewer left (or n < 0) is an error.
+func (r *reader) next(n int) []byte {
+	if n < 0 || n > len(r.b) {
+		r.err, r.b = errJournal, nil
+		return nil
+	}
+	p := r.b[:n]
+	r.b = r.b[n:]
+	return p
+}
+
 func (r *reader) uvarint() uint64 {
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err, r.b = errJournal, nil
-		return 0
-	}
-	r.b = r.b[n:]
+	r.next(varintLen(n))
 	return v
 }
 
 func (r *reader) varint() int64 {
 	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err, r.b = errJournal, nil
-		return 0
-	}
-	r.b = r.b[n:]
+	r.next(varintLen(n))
 	return v
+}
+
+// varintLen is the bytes a varint took, or -1 when it was cut short or
+// overlong (binary.Uvarint's n ≤ 0).
+func varintLen(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 func (r *reader) string() string {
 	n := r.uvarint()
 	if n > uint64(len(r.b)) {
-		r.err, r.b = errJournal, nil
+		r.next(-1)
 		return ""
 	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
+	return string(r.next(int(n)))
 }
 
 func (r *reader) float() float64 {
-	if len(r.b) < 8 {
-		r.err, r.b = errJournal, nil
-		return 0
+	if p := r.next(8); p != nil {
+		return math.Float64frombits(binary.LittleEndian.Uint64(p))
 	}
-	f := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
-	r.b = r.b[8:]
-	return f
+	return 0
 }
 
 func readSample(b []byte) (agents.Sample, []byte, error) {
@@ -616,8 +622,5 @@ func readMinute(b []byte) (agents.Minute, []byte, error) {
 	r := reader{b: b}
 	m := agents.Minute{NodeID: r.string(), Minute: fromMicros(r.varint()), Samples: r.varint(), EnergyFirstJ: r.uvarint(), EnergyLastJ: r.uvarint()}
 	m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum = r.float(), r.float(), r.float(), r.float()
-	if r.err != nil {
-		return m, nil, fmt.Errorf("%w (minutes)", r.err)
-	}
-	return m, r.b, nil
+	return m, r.b, r.err
 }

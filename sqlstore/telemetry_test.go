@@ -34,22 +34,8 @@ func TestTelemetryJournal(t *testing.T) {
 			rt.Fatal(err)
 		}
 		defer func() { db.Close() }()
-		t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-		if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
-			rt.Fatal(err)
-		}
-		site := fleet.Site{ID: "site_tel", Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
-		if err := db.PutSite(ctx, site); err != nil {
-			rt.Fatal(err)
-		}
-		var nodes []string
-		var fns []fleet.Node
-		for i := range 4 {
-			id := fmt.Sprintf("node_tel%d", i)
-			nodes = append(nodes, id)
-			fns = append(fns, fleet.Node{ID: id, Hostname: id, SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0})
-		}
-		if err := db.InsertNodes(ctx, fns); err != nil {
+		nodes := []string{"node_tel0", "node_tel1", "node_tel2", "node_tel3"}
+		if err := addNodes(ctx, db, nodes...); err != nil {
 			rt.Fatal(err)
 		}
 		tune := func() {
@@ -172,6 +158,26 @@ func TestTelemetryJournal(t *testing.T) {
 
 var errRollback = errors.New("rolled back on purpose")
 
+// t0 is when the telemetry tests' reports start.
+var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// addNodes adds a site of one rack with nodes of these ids (telemetry
+// refers to its node).
+func addNodes(ctx context.Context, db *DB, ids ...string) error {
+	if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
+		return err
+	}
+	site := fleet.Site{ID: "site_tel", Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
+	if err := db.PutSite(ctx, site); err != nil {
+		return err
+	}
+	var ns []fleet.Node
+	for _, id := range ids {
+		ns = append(ns, fleet.Node{ID: id, Hostname: id, SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0})
+	}
+	return db.InsertNodes(ctx, ns)
+}
+
 type nodeSeq struct {
 	node string
 	seq  int64
@@ -219,16 +225,8 @@ func TestFoldInBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
-		t.Fatal(err)
-	}
-	site := fleet.Site{ID: "site_bg", Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
-	if err := db.PutSite(ctx, site); err != nil {
-		t.Fatal(err)
-	}
-	node := fleet.Node{ID: "node_bg", Hostname: "bg", SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0}
-	if err := db.InsertNodes(ctx, []fleet.Node{node}); err != nil {
+	node := fleet.Node{ID: "node_bg"}
+	if err := addNodes(ctx, db, node.ID); err != nil {
 		t.Fatal(err)
 	}
 	db.tel.mu.Lock()
@@ -266,5 +264,31 @@ func TestFoldInBackground(t *testing.T) {
 	}
 	if n := count(`SELECT COUNT(*) FROM node_samples WHERE seq <= 10`); n != 10 {
 		t.Errorf("%d of the first ten samples are in node_samples once their journal rows are gone", n)
+	}
+}
+
+// TestJournalEncoding checks that a journal row decodes to what was
+// written, and that every row cut short is an error, never a value.
+func TestJournalEncoding(t *testing.T) {
+	at := time.Date(2026, 11, 1, 0, 0, 12, 345000, time.UTC)
+	s := agents.Sample{NodeID: "node_x", Seq: 1 << 40, At: at, EnergyJ: 1<<63 + 5, PowerW: 512.25}
+	m := agents.Minute{NodeID: "node_x", Minute: at.Truncate(time.Minute), Samples: 6, EnergyFirstJ: 10, EnergyLastJ: 1 << 50, PowerSumW: 3000.5, PowerMaxW: 700, TempMaxC: 81.5, UtilSum: 540}
+	for _, c := range []struct {
+		b    []byte
+		read func([]byte) (any, []byte, error)
+		want any
+	}{
+		{appendSample(nil, s), func(b []byte) (any, []byte, error) { return readSample(b) }, s},
+		{appendMinute(nil, m), func(b []byte) (any, []byte, error) { return readMinute(b) }, m},
+	} {
+		got, rest, err := c.read(append(c.b, 0xff))
+		if err != nil || len(rest) != 1 || !cmp.Equal(got, c.want) {
+			t.Errorf("decoded %+v (rest %v, %v), want %+v", got, rest, err, c.want)
+		}
+		for n := range len(c.b) {
+			if _, _, err := c.read(c.b[:n]); !errors.Is(err, errJournal) {
+				t.Errorf("%d of %d bytes: %v, want errJournal", n, len(c.b), err)
+			}
+		}
 	}
 }
