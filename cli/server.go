@@ -104,7 +104,7 @@ type Running struct {
 	Billing *billing.Service
 	Console *console.Console
 	api     *httpapi.Server
-	srv     *http.Server
+	srv     *httpapi.Front
 	done    chan struct{}
 	stop    context.CancelFunc
 }
@@ -273,7 +273,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	r := &Running{URL: "http://" + ln.Addr().String(), Token: secret, Store: db, done: make(chan struct{}), stop: stop, api: api,
-		srv: &http.Server{Handler: withConsole(api.Handler(), con.Handler()), ReadHeaderTimeout: 10 * time.Second}, Console: con}
+		Console: con}
+	// Agents' heartbeats are answered by the front itself; every other
+	// connection is net/http's.
+	r.srv = &httpapi.Front{Server: &http.Server{Handler: withConsole(api.Handler(), con.Handler()), ReadHeaderTimeout: 10 * time.Second},
+		Fast: httpapi.FastPath, Handler: api.Handler()}
 	go func() {
 		defer close(r.done)
 		if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,615 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Front serves a listener's HTTP/1.1 connections itself for as long as
+// they carry only requests that Fast accepts (agents' heartbeats: every
+// node every few seconds), and hands every other connection to Server at
+// a request boundary, with the bytes it has read, so that net/http answers
+// it as if it had been its own from the start. Either way the request is
+// answered by Server.Handler: the front replaces net/http's per-request
+// machinery (header maps, chunked writers, a context and a background
+// reader per request), not the handler's.
+//
+// The front answers only requests it fully understands: HTTP/1.1, a body
+// sized by one Content-Length (at most fastMaxBody), no Expect, Upgrade or
+// Transfer-Encoding, well-formed header lines. Anything else, anywhere on
+// a connection, hands the connection over, so net/http keeps the last word
+// on what a malformed request gets. Once handed over, a connection is
+// net/http's until it closes.
+//
+// Build a Front with its Server and Fast set, then call Serve once and
+// Shutdown once.
+type Front struct {
+	Server *http.Server
+	// Fast reports whether the front answers a request itself, given its
+	// method and request target as sent.
+	Fast func(method, target string) bool
+	// Handler answers the requests the front serves (default:
+	// Server.Handler).
+	Handler http.Handler
+	// IdleTimeout closes a kept connection of the front that sends nothing
+	// for this long (0: Server.IdleTimeout, else none).
+	IdleTimeout time.Duration
+
+	mu     sync.Mutex
+	conns  map[*frontConn]struct{}
+	closed bool
+	ln     net.Listener
+	hand   *handoffListener
+	wg     sync.WaitGroup
+	base   context.Context
+	cancel context.CancelFunc
+}
+
+const (
+	// fastMaxHeader is the most header bytes the front reads before it
+	// hands a request to net/http.
+	fastMaxHeader = 16 << 10
+	// fastMaxBody is the largest body the front reads itself.
+	fastMaxBody = 1 << 20
+)
+
+// Serve accepts connections on ln until Shutdown; it returns
+// http.ErrServerClosed then.
+func (f *Front) Serve(ln net.Listener) error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	f.ln = ln
+	f.conns = map[*frontConn]struct{}{}
+	f.hand = &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+	f.base, f.cancel = context.WithCancel(context.Background())
+	f.mu.Unlock()
+
+	served := make(chan error, 1)
+	go func() { served <- f.Server.Serve(f.hand) }()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			f.mu.Lock()
+			closed := f.closed
+			f.mu.Unlock()
+			if closed {
+				<-served
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || !errors.Is(err, net.ErrClosed) {
+				// As net/http does: out of files, say; try again shortly.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			f.hand.close()
+			<-served
+			return err
+		}
+		backoff = 0
+		fc := &frontConn{f: f, c: c, remote: c.RemoteAddr().String()}
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			c.Close()
+			continue
+		}
+		f.conns[fc] = struct{}{}
+		f.wg.Add(1)
+		f.mu.Unlock()
+		go fc.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, and waits for the
+// requests in flight (the front's and net/http's) until ctx ends.
+func (f *Front) Shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	f.closed = true
+	if f.ln != nil {
+		f.ln.Close()
+	}
+	for fc := range f.conns {
+		if fc.idle {
+			fc.c.SetReadDeadline(time.Unix(1, 0)) // wakes its read now
+		}
+	}
+	started := f.hand != nil
+	f.mu.Unlock()
+	if !started {
+		return nil
+	}
+	err := f.Server.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		f.mu.Lock()
+		for fc := range f.conns {
+			fc.c.Close()
+		}
+		f.mu.Unlock()
+		f.cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// handoffListener is the listener net/http serves: it yields the
+// connections the front hands over.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error { l.close(); return nil }
+func (l *handoffListener) close()       { l.once.Do(func() { close(l.done) }) }
+func (l *handoffListener) Addr() net.Addr {
+	return l.addr
+}
+
+// give hands c to net/http, or closes it if net/http has stopped.
+func (l *handoffListener) give(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// prefixConn is a connection whose first reads return what the front read
+// from it already.
+type prefixConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite lets net/http half-close a connection after answering a bad
+// request (so that the client reads the answer before the reset).
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// frontConn is one connection the front serves.
+type frontConn struct {
+	f      *Front
+	c      net.Conn
+	remote string
+	idle   bool   // waiting for a request; guarded by f.mu
+	buf    []byte // read so far; buf[start:] is not yet consumed
+	start  int
+	out    []byte
+	body   bytes.Reader
+	// date is the Date header of answers, formatted once a second.
+	date    []byte
+	dateSec int64
+}
+
+// errHandOff ends the front's service of a connection: net/http takes it.
+var errHandOff = errors.New("hand off")
+
+func (fc *frontConn) serve() {
+	f := fc.f
+	handed := false
+	defer func() {
+		f.mu.Lock()
+		delete(f.conns, fc)
+		f.mu.Unlock()
+		if !handed {
+			fc.c.Close()
+		}
+		f.wg.Done()
+	}()
+	defer func() {
+		// A handler that panics past its own recovery (http.ErrAbortHandler)
+		// ends the connection without an answer, as in net/http.
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			logf := log.Printf
+			if f.Server.ErrorLog != nil {
+				logf = f.Server.ErrorLog.Printf
+			}
+			logf("http: panic serving %s: %v", fc.remote, v)
+		}
+	}()
+	fc.buf = make([]byte, 0, 4096)
+	for {
+		err := fc.serveOne()
+		if errors.Is(err, errHandOff) {
+			handed = true
+			pending := bytes.Clone(fc.buf[fc.start:])
+			fc.c.SetDeadline(time.Time{})
+			f.hand.give(&prefixConn{Conn: fc.c, pending: pending})
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serveOne reads one request and answers it. It returns errHandOff when
+// net/http is to answer it instead, and another error when the connection
+// is to close.
+func (fc *frontConn) serveOne() error {
+	f := fc.f
+	// 1. Wait for a request (the front's shutdown wakes an idle wait).
+	if fc.start == len(fc.buf) {
+		fc.buf, fc.start = fc.buf[:0], 0
+		idle := f.IdleTimeout
+		if idle == 0 {
+			idle = f.Server.IdleTimeout
+		}
+		var dl time.Time
+		if idle > 0 {
+			dl = time.Now().Add(idle)
+		}
+		fc.c.SetReadDeadline(dl)
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			return http.ErrServerClosed
+		}
+		fc.idle = true
+		f.mu.Unlock()
+		err := fc.fill()
+		f.mu.Lock()
+		fc.idle = false
+		closed := f.closed
+		f.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if closed {
+			return http.ErrServerClosed // as net/http closes an idle one
+		}
+	}
+
+	// 2. The header, within ReadHeaderTimeout.
+	if t := either(f.Server.ReadHeaderTimeout, f.Server.ReadTimeout); t > 0 {
+		fc.c.SetReadDeadline(time.Now().Add(t))
+	} else {
+		fc.c.SetReadDeadline(time.Time{})
+	}
+	var end int
+	for {
+		if i := bytes.Index(fc.buf[fc.start:], []byte("\r\n\r\n")); i >= 0 {
+			if i+4 > fastMaxHeader {
+				return errHandOff
+			}
+			end = fc.start + i + 4
+			break
+		}
+		if len(fc.buf)-fc.start > fastMaxHeader {
+			return errHandOff
+		}
+		if err := fc.fill(); err != nil {
+			return err
+		}
+	}
+	req, ok := fc.parse(fc.buf[fc.start:end])
+	if !ok {
+		return errHandOff
+	}
+
+	// 3. The body, within ReadTimeout.
+	if t := f.Server.ReadTimeout; t > 0 {
+		fc.c.SetReadDeadline(time.Now().Add(t))
+	} else {
+		fc.c.SetReadDeadline(time.Time{})
+	}
+	for len(fc.buf)-end < int(req.ContentLength) {
+		if err := fc.fill(); err != nil {
+			return err
+		}
+	}
+	// The body is read from the connection's buffer: as in net/http, it is
+	// not to be read after the handler returns.
+	fc.body.Reset(fc.buf[end : end+int(req.ContentLength)])
+	fc.start = end + int(req.ContentLength)
+	req.Body = io.NopCloser(&fc.body)
+
+	// 4. Answer.
+	w := &frontResponse{header: http.Header{}}
+	h := f.Handler
+	if h == nil {
+		h = f.Server.Handler
+	}
+	h.ServeHTTP(w, req.WithContext(f.base))
+	fc.body.Reset(nil)
+	now := time.Now()
+	if sec := now.Unix(); sec != fc.dateSec {
+		fc.dateSec, fc.date = sec, now.UTC().AppendFormat(fc.date[:0], http.TimeFormat)
+	}
+	fc.out = w.writeTo(fc.out[:0], fc.date, req.Close)
+	if t := f.Server.WriteTimeout; t > 0 {
+		fc.c.SetWriteDeadline(now.Add(t))
+	}
+	if _, err := fc.c.Write(fc.out); err != nil {
+		return err
+	}
+	if req.Close || w.header.Get("Connection") == "close" {
+		return io.EOF
+	}
+	return nil
+}
+
+// either returns a if it is set, else b.
+func either(a, b time.Duration) time.Duration {
+	if a > 0 {
+		return a
+	}
+	return b
+}
+
+// fill reads more of the connection into buf.
+func (fc *frontConn) fill() error {
+	if len(fc.buf) == cap(fc.buf) {
+		if fc.start > 0 {
+			n := copy(fc.buf, fc.buf[fc.start:])
+			fc.buf, fc.start = fc.buf[:n], 0
+		}
+		if len(fc.buf) == cap(fc.buf) {
+			fc.buf = append(fc.buf, 0)[:len(fc.buf)]
+		}
+	}
+	n, err := fc.c.Read(fc.buf[len(fc.buf):cap(fc.buf)])
+	fc.buf = fc.buf[:len(fc.buf)+n]
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// knownHeaders are the canonical names of the headers agents send, so
+// that parsing them allocates no key.
+var knownHeaders = map[string]string{}
+
+func init() {
+	for _, k := range []string{"Accept", "Accept-Encoding", "Authorization", "Connection", "Content-Length", "Content-Type", "Host", "User-Agent", "Idempotency-Key", "X-Request-Id"} {
+		knownHeaders[k] = k
+	}
+}
+
+// parse reads a request head (request line and header lines, ending in an
+// empty line) into a request without a body. ok is false unless the front
+// is to answer it itself.
+func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	method, line, ok1 := bytes.Cut(line, []byte(" "))
+	target, proto, ok2 := bytes.Cut(line, []byte(" "))
+	if !ok1 || !ok2 || string(proto) != "HTTP/1.1" || len(target) == 0 || target[0] != '/' || !fc.f.Fast(string(method), string(target)) {
+		return nil, false
+	}
+	req = &http.Request{Method: http.MethodPost, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, RemoteAddr: fc.remote, ContentLength: -1}
+	if m := string(method); m != http.MethodPost {
+		req.Method = m
+	}
+	req.RequestURI = string(target)
+	if bytes.ContainsAny(target, "?%#") || !utf8.Valid(target) {
+		u, err := url.ParseRequestURI(req.RequestURI)
+		if err != nil {
+			return nil, false
+		}
+		req.URL = u
+	} else {
+		req.URL = &url.URL{Path: req.RequestURI}
+	}
+	hosts := 0
+	for len(rest) > 2 {
+		var l []byte
+		l, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, found := bytes.Cut(l, []byte(":"))
+		if !found || !validName(name) {
+			return nil, false // no name, or a folded line: net/http decides
+		}
+		value = bytes.Trim(value, " \t")
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return nil, false
+			}
+		}
+		key, known := knownHeaders[string(name)]
+		if !known {
+			key = http.CanonicalHeaderKey(string(name))
+		}
+		switch key {
+		case "Host":
+			hosts++
+			req.Host = string(value)
+			continue
+		case "Content-Length":
+			if req.ContentLength >= 0 {
+				return nil, false
+			}
+			n, err := strconv.ParseUint(string(value), 10, 63)
+			if err != nil || n > fastMaxBody || len(value) == 0 || value[0] == '+' {
+				return nil, false
+			}
+			req.ContentLength = int64(n)
+		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Te":
+			return nil, false
+		case "Connection":
+			for _, t := range bytes.Split(value, []byte(",")) {
+				if bytes.EqualFold(bytes.TrimSpace(t), []byte("close")) {
+					req.Close = true
+				}
+			}
+		}
+		req.Header[key] = append(req.Header[key], string(value))
+	}
+	if hosts != 1 || req.ContentLength < 0 {
+		return nil, false
+	}
+	return req, true
+}
+
+// validName reports whether b is a header field name (an RFC 9110 token).
+func validName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// frontResponse is the response writer of the front's requests: the
+// answer is buffered and written at once, with its Content-Length.
+type frontResponse struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (w *frontResponse) Header() http.Header { return w.header }
+
+func (w *frontResponse) WriteHeader(status int) {
+	if w.status == 0 && status >= 200 {
+		w.status = status
+	}
+}
+
+func (w *frontResponse) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+// writeTo writes the status line, the header (sorted by name, as net/http
+// writes it) and the body. date is the Date header's value.
+func (w *frontResponse) writeTo(out []byte, date []byte, close bool) []byte {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	h := w.header
+	delete(h, "Content-Length")
+	delete(h, "Transfer-Encoding")
+	if _, ok := h["Content-Type"]; !ok && len(w.body) > 0 {
+		h["Content-Type"] = []string{http.DetectContentType(w.body)}
+	}
+	if close {
+		h["Connection"] = []string{"close"}
+	}
+	if w.status == http.StatusNoContent || w.status == http.StatusNotModified {
+		w.body = nil
+	}
+	out = append(out, "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(w.status), 10)
+	out = append(out, ' ')
+	out = append(out, http.StatusText(w.status)...)
+	out = append(out, "\r\n"...)
+	var keys [16]string
+	ks := keys[:0]
+	for k := range h {
+		ks = append(ks, k)
+	}
+	if _, ok := h["Date"]; !ok {
+		ks = append(ks, "Date")
+	}
+	if w.status != http.StatusNoContent && w.status != http.StatusNotModified {
+		ks = append(ks, "Content-Length")
+	}
+	slices.Sort(ks)
+	for _, k := range ks {
+		switch vs, ok := h[k]; {
+		case ok:
+			for _, v := range vs {
+				out = appendField(out, k, v)
+			}
+		case k == "Date":
+			out = appendField(out, k, string(date))
+		default: // Content-Length
+			out = append(out, "Content-Length: "...)
+			out = strconv.AppendInt(out, int64(len(w.body)), 10)
+			out = append(out, "\r\n"...)
+		}
+	}
+	out = append(out, "\r\n"...)
+	return append(out, w.body...)
+}
+
+// appendField appends a header line; line breaks in v become spaces, as
+// net/http writes them.
+func appendField(out []byte, k, v string) []byte {
+	out = append(out, k...)
+	out = append(out, ": "...)
+	i := len(out)
+	out = append(out, strings.TrimSpace(v)...)
+	for ; i < len(out); i++ {
+		if out[i] == '\r' || out[i] == '\n' {
+			out[i] = ' '
+		}
+	}
+	return append(out, "\r\n"...)
+}
+
+// FastPath reports whether the front answers a request itself: agents'
+// heartbeats.
+func FastPath(method, target string) bool {
+	return method == http.MethodPost && target == heartbeatPath
+}
