@@ -369,21 +369,24 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var hb wire.Heartbeat
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := readBody(w, r)
 	if err != nil {
 		writeProblem(w, newProblem(http.StatusRequestEntityTooLarge, "request body is too large"))
 		return
 	}
-	// goccy/go-json decodes the same JSON as encoding/json (for valid UTF-8:
-	// FuzzHeartbeatDecode), in a third of the time, on the path every node
-	// takes every few seconds.
 	if !utf8.Valid(body) {
 		writeProblem(w, newProblem(http.StatusBadRequest, "body: not valid UTF-8", &huma.ErrorDetail{Location: "body", Message: "not valid UTF-8"}))
 		return
 	}
-	if err := gojson.Unmarshal(body, &hb); err != nil {
-		writeProblem(w, newProblem(http.StatusBadRequest, "body: "+err.Error(), &huma.ErrorDetail{Location: "body", Message: err.Error()}))
-		return
+	// The shape agents write is read by hand (wire.DecodeHeartbeat); any
+	// other by go-json, which decodes the same JSON as encoding/json (for
+	// valid UTF-8: FuzzHeartbeatDecode) in a third of the time.
+	if !wire.DecodeHeartbeat(body, &hb) {
+		hb = wire.Heartbeat{}
+		if err := gojson.Unmarshal(body, &hb); err != nil {
+			writeProblem(w, newProblem(http.StatusBadRequest, "body: "+err.Error(), &huma.ErrorDetail{Location: "body", Message: err.Error()}))
+			return
+		}
 	}
 	ans, err := s.cfg.Agents.Heartbeat(ctx, p, hb)
 	if err != nil {
@@ -401,6 +404,19 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(append(b, '\n'))
+}
+
+// readBody reads a request's body, at most MaxBodyBytes, in one
+// allocation when its length is declared.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= MaxBodyBytes {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 }
 
 // streamAssignment sends a node's assignment when it changes: it looks

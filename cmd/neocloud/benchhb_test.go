@@ -15,8 +15,9 @@ func TestHeartbeatBench(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	// agents seconds heartbeats per-second p50 p99 max cpu rss failed
-	row := regexp.MustCompile(`(?m)^\s+40\s+[\d.]+\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s*$`).FindSubmatch(out)
+	// agents seconds heartbeats per-second p50 p99 max server-cpu
+	// generator-cpu rss failed
+	row := regexp.MustCompile(`(?m)^\s+40\s+[\d.]+\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s*$`).FindSubmatch(out)
 	if row == nil {
 		t.Fatalf("no result row:\n%s", out)
 	}
