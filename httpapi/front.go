@@ -44,7 +44,8 @@ type Front struct {
 	// Server.Handler).
 	Handler http.Handler
 	// IdleTimeout closes a kept connection of the front that sends nothing
-	// for this long (0: Server.IdleTimeout, else none).
+	// for this long (0: Server.IdleTimeout, else Server.ReadTimeout, else
+	// none).
 	IdleTimeout time.Duration
 
 	mu     sync.Mutex
@@ -219,6 +220,7 @@ type frontConn struct {
 	c      net.Conn
 	remote string
 	idle   bool   // waiting for a request; guarded by f.mu
+	served int    // requests read
 	buf    []byte // read so far; buf[start:] is not yet consumed
 	start  int
 	out    []byte
@@ -275,16 +277,19 @@ func (fc *frontConn) serve() {
 // is to close.
 func (fc *frontConn) serveOne() error {
 	f := fc.f
-	// 1. Wait for a request (the front's shutdown wakes an idle wait).
+	// 1. Wait for a request (the front's shutdown wakes an idle wait). As
+	// in net/http, a new connection has ReadHeaderTimeout to send its
+	// first request, a kept one IdleTimeout (or ReadTimeout) for the next.
+	hdrTimeout := either(f.Server.ReadHeaderTimeout, f.Server.ReadTimeout)
 	if fc.start == len(fc.buf) {
 		fc.buf, fc.start = fc.buf[:0], 0
-		idle := f.IdleTimeout
-		if idle == 0 {
-			idle = f.Server.IdleTimeout
+		wait := hdrTimeout
+		if fc.served > 0 {
+			wait = either(f.IdleTimeout, either(f.Server.IdleTimeout, f.Server.ReadTimeout))
 		}
 		var dl time.Time
-		if idle > 0 {
-			dl = time.Now().Add(idle)
+		if wait > 0 {
+			dl = time.Now().Add(wait)
 		}
 		fc.c.SetReadDeadline(dl)
 		f.mu.Lock()
@@ -308,8 +313,9 @@ func (fc *frontConn) serveOne() error {
 	}
 
 	// 2. The header, within ReadHeaderTimeout.
-	if t := either(f.Server.ReadHeaderTimeout, f.Server.ReadTimeout); t > 0 {
-		fc.c.SetReadDeadline(time.Now().Add(t))
+	fc.served++
+	if hdrTimeout > 0 {
+		fc.c.SetReadDeadline(time.Now().Add(hdrTimeout))
 	} else {
 		fc.c.SetReadDeadline(time.Time{})
 	}

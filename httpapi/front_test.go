@@ -408,3 +408,39 @@ func TestFrontShutdown(t *testing.T) {
 		t.Errorf("still accepting after shutdown")
 	}
 }
+
+// A connection that sends nothing is closed after ReadHeaderTimeout, as
+// net/http closes it; a kept one waits for its next request.
+func TestFrontSilentConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Front{Server: &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 200 * time.Millisecond}, Fast: fastPrefix}
+	go f.Serve(ln)
+	defer f.Shutdown(context.Background())
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("a silent connection: %v, want EOF", err)
+	}
+	kept, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	br := bufio.NewReader(kept)
+	for i := range 2 {
+		io.WriteString(kept, post("/fast/x", "1"))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.ReadAll(resp.Body)
+		time.Sleep(400 * time.Millisecond) // longer than the header timeout, idle
+	}
+}
