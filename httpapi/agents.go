@@ -407,9 +407,9 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody reads a request's body, at most MaxBodyBytes, in one
-// allocation when its length is declared.
+// allocation when its length is declared and small.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if n := r.ContentLength; n >= 0 && n <= MaxBodyBytes {
+	if n := r.ContentLength; n >= 0 && n <= 1<<20 {
 		b := make([]byte, n)
 		if _, err := io.ReadFull(r.Body, b); err != nil {
 			return nil, err

@@ -346,15 +346,19 @@ func (fc *frontConn) serveOne() error {
 	} else {
 		fc.c.SetReadDeadline(time.Time{})
 	}
-	for len(fc.buf)-end < int(req.ContentLength) {
+	// fill may move what is buffered to the front of buf: offsets are
+	// kept from fc.start.
+	head, n := end-fc.start, int(req.ContentLength)
+	for len(fc.buf)-fc.start < head+n {
 		if err := fc.fill(); err != nil {
 			return err
 		}
 	}
+	end = fc.start + head
 	// The body is read from the connection's buffer: as in net/http, it is
 	// not to be read after the handler returns.
-	fc.body.Reset(fc.buf[end : end+int(req.ContentLength)])
-	fc.start = end + int(req.ContentLength)
+	fc.body.Reset(fc.buf[end : end+n])
+	fc.start = end + n
 	req.Body = io.NopCloser(&fc.body)
 
 	// 4. Answer.

@@ -288,7 +288,9 @@ func TestFrontPipelines(t *testing.T) {
 		var want []echo
 		handed := false
 		for i := 0; i < n; i++ {
-			body := rapid.StringMatching(`[a-z{}":0-9]{0,40}`).Draw(t, "body")
+			// Bodies up to a few KiB, so that requests straddle the
+			// front's read buffer.
+			body := strings.Repeat(rapid.StringMatching(`[a-z{}":0-9]{0,40}`).Draw(t, "body"), rapid.IntRange(1, 100).Draw(t, "repeat"))
 			switch rapid.IntRange(0, 3).Draw(t, "kind") {
 			case 0, 1:
 				raw.WriteString(post(fmt.Sprintf("/fast/%d", i), body))
@@ -307,7 +309,7 @@ func TestFrontPipelines(t *testing.T) {
 				want = append(want, echo{Via: "plain", Method: "POST", Path: fmt.Sprintf("/fast/%d", i), Body: body, Host: "nc", Length: -1})
 			}
 		}
-		chunk := rapid.IntRange(1, 600).Draw(t, "chunk")
+		chunk := rapid.IntRange(1, 6000).Draw(t, "chunk")
 		got := exchange(t, front, raw.String(), n, chunk)
 		for i, a := range got {
 			var e echo
@@ -442,5 +444,25 @@ func TestFrontSilentConnection(t *testing.T) {
 		}
 		io.ReadAll(resp.Body)
 		time.Sleep(400 * time.Millisecond) // longer than the header timeout, idle
+	}
+}
+
+// Requests that straddle the front's read buffer (4 KiB), pipelined and
+// cut anywhere, are read whole.
+func TestFrontStraddlesItsBuffer(t *testing.T) {
+	_, front := startFront(t)
+	bodies := []string{"1", strings.Repeat("y", 3000), strings.Repeat("z", 5000), "2", strings.Repeat("w", 4000)}
+	var raw strings.Builder
+	for i, b := range bodies {
+		raw.WriteString(post(fmt.Sprintf("/fast/%d", i), b))
+	}
+	for _, chunk := range []int{0, 1000, 4096, 4097} {
+		got := exchange(t, front, raw.String(), len(bodies), chunk)
+		for i, a := range got {
+			var e echo
+			if err := json.Unmarshal([]byte(a.Body), &e); err != nil || e.Via != "front" || e.Body != bodies[i] {
+				t.Errorf("chunks of %d, answer %d: %d %.80q", chunk, i, a.Status, a.Body)
+			}
+		}
 	}
 }
