@@ -9,9 +9,10 @@ import (
 // it, in a fraction of the time a reflective decoder takes (the server
 // reads one from every node every few seconds). It reports false, leaving
 // hb to be discarded, for anything else it meets: escapes in strings,
-// nulls, unknown or repeated keys, numbers out of range or of the wrong
-// kind, syntax errors. The caller then decodes b with encoding/json, whose
-// answer (a value, or the error to report) stands. When it reports true,
+// nulls but for lists, unknown or repeated keys, numbers out of range or
+// of the wrong kind, syntax errors. The caller then decodes b by
+// encoding/json's rules, whose answer (a value, or the error to report)
+// stands. When it reports true,
 // hb is what encoding/json.Unmarshal makes of b (FuzzDecodeHeartbeat).
 // b must be valid UTF-8.
 func DecodeHeartbeat(b []byte, hb *Heartbeat) bool {
