@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -280,12 +281,12 @@ func (fc *frontConn) serveOne() error {
 	// 1. Wait for a request (the front's shutdown wakes an idle wait). As
 	// in net/http, a new connection has ReadHeaderTimeout to send its
 	// first request, a kept one IdleTimeout (or ReadTimeout) for the next.
-	hdrTimeout := either(f.Server.ReadHeaderTimeout, f.Server.ReadTimeout)
+	hdrTimeout := cmp.Or(f.Server.ReadHeaderTimeout, f.Server.ReadTimeout)
 	if fc.start == len(fc.buf) {
 		fc.buf, fc.start = fc.buf[:0], 0
 		wait := hdrTimeout
 		if fc.served > 0 {
-			wait = either(f.IdleTimeout, either(f.Server.IdleTimeout, f.Server.ReadTimeout))
+			wait = cmp.Or(f.IdleTimeout, f.Server.IdleTimeout, f.Server.ReadTimeout)
 		}
 		var dl time.Time
 		if wait > 0 {
@@ -384,14 +385,6 @@ func (fc *frontConn) serveOne() error {
 		return io.EOF
 	}
 	return nil
-}
-
-// either returns a if it is set, else b.
-func either(a, b time.Duration) time.Duration {
-	if a > 0 {
-		return a
-	}
-	return b
 }
 
 // fill reads more of the connection into buf.

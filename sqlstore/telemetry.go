@@ -484,41 +484,37 @@ func placeholders(cols, rows int) string {
 
 // foldSamples inserts samples foldRows at a time.
 func (db *DB) foldSamples(ctx context.Context, ss []agents.Sample) error {
-	args := make([]any, 0, 5*foldRows)
-	for len(ss) > 0 {
-		q, n := insertSamplesSQL, foldRows
-		if len(ss) < foldRows {
-			q, n = insertSampleSQL, 1
-		}
-		args = args[:0]
-		for _, s := range ss[:n] {
-			args = append(args, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
-		}
-		if _, err := db.exec(ctx, q, args...); err != nil {
-			return err
-		}
-		ss = ss[n:]
-	}
-	return nil
+	return foldRowsOf(ctx, db, ss, insertSamplesSQL, insertSampleSQL, 5, func(args []any, s agents.Sample) []any {
+		return append(args, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
+	})
 }
 
 // foldMinutes upserts minute rollups (one per node-minute) foldRows at a
 // time.
 func (db *DB) foldMinutes(ctx context.Context, ms []agents.Minute) error {
-	args := make([]any, 0, 9*foldRows)
-	for len(ms) > 0 {
-		q, n := upsertMinutesSQL, foldRows
-		if len(ms) < foldRows {
-			q, n = upsertMinuteSQL, 1
+	return foldRowsOf(ctx, db, ms, upsertMinutesSQL, upsertMinuteSQL, 9, func(args []any, m agents.Minute) []any {
+		return append(args, m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum)
+	})
+}
+
+// foldRowsOf writes rows with many (foldRows rows a statement) while
+// enough remain, then with one (a row a statement); row appends a row's
+// cols arguments.
+func foldRowsOf[T any](ctx context.Context, db *DB, rows []T, many, one string, cols int, row func([]any, T) []any) error {
+	args := make([]any, 0, cols*foldRows)
+	for len(rows) > 0 {
+		q, n := many, foldRows
+		if len(rows) < foldRows {
+			q, n = one, 1
 		}
 		args = args[:0]
-		for _, m := range ms[:n] {
-			args = append(args, m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum)
+		for _, r := range rows[:n] {
+			args = row(args, r)
 		}
 		if _, err := db.exec(ctx, q, args...); err != nil {
 			return err
 		}
-		ms = ms[n:]
+		rows = rows[n:]
 	}
 	return nil
 }

@@ -17,10 +17,7 @@ import (
 // b must be valid UTF-8.
 func DecodeHeartbeat(b []byte, hb *Heartbeat) bool {
 	d := decoder{b: b}
-	var seen uint16
-	ok := d.object(func(key []byte) bool {
-		var bit uint16
-		var ok bool
+	ok := d.object(func(key []byte) (bit uint16, ok bool) {
 		switch string(key) {
 		case "version":
 			bit, ok = 1<<0, d.int(&hb.Version)
@@ -43,11 +40,7 @@ func DecodeHeartbeat(b []byte, hb *Heartbeat) bool {
 		case "results":
 			bit, ok = 1<<9, list(&d, &hb.Results, d.result)
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 	return ok && d.end()
 }
@@ -85,10 +78,7 @@ func (d *decoder) null() bool {
 }
 
 func (d *decoder) gpu(g *GPUSample) bool {
-	var seen uint16
-	return d.object(func(key []byte) bool {
-		var bit uint16
-		var ok bool
+	return d.object(func(key []byte) (bit uint16, ok bool) {
 		switch string(key) {
 		case "index":
 			bit, ok = 1<<0, d.int(&g.Index)
@@ -108,21 +98,14 @@ func (d *decoder) gpu(g *GPUSample) bool {
 			bit, ok = 1<<7, d.uint64(&g.ECCUncorrected)
 		case "xids":
 			bit, ok = 1<<8, list(d, &g.XIDs, func(x *XID) bool {
-				var seen uint8
-				return d.object(func(key []byte) bool {
-					var bit uint8
-					var ok bool
+				return d.object(func(key []byte) (bit uint16, ok bool) {
 					switch string(key) {
 					case "code":
 						bit, ok = 1, d.int(&x.Code)
 					case "at":
 						bit, ok = 2, d.time(&x.At)
 					}
-					if bit == 0 || seen&bit != 0 {
-						return false
-					}
-					seen |= bit
-					return ok
+					return bit, ok
 				})
 			})
 		case "throttle":
@@ -134,19 +117,12 @@ func (d *decoder) gpu(g *GPUSample) bool {
 		case "row_remap_failed":
 			bit, ok = 1<<12, d.bool(&g.RowRemapFailed)
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 }
 
 func (d *decoder) nic(n *NICSample) bool {
-	var seen uint8
-	return d.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
+	return d.object(func(key []byte) (bit uint16, ok bool) {
 		switch string(key) {
 		case "name":
 			bit, ok = 1, d.str(&n.Name)
@@ -155,19 +131,12 @@ func (d *decoder) nic(n *NICSample) bool {
 		case "errors":
 			bit, ok = 4, d.uint64(&n.Errors)
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 }
 
 func (d *decoder) check(c *Check) bool {
-	var seen uint8
-	return d.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
+	return d.object(func(key []byte) (bit uint16, ok bool) {
 		switch string(key) {
 		case "name":
 			bit, ok = 1, d.str(&c.Name)
@@ -176,19 +145,12 @@ func (d *decoder) check(c *Check) bool {
 		case "message":
 			bit, ok = 4, d.str(&c.Message)
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 }
 
 func (d *decoder) result(r *Result) bool {
-	var seen uint8
-	return d.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
+	return d.object(func(key []byte) (bit uint16, ok bool) {
 		switch string(key) {
 		case "id":
 			bit, ok = 1, d.str(&r.ID)
@@ -197,11 +159,7 @@ func (d *decoder) result(r *Result) bool {
 		case "message":
 			bit, ok = 4, d.str(&r.Message)
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
+		return bit, ok
 	})
 }
 
@@ -229,8 +187,10 @@ func (d *decoder) ws() bool {
 func (d *decoder) end() bool { return !d.ws() }
 
 // object reads an object, calling field for each key with the decoder at
-// its value.
-func (d *decoder) object(field func(key []byte) bool) bool {
+// its value. field returns the key's bit (0 for a key it does not know) and
+// whether its value was read; a key met twice is left to encoding/json.
+func (d *decoder) object(field func(key []byte) (bit uint16, ok bool)) bool {
+	var seen uint16
 	if !d.ws() || d.b[d.i] != '{' {
 		return false
 	}
@@ -248,9 +208,11 @@ func (d *decoder) object(field func(key []byte) bool) bool {
 			return false
 		}
 		d.i++
-		if !field(key) || !d.ws() {
+		bit, ok := field(key)
+		if !ok || bit == 0 || seen&bit != 0 || !d.ws() {
 			return false
 		}
+		seen |= bit
 		switch d.b[d.i] {
 		case ',':
 			d.i++
