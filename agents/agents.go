@@ -146,7 +146,9 @@ type Store interface {
 	Commands(ctx context.Context, nodeID string, pendingOnly bool) ([]NodeCommand, error)
 	// FinishCommand records a pending command's outcome (once).
 	FinishCommand(ctx context.Context, nodeID string, r wire.Result, at time.Time) error
-	// PurgeTelemetry deletes rollups and samples older than before.
+	// PurgeTelemetry deletes rollups and samples older than before (a
+	// store may keep a node's samples that follow a newer one in sequence
+	// order: a clock set back) and says how many.
 	PurgeTelemetry(ctx context.Context, before time.Time) (int64, error)
 	// Samples returns a node's samples in [from, to] by sequence number.
 	Samples(ctx context.Context, nodeID string, from, to int64) ([]Sample, error)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -266,19 +267,61 @@ func (db *DB) EnergyReadings(ctx context.Context, nodeID string, from, to time.T
 
 func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
-	err := db.write(ctx, func(ctx context.Context) error {
-		for _, q := range []string{`DELETE FROM node_minutes WHERE minute < ?`, `DELETE FROM node_samples WHERE at < ?`} {
-			res, err := db.exec(ctx, q, micros(before))
-			if err != nil {
-				return err
+	if db.Dialect == Postgres {
+		err := db.write(ctx, func(ctx context.Context) error {
+			for _, q := range []string{`DELETE FROM node_minutes WHERE minute < ?`, `DELETE FROM node_samples WHERE at < ?`} {
+				res, err := db.exec(ctx, q, micros(before))
+				if err != nil {
+					return err
+				}
+				k, _ := res.RowsAffected()
+				n += k
 			}
-			k, _ := res.RowsAffected()
-			n += k
+			return nil
+		})
+		return n, err
+	}
+	// SQLite's tables are read by key alone (no index by time): a node at
+	// a time, purgeNodes to a transaction, so that heartbeats' commits go
+	// on between them. A node's samples go in sequence order, up to its
+	// first one taken at or after before.
+	ids, err := collect(db, ctx, func(r scanner) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	}, `SELECT id FROM nodes ORDER BY id`)
+	if err != nil {
+		return 0, err
+	}
+	for chunk := range slices.Chunk(ids, purgeNodes) {
+		err := db.write(ctx, func(ctx context.Context) error {
+			for _, id := range chunk {
+				for _, q := range []struct {
+					sql  string
+					args []any
+				}{
+					{`DELETE FROM node_minutes WHERE node_id = ? AND minute < ?`, []any{id, micros(before)}},
+					{`DELETE FROM node_samples WHERE node_id = ? AND seq < COALESCE((SELECT seq FROM node_samples WHERE node_id = ? AND at >= ? ORDER BY seq LIMIT 1), 9223372036854775807)`, []any{id, id, micros(before)}},
+				} {
+					res, err := db.exec(ctx, q.sql, q.args...)
+					if err != nil {
+						return err
+					}
+					k, _ := res.RowsAffected()
+					n += k
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, err
 		}
-		return nil
-	})
-	return n, err
+	}
+	return n, nil
 }
+
+// purgeNodes is how many nodes' old telemetry one transaction of a purge
+// on SQLite deletes.
+const purgeNodes = 64
 
 func (db *DB) InsertCommand(ctx context.Context, c agents.NodeCommand) error {
 	return db.write(ctx, func(ctx context.Context) error {

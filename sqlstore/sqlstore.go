@@ -104,7 +104,7 @@ func Open(ctx context.Context, target string) (*DB, error) {
 }
 
 func sqliteDSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_pragma=cache_size(-65536)&_txlock=immediate"
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_pragma=cache_size(-65536)&_pragma=temp_store(2)&_txlock=immediate"
 }
 
 func openSQLite(path string) (*DB, error) {
