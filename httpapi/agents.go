@@ -406,9 +406,12 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	w.Write(append(b, '\n'))
 }
 
-// readBody reads a request's body, at most MaxBodyBytes, in one
-// allocation when its length is declared and small.
+// readBody reads a request's body, at most MaxBodyBytes: as the front
+// read it, or in one allocation when its length is declared and small.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if b, ok := r.Body.(*frontBody); ok && r.ContentLength <= MaxBodyBytes {
+		return b.take(), nil
+	}
 	if n := r.ContentLength; n >= 0 && n <= 1<<20 {
 		b := make([]byte, n)
 		if _, err := io.ReadFull(r.Body, b); err != nil {

@@ -225,7 +225,13 @@ type frontConn struct {
 	buf    []byte // read so far; buf[start:] is not yet consumed
 	start  int
 	out    []byte
-	body   bytes.Reader
+	body   frontBody
+	// A request's and its answer's structures, used again for the next:
+	// as in net/http, a handler is not to keep a request or its writer
+	// past its return. base is a request with only the front's context.
+	base http.Request
+	req  frontRequest
+	w    frontResponse
 	// date is the Date header of answers, formatted once a second.
 	date    []byte
 	dateSec int64
@@ -258,6 +264,8 @@ func (fc *frontConn) serve() {
 		}
 	}()
 	fc.buf = make([]byte, 0, 4096)
+	fc.base = *(&http.Request{}).WithContext(f.base)
+	fc.w.header = http.Header{}
 	for {
 		err := fc.serveOne()
 		if errors.Is(err, errHandOff) {
@@ -358,18 +366,20 @@ func (fc *frontConn) serveOne() error {
 	end = fc.start + head
 	// The body is read from the connection's buffer: as in net/http, it is
 	// not to be read after the handler returns.
-	fc.body.Reset(fc.buf[end : end+n])
+	fc.body.reset(fc.buf[end : end+n])
 	fc.start = end + n
-	req.Body = io.NopCloser(&fc.body)
+	req.Body = &fc.body
 
 	// 4. Answer.
-	w := &frontResponse{header: http.Header{}}
+	w := &fc.w
+	clear(w.header)
+	w.status, w.body = 0, w.body[:0]
 	h := f.Handler
 	if h == nil {
 		h = f.Server.Handler
 	}
-	h.ServeHTTP(w, req.WithContext(f.base))
-	fc.body.Reset(nil)
+	h.ServeHTTP(w, req)
+	fc.body.reset(nil)
 	now := time.Now()
 	if sec := now.Unix(); sec != fc.dateSec {
 		fc.dateSec, fc.date = sec, now.UTC().AppendFormat(fc.date[:0], http.TimeFormat)
@@ -429,11 +439,18 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 	if !ok1 || !ok2 || string(proto) != "HTTP/1.1" || len(target) == 0 || target[0] != '/' || !fc.f.Fast(string(method), string(target)) {
 		return nil, false
 	}
-	req = &http.Request{Method: http.MethodPost, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, RemoteAddr: fc.remote, ContentLength: -1}
-	if m := string(method); m != http.MethodPost {
-		req.Method = m
+	hdr := fc.req.r.Header
+	clear(hdr)
+	if hdr == nil {
+		hdr = http.Header{}
 	}
-	req.RequestURI = string(target)
+	fc.req.r = fc.base
+	req = &fc.req.r
+	req.Method, req.Proto, req.ProtoMajor, req.ProtoMinor, req.Header, req.RemoteAddr, req.ContentLength = http.MethodPost, "HTTP/1.1", 1, 1, hdr, fc.remote, -1
+	if string(method) != http.MethodPost {
+		req.Method = string(method)
+	}
+	req.RequestURI = fc.req.target(target)
 	if bytes.ContainsAny(target, "?%#") || !utf8.Valid(target) {
 		u, err := url.ParseRequestURI(req.RequestURI)
 		if err != nil {
@@ -441,7 +458,8 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		}
 		req.URL = u
 	} else {
-		req.URL = &url.URL{Path: req.RequestURI}
+		fc.req.url = url.URL{Path: req.RequestURI}
+		req.URL = &fc.req.url
 	}
 	hosts := 0
 	for len(rest) > 2 {
@@ -464,7 +482,7 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		switch key {
 		case "Host":
 			hosts++
-			req.Host = string(value)
+			req.Host = fc.req.host(value)
 			continue
 		case "Content-Length":
 			if req.ContentLength >= 0 {
@@ -484,7 +502,11 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 				}
 			}
 		}
-		req.Header[key] = append(req.Header[key], string(value))
+		v := string(value)
+		if known {
+			v = fc.req.value(key, value)
+		}
+		req.Header[key] = append(req.Header[key], v)
 	}
 	if hosts != 1 || req.ContentLength < 0 {
 		return nil, false
@@ -518,6 +540,63 @@ var tokenChar = func() (t [128]bool) {
 	}
 	return t
 }()
+
+// frontRequest is a request the front serves, with the strings of the
+// last: agents send the same target, host and header values again and
+// again, and a string equal to the last one's is not allocated again.
+type frontRequest struct {
+	r    http.Request
+	url  url.URL
+	last map[string]string // a known header's last value, by name
+	uri  string
+	hst  string
+}
+
+func (q *frontRequest) target(b []byte) string {
+	if string(b) != q.uri {
+		q.uri = string(b)
+	}
+	return q.uri
+}
+
+func (q *frontRequest) host(b []byte) string {
+	if string(b) != q.hst {
+		q.hst = string(b)
+	}
+	return q.hst
+}
+
+func (q *frontRequest) value(key string, b []byte) string {
+	if v, ok := q.last[key]; ok && v == string(b) {
+		return v
+	}
+	if q.last == nil {
+		q.last = map[string]string{}
+	}
+	v := string(b)
+	q.last[key] = v
+	return v
+}
+
+// frontBody is a request's body, read from the connection's buffer.
+type frontBody struct {
+	b []byte
+	r bytes.Reader
+}
+
+func (b *frontBody) reset(p []byte) { b.b = p; b.r.Reset(p) }
+
+func (b *frontBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *frontBody) Close() error               { return nil }
+
+// take returns what is unread of the body, and reads it: a handler that
+// parses it at once need not copy it. The bytes are the connection's, the
+// handler's only until it returns.
+func (b *frontBody) take() []byte {
+	p := b.b[len(b.b)-b.r.Len():]
+	b.r.Reset(nil)
+	return p
+}
 
 // frontResponse is the response writer of the front's requests: the
 // answer is buffered and written at once, with its Content-Length.
