@@ -854,8 +854,8 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 		node   string
 		minute time.Time
 	}
-	minutes := map[key]*Minute{}
-	var order []key
+	at := make(map[key]int, len(ws)) // index in ms
+	ms := make([]Minute, 0, len(ws))
 	for i, w := range ws {
 		w.fresh = fresh[i]
 		if !w.fresh {
@@ -863,12 +863,13 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 		}
 		sm := w.sample
 		k := key{sm.NodeID, sm.At.Truncate(time.Minute)}
-		m, ok := minutes[k]
+		j, ok := at[k]
 		if !ok {
-			m = &Minute{NodeID: sm.NodeID, Minute: k.minute, EnergyFirstJ: sm.EnergyJ, EnergyLastJ: sm.EnergyJ}
-			minutes[k] = m
-			order = append(order, k)
+			j = len(ms)
+			at[k] = j
+			ms = append(ms, Minute{NodeID: sm.NodeID, Minute: k.minute, EnergyFirstJ: sm.EnergyJ, EnergyLastJ: sm.EnergyJ})
 		}
+		m := &ms[j]
 		m.Samples++
 		m.EnergyFirstJ, m.EnergyLastJ = min(m.EnergyFirstJ, sm.EnergyJ), max(m.EnergyLastJ, sm.EnergyJ)
 		m.PowerSumW += sm.PowerW
@@ -876,11 +877,7 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 		m.TempMaxC = max(m.TempMaxC, w.tempMax)
 		m.UtilSum += w.utilPct
 	}
-	if len(order) > 0 {
-		ms := make([]Minute, len(order))
-		for i, k := range order {
-			ms[i] = *minutes[k]
-		}
+	if len(ms) > 0 {
 		if err := s.Store.PutMinutes(ctx, ms); err != nil {
 			return err
 		}

@@ -50,6 +50,9 @@ type telemetry struct {
 	foldAge time.Duration
 	foldMin int
 	foldPer int
+	// buf is where a commit's journal row is encoded (the statement
+	// copies it).
+	buf []byte
 }
 
 func newTelemetry() *telemetry {
@@ -162,7 +165,7 @@ func (t *telemetry) putSamples(ctx context.Context, db *DB, ss []agents.Sample, 
 	if err := t.begin(ctx, db); err != nil {
 		return err
 	}
-	var buf []byte
+	buf := t.buf[:0]
 	n := 0
 	for i, s := range ss {
 		w := t.windows[s.NodeID]
@@ -199,6 +202,7 @@ func (t *telemetry) putSamples(ctx context.Context, db *DB, ss []agents.Sample, 
 		n++
 	}
 	if n > 0 {
+		t.buf = buf
 		if _, err := db.exec(ctx, insertJournalSQL, "samples", buf); err != nil {
 			return err
 		}
@@ -214,10 +218,11 @@ func (t *telemetry) putMinutes(ctx context.Context, db *DB, ms []agents.Minute) 
 	if err := t.begin(ctx, db); err != nil {
 		return err
 	}
-	var buf []byte
+	buf := t.buf[:0]
 	for _, m := range ms {
 		buf = appendMinute(buf, m)
 	}
+	t.buf = buf
 	if _, err := db.exec(ctx, insertJournalSQL, "minutes", buf); err != nil {
 		return err
 	}
