@@ -472,7 +472,8 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	stReasons := reasons(st.Conditions)
 	changed := !known || prev.Health != st.Health || !slices.Equal(reasons(prev.Conditions), stReasons)
 	if hb.Seq > prev.Seq && (changed || now.Sub(prev.storedAt) >= time.Minute) {
-		w.state = &st
+		stored := st
+		w.state = &stored
 	}
 	if err := s.commit(ctx, w); err != nil {
 		return ans, err
@@ -507,15 +508,15 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		if s.repairedAt(p.NodeID) != repaired {
 			ok = false // repaired while this report was on its way: it decides nothing
 		}
-		if ok && (health != st.Health || !slices.Equal(healthReasons, stReasons)) && s.SetHealth != nil {
+		if to := st.Health; ok && (health != to || !slices.Equal(healthReasons, stReasons)) && s.SetHealth != nil {
 			// The failure and what follows it (work replaced, repair opened)
 			// commit together: a crash between them cannot leave a failed
 			// node in a reservation.
 			err := s.Tx.InTx(ctx, func(ctx context.Context) error {
-				if err := s.SetHealth(ctx, p.NodeID, st.Health, stReasons); err != nil {
+				if err := s.SetHealth(ctx, p.NodeID, to, stReasons); err != nil {
 					return err
 				}
-				if st.Health == fleet.HealthFailed && health != fleet.HealthFailed {
+				if to == fleet.HealthFailed && health != fleet.HealthFailed {
 					// The agent's word: enough for managed delivery, not
 					// for bare metal (see sales.NodeFailed).
 					return s.failed(ctx, p.NodeID, strings.Join(stReasons, "; "), false)

@@ -321,15 +321,19 @@ func (fc *frontConn) serveOne() error {
 		}
 	}
 
-	// 2. The header, within ReadHeaderTimeout.
+	// 2. The header, within ReadHeaderTimeout. Each phase sets its
+	// deadline before its first read: one that has all it needs buffered
+	// already reads nothing.
 	fc.served++
-	if hdrTimeout > 0 {
-		fc.c.SetReadDeadline(time.Now().Add(hdrTimeout))
-	} else {
-		fc.c.SetReadDeadline(time.Time{})
+	deadline := func(d time.Duration) {
+		var t time.Time
+		if d > 0 {
+			t = time.Now().Add(d)
+		}
+		fc.c.SetReadDeadline(t)
 	}
 	var end int
-	for {
+	for set := false; ; set = true {
 		if i := bytes.Index(fc.buf[fc.start:], []byte("\r\n\r\n")); i >= 0 {
 			if i+4 > fastMaxHeader {
 				return errHandOff
@@ -340,6 +344,9 @@ func (fc *frontConn) serveOne() error {
 		if len(fc.buf)-fc.start > fastMaxHeader {
 			return errHandOff
 		}
+		if !set {
+			deadline(hdrTimeout)
+		}
 		if err := fc.fill(); err != nil {
 			return err
 		}
@@ -349,16 +356,13 @@ func (fc *frontConn) serveOne() error {
 		return errHandOff
 	}
 
-	// 3. The body, within ReadTimeout.
-	if t := f.Server.ReadTimeout; t > 0 {
-		fc.c.SetReadDeadline(time.Now().Add(t))
-	} else {
-		fc.c.SetReadDeadline(time.Time{})
-	}
-	// fill may move what is buffered to the front of buf: offsets are
-	// kept from fc.start.
+	// 3. The body, within ReadTimeout. fill may move what is buffered to
+	// the front of buf: offsets are kept from fc.start.
 	head, n := end-fc.start, int(req.ContentLength)
-	for len(fc.buf)-fc.start < head+n {
+	for set := false; len(fc.buf)-fc.start < head+n; set = true {
+		if !set {
+			deadline(f.Server.ReadTimeout)
+		}
 		if err := fc.fill(); err != nil {
 			return err
 		}

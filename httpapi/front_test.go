@@ -475,3 +475,40 @@ func TestFrontStraddlesItsBuffer(t *testing.T) {
 		}
 	}
 }
+
+// A kept connection that stops in the middle of a request is closed after
+// ReadHeaderTimeout (in its head) or ReadTimeout (in its body), as net/http
+// closes it, not after the longer IdleTimeout of a wait between requests.
+func TestFrontStalledRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Front{Server: &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond},
+		Fast: fastPrefix, IdleTimeout: time.Minute}
+	go f.Serve(ln)
+	defer f.Shutdown(context.Background())
+	for _, stall := range []string{
+		"POST /fast/x HTTP/1.1\r\nHost: nc\r\n",
+		"POST /fast/x HTTP/1.1\r\nHost: nc\r\nContent-Length: 10\r\n\r\n123",
+	} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		io.WriteString(c, post("/fast/x", "1"))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		io.WriteString(c, stall)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second)) // well short of IdleTimeout
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("stalled in %q: %v, want EOF", stall, err)
+		}
+	}
+}
