@@ -358,7 +358,7 @@ func readPlan(ctx context.Context, db *DB) (*foldPlan, error) {
 	minutes := map[nodeMinute]int{}
 	for rows.Next() {
 		var kind string
-		var data []byte
+		var data sql.RawBytes // decoded before the next row: strings are copied
 		if err := rows.Scan(&kind, &data); err != nil {
 			return nil, db.translate(err)
 		}
@@ -366,18 +366,18 @@ func readPlan(ctx context.Context, db *DB) (*foldPlan, error) {
 			switch kind {
 			case "samples":
 				var s agents.Sample
-				if s, data, err = readSample(data); err != nil {
+				if s, data, err = readSample(data, names); err != nil {
 					return nil, err
 				}
-				if s.NodeID = intern(names, s.NodeID); !resumed || s.NodeID > after {
+				if !resumed || s.NodeID > after {
 					p.samples = append(p.samples, s)
 				}
 			default:
 				var m agents.Minute
-				if m, data, err = readMinute(data); err != nil {
+				if m, data, err = readMinute(data, names); err != nil {
 					return nil, err
 				}
-				if m.NodeID = intern(names, m.NodeID); resumed && m.NodeID <= after {
+				if resumed && m.NodeID <= after {
 					continue
 				}
 				k := nodeMinute{m.NodeID, m.Minute.UnixMicro()}
@@ -413,13 +413,6 @@ type nodeMinute struct {
 	minute int64
 }
 
-func intern(names map[string]string, s string) string {
-	if n, ok := names[s]; ok {
-		return n
-	}
-	names[s] = s
-	return s
-}
 
 // mergeMinute folds b into a (the same node-minute), as the upsert does.
 func mergeMinute(a *agents.Minute, b agents.Minute) {
@@ -559,10 +552,12 @@ func appendMinute(b []byte, m agents.Minute) []byte {
 
 var errJournal = errors.New("sqlstore: telemetry journal: a row is cut short")
 
-// reader decodes a journal row; its first error sticks.
+// reader decodes a journal row; its first error sticks. Strings seen
+// before are taken from names (one string per node), when it is set.
 type reader struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	names map[string]string
 }
 
 // next returns the row's next n bytes; fewer left (or n < 0) is an error.
@@ -603,7 +598,15 @@ func (r *reader) string() string {
 		r.next(-1)
 		return ""
 	}
-	return string(r.next(int(n)))
+	p := r.next(int(n))
+	if s, ok := r.names[string(p)]; ok {
+		return s
+	}
+	s := string(p)
+	if r.names != nil {
+		r.names[s] = s
+	}
+	return s
 }
 
 func (r *reader) float() float64 {
@@ -613,14 +616,14 @@ func (r *reader) float() float64 {
 	return 0
 }
 
-func readSample(b []byte) (agents.Sample, []byte, error) {
-	r := reader{b: b}
+func readSample(b []byte, names map[string]string) (agents.Sample, []byte, error) {
+	r := reader{b: b, names: names}
 	s := agents.Sample{NodeID: r.string(), Seq: r.varint(), At: fromMicros(r.varint()), EnergyJ: r.uvarint(), PowerW: r.float()}
 	return s, r.b, r.err
 }
 
-func readMinute(b []byte) (agents.Minute, []byte, error) {
-	r := reader{b: b}
+func readMinute(b []byte, names map[string]string) (agents.Minute, []byte, error) {
+	r := reader{b: b, names: names}
 	m := agents.Minute{NodeID: r.string(), Minute: fromMicros(r.varint()), Samples: r.varint(), EnergyFirstJ: r.uvarint(), EnergyLastJ: r.uvarint()}
 	m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum = r.float(), r.float(), r.float(), r.float()
 	return m, r.b, r.err

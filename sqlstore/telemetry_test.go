@@ -278,8 +278,8 @@ func TestJournalEncoding(t *testing.T) {
 		read func([]byte) (any, []byte, error)
 		want any
 	}{
-		{appendSample(nil, s), func(b []byte) (any, []byte, error) { return readSample(b) }, s},
-		{appendMinute(nil, m), func(b []byte) (any, []byte, error) { return readMinute(b) }, m},
+		{appendSample(nil, s), func(b []byte) (any, []byte, error) { return readSample(b, nil) }, s},
+		{appendMinute(nil, m), func(b []byte) (any, []byte, error) { return readMinute(b, nil) }, m},
 	} {
 		got, rest, err := c.read(append(c.b, 0xff))
 		if err != nil || len(rest) != 1 || !cmp.Equal(got, c.want) {
