@@ -362,7 +362,9 @@ func (s *Server) registerAgents() {
 // agents service (which group-commits), one JSON encode.
 func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	p := info(ctx).Principal
+	ri := info(ctx)
+	ri.Action = "agent-heartbeat" // as the operation is named: metrics, audit
+	p := ri.Principal
 	if p.Role != neocloud.RoleAgent || p.NodeID == "" {
 		s.auditAlone(ctx, http.StatusForbidden)
 		writeProblem(w, newProblem(http.StatusForbidden, fmt.Sprintf("role %s may not agent-heartbeat", p.Role)))
@@ -392,7 +394,7 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		pr := problemFor(err)
 		if pr.Status == http.StatusInternalServerError && ctx.Err() == nil {
-			s.cfg.Logger.Error("handler failed", "request_id", info(ctx).ID, "op", "agent-heartbeat", "node", p.NodeID, "err", err)
+			s.cfg.Logger.Error("handler failed", "request_id", ri.ID, "op", ri.Action, "node", p.NodeID, "err", err)
 		}
 		writeProblem(w, pr)
 		return

@@ -257,6 +257,11 @@ func TestHeartbeatsGroupCommitted(t *testing.T) {
 				t.Fatalf("node %d: minute rollups count %d reports, want %d", i, n, beats)
 			}
 		}
+		// Heartbeats are counted as their operation, every one.
+		want := fmt.Sprintf(`neocloud_http_requests_total{code="200",method="POST",operation="agent-heartbeat"} %d`, nodes*(beats+1))
+		if m := string(e.do("GET", "/metrics", "", nil).body); !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics does not say %s", want)
+		}
 	})
 }
 

@@ -317,8 +317,9 @@ func (s *Server) transact(next http.Handler) http.Handler {
 		if r.URL.Path == heartbeatPath && r.Method == http.MethodPost {
 			// Heartbeats are group-committed by the agents service and
 			// answered after their commit; they dedupe on their sequence
-			// number and write no audit record each.
-			next.ServeHTTP(w, r)
+			// number and write no audit record each. The route is known:
+			// the mux (where it is registered too) is not asked.
+			s.serveHeartbeat(w, r)
 			return
 		}
 		if !mutating(r.Method) && (r.URL.Path == streamPath || r.URL.Path == "/v1/events" && strings.Contains(r.Header.Get("Accept"), "text/event-stream")) {
