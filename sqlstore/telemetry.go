@@ -413,7 +413,6 @@ type nodeMinute struct {
 	minute int64
 }
 
-
 // mergeMinute folds b into a (the same node-minute), as the upsert does.
 func mergeMinute(a *agents.Minute, b agents.Minute) {
 	a.Samples += b.Samples
