@@ -128,6 +128,12 @@ type exchanger interface {
 // bytes, if set) and reads n answers.
 func exchange(t exchanger, addr, raw string, n, chunk int) []answer {
 	t.Helper()
+	return exchangeCut(t, addr, raw, n, chunk, 0)
+}
+
+// exchangeCut is exchange with raw's last tail bytes written at once.
+func exchangeCut(t exchanger, addr, raw string, n, chunk, tail int) []answer {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -138,8 +144,8 @@ func exchange(t exchanger, addr, raw string, n, chunk int) []answer {
 		b := []byte(raw)
 		for len(b) > 0 {
 			k := len(b)
-			if chunk > 0 {
-				k = min(k, chunk)
+			if chunk > 0 && k > tail {
+				k = min(k-tail, chunk)
 			}
 			if _, err := c.Write(b[:k]); err != nil {
 				return
@@ -270,8 +276,12 @@ func TestFrontLeavesBadRequestsToNetHTTP(t *testing.T) {
 		"POST /fast/a HTTP/1.1\r\nHost: nc\r\nContent-Length: 1\r\nX-Ctl: a\x01b\r\n\r\n1",
 		"POST /fast/a HTTP/1.1\r\nHost: nc\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n1",
 	} {
-		want := exchange(t, plain, raw, 1, 0)
-		got := exchange(t, front, raw, 1, 3)
+		// The head goes in pieces, its end and the body at once: net/http
+		// answers a bad head and closes, and a body arriving after that
+		// would reset the connection before the answer is read.
+		tail := len(raw) - strings.Index(raw, "\r\n\r\n")
+		want := exchangeCut(t, plain, raw, 1, 0, 0)
+		got := exchangeCut(t, front, raw, 1, 3, tail)
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("%q (-net/http +front):\n%s", raw, diff)
 		}
