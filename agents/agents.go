@@ -855,7 +855,7 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 		node   string
 		minute time.Time
 	}
-	at := make(map[key]int, len(ws)) // index in ms
+	index := make(map[key]int, len(ws)) // in ms
 	ms := make([]Minute, 0, len(ws))
 	for i, w := range ws {
 		w.fresh = fresh[i]
@@ -864,10 +864,10 @@ func (s *Service) writeBatch(ctx context.Context, ws []*hbWrite) error {
 		}
 		sm := w.sample
 		k := key{sm.NodeID, sm.At.Truncate(time.Minute)}
-		j, ok := at[k]
+		j, ok := index[k]
 		if !ok {
 			j = len(ms)
-			at[k] = j
+			index[k] = j
 			ms = append(ms, Minute{NodeID: sm.NodeID, Minute: k.minute, EnergyFirstJ: sm.EnergyJ, EnergyLastJ: sm.EnergyJ})
 		}
 		m := &ms[j]
