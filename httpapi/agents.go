@@ -411,7 +411,7 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 // readBody reads a request's body, at most MaxBodyBytes: as the front
 // read it, or in one allocation when its length is declared and small.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if b, ok := r.Body.(*frontBody); ok && r.ContentLength <= MaxBodyBytes {
+	if b, ok := r.Body.(*frontBody); ok { // at most fastMaxBody
 		return b.take(), nil
 	}
 	if n := r.ContentLength; n >= 0 && n <= 1<<20 {

@@ -266,20 +266,12 @@ func (db *DB) EnergyReadings(ctx context.Context, nodeID string, from, to time.T
 }
 
 func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, error) {
-	var n int64
+	cut := micros(before)
 	if db.Dialect == Postgres {
-		err := db.write(ctx, func(ctx context.Context) error {
-			for _, q := range []string{`DELETE FROM node_minutes WHERE minute < ?`, `DELETE FROM node_samples WHERE at < ?`} {
-				res, err := db.exec(ctx, q, micros(before))
-				if err != nil {
-					return err
-				}
-				k, _ := res.RowsAffected()
-				n += k
-			}
-			return nil
+		return db.execCounted(ctx, []statement{
+			{`DELETE FROM node_minutes WHERE minute < ?`, []any{cut}},
+			{`DELETE FROM node_samples WHERE at < ?`, []any{cut}},
 		})
-		return n, err
 	}
 	// SQLite's tables are read by key alone (no index by time): a node at
 	// a time, purgeNodes to a transaction, so that heartbeats' commits go
@@ -292,29 +284,46 @@ func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, erro
 	if err != nil {
 		return 0, err
 	}
+	var n int64
 	for chunk := range slices.Chunk(ids, purgeNodes) {
-		err := db.write(ctx, func(ctx context.Context) error {
-			for _, id := range chunk {
-				for _, q := range []struct {
-					sql  string
-					args []any
-				}{
-					{`DELETE FROM node_minutes WHERE node_id = ? AND minute < ?`, []any{id, micros(before)}},
-					{`DELETE FROM node_samples WHERE node_id = ? AND seq < COALESCE((SELECT seq FROM node_samples WHERE node_id = ? AND at >= ? ORDER BY seq LIMIT 1), 9223372036854775807)`, []any{id, id, micros(before)}},
-				} {
-					res, err := db.exec(ctx, q.sql, q.args...)
-					if err != nil {
-						return err
-					}
-					k, _ := res.RowsAffected()
-					n += k
-				}
-			}
-			return nil
-		})
+		qs := make([]statement, 0, 2*len(chunk))
+		for _, id := range chunk {
+			qs = append(qs,
+				statement{`DELETE FROM node_minutes WHERE node_id = ? AND minute < ?`, []any{id, cut}},
+				statement{`DELETE FROM node_samples WHERE node_id = ? AND seq < COALESCE((SELECT seq FROM node_samples WHERE node_id = ? AND at >= ? ORDER BY seq LIMIT 1), 9223372036854775807)`, []any{id, id, cut}})
+		}
+		k, err := db.execCounted(ctx, qs)
+		n += k
 		if err != nil {
 			return n, err
 		}
+	}
+	return n, nil
+}
+
+// statement is a query and its arguments.
+type statement struct {
+	sql  string
+	args []any
+}
+
+// execCounted runs statements in one transaction and says how many rows
+// they changed (none when it rolls back).
+func (db *DB) execCounted(ctx context.Context, qs []statement) (int64, error) {
+	var n int64
+	err := db.write(ctx, func(ctx context.Context) error {
+		for _, q := range qs {
+			res, err := db.exec(ctx, q.sql, q.args...)
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			n += k
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	return n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,7 +75,10 @@ func (m migration) sqlFor(d Dialect) string {
 // migrate applies pending migrations. Several servers may start at once:
 // on PostgreSQL an advisory transaction lock serializes them, on SQLite the
 // IMMEDIATE transaction does.
-func (db *DB) migrate(ctx context.Context) error {
+func (db *DB) migrate(ctx context.Context) error { return db.migrateThrough(ctx, math.MaxInt) }
+
+// migrateThrough applies the pending migrations numbered up to through.
+func (db *DB) migrateThrough(ctx context.Context, through int) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -103,7 +107,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 		rows.Close()
 		for _, m := range ms {
-			if applied[m.version] {
+			if applied[m.version] || m.version > through {
 				continue
 			}
 			// Multi-statement text runs as one Exec; no placeholders here.

@@ -1,0 +1,78 @@
+package sqlstore
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/neocloud/neocloud/agents"
+)
+
+// TestKeyedTelemetryMigration stores samples and minute rollups under the
+// schema before migration 0029 and checks that every row is still there,
+// as it was, once 0029 has rebuilt both tables keyed, and that a row must
+// still name a known node.
+func TestKeyedTelemetryMigration(t *testing.T) {
+	ctx := context.Background()
+	db, err := openSQLite(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.migrateThrough(ctx, 28); err != nil {
+		t.Fatal(err)
+	}
+	if err := addNodes(ctx, db, "node_m1", "node_m2"); err != nil {
+		t.Fatal(err)
+	}
+	var ss []agents.Sample
+	var ms []agents.Minute
+	for i, n := range []string{"node_m2", "node_m1"} {
+		for seq := int64(1); seq <= 3; seq++ {
+			at := t0.Add(time.Duration(seq*10+int64(i)) * time.Second)
+			s := agents.Sample{NodeID: n, Seq: seq, At: at, EnergyJ: uint64(1000*seq + int64(i)), PowerW: 700.5 + float64(seq)}
+			if _, err := db.exec(ctx, insertSampleSQL, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW); err != nil {
+				t.Fatal(err)
+			}
+			ss = append(ss, s)
+		}
+		m := agents.Minute{NodeID: n, Minute: t0, Samples: 3, EnergyFirstJ: 1000, EnergyLastJ: 3000, PowerSumW: 2107.5, PowerMaxW: 703.5, TempMaxC: 61, UtilSum: 290}
+		if _, err := db.exec(ctx, upsertMinuteSQL, m.NodeID, micros(m.Minute), m.Samples, int64(m.EnergyFirstJ), int64(m.EnergyLastJ), m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+
+	if err := db.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RawDB().Exec(`SELECT rowid FROM node_samples`); err == nil {
+		t.Errorf("node_samples still has a rowid after 0029")
+	}
+	equalTimes := cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })
+	for i, n := range []string{"node_m2", "node_m1"} {
+		got, err := db.Samples(ctx, n, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(ss[3*i:3*i+3], got, equalTimes); diff != "" {
+			t.Errorf("samples of %s after 0029 (-before +after):\n%s", n, diff)
+		}
+		gm, err := db.Minutes(ctx, n, t0, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range gm {
+			gm[j].PowerAvgW, gm[j].UtilAvgPct = 0, 0
+		}
+		if diff := cmp.Diff(ms[i:i+1], gm, equalTimes); diff != "" {
+			t.Errorf("minutes of %s after 0029 (-before +after):\n%s", n, diff)
+		}
+	}
+	if _, err := db.exec(ctx, insertSampleSQL, "node_unknown", 1, micros(t0), 1, 1.0); err == nil {
+		t.Errorf("a sample of an unknown node was stored after 0029")
+	}
+}
