@@ -218,9 +218,8 @@ type Service struct {
 	// OutOfBand reads nodes' out-of-band controllers (nil: none).
 	OutOfBand OutOfBand
 	// Checks is the policy of active health checks on idle nodes.
-	Checks    ActiveChecks
-	lastCheck map[string]time.Time // guarded by assignMu
-	caps      atomic.Pointer[skuCaps]
+	Checks ActiveChecks
+	caps   atomic.Pointer[skuCaps]
 
 	incMu     sync.Mutex
 	incidents map[string]*Incident
@@ -230,9 +229,10 @@ type Service struct {
 	leaderSince time.Time
 	leaseEpoch  int64
 
-	mu       sync.RWMutex
-	latest   map[string]State
-	repaired map[string]repair // when each node was last declared repaired
+	// mu guards nodes and the fields of its records marked so; assignMu
+	// guards the others.
+	mu    sync.RWMutex
+	nodes map[string]*nodeRecord
 
 	batchOnce sync.Once
 	batch     chan *hbWrite
@@ -251,11 +251,47 @@ type Service struct {
 	SharedTTL time.Duration
 
 	assignMu sync.Mutex
-	assigned map[string]cachedAssignment
-	changes  map[string]*nodeChange
-	// pending says, per node, whether it has commands waiting and when
-	// that was read from the store.
-	pending map[string]pendingCommands
+}
+
+// nodeRecord is what the service keeps of one node in memory: one lookup
+// finds all of it. Records are made on first use and kept for the life of
+// the process.
+type nodeRecord struct {
+	id string
+	// Guarded by Service.mu.
+	state    State // the last report applied, or the stored state
+	known    bool  // whether state is one
+	repaired repair
+	// Guarded by Service.assignMu.
+	assigned    cachedAssignment
+	hasAssigned bool
+	change      nodeChange
+	// pending says whether the node has commands waiting and when that
+	// was read from the store.
+	pending    pendingCommands
+	hasPending bool
+	lastCheck  time.Time // the last active health check started
+	checked    bool
+}
+
+// record returns a node's record, making it on first use.
+func (s *Service) record(nodeID string) *nodeRecord {
+	s.mu.RLock()
+	r := s.nodes[nodeID]
+	s.mu.RUnlock()
+	if r != nil {
+		return r
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r = s.nodes[nodeID]; r == nil {
+		if s.nodes == nil {
+			s.nodes = map[string]*nodeRecord{}
+		}
+		r = &nodeRecord{id: nodeID, change: nodeChange{wake: make(chan struct{})}}
+		s.nodes[nodeID] = r
+	}
+	return r
 }
 
 type pendingCommands struct {
@@ -287,7 +323,7 @@ type nodeChange struct {
 
 // NewService returns a service over store.
 func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *Service {
-	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, CommitWait: DefaultCommitWait, latest: map[string]State{},
+	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, CommitWait: DefaultCommitWait, nodes: map[string]*nodeRecord{},
 		SetHealth: fl.SetHealth, Started: time.Now().UTC(), instance: neocloud.NewID("srv_")}
 }
 
@@ -368,11 +404,11 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 			return err
 		}
 		s.Tx.AfterCommit(ctx, func() {
+			r := s.record(n.ID)
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if cur, ok := s.latest[n.ID]; ok {
-				cur.Found = in.GPUs
-				s.latest[n.ID] = cur
+			if r.known {
+				r.state.Found = in.GPUs
 			}
 		})
 		return nil
@@ -427,7 +463,8 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		}
 	}
 	now := s.now()
-	prev, known, err := s.latestOrStored(ctx, p.NodeID)
+	rec := s.record(p.NodeID)
+	prev, known, err := s.latestOf(ctx, rec)
 	if err != nil {
 		return ans, err
 	}
@@ -441,7 +478,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	}
 	// A repair clears what was found before it: a report sampled before
 	// the node was declared repaired says nothing about the repaired node.
-	repaired := s.repairedAt(p.NodeID)
+	repaired := s.repairedAt(rec)
 	var sticky []Condition
 	for _, c := range Sticky(prev.Conditions) {
 		if ladder[c.Action] > ladder[remedied] && c.At.After(repaired.at) {
@@ -484,7 +521,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if !w.fresh || hb.Seq <= prev.Seq {
 		// A replay, or a spooled report older than the last applied: its
 		// sample is kept (once), the node's state is not rolled back.
-		cur, _, err := s.latestOrStored(ctx, p.NodeID)
+		cur, _, err := s.latestOf(ctx, rec)
 		if err != nil {
 			return ans, err
 		}
@@ -497,15 +534,15 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 			st.storedAt = prev.storedAt
 		}
 		s.mu.Lock()
-		if cur, ok := s.latest[p.NodeID]; !ok || cur.Seq < st.Seq {
-			s.latest[p.NodeID] = st
+		if !rec.known || rec.state.Seq < st.Seq {
+			rec.state, rec.known = st, true
 		}
 		s.mu.Unlock()
 		sku, health, healthReasons, ok := s.Fleet.Snapshot.NodeHealth(p.NodeID)
 		if ok {
 			ans.PowerCapW = s.powerCap(ctx, sku)
 		}
-		if s.repairedAt(p.NodeID) != repaired {
+		if s.repairedAt(rec) != repaired {
 			ok = false // repaired while this report was on its way: it decides nothing
 		}
 		if to := st.Health; ok && (health != to || !slices.Equal(healthReasons, stReasons)) && s.SetHealth != nil {
@@ -528,10 +565,10 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 			}
 		}
 	}
-	if ans.Assignment, err = s.AssignmentOf(ctx, p.NodeID); err != nil {
+	if ans.Assignment, err = s.assignmentOf(ctx, rec); err != nil {
 		return ans, err
 	}
-	if ans.Commands, err = s.pendingCommands(ctx, p.NodeID); err != nil {
+	if ans.Commands, err = s.pendingOf(ctx, rec); err != nil {
 		return ans, err
 	}
 	return ans, nil
@@ -564,26 +601,23 @@ func (s *Service) powerCap(ctx context.Context, sku string) int {
 	return c.caps[sku]
 }
 
-// pendingCommands returns a node's pending commands, oldest first, reading
-// the store only when the node may have some.
-func (s *Service) pendingCommands(ctx context.Context, nodeID string) ([]wire.Command, error) {
+// pendingOf returns a node's pending commands, oldest first, reading the
+// store only when the node may have some.
+func (s *Service) pendingOf(ctx context.Context, r *nodeRecord) ([]wire.Command, error) {
 	now := time.Now()
 	s.assignMu.Lock()
-	pc, ok := s.pending[nodeID]
+	pc, ok := r.pending, r.hasPending
 	s.assignMu.Unlock()
 	if ok && !pc.any && s.fresh(pc.at, now) {
 		return nil, nil
 	}
-	cs, err := s.Store.Commands(ctx, nodeID, true)
+	cs, err := s.Store.Commands(ctx, r.id, true)
 	if err != nil {
 		return nil, err
 	}
 	s.assignMu.Lock()
-	if s.pending == nil {
-		s.pending = map[string]pendingCommands{}
-	}
-	if cur, ok := s.pending[nodeID]; !ok || !cur.at.After(now) {
-		s.pending[nodeID] = pendingCommands{any: len(cs) > 0, at: now}
+	if !r.hasPending || !r.pending.at.After(now) {
+		r.pending, r.hasPending = pendingCommands{any: len(cs) > 0, at: now}, true
 	}
 	s.assignMu.Unlock()
 	var out []wire.Command
@@ -606,12 +640,10 @@ func (s *Service) enqueue(ctx context.Context, c NodeCommand) error {
 
 // commandQueued notes that a node has a command waiting.
 func (s *Service) commandQueued(nodeID string) {
+	r := s.record(nodeID)
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
-	if s.pending == nil {
-		s.pending = map[string]pendingCommands{}
-	}
-	s.pending[nodeID] = pendingCommands{any: true, at: time.Now()}
+	r.pending, r.hasPending = pendingCommands{any: true, at: time.Now()}, true
 }
 
 // AssignmentOf returns what a node serves now, from a cache that
@@ -620,23 +652,27 @@ func (s *Service) AssignmentOf(ctx context.Context, nodeID string) (*wire.Assign
 	if s.Assignment == nil {
 		return nil, nil
 	}
+	return s.assignmentOf(ctx, s.record(nodeID))
+}
+
+func (s *Service) assignmentOf(ctx context.Context, r *nodeRecord) (*wire.Assignment, error) {
+	if s.Assignment == nil {
+		return nil, nil
+	}
 	now := time.Now()
 	s.assignMu.Lock()
-	c, ok := s.assigned[nodeID]
-	version := s.change(nodeID).version
+	c, ok := r.assigned, r.hasAssigned
+	version := r.change.version
 	s.assignMu.Unlock()
 	if ok && s.fresh(c.at, now) && (c.expires.IsZero() || now.Before(c.expires)) {
 		return c.a, nil
 	}
-	a, err := s.Assignment(ctx, nodeID)
+	a, err := s.Assignment(ctx, r.id)
 	if err != nil {
 		return nil, err
 	}
 	s.assignMu.Lock()
-	if s.change(nodeID).version == version { // no change while reading
-		if s.assigned == nil {
-			s.assigned = map[string]cachedAssignment{}
-		}
+	if r.change.version == version { // no change while reading
 		c := cachedAssignment{a: a, at: now}
 		if a != nil {
 			for _, n := range a.Notices {
@@ -647,59 +683,50 @@ func (s *Service) AssignmentOf(ctx context.Context, nodeID string) (*wire.Assign
 				}
 			}
 		}
-		s.assigned[nodeID] = c
+		r.assigned, r.hasAssigned = c, true
 	}
 	s.assignMu.Unlock()
 	return a, nil
 }
 
-// change returns a node's change record; assignMu is held.
-func (s *Service) change(nodeID string) *nodeChange {
-	if s.changes == nil {
-		s.changes = map[string]*nodeChange{}
-	}
-	c, ok := s.changes[nodeID]
-	if !ok {
-		c = &nodeChange{wake: make(chan struct{})}
-		s.changes[nodeID] = c
-	}
-	return c
-}
-
 // NodesChanged forgets the nodes' cached assignments and wakes their push
 // streams: called after a commit that may have changed what they serve.
 func (s *Service) NodesChanged(nodeIDs []string) {
+	rs := make([]*nodeRecord, len(nodeIDs))
+	for i, id := range nodeIDs {
+		rs[i] = s.record(id)
+	}
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
-	for _, id := range nodeIDs {
-		delete(s.assigned, id)
-		c := s.change(id)
-		c.version++
-		close(c.wake)
-		c.wake = make(chan struct{})
+	for _, r := range rs {
+		r.assigned, r.hasAssigned = cachedAssignment{}, false
+		r.change.version++
+		close(r.change.wake)
+		r.change.wake = make(chan struct{})
 	}
 }
 
 // wake wakes a node's push stream without a change to its assignment (a
 // command is waiting).
 func (s *Service) wake(nodeID string) {
+	r := s.record(nodeID)
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
-	c := s.change(nodeID)
-	close(c.wake)
-	c.wake = make(chan struct{})
+	close(r.change.wake)
+	r.change.wake = make(chan struct{})
 }
 
 // PendingCommands returns a node's pending commands, oldest first.
 func (s *Service) PendingCommands(ctx context.Context, nodeID string) ([]wire.Command, error) {
-	return s.pendingCommands(ctx, nodeID)
+	return s.pendingOf(ctx, s.record(nodeID))
 }
 
 // NextChange returns a channel closed at the node's next assignment change.
 func (s *Service) NextChange(nodeID string) <-chan struct{} {
+	r := s.record(nodeID)
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
-	return s.change(nodeID).wake
+	return r.change.wake
 }
 
 // outcomes reads what command results in a report mean for the node: the
@@ -733,27 +760,27 @@ func (s *Service) outcomes(ctx context.Context, nodeID string, results []wire.Re
 	return up, failed, nil
 }
 
-// latestOrStored returns a node's last state from memory, else from the
-// store (and keeps it in memory), else an empty one; known says whether
-// there was one.
-func (s *Service) latestOrStored(ctx context.Context, nodeID string) (State, bool, error) {
+// latestOf returns a node's last state from memory, else from the store
+// (and keeps it in memory), else an empty one; known says whether there
+// was one.
+func (s *Service) latestOf(ctx context.Context, r *nodeRecord) (State, bool, error) {
 	s.mu.RLock()
-	st, ok := s.latest[nodeID]
+	st, ok := r.state, r.known
 	s.mu.RUnlock()
 	if ok {
 		return st, true, nil
 	}
-	st, err := s.Store.AgentState(ctx, nodeID)
+	st, err := s.Store.AgentState(ctx, r.id)
 	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
-		return State{NodeID: nodeID}, false, nil
+		return State{NodeID: r.id}, false, nil
 	}
 	if err != nil {
 		return st, false, err
 	}
 	st.storedAt = st.SeenAt
 	s.mu.Lock()
-	if cur, ok := s.latest[nodeID]; !ok || cur.Seq < st.Seq {
-		s.latest[nodeID] = st
+	if !r.known || r.state.Seq < st.Seq {
+		r.state, r.known = st, true
 	}
 	s.mu.Unlock()
 	return st, true, nil
@@ -958,7 +985,12 @@ func (s *Service) Order(ctx context.Context, p neocloud.Principal, ref string, i
 // Latest returns a node's last heartbeat state, from memory or the store.
 func (s *Service) Latest(ctx context.Context, nodeID string) (State, error) {
 	s.mu.RLock()
-	st, ok := s.latest[nodeID]
+	r := s.nodes[nodeID]
+	var st State
+	ok := r != nil && r.known
+	if ok {
+		st = r.state
+	}
 	s.mu.RUnlock()
 	if ok {
 		return st, nil
@@ -1024,10 +1056,13 @@ func (s *Service) RecordEnergy(ctx context.Context, nodeID string, gpus []int, r
 func (s *Service) GPUPower() map[string]float64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make(map[string]float64, len(s.latest))
-	for id, st := range s.latest {
+	out := make(map[string]float64, len(s.nodes))
+	for id, r := range s.nodes {
+		if !r.known {
+			continue
+		}
 		var w float64
-		for _, g := range st.Heartbeat.GPUs {
+		for _, g := range r.state.Heartbeat.GPUs {
 			w += g.PowerW
 		}
 		out[id] = w
@@ -1039,9 +1074,11 @@ func (s *Service) GPUPower() map[string]float64 {
 // telemetry older than the retention.
 func (s *Service) Hourly(ctx context.Context) error {
 	s.mu.RLock()
-	nodes := make([]string, 0, len(s.latest))
-	for id := range s.latest {
-		nodes = append(nodes, id)
+	nodes := make([]string, 0, len(s.nodes))
+	for id, r := range s.nodes {
+		if r.known {
+			nodes = append(nodes, id)
+		}
 	}
 	s.mu.RUnlock()
 	sort.Strings(nodes)

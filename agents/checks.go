@@ -49,9 +49,13 @@ func (s *Service) startChecks(ctx context.Context, nodes []string, silent map[st
 		next time.Time
 	}
 	var dues []due
+	rs := make([]*nodeRecord, len(nodes))
+	for i, id := range nodes {
+		rs[i] = s.record(id)
+	}
 	s.assignMu.Lock()
-	for _, id := range nodes {
-		last, ok := s.lastCheck[id]
+	for i, id := range nodes {
+		last, ok := rs[i].lastCheck, rs[i].checked
 		if !ok {
 			h := fnv.New64a()
 			h.Write([]byte(id))
@@ -84,7 +88,7 @@ func (s *Service) startChecks(ctx context.Context, nodes []string, silent map[st
 		if a != nil {
 			continue // busy: real work comes first
 		}
-		if cs, err := s.pendingCommands(ctx, d.id); err != nil {
+		if cs, err := s.PendingCommands(ctx, d.id); err != nil {
 			return started, err
 		} else if len(cs) > 0 {
 			continue
@@ -98,11 +102,9 @@ func (s *Service) startChecks(ctx context.Context, nodes []string, silent map[st
 		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.enqueue(ctx, c) }); err != nil {
 			return started, err
 		}
+		r := s.record(d.id)
 		s.assignMu.Lock()
-		if s.lastCheck == nil {
-			s.lastCheck = map[string]time.Time{}
-		}
-		s.lastCheck[d.id] = now
+		r.lastCheck, r.checked = now, true
 		s.assignMu.Unlock()
 		started++
 	}

@@ -135,8 +135,8 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	s.mu.RLock()
 	for _, id := range nodes {
 		last := later(started, shared[id])
-		if st, ok := s.latest[id]; ok {
-			last = later(last, st.SeenAt)
+		if r := s.nodes[id]; r != nil && r.known {
+			last = later(last, r.state.SeenAt)
 		}
 		n, ok := s.Fleet.Snapshot.Node(id)
 		if !ok {

@@ -150,7 +150,7 @@ func (s *Service) OpenRepair(ctx context.Context, nodeID, why string) (RepairTic
 			t.Message = fmt.Sprintf("failed %d times in 30 days: quarantined for operator review", recent+1)
 		}
 		found := map[int]string{}
-		if st, _, err := s.latestOrStored(ctx, nodeID); err == nil {
+		if st, _, err := s.latestOf(ctx, s.record(nodeID)); err == nil {
 			for _, g := range st.Found {
 				found[g.Index] = g.UUID
 			}
@@ -201,11 +201,9 @@ func (s *Service) RepairDone(ctx context.Context, ref string, force bool) (Repai
 		}
 		now := s.now()
 		s.Tx.AfterCommit(ctx, func() {
+			r := s.record(n.ID)
 			s.mu.Lock()
-			if s.repaired == nil {
-				s.repaired = map[string]repair{}
-			}
-			s.repaired[n.ID] = repair{at: now, seq: s.latest[n.ID].Seq}
+			r.repaired = repair{at: now, seq: r.state.Seq}
 			s.mu.Unlock()
 			s.clearConditions(n.ID, ActionRepair)
 		})
@@ -223,10 +221,10 @@ type repair struct {
 
 // repairedAt is the node's last repair (zero: none since this server
 // started).
-func (s *Service) repairedAt(nodeID string) repair {
+func (s *Service) repairedAt(r *nodeRecord) repair {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.repaired[nodeID]
+	return r.repaired
 }
 
 // before says whether a report was sampled before the repair: it was on
@@ -241,10 +239,11 @@ func (r repair) before(hb wire.Heartbeat) bool {
 func (s *Service) clearConditions(nodeID string, upTo Action) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, ok := s.latest[nodeID]
-	if !ok {
+	r := s.nodes[nodeID]
+	if r == nil || !r.known {
 		return
 	}
+	st := r.state
 	var keep []Condition
 	for _, c := range st.Conditions {
 		if ladder[c.Action] > ladder[upTo] {
@@ -253,7 +252,7 @@ func (s *Service) clearConditions(nodeID string, upTo Action) {
 	}
 	st.Conditions = keep
 	st.Health, st.Action = Worst(keep)
-	s.latest[nodeID] = st
+	r.state = st
 }
 
 // startStep moves a ticket to a step and orders the node's agent to run

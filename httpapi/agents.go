@@ -399,10 +399,14 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, pr)
 		return
 	}
-	b, err := gojson.Marshal(ans)
-	if err != nil {
-		writeProblem(w, problemFor(err))
-		return
+	// The answer is written by hand too (wire.AppendHeartbeatAnswer), but
+	// for commands and strings to escape.
+	b, ok := wire.AppendHeartbeatAnswer(make([]byte, 0, 128), ans)
+	if !ok {
+		if b, err = gojson.Marshal(ans); err != nil {
+			writeProblem(w, problemFor(err))
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(append(b, '\n'))

@@ -207,6 +207,8 @@ func TestHeartbeatsGroupCommitted(t *testing.T) {
 		}
 		errs := make(chan error, nodes)
 		var wg sync.WaitGroup
+		var idMu sync.Mutex
+		ids := map[string]bool{} // X-Request-Id of every answer
 		for i := range creds {
 			wg.Add(1)
 			go func(i int) {
@@ -218,6 +220,22 @@ func TestHeartbeatsGroupCommitted(t *testing.T) {
 					if json.Unmarshal(r.body, &ans); r.status != 200 || ans.Acked != seq || ans.Duplicate {
 						errs <- fmt.Errorf("node %d seq %d: %d %s", i, seq, r.status, r.body)
 						return
+					}
+					idMu.Lock()
+					id := r.header.Get("X-Request-Id")
+					again := ids[id]
+					ids[id] = true
+					idMu.Unlock()
+					if again || !strings.HasPrefix(id, neocloud.PrefixRequest) {
+						errs <- fmt.Errorf("node %d seq %d: request id %q again or malformed", i, seq, id)
+						return
+					}
+					if seq == 2 && i%4 == 0 { // a report the server cannot read: refused, and counted so
+						r := e.do("POST", "/v1/agent/heartbeat", creds[i], `{"version":`)
+						if r.status != 400 {
+							errs <- fmt.Errorf("node %d: a broken report answered %d %s", i, r.status, r.body)
+							return
+						}
 					}
 					if seq == beats/2 { // the answer was lost: the agent sends it again
 						r := e.do("POST", "/v1/agent/heartbeat", creds[i], hb)
@@ -258,9 +276,14 @@ func TestHeartbeatsGroupCommitted(t *testing.T) {
 			}
 		}
 		// Heartbeats are counted as their operation, every one.
-		want := fmt.Sprintf(`neocloud_http_requests_total{code="200",method="POST",operation="agent-heartbeat"} %d`, nodes*(beats+1))
-		if m := string(e.do("GET", "/metrics", "", nil).body); !strings.Contains(m, want+"\n") {
-			t.Errorf("/metrics does not say %s", want)
+		m := string(e.do("GET", "/metrics", "", nil).body)
+		for _, want := range []string{
+			fmt.Sprintf(`neocloud_http_requests_total{code="200",method="POST",operation="agent-heartbeat"} %d`, nodes*(beats+1)),
+			fmt.Sprintf(`neocloud_http_requests_total{code="400",method="POST",operation="agent-heartbeat"} %d`, nodes/4),
+		} {
+			if !strings.Contains(m, want+"\n") {
+				t.Errorf("/metrics does not say %s", want)
+			}
 		}
 	})
 }

@@ -232,6 +232,7 @@ type frontConn struct {
 	base http.Request
 	req  frontRequest
 	w    frontResponse
+	info reqInfo
 	// date is the Date header of answers, formatted once a second.
 	date    []byte
 	dateSec int64
@@ -264,7 +265,9 @@ func (fc *frontConn) serve() {
 		}
 	}()
 	fc.buf = make([]byte, 0, 4096)
-	fc.base = *(&http.Request{}).WithContext(f.base)
+	// The connection's reqInfo goes with each of its requests (observe
+	// fills it in).
+	fc.base = *(&http.Request{}).WithContext(context.WithValue(f.base, infoKey{}, &fc.info))
 	fc.w.header = http.Header{}
 	for {
 		err := fc.serveOne()
@@ -611,6 +614,10 @@ type frontResponse struct {
 }
 
 func (w *frontResponse) Header() http.Header { return w.header }
+
+// statusCode is the status written so far (200 when none: what a handler
+// that writes nothing answers).
+func (w *frontResponse) statusCode() int { return cmp.Or(w.status, http.StatusOK) }
 
 func (w *frontResponse) WriteHeader(status int) {
 	if w.status == 0 && status >= 200 {

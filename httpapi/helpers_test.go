@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -76,9 +76,20 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 		Preempt: func(context.Context, string) error { return nil },
 		Record:  db.PutPowerEvent,
 	}, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
-	e := &env{t: t, db: db, api: api, url: srv.URL, tenants: ts, fleet: fl, sales: sv, agents: ag, billing: bl, secrets: map[string]string{}, tokIDs: map[string]string{},
+	// Served as neocloud serve serves it: heartbeats by the front, the
+	// rest by net/http.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httpapi.Front{Server: &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}, Fast: httpapi.FastPath, Handler: api.Handler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	e := &env{t: t, db: db, api: api, url: "http://" + ln.Addr().String(), tenants: ts, fleet: fl, sales: sv, agents: ag, billing: bl, secrets: map[string]string{}, tokIDs: map[string]string{},
 		rsv: map[string]sales.Reservation{}, quotes: map[string]sales.Quote{}, served: map[string]string{}, invoices: map[string]billing.Invoice{}}
 	ctx := context.Background()
 	// A small site: 2 racks of 32 H100 nodes.

@@ -196,18 +196,41 @@ func principal(ctx context.Context) neocloud.Principal { return info(ctx).Princi
 // observe assigns the request id, counts the request and times it.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ri := &reqInfo{ID: neocloud.NewID(neocloud.PrefixRequest), Start: time.Now()}
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			ri.Source = host
+		// The front's requests come with their connection's reqInfo to
+		// fill in (used again for its next request) and a writer that
+		// keeps the status; others get their own.
+		ri, kept := r.Context().Value(infoKey{}).(*reqInfo)
+		source := ""
+		if kept {
+			source = ri.Source // the connection's, once known
 		} else {
-			ri.Source = r.RemoteAddr
+			ri = &reqInfo{}
+			r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		}
+		if source == "" {
+			source = r.RemoteAddr
+			if host, _, err := net.SplitHostPort(source); err == nil {
+				source = host
+			}
+		}
+		*ri = reqInfo{ID: neocloud.NewID(neocloud.PrefixRequest), Start: time.Now(), Source: source}
 		w.Header().Set("X-Request-Id", ri.ID)
-		sw := &statusWriter{ResponseWriter: w, status: 200}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
-		s.metrics.observe(ri.Action, r.Method, sw.status, time.Since(ri.Start))
-		if sw.status >= 500 {
-			s.cfg.Logger.Error("request failed", "request_id", ri.ID, "method", r.Method, "path", r.URL.Path, "status", sw.status)
+		fw, front := w.(*frontResponse)
+		var sw *statusWriter
+		if !front {
+			sw = &statusWriter{ResponseWriter: w, status: 200}
+			w = sw
+		}
+		next.ServeHTTP(w, r)
+		code := 0
+		if front {
+			code = fw.statusCode()
+		} else {
+			code = sw.status
+		}
+		s.metrics.observe(ri.Action, r.Method, code, time.Since(ri.Start))
+		if code >= 500 {
+			s.cfg.Logger.Error("request failed", "request_id", ri.ID, "method", r.Method, "path", r.URL.Path, "status", code)
 		}
 	})
 }
