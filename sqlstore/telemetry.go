@@ -39,7 +39,10 @@ type telemetry struct {
 	pending int       // samples and minutes journaled and not in a fold plan
 	since   time.Time // when the first of them was journaled
 	plan    *foldPlan
-	stale   bool
+	// spare is the last plan folded: the next is read into its slices
+	// (a plan holds a fold's worth of samples, megabytes).
+	spare *foldPlan
+	stale bool
 	// building says a plan is being read in the background; gen counts
 	// folds of the whole journal, which make such a plan moot.
 	building bool
@@ -281,14 +284,16 @@ func (t *telemetry) step(ctx context.Context, db *DB, budget int) error {
 		}
 		t.building = true
 		t.pending, t.since = 0, time.Time{}
-		go t.build(db, gen)
+		spare := t.spare
+		t.spare = nil
+		go t.build(db, gen, spare)
 	})
 	return nil
 }
 
 // build reads a plan outside the writer and hands it to the next commit.
-func (t *telemetry) build(db *DB, gen int) {
-	p, err := readPlan(context.Background(), db)
+func (t *telemetry) build(db *DB, gen int, spare *foldPlan) {
+	p, err := readPlan(context.Background(), db, spare)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.building = false
@@ -325,15 +330,16 @@ func (t *telemetry) foldAll(ctx context.Context, db *DB) error {
 // makePlan reads the journal into the plan.
 func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 	t.pending, t.since = 0, time.Time{}
-	p, err := readPlan(ctx, db)
-	t.plan = p
+	p, err := readPlan(ctx, db, t.spare)
+	t.plan, t.spare = p, nil
 	return err
 }
 
 // readPlan reads the journal into a plan (nil when it is empty): the rows
 // up to the one a fold under way had reached (less the nodes it had
 // written), else all of them. In ctx's transaction, or on the read pool.
-func readPlan(ctx context.Context, db *DB) (*foldPlan, error) {
+// The plan takes spare's slices, when there is one.
+func readPlan(ctx context.Context, db *DB, spare *foldPlan) (*foldPlan, error) {
 	var through int64
 	var after string
 	resumed := true
@@ -354,6 +360,9 @@ func readPlan(ctx context.Context, db *DB) (*foldPlan, error) {
 	}
 	defer rows.Close()
 	p := &foldPlan{through: through}
+	if spare != nil {
+		p.samples, p.minutes = spare.samples[:0], spare.minutes[:0]
+	}
 	names := map[string]string{} // one string per node
 	minutes := map[nodeMinute]int{}
 	for rows.Next() {
@@ -453,7 +462,7 @@ func (t *telemetry) fold(ctx context.Context, db *DB, budget int) error {
 		if _, err := db.exec(ctx, `DELETE FROM telemetry_fold`); err != nil {
 			return err
 		}
-		t.plan = nil
+		t.plan, t.spare = nil, p
 		return nil
 	}
 	if _, err := db.exec(ctx, `INSERT INTO telemetry_fold (id, through, node_through) VALUES (1, ?, ?)

@@ -267,6 +267,75 @@ func TestFoldInBackground(t *testing.T) {
 	}
 }
 
+// TestFoldPlansInTurn: plans read in the background one after another
+// (each into the slices of the last) fold every sample and minute once.
+func TestFoldPlansInTurn(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "turn.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	nodes := []string{"node_turn0", "node_turn1", "node_turn2"}
+	if err := addNodes(ctx, db, nodes...); err != nil {
+		t.Fatal(err)
+	}
+	db.tel.mu.Lock()
+	db.tel.foldAt, db.tel.foldMin, db.tel.foldPer = 6, 1, 1
+	db.tel.mu.Unlock()
+	plans, last := 0, (*foldPlan)(nil)
+	seq := int64(0)
+	for deadline := time.Now().Add(20 * time.Second); plans < 4; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d plans folded in 20 s", plans)
+		}
+		seq++
+		if err := db.InTx(ctx, func(ctx context.Context) error {
+			var ss []agents.Sample
+			var ms []agents.Minute
+			for _, n := range nodes {
+				at := t0.Add(time.Duration(seq) * time.Second)
+				ss = append(ss, agents.Sample{NodeID: n, Seq: seq, At: at, EnergyJ: uint64(seq)})
+				ms = append(ms, agents.Minute{NodeID: n, Minute: at.Truncate(time.Minute), Samples: 1, EnergyFirstJ: uint64(seq), EnergyLastJ: uint64(seq), PowerSumW: 1})
+			}
+			if _, err := db.PutSamples(ctx, ss); err != nil {
+				return err
+			}
+			return db.PutMinutes(ctx, ms)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		db.tel.mu.Lock()
+		if sp := db.tel.spare; sp != nil && sp != last {
+			plans, last = plans+1, sp // a plan was folded to its end
+		}
+		db.tel.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	for _, n := range nodes {
+		ss, err := db.Samples(ctx, n, 0, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(ss)) != seq {
+			t.Errorf("%s: %d samples, want %d", n, len(ss), seq)
+		}
+		ms, err := db.Minutes(ctx, n, t0, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var count int64
+		var power float64
+		for _, m := range ms {
+			count += m.Samples
+			power += m.PowerSumW
+		}
+		if count != seq || power != float64(seq) {
+			t.Errorf("%s: minutes count %d reports (power sum %g), want %d", n, count, power, seq)
+		}
+	}
+}
+
 // TestJournalEncoding checks that a journal row decodes to what was
 // written, and that every row cut short is an error, never a value.
 func TestJournalEncoding(t *testing.T) {
