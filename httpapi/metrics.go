@@ -3,6 +3,7 @@ package httpapi
 import (
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,19 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// series holds each label set's series once looked up (a lookup
+	// hashes its labels): seriesKey → *series.
+	series sync.Map
+}
+
+type seriesKey struct {
+	op, method string
+	status     int
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 func newMetrics() *metrics {
@@ -35,6 +49,15 @@ func (m *metrics) observe(op, method string, status int, d time.Duration) {
 	if op == "" || strings.Contains(op, " ") { // unrouted: "GET /path" would be unbounded
 		op = "other"
 	}
-	m.requests.WithLabelValues(op, method, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(op, method).Observe(d.Seconds())
+	k := seriesKey{op, method, status}
+	v, ok := m.series.Load(k)
+	if !ok {
+		v, _ = m.series.LoadOrStore(k, &series{
+			requests: m.requests.WithLabelValues(op, method, strconv.Itoa(status)),
+			duration: m.duration.WithLabelValues(op, method),
+		})
+	}
+	sr := v.(*series)
+	sr.requests.Inc()
+	sr.duration.Observe(d.Seconds())
 }
