@@ -35,7 +35,7 @@ func TestAgentStateRoundTrip(t *testing.T) {
 		seq++
 		st := agents.State{NodeID: "node_state", Seq: seq, SeenAt: when.Draw(rt, "seen"), Health: fleet.HealthDegraded, Action: agents.ActionReset,
 			Heartbeat: wire.Heartbeat{Version: 2, Seq: seq, At: when.Draw(rt, "at"), AgentVersion: text.Draw(rt, "agent"),
-				NICs: []wire.NICSample{{Name: text.Draw(rt, "nic"), Up: true, Errors: rapid.Uint64().Draw(rt, "errors")}},
+				NICs:    []wire.NICSample{{Name: text.Draw(rt, "nic"), Up: true, Errors: rapid.Uint64().Draw(rt, "errors")}},
 				Results: []wire.Result{{ID: "cmd_1", State: "done", Message: text.Draw(rt, "message")}}},
 			Found:      []wire.GPUInfo{{Index: 0, UUID: text.Draw(rt, "uuid")}},
 			Conditions: []agents.Condition{{GPU: 0, Kind: "xid", Code: 79, Health: fleet.HealthFailed, Action: agents.ActionRepair, Reason: text.Draw(rt, "reason"), At: when.Draw(rt, "cond")}},
