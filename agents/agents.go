@@ -262,16 +262,13 @@ type nodeRecord struct {
 	state    State // the last report applied, or the stored state
 	known    bool  // whether state is one
 	repaired repair
-	// Guarded by Service.assignMu.
-	assigned    cachedAssignment
-	hasAssigned bool
-	change      nodeChange
+	// Guarded by Service.assignMu; a zero time says none yet.
+	assigned cachedAssignment
+	change   nodeChange
 	// pending says whether the node has commands waiting and when that
 	// was read from the store.
-	pending    pendingCommands
-	hasPending bool
-	lastCheck  time.Time // the last active health check started
-	checked    bool
+	pending   pendingCommands
+	lastCheck time.Time // the last active health check started
 }
 
 // record returns a node's record, making it on first use.
@@ -606,7 +603,7 @@ func (s *Service) powerCap(ctx context.Context, sku string) int {
 func (s *Service) pendingOf(ctx context.Context, r *nodeRecord) ([]wire.Command, error) {
 	now := time.Now()
 	s.assignMu.Lock()
-	pc, ok := r.pending, r.hasPending
+	pc, ok := r.pending, !r.pending.at.IsZero()
 	s.assignMu.Unlock()
 	if ok && !pc.any && s.fresh(pc.at, now) {
 		return nil, nil
@@ -616,8 +613,8 @@ func (s *Service) pendingOf(ctx context.Context, r *nodeRecord) ([]wire.Command,
 		return nil, err
 	}
 	s.assignMu.Lock()
-	if !r.hasPending || !r.pending.at.After(now) {
-		r.pending, r.hasPending = pendingCommands{any: len(cs) > 0, at: now}, true
+	if !r.pending.at.After(now) {
+		r.pending = pendingCommands{any: len(cs) > 0, at: now}
 	}
 	s.assignMu.Unlock()
 	var out []wire.Command
@@ -643,7 +640,7 @@ func (s *Service) commandQueued(nodeID string) {
 	r := s.record(nodeID)
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
-	r.pending, r.hasPending = pendingCommands{any: true, at: time.Now()}, true
+	r.pending = pendingCommands{any: true, at: time.Now()}
 }
 
 // AssignmentOf returns what a node serves now, from a cache that
@@ -661,7 +658,7 @@ func (s *Service) assignmentOf(ctx context.Context, r *nodeRecord) (*wire.Assign
 	}
 	now := time.Now()
 	s.assignMu.Lock()
-	c, ok := r.assigned, r.hasAssigned
+	c, ok := r.assigned, !r.assigned.at.IsZero()
 	version := r.change.version
 	s.assignMu.Unlock()
 	if ok && s.fresh(c.at, now) && (c.expires.IsZero() || now.Before(c.expires)) {
@@ -683,7 +680,7 @@ func (s *Service) assignmentOf(ctx context.Context, r *nodeRecord) (*wire.Assign
 				}
 			}
 		}
-		r.assigned, r.hasAssigned = c, true
+		r.assigned = c
 	}
 	s.assignMu.Unlock()
 	return a, nil
@@ -699,7 +696,7 @@ func (s *Service) NodesChanged(nodeIDs []string) {
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
 	for _, r := range rs {
-		r.assigned, r.hasAssigned = cachedAssignment{}, false
+		r.assigned = cachedAssignment{}
 		r.change.version++
 		close(r.change.wake)
 		r.change.wake = make(chan struct{})

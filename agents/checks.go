@@ -55,7 +55,7 @@ func (s *Service) startChecks(ctx context.Context, nodes []string, silent map[st
 	}
 	s.assignMu.Lock()
 	for i, id := range nodes {
-		last, ok := rs[i].lastCheck, rs[i].checked
+		last, ok := rs[i].lastCheck, !rs[i].lastCheck.IsZero()
 		if !ok {
 			h := fnv.New64a()
 			h.Write([]byte(id))
@@ -104,7 +104,7 @@ func (s *Service) startChecks(ctx context.Context, nodes []string, silent map[st
 		}
 		r := s.record(d.id)
 		s.assignMu.Lock()
-		r.lastCheck, r.checked = now, true
+		r.lastCheck = now
 		s.assignMu.Unlock()
 		started++
 	}

@@ -17,14 +17,7 @@ import (
 // TestAgentStateRoundTrip: a node's state reads back as it was stored.
 func TestAgentStateRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, t.TempDir()+"/state.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := addNodes(ctx, db, "node_state"); err != nil {
-		t.Fatal(err)
-	}
+	db := openWithNodes(t, "node_state")
 	text := rapid.OneOf(rapid.String(), rapid.SampledFrom([]string{"", "<b>&amp;", "\u2028", "é", `"q"`, "a\\b", "\x00\x1f"}))
 	num := rapid.OneOf(rapid.Float64(), rapid.SampledFrom([]float64{0, -0.0, 1e21, 1e-7, 123.456, math.MaxFloat64, math.SmallestNonzeroFloat64}))
 	when := rapid.Custom(func(t *rapid.T) time.Time {

@@ -161,6 +161,22 @@ var errRollback = errors.New("rolled back on purpose")
 // t0 is when the telemetry tests' reports start.
 var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
+// openWithNodes opens a fresh SQLite store, closed when t ends, with
+// nodes of these ids.
+func openWithNodes(t *testing.T, ids ...string) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "tel.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := addNodes(ctx, db, ids...); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // addNodes adds a site of one rack with nodes of these ids (telemetry
 // refers to its node).
 func addNodes(ctx context.Context, db *DB, ids ...string) error {
@@ -220,15 +236,8 @@ func TestFoldStatements(t *testing.T) {
 // force it: the journal empties and the tables fill on their own.
 func TestFoldInBackground(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "bg.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	node := fleet.Node{ID: "node_bg"}
-	if err := addNodes(ctx, db, node.ID); err != nil {
-		t.Fatal(err)
-	}
+	db := openWithNodes(t, node.ID)
 	db.tel.mu.Lock()
 	db.tel.foldAt, db.tel.foldMin, db.tel.foldPer = 10, 2, 0
 	db.tel.mu.Unlock()
@@ -271,15 +280,8 @@ func TestFoldInBackground(t *testing.T) {
 // (each into the slices of the last) fold every sample and minute once.
 func TestFoldPlansInTurn(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "turn.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	nodes := []string{"node_turn0", "node_turn1", "node_turn2"}
-	if err := addNodes(ctx, db, nodes...); err != nil {
-		t.Fatal(err)
-	}
+	db := openWithNodes(t, nodes...)
 	db.tel.mu.Lock()
 	db.tel.foldAt, db.tel.foldMin, db.tel.foldPer = 6, 1, 1
 	db.tel.mu.Unlock()
