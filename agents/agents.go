@@ -502,7 +502,8 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if len(hb.GPUs) > 0 {
 		util /= float64(len(hb.GPUs))
 	}
-	w := &hbWrite{sample: sm, seenAt: now, tempMax: hottest, utilPct: util, results: hb.Results, done: make(chan struct{})}
+	w := hbWrites.Get().(*hbWrite)
+	*w = hbWrite{sample: sm, seenAt: now, tempMax: hottest, utilPct: util, results: hb.Results, done: w.done}
 	stReasons := reasons(st.Conditions)
 	changed := !known || prev.Health != st.Health || !slices.Equal(reasons(prev.Conditions), stReasons)
 	if hb.Seq > prev.Seq && (changed || now.Sub(prev.storedAt) >= time.Minute) {
@@ -512,10 +513,13 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if err := s.commit(ctx, w); err != nil {
 		return ans, err
 	}
-	if !w.fresh {
+	fresh, stored := w.fresh, w.state != nil
+	*w = hbWrite{done: w.done}
+	hbWrites.Put(w)
+	if !fresh {
 		ans.Duplicate = true
 	}
-	if !w.fresh || hb.Seq <= prev.Seq {
+	if !fresh || hb.Seq <= prev.Seq {
 		// A replay, or a spooled report older than the last applied: its
 		// sample is kept (once), the node's state is not rolled back.
 		cur, _, err := s.latestOf(ctx, rec)
@@ -525,7 +529,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 		ans.Acked, ans.Health = cur.Seq, string(cur.Health)
 	} else {
 		ans.Acked, ans.Health = hb.Seq, string(st.Health)
-		if w.state != nil {
+		if stored {
 			st.storedAt = now
 		} else {
 			st.storedAt = prev.storedAt
@@ -791,11 +795,16 @@ type hbWrite struct {
 	utilPct float64 // the report's mean GPU utilization
 	state   *State  // nil: not stored this time
 	results []wire.Result
-	// Set by the commit, before done is closed.
+	// Set by the commit, before it sends on done.
 	fresh bool
 	err   error
-	done  chan struct{}
+	done  chan struct{} // one slot: the commit never waits on it
 }
+
+// hbWrites keeps written hbWrites for the next heartbeats. One whose
+// commit was not waited for (the request ended first) is left to the
+// garbage collector: its commit still sends on its done.
+var hbWrites = sync.Pool{New: func() any { return &hbWrite{done: make(chan struct{}, 1)} }}
 
 // DefaultCommitWait is a group commit's wait for more heartbeats.
 const DefaultCommitWait = 3 * time.Millisecond
@@ -859,7 +868,7 @@ func (s *Service) committer() {
 		err := s.Tx.InTx(context.Background(), func(ctx context.Context) error { return s.writeBatch(ctx, ws) })
 		for _, w := range ws {
 			w.err = err
-			close(w.done)
+			w.done <- struct{}{}
 		}
 	}
 }

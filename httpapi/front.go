@@ -452,6 +452,7 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		hdr = http.Header{}
 	}
 	fc.req.r = fc.base
+	fc.req.vals = fc.req.vals[:0]
 	req = &fc.req.r
 	req.Method, req.Proto, req.ProtoMajor, req.ProtoMinor, req.Header, req.RemoteAddr, req.ContentLength = http.MethodPost, "HTTP/1.1", 1, 1, hdr, fc.remote, -1
 	if string(method) != http.MethodPost {
@@ -513,7 +514,13 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		if known {
 			v = fc.req.value(key, value)
 		}
-		req.Header[key] = append(req.Header[key], v)
+		if vs, ok := req.Header[key]; ok {
+			req.Header[key] = append(vs, v)
+		} else {
+			i := len(fc.req.vals)
+			fc.req.vals = append(fc.req.vals, v)
+			req.Header[key] = fc.req.vals[i : i+1 : i+1]
+		}
 	}
 	if hosts != 1 || req.ContentLength < 0 {
 		return nil, false
@@ -557,6 +564,9 @@ type frontRequest struct {
 	last map[string]string // a known header's last value, by name
 	uri  string
 	hst  string
+	// vals holds the header's values, a field's first in a slice of its
+	// own within it (header maps hold slices: one each would be allocated).
+	vals []string
 }
 
 func (q *frontRequest) target(b []byte) string {

@@ -21,14 +21,15 @@ import (
 // request has no net/http server in its context, else "plain" (the two
 // words are as long, so that answers compare byte for byte otherwise).
 type echo struct {
-	Via    string `json:"via"`
-	Method string `json:"method"`
-	Path   string `json:"path"`
-	Query  string `json:"query,omitempty"`
-	Body   string `json:"body"`
-	Auth   string `json:"auth,omitempty"`
-	Host   string `json:"host"`
-	Length int64  `json:"length"`
+	Via    string   `json:"via"`
+	Method string   `json:"method"`
+	Path   string   `json:"path"`
+	Query  string   `json:"query,omitempty"`
+	Body   string   `json:"body"`
+	Auth   string   `json:"auth,omitempty"`
+	Tags   []string `json:"tags,omitempty"` // X-Tag fields, in order
+	Host   string   `json:"host"`
+	Length int64    `json:"length"`
 }
 
 func echoHandler(w http.ResponseWriter, r *http.Request) {
@@ -60,7 +61,7 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Request-Id", "req_1")
 	json.NewEncoder(w).Encode(echo{Via: via, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(b),
-		Auth: r.Header.Get("Authorization"), Host: r.Host, Length: r.ContentLength})
+		Auth: r.Header.Get("Authorization"), Tags: r.Header["X-Tag"], Host: r.Host, Length: r.ContentLength})
 }
 
 func fastPrefix(method, target string) bool {
@@ -312,8 +313,16 @@ func TestFrontPipelines(t *testing.T) {
 				if auth != "" {
 					fmt.Fprintf(&raw, "Authorization: %s\r\n", auth)
 				}
+				// A field given more than once keeps every value, in order.
+				tags := rapid.SliceOfN(rapid.SampledFrom([]string{"a", "b", "c"}), 0, 3).Draw(t, "tags")
+				for _, tag := range tags {
+					fmt.Fprintf(&raw, "X-Tag: %s\r\n", tag)
+				}
+				if len(tags) == 0 {
+					tags = nil
+				}
 				fmt.Fprintf(&raw, "Content-Length: %d\r\n\r\n%s", len(body), body)
-				want = append(want, echo{Via: map[bool]string{false: "front", true: "plain"}[handed], Method: "POST", Path: fmt.Sprintf("/fast/%d", i), Body: body, Auth: auth, Host: host, Length: int64(len(body))})
+				want = append(want, echo{Via: map[bool]string{false: "front", true: "plain"}[handed], Method: "POST", Path: fmt.Sprintf("/fast/%d", i), Body: body, Auth: auth, Tags: tags, Host: host, Length: int64(len(body))})
 			case 2:
 				fmt.Fprintf(&raw, "PUT /slow/%d HTTP/1.1\r\nHost: nc\r\nContent-Length: %d\r\n\r\n%s", i, len(body), body)
 				handed = true

@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"context"
+	"crypto/sha256"
 	"sync"
 	"time"
 	"unicode"
@@ -26,8 +27,8 @@ type Service struct {
 	// agents caches node agents' credentials, the one kind of token that
 	// calls every few seconds; see Authenticate.
 	agentMu sync.Mutex
-	agents  map[string]cachedAgent // by secret hash
-	revoked map[string]bool        // token ids revoked here: never cached again
+	agents  map[[sha256.Size]byte]cachedAgent // by the secret's SHA-256
+	revoked map[string]bool                   // token ids revoked here: never cached again
 }
 
 type cachedAgent struct {
@@ -201,15 +202,15 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (neocloud.Pri
 	if secret == "" {
 		return neocloud.Principal{}, neocloud.Errorf(neocloud.KindUnauthenticated, "a bearer token is required")
 	}
-	h := HashSecret(secret)
+	sum := sha256.Sum256([]byte(secret))
 	now := time.Now()
 	s.agentMu.Lock()
-	c, ok := s.agents[h]
+	c, ok := s.agents[sum]
 	s.agentMu.Unlock()
 	if ok && (s.SharedTTL == 0 || now.Sub(c.at) < s.SharedTTL) {
 		return c.p, nil
 	}
-	t, err := s.Store.TokenByHash(ctx, h)
+	t, err := s.Store.TokenByHash(ctx, hashText(sum))
 	if err != nil {
 		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 			return neocloud.Principal{}, neocloud.Errorf(neocloud.KindUnauthenticated, "the token is unknown or revoked")
@@ -221,9 +222,9 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (neocloud.Pri
 		s.agentMu.Lock()
 		if !s.revoked[t.ID] {
 			if s.agents == nil {
-				s.agents = map[string]cachedAgent{}
+				s.agents = map[[sha256.Size]byte]cachedAgent{}
 			}
-			s.agents[h] = cachedAgent{p, now}
+			s.agents[sum] = cachedAgent{p, now}
 		}
 		s.agentMu.Unlock()
 	}

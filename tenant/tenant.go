@@ -150,8 +150,12 @@ func NewSecret() string {
 // 256 random bits (or are operator-chosen bootstrap strings), so a fast hash
 // is enough; nothing is ever stored that could be replayed.
 func HashSecret(secret string) string {
-	h := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(h[:])
+	return hashText(sha256.Sum256([]byte(secret)))
+}
+
+// hashText is how a secret's SHA-256 is stored: in hex.
+func hashText(sum [sha256.Size]byte) string {
+	return hex.EncodeToString(sum[:])
 }
 
 // Hint returns the part of a secret that may be shown after creation.

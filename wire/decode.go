@@ -2,6 +2,7 @@ package wire
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -276,9 +277,36 @@ func (d *decoder) raw() ([]byte, bool) {
 func (d *decoder) str(s *string) bool {
 	b, ok := d.raw()
 	if ok {
-		*s = string(b)
+		*s = intern(b)
 	}
 	return ok
+}
+
+// interned holds strings met before, by a hash of their bytes, one to a
+// slot: what agents send as strings is mostly the same few values on
+// every node and at every heartbeat (NIC names, versions, throttle
+// reasons), and one found here is not allocated again.
+var interned [1024]atomic.Pointer[string]
+
+// intern returns b as a string, from interned when it is there. The slot
+// is b's FNV-1a hash: the same on every run, so that which strings share
+// one is known (TestDecodeInterns); two that do take turns, allocated
+// each time, and still read back as themselves.
+func intern(b []byte) string {
+	if len(b) == 0 || len(b) > 64 {
+		return string(b)
+	}
+	h := uint32(2166136261)
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	slot := &interned[h%uint32(len(interned))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
 }
 
 func (d *decoder) time(t *time.Time) bool {

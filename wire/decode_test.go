@@ -151,3 +151,33 @@ func BenchmarkDecodeHeartbeat(b *testing.B) {
 		}
 	})
 }
+
+// The strings agents repeat are interned: a report decoded again takes
+// only its two lists (GPUs, NICs), not a string per NIC name and version.
+func TestDecodeInterns(t *testing.T) {
+	hb := Heartbeat{Version: Version, Seq: 1, At: time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC), AgentVersion: "1.0", DriverVersion: "550.54"}
+	for i := range 8 {
+		hb.GPUs = append(hb.GPUs, GPUSample{Index: i, PowerW: 500})
+		hb.NICs = append(hb.NICs, NICSample{Name: "mlx5_" + strconv.Itoa(i), Up: true})
+	}
+	body, _ := json.Marshal(hb)
+	var got Heartbeat
+	allocs := testing.AllocsPerRun(100, func() {
+		got = Heartbeat{}
+		if !DecodeHeartbeat(body, &got) {
+			t.Fatal("left to encoding/json")
+		}
+	})
+	if allocs > 2 {
+		t.Errorf("%v allocations a report, want 2 (the GPU and NIC lists)", allocs)
+	}
+	if got.NICs[3].Name != "mlx5_3" || got.DriverVersion != "550.54" {
+		t.Errorf("decoded %+v", got)
+	}
+	// Two strings in one slot: each still reads back as itself.
+	for _, s := range []string{"a", "b", "a", "ab", "b"} {
+		if v := intern([]byte(s)); v != s {
+			t.Errorf("intern(%q) = %q", s, v)
+		}
+	}
+}
