@@ -564,8 +564,9 @@ type frontRequest struct {
 	last map[string]string // a known header's last value, by name
 	uri  string
 	hst  string
-	// vals holds the header's values, a field's first in a slice of its
-	// own within it (header maps hold slices: one each would be allocated).
+	// vals backs the header's value slices: a field's first value is a
+	// one-long slice of it, capped so that a second goes elsewhere (else
+	// each field would allocate a slice of its own).
 	vals []string
 }
 
