@@ -16,13 +16,18 @@ func TestHeartbeatBench(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	// agents seconds heartbeats per-second p50 p99 max server-cpu
-	// generator-cpu rss failed
-	row := regexp.MustCompile(`(?m)^\s+40\s+[\d.]+\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s*$`).FindSubmatch(out)
+	// of-it-kernel generator-cpu rss failed
+	row := regexp.MustCompile(`(?m)^\s+40\s+[\d.]+\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+\d+\s+(\d+)\s*$`).FindSubmatch(out)
 	if row == nil {
 		t.Fatalf("no result row:\n%s", out)
 	}
-	if n, _ := strconv.Atoi(string(row[1])); n < 40 || string(row[2]) != "0" {
-		t.Fatalf("%s heartbeats, %s failed:\n%s", row[1], row[2], out)
+	if n, _ := strconv.Atoi(string(row[1])); n < 40 || string(row[4]) != "0" {
+		t.Fatalf("%s heartbeats, %s failed:\n%s", row[1], row[4], out)
+	}
+	cpu, _ := strconv.ParseFloat(string(row[2]), 64)
+	kernel, _ := strconv.ParseFloat(string(row[3]), 64)
+	if cpu <= 0 || kernel > cpu {
+		t.Fatalf("server CPU %v µs/hb, of it kernel %v:\n%s", cpu, kernel, out)
 	}
 	// agents outage after heartbeats-after failed unreachable. (Two
 	// seconds after a start nothing is judged yet: that no node fails a
