@@ -2,6 +2,7 @@ package agents_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/wire"
 )
 
@@ -55,4 +57,69 @@ func TestGroupCommit(t *testing.T) {
 			t.Errorf("%s: stored seq %d, %v", n.Hostname, st.Seq, err)
 		}
 	}
+}
+
+// failTx rolls back every transaction run through it while fail is set:
+// what they wrote is undone, as when the disk refuses a commit.
+type failTx struct {
+	agents.Tx
+	fail atomic.Bool
+}
+
+var errRefused = errors.New("commit refused")
+
+func (f *failTx) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	return f.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := fn(ctx); err != nil {
+			return err
+		}
+		if f.fail.Load() {
+			return errRefused
+		}
+		return nil
+	})
+}
+
+// TestFailedCommitIsNotAcknowledged: heartbeats whose group commit rolls
+// back are answered with its error, not acknowledged; sent again, each is
+// applied once, as new (none was half kept, in the store or in memory).
+func TestFailedCommitIsNotAcknowledged(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		l := newLab(t, db)
+		tx := &failTx{Tx: l.ag.Tx}
+		l.ag.Tx = tx
+		nodes := l.nodes[:8]
+		beatAll := func() ([]wire.HeartbeatAnswer, []error) {
+			answers, errs := make([]wire.HeartbeatAnswer, len(nodes)), make([]error, len(nodes))
+			var wg sync.WaitGroup
+			for i, n := range nodes {
+				wg.Go(func() {
+					p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+					answers[i], errs[i] = l.ag.Heartbeat(context.Background(), p, wire.Heartbeat{Version: wire.Version, Seq: 1, At: l.now, GPUs: []wire.GPUSample{{Index: 0, PowerW: 500, EnergyJ: 7000}}})
+				})
+			}
+			wg.Wait()
+			return answers, errs
+		}
+		tx.fail.Store(true)
+		for round := range 2 { // the second round reuses the first's writes
+			_, errs := beatAll()
+			for i, err := range errs {
+				if !errors.Is(err, errRefused) {
+					t.Fatalf("round %d, %s: %v, want the commit's error", round, nodes[i].Hostname, err)
+				}
+			}
+		}
+		tx.fail.Store(false)
+		answers, errs := beatAll()
+		for i, n := range nodes {
+			if errs[i] != nil || answers[i].Acked != 1 || answers[i].Duplicate {
+				t.Errorf("%s, sent again: %+v, %v; want applied as new", n.Hostname, answers[i], errs[i])
+			}
+			ss, err := db.Samples(context.Background(), n.ID, 1, 1)
+			if err != nil || len(ss) != 1 || ss[0].EnergyJ != 7000 {
+				t.Errorf("%s: stored samples %+v, %v; want the one", n.Hostname, ss, err)
+			}
+		}
+	})
 }
