@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -370,7 +371,6 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem(http.StatusForbidden, fmt.Sprintf("role %s may not agent-heartbeat", p.Role)))
 		return
 	}
-	var hb wire.Heartbeat
 	body, err := readBody(w, r)
 	if err != nil {
 		writeProblem(w, newProblem(http.StatusRequestEntityTooLarge, "request body is too large"))
@@ -383,14 +383,18 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	// The shape agents write is read by hand (wire.DecodeHeartbeat); any
 	// other by go-json, which decodes the same JSON as encoding/json (for
 	// valid UTF-8: FuzzHeartbeatDecode) in a third of the time.
-	if !wire.DecodeHeartbeat(body, &hb) {
-		hb = wire.Heartbeat{}
-		if err := gojson.Unmarshal(body, &hb); err != nil {
+	sc := heartbeatScratch.Get().(*hbScratch)
+	defer heartbeatScratch.Put(sc)
+	hb := &sc.hb
+	*hb = wire.Heartbeat{}
+	if !wire.DecodeHeartbeat(body, hb) {
+		*hb = wire.Heartbeat{}
+		if err := gojson.Unmarshal(body, hb); err != nil {
 			writeProblem(w, newProblem(http.StatusBadRequest, "body: "+err.Error(), &huma.ErrorDetail{Location: "body", Message: err.Error()}))
 			return
 		}
 	}
-	ans, err := s.cfg.Agents.Heartbeat(ctx, p, hb)
+	ans, err := s.cfg.Agents.Heartbeat(ctx, p, *hb)
 	if err != nil {
 		pr := problemFor(err)
 		if pr.Status == http.StatusInternalServerError && ctx.Err() == nil {
@@ -401,16 +405,33 @@ func (s *Server) serveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	// The answer is written by hand too (wire.AppendHeartbeatAnswer), but
 	// for commands and strings to escape.
-	b, ok := wire.AppendHeartbeatAnswer(make([]byte, 0, 128), ans)
+	b, ok := wire.AppendHeartbeatAnswer(sc.out[:0], ans)
 	if !ok {
 		if b, err = gojson.Marshal(ans); err != nil {
 			writeProblem(w, problemFor(err))
 			return
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(b, '\n'))
+	w.Header()["Content-Type"] = jsonType
+	b = append(b, '\n')
+	w.Write(b)
+	sc.out = b[:0]
 }
+
+// jsonType is the Content-Type of heartbeat answers, set without a slice
+// of its own each time (it is only read).
+var jsonType = []string{"application/json"}
+
+// hbScratch is a heartbeat request's decoded report and encoded answer,
+// used again by later requests: the report is copied to the agents
+// service (the lists it refers to are not used again), and the answer
+// written (copied) before its buffer goes back.
+type hbScratch struct {
+	hb  wire.Heartbeat
+	out []byte
+}
+
+var heartbeatScratch = sync.Pool{New: func() any { return &hbScratch{out: make([]byte, 0, 256)} }}
 
 // readBody reads a request's body, at most MaxBodyBytes: as the front
 // read it, or in one allocation when its length is declared and small.

@@ -380,7 +380,7 @@ func (fc *frontConn) serveOne() error {
 	// 4. Answer.
 	w := &fc.w
 	clear(w.header)
-	w.status, w.body = 0, w.body[:0]
+	w.status, w.body, w.vals = 0, w.body[:0], w.vals[:0]
 	h := f.Handler
 	if h == nil {
 		h = f.Server.Handler
@@ -443,7 +443,14 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
 	method, line, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(line, []byte(" "))
-	if !ok1 || !ok2 || string(proto) != "HTTP/1.1" || len(target) == 0 || target[0] != '/' || !fc.f.Fast(string(method), string(target)) {
+	if !ok1 || !ok2 || string(proto) != "HTTP/1.1" || len(target) == 0 || target[0] != '/' {
+		return nil, false
+	}
+	m := http.MethodPost // agents' method, not allocated again
+	if string(method) != m {
+		m = string(method)
+	}
+	if uri := fc.req.target(target); !fc.f.Fast(m, uri) {
 		return nil, false
 	}
 	hdr := fc.req.r.Header
@@ -454,11 +461,8 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 	fc.req.r = fc.base
 	fc.req.vals = fc.req.vals[:0]
 	req = &fc.req.r
-	req.Method, req.Proto, req.ProtoMajor, req.ProtoMinor, req.Header, req.RemoteAddr, req.ContentLength = http.MethodPost, "HTTP/1.1", 1, 1, hdr, fc.remote, -1
-	if string(method) != http.MethodPost {
-		req.Method = string(method)
-	}
-	req.RequestURI = fc.req.target(target)
+	req.Method, req.Proto, req.ProtoMajor, req.ProtoMinor, req.Header, req.RemoteAddr, req.ContentLength = m, "HTTP/1.1", 1, 1, hdr, fc.remote, -1
+	req.RequestURI = fc.req.uri
 	if bytes.ContainsAny(target, "?%#") || !utf8.Valid(target) {
 		u, err := url.ParseRequestURI(req.RequestURI)
 		if err != nil {
@@ -510,9 +514,11 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 				}
 			}
 		}
-		v := string(value)
+		var v string
 		if known {
 			v = fc.req.value(key, value)
+		} else {
+			v = string(value)
 		}
 		if vs, ok := req.Header[key]; ok {
 			req.Header[key] = append(vs, v)
@@ -622,9 +628,20 @@ type frontResponse struct {
 	header http.Header
 	status int
 	body   []byte
+	// vals backs the values set by set, as frontRequest.vals does the
+	// request's.
+	vals []string
 }
 
 func (w *frontResponse) Header() http.Header { return w.header }
+
+// set sets a header field to v, as Header().Set does, without a slice of
+// its own (the server's middleware sets one on every answer).
+func (w *frontResponse) set(key, v string) {
+	i := len(w.vals)
+	w.vals = append(w.vals, v)
+	w.header[key] = w.vals[i : i+1 : i+1]
+}
 
 // statusCode is the status written so far (200 when none: what a handler
 // that writes nothing answers).

@@ -214,10 +214,12 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			}
 		}
 		*ri = reqInfo{ID: neocloud.NewID(neocloud.PrefixRequest), Start: time.Now(), Source: source}
-		w.Header().Set("X-Request-Id", ri.ID)
 		fw, front := w.(*frontResponse)
 		var sw *statusWriter
-		if !front {
+		if front {
+			fw.set("X-Request-Id", ri.ID)
+		} else {
+			w.Header().Set("X-Request-Id", ri.ID)
 			sw = &statusWriter{ResponseWriter: w, status: 200}
 			w = sw
 		}
