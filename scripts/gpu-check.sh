@@ -24,7 +24,11 @@ TOLERANCE_PCT=${TOLERANCE_PCT:-2}
 [ -x "$BIN" ] || { echo "gpu-check: no neocloud binary at $BIN (set NEOCLOUD_BIN)" >&2; exit 2; }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 command -v python3 >/dev/null || { echo "gpu-check: python3 is needed for the independent reading" >&2; exit 2; }
-python3 -c 'import pynvml' 2>/dev/null || { echo "gpu-check: python3 lacks NVML's binding (pip package nvidia-ml-py)" >&2; exit 2; }
+# The independent reading goes through NVML's Python binding (pip package
+# nvidia-ml-py) where it is installed, else straight to the driver's
+# libnvidia-ml with ctypes (a GPU machine may have no network to install it).
+python3 -c 'import pynvml' 2>/dev/null || python3 -c 'import ctypes; ctypes.CDLL("libnvidia-ml.so.1")' 2>/dev/null ||
+  { echo "gpu-check: python3 can reach neither NVML's binding (nvidia-ml-py) nor libnvidia-ml.so.1" >&2; exit 2; }
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -76,7 +80,63 @@ grep '^gpu ' "$WORK/agent.log" | sed 's/^/agent found /'
 echo "== load for ${LOAD_S}s, the card's own counter read independently every 50 ms"
 LOAD_S=$LOAD_S python3 - "$WORK/independent.json" <<'EOF'
 import json, os, subprocess, sys, threading, time
-import pynvml
+try:
+    import pynvml
+except ImportError:
+    import ctypes
+
+    class pynvml:  # the calls used here, straight to the driver's library
+        lib = ctypes.CDLL("libnvidia-ml.so.1")
+
+        class _util(ctypes.Structure):
+            _fields_ = [("gpu", ctypes.c_uint), ("memory", ctypes.c_uint)]
+
+        @staticmethod
+        def _ok(rc, what):
+            if rc != 0:
+                raise SystemExit(f"gpu-check: NVML {what} returned {rc}")
+
+        @classmethod
+        def nvmlInit(cls):
+            cls._ok(cls.lib.nvmlInit_v2(), "init")
+
+        @classmethod
+        def nvmlDeviceGetCount(cls):
+            n = ctypes.c_uint()
+            cls._ok(cls.lib.nvmlDeviceGetCount_v2(ctypes.byref(n)), "device count")
+            return n.value
+
+        @classmethod
+        def nvmlDeviceGetHandleByIndex(cls, i):
+            h = ctypes.c_void_p()
+            cls._ok(cls.lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(i), ctypes.byref(h)), "device handle")
+            return h
+
+        @classmethod
+        def _text(cls, fn, d, what):
+            buf = ctypes.create_string_buffer(96)
+            cls._ok(fn(d, buf, ctypes.c_uint(len(buf))), what)
+            return buf.value.decode()
+
+        @classmethod
+        def nvmlDeviceGetName(cls, d):
+            return cls._text(cls.lib.nvmlDeviceGetName, d, "name")
+
+        @classmethod
+        def nvmlDeviceGetUUID(cls, d):
+            return cls._text(cls.lib.nvmlDeviceGetUUID, d, "UUID")
+
+        @classmethod
+        def nvmlDeviceGetTotalEnergyConsumption(cls, d):
+            mj = ctypes.c_ulonglong()
+            cls._ok(cls.lib.nvmlDeviceGetTotalEnergyConsumption(d, ctypes.byref(mj)), "total energy")
+            return mj.value
+
+        @classmethod
+        def nvmlDeviceGetUtilizationRates(cls, d):
+            u = cls._util()
+            cls._ok(cls.lib.nvmlDeviceGetUtilizationRates(d, ctypes.byref(u)), "utilization")
+            return u
 
 pynvml.nvmlInit()
 devs = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
