@@ -192,19 +192,7 @@ func TestHeartbeatsGroupCommitted(t *testing.T) {
 		e := newEnv(t, db)
 		op := e.secrets["operator-admin"]
 		const nodes, beats = 24, 12
-		r := e.do("POST", "/v1/sites/lab/join-tokens", op, map[string]any{"max_uses": nodes, "ttl_s": 3600})
-		var jt struct{ Secret string }
-		json.Unmarshal(r.body, &jt)
-		creds := make([]string, nodes)
-		for i := range creds {
-			n, _ := e.fleet.Snapshot.Node(e.hosts[32+i])
-			r := e.do("POST", "/v1/agent/join", jt.Secret, wire.JoinRequest{Version: wire.Version, Hostname: n.Hostname, Serial: n.Serial})
-			var jr wire.JoinResponse
-			if err := json.Unmarshal(r.body, &jr); err != nil || r.status != 201 {
-				t.Fatalf("join %d: %d %s", i, r.status, r.body)
-			}
-			creds[i] = jr.Credential
-		}
+		creds := e.joinAgents(32, nodes)
 		errs := make(chan error, nodes)
 		var wg sync.WaitGroup
 		var idMu sync.Mutex

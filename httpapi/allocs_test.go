@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"runtime"
@@ -39,11 +38,8 @@ func TestHeartbeatAllocations(t *testing.T) {
 	// this after the last): each commit's own allocations are shared by
 	// as many heartbeats however fast the machine.
 	e.agents.CommitWait = 60 * time.Millisecond
-	op := e.secrets["operator-admin"]
 	const agentsN, warm, measured = 16, 20, 200
-	r := e.do("POST", "/v1/sites/lab/join-tokens", op, map[string]any{"max_uses": agentsN, "ttl_s": 3600})
-	var jt struct{ Secret string }
-	json.Unmarshal(r.body, &jt)
+	creds := e.joinAgents(32, agentsN)
 	addr := strings.TrimPrefix(e.url, "http://")
 	type client struct {
 		c        net.Conn
@@ -54,18 +50,12 @@ func TestHeartbeatAllocations(t *testing.T) {
 	}
 	cs := make([]*client, agentsN)
 	for i := range cs {
-		n, _ := e.fleet.Snapshot.Node(e.hosts[32+i])
-		r := e.do("POST", "/v1/agent/join", jt.Secret, wire.JoinRequest{Version: wire.Version, Hostname: n.Hostname, Serial: n.Serial})
-		var jr wire.JoinResponse
-		if err := json.Unmarshal(r.body, &jr); err != nil || r.status != 201 {
-			t.Fatalf("join %d: %d %s", i, r.status, r.body)
-		}
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		cs[i] = &client{c: c, auth: jr.Credential, req: make([]byte, 0, 4096), ans: make([]byte, 0, 4096)}
+		cs[i] = &client{c: c, auth: creds[i], req: make([]byte, 0, 4096), ans: make([]byte, 0, 4096)}
 	}
 	at := time.Now().UTC().Format(time.RFC3339Nano) // one time for all: formatting allocates
 	// beat sends a client's next heartbeat and reads its answer, into the

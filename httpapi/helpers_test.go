@@ -23,6 +23,7 @@ import (
 	"github.com/neocloud/neocloud/sales"
 	"github.com/neocloud/neocloud/sqlstore"
 	"github.com/neocloud/neocloud/tenant"
+	"github.com/neocloud/neocloud/wire"
 )
 
 // env is a server on a loopback port over a real store, with an operator
@@ -200,6 +201,28 @@ func (r resp) json(t testing.TB) map[string]any {
 }
 
 // do sends a request with the given secret ("" for none) and headers.
+// joinAgents joins agents for n of the site's nodes from the first'th on
+// (one join token for all) and returns their credentials.
+func (e *env) joinAgents(first, n int) []string {
+	e.t.Helper()
+	r := e.do("POST", "/v1/sites/lab/join-tokens", e.secrets["operator-admin"], map[string]any{"max_uses": n, "ttl_s": 3600})
+	var jt struct{ Secret string }
+	if err := json.Unmarshal(r.body, &jt); err != nil || r.status != 201 {
+		e.t.Fatalf("join token: %d %s", r.status, r.body)
+	}
+	creds := make([]string, n)
+	for i := range creds {
+		node, _ := e.fleet.Snapshot.Node(e.hosts[first+i])
+		r := e.do("POST", "/v1/agent/join", jt.Secret, wire.JoinRequest{Version: wire.Version, Hostname: node.Hostname, Serial: node.Serial})
+		var jr wire.JoinResponse
+		if err := json.Unmarshal(r.body, &jr); err != nil || r.status != 201 {
+			e.t.Fatalf("join %d: %d %s", i, r.status, r.body)
+		}
+		creds[i] = jr.Credential
+	}
+	return creds
+}
+
 func (e *env) do(method, path, secret string, body any, hdr ...string) resp {
 	e.t.Helper()
 	var rd io.Reader
