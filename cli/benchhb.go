@@ -3,11 +3,13 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -414,11 +416,43 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	var sent atomic.Int64
 	per := 10 * time.Second / time.Duration(len(agents))
 	t0 := time.Now()
-	err = forEach(ctx, o.Clients, int(o.After/per), func(i int) error {
-		if d := time.Until(t0.Add(time.Duration(i) * per)); d > 0 {
+	// The server's CPU at the site's own cadence is measured from the
+	// second round of reports on (the first reads each node's credential
+	// and state from the store), or from the start when there is none.
+	var steady struct {
+		once sync.Once
+		cpu  time.Duration
+		at   time.Time
+		sent int64
+		err  error
+	}
+	mark := func() {
+		steady.once.Do(func() {
+			steady.cpu, _, steady.err = srv.cpu()
+			steady.at, steady.sent = time.Now(), sent.Load()
+		})
+	}
+	beats := int(o.After / per)
+	if beats <= len(agents) {
+		mark()
+	}
+	// Each agent reports at a phase of its own within the interval, as
+	// real agents' timers fall (a random arrival, not an even spacing);
+	// the i'th report is the agents' in the order of their phases.
+	phase := make([]time.Duration, len(agents))
+	for k := range phase {
+		phase[k] = time.Duration(rand.Int64N(int64(10 * time.Second)))
+	}
+	slices.Sort(phase)
+	err = forEach(ctx, o.Clients, beats, func(i int) error {
+		round, k := i/len(agents), i%len(agents)
+		if d := time.Until(t0.Add(time.Duration(round)*10*time.Second + phase[k])); d > 0 {
 			time.Sleep(d)
 		}
-		a := agents[i%len(agents)]
+		if i >= len(agents) {
+			mark()
+		}
+		a := agents[k]
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if post("/v1/agent/heartbeat", a.auth, a.body(nil, time.Now().UTC()), nil) == nil {
@@ -429,6 +463,12 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if err != nil {
 		return err
 	}
+	cpuEnd, _, err := srv.cpu()
+	if err = cmp.Or(steady.err, err); err != nil {
+		return err
+	}
+	cpuPer := float64((cpuEnd - steady.cpu).Microseconds()) / float64(max(1, sent.Load()-steady.sent))
+	cpuShare := 100 * (cpuEnd - steady.cpu).Seconds() / time.Since(steady.at).Seconds()
 	count := func(h string) (int, error) {
 		n := 0
 		cursor := ""
@@ -464,8 +504,9 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "agents	outage s	after s	heartbeats after	nodes failed	nodes unreachable	")
-	fmt.Fprintf(tw, "%d	%.0f	%.0f	%d	%d	%d	\n", o.Agents, o.Outage.Seconds(), o.After.Seconds(), sent.Load(), failed, unreachable)
+	fmt.Fprintln(tw, "agents	outage s	after s	heartbeats after	server CPU µs/hb	% of a core	nodes failed	nodes unreachable	")
+	fmt.Fprintf(tw, "%d	%.0f	%.0f	%d	%.1f	%.1f	%d	%d	\n", o.Agents, o.Outage.Seconds(), o.After.Seconds(), sent.Load(),
+		cpuPer, cpuShare, failed, unreachable)
 	tw.Flush()
 	srv.stop()
 	return nil
