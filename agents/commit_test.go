@@ -3,6 +3,7 @@ package agents_test
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,7 +35,7 @@ func TestGroupCommit(t *testing.T) {
 	l.ag.Tx = tx
 	// Long enough that the reports of concurrent agents are not split by
 	// a pause between them, on any machine.
-	l.ag.CommitWait = 3 * time.Second
+	l.ag.CommitWait, l.ag.CommitIdle = 3*time.Second, 500*time.Millisecond
 	var wg sync.WaitGroup
 	for _, n := range l.nodes {
 		wg.Add(1)
@@ -56,6 +57,39 @@ func TestGroupCommit(t *testing.T) {
 		if err != nil || st.Seq != 1 {
 			t.Errorf("%s: stored seq %d, %v", n.Hostname, st.Seq, err)
 		}
+	}
+}
+
+// TestGroupCommitWaitsForPacedReports: reports that come one at a time at
+// random, twice CommitIdle apart on average (as agents' timers fall at a
+// site's cadence), are gathered into a few commits: the commit learns
+// their pace and waits for several of their gaps, not for CommitIdle alone
+// (which would commit most of them alone).
+func TestGroupCommitWaitsForPacedReports(t *testing.T) {
+	l := newLab(t, testdb.SQLite(t))
+	tx := &countTx{Tx: l.ag.Tx}
+	l.ag.Tx = tx
+	const pace = 3 * time.Millisecond
+	l.ag.CommitWait, l.ag.CommitIdle = 2*time.Second, pace/2
+	rng := rand.New(rand.NewPCG(1, 2))
+	start, at := time.Now(), time.Duration(0)
+	var wg sync.WaitGroup
+	for _, n := range l.nodes {
+		at += time.Duration(rng.ExpFloat64() * float64(pace))
+		due := start.Add(at)
+		wg.Go(func() {
+			time.Sleep(time.Until(due))
+			p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+			ans, err := l.ag.Heartbeat(context.Background(), p, wire.Heartbeat{Version: wire.Version, Seq: 1, At: l.now, GPUs: []wire.GPUSample{{Index: 0, PowerW: 500}}})
+			if err != nil || ans.Acked != 1 || ans.Duplicate {
+				t.Errorf("%s: %+v, %v", n.Hostname, ans, err)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d reports in %d transactions", len(l.nodes), tx.n.Load())
+	if n := tx.n.Load(); n == 0 || n > int64(len(l.nodes))/4 {
+		t.Errorf("%d reports %v apart on average took %d transactions, want a few", len(l.nodes), pace, n)
 	}
 }
 

@@ -432,6 +432,8 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 			steady.at, steady.sent = time.Now(), sent.Load()
 		})
 	}
+	var latMu sync.Mutex
+	var lats []time.Duration // answers' latencies, counted as the CPU is
 	beats := int(o.After / per)
 	if beats <= len(agents) {
 		mark()
@@ -449,14 +451,21 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		if d := time.Until(t0.Add(time.Duration(round)*10*time.Second + phase[k])); d > 0 {
 			time.Sleep(d)
 		}
+		counted := i >= len(agents) || beats <= len(agents)
 		if i >= len(agents) {
 			mark()
 		}
 		a := agents[k]
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if post("/v1/agent/heartbeat", a.auth, a.body(nil, time.Now().UTC()), nil) == nil {
+		t := time.Now()
+		if post("/v1/agent/heartbeat", a.auth, a.body(nil, t.UTC()), nil) == nil {
 			sent.Add(1)
+			if counted {
+				latMu.Lock()
+				lats = append(lats, time.Since(t))
+				latMu.Unlock()
+			}
 		}
 		return nil
 	})
@@ -504,9 +513,14 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "agents	outage s	after s	heartbeats after	server CPU µs/hb	% of a core	nodes failed	nodes unreachable	")
-	fmt.Fprintf(tw, "%d	%.0f	%.0f	%d	%.1f	%.1f	%d	%d	\n", o.Agents, o.Outage.Seconds(), o.After.Seconds(), sent.Load(),
-		cpuPer, cpuShare, failed, unreachable)
+	slices.Sort(lats)
+	p99 := time.Duration(0)
+	if len(lats) > 0 {
+		p99 = lats[min(len(lats)-1, len(lats)*99/100)]
+	}
+	fmt.Fprintln(tw, "agents	outage s	after s	heartbeats after	p99 ms	server CPU µs/hb	% of a core	nodes failed	nodes unreachable	")
+	fmt.Fprintf(tw, "%d	%.0f	%.0f	%d	%.1f	%.1f	%.1f	%d	%d	\n", o.Agents, o.Outage.Seconds(), o.After.Seconds(), sent.Load(),
+		float64(p99.Microseconds())/1000, cpuPer, cpuShare, failed, unreachable)
 	tw.Flush()
 	srv.stop()
 	return nil

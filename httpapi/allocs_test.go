@@ -34,10 +34,10 @@ func maxHeartbeatAllocs() float64 {
 // process's count is the server's.
 func TestHeartbeatAllocations(t *testing.T) {
 	e := newEnv(t, testdb.SQLite(t))
-	// A commit waits for every agent's report (it stops waiting a sixth of
-	// this after the last): each commit's own allocations are shared by
-	// as many heartbeats however fast the machine.
-	e.agents.CommitWait = 60 * time.Millisecond
+	// A commit waits for every agent's report (it stops waiting 10 ms
+	// after the last): each commit's own allocations are shared by as many
+	// heartbeats however fast the machine.
+	e.agents.CommitWait, e.agents.CommitIdle = 60*time.Millisecond, 10*time.Millisecond
 	const agentsN, warm, measured = 16, 20, 200
 	creds := e.joinAgents(32, agentsN)
 	addr := strings.TrimPrefix(e.url, "http://")
