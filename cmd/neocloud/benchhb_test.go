@@ -3,6 +3,7 @@ package main_test
 import (
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -30,9 +31,10 @@ func TestHeartbeatBench(t *testing.T) {
 		t.Fatalf("server CPU %v µs/hb, of it kernel %v:\n%s", cpu, kernel, out)
 	}
 	// agents outage after heartbeats-after p99 server-cpu core-share
-	// failed unreachable. (Two seconds after a start nothing is judged yet: that
-	// no node fails a restart is the liveness tests' to show; here, that
-	// the agents report again, and what the server spent on them.)
+	// failed unreachable. (Two seconds after a start nothing is judged
+	// yet: that no node fails a restart is the liveness tests' to show;
+	// here, that the agents report again, and what the server spent on
+	// them.)
 	after := regexp.MustCompile(`(?m)^\s+40\s+1\s+2\s+(\d+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)\s+\d+\s+\d+\s*$`).FindSubmatch(out)
 	if after == nil || string(after[1]) == "0" {
 		t.Fatalf("after the outage:\n%s", out)
@@ -40,7 +42,7 @@ func TestHeartbeatBench(t *testing.T) {
 	if p99, _ := strconv.ParseFloat(string(after[2]), 64); p99 <= 0 {
 		t.Fatalf("p99 after the outage %v ms:\n%s", p99, out)
 	}
-	if share, _ := strconv.ParseFloat(string(after[3]), 64); share > 200 {
-		t.Fatalf("the server used %v%% of a core on 2 cores:\n%s", share, out)
+	if share, _ := strconv.ParseFloat(string(after[3]), 64); share < 0 || share > 100*float64(runtime.NumCPU()) {
+		t.Fatalf("the server used %v%% of a core on %d cores:\n%s", share, runtime.NumCPU(), out)
 	}
 }
