@@ -195,8 +195,11 @@ func (db *DB) putSamplesPG(ctx context.Context, ss []agents.Sample, fresh []bool
 }
 
 func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
-	if err := db.tel.settle(ctx, db); err != nil {
-		return nil, err
+	if db.Dialect == SQLite {
+		if err := db.tel.settle(ctx, db); err != nil {
+			return nil, err
+		}
+		return db.runSamples(ctx, nodeID, from, to)
 	}
 	return collect(db, ctx, func(r scanner) (agents.Sample, error) {
 		var s agents.Sample
@@ -288,7 +291,7 @@ func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, erro
 	// SQLite's tables are read by key alone (no index by time): a node at
 	// a time, purgeNodes to a transaction, so that heartbeats' commits go
 	// on between them. A node's samples go in sequence order, up to its
-	// first one taken at or after before.
+	// first one taken at or after before (purgeRuns).
 	ids, err := collect(db, ctx, func(r scanner) (string, error) {
 		var id string
 		return id, r.Scan(&id)
@@ -298,17 +301,27 @@ func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, erro
 	}
 	var n int64
 	for chunk := range slices.Chunk(ids, purgeNodes) {
-		qs := make([]statement, 0, 2*len(chunk))
-		for _, id := range chunk {
-			qs = append(qs,
-				statement{`DELETE FROM node_minutes WHERE node_id = ? AND minute < ?`, []any{id, cut}},
-				statement{`DELETE FROM node_samples WHERE node_id = ? AND seq < COALESCE((SELECT seq FROM node_samples WHERE node_id = ? AND at >= ? ORDER BY seq LIMIT 1), 9223372036854775807)`, []any{id, id, cut}})
-		}
-		k, err := db.execCounted(ctx, qs)
-		n += k
+		var k int64
+		err := db.write(ctx, func(ctx context.Context) error {
+			k = 0
+			for _, id := range chunk {
+				res, err := db.exec(ctx, `DELETE FROM node_minutes WHERE node_id = ? AND minute < ?`, id, cut)
+				if err != nil {
+					return err
+				}
+				m, _ := res.RowsAffected()
+				s, err := db.purgeRuns(ctx, id, cut)
+				if err != nil {
+					return err
+				}
+				k += m + s
+			}
+			return nil
+		})
 		if err != nil {
 			return n, err
 		}
+		n += k
 	}
 	return n, nil
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/neocloud/neocloud/agents"
 )
 
 //go:embed migrations/*.sql
@@ -114,6 +117,11 @@ func (db *DB) migrateThrough(ctx context.Context, through int) error {
 			if _, err := db.q(ctx).ExecContext(ctx, m.sqlFor(db.Dialect)); err != nil {
 				return fmt.Errorf("sqlstore: migration %s: %w", m.name, err)
 			}
+			if step := afterMigration[m.version]; step != nil {
+				if err := step(ctx, db); err != nil {
+					return fmt.Errorf("sqlstore: migration %s: %w", m.name, err)
+				}
+			}
 			if _, err := db.exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", m.version, m.name); err != nil {
 				return err
 			}
@@ -121,3 +129,48 @@ func (db *DB) migrateThrough(ctx context.Context, through int) error {
 		return nil
 	})
 }
+
+// afterMigration are steps in Go that a migration takes after its SQL, in
+// its transaction, by version.
+var afterMigration = map[int]func(context.Context, *DB) error{
+	30: sampleRunsFromRows,
+}
+
+// sampleRunsFromRows moves SQLite's node_samples into node_sample_runs, a
+// node at a time, runsOf samples to a run, and drops the table.
+func sampleRunsFromRows(ctx context.Context, db *DB) error {
+	if db.Dialect != SQLite {
+		return nil
+	}
+	ids, err := collect(db, ctx, func(r scanner) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	}, `SELECT DISTINCT node_id FROM node_samples ORDER BY node_id`)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		ss, err := collect(db, ctx, func(r scanner) (agents.Sample, error) {
+			s := agents.Sample{NodeID: id}
+			var at, e int64
+			err := r.Scan(&s.Seq, &at, &e, &s.PowerW)
+			s.At, s.EnergyJ = fromMicros(at), uint64(e)
+			return s, err
+		}, `SELECT seq, at, energy_j, power_w FROM node_samples WHERE node_id = ? ORDER BY seq`, id)
+		if err != nil {
+			return err
+		}
+		for run := range slices.Chunk(ss, runsOf) {
+			if err := db.foldSamples(ctx, run); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = db.exec(ctx, `DROP TABLE node_samples`)
+	return err
+}
+
+// runsOf is how many of a node's samples one run made from node_samples
+// holds: most of an hour's at the agents' 10 s interval (a read decodes a
+// run whole).
+const runsOf = 256

@@ -13,8 +13,8 @@ import (
 
 // TestKeyedTelemetryMigration stores samples and minute rollups under the
 // schema before migration 0029 and checks that every row is still there,
-// as it was, once 0029 has rebuilt both tables keyed, and that a row must
-// still name a known node.
+// as it was, once 0029 has rebuilt both tables keyed and 0030 has made the
+// samples runs, and that a row must still name a known node.
 func TestKeyedTelemetryMigration(t *testing.T) {
 	ctx := context.Background()
 	db, err := openSQLite(filepath.Join(t.TempDir(), "m.db"))
@@ -46,11 +46,28 @@ func TestKeyedTelemetryMigration(t *testing.T) {
 		ms = append(ms, m)
 	}
 
-	if err := db.migrate(ctx); err != nil {
+	if err := db.migrateThrough(ctx, 29); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.RawDB().Exec(`SELECT rowid FROM node_samples`); err == nil {
 		t.Errorf("node_samples still has a rowid after 0029")
+	}
+	if _, err := db.exec(ctx, insertSampleSQL, "node_unknown", 1, micros(t0), 1, 1.0); err == nil {
+		t.Errorf("a sample of an unknown node was stored after 0029")
+	}
+	// 0030 makes the rows runs, one per node, and drops the table.
+	if err := db.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RawDB().Exec(`SELECT 1 FROM node_samples`); err == nil {
+		t.Errorf("node_samples is still there after 0030")
+	}
+	var runs, samples int
+	if err := db.RawDB().QueryRow(`SELECT COUNT(*), SUM(samples) FROM node_sample_runs`).Scan(&runs, &samples); err != nil {
+		t.Fatal(err)
+	}
+	if runs != 2 || samples != 6 {
+		t.Errorf("node_sample_runs has %d runs of %d samples after 0030, want 2 of 6", runs, samples)
 	}
 	equalTimes := cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })
 	for i, n := range []string{"node_m2", "node_m1"} {
@@ -59,7 +76,7 @@ func TestKeyedTelemetryMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 		if diff := cmp.Diff(ss[3*i:3*i+3], got, equalTimes); diff != "" {
-			t.Errorf("samples of %s after 0029 (-before +after):\n%s", n, diff)
+			t.Errorf("samples of %s after 0030 (-before +after):\n%s", n, diff)
 		}
 		gm, err := db.Minutes(ctx, n, t0, t0.Add(time.Hour))
 		if err != nil {
@@ -72,7 +89,7 @@ func TestKeyedTelemetryMigration(t *testing.T) {
 			t.Errorf("minutes of %s after 0029 (-before +after):\n%s", n, diff)
 		}
 	}
-	if _, err := db.exec(ctx, insertSampleSQL, "node_unknown", 1, micros(t0), 1, 1.0); err == nil {
-		t.Errorf("a sample of an unknown node was stored after 0029")
+	if _, err := db.exec(ctx, insertRunSQL, "node_unknown", 1, 1, 1, micros(t0), appendRunSample(nil, agents.Sample{Seq: 1, At: t0})); err == nil {
+		t.Errorf("a run of an unknown node was stored after 0030")
 	}
 }

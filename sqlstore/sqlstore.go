@@ -159,7 +159,7 @@ func openSQLite(path string) (*DB, error) {
 // hotWrites are statements run in many transactions, prepared once on the
 // writer's connection (after migrations: their tables must exist) so that
 // a transaction reuses them instead of parsing them again.
-var hotWrites = []string{insertSampleSQL, upsertMinuteSQL, insertJournalSQL, insertSamplesSQL, upsertMinutesSQL}
+var hotWrites = []string{upsertMinuteSQL, insertJournalSQL, upsertMinutesSQL, insertRunSQL, insertRunsSQL}
 
 func (db *DB) prepareHotWrites(ctx context.Context) error {
 	if db.stmts == nil {

@@ -1,10 +1,12 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -17,17 +19,19 @@ import (
 // telemetry is SQLite's heartbeat journal. A group commit appends its
 // samples, and then its minute rollups, as one row each of
 // telemetry_journal: the end of one table, a page or two. Written as rows
-// of node_samples and node_minutes, keyed by node, each heartbeat would
-// dirty a page or more of its own in every commit. Later commits fold the
-// journal into those tables a slice at a time, in key order, so that a
-// page takes all of a node's rows at once. A read of the tables folds the
-// rest first.
+// of tables keyed by node, each heartbeat would dirty a page or more of
+// its own in every commit. Later commits fold the journal into
+// node_sample_runs and node_minutes a slice at a time, in key order, so
+// that a page takes all of a node's rows at once: a node's samples in a
+// fold become one run (a row holding them all), its minutes a row each. A
+// read of the tables folds the rest first.
 //
 // Whether a sample is new is known from memory, without reading the
 // tables: per node, its highest sequence number and which of the
 // seqWindowLen below it have been stored since the store was opened. A node
-// not seen since then has all its samples in node_samples (the journal is
-// folded whole on open), so one indexed read tells its highest.
+// not seen since then has all its samples in node_sample_runs (the journal
+// is folded whole on open), whose key is a run's highest: one indexed read
+// tells the node's.
 //
 // What is kept here changes within the writer's transactions (all of them
 // on its one connection, one at a time). When one rolls back, memory may
@@ -174,7 +178,7 @@ func (t *telemetry) putSamples(ctx context.Context, db *DB, ss []agents.Sample, 
 		w := t.windows[s.NodeID]
 		if w == nil {
 			var hi int64
-			if err := db.queryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM node_samples WHERE node_id = ?`, s.NodeID).Scan(&hi); err != nil {
+			if err := db.queryRow(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM node_sample_runs WHERE node_id = ?`, s.NodeID).Scan(&hi); err != nil {
 				return db.translate(err)
 			}
 			w = &seqWindow{hi: hi, base: hi + 1}
@@ -187,11 +191,11 @@ func (t *telemetry) putSamples(ctx context.Context, db *DB, ss []agents.Sample, 
 			if err := t.foldAll(ctx, db); err != nil {
 				return err
 			}
-			err := db.queryRow(ctx, `SELECT 1 FROM node_samples WHERE node_id = ? AND seq = ?`, s.NodeID, s.Seq).Scan(new(int))
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return db.translate(err)
+			old, err := db.runSamples(ctx, s.NodeID, s.Seq, s.Seq)
+			if err != nil {
+				return err
 			}
-			stored = err == nil
+			stored = len(old) > 0
 			for j := range i { // nor yet is what this batch stores
 				stored = stored || fresh[j] && ss[j].NodeID == s.NodeID && ss[j].Seq == s.Seq
 			}
@@ -477,8 +481,21 @@ func (t *telemetry) fold(ctx context.Context, db *DB, budget int) error {
 // costs about as much to run as the rows it writes.
 const foldRows = 32
 
+// A run is a node's samples from one fold, a row of node_sample_runs keyed
+// by the highest sequence number among them: a fold writes a row for a
+// node's ten or so samples instead of a row each, and a row of a run takes
+// about half the bytes a row of a sample did. data holds each sample's
+// sequence number, time, energy and power (appendRunSample), in no
+// particular order; a run's row met twice (a sample stored twice, which
+// the windows keep from happening) takes both runs' samples, and a read
+// returns a sequence number once.
+const insertRunSQL = `INSERT INTO node_sample_runs (node_id, last_seq, first_seq, samples, last_at, data) VALUES (?, ?, ?, ?, ?, ?)
+	ON CONFLICT (node_id, last_seq) DO UPDATE SET first_seq = min(node_sample_runs.first_seq, excluded.first_seq),
+	samples = node_sample_runs.samples + excluded.samples, last_at = max(node_sample_runs.last_at, excluded.last_at),
+	data = node_sample_runs.data || excluded.data`
+
 var (
-	insertSamplesSQL = strings.Replace(insertSampleSQL, "VALUES "+placeholders(5, 1), "VALUES "+placeholders(5, foldRows), 1)
+	insertRunsSQL    = strings.Replace(insertRunSQL, "VALUES "+placeholders(6, 1), "VALUES "+placeholders(6, foldRows), 1)
 	upsertMinutesSQL = strings.Replace(upsertMinuteSQL, "VALUES "+placeholders(9, 1), "VALUES "+placeholders(9, foldRows), 1)
 )
 
@@ -488,11 +505,119 @@ func placeholders(cols, rows int) string {
 	return strings.Repeat(row+", ", rows-1) + row
 }
 
-// foldSamples inserts samples foldRows at a time.
+// sampleRun is a row of node_sample_runs.
+type sampleRun struct {
+	node        string
+	first, last int64 // sequence numbers
+	samples     int
+	lastAt      int64 // µs
+	data        []byte
+}
+
+// foldSamples writes samples, by node and then sequence number, as a run
+// per node, foldRows runs a statement while enough remain.
 func (db *DB) foldSamples(ctx context.Context, ss []agents.Sample) error {
-	return foldRowsOf(ctx, db, ss, insertSamplesSQL, insertSampleSQL, 5, func(args []any, s agents.Sample) []any {
-		return append(args, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW)
+	var runs []sampleRun
+	var data []byte
+	for len(ss) > 0 {
+		n := 1
+		for n < len(ss) && ss[n].NodeID == ss[0].NodeID {
+			n++
+		}
+		r := sampleRun{node: ss[0].NodeID, first: ss[0].Seq, last: ss[n-1].Seq, samples: n}
+		start := len(data)
+		for _, s := range ss[:n] {
+			data = appendRunSample(data, s)
+			r.lastAt = max(r.lastAt, micros(s.At))
+		}
+		r.data = data[start:len(data):len(data)]
+		runs = append(runs, r)
+		ss = ss[n:]
+	}
+	return foldRowsOf(ctx, db, runs, insertRunsSQL, insertRunSQL, 6, func(args []any, r sampleRun) []any {
+		return append(args, r.node, r.last, r.first, r.samples, r.lastAt, r.data)
 	})
+}
+
+// runSamples returns a node's stored samples from sequence number from to
+// to, in order, each once.
+func (db *DB) runSamples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
+	rows, err := db.query(ctx, `SELECT data FROM node_sample_runs WHERE node_id = ? AND last_seq >= ? AND first_seq <= ?`, nodeID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []agents.Sample
+	for rows.Next() {
+		var data sql.RawBytes
+		if err := rows.Scan(&data); err != nil {
+			return nil, db.translate(err)
+		}
+		all, err := readRun(nodeID, data, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range all {
+			if s.Seq >= from && s.Seq <= to {
+				out = append(out, s)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.translate(err)
+	}
+	return bySeq(out), nil
+}
+
+// bySeq sorts samples by sequence number, keeping the first of each.
+func bySeq(ss []agents.Sample) []agents.Sample {
+	slices.SortStableFunc(ss, func(a, b agents.Sample) int { return cmp.Compare(a.Seq, b.Seq) })
+	return slices.CompactFunc(ss, func(a, b agents.Sample) bool { return a.Seq == b.Seq })
+}
+
+// purgeRuns deletes a node's samples in sequence order up to its first
+// taken at or after cut (µs), in ctx's transaction: the runs before the
+// first run holding such a sample, and that run's samples before it. It
+// returns how many samples it deleted.
+func (db *DB) purgeRuns(ctx context.Context, nodeID string, cut int64) (int64, error) {
+	var last int64
+	var data []byte
+	err := db.queryRow(ctx, `SELECT last_seq, data FROM node_sample_runs WHERE node_id = ? AND last_at >= ? ORDER BY last_seq LIMIT 1`, nodeID, cut).Scan(&last, &data)
+	straddles := err == nil
+	if !straddles && !errors.Is(err, sql.ErrNoRows) {
+		return 0, db.translate(err)
+	}
+	if !straddles {
+		last = math.MaxInt64
+	}
+	var n int64
+	if err := db.queryRow(ctx, `SELECT COALESCE(SUM(samples), 0) FROM node_sample_runs WHERE node_id = ? AND last_seq < ?`, nodeID, last).Scan(&n); err != nil {
+		return 0, db.translate(err)
+	}
+	if _, err := db.exec(ctx, `DELETE FROM node_sample_runs WHERE node_id = ? AND last_seq < ?`, nodeID, last); err != nil {
+		return 0, err
+	}
+	if !straddles {
+		return n, nil
+	}
+	ss, err := readRun(nodeID, data, nil)
+	if err != nil {
+		return 0, err
+	}
+	slices.SortStableFunc(ss, func(a, b agents.Sample) int { return cmp.Compare(a.Seq, b.Seq) })
+	i := slices.IndexFunc(ss, func(s agents.Sample) bool { return micros(s.At) >= cut })
+	if i <= 0 {
+		return n, nil
+	}
+	var kept []byte
+	for _, s := range ss[i:] {
+		kept = appendRunSample(kept, s)
+	}
+	if _, err := db.exec(ctx, `UPDATE node_sample_runs SET first_seq = ?, samples = ?, data = ? WHERE node_id = ? AND last_seq = ?`,
+		ss[i].Seq, len(ss)-i, kept, nodeID, last); err != nil {
+		return 0, err
+	}
+	return n + int64(i), nil
 }
 
 // foldMinutes upserts minute rollups (one per node-minute) foldRows at a
@@ -540,6 +665,14 @@ func appendFloat(b []byte, f float64) []byte {
 
 func appendSample(b []byte, s agents.Sample) []byte {
 	b = appendString(b, s.NodeID)
+	b = binary.AppendVarint(b, s.Seq)
+	b = binary.AppendVarint(b, micros(s.At))
+	b = binary.AppendUvarint(b, s.EnergyJ)
+	return appendFloat(b, s.PowerW)
+}
+
+// appendRunSample appends a sample, less its node, to a run's data.
+func appendRunSample(b []byte, s agents.Sample) []byte {
 	b = binary.AppendVarint(b, s.Seq)
 	b = binary.AppendVarint(b, micros(s.At))
 	b = binary.AppendUvarint(b, s.EnergyJ)
@@ -636,3 +769,20 @@ func readMinute(b []byte, names map[string]string) (agents.Minute, []byte, error
 	m.PowerSumW, m.PowerMaxW, m.TempMaxC, m.UtilSum = r.float(), r.float(), r.float(), r.float()
 	return m, r.b, r.err
 }
+
+// readRun appends a run's samples of node to out.
+func readRun(node string, data []byte, out []agents.Sample) ([]agents.Sample, error) {
+	r := reader{b: data}
+	for len(r.b) > 0 && r.err == nil {
+		s := agents.Sample{NodeID: node, Seq: r.varint(), At: fromMicros(r.varint()), EnergyJ: r.uvarint(), PowerW: r.float()}
+		if r.err == nil {
+			out = append(out, s)
+		}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("sqlstore: a sample run of %s: %w", node, errRun)
+	}
+	return out, nil
+}
+
+var errRun = errors.New("a row is cut short")

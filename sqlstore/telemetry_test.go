@@ -224,7 +224,7 @@ func TestSeqWindow(t *testing.T) {
 // TestFoldStatements checks that the fold's statements write foldRows rows
 // each.
 func TestFoldStatements(t *testing.T) {
-	for q, cols := range map[string]int{insertSamplesSQL: 5, upsertMinutesSQL: 9} {
+	for q, cols := range map[string]int{insertRunsSQL: 6, upsertMinutesSQL: 9} {
 		if n := strings.Count(q, "?"); n != cols*foldRows {
 			t.Errorf("%d placeholders, want %d: %s", n, cols*foldRows, q)
 		}
@@ -266,13 +266,13 @@ func TestFoldInBackground(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for count(`SELECT COUNT(*) FROM telemetry_journal WHERE id <= 10`) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the first ten journal rows are still there; %d samples folded", count(`SELECT COUNT(*) FROM node_samples`))
+			t.Fatalf("the first ten journal rows are still there; %d samples folded", count(`SELECT COALESCE(SUM(samples), 0) FROM node_sample_runs`))
 		}
 		put()
 		time.Sleep(time.Millisecond)
 	}
-	if n := count(`SELECT COUNT(*) FROM node_samples WHERE seq <= 10`); n != 10 {
-		t.Errorf("%d of the first ten samples are in node_samples once their journal rows are gone", n)
+	if n := len(storedRuns(t, db, node.ID, 1, 10)); n != 10 {
+		t.Errorf("%d of the first ten samples are in node_sample_runs once their journal rows are gone", n)
 	}
 }
 
@@ -361,5 +361,47 @@ func TestJournalEncoding(t *testing.T) {
 				t.Errorf("%d of %d bytes: %v, want errJournal", n, len(c.b), err)
 			}
 		}
+	}
+}
+
+// storedRuns returns what node_sample_runs holds of a node's samples from
+// sequence number from to to, as it is, without a fold first.
+func storedRuns(t *testing.T, db *DB, node string, from, to int64) []agents.Sample {
+	t.Helper()
+	ss, err := db.runSamples(context.Background(), node, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss
+}
+
+// TestSampleRunsMerge: a run whose key a stored run has already (the same
+// node and highest sequence number) is merged into it, and a read returns
+// each sequence number once, in order, as first stored.
+func TestSampleRunsMerge(t *testing.T) {
+	ctx := context.Background()
+	const node = "node_merge"
+	db := openWithNodes(t, node)
+	s := func(seq int64, power float64) agents.Sample {
+		return agents.Sample{NodeID: node, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(seq * 10), PowerW: power}
+	}
+	for _, run := range [][]agents.Sample{{s(2, 1), s(5, 1)}, {s(1, 2), s(2, 2), s(5, 2)}} {
+		if err := db.InTx(ctx, func(ctx context.Context) error { return db.foldSamples(ctx, run) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var runs, samples, first int
+	if err := db.RawDB().QueryRow(`SELECT COUNT(*), SUM(samples), MIN(first_seq) FROM node_sample_runs`).Scan(&runs, &samples, &first); err != nil {
+		t.Fatal(err)
+	}
+	if runs != 1 || samples != 5 || first != 1 {
+		t.Errorf("%d runs of %d samples from %d, want 1 of 5 from 1", runs, samples, first)
+	}
+	want := []agents.Sample{s(1, 2), s(2, 1), s(5, 1)}
+	if diff := cmp.Diff(want, storedRuns(t, db, node, 0, 10), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+		t.Errorf("samples (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want[1:2], storedRuns(t, db, node, 2, 4), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+		t.Errorf("samples 2 to 4 (-want +got):\n%s", diff)
 	}
 }
