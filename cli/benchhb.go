@@ -248,7 +248,9 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		}
 		return nil
 	}
-	post := func(path, auth string, body []byte, out any) error { return call(http.MethodPost, path, auth, body, out) }
+	post := func(path, auth string, body []byte, out any) error {
+		return call(http.MethodPost, path, auth, body, out)
+	}
 
 	// 1. A site with a node per agent, and a join token for all.
 	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
