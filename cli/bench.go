@@ -54,7 +54,7 @@ func benchCmd(g *globals) *cobra.Command {
 	hbs.Flags().DurationVar(&hb.After, "after", 3*time.Minute, "with --outage: how long agents report at the real cadence after the restart")
 	hbs.Flags().BoolVar(&hb.Streams, "streams", false, "open every agent's push stream first (a connection each) and report the server's memory for them")
 	hbs.Flags().StringVar(&hb.DatabaseURL, "database-url", "", "postgres://… to run the server on PostgreSQL (an empty database)")
-	hbs.Flags().StringVar(&hb.Profile, "server-cpuprofile", "", "write the server's CPU profile to this file")
+	hbs.Flags().StringVar(&hb.Profile, "server-cpuprofile", "", "write the server's CPU profile to this file (with --outage, the restarted server's to FILE.after)")
 	hbs.Flags().StringVar(&hb.Binary, "binary", "", "neocloud binary to run the server from (default: this one)")
 	var bb BillingBench
 	bill := &cobra.Command{Use: "billing", Short: "Measure a month's close: a site's month of allocations, usage records and failures, then metering the last hour, SLA credits, rating and invoicing (SQLite, or PostgreSQL with --database-url)", Args: cobra.NoArgs,
@@ -76,8 +76,8 @@ func benchCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// profiled runs fn, writing a CPU profile to path when it is not empty.
-// Profiled runs fn writing a CPU profile to path (none when path is empty).
+// Profiled runs fn, writing a CPU profile to path (none when path is
+// empty).
 func Profiled(path string, fn func() error) error { return profiled(path, fn) }
 
 func profiled(path string, fn func() error) error {

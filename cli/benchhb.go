@@ -36,7 +36,8 @@ type HeartbeatBench struct {
 	Binary  string        // the neocloud binary to run the server from (default: this one)
 	// Profile, when set, is where the server writes its CPU profile of the
 	// heartbeats (it starts again, profiled, once the agents have joined;
-	// with Streams, of the whole run).
+	// with Streams, of the whole run); with Outage, the server started
+	// after it writes its own to Profile+".after".
 	Profile string
 	// DatabaseURL, when set, runs the server on PostgreSQL (the database
 	// is used as it is: give it an empty one).
@@ -428,7 +429,11 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		return ctx.Err()
 	case <-time.After(o.Outage):
 	}
-	if srv, err = startServerProc(bin, dir, boot, args...); err != nil {
+	after := args
+	if o.Profile != "" {
+		after = append(slices.Clip(args), "--cpuprofile", o.Profile+".after")
+	}
+	if srv, err = startServerProc(bin, dir, boot, after...); err != nil {
 		return err
 	}
 	say("started again; every agent reports every 10 s for %v…", o.After)

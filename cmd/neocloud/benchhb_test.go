@@ -1,7 +1,9 @@
 package main_test
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -10,11 +12,19 @@ import (
 
 // TestHeartbeatBench runs `neocloud bench heartbeats` small, with a short
 // outage, end to end: a server process, agents joining over HTTP,
-// heartbeats answered, the server stopped and started again on its store.
+// heartbeats answered, the server stopped and started again on its store,
+// each of its two runs profiled.
 func TestHeartbeatBench(t *testing.T) {
-	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "4", "--outage", "1s", "--after", "2s").CombinedOutput()
+	prof := filepath.Join(t.TempDir(), "server.prof")
+	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "4", "--outage", "1s", "--after", "2s", "--server-cpuprofile", prof).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, f := range []string{prof, prof + ".after"} {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b { // a profile is gzipped
+			t.Errorf("%s: not a profile (%d bytes, %v)", filepath.Base(f), len(b), err)
+		}
 	}
 	// agents seconds heartbeats per-second p50 p99 max server-cpu
 	// of-it-kernel generator-cpu rss failed
