@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -91,5 +92,69 @@ func TestKeyedTelemetryMigration(t *testing.T) {
 	}
 	if _, err := db.exec(ctx, insertRunSQL, "node_unknown", 1, 1, 1, micros(t0), appendRunSample(nil, agents.Sample{Seq: 1, At: t0})); err == nil {
 		t.Errorf("a run of an unknown node was stored after 0030")
+	}
+}
+
+// TestSampleRunBytes stores the same samples, ten a node in each of six
+// folds, as a row each (node_samples, before 0030) and as runs, and checks
+// that runs take at most seven tenths of the bytes: what 0030 is for, with
+// fewer rows to write. It logs both (dbstat's page sizes).
+func TestSampleRunBytes(t *testing.T) {
+	ctx := context.Background()
+	var ids []string
+	for i := range 2500 {
+		ids = append(ids, fmt.Sprintf("node_%06d", i))
+	}
+	fold := func(k int) []agents.Sample { // by node, then sequence number
+		var ss []agents.Sample
+		for _, id := range ids {
+			for s := 1; s <= 10; s++ {
+				seq := int64(k*10 + s)
+				ss = append(ss, agents.Sample{NodeID: id, Seq: seq, At: t0.Add(time.Duration(seq) * 10 * time.Second), EnergyJ: uint64(seq) * 56000, PowerW: 5600.25 + float64(seq%7)})
+			}
+		}
+		return ss
+	}
+	bytes := func(db *DB, table string) int64 {
+		var n int64
+		if err := db.RawDB().QueryRow(`SELECT SUM(pgsize) FROM dbstat WHERE name = ?`, table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rows, err := openSQLite(filepath.Join(t.TempDir(), "rows.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	if err := rows.migrateThrough(ctx, 29); err != nil {
+		t.Fatal(err)
+	}
+	if err := addNodes(ctx, rows, ids...); err != nil {
+		t.Fatal(err)
+	}
+	runs := openWithNodes(t, ids...)
+	samples := 0
+	for k := range 6 {
+		ss := fold(k)
+		samples += len(ss)
+		if err := rows.InTx(ctx, func(ctx context.Context) error {
+			for _, s := range ss {
+				if _, err := rows.exec(ctx, insertSampleSQL, s.NodeID, s.Seq, micros(s.At), int64(s.EnergyJ), s.PowerW); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := runs.InTx(ctx, func(ctx context.Context) error { return runs.foldSamples(ctx, ss) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, n := bytes(rows, "node_samples"), bytes(runs, "node_sample_runs")
+	t.Logf("%d samples: %.1f bytes a sample as rows, %.1f in runs of ten", samples, float64(r)/float64(samples), float64(n)/float64(samples))
+	if 10*n > 7*r {
+		t.Errorf("runs take %d bytes, rows %d: more than seven tenths", n, r)
 	}
 }

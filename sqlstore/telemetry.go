@@ -489,8 +489,8 @@ const foldRows = 32
 // A run is a node's samples from one fold, a row of node_sample_runs keyed
 // by the highest sequence number among them: a fold writes a row for a
 // node's ten or so samples instead of a row each, and a sample takes three
-// fifths of the bytes it took in a row of its own (26.5 and 44.1 a sample,
-// 1.5 million in runs of ten, dbstat's page sizes). data holds each sample's
+// fifths of the bytes it took in a row of its own (26.5 and 44.1 a sample
+// in runs of ten: TestSampleRunBytes). data holds each sample's
 // sequence number, time, energy and power (appendRunSample), in no
 // particular order; a run's row met twice (a sample stored twice, which
 // the windows keep from happening) takes both runs' samples, and a read
