@@ -18,17 +18,7 @@ import (
 // samples runs, and that a row must still name a known node.
 func TestKeyedTelemetryMigration(t *testing.T) {
 	ctx := context.Background()
-	db, err := openSQLite(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.migrateThrough(ctx, 28); err != nil {
-		t.Fatal(err)
-	}
-	if err := addNodes(ctx, db, "node_m1", "node_m2"); err != nil {
-		t.Fatal(err)
-	}
+	db := openThrough(t, 28, "node_m1", "node_m2")
 	var ss []agents.Sample
 	var ms []agents.Minute
 	for i, n := range []string{"node_m2", "node_m1"} {
@@ -122,17 +112,7 @@ func TestSampleRunBytes(t *testing.T) {
 		}
 		return n
 	}
-	rows, err := openSQLite(filepath.Join(t.TempDir(), "rows.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	if err := rows.migrateThrough(ctx, 29); err != nil {
-		t.Fatal(err)
-	}
-	if err := addNodes(ctx, rows, ids...); err != nil {
-		t.Fatal(err)
-	}
+	rows := openThrough(t, 29, ids...)
 	runs := openWithNodes(t, ids...)
 	samples := 0
 	for k := range 6 {
@@ -157,4 +137,23 @@ func TestSampleRunBytes(t *testing.T) {
 	if 10*n > 7*r {
 		t.Errorf("runs take %d bytes, rows %d: more than seven tenths", n, r)
 	}
+}
+
+// openThrough opens a fresh SQLite store, closed when t ends, migrated
+// through version, with nodes of these ids.
+func openThrough(t *testing.T, version int, ids ...string) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := openSQLite(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.migrateThrough(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	if err := addNodes(ctx, db, ids...); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

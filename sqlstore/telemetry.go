@@ -548,29 +548,23 @@ func (db *DB) foldSamples(ctx context.Context, ss []agents.Sample) error {
 // runSamples returns a node's stored samples from sequence number from to
 // to, in order, each once.
 func (db *DB) runSamples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
-	rows, err := db.query(ctx, `SELECT data FROM node_sample_runs WHERE node_id = ? AND last_seq >= ? AND first_seq <= ?`, nodeID, from, to)
+	runs, err := collect(db, ctx, func(r scanner) ([]agents.Sample, error) {
+		var data []byte
+		if err := r.Scan(&data); err != nil {
+			return nil, err
+		}
+		return readRun(nodeID, data)
+	}, `SELECT data FROM node_sample_runs WHERE node_id = ? AND last_seq >= ? AND first_seq <= ?`, nodeID, from, to)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []agents.Sample
-	for rows.Next() {
-		var data sql.RawBytes
-		if err := rows.Scan(&data); err != nil {
-			return nil, db.translate(err)
-		}
-		all, err := readRun(nodeID, data, nil)
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range all {
+	for _, run := range runs {
+		for _, s := range run {
 			if s.Seq >= from && s.Seq <= to {
 				out = append(out, s)
 			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, db.translate(err)
 	}
 	return bySeq(out), nil
 }
@@ -606,11 +600,11 @@ func (db *DB) purgeRuns(ctx context.Context, nodeID string, cut int64) (int64, e
 	if !straddles {
 		return n, nil
 	}
-	ss, err := readRun(nodeID, data, nil)
+	ss, err := readRun(nodeID, data)
 	if err != nil {
 		return 0, err
 	}
-	slices.SortStableFunc(ss, func(a, b agents.Sample) int { return cmp.Compare(a.Seq, b.Seq) })
+	ss = bySeq(ss)
 	i := slices.IndexFunc(ss, func(s agents.Sample) bool { return micros(s.At) >= cut })
 	if i <= 0 {
 		return n, nil
@@ -776,9 +770,10 @@ func readMinute(b []byte, names map[string]string) (agents.Minute, []byte, error
 	return m, r.b, r.err
 }
 
-// readRun appends a run's samples of node to out.
-func readRun(node string, data []byte, out []agents.Sample) ([]agents.Sample, error) {
+// readRun returns a run's samples of node.
+func readRun(node string, data []byte) ([]agents.Sample, error) {
 	r := reader{b: data}
+	var out []agents.Sample
 	for len(r.b) > 0 && r.err == nil {
 		s := agents.Sample{NodeID: node, Seq: r.varint(), At: fromMicros(r.varint()), EnergyJ: r.uvarint(), PowerW: r.float()}
 		if r.err == nil {
