@@ -32,8 +32,11 @@ import (
 type HeartbeatBench struct {
 	Agents  int           // simulated agents, one node each
 	For     time.Duration // how long to send heartbeats
-	Clients int           // connections, one request at a time each (the agents share them)
-	Binary  string        // the neocloud binary to run the server from (default: this one)
+	Clients int           // connections (the agents share them)
+	// Pipeline is how many agents' requests each connection carries at
+	// once, pipelined (1: one at a time).
+	Pipeline int
+	Binary   string // the neocloud binary to run the server from (default: this one)
 	// Profile, when set, is where the server writes its CPU profile of the
 	// heartbeats (it starts again, profiled, once the agents have joined;
 	// with Streams, of the whole run); with Outage, the server started
@@ -199,6 +202,17 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, format+"\n", args...)
 		}
+	}
+	switch {
+	case o.Agents < 1:
+		return errors.New("--agents: at least 1")
+	case o.Clients < 1:
+		return errors.New("--clients: at least 1")
+	case o.Pipeline < 1:
+		return errors.New("--pipeline: at least 1")
+	case o.Clients*o.Pipeline > o.Agents:
+		// Each request in flight is another agent's.
+		return fmt.Errorf("--pipeline: %d connections × %d requests in flight is more than the %d agents", o.Clients, o.Pipeline, o.Agents)
 	}
 	bin := o.Binary
 	if bin == "" {
@@ -366,22 +380,36 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 			defer wg.Done()
 			hc := &hbConn{addr: strings.TrimPrefix(srv.url, "http://")}
 			defer hc.close()
-			var buf []byte
+			depth := o.Pipeline
+			as := make([]*benchAgent, 0, depth)
+			auths := make([]string, 0, depth)
+			bodies := make([][]byte, depth)
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				a := agents[int(next.Add(1)-1)%len(agents)]
-				if !a.mu.TryLock() {
-					continue // its previous report is still on its way
+				as, auths = as[:0], auths[:0]
+				for len(as) < depth {
+					a := agents[int(next.Add(1)-1)%len(agents)]
+					if a.mu.TryLock() { // else its previous report is still on its way
+						as = append(as, a)
+					}
 				}
 				t0 := time.Now()
-				buf = a.body(buf, t0.UTC())
-				err := hc.post("/v1/agent/heartbeat", a.auth, buf)
-				a.mu.Unlock()
+				for i, a := range as {
+					bodies[i] = a.body(bodies[i], t0.UTC())
+					auths = append(auths, a.auth)
+				}
+				err := hc.post("/v1/agent/heartbeat", auths, bodies[:len(as)])
+				for _, a := range as {
+					a.mu.Unlock()
+				}
 				if err != nil {
-					failures.Add(1)
+					failures.Add(int64(len(as)))
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				lat[c] = append(lat[c], time.Since(t0))
+				d := time.Since(t0)
+				for range as {
+					lat[c] = append(lat[c], d)
+				}
 			}
 		}(c)
 	}
@@ -561,9 +589,10 @@ type hbConn struct {
 	buf  []byte
 }
 
-// post sends body to path with the bearer auth and reads the answer: an
-// error unless it is 2xx.
-func (h *hbConn) post(path, auth string, body []byte) error {
+// post sends each body to path with its bearer auth, pipelined (written
+// at once, answered in order), and reads the answers: an error unless
+// each is 2xx.
+func (h *hbConn) post(path string, auths []string, bodies [][]byte) error {
 	if h.c == nil {
 		c, err := net.Dial("tcp", h.addr)
 		if err != nil {
@@ -571,35 +600,45 @@ func (h *hbConn) post(path, auth string, body []byte) error {
 		}
 		h.c, h.br = c, bufio.NewReader(c)
 	}
-	b := append(h.buf[:0], "POST "...)
-	b = append(b, path...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, h.addr...)
-	b = append(b, "\r\nAuthorization: Bearer "...)
-	b = append(b, auth...)
-	b = append(b, "\r\nContent-Type: application/json\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\n\r\n"...)
-	h.buf = append(b, body...)
-	if _, err := h.c.Write(h.buf); err != nil {
+	b := h.buf[:0]
+	for i, body := range bodies {
+		b = append(b, "POST "...)
+		b = append(b, path...)
+		b = append(b, " HTTP/1.1\r\nHost: "...)
+		b = append(b, h.addr...)
+		b = append(b, "\r\nAuthorization: Bearer "...)
+		b = append(b, auths[i]...)
+		b = append(b, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+		b = strconv.AppendInt(b, int64(len(body)), 10)
+		b = append(b, "\r\n\r\n"...)
+		b = append(b, body...)
+	}
+	h.buf = b
+	if _, err := h.c.Write(b); err != nil {
 		h.close()
 		return err
 	}
-	resp, err := http.ReadResponse(h.br, nil)
-	if err != nil {
-		h.close()
-		return err
-	}
-	ans, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.Close {
-		h.close()
-	}
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, ans)
+	for range bodies {
+		resp, err := http.ReadResponse(h.br, nil)
+		if err != nil {
+			h.close()
+			return err
+		}
+		ans, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.Close {
+			h.close()
+		}
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode/100 != 2 {
+			h.close() // the answers after it are not read
+			return fmt.Errorf("%s: %d %s", path, resp.StatusCode, ans)
+		}
+		if h.c == nil {
+			return errors.New(path + ": the connection closed")
+		}
 	}
 	return nil
 }

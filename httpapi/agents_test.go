@@ -1,9 +1,14 @@
 package httpapi_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -347,6 +352,70 @@ func TestBreakFix(t *testing.T) {
 			r := e.do("POST", "/v1/nodes/"+h+"/replace", ta, map[string]any{"reason": "slow NVLink"})
 			if i < 4 && r.status != 201 || i == 4 && (r.status != 409 || !strings.Contains(string(r.body), "4 replacements a month")) {
 				t.Fatalf("replacement %d: %d %s", i+1, r.status, r.body)
+			}
+		}
+	})
+}
+
+// TestPipelinedHeartbeats: agents' reports pipelined on one connection
+// (as a relay or the bench sends them) are each applied and answered, in
+// order, a broken one among them refused on its own.
+func TestPipelinedHeartbeats(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		const nodes = 8
+		creds := e.joinAgents(32, nodes)
+		c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		var raw bytes.Buffer
+		for i, cred := range creds {
+			hb, _ := json.Marshal(wire.Heartbeat{Version: wire.Version, Seq: int64(10 + i), At: time.Now().UTC(), GPUs: []wire.GPUSample{{Index: 0, EnergyJ: uint64(1000 * i), PowerW: 100}}})
+			if i == nodes/2 {
+				hb = []byte(`{"version":`)
+			}
+			fmt.Fprintf(&raw, "POST /v1/agent/heartbeat HTTP/1.1\r\nHost: nc\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", cred, len(hb), hb)
+		}
+		if _, err := c.Write(raw.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		ids := map[string]bool{}
+		for i := range creds {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer %d: %v", i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ids[resp.Header.Get("X-Request-Id")] = true
+			if i == nodes/2 {
+				if resp.StatusCode != 400 {
+					t.Errorf("answer %d, to a broken report: %d %s", i, resp.StatusCode, b)
+				}
+				continue
+			}
+			var ans wire.HeartbeatAnswer
+			if json.Unmarshal(b, &ans); resp.StatusCode != 200 || ans.Acked != int64(10+i) || ans.Duplicate {
+				t.Errorf("answer %d: %d %s, want seq %d acknowledged", i, resp.StatusCode, b, 10+i)
+			}
+		}
+		if len(ids) != nodes {
+			t.Errorf("%d distinct request ids in %d answers", len(ids), nodes)
+		}
+		for i := range creds {
+			r := e.do("GET", fmt.Sprintf("/v1/nodes/%s/samples?to_seq=100", e.hosts[32+i]), e.secrets["operator-admin"], nil)
+			var l struct{ Items []agents.Sample }
+			json.Unmarshal(r.body, &l)
+			want := 1
+			if i == nodes/2 {
+				want = 0
+			}
+			if len(l.Items) != want || want == 1 && (l.Items[0].Seq != int64(10+i) || l.Items[0].EnergyJ != uint64(1000*i)) {
+				t.Errorf("node %d: samples %+v", i, l.Items)
 			}
 		}
 	})

@@ -34,6 +34,13 @@ import (
 // on what a malformed request gets. Once handed over, a connection is
 // net/http's until it closes.
 //
+// Requests pipelined on a connection that arrive together are handled
+// concurrently and answered in order, in one write: a client that shares
+// a connection among many agents (a relay, the heartbeat bench) costs a
+// read and a write per batch, not per request. Fast is to accept only
+// requests that may be handled so, each as if it had come on a
+// connection of its own.
+//
 // Build a Front with its Server and Fast set, then call Serve once and
 // Shutdown once.
 type Front struct {
@@ -224,19 +231,38 @@ type frontConn struct {
 	served int    // requests read
 	buf    []byte // read so far; buf[start:] is not yet consumed
 	start  int
+	grow   bool // the last read filled buf: the client sends more at once
 	out    []byte
-	body   frontBody
-	// A request's and its answer's structures, used again for the next:
-	// as in net/http, a handler is not to keep a request or its writer
-	// past its return. base is a request with only the front's context.
-	base http.Request
-	req  frontRequest
-	w    frontResponse
-	info reqInfo
+	// xs are the exchanges of the requests answered together (the first,
+	// and those pipelined behind it that were read with it), used again
+	// for the next: as in net/http, a handler is not to keep a request or
+	// its writer past its return.
+	xs []*frontExchange
 	// date is the Date header of answers, formatted once a second.
 	date    []byte
 	dateSec int64
 }
+
+// frontExchange is a request the front answers and its answer. base is a
+// request with only the front's context, which carries info.
+type frontExchange struct {
+	base     http.Request
+	req      frontRequest
+	r        *http.Request
+	w        frontResponse
+	body     frontBody
+	info     reqInfo
+	panicked any // what the handler panicked with, if it did
+}
+
+const (
+	// maxPipeline is the most pipelined requests the front answers at
+	// once on a connection.
+	maxPipeline = 64
+	// maxFrontBuf is the most a connection's read buffer grows to for
+	// clients that send many requests at once (it starts at 4 KiB).
+	maxFrontBuf = 64 << 10
+)
 
 // errHandOff ends the front's service of a connection: net/http takes it.
 var errHandOff = errors.New("hand off")
@@ -253,24 +279,9 @@ func (fc *frontConn) serve() {
 		}
 		f.wg.Done()
 	}()
-	defer func() {
-		// A handler that panics past its own recovery (http.ErrAbortHandler)
-		// ends the connection without an answer, as in net/http.
-		if v := recover(); v != nil && v != http.ErrAbortHandler {
-			logf := log.Printf
-			if f.Server.ErrorLog != nil {
-				logf = f.Server.ErrorLog.Printf
-			}
-			logf("http: panic serving %s: %v", fc.remote, v)
-		}
-	}()
 	fc.buf = make([]byte, 0, 4096)
-	// The connection's reqInfo goes with each of its requests (observe
-	// fills it in).
-	fc.base = *(&http.Request{}).WithContext(context.WithValue(f.base, infoKey{}, &fc.info))
-	fc.w.header = http.Header{}
 	for {
-		err := fc.serveOne()
+		err := fc.serveSome()
 		if errors.Is(err, errHandOff) {
 			handed = true
 			pending := bytes.Clone(fc.buf[fc.start:])
@@ -284,10 +295,29 @@ func (fc *frontConn) serve() {
 	}
 }
 
-// serveOne reads one request and answers it. It returns errHandOff when
-// net/http is to answer it instead, and another error when the connection
-// is to close.
-func (fc *frontConn) serveOne() error {
+// exchange returns the connection's i'th exchange.
+func (fc *frontConn) exchange(i int) *frontExchange {
+	for len(fc.xs) <= i {
+		x := &frontExchange{}
+		x.base = *(&http.Request{}).WithContext(context.WithValue(fc.f.base, infoKey{}, &x.info))
+		x.w.header = http.Header{}
+		fc.xs = append(fc.xs, x)
+	}
+	return fc.xs[i]
+}
+
+// serveSome reads a request, and those pipelined behind it that have
+// arrived with it, and answers them: concurrently, since each may wait
+// for a commit, and in order, in one write. It returns errHandOff when
+// net/http is to answer the next request instead, and another error when
+// the connection is to close.
+//
+// Answering pipelined requests together means that each is handled
+// before the answers of those ahead of it are written, as if they had
+// come on connections of their own: the front serves only requests
+// whose handlers allow that (agents' heartbeats, each applied once per
+// sequence number).
+func (fc *frontConn) serveSome() error {
 	f := fc.f
 	// 1. Wait for a request (the front's shutdown wakes an idle wait). As
 	// in net/http, a new connection has ReadHeaderTimeout to send its
@@ -324,10 +354,9 @@ func (fc *frontConn) serveOne() error {
 		}
 	}
 
-	// 2. The header, within ReadHeaderTimeout. Each phase sets its
-	// deadline before its first read: one that has all it needs buffered
-	// already reads nothing.
-	fc.served++
+	// 2. The first request's head, within ReadHeaderTimeout. Each phase
+	// sets its deadline before its first read: one that has all it needs
+	// buffered already reads nothing.
 	deadline := func(d time.Duration) {
 		var t time.Time
 		if d > 0 {
@@ -354,12 +383,14 @@ func (fc *frontConn) serveOne() error {
 			return err
 		}
 	}
-	req, ok := fc.parse(fc.buf[fc.start:end])
+	x := fc.exchange(0)
+	req, ok := fc.parse(x, fc.buf[fc.start:end])
 	if !ok {
 		return errHandOff
 	}
+	fc.served++
 
-	// 3. The body, within ReadTimeout. fill may move what is buffered to
+	// 3. Its body, within ReadTimeout. fill may move what is buffered to
 	// the front of buf: offsets are kept from fc.start.
 	head, n := end-fc.start, int(req.ContentLength)
 	for set := false; len(fc.buf)-fc.start < head+n; set = true {
@@ -371,41 +402,117 @@ func (fc *frontConn) serveOne() error {
 		}
 	}
 	end = fc.start + head
-	// The body is read from the connection's buffer: as in net/http, it is
-	// not to be read after the handler returns.
-	fc.body.reset(fc.buf[end : end+n])
+	// The body is read from the connection's buffer (not read again until
+	// every handler has returned): as in net/http, it is not to be read
+	// after the handler returns.
+	x.body.reset(fc.buf[end : end+n])
 	fc.start = end + n
-	req.Body = &fc.body
+	x.r = req
 
-	// 4. Answer.
-	w := &fc.w
-	clear(w.header)
-	w.status, w.body, w.vals = 0, w.body[:0], w.vals[:0]
+	// 4. The requests behind it that have arrived whole, up to one that
+	// closes the connection or one the front leaves to net/http (which
+	// the next call finds first).
+	k := 1
+	for ; k < maxPipeline && !req.Close; k++ {
+		rest := fc.buf[fc.start:]
+		i := bytes.Index(rest, []byte("\r\n\r\n"))
+		if i < 0 || i+4 > fastMaxHeader {
+			break
+		}
+		x := fc.exchange(k)
+		if req, ok = fc.parse(x, rest[:i+4]); !ok || len(rest) < i+4+int(req.ContentLength) {
+			break
+		}
+		fc.served++
+		body := fc.start + i + 4
+		fc.start = body + int(req.ContentLength)
+		x.body.reset(fc.buf[body:fc.start])
+		x.r = req
+	}
+
+	// 5. Answer them.
+	xs := fc.xs[:k]
 	h := f.Handler
 	if h == nil {
 		h = f.Server.Handler
 	}
-	h.ServeHTTP(w, req)
-	fc.body.reset(nil)
+	if k == 1 {
+		xs[0].serve(h)
+	} else {
+		serveAll(h, xs)
+	}
 	now := time.Now()
 	if sec := now.Unix(); sec != fc.dateSec {
 		fc.dateSec, fc.date = sec, now.UTC().AppendFormat(fc.date[:0], http.TimeFormat)
 	}
-	fc.out = w.writeTo(fc.out[:0], fc.date, req.Close)
-	if t := f.Server.WriteTimeout; t > 0 {
-		fc.c.SetWriteDeadline(now.Add(t))
+	out := fc.out[:0]
+	var last error
+	for _, x := range xs {
+		if x.panicked != nil {
+			// A handler that panics past its own recovery
+			// (http.ErrAbortHandler) ends the connection without its
+			// answer, as in net/http; the answers before it go first.
+			if x.panicked != http.ErrAbortHandler {
+				logf := log.Printf
+				if f.Server.ErrorLog != nil {
+					logf = f.Server.ErrorLog.Printf
+				}
+				logf("http: panic serving %s: %v", fc.remote, x.panicked)
+			}
+			last = io.EOF
+			break
+		}
+		out = x.w.writeTo(out, fc.date, x.r.Close)
+		if x.r.Close || x.w.header.Get("Connection") == "close" {
+			last = io.EOF
+			break
+		}
 	}
-	if _, err := fc.c.Write(fc.out); err != nil {
-		return err
+	for _, x := range xs {
+		x.body.reset(nil)
+		x.r, x.panicked = nil, nil
 	}
-	if req.Close || w.header.Get("Connection") == "close" {
-		return io.EOF
+	fc.out = out
+	if len(out) > 0 {
+		if t := f.Server.WriteTimeout; t > 0 {
+			fc.c.SetWriteDeadline(now.Add(t))
+		}
+		if _, err := fc.c.Write(out); err != nil {
+			return err
+		}
 	}
-	return nil
+	return last
 }
 
-// fill reads more of the connection into buf.
+// serveAll serves xs concurrently, the first on this goroutine.
+func serveAll(h http.Handler, xs []*frontExchange) {
+	var wg sync.WaitGroup
+	for _, x := range xs[1:] {
+		wg.Go(func() { x.serve(h) })
+	}
+	xs[0].serve(h)
+	wg.Wait()
+}
+
+// serve runs h for x's request into x's writer, and keeps what it panics
+// with.
+func (x *frontExchange) serve(h http.Handler) {
+	defer func() { x.panicked = recover() }()
+	w := &x.w
+	clear(w.header)
+	w.status, w.body, w.vals = 0, w.body[:0], w.vals[:0]
+	x.r.Body = &x.body
+	h.ServeHTTP(w, x.r)
+}
+
+// fill reads more of the connection into buf, growing it for a client
+// whose last read filled it.
 func (fc *frontConn) fill() error {
+	if fc.grow && cap(fc.buf) < maxFrontBuf {
+		b := make([]byte, len(fc.buf)-fc.start, 2*cap(fc.buf))
+		copy(b, fc.buf[fc.start:])
+		fc.buf, fc.start = b, 0
+	}
 	if len(fc.buf) == cap(fc.buf) {
 		if fc.start > 0 {
 			n := copy(fc.buf, fc.buf[fc.start:])
@@ -417,6 +524,7 @@ func (fc *frontConn) fill() error {
 	}
 	n, err := fc.c.Read(fc.buf[len(fc.buf):cap(fc.buf)])
 	fc.buf = fc.buf[:len(fc.buf)+n]
+	fc.grow = len(fc.buf) == cap(fc.buf)
 	if n > 0 {
 		return nil
 	}
@@ -439,7 +547,7 @@ func init() {
 // parse reads a request head (request line and header lines, ending in an
 // empty line) into a request without a body. ok is false unless the front
 // is to answer it itself.
-func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
+func (fc *frontConn) parse(x *frontExchange, head []byte) (req *http.Request, ok bool) {
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
 	method, line, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(line, []byte(" "))
@@ -450,19 +558,19 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 	if string(method) != m {
 		m = string(method)
 	}
-	if uri := fc.req.target(target); !fc.f.Fast(m, uri) {
+	if uri := x.req.target(target); !fc.f.Fast(m, uri) {
 		return nil, false
 	}
-	hdr := fc.req.r.Header
+	hdr := x.req.r.Header
 	clear(hdr)
 	if hdr == nil {
 		hdr = http.Header{}
 	}
-	fc.req.r = fc.base
-	fc.req.vals = fc.req.vals[:0]
-	req = &fc.req.r
+	x.req.r = x.base
+	x.req.vals = x.req.vals[:0]
+	req = &x.req.r
 	req.Method, req.Proto, req.ProtoMajor, req.ProtoMinor, req.Header, req.RemoteAddr, req.ContentLength = m, "HTTP/1.1", 1, 1, hdr, fc.remote, -1
-	req.RequestURI = fc.req.uri
+	req.RequestURI = x.req.uri
 	if bytes.ContainsAny(target, "?%#") || !utf8.Valid(target) {
 		u, err := url.ParseRequestURI(req.RequestURI)
 		if err != nil {
@@ -470,8 +578,8 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		}
 		req.URL = u
 	} else {
-		fc.req.url = url.URL{Path: req.RequestURI}
-		req.URL = &fc.req.url
+		x.req.url = url.URL{Path: req.RequestURI}
+		req.URL = &x.req.url
 	}
 	hosts := 0
 	for len(rest) > 2 {
@@ -494,7 +602,7 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		switch key {
 		case "Host":
 			hosts++
-			req.Host = fc.req.host(value)
+			req.Host = x.req.host(value)
 			continue
 		case "Content-Length":
 			if req.ContentLength >= 0 {
@@ -516,16 +624,16 @@ func (fc *frontConn) parse(head []byte) (req *http.Request, ok bool) {
 		}
 		var v string
 		if known {
-			v = fc.req.value(key, value)
+			v = x.req.value(key, value)
 		} else {
 			v = string(value)
 		}
 		if vs, ok := req.Header[key]; ok {
 			req.Header[key] = append(vs, v)
 		} else {
-			i := len(fc.req.vals)
-			fc.req.vals = append(fc.req.vals, v)
-			req.Header[key] = fc.req.vals[i : i+1 : i+1]
+			i := len(x.req.vals)
+			x.req.vals = append(x.req.vals, v)
+			req.Header[key] = x.req.vals[i : i+1 : i+1]
 		}
 	}
 	if hosts != 1 || req.ContentLength < 0 {
@@ -730,7 +838,8 @@ func appendField(out []byte, k, v string) []byte {
 }
 
 // FastPath reports whether the front answers a request itself: agents'
-// heartbeats.
+// heartbeats (each applied once per sequence number, whatever else is in
+// flight, so that pipelined ones may be handled together).
 func FastPath(method, target string) bool {
 	return method == http.MethodPost && target == heartbeatPath
 }

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -351,17 +353,39 @@ func TestFrontPipelines(t *testing.T) {
 	})
 }
 
+// A handler that aborts gets no answer: the pipelined requests before it
+// are answered, then the connection closes; the next is served.
 func TestFrontClosesOnAbortAndServesOn(t *testing.T) {
 	_, front := startFront(t)
-	c, err := net.Dial("tcp", front)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, post("/fast/abort", "1"))
-	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
-		t.Fatalf("after an aborted handler: %q, %v; want a closed connection and no answer", b, err)
+	for _, tc := range []struct {
+		raw     string
+		answers []string
+	}{
+		{post("/fast/abort", "1"), nil},
+		{post("/fast/a", "1") + post("/fast/b", "2") + post("/fast/abort", "3") + post("/fast/c", "4"), []string{"/fast/a", "/fast/b"}},
+	} {
+		c, err := net.Dial("tcp", front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, tc.raw)
+		br := bufio.NewReader(c)
+		for _, want := range tc.answers {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer to %s: %v", want, err)
+			}
+			var e echo
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Path != want {
+				t.Fatalf("answer to %s: %+v, %v", want, e, err)
+			}
+			resp.Body.Close()
+		}
+		if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+			t.Fatalf("after %d answers and an aborted handler: %q, %v; want a closed connection and no more answers", len(tc.answers), b, err)
+		}
 	}
 	if got := exchange(t, front, post("/fast/x", "ok"), 1, 0); via(t, got[0]) != "front" {
 		t.Errorf("next connection served by %s", via(t, got[0]))
@@ -528,6 +552,47 @@ func TestFrontStalledRequest(t *testing.T) {
 		c.SetReadDeadline(time.Now().Add(20 * time.Second)) // well short of IdleTimeout
 		if _, err := br.ReadByte(); err != io.EOF {
 			t.Errorf("stalled in %q: %v, want EOF", stall, err)
+		}
+	}
+}
+
+// Pipelined requests that arrive together are handled together (each may
+// wait on the others, as heartbeats wait for one group commit), and
+// answered in order.
+func TestFrontAnswersPipelinedTogether(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	var entered sync.WaitGroup
+	entered.Add(n)
+	all := make(chan struct{})
+	go func() { entered.Wait(); close(all) }()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered.Done()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+			http.Error(w, "handled alone", http.StatusGatewayTimeout)
+			return
+		}
+		// The later requests finish first.
+		i, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/fast/"))
+		time.Sleep(time.Duration(n-i) * 10 * time.Millisecond)
+		io.WriteString(w, r.URL.Path)
+	})
+	f := &Front{Server: &http.Server{Handler: h}, Fast: fastPrefix}
+	go f.Serve(ln)
+	defer f.Shutdown(context.Background())
+	var raw strings.Builder
+	for i := range n {
+		raw.WriteString(post(fmt.Sprintf("/fast/%d", i), "x"))
+	}
+	got := exchange(t, ln.Addr().String(), raw.String(), n, 0)
+	for i, a := range got {
+		if want := fmt.Sprintf("/fast/%d", i); a.Status != 200 || a.Body != want {
+			t.Errorf("answer %d: %d %q, want %q", i, a.Status, a.Body, want)
 		}
 	}
 }

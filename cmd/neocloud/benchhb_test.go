@@ -7,16 +7,18 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 )
 
 // TestHeartbeatBench runs `neocloud bench heartbeats` small, with a short
 // outage, end to end: a server process, agents joining over HTTP,
-// heartbeats answered, the server stopped and started again on its store,
-// each of its two runs profiled.
+// heartbeats answered (three agents' pipelined on each connection), the
+// server stopped and started again on its store, each of its two runs
+// profiled.
 func TestHeartbeatBench(t *testing.T) {
 	prof := filepath.Join(t.TempDir(), "server.prof")
-	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "4", "--outage", "1s", "--after", "2s", "--server-cpuprofile", prof).CombinedOutput()
+	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "4", "--pipeline", "3", "--outage", "1s", "--after", "2s", "--server-cpuprofile", prof).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -54,5 +56,13 @@ func TestHeartbeatBench(t *testing.T) {
 	}
 	if share, _ := strconv.ParseFloat(string(after[3]), 64); share < 0 || share > 100*float64(runtime.NumCPU()) {
 		t.Fatalf("the server used %v%% of a core on %d cores:\n%s", share, runtime.NumCPU(), out)
+	}
+}
+
+// More requests in flight than agents is refused, naming the flag.
+func TestHeartbeatBenchPipelineBound(t *testing.T) {
+	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--clients", "4", "--pipeline", "11").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--pipeline") {
+		t.Fatalf("4 connections × 11 for 40 agents: %v\n%s", err, out)
 	}
 }
