@@ -238,6 +238,13 @@ type frontConn struct {
 	// for the next: as in net/http, a handler is not to keep a request or
 	// its writer past its return.
 	xs []*frontExchange
+	// work hands exchanges to the connection's helpers, goroutines that
+	// serve all but the first of pipelined requests and are kept for the
+	// next (a new goroutine's stack grows, by copying, on every request);
+	// helpers is how many there are.
+	work    chan *frontExchange
+	helpers int
+	batch   sync.WaitGroup
 	// date is the Date header of answers, formatted once a second.
 	date    []byte
 	dateSec int64
@@ -252,7 +259,8 @@ type frontExchange struct {
 	w        frontResponse
 	body     frontBody
 	info     reqInfo
-	panicked any // what the handler panicked with, if it did
+	panicked any          // what the handler panicked with, if it did
+	h        http.Handler // what serves it, on a helper
 }
 
 const (
@@ -278,6 +286,11 @@ func (fc *frontConn) serve() {
 			fc.c.Close()
 		}
 		f.wg.Done()
+	}()
+	defer func() {
+		if fc.work != nil {
+			close(fc.work) // the helpers end
+		}
 	}()
 	fc.buf = make([]byte, 0, 4096)
 	for {
@@ -439,7 +452,7 @@ func (fc *frontConn) serveSome() error {
 	if k == 1 {
 		xs[0].serve(h)
 	} else {
-		serveAll(h, xs)
+		fc.serveAll(h, xs)
 	}
 	now := time.Now()
 	if sec := now.Unix(); sec != fc.dateSec {
@@ -484,14 +497,27 @@ func (fc *frontConn) serveSome() error {
 	return last
 }
 
-// serveAll serves xs concurrently, the first on this goroutine.
-func serveAll(h http.Handler, xs []*frontExchange) {
-	var wg sync.WaitGroup
+// serveAll serves xs concurrently: the first on this goroutine, the
+// others on the connection's helpers.
+func (fc *frontConn) serveAll(h http.Handler, xs []*frontExchange) {
+	if fc.work == nil {
+		fc.work = make(chan *frontExchange, maxPipeline)
+	}
+	for ; fc.helpers < len(xs)-1; fc.helpers++ {
+		go func() {
+			for x := range fc.work {
+				x.serve(x.h)
+				fc.batch.Done()
+			}
+		}()
+	}
+	fc.batch.Add(len(xs) - 1)
 	for _, x := range xs[1:] {
-		wg.Go(func() { x.serve(h) })
+		x.h = h
+		fc.work <- x
 	}
 	xs[0].serve(h)
-	wg.Wait()
+	fc.batch.Wait()
 }
 
 // serve runs h for x's request into x's writer, and keeps what it panics
