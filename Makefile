@@ -11,6 +11,7 @@ bench:
 	go run ./cmd/neocloud bench placement
 bench-agents:
 	go run ./cmd/neocloud bench heartbeats --agents 25000
+	go run ./cmd/neocloud bench heartbeats --agents 25000 --clients 16 --pipeline 16
 gpu-check: build
 	NEOCLOUD_BIN=bin/neocloud scripts/gpu-check.sh
 server:

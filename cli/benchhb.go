@@ -359,7 +359,11 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if err := settle(); err != nil {
 		return err
 	}
-	say("heartbeats for %v over %d connections…", o.For, o.Clients)
+	if o.Pipeline > 1 {
+		say("heartbeats for %v over %d connections, %d agents' pipelined on each at once…", o.For, o.Clients, o.Pipeline)
+	} else {
+		say("heartbeats for %v over %d connections…", o.For, o.Clients)
+	}
 
 	// 3. Heartbeats, round robin over the agents, as fast as they are answered.
 	cpu0, sys0, err := srv.cpu()
