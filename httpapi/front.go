@@ -291,6 +291,11 @@ func (fc *frontConn) serve() {
 		if fc.work != nil {
 			close(fc.work) // the helpers end
 		}
+		// Handlers' panics are caught where they run (see serveSome);
+		// this is the front's own, which end the connection alone.
+		if v := recover(); v != nil {
+			fc.logf("http: panic serving %s: %v", fc.remote, v)
+		}
 	}()
 	fc.buf = make([]byte, 0, 4096)
 	for {
@@ -306,6 +311,15 @@ func (fc *frontConn) serve() {
 			return
 		}
 	}
+}
+
+// logf logs to the server's ErrorLog, as net/http does.
+func (fc *frontConn) logf(format string, args ...any) {
+	if l := fc.f.Server.ErrorLog; l != nil {
+		l.Printf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
 }
 
 // exchange returns the connection's i'th exchange.
@@ -466,11 +480,7 @@ func (fc *frontConn) serveSome() error {
 			// (http.ErrAbortHandler) ends the connection without its
 			// answer, as in net/http; the answers before it go first.
 			if x.panicked != http.ErrAbortHandler {
-				logf := log.Printf
-				if f.Server.ErrorLog != nil {
-					logf = f.Server.ErrorLog.Printf
-				}
-				logf("http: panic serving %s: %v", fc.remote, x.panicked)
+				fc.logf("http: panic serving %s: %v", fc.remote, x.panicked)
 			}
 			last = io.EOF
 			break
