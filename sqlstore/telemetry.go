@@ -51,19 +51,24 @@ type telemetry struct {
 	// folds of the whole journal, which make such a plan moot.
 	building bool
 	gen      int
-	// When a fold starts and how much a commit folds (the defaults below;
-	// tests make them small).
-	foldAt  int
-	foldAge time.Duration
-	foldMin int
-	foldPer int
+	// reads counts the plans read (or being read) so far; folded is the
+	// count, as of its read, of the last plan folded whole. A plan read
+	// after a moment holds every row journaled before it.
+	reads, folded int
+	// When a fold starts, how much a commit folds and how much a settle
+	// folds a transaction (the defaults below; tests make them small).
+	foldAt      int
+	foldAge     time.Duration
+	foldMin     int
+	foldPer     int
+	settleSlice int
 	// buf is where a commit's journal row is encoded (the statement
 	// copies it).
 	buf []byte
 }
 
 func newTelemetry() *telemetry {
-	return &telemetry{stale: true, foldAt: foldAt, foldAge: foldAge, foldMin: foldMin, foldPer: foldPer}
+	return &telemetry{stale: true, foldAt: foldAt, foldAge: foldAge, foldMin: foldMin, foldPer: foldPer, settleSlice: settleSlice}
 }
 
 const (
@@ -80,11 +85,15 @@ const (
 	// journals, so that a fold ends well before the next is due.
 	foldMin = 256
 	foldPer = 4
+	// A settle folds settleSlice samples a transaction (tens of
+	// milliseconds).
+	settleSlice = 16384
 )
 
 // foldPlan is a fold under way: the journal's rows up to through, decoded,
 // sorted by key, and how far they have been written.
 type foldPlan struct {
+	read    int // its number among the plans read
 	through int64
 	samples []agents.Sample // by node, then sequence number
 	minutes []agents.Minute // by node, then minute; one per node-minute
@@ -256,20 +265,79 @@ func (t *telemetry) idle() bool {
 	return t.plan == nil && t.pending == 0 && !t.stale && !t.building
 }
 
-// settle folds the whole journal, so that node_samples and node_minutes
-// hold every report committed so far.
+// settle folds the journal, so that node_sample_runs and node_minutes
+// hold every report committed before it was called.
+//
+// Outside a transaction it reads the plan on the read pool, as a
+// commit's fold does, and writes it settleSlice samples a transaction:
+// heartbeats commit between the slices instead of waiting for the whole
+// journal (a minute's reports, hundreds of milliseconds at a site's
+// cadence). Within one it folds the whole journal there.
 func (t *telemetry) settle(ctx context.Context, db *DB) error {
 	if t == nil || t.idle() {
 		return nil
 	}
-	return db.write(ctx, func(ctx context.Context) error {
+	if txOf(ctx) != nil {
+		return db.write(ctx, func(ctx context.Context) error {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if err := t.begin(ctx, db); err != nil {
+				return err
+			}
+			return t.foldAll(ctx, db)
+		})
+	}
+	// Done once a plan read after this point has been folded whole, in a
+	// transaction that committed: as seen from the writer.
+	t.mu.Lock()
+	since := t.reads
+	t.mu.Unlock()
+	for {
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		if err := t.begin(ctx, db); err != nil {
+		build := t.plan == nil && !t.building && !t.stale && t.folded <= since
+		gen, spare := t.gen, t.spare
+		var read int
+		if build {
+			t.building = true
+			t.pending, t.since = 0, time.Time{}
+			t.spare = nil
+			t.reads++
+			read = t.reads
+		}
+		t.mu.Unlock()
+		if build {
+			t.build(db, gen, read, spare)
+		}
+		done := false
+		err := db.write(ctx, func(ctx context.Context) error {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if err := t.begin(ctx, db); err != nil {
+				return err
+			}
+			if t.plan == nil {
+				if t.folded > since {
+					done = true
+					return nil
+				}
+				// A plan read meanwhile was folded already, or one being
+				// read elsewhere is not here yet: read it here (a plan
+				// being read elsewhere is moot).
+				t.gen++
+				if err := t.makePlan(ctx, db); err != nil {
+					return err
+				}
+				if t.plan == nil {
+					done = true
+					return nil
+				}
+			}
+			return t.fold(ctx, db, t.settleSlice)
+		})
+		if err != nil || done {
 			return err
 		}
-		return t.foldAll(ctx, db)
-	})
+	}
 }
 
 // step folds about budget samples of the plan, or has a plan read when a
@@ -295,14 +363,18 @@ func (t *telemetry) step(ctx context.Context, db *DB, budget int) error {
 		t.pending, t.since = 0, time.Time{}
 		spare := t.spare
 		t.spare = nil
-		go t.build(db, gen, spare)
+		t.reads++
+		go t.build(db, gen, t.reads, spare)
 	})
 	return nil
 }
 
 // build reads a plan outside the writer and hands it to the next commit.
-func (t *telemetry) build(db *DB, gen int, spare *foldPlan) {
+func (t *telemetry) build(db *DB, gen, read int, spare *foldPlan) {
 	p, err := readPlan(context.Background(), db, spare)
+	if p != nil {
+		p.read = read
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.building = false
@@ -339,7 +411,11 @@ func (t *telemetry) foldAll(ctx context.Context, db *DB) error {
 // makePlan reads the journal into the plan.
 func (t *telemetry) makePlan(ctx context.Context, db *DB) error {
 	t.pending, t.since = 0, time.Time{}
+	t.reads++
 	p, err := readPlan(ctx, db, t.spare)
+	if p != nil {
+		p.read = t.reads
+	}
 	t.plan, t.spare = p, nil
 	return err
 }
@@ -471,7 +547,7 @@ func (t *telemetry) fold(ctx context.Context, db *DB, budget int) error {
 		if _, err := db.exec(ctx, `DELETE FROM telemetry_fold`); err != nil {
 			return err
 		}
-		t.plan, t.spare = nil, p
+		t.plan, t.spare, t.folded = nil, p, max(t.folded, p.read)
 		return nil
 	}
 	if _, err := db.exec(ctx, `INSERT INTO telemetry_fold (id, through, node_through) VALUES (1, ?, ?)

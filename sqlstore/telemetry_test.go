@@ -42,6 +42,7 @@ func TestTelemetryJournal(t *testing.T) {
 			db.tel.foldAt = rapid.IntRange(1, 100).Draw(rt, "foldAt")
 			db.tel.foldMin = rapid.IntRange(0, 3).Draw(rt, "foldMin")
 			db.tel.foldPer = rapid.IntRange(0, 2).Draw(rt, "foldPer")
+			db.tel.settleSlice = rapid.IntRange(1, 50).Draw(rt, "settleSlice")
 			db.tel.foldAge = time.Hour
 		}
 		tune()
@@ -403,5 +404,76 @@ func TestSampleRunsMerge(t *testing.T) {
 	}
 	if diff := cmp.Diff(want[1:2], storedRuns(t, db, node, 2, 4), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
 		t.Errorf("samples 2 to 4 (-want +got):\n%s", diff)
+	}
+}
+
+// TestSettleInSlices: a read that settles the journal folds it a slice a
+// transaction, so that commits go on between the slices (a fold under
+// way is seen from outside, in telemetry_fold), and then reads every
+// sample and minute committed before it.
+func TestSettleInSlices(t *testing.T) {
+	ctx := context.Background()
+	const nodesN, beats = 200, 3
+	nodes := make([]string, nodesN)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("node_slice%03d", i)
+	}
+	db := openWithNodes(t, nodes...)
+	db.tel.mu.Lock()
+	db.tel.settleSlice = 1 // a node a transaction
+	db.tel.mu.Unlock()
+	for seq := int64(1); seq <= beats; seq++ {
+		var ss []agents.Sample
+		var ms []agents.Minute
+		for _, n := range nodes {
+			ss = append(ss, agents.Sample{NodeID: n, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(seq)})
+			ms = append(ms, agents.Minute{NodeID: n, Minute: t0, Samples: 1, EnergyFirstJ: uint64(seq), EnergyLastJ: uint64(seq)})
+		}
+		if err := db.InTx(ctx, func(ctx context.Context) error {
+			if _, err := db.PutSamples(ctx, ss); err != nil {
+				return err
+			}
+			return db.PutMinutes(ctx, ms)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled := make(chan error, 1)
+	go func() {
+		_, err := db.Samples(ctx, nodes[0], 1, beats)
+		settled <- err
+	}()
+	seen := false
+	for done := false; !done; {
+		select {
+		case err := <-settled:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+			var n int
+			if err := db.RawDB().QueryRow(`SELECT COUNT(*) FROM telemetry_fold`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			seen = seen || n > 0
+		}
+	}
+	if !seen {
+		t.Errorf("no fold under way was seen while the read settled the journal: it folded in one transaction")
+	}
+	for _, n := range nodes {
+		ss, err := db.Samples(ctx, n, 1, beats)
+		if err != nil || len(ss) != beats {
+			t.Fatalf("%s: %d samples, %v", n, len(ss), err)
+		}
+		ms, err := db.Minutes(ctx, n, t0, t0.Add(time.Minute))
+		if err != nil || len(ms) != 1 || ms[0].Samples != beats {
+			t.Fatalf("%s: minutes %+v, %v", n, ms, err)
+		}
+	}
+	var left int
+	if err := db.RawDB().QueryRow(`SELECT COUNT(*) FROM telemetry_journal`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d journal rows left after the reads (%v)", left, err)
 	}
 }
