@@ -358,7 +358,7 @@ func TestBreakFix(t *testing.T) {
 }
 
 // TestPipelinedHeartbeats: agents' reports pipelined on one connection
-// (as a relay or the bench sends them) are each applied and answered, in
+// (as the heartbeat bench sends them) are each applied and answered, in
 // order, a broken one among them refused on its own.
 func TestPipelinedHeartbeats(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {

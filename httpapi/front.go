@@ -36,7 +36,7 @@ import (
 //
 // Requests pipelined on a connection that arrive together are handled
 // concurrently and answered in order, in one write: a client that shares
-// a connection among many agents (a relay, the heartbeat bench) costs a
+// a connection among many agents (the heartbeat bench) costs a
 // read and a write per batch, not per request. Fast is to accept only
 // requests that may be handled so, each as if it had come on a
 // connection of its own.
@@ -255,12 +255,10 @@ type frontConn struct {
 type frontExchange struct {
 	base     http.Request
 	req      frontRequest
-	r        *http.Request
 	w        frontResponse
 	body     frontBody
 	info     reqInfo
-	panicked any          // what the handler panicked with, if it did
-	h        http.Handler // what serves it, on a helper
+	panicked any // what the handler panicked with, if it did
 }
 
 const (
@@ -311,6 +309,14 @@ func (fc *frontConn) serve() {
 			return
 		}
 	}
+}
+
+// handler answers the front's requests.
+func (f *Front) handler() http.Handler {
+	if f.Handler != nil {
+		return f.Handler
+	}
+	return f.Server.Handler
 }
 
 // logf logs to the server's ErrorLog, as net/http does.
@@ -434,7 +440,6 @@ func (fc *frontConn) serveSome() error {
 	// after the handler returns.
 	x.body.reset(fc.buf[end : end+n])
 	fc.start = end + n
-	x.r = req
 
 	// 4. The requests behind it that have arrived whole, up to one that
 	// closes the connection or one the front leaves to net/http (which
@@ -454,19 +459,14 @@ func (fc *frontConn) serveSome() error {
 		body := fc.start + i + 4
 		fc.start = body + int(req.ContentLength)
 		x.body.reset(fc.buf[body:fc.start])
-		x.r = req
 	}
 
 	// 5. Answer them.
 	xs := fc.xs[:k]
-	h := f.Handler
-	if h == nil {
-		h = f.Server.Handler
-	}
 	if k == 1 {
-		xs[0].serve(h)
+		xs[0].serve(f.handler())
 	} else {
-		fc.serveAll(h, xs)
+		fc.serveAll(xs)
 	}
 	now := time.Now()
 	if sec := now.Unix(); sec != fc.dateSec {
@@ -485,15 +485,15 @@ func (fc *frontConn) serveSome() error {
 			last = io.EOF
 			break
 		}
-		out = x.w.writeTo(out, fc.date, x.r.Close)
-		if x.r.Close || x.w.header.Get("Connection") == "close" {
+		out = x.w.writeTo(out, fc.date, x.req.r.Close)
+		if x.req.r.Close || x.w.header.Get("Connection") == "close" {
 			last = io.EOF
 			break
 		}
 	}
 	for _, x := range xs {
 		x.body.reset(nil)
-		x.r, x.panicked = nil, nil
+		x.panicked = nil
 	}
 	fc.out = out
 	if len(out) > 0 {
@@ -509,21 +509,21 @@ func (fc *frontConn) serveSome() error {
 
 // serveAll serves xs concurrently: the first on this goroutine, the
 // others on the connection's helpers.
-func (fc *frontConn) serveAll(h http.Handler, xs []*frontExchange) {
+func (fc *frontConn) serveAll(xs []*frontExchange) {
+	h := fc.f.handler()
 	if fc.work == nil {
 		fc.work = make(chan *frontExchange, maxPipeline)
 	}
 	for ; fc.helpers < len(xs)-1; fc.helpers++ {
 		go func() {
 			for x := range fc.work {
-				x.serve(x.h)
+				x.serve(h)
 				fc.batch.Done()
 			}
 		}()
 	}
 	fc.batch.Add(len(xs) - 1)
 	for _, x := range xs[1:] {
-		x.h = h
 		fc.work <- x
 	}
 	xs[0].serve(h)
@@ -537,8 +537,8 @@ func (x *frontExchange) serve(h http.Handler) {
 	w := &x.w
 	clear(w.header)
 	w.status, w.body, w.vals = 0, w.body[:0], w.vals[:0]
-	x.r.Body = &x.body
-	h.ServeHTTP(w, x.r)
+	x.req.r.Body = &x.body
+	h.ServeHTTP(w, &x.req.r)
 }
 
 // fill reads more of the connection into buf, growing it for a client

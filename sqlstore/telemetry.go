@@ -294,19 +294,13 @@ func (t *telemetry) settle(ctx context.Context, db *DB) error {
 	t.mu.Unlock()
 	for {
 		t.mu.Lock()
-		build := t.plan == nil && !t.building && !t.stale && t.folded <= since
-		gen, spare := t.gen, t.spare
-		var read int
-		if build {
-			t.building = true
-			t.pending, t.since = 0, time.Time{}
-			t.spare = nil
-			t.reads++
-			read = t.reads
+		var read func()
+		if t.plan == nil && !t.building && !t.stale && t.folded <= since {
+			read = t.startBuild(db)
 		}
 		t.mu.Unlock()
-		if build {
-			t.build(db, gen, read, spare)
+		if read != nil {
+			read()
 		}
 		done := false
 		err := db.write(ctx, func(ctx context.Context) error {
@@ -359,14 +353,22 @@ func (t *telemetry) step(ctx context.Context, db *DB, budget int) error {
 		if t.gen != gen || t.plan != nil || t.building {
 			return
 		}
-		t.building = true
-		t.pending, t.since = 0, time.Time{}
-		spare := t.spare
-		t.spare = nil
-		t.reads++
-		go t.build(db, gen, t.reads, spare)
+		read := t.startBuild(db)
+		go read()
 	})
 	return nil
+}
+
+// startBuild marks a plan as being read and returns the read (build),
+// to run outside t.mu, which is held here.
+func (t *telemetry) startBuild(db *DB) func() {
+	t.building = true
+	t.pending, t.since = 0, time.Time{}
+	spare := t.spare
+	t.spare = nil
+	t.reads++
+	gen, read := t.gen, t.reads
+	return func() { t.build(db, gen, read, spare) }
 }
 
 // build reads a plan outside the writer and hands it to the next commit.
