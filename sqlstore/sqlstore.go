@@ -261,18 +261,20 @@ func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) erro
 		}
 	}
 	if err := fn(context.WithValue(ctx, txKey{}, st)); err != nil {
-		tx.Rollback()
+		// Memory is undone before the rollback gives the connection to
+		// the next transaction.
 		end(false)
+		tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		end(false)
 		return db.translate(fmt.Errorf("commit: %w", err))
 	}
+	end(true)
 	for _, f := range st.after {
 		f()
 	}
-	end(true)
 	return nil
 }
 
@@ -300,9 +302,12 @@ func (db *DB) Committed(ctx context.Context) context.Context {
 	return context.WithValue(ctx, txKey{}, (*txState)(nil))
 }
 
-// OnEnd defers fn until the context's transaction ends, committed or not,
-// after the AfterCommit functions; without a transaction fn(true) runs at
-// once. In-memory state changed ahead of a commit is kept or undone this way.
+// OnEnd defers fn until the context's transaction ends, committed or not:
+// a rollback's run before the connection is given back, a commit's (or a
+// failed commit's) as soon as it returns, before the AfterCommit
+// functions. Without a transaction fn(true) runs at once. In-memory state
+// changed ahead of a commit is kept or undone this way; a commit's outcome
+// is known only once it returns, after the next transaction may have begun.
 func (db *DB) OnEnd(ctx context.Context, fn func(committed bool)) {
 	if st := txOf(ctx); st != nil {
 		st.ended = append(st.ended, fn)

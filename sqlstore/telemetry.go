@@ -36,7 +36,9 @@ import (
 // What is kept here changes within the writer's transactions (all of them
 // on its one connection, one at a time). When one rolls back, memory may
 // no longer match the store, so it is marked stale: the next use folds the
-// whole journal and starts again from the tables.
+// whole journal and starts again from the tables. A commit's outcome is
+// known only after it has given the connection back: a transaction that
+// begins then waits for it before using memory.
 type telemetry struct {
 	mu      sync.Mutex
 	windows map[string]*seqWindow
@@ -47,6 +49,10 @@ type telemetry struct {
 	// (a plan holds a fold's worth of samples, megabytes).
 	spare *foldPlan
 	stale bool
+	// open is the transaction that last used memory, until its outcome is
+	// known (nil then); ended is signalled when it is.
+	open  any
+	ended sync.Cond
 	// building says a plan is being read in the background; gen counts
 	// folds of the whole journal, which make such a plan moot.
 	building bool
@@ -68,7 +74,9 @@ type telemetry struct {
 }
 
 func newTelemetry() *telemetry {
-	return &telemetry{stale: true, foldAt: foldAt, foldAge: foldAge, foldMin: foldMin, foldPer: foldPer, settleSlice: settleSlice}
+	t := &telemetry{stale: true, foldAt: foldAt, foldAge: foldAge, foldMin: foldMin, foldPer: foldPer, settleSlice: settleSlice}
+	t.ended.L = &t.mu
+	return t
 }
 
 const (
@@ -156,16 +164,24 @@ func (w *seqWindow) shift(k int64) {
 
 const insertJournalSQL = `INSERT INTO telemetry_journal (kind, data) VALUES (?, ?)`
 
-// begin joins ctx's transaction: a rollback marks memory stale; stale
-// memory is made good (the whole journal folded) first. t.mu is held.
+// begin joins ctx's transaction, once the last one to use memory is known
+// to have committed or not: a rollback marks memory stale; stale memory is
+// made good (the whole journal folded) first. t.mu is held.
 func (t *telemetry) begin(ctx context.Context, db *DB) error {
-	db.OnEnd(ctx, func(committed bool) {
-		if !committed {
+	tx := db.TxID(ctx)
+	for t.open != nil && t.open != tx {
+		t.ended.Wait()
+	}
+	if t.open == nil && tx != nil {
+		t.open = tx
+		db.OnEnd(ctx, func(committed bool) {
 			t.mu.Lock()
-			t.stale = true
-			t.mu.Unlock()
-		}
-	})
+			defer t.mu.Unlock()
+			t.open = nil
+			t.stale = t.stale || !committed
+			t.ended.Broadcast()
+		})
+	}
 	if !t.stale {
 		return nil
 	}

@@ -477,3 +477,66 @@ func TestSettleInSlices(t *testing.T) {
 		t.Errorf("%d journal rows left after the reads (%v)", left, err)
 	}
 }
+
+// TestNextTransactionAwaitsOutcome checks that a transaction does not use
+// the journal's memory before the last one to use it is known to have
+// committed. A context cancelled within a transaction has database/sql
+// roll it back at once and give the connection to the next one, whose
+// heartbeat repeats a sample of the first; the first's commit then fails.
+// Had the second trusted memory, it would have taken the sample for
+// stored and acknowledged it unwritten.
+func TestNextTransactionAwaitsOutcome(t *testing.T) {
+	bg := context.Background()
+	const node = "node_outcome"
+	db := openWithNodes(t, node)
+	sample := func(seq int64) []agents.Sample {
+		return []agents.Sample{{NodeID: node, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(seq)}}
+	}
+	if _, err := db.PutSamples(bg, sample(1)); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		fresh []bool
+		err   error
+	}
+	second := make(chan result, 1)
+	early := false
+	ctx, cancel := context.WithCancel(bg)
+	err := db.InTx(ctx, func(ctx context.Context) error {
+		if _, err := db.PutSamples(ctx, sample(2)); err != nil {
+			return err
+		}
+		cancel()
+		go func() {
+			fresh, err := db.PutSamples(bg, sample(2))
+			second <- result{fresh, err}
+		}()
+		select {
+		case r := <-second:
+			early = true
+			second <- r
+		case <-time.After(300 * time.Millisecond):
+		}
+		return nil
+	})
+	if err == nil {
+		t.Fatal("the cancelled transaction committed")
+	}
+	r := <-second
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if early {
+		t.Errorf("the next transaction wrote heartbeats before the last one's outcome was known")
+	}
+	if len(r.fresh) != 1 || !r.fresh[0] {
+		t.Errorf("the repeated sample, rolled back the first time, was taken for stored: fresh %v", r.fresh)
+	}
+	ss, err := db.Samples(bg, node, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 2 {
+		t.Errorf("stored %+v, want seq 1 and 2", ss)
+	}
+}
