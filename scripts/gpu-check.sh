@@ -21,6 +21,8 @@ set -euo pipefail
 BIN=${NEOCLOUD_BIN:-./bin/neocloud}
 LOAD_S=${LOAD_S:-45}
 TOLERANCE_PCT=${TOLERANCE_PCT:-2}
+# The comparison needs at least 10 of the agent's 1 s reports in the interval.
+[[ "$LOAD_S" =~ ^[0-9]+$ ]] && [ "$LOAD_S" -ge 12 ] || { echo "gpu-check: LOAD_S=$LOAD_S: the load must run at least 12 s (30-60 s is usual)" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "gpu-check: no neocloud binary at $BIN (set NEOCLOUD_BIN)" >&2; exit 2; }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 command -v python3 >/dev/null || { echo "gpu-check: python3 is needed for the independent reading" >&2; exit 2; }
