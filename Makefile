@@ -12,6 +12,7 @@ bench:
 bench-agents:
 	go run ./cmd/neocloud bench heartbeats --agents 25000
 	go run ./cmd/neocloud bench heartbeats --agents 25000 --clients 16 --pipeline 16
+	go run ./cmd/neocloud bench heartbeats --agents 25000 --clients 256 --relays 1 --relay-conns 2
 gpu-check: build
 	NEOCLOUD_BIN=bin/neocloud scripts/gpu-check.sh
 server:

@@ -51,6 +51,8 @@ func benchCmd(g *globals) *cobra.Command {
 	hbs.Flags().DurationVar(&hb.For, "for", 30*time.Second, "how long to send heartbeats")
 	hbs.Flags().IntVar(&hb.Clients, "clients", 64, "connections, shared by the agents in turn")
 	hbs.Flags().IntVar(&hb.Pipeline, "pipeline", 1, "agents' requests each connection carries at once, pipelined (HTTP/1.1)")
+	hbs.Flags().IntVar(&hb.Relays, "relays", 0, "run this many relays (neocloud relay) between the connections and the server")
+	hbs.Flags().IntVar(&hb.RelayConns, "relay-conns", 4, "with --relays: each relay's connections to the server")
 	hbs.Flags().DurationVar(&hb.Outage, "outage", 0, "then stop the server this long, start it again, and count the nodes it fails (e.g. 10m)")
 	hbs.Flags().DurationVar(&hb.After, "after", 3*time.Minute, "with --outage: how long agents report at the real cadence after the restart")
 	hbs.Flags().BoolVar(&hb.Streams, "streams", false, "open every agent's push stream first (a connection each) and report the server's memory for them")

@@ -36,7 +36,12 @@ type HeartbeatBench struct {
 	// Pipeline is how many agents' requests each connection carries at
 	// once, pipelined (1: one at a time).
 	Pipeline int
-	Binary   string // the neocloud binary to run the server from (default: this one)
+	// Relays, when set, runs this many relays (neocloud relay, each with
+	// RelayConns connections to the server) and spreads the connections
+	// over them: the heartbeats reach the server as a site's agents'
+	// would through relays.
+	Relays, RelayConns int
+	Binary             string // the neocloud binary to run the server from (default: this one)
 	// Profile, when set, is where the server writes its CPU profile of the
 	// heartbeats (it starts again, profiled, once the agents have joined;
 	// with Streams, of the whole run); with Outage, the server started
@@ -57,11 +62,15 @@ type HeartbeatBench struct {
 	Progress io.Writer
 }
 
-// serverProc is a neocloud server in a child process, so that its CPU time
-// and memory are its own.
+// serverProc is a neocloud server (or relay) in a child process, so that
+// its CPU time and memory are its own.
 type serverProc struct {
 	cmd *exec.Cmd
 	url string
+	// last is the last line it printed, once eof is closed (its output
+	// ended).
+	last string
+	eof  chan struct{}
 }
 
 var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
@@ -70,6 +79,16 @@ var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
 func startServerProc(bin, dir, boot string, args ...string) (*serverProc, error) {
 	cmd := exec.Command(bin, append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--rate-limit", "0"}, args...)...)
 	cmd.Env = append(os.Environ(), "NEOCLOUD_BOOTSTRAP_TOKEN="+boot)
+	return startProc(cmd)
+}
+
+// startRelayProc runs `neocloud relay` on a free loopback port, to server.
+func startRelayProc(bin, server string, conns int) (*serverProc, error) {
+	return startProc(exec.Command(bin, "relay", "--listen", "127.0.0.1:0", "--server", server, "--conns", strconv.Itoa(conns)))
+}
+
+// startProc starts cmd and waits for the URL it says it listens on.
+func startProc(cmd *exec.Cmd) (*serverProc, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -80,9 +99,12 @@ func startServerProc(bin, dir, boot string, args ...string) (*serverProc, error)
 		return nil, err
 	}
 	found := make(chan string, 1)
+	p := &serverProc{cmd: cmd, eof: make(chan struct{})}
 	go func() {
+		defer close(p.eof)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			p.last = sc.Text()
 			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m[1]:
@@ -93,11 +115,12 @@ func startServerProc(bin, dir, boot string, args ...string) (*serverProc, error)
 	}()
 	select {
 	case u := <-found:
-		return &serverProc{cmd: cmd, url: u}, nil
+		p.url = u
+		return p, nil
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, fmt.Errorf("the server did not start: %s", stderr.String())
+		return nil, fmt.Errorf("%s did not start: %s", cmd.Args[1], stderr.String())
 	}
 }
 
@@ -134,7 +157,11 @@ func (p *serverProc) rssMiB() float64 {
 func (p *serverProc) stop() {
 	p.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
+	go func() {
+		<-p.eof // its output read to the end first
+		p.cmd.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
@@ -213,6 +240,10 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	case o.Clients*o.Pipeline > o.Agents:
 		// Each request in flight is another agent's.
 		return fmt.Errorf("--pipeline: %d connections × %d requests in flight is more than the %d agents", o.Clients, o.Pipeline, o.Agents)
+	case o.Relays < 0 || o.Relays > o.Clients:
+		return fmt.Errorf("--relays: from 0 to the %d connections", o.Clients)
+	case o.Relays > 0 && o.RelayConns < 1:
+		return errors.New("--relay-conns: at least 1")
 	}
 	bin := o.Binary
 	if bin == "" {
@@ -359,10 +390,45 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if err := settle(); err != nil {
 		return err
 	}
+	// Relays, when asked for, stand between the connections and the
+	// server.
+	to := []string{srv.url}
+	var relays []*serverProc
+	defer func() {
+		for _, r := range relays {
+			r.stop()
+		}
+	}()
+	for range o.Relays {
+		r, err := startRelayProc(bin, srv.url, o.RelayConns)
+		if err != nil {
+			return err
+		}
+		relays = append(relays, r)
+		if len(relays) == 1 {
+			to = nil
+		}
+		to = append(to, r.url)
+	}
+	via := ""
+	if len(relays) > 0 {
+		via = fmt.Sprintf(" through %d relays of %d connections each", len(relays), o.RelayConns)
+	}
 	if o.Pipeline > 1 {
-		say("heartbeats for %v over %d connections, %d agents' pipelined on each at once…", o.For, o.Clients, o.Pipeline)
+		say("heartbeats for %v over %d connections%s, %d agents' pipelined on each at once…", o.For, o.Clients, via, o.Pipeline)
 	} else {
-		say("heartbeats for %v over %d connections…", o.For, o.Clients)
+		say("heartbeats for %v over %d connections%s…", o.For, o.Clients, via)
+	}
+	relayCPU := func() (time.Duration, error) {
+		var all time.Duration
+		for _, r := range relays {
+			c, _, err := r.cpu()
+			if err != nil {
+				return 0, err
+			}
+			all += c
+		}
+		return all, nil
 	}
 
 	// 3. Heartbeats, round robin over the agents, as fast as they are answered.
@@ -371,6 +437,10 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		return err
 	}
 	gen0 := selfCPU()
+	relay0, err := relayCPU()
+	if err != nil {
+		return err
+	}
 	var next atomic.Int64
 	var failures atomic.Int64
 	var firstErr atomic.Value
@@ -382,7 +452,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			hc := &hbConn{addr: strings.TrimPrefix(srv.url, "http://")}
+			hc := &hbConn{addr: strings.TrimPrefix(to[c%len(to)], "http://")}
 			defer hc.close()
 			depth := o.Pipeline
 			as := make([]*benchAgent, 0, depth)
@@ -420,6 +490,10 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	wg.Wait()
 	elapsed := time.Since(start)
 	gen1 := selfCPU()
+	relay1, err := relayCPU()
+	if err != nil {
+		return err
+	}
 	if err := settle(); err != nil {
 		return err
 	}
@@ -441,14 +515,25 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	perHB := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(len(all)) }
-	fmt.Fprintln(tw, "agents\tseconds\theartbeats\tper second\tp50 ms\tp99 ms\tmax ms\tserver CPU µs/hb\tof it kernel\tgenerator CPU µs/hb\tserver RSS MiB\tfailed\t")
-	fmt.Fprintf(tw, "%d\t%.1f\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%d\t\n", o.Agents, elapsed.Seconds(), len(all), float64(len(all))/elapsed.Seconds(),
-		ms(pct(0.50)), ms(pct(0.99)), ms(all[len(all)-1]), perHB(cpu1-cpu0), perHB(sys1-sys0),
+	relayCol, relayVal := "", ""
+	if len(relays) > 0 {
+		relayCol, relayVal = "relay CPU µs/hb\t", fmt.Sprintf("%.1f\t", perHB(relay1-relay0))
+	}
+	fmt.Fprintln(tw, "agents\tseconds\theartbeats\tper second\tp50 ms\tp99 ms\tmax ms\tserver CPU µs/hb\tof it kernel\t"+relayCol+"generator CPU µs/hb\tserver RSS MiB\tfailed\t")
+	fmt.Fprintf(tw, "%d\t%.1f\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s%.1f\t%.0f\t%d\t\n", o.Agents, elapsed.Seconds(), len(all), float64(len(all))/elapsed.Seconds(),
+		ms(pct(0.50)), ms(pct(0.99)), ms(all[len(all)-1]), perHB(cpu1-cpu0), perHB(sys1-sys0), relayVal,
 		perHB(gen1-gen0), srv.rssMiB(), failures.Load())
 	tw.Flush()
 	if e, ok := firstErr.Load().(error); ok {
 		fmt.Fprintf(w, "first failure: %v\n", e)
 	}
+	// What the relays say as they stop: how many heartbeats each batch to
+	// the server carried.
+	for i, r := range relays {
+		r.stop()
+		fmt.Fprintf(w, "relay %d: %s\n", i+1, r.last)
+	}
+	relays = nil
 	if o.Outage <= 0 {
 		return nil
 	}

@@ -59,10 +59,48 @@ func TestHeartbeatBench(t *testing.T) {
 	}
 }
 
-// More requests in flight than agents is refused, naming the flag.
+// Sizes the bench cannot honour are refused, naming the flag: more
+// requests in flight than agents, more relays than connections.
 func TestHeartbeatBenchPipelineBound(t *testing.T) {
-	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--clients", "4", "--pipeline", "11").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "--pipeline") {
-		t.Fatalf("4 connections × 11 for 40 agents: %v\n%s", err, out)
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--agents", "40", "--clients", "4", "--pipeline", "11"}, "--pipeline"},
+		{[]string{"--agents", "40", "--clients", "4", "--relays", "5"}, "--relays"},
+		{[]string{"--agents", "40", "--clients", "4", "--relays", "2", "--relay-conns", "0"}, "--relay-conns"},
+	} {
+		out, err := exec.Command(binary(t), append([]string{"bench", "heartbeats"}, tc.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.flag) {
+			t.Errorf("%v: %v\n%s", tc.args, err, out)
+		}
+	}
+}
+
+// TestHeartbeatBenchThroughRelays: with --relays the bench's connections
+// go to relay processes, which carry every heartbeat to the server.
+func TestHeartbeatBenchThroughRelays(t *testing.T) {
+	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "8", "--relays", "2", "--relay-conns", "1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// … server-cpu of-it-kernel relay-cpu generator-cpu rss failed
+	row := regexp.MustCompile(`(?m)^\s+40\s+[\d.]+\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s+\d+\s+(\d+)\s*$`).FindSubmatch(out)
+	if row == nil {
+		t.Fatalf("no result row with a relay column:\n%s", out)
+	}
+	if string(row[3]) != "0" {
+		t.Fatalf("%s failed:\n%s", row[3], out)
+	}
+	if cpu, _ := strconv.ParseFloat(string(row[2]), 64); cpu <= 0 {
+		t.Errorf("the relays spent %v µs a heartbeat:\n%s", cpu, out)
+	}
+	relayed := 0
+	for _, m := range regexp.MustCompile(`(?m)^relay \d: relayed (\d+) heartbeats in (\d+) batches`).FindAllSubmatch(out, -1) {
+		n, _ := strconv.Atoi(string(m[1]))
+		relayed += n
+	}
+	if want, _ := strconv.Atoi(string(row[1])); relayed != want || want < 40 {
+		t.Errorf("the relays carried %d heartbeats of the %d answered:\n%s", relayed, want, out)
 	}
 }
