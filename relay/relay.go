@@ -398,15 +398,21 @@ func (l *line) read(batch []*exchange) (int, error) {
 			l.hangUp()
 			return i, err
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-		resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+		if err == nil {
+			err = resp.Body.Close() // reads what is left of a larger one
+		}
 		if err != nil {
 			l.hangUp()
 			return i, err
 		}
-		x.status, x.header, x.body = resp.StatusCode, resp.Header, body
 		l.r.stats.heartbeats.Add(1)
-		x.finish(nil)
+		if len(body) > maxBody {
+			x.finish(fmt.Errorf("the server's answer is larger than %d bytes", maxBody))
+		} else {
+			x.status, x.header, x.body = resp.StatusCode, resp.Header, body
+			x.finish(nil)
+		}
 		if resp.Close {
 			l.hangUp()
 			return i + 1, nil

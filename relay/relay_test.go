@@ -1,6 +1,10 @@
 package relay
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -35,5 +39,65 @@ func TestNewRefuses(t *testing.T) {
 	defer r.Close()
 	if r.addr != "nc:80" || len(r.lines) != 4 {
 		t.Errorf("defaults: dial %q on %d lines, want nc:80 on 4", r.addr, len(r.lines))
+	}
+}
+
+// TestRelayForwards: a heartbeat reaches the server with its end-to-end
+// headers, the relay's hop-by-hop ones dropped and the agent's address
+// added to X-Forwarded-For; the server's status and headers come back; an
+// answer too large to relay is refused without losing the connection.
+func TestRelayForwards(t *testing.T) {
+	seen := make(chan http.Header, 8)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		seen <- r.Header.Clone()
+		if r.Header.Get("Authorization") == "Bearer big" {
+			w.Write(make([]byte, maxBody+1))
+			return
+		}
+		w.Header().Set("X-Answer", "yes")
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "%s %s", r.URL.RequestURI(), body)
+	}))
+	defer upstream.Close()
+	r, err := New(Options{Server: upstream.URL, Conns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	front := httptest.NewServer(r)
+	defer front.Close()
+	post := func(token string, hdr map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, front.URL+HeartbeatPath+"?x=1", strings.NewReader(`{"seq":1}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := post("small", map[string]string{"X-Forwarded-For": "10.0.0.9", "Proxy-Authorization": "Basic eDp5", "X-Trace": "t1"})
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("X-Answer") != "yes" || body != HeartbeatPath+`?x=1 {"seq":1}` {
+		t.Errorf("answer %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+	h := <-seen
+	if h.Get("Authorization") != "Bearer small" || h.Get("X-Trace") != "t1" || h.Get("Proxy-Authorization") != "" || h.Get("X-Forwarded-For") != "10.0.0.9, 127.0.0.1" {
+		t.Errorf("the server got %v", h)
+	}
+	if resp, body := post("big", nil); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "urn:neocloud:problem:unavailable") {
+		t.Errorf("a too large answer: %d %s", resp.StatusCode, body)
+	}
+	<-seen
+	if resp, _ := post("small", nil); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("after a too large answer: %d", resp.StatusCode)
+	}
+	if st := r.Stats(); st.Dials != 1 || st.Heartbeats != 3 {
+		t.Errorf("stats %+v, want 3 heartbeats on one connection", st)
 	}
 }
