@@ -104,7 +104,7 @@ func New(o Options) (*Relay, error) {
 		FlushInterval: -1, // push streams flush each event
 		ErrorLog:      slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			r.log.Warn("relay: proxy", "path", req.URL.Path, "err", err)
+			r.log.Debug("relay: proxy", "path", req.URL.Path, "err", err)
 			problem(w, http.StatusBadGateway, "urn:neocloud:problem:unavailable", "the server did not answer the relay")
 		},
 	}
@@ -155,7 +155,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return // the agent is gone; its report is sent all the same
 	}
 	if x.err != nil {
-		r.log.Warn("relay: heartbeat", "err", x.err)
+		r.log.Debug("relay: heartbeat", "err", x.err)
 		problem(w, http.StatusBadGateway, "urn:neocloud:problem:unavailable", "the server did not answer the relay")
 		return
 	}
@@ -367,8 +367,9 @@ func (l *line) send(batch []*exchange) {
 				continue // likewise
 			}
 			l.unreachable()
-		} else {
+		} else if l.backoff > 0 {
 			l.backoff = 0
+			l.r.log.Info("relay: the server answers again")
 		}
 		batch = batch[answered:]
 		if err != nil {
@@ -421,8 +422,12 @@ func (l *line) read(batch []*exchange) (int, error) {
 	return len(batch), nil
 }
 
-// unreachable notes that a new connection failed.
+// unreachable notes that a new connection failed (logged once, not per
+// heartbeat: a rack's agents report thousands a minute).
 func (l *line) unreachable() {
+	if l.backoff == 0 {
+		l.r.log.Warn("relay: the server is out of reach; heartbeats are answered 502 until it answers again", "server", l.r.addr)
+	}
 	l.backoff = min(max(2*l.backoff, minBackoff), maxBackoff)
 	l.retryAt = time.Now().Add(l.backoff)
 }
