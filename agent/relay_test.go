@@ -16,6 +16,7 @@ import (
 
 	"github.com/neocloud/neocloud/agent"
 	"github.com/neocloud/neocloud/agents"
+	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/client"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/relay"
@@ -104,7 +105,7 @@ func startRelay(t *testing.T, server string, conns int) (*relay.Relay, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, ln) }()
+	go func() { done <- cli.ServeRelay(ctx, ln, r) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return r, "http://" + ln.Addr().String()
 }

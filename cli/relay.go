@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/httpapi"
 	"github.com/neocloud/neocloud/relay"
 )
 
@@ -45,7 +48,7 @@ sends it again.`,
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			fmt.Fprintf(g.stdout, "neocloud relay listening on http://%s for %s (%d connections)\n", ln.Addr(), g.server, o.Conns)
-			err = r.Serve(ctx, ln)
+			err = ServeRelay(ctx, ln, r)
 			st := r.Stats()
 			fmt.Fprintf(g.stdout, "relayed %d heartbeats in %d batches (largest %d) on %d connections opened\n", st.Heartbeats, st.Batches, st.Largest, st.Dials)
 			return err
@@ -54,4 +57,26 @@ sends it again.`,
 	cmd.Flags().IntVar(&o.Conns, "conns", 4, "connections to the server that carry heartbeats")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long a batch of heartbeats may wait for the server's answers")
 	return cmd
+}
+
+// ServeRelay serves r on ln until ctx ends, then shuts down: the agents'
+// connections close once their heartbeats under way are answered. Its
+// heartbeats are served by the server's own front (httpapi.Front), the
+// rest by net/http.
+func ServeRelay(ctx context.Context, ln net.Listener, r *relay.Relay) error {
+	front := &httpapi.Front{Server: &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}, Fast: relay.Fast}
+	errc := make(chan error, 1)
+	go func() { errc <- front.Serve(ln) }()
+	select {
+	case err := <-errc:
+		r.Close()
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := front.Shutdown(sctx)
+	<-errc
+	r.Close()
+	return err
 }

@@ -5,6 +5,9 @@
 // handles together and answers in one write. Everything else (joins, push
 // streams, the rest of the API) passes through as a reverse proxy.
 //
+// The relay is an http.Handler; cli serves it behind httpapi.Front, as the
+// server's heartbeats are served (Fast says which requests).
+//
 // A relay keeps nothing. A heartbeat is answered with the server's own
 // answer or not at all (502), so a relay that stops loses no acknowledged
 // report: its agents keep theirs spooled and send them again, and the
@@ -16,7 +19,6 @@ package relay
 import (
 	"bufio"
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -132,15 +134,25 @@ func (r *Relay) Stats() Stats {
 	return Stats{Dials: r.stats.dials.Load(), Batches: r.stats.batches.Load(), Heartbeats: r.stats.heartbeats.Load(), Largest: r.stats.largest.Load()}
 }
 
+// Fast reports whether a request is one the relay pipelines (for
+// httpapi.Front, which then serves it without net/http's per-request
+// machinery).
+func Fast(method, target string) bool { return method == http.MethodPost && target == HeartbeatPath }
+
 func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if req.Method != http.MethodPost || req.URL.Path != HeartbeatPath || req.ContentLength < 0 || req.ContentLength > maxBody {
+	if req.Method != http.MethodPost || req.URL.Path != HeartbeatPath {
 		r.proxy.ServeHTTP(w, req)
 		return
 	}
-	body := make([]byte, req.ContentLength)
-	if _, err := io.ReadFull(req.Body, body); err != nil {
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
+	if err != nil {
 		w.Header().Set("Connection", "close")
 		problem(w, http.StatusBadRequest, "urn:neocloud:problem:malformed", "the request body was cut short")
+		return
+	}
+	if len(body) > maxBody {
+		w.Header().Set("Connection", "close")
+		problem(w, http.StatusRequestEntityTooLarge, "urn:neocloud:problem:too-large", fmt.Sprintf("a heartbeat is at most %d bytes", maxBody))
 		return
 	}
 	x := &exchange{raw: r.encode(req, body), done: make(chan struct{})}
@@ -443,23 +455,4 @@ func fail(batch []*exchange, err error) {
 	for _, x := range batch {
 		x.finish(err)
 	}
-}
-
-// Serve serves the relay on ln until ctx ends, then shuts down: the
-// agents' connections close and heartbeats under way get their answers.
-func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		r.Close()
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	r.Close()
-	return err
 }

@@ -45,7 +45,8 @@ func TestNewRefuses(t *testing.T) {
 // TestRelayForwards: a heartbeat reaches the server with its end-to-end
 // headers, the relay's hop-by-hop ones dropped and the agent's address
 // added to X-Forwarded-For; the server's status and headers come back; an
-// answer too large to relay is refused without losing the connection.
+// answer too large to relay is refused without losing the connection, and
+// a heartbeat too large is refused without reaching the server.
 func TestRelayForwards(t *testing.T) {
 	seen := make(chan http.Header, 8)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -96,6 +97,12 @@ func TestRelayForwards(t *testing.T) {
 	<-seen
 	if resp, _ := post("small", nil); resp.StatusCode != http.StatusAccepted {
 		t.Errorf("after a too large answer: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodPost, front.URL+HeartbeatPath, strings.NewReader(strings.Repeat(" ", maxBody+1)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a heartbeat over %d bytes: %v %v", maxBody, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	if st := r.Stats(); st.Dials != 1 || st.Heartbeats != 3 {
 		t.Errorf("stats %+v, want 3 heartbeats on one connection", st)
