@@ -75,9 +75,10 @@ type serverProc struct {
 
 var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
 
-// startServerProc runs `neocloud server` on a free loopback port over dir.
-func startServerProc(bin, dir, boot string, args ...string) (*serverProc, error) {
-	cmd := exec.Command(bin, append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--rate-limit", "0"}, args...)...)
+// startServerProc runs `neocloud server` on listen (127.0.0.1:0: a free
+// loopback port) over dir.
+func startServerProc(bin, dir, boot, listen string, args ...string) (*serverProc, error) {
+	cmd := exec.Command(bin, append([]string{"server", "--listen", listen, "--data-dir", dir, "--rate-limit", "0"}, args...)...)
 	cmd.Env = append(os.Environ(), "NEOCLOUD_BOOTSTRAP_TOKEN="+boot)
 	return startProc(cmd)
 }
@@ -267,15 +268,15 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if o.Profile != "" && o.Streams {
 		first = profiled // the streams would not survive a restart
 	}
-	srv, err := startServerProc(bin, dir, boot, first...)
+	srv, err := startServerProc(bin, dir, boot, "127.0.0.1:0", first...)
 	if err != nil {
 		return err
 	}
 	defer func() { srv.stop() }()
 	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients, MaxConnsPerHost: o.Clients, IdleConnTimeout: time.Minute}
 	hc := &http.Client{Transport: tr, Timeout: time.Minute}
-	call := func(method, path, auth string, body []byte, out any) error {
-		req, _ := http.NewRequestWithContext(ctx, method, srv.url+path, bytes.NewReader(body))
+	callTo := func(base, method, path, auth string, body []byte, out any) error {
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+auth)
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
@@ -293,6 +294,9 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 			return json.Unmarshal(b, out)
 		}
 		return nil
+	}
+	call := func(method, path, auth string, body []byte, out any) error {
+		return callTo(srv.url, method, path, auth, body, out)
 	}
 	post := func(path, auth string, body []byte, out any) error {
 		return call(http.MethodPost, path, auth, body, out)
@@ -366,7 +370,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		// The profile covers the heartbeats alone: the server starts again
 		// on its store, profiled, after the agents have joined.
 		srv.stop()
-		if srv, err = startServerProc(bin, dir, boot, profiled...); err != nil {
+		if srv, err = startServerProc(bin, dir, boot, "127.0.0.1:0", profiled...); err != nil {
 			return err
 		}
 	}
@@ -529,12 +533,15 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	}
 	// What the relays say as they stop: how many heartbeats each batch to
 	// the server carried.
-	for i, r := range relays {
-		r.stop()
-		fmt.Fprintf(w, "relay %d: %s\n", i+1, r.last)
+	reportRelays := func() {
+		for i, r := range relays {
+			r.stop()
+			fmt.Fprintf(w, "relay %d: %s\n", i+1, r.last)
+		}
+		relays = nil
 	}
-	relays = nil
 	if o.Outage <= 0 {
+		reportRelays()
 		return nil
 	}
 
@@ -550,7 +557,13 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	if o.Profile != "" {
 		after = append(slices.Clip(args), "--cpuprofile", o.Profile+".after")
 	}
-	if srv, err = startServerProc(bin, dir, boot, after...); err != nil {
+	// With relays, it starts again where they expect it, and the agents
+	// report through them.
+	listen := "127.0.0.1:0"
+	if len(relays) > 0 {
+		listen = strings.TrimPrefix(srv.url, "http://")
+	}
+	if srv, err = startServerProc(bin, dir, boot, listen, after...); err != nil {
 		return err
 	}
 	say("started again; every agent reports every 10 s for %v…", o.After)
@@ -600,7 +613,11 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		t := time.Now()
-		if post("/v1/agent/heartbeat", a.auth, a.body(nil, t.UTC()), nil) == nil {
+		base := srv.url
+		if len(relays) > 0 {
+			base = relays[k%len(relays)].url
+		}
+		if callTo(base, http.MethodPost, "/v1/agent/heartbeat", a.auth, a.body(nil, t.UTC()), nil) == nil {
 			sent.Add(1)
 			if counted {
 				latMu.Lock()
@@ -663,6 +680,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 	fmt.Fprintf(tw, "%d	%.0f	%.0f	%d	%.1f	%.1f	%.1f	%d	%d	\n", o.Agents, o.Outage.Seconds(), o.After.Seconds(), sent.Load(),
 		float64(p99.Microseconds())/1000, cpuPer, cpuShare, failed, unreachable)
 	tw.Flush()
+	reportRelays()
 	srv.stop()
 	return nil
 }

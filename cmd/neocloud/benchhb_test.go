@@ -78,9 +78,10 @@ func TestHeartbeatBenchPipelineBound(t *testing.T) {
 }
 
 // TestHeartbeatBenchThroughRelays: with --relays the bench's connections
-// go to relay processes, which carry every heartbeat to the server.
+// go to relay processes, which carry every heartbeat to the server, and
+// go on carrying them once the server has stopped and started again.
 func TestHeartbeatBenchThroughRelays(t *testing.T) {
-	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "8", "--relays", "2", "--relay-conns", "1").CombinedOutput()
+	out, err := exec.Command(binary(t), "bench", "heartbeats", "--agents", "40", "--for", "1s", "--clients", "8", "--relays", "2", "--relay-conns", "1", "--outage", "1s", "--after", "2s").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -100,7 +101,13 @@ func TestHeartbeatBenchThroughRelays(t *testing.T) {
 		n, _ := strconv.Atoi(string(m[1]))
 		relayed += n
 	}
-	if want, _ := strconv.Atoi(string(row[1])); relayed != want || want < 40 {
-		t.Errorf("the relays carried %d heartbeats of the %d answered:\n%s", relayed, want, out)
+	after := regexp.MustCompile(`(?m)^\s+40\s+1\s+2\s+(\d+)\s`).FindSubmatch(out)
+	if after == nil || string(after[1]) == "0" {
+		t.Fatalf("no heartbeats after the outage:\n%s", out)
+	}
+	before, _ := strconv.Atoi(string(row[1]))
+	sentAfter, _ := strconv.Atoi(string(after[1]))
+	if relayed != before+sentAfter || before < 40 {
+		t.Errorf("the relays carried %d heartbeats of the %d + %d answered:\n%s", relayed, before, sentAfter, out)
 	}
 }
