@@ -395,8 +395,8 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		return err
 	}
 	// Relays, when asked for, stand between the connections and the
-	// server.
-	to := []string{srv.url}
+	// server: connection (or agent) i reaches the server through
+	// target(i).
 	var relays []*serverProc
 	defer func() {
 		for _, r := range relays {
@@ -409,10 +409,12 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 			return err
 		}
 		relays = append(relays, r)
-		if len(relays) == 1 {
-			to = nil
+	}
+	target := func(i int) string {
+		if len(relays) > 0 {
+			return relays[i%len(relays)].url
 		}
-		to = append(to, r.url)
+		return srv.url
 	}
 	via := ""
 	if len(relays) > 0 {
@@ -456,7 +458,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			hc := &hbConn{addr: strings.TrimPrefix(to[c%len(to)], "http://")}
+			hc := &hbConn{addr: strings.TrimPrefix(target(c), "http://")}
 			defer hc.close()
 			depth := o.Pipeline
 			as := make([]*benchAgent, 0, depth)
@@ -613,11 +615,7 @@ func RunHeartbeatBench(ctx context.Context, w io.Writer, o HeartbeatBench) error
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		t := time.Now()
-		base := srv.url
-		if len(relays) > 0 {
-			base = relays[k%len(relays)].url
-		}
-		if callTo(base, http.MethodPost, "/v1/agent/heartbeat", a.auth, a.body(nil, t.UTC()), nil) == nil {
+		if callTo(target(k), http.MethodPost, "/v1/agent/heartbeat", a.auth, a.body(nil, t.UTC()), nil) == nil {
 			sent.Add(1)
 			if counted {
 				latMu.Lock()

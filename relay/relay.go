@@ -40,8 +40,8 @@ const (
 	// maxBatch is how many heartbeats one write to the server carries at
 	// most (what the server takes from one read).
 	maxBatch = 64
-	// maxBody is the largest heartbeat pipelined; a larger one (or one of
-	// unknown length) goes through the proxy.
+	// maxBody is the largest heartbeat, and the largest answer, relayed
+	// (the server's front reads no larger a body itself).
 	maxBody = 1 << 20
 )
 
