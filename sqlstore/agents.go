@@ -196,10 +196,7 @@ func (db *DB) putSamplesPG(ctx context.Context, ss []agents.Sample, fresh []bool
 
 func (db *DB) Samples(ctx context.Context, nodeID string, from, to int64) ([]agents.Sample, error) {
 	if db.Dialect == SQLite {
-		if err := db.tel.settle(ctx, db); err != nil {
-			return nil, err
-		}
-		return db.runSamples(ctx, nodeID, from, to)
+		return db.nodeSamples(ctx, nodeID, from, to)
 	}
 	return collect(db, ctx, func(r scanner) (agents.Sample, error) {
 		var s agents.Sample
@@ -241,8 +238,8 @@ func (db *DB) PutMinutes(ctx context.Context, ms []agents.Minute) error {
 }
 
 func (db *DB) Minutes(ctx context.Context, nodeID string, from, to time.Time) ([]agents.Minute, error) {
-	if err := db.tel.settle(ctx, db); err != nil {
-		return nil, err
+	if db.Dialect == SQLite {
+		return db.nodeMinutes(ctx, nodeID, from, to)
 	}
 	return collect(db, ctx, func(r scanner) (agents.Minute, error) {
 		var m agents.Minute
@@ -291,7 +288,11 @@ func (db *DB) PurgeTelemetry(ctx context.Context, before time.Time) (int64, erro
 	// SQLite's tables are read by key alone (no index by time): a node at
 	// a time, purgeNodes to a transaction, so that heartbeats' commits go
 	// on between them. A node's samples go in sequence order, up to its
-	// first one taken at or after before (purgeRuns).
+	// first one taken at or after before (purgeRuns). What the journal
+	// holds is folded first, so that it is purged too.
+	if err := db.tel.settle(ctx, db); err != nil {
+		return 0, err
+	}
 	ids, err := collect(db, ctx, func(r scanner) (string, error) {
 		var id string
 		return id, r.Scan(&id)

@@ -62,27 +62,38 @@ func TestTelemetryJournal(t *testing.T) {
 					rt.Fatal(err)
 				}
 				tune()
-			case 1: // read back
+			case 1: // read back, with the journal as it is or folded first
+				if rapid.Bool().Draw(rt, "settle") {
+					if err := db.tel.settle(ctx, db); err != nil {
+						rt.Fatal(err)
+					}
+				}
+				from := rapid.Int64Range(0, 700).Draw(rt, "from")
+				to := from + rapid.Int64Range(0, 700).Draw(rt, "span")
+				mfrom := t0.Add(time.Duration(rapid.IntRange(0, 16).Draw(rt, "mfrom")) * time.Minute)
+				mto := mfrom.Add(time.Duration(rapid.IntRange(0, 16).Draw(rt, "mspan")) * time.Minute)
 				for _, n := range nodes {
-					got, err := db.Samples(ctx, n, 0, 1<<40)
+					got, err := db.Samples(ctx, n, from, to)
 					if err != nil {
 						rt.Fatal(err)
 					}
 					var want []agents.Sample
 					for _, s := range stored[n] {
-						want = append(want, s)
+						if s.Seq >= from && s.Seq <= to {
+							want = append(want, s)
+						}
 					}
 					slices.SortFunc(want, func(a, b agents.Sample) int { return int(a.Seq - b.Seq) })
 					if diff := cmp.Diff(want, got, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
 						rt.Fatalf("step %d: samples of %s (-want +got):\n%s", step, n, diff)
 					}
-					gm, err := db.Minutes(ctx, n, t0, t0.Add(time.Hour))
+					gm, err := db.Minutes(ctx, n, mfrom, mto)
 					if err != nil {
 						rt.Fatal(err)
 					}
 					var wm []agents.Minute
 					for k, m := range minutes {
-						if k.node == n {
+						if k.node == n && !m.Minute.Before(mfrom) && m.Minute.Before(mto) {
 							wm = append(wm, m)
 						}
 					}
@@ -369,11 +380,31 @@ func TestJournalEncoding(t *testing.T) {
 // sequence number from to to, as it is, without a fold first.
 func storedRuns(t *testing.T, db *DB, node string, from, to int64) []agents.Sample {
 	t.Helper()
-	ss, err := db.runSamples(context.Background(), node, from, to)
+	var out []agents.Sample
+	rows, err := db.RawDB().Query(`SELECT data FROM node_sample_runs WHERE node_id = ?`, node)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ss
+	defer rows.Close()
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			t.Fatal(err)
+		}
+		run, err := readRun(node, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range run {
+			if s.Seq >= from && s.Seq <= to {
+				out = append(out, s)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return bySeq(out)
 }
 
 // TestSampleRunsMerge: a run whose key a stored run has already (the same
@@ -407,10 +438,10 @@ func TestSampleRunsMerge(t *testing.T) {
 	}
 }
 
-// TestSettleInSlices: a read that settles the journal folds it a slice a
-// transaction, so that commits go on between the slices (a fold under
-// way is seen from outside, in telemetry_fold), and then reads every
-// sample and minute committed before it.
+// TestSettleInSlices: a settle folds the journal a slice a transaction,
+// so that commits go on between the slices (a fold under way is seen from
+// outside, in telemetry_fold), and leaves every sample and minute
+// committed before it in the tables.
 func TestSettleInSlices(t *testing.T) {
 	ctx := context.Background()
 	const nodesN, beats = 200, 3
@@ -439,10 +470,7 @@ func TestSettleInSlices(t *testing.T) {
 		}
 	}
 	settled := make(chan error, 1)
-	go func() {
-		_, err := db.Samples(ctx, nodes[0], 1, beats)
-		settled <- err
-	}()
+	go func() { settled <- db.tel.settle(ctx, db) }()
 	seen := false
 	for done := false; !done; {
 		select {
@@ -460,16 +488,15 @@ func TestSettleInSlices(t *testing.T) {
 		}
 	}
 	if !seen {
-		t.Errorf("no fold under way was seen while the read settled the journal: it folded in one transaction")
+		t.Errorf("no fold under way was seen while the journal was settled: it folded in one transaction")
 	}
 	for _, n := range nodes {
-		ss, err := db.Samples(ctx, n, 1, beats)
-		if err != nil || len(ss) != beats {
-			t.Fatalf("%s: %d samples, %v", n, len(ss), err)
+		if ss := storedRuns(t, db, n, 1, beats); len(ss) != beats {
+			t.Fatalf("%s: %d samples in node_sample_runs, want %d", n, len(ss), beats)
 		}
-		ms, err := db.Minutes(ctx, n, t0, t0.Add(time.Minute))
-		if err != nil || len(ms) != 1 || ms[0].Samples != beats {
-			t.Fatalf("%s: minutes %+v, %v", n, ms, err)
+		var samples int
+		if err := db.RawDB().QueryRow(`SELECT samples FROM node_minutes WHERE node_id = ? AND minute = ?`, n, micros(t0)).Scan(&samples); err != nil || samples != beats {
+			t.Fatalf("%s: node_minutes says %d samples (%v), want %d", n, samples, err, beats)
 		}
 	}
 	var left int
