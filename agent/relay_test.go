@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -324,6 +325,10 @@ func TestRelayAnswers(t *testing.T) {
 	if code, ct, b := post(cred, hb(3)); code != 502 || ct != "application/problem+json" || problemType(b) != "urn:neocloud:problem:unavailable" {
 		t.Errorf("with the server out of reach: %d %s %s", code, ct, b)
 	}
+	// The relay's metrics say so, on its own path.
+	if m := relayMetrics(t, via); m["neocloud_relay_lines_out_of_reach"] != 1 || m["neocloud_relay_heartbeats_unanswered_total"] < 1 {
+		t.Errorf("with the server out of reach, the relay's metrics say %v", m)
+	}
 	link.mend()
 	// Once it is back, the relay reaches it again after a short wait
 	// (an agent sends again at its next interval).
@@ -339,4 +344,47 @@ func TestRelayAnswers(t *testing.T) {
 			t.Fatalf("once the server is back: %d %s", code, b)
 		}
 	}
+	st := rl.Stats()
+	m := relayMetrics(t, via)
+	for name, want := range map[string]int64{"neocloud_relay_lines_out_of_reach": 0, "neocloud_relay_heartbeats_total": st.Heartbeats,
+		"neocloud_relay_heartbeats_unanswered_total": st.Unanswered, "neocloud_relay_heartbeat_batches_total": st.Batches,
+		"neocloud_relay_server_connections_total": st.Dials, "neocloud_relay_largest_batch": st.Largest, "neocloud_relay_queued_heartbeats": 0} {
+		if got, ok := m[name]; !ok || got != float64(want) {
+			t.Errorf("%s = %v (%v), want %d", name, got, ok, want)
+		}
+	}
+	// 7×40 + 5 answered by the server, two of them errors.
+	if st.Heartbeats != 285 || st.Unanswered < 1 {
+		t.Errorf("stats %+v, want 285 heartbeats answered and some unanswered", st)
+	}
+	if m["neocloud_relay_proxied_requests_total"] < float64(len(creds)) {
+		t.Errorf("%v requests passed through, want the %d joins at least", m["neocloud_relay_proxied_requests_total"], len(creds))
+	}
+}
+
+// relayMetrics scrapes a relay's own metrics (they carry no labels).
+func relayMetrics(t *testing.T, via string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(via + relay.MetricsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("%s: %q", relay.MetricsPath, line)
+		}
+		m[name] = f
+	}
+	if resp.StatusCode != 200 || len(m) == 0 {
+		t.Fatalf("%s: %d %s", relay.MetricsPath, resp.StatusCode, b)
+	}
+	return m
 }

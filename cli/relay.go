@@ -26,7 +26,7 @@ func relayCmd(g *globals) *cobra.Command {
 heartbeats go to the server (--server) on --conns connections, many at once,
 and everything else passes through. A relay keeps nothing: each heartbeat is
 answered with the server's answer, or 502 when there is none, and the agent
-sends it again.`,
+sends it again. The relay's own metrics (Prometheus) are at /relay/metrics.`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if o.Conns < 1 {
 				return neocloud.Invalid("--conns", "must be at least 1")
@@ -47,10 +47,10 @@ sends it again.`,
 			}
 			ctx, cancel := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
-			fmt.Fprintf(g.stdout, "neocloud relay listening on http://%s for %s (%d connections)\n", ln.Addr(), g.server, o.Conns)
+			fmt.Fprintf(g.stdout, "neocloud relay listening on http://%s for %s (%d connections); its metrics at http://%[1]s%[4]s\n", ln.Addr(), g.server, o.Conns, relay.MetricsPath)
 			err = ServeRelay(ctx, ln, r)
 			st := r.Stats()
-			fmt.Fprintf(g.stdout, "relayed %d heartbeats in %d batches (largest %d) on %d connections opened\n", st.Heartbeats, st.Batches, st.Largest, st.Dials)
+			fmt.Fprintf(g.stdout, "relayed %d heartbeats in %d batches (largest %d) on %d connections opened; %d unanswered\n", st.Heartbeats, st.Batches, st.Largest, st.Dials, st.Unanswered)
 			return err
 		}}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8780", "address the agents reach the relay at")

@@ -68,7 +68,12 @@ type Relay struct {
 	proxy   *httputil.ReverseProxy
 	lines   []*line
 	next    atomic.Uint64
-	stats   struct{ dials, batches, heartbeats, largest atomic.Int64 }
+	metrics http.Handler
+	stats   struct {
+		dials, batches, heartbeats, largest atomic.Int64
+		unanswered, tooLarge                atomic.Int64
+		proxied, proxyFailed, outOfReach    atomic.Int64
+	}
 }
 
 // Stats count a relay's work since it started.
@@ -77,6 +82,7 @@ type Stats struct {
 	Batches    int64 // writes of heartbeats to the server
 	Heartbeats int64 // heartbeats answered by the server
 	Largest    int64 // the most heartbeats in one batch
+	Unanswered int64 // heartbeats answered 502 by the relay
 }
 
 // New returns a relay to the server; Close stops it.
@@ -106,6 +112,7 @@ func New(o Options) (*Relay, error) {
 		FlushInterval: -1, // push streams flush each event
 		ErrorLog:      slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			r.stats.proxyFailed.Add(1)
 			r.log.Debug("relay: proxy", "path", req.URL.Path, "err", err)
 			problem(w, http.StatusBadGateway, "urn:neocloud:problem:unavailable", "the server did not answer the relay")
 		},
@@ -115,6 +122,7 @@ func New(o Options) (*Relay, error) {
 		r.lines = append(r.lines, l)
 		go l.run()
 	}
+	r.metrics = r.metricsHandler()
 	return r, nil
 }
 
@@ -131,7 +139,8 @@ func (r *Relay) Close() {
 
 // Stats returns the relay's counts so far.
 func (r *Relay) Stats() Stats {
-	return Stats{Dials: r.stats.dials.Load(), Batches: r.stats.batches.Load(), Heartbeats: r.stats.heartbeats.Load(), Largest: r.stats.largest.Load()}
+	return Stats{Dials: r.stats.dials.Load(), Batches: r.stats.batches.Load(), Heartbeats: r.stats.heartbeats.Load(), Largest: r.stats.largest.Load(),
+		Unanswered: r.stats.unanswered.Load()}
 }
 
 // Fast reports whether a request is one the relay pipelines (for
@@ -141,6 +150,11 @@ func Fast(method, target string) bool { return method == http.MethodPost && targ
 
 func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost || req.URL.Path != HeartbeatPath {
+		if req.URL.Path == MetricsPath {
+			r.metrics.ServeHTTP(w, req)
+			return
+		}
+		r.stats.proxied.Add(1)
 		r.proxy.ServeHTTP(w, req)
 		return
 	}
@@ -151,6 +165,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if len(body) > maxBody {
+		r.stats.tooLarge.Add(1)
 		w.Header().Set("Connection", "close")
 		problem(w, http.StatusRequestEntityTooLarge, "urn:neocloud:problem:too-large", fmt.Sprintf("a heartbeat is at most %d bytes", maxBody))
 		return
@@ -158,6 +173,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x := &exchange{raw: r.encode(req, body), done: make(chan struct{})}
 	l := r.lines[r.next.Add(1)%uint64(len(r.lines))]
 	if !l.put(x) {
+		r.stats.unanswered.Add(1)
 		problem(w, http.StatusBadGateway, "urn:neocloud:problem:unavailable", "the relay is stopping")
 		return
 	}
@@ -167,6 +183,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return // the agent is gone; its report is sent all the same
 	}
 	if x.err != nil {
+		r.stats.unanswered.Add(1)
 		r.log.Debug("relay: heartbeat", "err", x.err)
 		problem(w, http.StatusBadGateway, "urn:neocloud:problem:unavailable", "the server did not answer the relay")
 		return
@@ -381,6 +398,7 @@ func (l *line) send(batch []*exchange) {
 			l.unreachable()
 		} else if l.backoff > 0 {
 			l.backoff = 0
+			l.r.stats.outOfReach.Add(-1)
 			l.r.log.Info("relay: the server answers again")
 		}
 		batch = batch[answered:]
@@ -438,6 +456,7 @@ func (l *line) read(batch []*exchange) (int, error) {
 // heartbeat: a rack's agents report thousands a minute).
 func (l *line) unreachable() {
 	if l.backoff == 0 {
+		l.r.stats.outOfReach.Add(1)
 		l.r.log.Warn("relay: the server is out of reach; heartbeats are answered 502 until it answers again", "server", l.r.addr)
 	}
 	l.backoff = min(max(2*l.backoff, minBackoff), maxBackoff)

@@ -104,7 +104,17 @@ func TestRelayForwards(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	if st := r.Stats(); st.Dials != 1 || st.Heartbeats != 3 {
-		t.Errorf("stats %+v, want 3 heartbeats on one connection", st)
+	if st := r.Stats(); st.Dials != 1 || st.Heartbeats != 3 || st.Unanswered != 1 {
+		t.Errorf("stats %+v, want 3 heartbeats on one connection, one of them unanswered", st)
+	}
+	mr, err := http.Get(front.URL + MetricsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mr.Body.Close()
+	b, _ := io.ReadAll(mr.Body)
+	// The server saw the last small heartbeat, not the one too large.
+	if !strings.Contains(string(b), "\nneocloud_relay_heartbeats_too_large_total 1\n") || len(seen) != 1 {
+		t.Errorf("the relay's metrics (%d heartbeats seen by the server unread) say:\n%s", len(seen), b)
 	}
 }
