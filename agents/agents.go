@@ -86,6 +86,14 @@ type Minute struct {
 	UtilAvgPct float64 `json:"util_avg_pct"`
 }
 
+// Averages sets the minute's means from its sums.
+func (m *Minute) Averages() {
+	if m.Samples > 0 {
+		m.PowerAvgW = m.PowerSumW / float64(m.Samples)
+		m.UtilAvgPct = m.UtilSum / float64(m.Samples)
+	}
+}
+
 // EnergyReading is one GPU's energy counter at an instant that matters to
 // billing: an allocation becoming ready or released, or the hour. GPU
 // NodeMeterGPU (-1) is the node's input energy from its out-of-band

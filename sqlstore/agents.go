@@ -246,10 +246,7 @@ func (db *DB) Minutes(ctx context.Context, nodeID string, from, to time.Time) ([
 		var at, ef, el int64
 		err := r.Scan(&m.NodeID, &at, &m.Samples, &ef, &el, &m.PowerSumW, &m.PowerMaxW, &m.TempMaxC, &m.UtilSum)
 		m.Minute, m.EnergyFirstJ, m.EnergyLastJ = fromMicros(at), uint64(ef), uint64(el)
-		if m.Samples > 0 {
-			m.PowerAvgW = m.PowerSumW / float64(m.Samples)
-			m.UtilAvgPct = m.UtilSum / float64(m.Samples)
-		}
+		m.Averages()
 		return m, err
 	}, `SELECT node_id, minute, samples, energy_first_j, energy_last_j, power_sum_w, power_max_w, temp_max_c, util_sum FROM node_minutes WHERE node_id = ? AND minute >= ? AND minute < ? ORDER BY minute`,
 		nodeID, micros(from), micros(to))
