@@ -219,8 +219,15 @@ func (t *telemetry) putSamples(ctx context.Context, db *DB, ss []agents.Sample, 
 		}
 		stored, known := w.has(s.Seq)
 		if !known {
-			// An old report resent late: the store says (and this batch,
-			// which is not in it yet).
+			// An old report resent late: the tables say, once the journal
+			// is folded into them (and this batch, which is not yet).
+			// Scanning the journal instead would take the writer tens of
+			// milliseconds for each such sample (a node's reads do that,
+			// on the read pool); after a fold, the next ones cost an
+			// indexed read each.
+			if err := t.foldAll(ctx, db); err != nil {
+				return err
+			}
 			old, err := db.nodeSamples(ctx, s.NodeID, s.Seq, s.Seq)
 			if err != nil {
 				return err
