@@ -47,12 +47,7 @@ func BenchmarkHeartbeatCommit(b *testing.B) {
 				PowerSumW: 5600, PowerMaxW: 5600, TempMaxC: 61, UtilSum: 97}
 			next++
 		}
-		return db.InTx(ctx, func(ctx context.Context) error {
-			if _, err := db.PutSamples(ctx, ss); err != nil {
-				return err
-			}
-			return db.PutMinutes(ctx, ms)
-		})
+		return putReports(ctx, db, ss, ms)
 	}
 	// Every node's first report: its window is read from the table once.
 	for next < benchNodes {
@@ -117,12 +112,7 @@ func BenchmarkNodeRead(b *testing.B) {
 					ms = append(ms, agents.Minute{NodeID: id, Minute: at.Truncate(time.Minute), Samples: 1, EnergyFirstJ: uint64(round) * 7000,
 						EnergyLastJ: uint64(round) * 7000, PowerSumW: 5600, PowerMaxW: 5600, TempMaxC: 61, UtilSum: 97})
 				}
-				if err := db.InTx(ctx, func(ctx context.Context) error {
-					if _, err := db.PutSamples(ctx, ss); err != nil {
-						return err
-					}
-					return db.PutMinutes(ctx, ms)
-				}); err != nil {
+				if err := putReports(ctx, db, ss, ms); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -206,6 +206,27 @@ func addNodes(ctx context.Context, db *DB, ids ...string) error {
 	return db.InsertNodes(ctx, ns)
 }
 
+// putReports commits samples and their minute rollups in one
+// transaction, as a group commit of heartbeats does.
+func putReports(ctx context.Context, db *DB, ss []agents.Sample, ms []agents.Minute) error {
+	return db.InTx(ctx, func(ctx context.Context) error {
+		if _, err := db.PutSamples(ctx, ss); err != nil {
+			return err
+		}
+		return db.PutMinutes(ctx, ms)
+	})
+}
+
+// countRows returns what a query counting rows says.
+func countRows(t testing.TB, db *DB, q string) int {
+	t.Helper()
+	var n int
+	if err := db.RawDB().QueryRow(q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 type nodeSeq struct {
 	node string
 	seq  int64
@@ -263,22 +284,15 @@ func TestFoldInBackground(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	count := func(q string) int {
-		var n int
-		if err := db.RawDB().QueryRow(q).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	for range 10 {
 		put()
 	}
 	// The tenth commit found a fold due: its plan is read in the background
 	// and written two samples a commit.
 	deadline := time.Now().Add(10 * time.Second)
-	for count(`SELECT COUNT(*) FROM telemetry_journal WHERE id <= 10`) > 0 {
+	for countRows(t, db, `SELECT COUNT(*) FROM telemetry_journal WHERE id <= 10`) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the first ten journal rows are still there; %d samples folded", count(`SELECT COALESCE(SUM(samples), 0) FROM node_sample_runs`))
+			t.Fatalf("the first ten journal rows are still there; %d samples folded", countRows(t, db, `SELECT COALESCE(SUM(samples), 0) FROM node_sample_runs`))
 		}
 		put()
 		time.Sleep(time.Millisecond)
@@ -460,12 +474,7 @@ func TestSettleInSlices(t *testing.T) {
 			ss = append(ss, agents.Sample{NodeID: n, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(seq)})
 			ms = append(ms, agents.Minute{NodeID: n, Minute: t0, Samples: 1, EnergyFirstJ: uint64(seq), EnergyLastJ: uint64(seq)})
 		}
-		if err := db.InTx(ctx, func(ctx context.Context) error {
-			if _, err := db.PutSamples(ctx, ss); err != nil {
-				return err
-			}
-			return db.PutMinutes(ctx, ms)
-		}); err != nil {
+		if err := putReports(ctx, db, ss, ms); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -480,11 +489,7 @@ func TestSettleInSlices(t *testing.T) {
 			}
 			done = true
 		default:
-			var n int
-			if err := db.RawDB().QueryRow(`SELECT COUNT(*) FROM telemetry_fold`).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			seen = seen || n > 0
+			seen = seen || countRows(t, db, `SELECT COUNT(*) FROM telemetry_fold`) > 0
 		}
 	}
 	if !seen {
@@ -499,9 +504,8 @@ func TestSettleInSlices(t *testing.T) {
 			t.Fatalf("%s: node_minutes says %d samples (%v), want %d", n, samples, err, beats)
 		}
 	}
-	var left int
-	if err := db.RawDB().QueryRow(`SELECT COUNT(*) FROM telemetry_journal`).Scan(&left); err != nil || left != 0 {
-		t.Errorf("%d journal rows left after the reads (%v)", left, err)
+	if left := countRows(t, db, `SELECT COUNT(*) FROM telemetry_journal`); left != 0 {
+		t.Errorf("%d journal rows left after the settle", left)
 	}
 }
 
@@ -583,23 +587,11 @@ func TestNodeReadLeavesJournal(t *testing.T) {
 			ss = append(ss, agents.Sample{NodeID: n, Seq: seq, At: t0.Add(time.Duration(seq) * time.Second), EnergyJ: uint64(100*i) + uint64(seq), PowerW: float64(i)})
 			ms = append(ms, agents.Minute{NodeID: n, Minute: t0, Samples: 1, EnergyFirstJ: uint64(seq), EnergyLastJ: uint64(seq), PowerSumW: float64(10 * i)})
 		}
-		if err := db.InTx(ctx, func(ctx context.Context) error {
-			if _, err := db.PutSamples(ctx, ss); err != nil {
-				return err
-			}
-			return db.PutMinutes(ctx, ms)
-		}); err != nil {
+		if err := putReports(ctx, db, ss, ms); err != nil {
 			t.Fatal(err)
 		}
 	}
-	count := func(q string) int {
-		var n int
-		if err := db.RawDB().QueryRow(q).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	journaled := count(`SELECT COUNT(*) FROM telemetry_journal`)
+	journaled := countRows(t, db, `SELECT COUNT(*) FROM telemetry_journal`)
 	ss, err := db.Samples(ctx, nodes[1], 2, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -614,10 +606,10 @@ func TestNodeReadLeavesJournal(t *testing.T) {
 	if len(ms) != 1 || ms[0].Samples != 3 || ms[0].EnergyFirstJ != 1 || ms[0].EnergyLastJ != 3 || ms[0].PowerAvgW != 10 {
 		t.Errorf("minutes of %s: %+v", nodes[1], ms)
 	}
-	if n := count(`SELECT COUNT(*) FROM telemetry_journal`); n != journaled || journaled != 6 {
+	if n := countRows(t, db, `SELECT COUNT(*) FROM telemetry_journal`); n != journaled || journaled != 6 {
 		t.Errorf("%d journal rows after the reads, %d before, want 6 and 6", n, journaled)
 	}
-	if n := count(`SELECT COUNT(*) FROM node_sample_runs`) + count(`SELECT COUNT(*) FROM node_minutes`); n != 0 {
+	if n := countRows(t, db, `SELECT COUNT(*) FROM node_sample_runs`) + countRows(t, db, `SELECT COUNT(*) FROM node_minutes`); n != 0 {
 		t.Errorf("the reads folded %d rows into the tables", n)
 	}
 }
