@@ -36,8 +36,8 @@ import (
 //
 // Requests pipelined on a connection that arrive together are handled
 // concurrently and answered in order, in one write: a client that shares
-// a connection among many agents (the heartbeat bench) costs a
-// read and a write per batch, not per request. Fast is to accept only
+// a connection among many agents (a relay, package relay; the heartbeat
+// bench) costs a read and a write per batch, not per request. Fast is to accept only
 // requests that may be handled so, each as if it had come on a
 // connection of its own.
 //
