@@ -153,7 +153,10 @@ func (s *Service) downtime(ctx context.Context, c ContractWork, r sales.Reservat
 		}
 		add(DownInterval{Slot: slot, Node: sf.Node, GPUs: sf.GPUs, From: sf.Since, To: until, Cause: DownShortfall, Evidence: "no replacement: " + sf.Reason})
 	}
-	// Confirmed reports: down from when the tenant reported.
+	// Confirmed reports: down from when the tenant reported until the
+	// confirmation, or until the node left the work if it left first (a
+	// confirmation that comes late counts no time the tenant was served by
+	// a replacement).
 	reports, err := st.ConfirmedReports(ctx, r.ID)
 	if err != nil {
 		return nil, nil, err
@@ -161,7 +164,13 @@ func (s *Service) downtime(ctx context.Context, c ContractWork, r sales.Reservat
 	for _, b := range reports {
 		for _, a := range allocs {
 			if a.NodeID == b.NodeID && a.ReadyAt != nil && !a.ReadyAt.After(b.CreatedAt) && (a.EndedAt == nil || a.EndedAt.After(b.CreatedAt)) {
-				add(DownInterval{Slot: root(a).ID, Node: b.Hostname, GPUs: len(a.GPUs), From: b.CreatedAt, To: *b.ConfirmedAt, Cause: DownReported,
+				until := *b.ConfirmedAt
+				for _, t := range []*time.Time{a.ReleasedAt, a.EndedAt} {
+					if t != nil {
+						until = minTime(until, *t)
+					}
+				}
+				add(DownInterval{Slot: root(a).ID, Node: b.Hostname, GPUs: len(a.GPUs), From: b.CreatedAt, To: until, Cause: DownReported,
 					Evidence: fmt.Sprintf("tenant report %s: %q, confirmed by %s", b.ID, b.Reason, b.ConfirmedBy)})
 			}
 		}

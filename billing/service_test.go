@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -545,6 +546,146 @@ func TestSLACreditsAndLineage(t *testing.T) {
 		}
 		if _, err := w.billing.Sources(ctx, w.acme, inv.Number, len(inv.Lines)+1); neocloud.ErrorKind(err) != neocloud.KindNotFound {
 			t.Fatalf("a line past the last: %v", err)
+		}
+	})
+}
+
+// A tenant's report is confirmed by the node's own failure when that comes
+// first (downtime from the report), counts nothing once an operator
+// declines it, and, confirmed only after the node left the work another
+// way (the tenant replaced it itself), counts until it left.
+func TestReportsResolved(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		w := newWorld(t, db, time.Date(2027, 1, 4, 0, 0, 0, 0, time.UTC))
+		start, end := time.Date(2027, 1, 5, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 5, 0, 0, 0, 0, time.UTC)
+		r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 24, Class: placement.ClassReserved, Start: &start, DurationS: int64(end.Sub(start) / time.Second)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.at(start)
+		w.sales.Provisioner = &sales.SimStage{Duration: time.Hour}
+		r, _ = db.Reservation(ctx, r.ID)
+		host := func(id string) string { n, _ := w.fleet.Snapshot.Node(id); return n.Hostname }
+		x, y, z := r.Nodes[0].NodeID, r.Nodes[1].NodeID, r.Nodes[2].NodeID
+		report := func(node string) sales.BreakFix {
+			t.Helper()
+			b, err := w.sales.NodeBreakFix(ctx, w.acme, node, sales.BreakFixReport, sales.BreakFixInput{Reason: "NCCL all-reduce hangs"})
+			if err != nil || b.State != sales.BreakFixOpen {
+				t.Fatalf("report: %v %+v", err, b)
+			}
+			return b
+		}
+		stored := func(b sales.BreakFix) sales.BreakFix {
+			t.Helper()
+			got, err := w.sales.BreakFixRequest(ctx, w.acme, b.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		until := func(at time.Time) {
+			for ; !w.clock.Now().After(at); w.clock.Set(w.clock.Now().Add(5 * time.Minute)) {
+				w.run()
+			}
+		}
+
+		// January 10th: acme reports x at midnight; at three x fails on its
+		// agent's evidence, which confirms the report.
+		w.at(time.Date(2027, 1, 10, 0, 0, 0, 0, time.UTC))
+		bx := report(x)
+		failedAt := time.Date(2027, 1, 10, 3, 0, 0, 0, time.UTC)
+		w.at(failedAt)
+		if n, err := w.sales.NodeFailed(ctx, x, "gpu 3: XID 79 GPU has fallen off the bus", true); err != nil || n != 1 {
+			t.Fatalf("x failed: %d %v", n, err)
+		}
+		if b := stored(bx); b.State != sales.BreakFixConfirmed || b.ConfirmedBy != sales.ConfirmedByHealth || !b.ConfirmedAt.Equal(failedAt) || !strings.Contains(b.Resolution, "XID 79") {
+			t.Fatalf("x's report after x failed: %+v", b)
+		}
+		until(failedAt.Add(2 * time.Hour))
+
+		// January 15th: y reported; an operator declines it an hour later.
+		w.at(time.Date(2027, 1, 15, 0, 0, 0, 0, time.UTC))
+		by := report(y)
+		w.at(time.Date(2027, 1, 15, 1, 0, 0, 0, time.UTC))
+		if _, err := w.sales.DeclineReport(ctx, w.op, by.ID, sales.DeclineInput{Reason: " "}); neocloud.ErrorKind(err) != neocloud.KindInvalid {
+			t.Fatalf("a decline without a reason: %v", err)
+		}
+		if b := stored(by); b.State != sales.BreakFixOpen {
+			t.Fatalf("a refused decline changed the report: %+v", b)
+		}
+		if b, err := w.sales.DeclineReport(ctx, w.op, by.ID, sales.DeclineInput{Reason: "the node passed a full diagnostic"}); err != nil || b.State != sales.BreakFixDeclined || b.DeclinedBy != w.op.TokenID {
+			t.Fatalf("decline: %v %+v", err, b)
+		}
+		for _, again := range []func() error{
+			func() error { _, err := w.sales.ConfirmReport(ctx, w.op, by.ID); return err },
+			func() error {
+				_, err := w.sales.DeclineReport(ctx, w.op, by.ID, sales.DeclineInput{Reason: "twice"})
+				return err
+			},
+		} {
+			if err := again(); neocloud.ErrorKind(err) != neocloud.KindConflict {
+				t.Fatalf("a declined report resolved again: %v", err)
+			}
+		}
+		if a, err := db.LastNodeAllocation(ctx, y); err != nil || a.State != sales.AllocationReady {
+			t.Fatalf("y after the decline: %v %+v", err, a)
+		}
+
+		// January 20th: z reported at midnight; at one acme replaces z
+		// itself, which confirms nothing; an operator confirms at five.
+		reportedZ := time.Date(2027, 1, 20, 0, 0, 0, 0, time.UTC)
+		w.at(reportedZ)
+		bz := report(z)
+		leftZ := reportedZ.Add(time.Hour)
+		w.at(leftZ)
+		if _, err := w.sales.NodeBreakFix(ctx, w.acme, z, sales.BreakFixReplace, sales.BreakFixInput{Reason: "slow"}); err != nil {
+			t.Fatal(err)
+		}
+		if b := stored(bz); b.State != sales.BreakFixOpen {
+			t.Fatalf("the tenant's own replacement resolved its report: %+v", b)
+		}
+		until(leftZ.Add(2 * time.Hour))
+		w.at(reportedZ.Add(5 * time.Hour))
+		if b, err := w.sales.ConfirmReport(ctx, w.op, bz.ID); err != nil || b.State != sales.BreakFixConfirmed || b.ConfirmedBy != w.op.TokenID {
+			t.Fatalf("confirm: %v %+v", err, b)
+		}
+		open, err := w.sales.BreakFixes(ctx, w.op, sales.BreakFixFilter{State: sales.BreakFixOpen}, neocloud.Page{Limit: 10})
+		if err != nil || len(open) != 0 {
+			t.Fatalf("open reports left: %v %+v", err, open)
+		}
+
+		w.at(time.Date(2027, 2, 1, 1, 0, 0, 0, time.UTC))
+		credits, err := w.billing.Credits(ctx, w.acme, "", "2027-01")
+		if err != nil || len(credits) != 1 {
+			t.Fatalf("acme's credits: %v %+v", err, credits)
+		}
+		var reported []string
+		for _, d := range credits[0].Down {
+			if d.Node == host(y) {
+				t.Errorf("a declined report counted: %+v", d)
+			}
+			if d.Cause == billing.DownReported {
+				reported = append(reported, fmt.Sprintf("%s %s → %s", d.Node, d.From.Format(time.RFC3339), d.To.Format(time.RFC3339)))
+			}
+		}
+		want := []string{
+			host(x) + " 2027-01-10T00:00:00Z → 2027-01-10T03:00:00Z",
+			host(z) + " 2027-01-20T00:00:00Z → 2027-01-20T01:00:00Z",
+		}
+		if !slices.Equal(reported, want) {
+			t.Fatalf("reported downtime:\n%s\nwant:\n%s", strings.Join(reported, "\n"), strings.Join(want, "\n"))
+		}
+		var kinds []string
+		evs, _ := db.RecentEvents(ctx, 100, "node.report_confirmed", "node.report_declined")
+		for _, e := range evs {
+			if e.TenantID == w.acme.TenantID {
+				kinds = append(kinds, e.Kind+" "+e.Data["node"].(string))
+			}
+		}
+		slices.Sort(kinds)
+		if want := []string{"node.report_confirmed " + host(x), "node.report_confirmed " + host(z), "node.report_declined " + host(y)}; !slices.Equal(kinds, want) {
+			t.Fatalf("acme's events: %v, want %v", kinds, want)
 		}
 	})
 }

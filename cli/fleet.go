@@ -341,11 +341,37 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		{"TEMP MAX C", "temp_max_c"}, {"ENERGY FIRST J", "energy_first_j"}, {"ENERGY LAST J", "energy_last_j"}})
 }
 
-var breakFixCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"KIND", "kind"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"COMMAND", "command_id"}, {"CREATED", "created_at"}, {"CONFIRMED", "confirmed_at"}}
+var breakFixCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"KIND", "kind"}, {"STATE", "state"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"COMMAND", "command_id"}, {"CREATED", "created_at"}, {"CONFIRMED", "confirmed_at"}, {"RESOLUTION", "resolution"}}
 
 func breakFixCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "break-fix", Short: "Tenants' requests on their nodes"}
-	cmd.AddCommand(&cobra.Command{Use: "confirm ID", Short: "Confirm a tenant's report: the node is failed, its work replaced, its repair opened", Args: cobra.ExactArgs(1),
+	cmd := &cobra.Command{Use: "break-fix", Short: "Tenants' requests on their nodes: reports awaiting an operator, reboots, GPU resets, replacements"}
+	var f struct{ state, kind, node, reservation string }
+	var lf listFlags
+	list := &cobra.Command{Use: "list", Short: "Break-fix requests, oldest first (--state open: the reports awaiting an operator); a tenant sees its own", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"state": f.state, "kind": f.kind, "node": f.node, "reservation": f.reservation} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			return g.list(c.Context(), "/v1/break-fix", q, lf, breakFixCols)
+		}}
+	list.Flags().StringVar(&f.state, "state", "", "open, confirmed, declined or done")
+	list.Flags().StringVar(&f.kind, "kind", "", "report, reboot, gpu_reset or replace")
+	list.Flags().StringVar(&f.node, "node", "", "one node's (hostname or id)")
+	list.Flags().StringVar(&f.reservation, "reservation", "", "one reservation's")
+	lf.add(list)
+	var reason string
+	decline := &cobra.Command{Use: "decline ID --reason TEXT", Short: "Decline a tenant's report: no fault found, the node stays in the work, no downtime counts (the tenant is told why)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, "/v1/break-fix/"+url.PathEscape(args[0])+"/decline", map[string]any{"reason": reason}, breakFixCols)
+		}}
+	decline.Flags().StringVar(&reason, "reason", "", "why no fault is behind the report")
+	cmd.AddCommand(list, decline, &cobra.Command{Use: "show ID", Short: "Show a break-fix request", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodGet, "/v1/break-fix/"+url.PathEscape(args[0]), nil, breakFixCols)
+		}}, &cobra.Command{Use: "confirm ID", Short: "Confirm a tenant's report: the node is failed, its work replaced, its repair opened; downtime counts from the report", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodPost, "/v1/break-fix/"+url.PathEscape(args[0])+"/confirm", nil, breakFixCols)
 		}})
@@ -378,7 +404,7 @@ func repairCmd(g *globals) *cobra.Command {
 func healthCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "health", Short: "Fleet health: incidents and nodes that are not ok"}
 	var all bool
-	list := &cobra.Command{Use: "list", Short: "Open incidents (domains gone silent), then every node that is degraded, unreachable or failed, with its reasons", Args: cobra.NoArgs,
+	list := &cobra.Command{Use: "list", Short: "Open incidents (domains gone silent), every node that is degraded, unreachable or failed, with its reasons, and tenants' reports awaiting an operator", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			q := url.Values{}
 			if all {
@@ -396,7 +422,9 @@ func healthCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			return nil
+			fmt.Fprintln(g.stdout, "\nTENANTS' REPORTS AWAITING AN OPERATOR (break-fix confirm|decline ID)")
+			return g.list(c.Context(), "/v1/break-fix", url.Values{"state": {"open"}}, listFlags{limit: 1000, all: true},
+				[]column{{"ID", "id"}, {"NODE", "hostname"}, {"TENANT", "tenant_id"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"CREATED", "created_at"}})
 		}}
 	list.Flags().BoolVar(&all, "all", false, "closed incidents too")
 	cmd.AddCommand(list)

@@ -313,7 +313,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 
 // consolePaths are the console's routes; everything else is the API's.
 var consolePaths = []string{"/{$}", "/login", "/logout", "/assets/", "/clock", "/topology", "/nodes/", "/utilization.json", "/reservations", "/reservations/",
-	"/contracts", "/quotes", "/maintenance", "/health", "/events", "/invoices", "/invoices/", "/power", "/power/", "/finance", "/finance/", "/my", "/my/"}
+	"/contracts", "/quotes", "/maintenance", "/health", "/health/", "/events", "/invoices", "/invoices/", "/power", "/power/", "/finance", "/finance/", "/my", "/my/"}
 
 // withConsole serves the console's pages next to the API.
 func withConsole(api, con http.Handler) http.Handler {

@@ -176,6 +176,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /quotes", c.operator(c.quotes))
 	c.mux.HandleFunc("GET /maintenance", c.operator(c.maintenance))
 	c.mux.HandleFunc("GET /health", c.operator(c.health))
+	c.mux.HandleFunc("POST /health/reports/{id}/{action}", c.operator(c.resolveReport))
 	c.mux.HandleFunc("GET /events", c.operator(c.events))
 	if cfg.Billing != nil {
 		c.mux.HandleFunc("GET /invoices", c.operator(c.invoices))

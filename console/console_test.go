@@ -2,11 +2,13 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -271,6 +273,84 @@ func TestDrainThroughTheAPI(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(b), `class="error"`) {
 		t.Errorf("maintenance of a node in maintenance: %.600s", b)
+	}
+}
+
+// A tenant's report is listed on the health page; an operator-viewer's
+// confirmation is refused by the API and changes nothing; an
+// operator-admin's fails the node, through the API (audited as its token).
+func TestConfirmReportFromHealth(t *testing.T) {
+	r, opToken, tenantToken := site(t)
+	ctx := context.Background()
+	rs, err := r.Sales.Reservations(ctx, opP, sales.ReservationFilter{State: sales.ReservationActive}, neocloud.Page{Limit: 1})
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("acme's reservation: %v %d", err, len(rs))
+	}
+	node, _ := r.Fleet.Snapshot.Node(rs[0].Nodes[0].NodeID)
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/nodes/"+node.Hostname+"/report", strings.NewReader(`{"reason":"NCCL all-reduce hangs"}`))
+	req.Header.Set("Authorization", "Bearer "+tenantToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b sales.BreakFix
+	json.NewDecoder(resp.Body).Decode(&b)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || b.ID == "" {
+		t.Fatalf("report: %d %+v", resp.StatusCode, b)
+	}
+
+	_, viewerToken, err := r.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "viewer", Role: neocloud.RoleOperatorViewer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer := browser(t, r.URL, viewerToken)
+	if code, page := get(t, viewer, r.URL+"/health"); code != 200 || !strings.Contains(page, `data-id="`+b.ID+`"`) || strings.Contains(page, `id="confirm-`+b.ID+`"`) {
+		t.Fatalf("the viewer's health page: %d, the report listed without actions? %.2000s", code, page)
+	}
+	post := func(c *http.Client, action string, form url.Values) (int, string) {
+		t.Helper()
+		resp, err := c.PostForm(r.URL+"/health/reports/"+b.ID+"/"+action, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		page, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(page)
+	}
+	if code, page := post(viewer, "confirm", nil); code != http.StatusForbidden || !strings.Contains(page, `role="alert"`) {
+		t.Fatalf("a viewer's confirmation: %d %.2000s", code, page)
+	}
+	if got, _ := r.Sales.BreakFixRequest(ctx, opP, b.ID); got.State != sales.BreakFixOpen {
+		t.Fatalf("a refused confirmation changed the report: %+v", got)
+	}
+
+	admin := browser(t, r.URL, opToken)
+	if code, page := post(admin, "decline", url.Values{"reason": {""}}); code != http.StatusUnprocessableEntity || !strings.Contains(page, "say why the report is declined") {
+		t.Fatalf("a decline without a reason: %d %.2000s", code, page)
+	}
+	code, page := post(admin, "confirm", nil)
+	if code != http.StatusOK || !strings.Contains(page, "Report "+b.ID+" of "+node.Hostname+" confirmed.") || strings.Contains(page, `data-id="`+b.ID+`"`) {
+		t.Fatalf("confirm: %d %.2000s", code, page)
+	}
+	if got, _ := r.Sales.BreakFixRequest(ctx, opP, b.ID); got.State != sales.BreakFixConfirmed {
+		t.Fatalf("after the confirmation: %+v", got)
+	}
+	if n, _ := r.Fleet.Snapshot.Node(node.ID); n.Lifecycle != fleet.LifecycleRepair {
+		t.Fatalf("the confirmed node: %s", n.Lifecycle)
+	}
+	entries, err := r.Store.Audit(ctx, audit.Filter{Action: "confirm-report"}, neocloud.Page{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []string
+	for _, e := range entries {
+		results = append(results, e.ActorRole+" "+e.Result)
+	}
+	slices.Sort(results)
+	if want := []string{"operator-admin ok", "operator-viewer denied"}; !slices.Equal(results, want) {
+		t.Fatalf("confirm-report audited as %v, want %v", results, want)
 	}
 }
 

@@ -720,6 +720,12 @@ type healthData struct {
 	Tickets      []agents.RepairTicket
 	Hostnames    map[string]string
 	Replacements []replacement
+	// Reports are tenants' reports awaiting an operator, oldest first.
+	Reports []sales.BreakFix
+	Tenants map[string]string
+	Admin   bool
+	Message string
+	Error   string
 }
 
 type replacement struct {
@@ -731,9 +737,50 @@ type replacement struct {
 }
 
 func (c *Console) health(w http.ResponseWriter, r *http.Request, s session) {
+	c.healthPage(w, r, s, http.StatusOK, "", "")
+}
+
+// resolveReport confirms or declines a tenant's report from the health
+// page, through the API (its roles, its audit), and shows the page again
+// with the outcome.
+func (c *Console) resolveReport(w http.ResponseWriter, r *http.Request, s session) {
+	id, action := r.PathValue("id"), r.PathValue("action")
+	var body any
+	switch action {
+	case "confirm":
+	case "decline":
+		body = sales.DeclineInput{Reason: r.PostFormValue("reason")}
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	rec, err := c.call(r, s, http.MethodPost, "/v1/break-fix/"+url.PathEscape(id)+"/"+action, body)
+	if err != nil {
+		e := asAPI(err)
+		c.healthPage(w, r, s, e.Status, "", e.Message)
+		return
+	}
+	var b sales.BreakFix
+	json.Unmarshal(rec.Body.Bytes(), &b)
+	c.Changed() // a confirmation fails the node
+	msg := fmt.Sprintf("Report %s of %s %s.", b.ID, b.Hostname, b.State)
+	if b.State == sales.BreakFixConfirmed {
+		msg += " Its work is being replaced and its repair is open."
+	}
+	c.healthPage(w, r, s, http.StatusOK, msg, "")
+}
+
+func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s session, status int, msg, errMsg string) {
 	ctx := r.Context()
-	var d healthData
+	d := healthData{Admin: s.P.Role == neocloud.RoleOperatorAdmin, Message: msg, Error: errMsg}
 	var err error
+	if d.Reports, err = c.cfg.Sales.BreakFixes(ctx, s.P, sales.BreakFixFilter{Kind: sales.BreakFixReport, State: sales.BreakFixOpen}, neocloud.Page{Limit: neocloud.MaxLimit}); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	if len(d.Reports) > 0 {
+		d.Tenants = c.tenantNames(ctx)
+	}
 	if d.Incidents, err = c.cfg.Agents.Incidents(ctx, false); err != nil {
 		c.fail(w, r, err)
 		return
@@ -772,7 +819,7 @@ func (c *Console) health(w http.ResponseWriter, r *http.Request, s session) {
 		}
 		d.Replacements = append(d.Replacements, rp)
 	}
-	c.render(w, r, http.StatusOK, "health", "health", "Health", s, d)
+	c.render(w, r, status, "health", "health", "Health", s, d)
 }
 
 func (c *Console) events(w http.ResponseWriter, r *http.Request, s session) {

@@ -281,11 +281,18 @@ func (c *Console) renderNode(w http.ResponseWriter, r *http.Request, s session, 
 		Message  string
 		Error    string
 		Fragment bool
-	}{n, st, breakFix, s.P.Role == neocloud.RoleTenantAdmin, msg, errMsg, r.URL.Query().Get("fragment") == "1"}
+		Reports  []sales.BreakFix // the tenant's reports of the node
+	}{n, st, breakFix, s.P.Role == neocloud.RoleTenantAdmin, msg, errMsg, r.URL.Query().Get("fragment") == "1", nil}
 	if data.Fragment {
 		c.fragment(w, r, "my-node", "my-node-live", data)
 		return
 	}
+	var reports struct{ Items []sales.BreakFix }
+	if err := c.getJSON(r, s, "/v1/break-fix?kind=report&node="+url.QueryEscape(n.ID), &reports); err != nil {
+		c.myFail(w, r, err)
+		return
+	}
+	data.Reports = reports.Items
 	c.render(w, r, status, "my-node", "my-reservations", "Node "+n.Hostname, s, data)
 }
 

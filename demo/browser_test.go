@@ -320,6 +320,48 @@ func TestTenantPortalInABrowser(t *testing.T) {
 	if msg := text(`[role="status"]`); !strings.Contains(msg, "report recorded") {
 		t.Fatalf("after the report: %q %s", msg, text("main"))
 	}
+	if got := text(`#reports td.state`); got != "open" {
+		t.Fatalf("the report on the node's page: %q", got)
+	}
+	// An operator, in a browser session of its own, finds the report on
+	// the health page and declines it, saying why; the tenant's node page
+	// then shows it declined, with the reason.
+	host := text("main h1")[len("Node "):]
+	opCtx, cancelOp := chromedp.NewContext(ctx, chromedp.WithNewBrowserContext())
+	defer cancelOp()
+	if err := chromedp.Do(opCtx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#token")), chromedp.SendKeys(chromedp.CSS("#token"), d.OperatorToken)); err != nil {
+		t.Fatalf("operator sign in: %v", err)
+	}
+	if _, err := chromedp.RunResponse(opCtx, chromedp.Submit(chromedp.CSS("#token"))); err != nil {
+		t.Fatalf("operator sign in: %v", err)
+	}
+	if _, err := chromedp.RunResponse(opCtx, chromedp.Click(chromedp.CSS(`nav a[href="/health"]`))); err != nil {
+		t.Fatalf("health page: %v", err)
+	}
+	reportID, _ := chromedp.Run(opCtx, chromedp.Evaluate[string](`([...document.querySelectorAll("#reports tr[data-id]")].find(tr => tr.textContent.includes("`+host+`")) || {dataset: {}}).dataset.id || ""`))
+	if reportID == "" {
+		html, _ := chromedp.Run(opCtx, chromedp.OuterHTML(chromedp.CSS("main")))
+		t.Fatalf("no report of %s on the health page:\n%.2000s", host, html)
+	}
+	shot(t, opCtx, "health-report")
+	if err := chromedp.Do(opCtx, chromedp.SendKeys(chromedp.CSS("#decline-reason-"+reportID), "dcgmi diag -r 3 passed; NCCL tests within spec")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.RunResponse(opCtx, chromedp.Click(chromedp.CSS("#decline-"+reportID))); err != nil {
+		t.Fatalf("decline: %v", err)
+	}
+	status, _ := chromedp.Run(opCtx, chromedp.Evaluate[string](`(document.querySelector('[role="status"]') || {textContent: ""}).textContent + " rows:" + document.querySelectorAll('#reports tr[data-id="`+reportID+`"]').length`))
+	if !strings.Contains(status, reportID+" of "+host+" declined") || !strings.HasSuffix(status, "rows:0") {
+		html, _ := chromedp.Run(opCtx, chromedp.OuterHTML(chromedp.CSS("body")))
+		t.Fatalf("after declining: %q\n%.1500s", status, html)
+	}
+	shot(t, opCtx, "health-report-declined")
+	if _, err := chromedp.RunResponse(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	if got, why := text(`#reports td.state`), text(`#reports`); got != "declined" || !strings.Contains(why, "NCCL tests within spec") {
+		t.Fatalf("the report on the tenant's node page after the decline: %q: %s", got, why)
+	}
 	// Downloads: an invoice PDF (once the demo's month closes) and the
 	// emissions report.
 	fetchType := func(sel string) string {

@@ -182,12 +182,63 @@ func (s *Server) registerAgents() {
 				return &struct{ Body sales.BreakFix }{b}, nil
 			})
 	}
+	register(s, anyHuman, huma.Operation{OperationID: "list-break-fix", Method: http.MethodGet, Path: "/v1/break-fix", Summary: "Break-fix requests, oldest first",
+		Description: "Operators see every tenant's (state=open: the reports awaiting them); a tenant's users see their tenant's own.", Tags: []string{"break-fix"}},
+		func(ctx context.Context, in *struct {
+			PageParams
+			State       string `query:"state" enum:"open,confirmed,declined,done," doc:"open: reports awaiting an operator."`
+			Kind        string `query:"kind" enum:"report,reboot,gpu_reset,replace,"`
+			Node        string `query:"node" doc:"Hostname or id."`
+			Reservation string `query:"reservation"`
+		}) (*struct{ Body List[sales.BreakFix] }, error) {
+			pg := in.page()
+			if err := pg.Normalize(); err != nil {
+				return nil, err
+			}
+			f := sales.BreakFixFilter{State: in.State, Kind: in.Kind, ReservationID: in.Reservation}
+			if in.Node != "" {
+				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
+				if !ok {
+					return nil, neocloud.Invalid("query.node", "no node %q", in.Node)
+				}
+				f.NodeID = n.ID
+			}
+			bs, err := s.cfg.Sales.BreakFixes(ctx, principal(ctx), f, pg)
+			if err != nil {
+				return nil, err
+			}
+			return listOf(nonNil(bs), limitOf(pg), func(b sales.BreakFix) string { return b.ID }), nil
+		})
+	register(s, anyHuman, huma.Operation{OperationID: "get-break-fix", Method: http.MethodGet, Path: "/v1/break-fix/{id}", Summary: "Show a break-fix request",
+		Description: "Another tenant's answers 404.", Tags: []string{"break-fix"}},
+		func(ctx context.Context, in *struct {
+			ID string `path:"id"`
+		}) (*struct{ Body sales.BreakFix }, error) {
+			b, err := s.cfg.Sales.BreakFixRequest(ctx, principal(ctx), in.ID)
+			if err != nil {
+				return nil, notFoundDenied(ctx, err)
+			}
+			return &struct{ Body sales.BreakFix }{b}, nil
+		})
 	register(s, opAdmin, huma.Operation{OperationID: "confirm-report", Method: http.MethodPost, Path: "/v1/break-fix/{id}/confirm", Summary: "Confirm a tenant's report of a node",
-		Description: "The node is failed on that evidence: its work is replaced and its repair opened; its downtime counts from the report.", Tags: []string{"break-fix"}},
+		Description: "The node is failed on that evidence: its work is replaced and its repair opened; its downtime counts from the report. The tenant gets a node.report_confirmed event.", Tags: []string{"break-fix"}},
 		func(ctx context.Context, in *struct {
 			ID string `path:"id"`
 		}) (*struct{ Body sales.BreakFix }, error) {
 			b, err := s.cfg.Sales.ConfirmReport(ctx, principal(ctx), in.ID)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = b.ID
+			return &struct{ Body sales.BreakFix }{b}, nil
+		})
+	register(s, opAdmin, huma.Operation{OperationID: "decline-report", Method: http.MethodPost, Path: "/v1/break-fix/{id}/decline", Summary: "Decline a tenant's report of a node",
+		Description: "No fault was found: the node stays in the work and no downtime counts. The tenant gets a node.report_declined event with the reason.", Tags: []string{"break-fix"}},
+		func(ctx context.Context, in *struct {
+			ID   string `path:"id"`
+			Body sales.DeclineInput
+		}) (*struct{ Body sales.BreakFix }, error) {
+			b, err := s.cfg.Sales.DeclineReport(ctx, principal(ctx), in.ID, in.Body)
 			if err != nil {
 				return nil, err
 			}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -337,8 +338,57 @@ func TestBreakFix(t *testing.T) {
 		if n, _ := e.fleet.Snapshot.Node(host); n.Health != fleet.HealthDegraded || n.Lifecycle != fleet.LifecycleAvailable {
 			t.Fatalf("an unconfirmed report changed the node: %s, %s", n.Health, n.Lifecycle)
 		}
+		// The operator's queue holds it; its tenant sees it, another does not.
+		listed := func(secret, query string) []string {
+			t.Helper()
+			r := e.do("GET", "/v1/break-fix"+query, secret, nil)
+			var page struct{ Items []sales.BreakFix }
+			if err := json.Unmarshal(r.body, &page); r.status != 200 || err != nil {
+				t.Fatalf("list %s: %d %s", query, r.status, r.body)
+			}
+			var ids []string
+			for _, it := range page.Items {
+				ids = append(ids, it.ID+" "+it.State)
+			}
+			return ids
+		}
+		if got := listed(op, "?state=open"); !slices.Equal(got, []string{b.ID + " open"}) {
+			t.Fatalf("open reports for the operator: %v", got)
+		}
+		if got := listed(e.secrets["a/tenant-member"], "?node="+host+"&kind=report"); !slices.Equal(got, []string{b.ID + " open"}) {
+			t.Fatalf("a's reports of its node: %v", got)
+		}
+		if got := listed(tb, ""); len(got) != 0 {
+			t.Fatalf("tenant b sees: %v", got)
+		}
+		if r := e.do("GET", "/v1/break-fix?node=no-such-node", op, nil); r.status != 422 || !strings.Contains(string(r.body), "query.node") {
+			t.Fatalf("an unknown node: %d %s", r.status, r.body)
+		}
+		// Declining takes a reason, and changes nothing without one.
+		other := e.servedNode(t, e.a, false)
+		r = e.do("POST", "/v1/nodes/"+other+"/report", ta, map[string]any{"reason": "slow all-gather"})
+		var ob sales.BreakFix
+		json.Unmarshal(r.body, &ob)
+		if r := e.do("POST", "/v1/break-fix/"+ob.ID+"/decline", op, map[string]any{"reason": ""}); r.status != 422 || !strings.Contains(string(r.body), "body.reason") {
+			t.Fatalf("a decline without a reason: %d %s", r.status, r.body)
+		}
+		if got := listed(op, "?state=open"); len(got) != 2 {
+			t.Fatalf("open reports after a refused decline: %v", got)
+		}
+		if r := e.do("POST", "/v1/break-fix/"+ob.ID+"/decline", op, map[string]any{"reason": "all-gather within spec on our run"}); r.status != 200 || !strings.Contains(string(r.body), `"state":"declined"`) {
+			t.Fatalf("decline: %d %s", r.status, r.body)
+		}
+		if r := e.do("POST", "/v1/break-fix/"+ob.ID+"/confirm", op, nil); r.status != 409 {
+			t.Fatalf("confirming a declined report: %d %s", r.status, r.body)
+		}
+		if n, _ := e.fleet.Snapshot.Node(other); n.Lifecycle != fleet.LifecycleAvailable || n.Cordoned {
+			t.Fatalf("a declined report's node: %s, cordoned %v", n.Lifecycle, n.Cordoned)
+		}
 		if r := e.do("POST", "/v1/break-fix/"+b.ID+"/confirm", op, nil); r.status != 200 {
 			t.Fatalf("confirm: %d %s", r.status, r.body)
+		}
+		if got := listed(op, "?kind=report"); !slices.Equal(got, []string{b.ID + " confirmed", ob.ID + " declined"}) {
+			t.Fatalf("reports after confirming one and declining the other: %v", got)
 		}
 		if n, _ := e.fleet.Snapshot.Node(host); n.Lifecycle != fleet.LifecycleRepair || !n.Cordoned {
 			t.Fatalf("after a confirmed report: %s, cordoned %v", n.Lifecycle, n.Cordoned)

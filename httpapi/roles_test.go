@@ -103,6 +103,9 @@ var rolesTable = map[string][]neocloud.Role{
 	"node-gpu-reset": {OA, TA},
 	"node-replace":   {OA, TA},
 	"confirm-report": {OA},
+	"decline-report": {OA},
+	"list-break-fix": {OA, OV, TA, TM},
+	"get-break-fix":  {OA, OV, TA, TM},
 	"get-node-bmc":   {OA, OV},
 	"set-node-bmc":   {OA},
 	"events":         {OA, OV, TA, TM},
@@ -268,12 +271,18 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		fresh := op.id == "node-replace" && slices.Contains(rolesTable[op.id], c.role)
 		path = strings.Replace(path, "{node}", e.servedNode(t, ten, fresh), 1)
 		body = map[string]any{"reason": "NCCL all-reduce hangs on this node"}
-	case "confirm-report":
-		b, err := e.sales.NodeBreakFix(ctx, neocloud.Principal{TokenID: e.tokIDs["a/tenant-admin"], Role: TA, TenantID: ten.ID}, e.servedNode(t, ten, true), sales.BreakFixReport, sales.BreakFixInput{Reason: "ECC errors in our job logs"})
+	case "confirm-report", "decline-report", "get-break-fix":
+		// A confirmation fails the node: each gets a node of its own.
+		host := e.servedNode(t, ten, op.id == "confirm-report")
+		b, err := e.sales.NodeBreakFix(ctx, neocloud.Principal{TokenID: e.tokIDs["a/tenant-admin"], Role: TA, TenantID: ten.ID}, host, sales.BreakFixReport, sales.BreakFixInput{Reason: "ECC errors in our job logs"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		path = strings.Replace(path, "{id}", b.ID, 1)
+		if op.id == "decline-report" {
+			body = map[string]any{"reason": "the node passed a full diagnostic"}
+		}
+	case "list-break-fix":
 	case "get-node-bmc":
 		path = strings.Replace(path, "{node}", e.hosts[10], 1)
 	case "set-node-bmc":

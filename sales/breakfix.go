@@ -3,6 +3,7 @@ package sales
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -20,6 +21,21 @@ const (
 	BreakFixReplace  = "replace"
 )
 
+// Break-fix states. A report is open until an operator confirms or
+// declines it, or the node's own health fails it; the other kinds are done
+// when made (a reboot's or GPU reset's outcome is its command's).
+const (
+	BreakFixOpen      = "open"
+	BreakFixConfirmed = "confirmed"
+	BreakFixDeclined  = "declined"
+	BreakFixDone      = "done"
+)
+
+// ConfirmedByHealth is ConfirmedBy for a report confirmed by the node's
+// own failure (its agent's evidence, its silence, its out-of-band
+// controller) rather than by an operator.
+const ConfirmedByHealth = "health"
+
 // PrefixBreakFix is the id prefix of break-fix requests.
 const PrefixBreakFix = "bfx_"
 
@@ -32,12 +48,22 @@ type BreakFix struct {
 	ReservationID string     `json:"reservation_id,omitempty"`
 	ContractID    string     `json:"contract_id,omitempty"`
 	Kind          string     `json:"kind" enum:"report,reboot,gpu_reset,replace"`
+	State         string     `json:"state" enum:"open,confirmed,declined,done" doc:"A report is open until an operator confirms or declines it, or the node's own health fails it; the other kinds are done when made."`
 	Reason        string     `json:"reason,omitempty"`
 	CreatedBy     string     `json:"created_by"`
 	CreatedAt     time.Time  `json:"created_at" doc:"For a confirmed report, downtime counts from here."`
 	ConfirmedAt   *time.Time `json:"confirmed_at,omitempty" doc:"A report confirmed by an operator (or the node's own health)."`
-	ConfirmedBy   string     `json:"confirmed_by,omitempty"`
+	ConfirmedBy   string     `json:"confirmed_by,omitempty" doc:"The operator's token, or health when the node failed by itself."`
+	DeclinedAt    *time.Time `json:"declined_at,omitempty" doc:"A report an operator found no fault behind: no downtime counts."`
+	DeclinedBy    string     `json:"declined_by,omitempty"`
+	Resolution    string     `json:"resolution,omitempty" doc:"Why a report was declined, or the failure that confirmed it."`
 	CommandID     string     `json:"command_id,omitempty" doc:"The agent command a reboot or GPU reset became."`
+}
+
+// BreakFixFilter narrows a list of break-fix requests; empty fields match
+// all.
+type BreakFixFilter struct {
+	TenantID, NodeID, ReservationID, Kind, State string
 }
 
 // BreakFixStore keeps break-fix requests.
@@ -45,6 +71,8 @@ type BreakFixStore interface {
 	InsertBreakFix(ctx context.Context, b BreakFix) error
 	UpdateBreakFix(ctx context.Context, b BreakFix) error
 	BreakFix(ctx context.Context, id string) (BreakFix, error)
+	// BreakFixes lists requests oldest first (by id), a page at a time.
+	BreakFixes(ctx context.Context, f BreakFixFilter, pg neocloud.Page) ([]BreakFix, error)
 	// CountBreakFix counts a contract's requests of a kind made by its
 	// tenant since a time.
 	CountBreakFix(ctx context.Context, contractID, kind string, since time.Time) (int, error)
@@ -53,6 +81,26 @@ type BreakFixStore interface {
 // BreakFixInput asks for break-fix on a node.
 type BreakFixInput struct {
 	Reason string `json:"reason,omitempty" maxLength:"500" doc:"What is wrong (required to report)."`
+}
+
+// DeclineInput says why an operator declines a report.
+type DeclineInput struct {
+	Reason string `json:"reason" maxLength:"500" doc:"Why no fault is behind the report (the tenant is told)."`
+}
+
+// BreakFixes lists break-fix requests oldest first: every tenant's for
+// operators, the caller's own tenant's for a tenant's users.
+func (s *Service) BreakFixes(ctx context.Context, p neocloud.Principal, f BreakFixFilter, pg neocloud.Page) ([]BreakFix, error) {
+	if !p.Role.Operator() {
+		f.TenantID = p.TenantID
+	}
+	return s.Store.BreakFixes(ctx, f, pg)
+}
+
+// BreakFixRequest returns a break-fix request the caller may see (another
+// tenant's answers 404).
+func (s *Service) BreakFixRequest(ctx context.Context, p neocloud.Principal, id string) (BreakFix, error) {
+	return visible(ctx, p, "break-fix request", id, s.Store.BreakFix, func(b BreakFix) string { return b.TenantID })
 }
 
 // ServesTenant says whether a node serves a live allocation of a tenant:
@@ -103,7 +151,7 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 			return neocloud.NotFound("node", nodeRef) // not theirs: as if it did not exist
 		}
 		now := s.now()
-		b = BreakFix{ID: neocloud.NewID(PrefixBreakFix), NodeID: n.ID, Hostname: n.Hostname, Kind: kind, Reason: in.Reason, CreatedBy: p.TokenID, CreatedAt: now}
+		b = BreakFix{ID: neocloud.NewID(PrefixBreakFix), NodeID: n.ID, Hostname: n.Hostname, Kind: kind, State: BreakFixDone, Reason: in.Reason, CreatedBy: p.TokenID, CreatedAt: now}
 		var r Reservation
 		if alloc != nil {
 			if r, err = s.Store.Reservation(ctx, alloc.ReservationID); err != nil {
@@ -113,6 +161,7 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 		}
 		switch kind {
 		case BreakFixReport:
+			b.State = BreakFixOpen
 		case BreakFixReboot, BreakFixGPUReset:
 			if s.OrderNode == nil {
 				return neocloud.Errorf(neocloud.KindUnavailable, "this server cannot reach node agents")
@@ -138,8 +187,11 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 					return neocloud.Conflict("allowance", "contract %s allows %d replacements a month; %d used this month (report the node instead: an operator confirms it)", c.ID, allow, used)
 				}
 			}
+			// The tenant's own replacement confirms none of its reports:
+			// downtime counts from a report only on an operator's word or
+			// the node's own failure.
 			why := "replacement requested: " + in.Reason
-			if _, err := s.NodeFailed(ctx, n.ID, why, true); err != nil {
+			if _, err := s.nodeFailed(ctx, n.ID, why, true, ""); err != nil {
 				return err
 			}
 			if s.OnReplaced != nil {
@@ -168,22 +220,19 @@ func (s *Service) ConfirmReport(ctx context.Context, p neocloud.Principal, id st
 	var b BreakFix
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		var err error
-		if b, err = s.Store.BreakFix(ctx, id); err != nil {
+		if b, err = s.openReport(ctx, id); err != nil {
 			return err
 		}
-		if b.Kind != BreakFixReport {
-			return neocloud.Conflict(b.Kind, "%s is a %s, not a report", b.ID, b.Kind)
-		}
-		if b.ConfirmedAt != nil {
-			return neocloud.Conflict("confirmed", "report %s was confirmed at %s", b.ID, b.ConfirmedAt.Format(time.RFC3339))
-		}
 		now := s.now()
-		b.ConfirmedAt, b.ConfirmedBy = &now, p.TokenID
+		b.State, b.ConfirmedAt, b.ConfirmedBy = BreakFixConfirmed, &now, p.TokenID
 		if err := s.Store.UpdateBreakFix(ctx, b); err != nil {
 			return err
 		}
+		if err := s.emitReport(ctx, b); err != nil {
+			return err
+		}
 		why := fmt.Sprintf("reported by its tenant at %s and confirmed: %s", b.CreatedAt.Format(time.RFC3339), b.Reason)
-		if _, err := s.NodeFailed(ctx, b.NodeID, why, true); err != nil {
+		if _, err := s.nodeFailed(ctx, b.NodeID, why, true, p.TokenID); err != nil {
 			return err
 		}
 		if s.OnReplaced != nil {
@@ -192,4 +241,77 @@ func (s *Service) ConfirmReport(ctx context.Context, p neocloud.Principal, id st
 		return nil
 	})
 	return b, err
+}
+
+// DeclineReport closes a tenant's report on an operator's finding that no
+// fault is behind it: the node stays in the work, no downtime counts, and
+// the tenant is told why.
+func (s *Service) DeclineReport(ctx context.Context, p neocloud.Principal, id string, in DeclineInput) (BreakFix, error) {
+	var b BreakFix
+	if strings.TrimSpace(in.Reason) == "" {
+		return b, neocloud.Invalid("body.reason", "say why the report is declined (the tenant is told)")
+	}
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		if b, err = s.openReport(ctx, id); err != nil {
+			return err
+		}
+		now := s.now()
+		b.State, b.DeclinedAt, b.DeclinedBy, b.Resolution = BreakFixDeclined, &now, p.TokenID, in.Reason
+		if err := s.Store.UpdateBreakFix(ctx, b); err != nil {
+			return err
+		}
+		return s.emitReport(ctx, b)
+	})
+	return b, err
+}
+
+// openReport loads a report that still awaits an operator.
+func (s *Service) openReport(ctx context.Context, id string) (BreakFix, error) {
+	b, err := s.Store.BreakFix(ctx, id)
+	switch {
+	case err != nil:
+		return b, err
+	case b.Kind != BreakFixReport:
+		return b, neocloud.Conflict(b.Kind, "%s is a %s, not a report", b.ID, b.Kind)
+	case b.State == BreakFixConfirmed:
+		return b, neocloud.Conflict("confirmed", "report %s was confirmed at %s", b.ID, b.ConfirmedAt.Format(time.RFC3339))
+	case b.State == BreakFixDeclined:
+		return b, neocloud.Conflict("declined", "report %s was declined at %s", b.ID, b.DeclinedAt.Format(time.RFC3339))
+	}
+	return b, nil
+}
+
+// confirmReports confirms a reservation's open reports of a node that has
+// just failed and left its work: downtime counts from each report.
+func (s *Service) confirmReports(ctx context.Context, nodeID, reservationID, by, why string, now time.Time) error {
+	open, err := s.Store.BreakFixes(ctx, BreakFixFilter{NodeID: nodeID, ReservationID: reservationID, Kind: BreakFixReport, State: BreakFixOpen}, neocloud.Page{Limit: neocloud.MaxLimit})
+	if err != nil {
+		return err
+	}
+	for _, b := range open {
+		b.State, b.ConfirmedAt, b.ConfirmedBy = BreakFixConfirmed, &now, by
+		if by == ConfirmedByHealth {
+			b.Resolution = "the node failed: " + why
+		}
+		if err := s.Store.UpdateBreakFix(ctx, b); err != nil {
+			return err
+		}
+		if err := s.emitReport(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emitReport tells a report's tenant it was confirmed or declined.
+func (s *Service) emitReport(ctx context.Context, b BreakFix) error {
+	if b.TenantID == "" {
+		return nil
+	}
+	data := map[string]any{"node": b.Hostname, "break_fix": b.ID, "reported_at": b.CreatedAt}
+	if b.Resolution != "" {
+		data["resolution"] = b.Resolution
+	}
+	return s.emit(ctx, b.TenantID, "node.report_"+b.State, b.ReservationID, data)
 }

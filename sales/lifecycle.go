@@ -812,8 +812,15 @@ func (s *Service) notice(site fleet.Site, class Class) time.Duration {
 // left alone unless evidence is true: the failure is known from outside
 // the node — its out-of-band controller, or its tenant's confirmed report
 // — since on bare metal the tenant has root, and neither the agent's
-// silence nor its word is enough.
+// silence nor its word is enough. A tenant's open reports of the node are
+// confirmed by its failure: their downtime counts from each report.
 func (s *Service) NodeFailed(ctx context.Context, nodeID, why string, evidence bool) (replaced int, err error) {
+	return s.nodeFailed(ctx, nodeID, why, evidence, ConfirmedByHealth)
+}
+
+// nodeFailed is NodeFailed; the open reports of the work the node leaves
+// are confirmed by confirmBy (none when empty).
+func (s *Service) nodeFailed(ctx context.Context, nodeID, why string, evidence bool, confirmBy string) (replaced int, err error) {
 	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
 		allocs, err := s.Store.NodeAllocations(ctx, nodeID)
 		if err != nil {
@@ -835,6 +842,11 @@ func (s *Service) NodeFailed(ctx context.Context, nodeID, why string, evidence b
 				return err
 			}
 			replaced++
+			if confirmBy != "" {
+				if err := s.confirmReports(ctx, nodeID, r.ID, confirmBy, why, now); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})

@@ -691,7 +691,7 @@ func (db *DB) HourlyUsage(ctx context.Context, from, to time.Time) ([]billing.Ho
 }
 
 func (db *DB) ConfirmedReports(ctx context.Context, reservationID string) ([]sales.BreakFix, error) {
-	return collect(db, ctx, scanBody[sales.BreakFix], `SELECT body FROM break_fix WHERE reservation_id = ? AND kind = 'report' AND confirmed_at IS NOT NULL ORDER BY created_at`, reservationID)
+	return collect(db, ctx, scanBreakFix, `SELECT state, body FROM break_fix WHERE reservation_id = ? AND kind = 'report' AND confirmed_at IS NOT NULL ORDER BY created_at`, reservationID)
 }
 
 func (db *DB) PutCreditSources(ctx context.Context, invoiceID string, line int, c billing.Credit) error {

@@ -157,3 +157,40 @@ func openThrough(t *testing.T, version int, ids ...string) *DB {
 	}
 	return db
 }
+
+// TestBreakFixStateMigration: requests stored before 0031 get the state
+// their columns imply — a report open unless confirmed, the other kinds
+// done — and read back with it.
+func TestBreakFixStateMigration(t *testing.T) {
+	ctx := context.Background()
+	db := openThrough(t, 30, "node_b1")
+	confirmed := t0.Add(time.Hour)
+	for _, r := range []struct {
+		id, kind  string
+		confirmed *time.Time
+	}{{"bfx_1", "report", nil}, {"bfx_2", "report", &confirmed}, {"bfx_3", "reboot", nil}, {"bfx_4", "replace", nil}} {
+		body := fmt.Sprintf(`{"id":%q,"node_id":"node_b1","kind":%q,"created_by":"tok_a","created_at":"2026-01-01T00:00:00Z"}`, r.id, r.kind)
+		if _, err := db.exec(ctx, `INSERT INTO break_fix (id, node_id, tenant_id, kind, created_by, created_at, confirmed_at, body) VALUES (?, 'node_b1', 'tnt_a', ?, 'tok_a', ?, ?, ?)`,
+			r.id, r.kind, micros(t0), closedMicros(r.confirmed), body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, id := range []string{"bfx_1", "bfx_2", "bfx_3", "bfx_4"} {
+		b, err := db.BreakFix(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[id] = b.State
+	}
+	want := map[string]string{"bfx_1": "open", "bfx_2": "confirmed", "bfx_3": "done", "bfx_4": "done"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("states after 0031 (-want +got):\n%s", d)
+	}
+	if _, err := db.exec(ctx, `UPDATE break_fix SET state = 'lost' WHERE id = 'bfx_1'`); err == nil {
+		t.Errorf("a state outside the four was stored")
+	}
+}

@@ -613,15 +613,15 @@ func (db *DB) OpenMaintenances(ctx context.Context, siteID string) ([]sales.Main
 
 func (db *DB) InsertBreakFix(ctx context.Context, b sales.BreakFix) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `INSERT INTO break_fix (id, node_id, tenant_id, reservation_id, contract_id, kind, created_by, created_at, confirmed_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.ID, b.NodeID, b.TenantID, b.ReservationID, b.ContractID, b.Kind, b.CreatedBy, micros(b.CreatedAt), closedMicros(b.ConfirmedAt), mustJSON(b))
+		_, err := db.exec(ctx, `INSERT INTO break_fix (id, node_id, tenant_id, reservation_id, contract_id, kind, state, created_by, created_at, confirmed_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.ID, b.NodeID, b.TenantID, b.ReservationID, b.ContractID, b.Kind, b.State, b.CreatedBy, micros(b.CreatedAt), closedMicros(b.ConfirmedAt), mustJSON(b))
 		return err
 	})
 }
 
 func (db *DB) UpdateBreakFix(ctx context.Context, b sales.BreakFix) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		res, err := db.exec(ctx, `UPDATE break_fix SET confirmed_at = ?, body = ? WHERE id = ?`, closedMicros(b.ConfirmedAt), mustJSON(b), b.ID)
+		res, err := db.exec(ctx, `UPDATE break_fix SET state = ?, confirmed_at = ?, body = ? WHERE id = ?`, b.State, closedMicros(b.ConfirmedAt), mustJSON(b), b.ID)
 		if err != nil {
 			return err
 		}
@@ -632,8 +632,21 @@ func (db *DB) UpdateBreakFix(ctx context.Context, b sales.BreakFix) error {
 	})
 }
 
+// scanBreakFix reads state and body: the state column is the truth for
+// requests stored before their bodies held one.
+func scanBreakFix(r scanner) (sales.BreakFix, error) {
+	var b sales.BreakFix
+	var state, body string
+	if err := r.Scan(&state, &body); err != nil {
+		return b, err
+	}
+	err := json.Unmarshal([]byte(body), &b)
+	b.State = state
+	return b, err
+}
+
 func (db *DB) BreakFix(ctx context.Context, id string) (sales.BreakFix, error) {
-	bs, err := collect(db, ctx, scanBody[sales.BreakFix], `SELECT body FROM break_fix WHERE id = ?`, id)
+	bs, err := collect(db, ctx, scanBreakFix, `SELECT state, body FROM break_fix WHERE id = ?`, id)
 	if err != nil {
 		return sales.BreakFix{}, err
 	}
@@ -641,6 +654,16 @@ func (db *DB) BreakFix(ctx context.Context, id string) (sales.BreakFix, error) {
 		return sales.BreakFix{}, neocloud.NotFound("break-fix request", id)
 	}
 	return bs[0], nil
+}
+
+func (db *DB) BreakFixes(ctx context.Context, f sales.BreakFixFilter, pg neocloud.Page) ([]sales.BreakFix, error) {
+	where, args := []string{"id > ?"}, []any{pg.After()}
+	for _, c := range []struct{ col, v string }{{"tenant_id", f.TenantID}, {"node_id", f.NodeID}, {"reservation_id", f.ReservationID}, {"kind", f.Kind}, {"state", f.State}} {
+		if c.v != "" {
+			where, args = append(where, c.col+" = ?"), append(args, c.v)
+		}
+	}
+	return collect(db, ctx, scanBreakFix, `SELECT state, body FROM break_fix WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, append(args, limitOf(pg))...)
 }
 
 func (db *DB) CountBreakFix(ctx context.Context, contractID, kind string, since time.Time) (int, error) {
