@@ -806,6 +806,10 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 	if fn.Lifecycle != fleet.LifecycleRepair {
 		t.Fatalf("the failed node is %s, not in repair", fn.Lifecycle)
 	}
+	// It says where the technician finds the node.
+	if tk.Hostname != victim || tk.Serial != fn.Serial || tk.Domain != fn.Domain || fn.Serial == "" || fn.Domain == "" {
+		t.Fatalf("the ticket's node: %s, serial %q, in %q; the node's: serial %q, in %q", tk.Hostname, tk.Serial, tk.Domain, fn.Serial, fn.Domain)
+	}
 	// Repaired: burn-in, then sanitize, through its agent, then service.
 	gpus.Repair()
 	if err := op.Do(ctx, http.MethodPost, "/v1/nodes/"+victim+"/repair-done", nil, map[string]any{}, &tk); err != nil || tk.State != agents.TicketBurnIn {

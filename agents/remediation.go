@@ -38,8 +38,13 @@ const QuarantineWindow = 30 * 24 * time.Hour
 
 // RepairTicket is a failed node's way back to service.
 type RepairTicket struct {
-	ID          string      `json:"id"`
-	NodeID      string      `json:"node_id"`
+	ID       string `json:"id"`
+	NodeID   string `json:"node_id"`
+	Hostname string `json:"hostname,omitempty"`
+	// Serial and Domain say where a technician finds the node: its chassis
+	// serial, and its place in the site (hall/pod/su/rack).
+	Serial      string      `json:"serial,omitempty"`
+	Domain      string      `json:"domain,omitempty"`
 	State       string      `json:"state" enum:"open,burn_in,sanitizing,closed"`
 	Reasons     []string    `json:"reasons"`
 	GPUs        []TicketGPU `json:"gpus" doc:"The node's GPUs, with those named in the reasons marked."`
@@ -49,6 +54,17 @@ type RepairTicket struct {
 	OpenedAt    time.Time   `json:"opened_at"`
 	UpdatedAt   time.Time   `json:"updated_at"`
 	ClosedAt    *time.Time  `json:"closed_at,omitempty"`
+}
+
+// Located fills in where a ticket's node is (hostname, serial, domain)
+// from the fleet as it is now: tickets are stored by node id.
+func (s *Service) Located(ts ...RepairTicket) []RepairTicket {
+	for i := range ts {
+		if n, ok := s.Fleet.Snapshot.Node(ts[i].NodeID); ok {
+			ts[i].Hostname, ts[i].Serial, ts[i].Domain = n.Hostname, n.Serial, n.Domain
+		}
+	}
+	return ts
 }
 
 // TicketGPU is one GPU of a ticket's node.

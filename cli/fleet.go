@@ -378,7 +378,7 @@ func breakFixCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-var ticketCols = []column{{"ID", "id"}, {"NODE", "node_id"}, {"STATE", "state"}, {"QUARANTINED", "quarantined"}, {"OPENED", "opened_at"}, {"REASONS", "reasons"}, {"MESSAGE", "message"}}
+var ticketCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"SERIAL", "serial"}, {"WHERE", "domain"}, {"STATE", "state"}, {"QUARANTINED", "quarantined"}, {"OPENED", "opened_at"}, {"REASONS", "reasons"}, {"MESSAGE", "message"}}
 
 func repairCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "repair", Short: "Repair tickets: failed nodes on their way back to service"}

@@ -235,3 +235,77 @@ func TestAgentWithoutGPUs(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
+
+// TestCLIBreakFix: a tenant reports a node; the operator finds it in
+// health list and break-fix list, cannot decline it without a reason,
+// declines it with one (the tenant sees why), confirms the next, and the
+// node's repair ticket says where it is.
+func TestCLIBreakFix(t *testing.T) {
+	srv := startServer(t)
+	op := srv.Token
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var spec bytes.Buffer
+	o := fleet.ColossusOptions(sku, 256)
+	o.Fanout = []int{2, 2, 2, 4}
+	if _, err := fleet.Generate(&spec, o); err != nil {
+		t.Fatal(err)
+	}
+	specPath := filepath.Join(t.TempDir(), "site.yaml")
+	os.WriteFile(specPath, spec.Bytes(), 0o644)
+	must := func(token string, args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, srv.URL, token, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	must(op, "fleet", "apply", "-f", specPath)
+	must(op, "price", "set", "--sku", sku.Name, "--class", "on_demand", "--rate", "3.20")
+	must(op, "tenant", "create", "acme")
+	var tok struct{ Secret string }
+	json.Unmarshal([]byte(must(op, "token", "create", "admin", "--role", "tenant-admin", "--tenant", "acme", "-o", "json")), &tok)
+	ta := tok.Secret
+	var r struct{ Nodes []struct{ Hostname string } }
+	json.Unmarshal([]byte(must(ta, "reservation", "create", "--sku", sku.Name, "--gpus", "16", "--class", "on_demand", "-o", "json")), &r)
+	if len(r.Nodes) != 2 {
+		t.Fatalf("reservation: %+v", r)
+	}
+	report := func(host string) string {
+		t.Helper()
+		var b struct{ ID, State string }
+		json.Unmarshal([]byte(must(ta, "node", "report", host, "--reason", "NCCL all-reduce hangs", "-o", "json")), &b)
+		if b.State != "open" {
+			t.Fatalf("report: %+v", b)
+		}
+		return b.ID
+	}
+	first := report(r.Nodes[0].Hostname)
+	if out := must(op, "health", "list"); !strings.Contains(out, "TENANTS' REPORTS AWAITING AN OPERATOR") || !strings.Contains(out, first) {
+		t.Fatalf("health list:\n%s", out)
+	}
+	if out := must(op, "break-fix", "list", "--state", "open", "-o", "csv"); !strings.Contains(out, first) || !strings.Contains(out, r.Nodes[0].Hostname) {
+		t.Fatalf("break-fix list --state open:\n%s", out)
+	}
+	if _, errOut, code := run(t, srv.URL, op, "break-fix", "decline", first); code != 1 || !strings.Contains(errOut, "body.reason") {
+		t.Fatalf("decline without a reason: %d %s", code, errOut)
+	}
+	must(op, "break-fix", "decline", first, "--reason", "dcgmi diag -r 3 passed")
+	var seen struct{ State, Resolution string }
+	json.Unmarshal([]byte(must(ta, "break-fix", "show", first, "-o", "json")), &seen)
+	if seen.State != "declined" || seen.Resolution != "dcgmi diag -r 3 passed" {
+		t.Fatalf("the tenant's view of its declined report: %+v", seen)
+	}
+	if out := must(op, "break-fix", "list", "--state", "open", "-o", "csv"); strings.Contains(out, first) {
+		t.Fatalf("a declined report still open:\n%s", out)
+	}
+	second := report(r.Nodes[1].Hostname)
+	if out := must(op, "break-fix", "confirm", second, "-o", "csv"); !strings.Contains(out, "confirmed") {
+		t.Fatalf("confirm: %s", out)
+	}
+	var tickets []struct{ Hostname, Serial, Domain string }
+	json.Unmarshal([]byte(must(op, "repair", "list", "-o", "json")), &tickets)
+	if len(tickets) != 1 || tickets[0].Hostname != r.Nodes[1].Hostname || tickets[0].Domain == "" || tickets[0].Serial == "" {
+		t.Fatalf("repair list: %+v", tickets)
+	}
+}

@@ -337,6 +337,10 @@ func TestConfirmReportFromHealth(t *testing.T) {
 	if got, _ := r.Sales.BreakFixRequest(ctx, opP, b.ID); got.State != sales.BreakFixConfirmed {
 		t.Fatalf("after the confirmation: %+v", got)
 	}
+	// Its repair ticket is on the page, saying where the node is.
+	if want := `<td><a href="/nodes/` + node.ID + `">` + node.Hostname + `</a></td><td>` + node.Domain + `</td><td>` + node.Serial + `</td>`; !strings.Contains(page, want) {
+		t.Fatalf("no repair ticket %s on the page: %.3000s", want, page)
+	}
 	if n, _ := r.Fleet.Snapshot.Node(node.ID); n.Lifecycle != fleet.LifecycleRepair {
 		t.Fatalf("the confirmed node: %s", n.Lifecycle)
 	}

@@ -718,7 +718,6 @@ func (c *Console) maintenance(w http.ResponseWriter, r *http.Request, s session)
 type healthData struct {
 	Incidents    []agents.Incident
 	Tickets      []agents.RepairTicket
-	Hostnames    map[string]string
 	Replacements []replacement
 	// Reports are tenants' reports awaiting an operator, oldest first.
 	Reports []sales.BreakFix
@@ -792,12 +791,7 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s session, 
 	if len(d.Tickets) > 100 {
 		d.Tickets = d.Tickets[:100]
 	}
-	d.Hostnames = map[string]string{}
-	for _, t := range d.Tickets {
-		if n, ok := c.cfg.Fleet.Snapshot.Node(t.NodeID); ok {
-			d.Hostnames[t.NodeID] = n.Hostname
-		}
-	}
+	c.cfg.Agents.Located(d.Tickets...)
 	evs, err := c.cfg.Store.RecentEvents(ctx, 400, "node.replaced", "node.replacement_ready")
 	if err != nil {
 		c.fail(w, r, err)

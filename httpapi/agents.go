@@ -292,7 +292,7 @@ func (s *Server) registerAgents() {
 				return nil, err
 			}
 			info(ctx).Object = t.ID
-			return &struct{ Body agents.RepairTicket }{t}, nil
+			return &struct{ Body agents.RepairTicket }{av.Located(t)[0]}, nil
 		})
 
 	register(s, opRead, huma.Operation{OperationID: "list-repairs", Method: http.MethodGet, Path: "/v1/repairs", Summary: "Repair tickets, newest first", Tags: []string{"agents"}},
@@ -312,7 +312,7 @@ func (s *Server) registerAgents() {
 			if err != nil {
 				return nil, err
 			}
-			return &struct{ Body List[agents.RepairTicket] }{List[agents.RepairTicket]{Items: nonNil(ts)}}, nil
+			return &struct{ Body List[agents.RepairTicket] }{List[agents.RepairTicket]{Items: nonNil(av.Located(ts...))}}, nil
 		})
 
 	register(s, opRead, huma.Operation{OperationID: "node-sanitize-records", Method: http.MethodGet, Path: "/v1/nodes/{node}/sanitize-records", Summary: "A node's sanitize records, newest first", Tags: []string{"agents"}},
