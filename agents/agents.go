@@ -15,6 +15,7 @@ package agents
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -89,10 +90,15 @@ type Minute struct {
 // Averages sets the minute's means from its sums.
 func (m *Minute) Averages() {
 	if m.Samples > 0 {
-		m.PowerAvgW = m.PowerSumW / float64(m.Samples)
-		m.UtilAvgPct = m.UtilSum / float64(m.Samples)
+		m.PowerAvgW = milli(m.PowerSumW / float64(m.Samples))
+		m.UtilAvgPct = milli(m.UtilSum / float64(m.Samples))
 	}
 }
+
+// milli rounds a measurement to a thousandth (of a watt, of a percent): a
+// sum of GPUs' readings then reads 5102.1, not 5102.099999999999, and
+// nothing real is lost.
+func milli(x float64) float64 { return math.Round(x*1000) / 1000 }
 
 // EnergyReading is one GPU's energy counter at an instant that matters to
 // billing: an allocation becoming ready or released, or the hour. GPU
@@ -515,6 +521,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if len(hb.GPUs) > 0 {
 		util /= float64(len(hb.GPUs))
 	}
+	sm.PowerW, util = milli(sm.PowerW), milli(util)
 	w := hbWrites.Get().(*hbWrite)
 	*w = hbWrite{sample: sm, seenAt: now, tempMax: hottest, utilPct: util, results: hb.Results, done: w.done}
 	stReasons := reasons(st.Conditions)

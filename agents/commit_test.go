@@ -157,3 +157,32 @@ func TestFailedCommitIsNotAcknowledged(t *testing.T) {
 		}
 	})
 }
+
+// TestMeasurementsRounded: a node's power is the sum of its GPUs'
+// readings and its utilization their mean, kept to a thousandth: eight
+// GPUs at 82.6 W are 660.8 W, not the 660.8000000000001 a float sum makes,
+// and the minute's means are rounded the same way (661.333, not
+// 661.3333333333334).
+func TestMeasurementsRounded(t *testing.T) {
+	l := newLab(t, testdb.SQLite(t))
+	ctx := context.Background()
+	n := l.nodes[0]
+	p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+	for seq, w := range []float64{82.6, 82.7, 82.7} {
+		gpus := make([]wire.GPUSample, 8)
+		for i := range gpus {
+			gpus[i] = wire.GPUSample{Index: i, PowerW: w, UtilPct: w - 49.3}
+		}
+		if _, err := l.ag.Heartbeat(ctx, p, wire.Heartbeat{Version: wire.Version, Seq: int64(seq + 1), At: l.now.Add(time.Duration(seq) * time.Second), GPUs: gpus}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ss, err := l.ag.Store.Samples(ctx, n.ID, 1, 3)
+	if err != nil || len(ss) != 3 || ss[0].PowerW != 660.8 || ss[1].PowerW != 661.6 {
+		t.Fatalf("samples: %v %+v", err, ss)
+	}
+	ms, err := l.ag.Store.Minutes(ctx, n.ID, l.now.Add(-time.Hour), l.now.Add(time.Hour))
+	if err != nil || len(ms) != 1 || ms[0].PowerAvgW != 661.333 || ms[0].UtilAvgPct != 33.367 || ms[0].PowerMaxW != 661.6 {
+		t.Fatalf("minutes: %v %+v", err, ms)
+	}
+}

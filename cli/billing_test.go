@@ -6,14 +6,18 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud/cli"
+	"github.com/neocloud/neocloud/client"
+	"github.com/neocloud/neocloud/wire"
 )
 
 // jumpClock runs at real speed from base, plus whatever it was moved on.
@@ -148,5 +152,44 @@ func TestBillingBenchRuns(t *testing.T) {
 		if a, b := line(out.String()), line(again.String()); a == "" || a != b {
 			t.Fatalf("the saved month closes to %q, the built one to %q", b, a)
 		}
+	}
+}
+
+// TestNodeShowOnTheServersClock: node show reads "now" from the server, so
+// that on a control plane whose clock is not this machine's (a demo's runs
+// ahead) the last report's age and the last hour's minutes are the
+// server's.
+func TestNodeShowOnTheServersClock(t *testing.T) {
+	clk := &jumpClock{base: time.Date(2027, 1, 31, 20, 0, 0, 0, time.UTC), start: time.Now()}
+	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	op := srv.Token
+	applySite(t, srv.URL, op, 1, 1, 1, 1)
+	var nodes []struct{ Hostname, Serial string }
+	json.Unmarshal([]byte(mustRun(t, srv.URL, op, "node", "list", "-o", "json")), &nodes)
+	node := nodes[0]
+	var jt struct{ Secret string }
+	json.Unmarshal([]byte(mustRun(t, srv.URL, op, "node", "join-token", "create", "--site", "colossus-1", "--uses", "1", "--ttl", "1h", "-o", "json")), &jt)
+	ctx := context.Background()
+	var jr wire.JoinResponse
+	if err := client.New(srv.URL, jt.Secret).Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: node.Hostname, Serial: node.Serial}, &jr); err != nil {
+		t.Fatal(err)
+	}
+	at := clk.Now().Add(-2 * time.Minute).UTC()
+	hb := wire.Heartbeat{Version: wire.Version, Seq: 1, At: at, GPUs: []wire.GPUSample{{Index: 0, PowerW: 700, EnergyJ: 1000}}}
+	if err := client.New(srv.URL, jr.Credential).Do(ctx, http.MethodPost, "/v1/agent/heartbeat", nil, hb, nil); err != nil {
+		t.Fatal(err)
+	}
+	clk.Jump(2 * time.Minute) // the server heard it two minutes ago
+	out := mustRun(t, srv.URL, op, "node", "show", node.Hostname)
+	if !strings.Contains(out, "LAST HOUR (1 minutes with reports)") || !strings.Contains(out, at.Truncate(time.Minute).Format(time.RFC3339)) {
+		t.Fatalf("node show on the server's clock:\n%s", out)
+	}
+	if m := regexp.MustCompile(`\((\S+) ago\)`).FindStringSubmatch(out); m == nil || strings.HasPrefix(m[1], "-") || !strings.HasPrefix(m[1], "2m") {
+		t.Fatalf("the last report's age: %v in\n%s", m, out)
 	}
 }

@@ -308,8 +308,16 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		return err
 	}
 	hb := st.Heartbeat
+	// Now is the control plane's (a demo's runs ahead of this machine's).
+	var me struct {
+		Now time.Time `json:"now"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &me); err != nil {
+		return err
+	}
+	now := me.Now.UTC()
 	fmt.Fprintf(g.stdout, "\nAGENT  report %d at %s (%s ago), health %s, action %q, agent %s, driver %s, up %s\n", st.Seq, st.SeenAt.Format(time.RFC3339),
-		time.Since(st.SeenAt).Truncate(time.Second), st.Health, st.Action, hb.AgentVersion, hb.DriverVersion, time.Duration(hb.UptimeS)*time.Second)
+		now.Sub(st.SeenAt).Truncate(time.Second), st.Health, st.Action, hb.AgentVersion, hb.DriverVersion, time.Duration(hb.UptimeS)*time.Second)
 	for _, cd := range st.Conditions {
 		fmt.Fprintf(g.stdout, "  condition: %s (%s)\n", cd.Reason, cd.Action)
 	}
@@ -330,7 +338,6 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 			return err
 		}
 	}
-	now := time.Now().UTC()
 	var ms struct{ Items []json.RawMessage }
 	q := url.Values{"from": {now.Add(-time.Hour).Format(time.RFC3339)}, "to": {now.Add(time.Minute).Format(time.RFC3339)}}
 	if err := c.Do(ctx, http.MethodGet, path+"/minutes", q, nil, &ms); err != nil {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -21,18 +22,19 @@ type TokenWithSecret struct {
 	Secret string `json:"secret" doc:"The bearer secret. Shown once; store it now."`
 }
 
-// Me describes the caller.
+// Me describes the caller, and the control plane's clock.
 type Me struct {
 	TokenID  string        `json:"token_id"`
 	Role     neocloud.Role `json:"role"`
 	TenantID string        `json:"tenant_id,omitempty"`
+	Now      time.Time     `json:"now" doc:"The control plane's clock: the now of its lifecycle, meters and telemetry (a demo runs it faster than real time)."`
 }
 
 func (s *Server) registerTenants() {
 	register(s, anyRole, huma.Operation{OperationID: "get-me", Method: http.MethodGet, Path: "/v1/me", Summary: "Who am I", Tags: []string{"tokens"}},
 		func(ctx context.Context, _ *struct{}) (*struct{ Body Me }, error) {
 			p := principal(ctx)
-			return &struct{ Body Me }{Me{TokenID: p.TokenID, Role: p.Role, TenantID: p.TenantID}}, nil
+			return &struct{ Body Me }{Me{TokenID: p.TokenID, Role: p.Role, TenantID: p.TenantID, Now: s.cfg.Now().UTC()}}, nil
 		})
 
 	register(s, opAdmin, huma.Operation{OperationID: "create-tenant", Method: http.MethodPost, Path: "/v1/tenants", Summary: "Create a tenant", Tags: []string{"tenants"}, DefaultStatus: 201},
