@@ -495,7 +495,7 @@ func TestSLACreditsAndLineage(t *testing.T) {
 			t.Fatalf("GPU-minutes %d of %d down", c.DownGPUMinutes, c.GPUMinutes)
 		}
 		charge := int64(16*27*24) * 2_500_000
-		if c.Tier != "below 99.9%" || c.Percent != "10.00" || c.ChargeMicros != charge || c.CreditMicros != charge/10 {
+		if c.Tier != "below 99.9%" || c.Percent != "10.00" || c.ChargeMicros != charge || c.CreditMicros != charge/10 || c.Charge != "25920.00" || c.Credit != "2592.00" {
 			t.Fatalf("credit: %+v", c)
 		}
 		t.Logf("acme: %d of %d GPU-minutes down, %s%%, %s → %s%%; %d intervals", c.DownGPUMinutes, c.GPUMinutes, c.Availability, c.Tier, c.Percent, len(c.Down))

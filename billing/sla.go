@@ -66,6 +66,8 @@ type Credit struct {
 	Percent        string         `json:"credit_percent" doc:"Of the month's charge, after the cap."`
 	ChargeMicros   int64          `json:"charge_micros"`
 	CreditMicros   int64          `json:"credit_micros"`
+	Charge         string         `json:"charge" doc:"charge_micros in the currency's units, e.g. 1365388.80."`
+	Credit         string         `json:"credit" doc:"credit_micros in the currency's units."`
 	Down           []DownInterval `json:"down,omitempty"`
 }
 
@@ -84,7 +86,8 @@ type Credit struct {
 //   - credit = charge × percent, rounded once, half to even.
 func ComputeCredit(in SLAInput) Credit {
 	r := in.Reservation
-	c := Credit{ReservationID: r.ID, ContractID: r.ContractID, TenantID: r.TenantID, Period: MonthOf(in.Start), ChargeMicros: in.ChargeMicros, Percent: "0"}
+	c := Credit{ReservationID: r.ID, ContractID: r.ContractID, TenantID: r.TenantID, Period: MonthOf(in.Start), ChargeMicros: in.ChargeMicros, Percent: "0",
+		Charge: money(in.ChargeMicros), Credit: money(0)}
 	from, to := maxTime(r.Shape.Start, in.Start), in.End
 	if r.Shape.End != nil {
 		to = minTime(*r.Shape.End, to)
@@ -154,6 +157,7 @@ func ComputeCredit(in SLAInput) Credit {
 	c.Percent = best.FloatString(2)
 	credit := new(big.Rat).Mul(big.NewRat(in.ChargeMicros, 1), best)
 	c.CreditMicros = roundHalfEven(credit.Quo(credit, big.NewRat(100, 1)))
+	c.Credit = money(c.CreditMicros)
 	return c
 }
 
