@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/neocloud/neocloud/pricing"
 )
 
 // column is one column of a table or CSV: a header and the JSON key whose
@@ -56,23 +58,39 @@ func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, 
 		cw.Flush()
 		return cw.Error()
 	case "table", "":
+		// A table is for people: money in micro-units reads as money
+		// (1365388.80, not 1365388800000); csv and json keep the micros.
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		hdr := make([]string, len(cols))
 		for i, c := range cols {
 			hdr[i] = c.Header
+			if isMicros(c) {
+				hdr[i] = strings.TrimSuffix(c.Header, " µ")
+			}
 		}
 		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
 		for _, r := range raw {
-			fmt.Fprintln(tw, strings.Join(cells(r, cols), "\t"))
+			row := cells(r, cols)
+			for i, c := range cols {
+				if n, err := strconv.ParseInt(row[i], 10, 64); err == nil && isMicros(c) {
+					row[i] = pricing.FormatMicros(pricing.Micros(n))
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
 		}
 		return tw.Flush()
 	}
 	return fmt.Errorf("unknown output format %q (want table, json or csv)", format)
 }
 
+// isMicros says whether a column holds money in micro-units.
+func isMicros(c column) bool { return strings.HasSuffix(c.Key, "_micros") }
+
 func cells(r json.RawMessage, cols []column) []string {
 	var m map[string]any
-	json.Unmarshal(r, &m)
+	d := json.NewDecoder(bytes.NewReader(r))
+	d.UseNumber() // micros past 2^53 stay exact
+	d.Decode(&m)
 	out := make([]string, len(cols))
 	for i, c := range cols {
 		var v any = m
@@ -98,6 +116,8 @@ func cellString(v any) string {
 			return t.UTC().Format("2006-01-02T15:04:05Z")
 		}
 		return x
+	case json.Number:
+		return x.String()
 	case float64:
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	case bool:
