@@ -647,7 +647,7 @@ func TestReportsResolved(t *testing.T) {
 		}
 		until(leftZ.Add(2 * time.Hour))
 		w.at(reportedZ.Add(5 * time.Hour))
-		if b, err := w.sales.ConfirmReport(ctx, w.op, bz.ID); err != nil || b.State != sales.BreakFixConfirmed || b.ConfirmedBy != w.op.TokenID {
+		if b, err := w.sales.ConfirmReport(ctx, w.op, bz.ID); err != nil || b.State != sales.BreakFixConfirmed || b.ConfirmedBy != w.op.TokenID || !strings.Contains(b.Resolution, "left the reservation's work") {
 			t.Fatalf("confirm: %v %+v", err, b)
 		}
 		open, err := w.sales.BreakFixes(ctx, w.op, sales.BreakFixFilter{State: sales.BreakFixOpen}, neocloud.Page{Limit: 10})

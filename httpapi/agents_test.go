@@ -396,6 +396,23 @@ func TestBreakFix(t *testing.T) {
 		if ts, _ := db.Tickets(context.Background(), n.ID, true); len(ts) != 1 || !strings.Contains(ts[0].Reasons[0], "ECC errors in our logs") {
 			t.Fatalf("repair tickets: %+v", ts)
 		}
+		// A report of a node that has left the work since (replaced here
+		// by an operator) is confirmed without failing the node again.
+		gone := e.servedNode(t, e.a, true)
+		r = e.do("POST", "/v1/nodes/"+gone+"/report", ta, map[string]any{"reason": "link flaps"})
+		var gb sales.BreakFix
+		json.Unmarshal(r.body, &gb)
+		if r := e.do("POST", "/v1/nodes/"+gone+"/replace", op, map[string]any{"reason": "bad cable"}); r.status != 201 {
+			t.Fatalf("an operator's replacement: %d %s", r.status, r.body)
+		}
+		r = e.do("POST", "/v1/break-fix/"+gb.ID+"/confirm", op, nil)
+		if r.status != 200 || !strings.Contains(string(r.body), "left the reservation's work") {
+			t.Fatalf("confirming a report of a node gone from the work: %d %s", r.status, r.body)
+		}
+		gn, _ := e.fleet.Snapshot.Node(gone)
+		if ts, _ := db.Tickets(context.Background(), gn.ID, true); len(ts) != 1 || len(ts[0].Reasons) != 1 || !strings.Contains(ts[0].Reasons[0], "bad cable") {
+			t.Fatalf("the gone node's repair after the late confirmation: %+v", ts)
+		}
 		// Replacements: four a month on the standard SLA, then 409.
 		for i := 0; i < 5; i++ {
 			h := e.servedNode(t, e.a, true)

@@ -215,7 +215,11 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 
 // ConfirmReport is an operator's confirmation of a tenant's report: the
 // node is failed with that evidence (its work replaced, a repair opened),
-// and its downtime counts from when the report was made.
+// and its downtime counts from when the report was made. A report of a
+// node that has since left the reservation's work (replaced at the
+// tenant's request, the reservation over) is confirmed without failing the
+// node, which may serve someone else by now: its downtime counts until it
+// left.
 func (s *Service) ConfirmReport(ctx context.Context, p neocloud.Principal, id string) (BreakFix, error) {
 	var b BreakFix
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
@@ -223,13 +227,27 @@ func (s *Service) ConfirmReport(ctx context.Context, p neocloud.Principal, id st
 		if b, err = s.openReport(ctx, id); err != nil {
 			return err
 		}
+		serving := b.ReservationID == "" // an operator's report of an idle node fails it
+		allocs, err := s.Store.NodeAllocations(ctx, b.NodeID)
+		if err != nil {
+			return err
+		}
+		for _, a := range allocs {
+			serving = serving || a.ReservationID == b.ReservationID && a.State != AllocationReleasing && a.State != AllocationEnded
+		}
 		now := s.now()
 		b.State, b.ConfirmedAt, b.ConfirmedBy = BreakFixConfirmed, &now, p.TokenID
+		if !serving {
+			b.Resolution = "confirmed after the node had left the reservation's work: downtime counts until it left"
+		}
 		if err := s.Store.UpdateBreakFix(ctx, b); err != nil {
 			return err
 		}
 		if err := s.emitReport(ctx, b); err != nil {
 			return err
+		}
+		if !serving {
+			return nil
 		}
 		why := fmt.Sprintf("reported by its tenant at %s and confirmed: %s", b.CreatedAt.Format(time.RFC3339), b.Reason)
 		if _, err := s.nodeFailed(ctx, b.NodeID, why, true, p.TokenID); err != nil {
