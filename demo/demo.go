@@ -232,7 +232,9 @@ func Start(ctx context.Context, o Options) (*Demo, error) {
 	d.loop(bg, "busy", 5*time.Second, d.refreshBusy)
 	d.loop(bg, "technician", 5*time.Second, d.technician)
 	d.loop(bg, "save", 5*time.Second, func(context.Context) error { return d.save() })
+	d.loop(bg, "on-call", 5*time.Second, d.onCall)
 	d.failures(bg)
+	d.reports(bg)
 	return d, nil
 }
 

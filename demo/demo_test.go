@@ -155,6 +155,30 @@ func TestDemoSellsFailsHealsAndResumes(t *testing.T) {
 		t.Fatalf("acme's invoice: %+v", invs[0])
 	}
 
+	// Tenants report nodes now and then: a report is confirmed by the
+	// node's own failure, or, left waiting, declined by the on-call.
+	var resolved []sales.BreakFix
+	for deadline := time.Now().Add(90 * time.Second); len(resolved) == 0; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no tenant's report resolved after 90 s\n%s", d.Status())
+		}
+		all, err := d.Server.Sales.BreakFixes(ctx, op, sales.BreakFixFilter{Kind: sales.BreakFixReport}, neocloud.Page{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range all {
+			if b.State != sales.BreakFixOpen {
+				resolved = append(resolved, b)
+			}
+		}
+	}
+	for _, b := range resolved {
+		if !(b.State == sales.BreakFixConfirmed && b.ConfirmedBy == sales.ConfirmedByHealth && b.ConfirmedAt.After(b.CreatedAt)) &&
+			!(b.State == sales.BreakFixDeclined && b.DeclinedAt.Sub(b.CreatedAt) >= demo.ReportWait && strings.Contains(b.Resolution, "no fault found")) {
+			t.Errorf("a tenant's report resolved as neither the node's failure nor the on-call would: %+v", b)
+		}
+	}
+
 	// The spot price series moved with the site's use.
 	if pts, err := d.Server.Store.SpotPoints(ctx, time.Unix(0, 0), d.Clock.Now()); err != nil || len(pts) < 2 {
 		t.Errorf("spot price series: %v %+v", err, pts)

@@ -408,3 +408,123 @@ func (d *Demo) technician(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Tenants' reports. Now and then a tenant's engineers report one of their
+// committed nodes for something its agent does not see (a hang, a slow
+// link). A third of them are the first sign of a fault the agent then
+// sees, which fails the node and so confirms the report; the rest wait for
+// an operator on the console's Health page, and the site's on-call
+// declines those still open after ReportWait.
+const (
+	// ReportEvery is the mean time between reports on the demo's clock
+	// (at the default failure rate).
+	ReportEvery = 3 * time.Hour
+	// ReportWait is how long (on the demo's clock) a report waits for an
+	// operator before the on-call declines it.
+	ReportWait = 2 * time.Hour
+	// reporter is the token id the demo's reports are made under: the
+	// on-call declines only these.
+	reporter = "demo-support"
+)
+
+// failing are the fault kinds that fail a node (the others degrade it).
+var failing = []faultKind{faultKinds[0], faultKinds[1], faultKinds[4]}
+
+var reportReasons = []string{
+	"NCCL all-reduce hangs on this node",
+	"training steps 30% slower whenever this node is in the job",
+	"InfiniBand errors in our job logs on this node",
+	"a GPU here runs 15 °C hotter than its peers",
+}
+
+// reports files tenants' reports at random, the first FirstFailure plus
+// half a minute after the start.
+func (d *Demo) reports(ctx context.Context) {
+	if d.o.FailureRate <= 0 {
+		return
+	}
+	rng := rand.New(rand.NewPCG(d.o.Seed, 13))
+	mean := d.Clock.Real(time.Duration(float64(ReportEvery) / d.o.FailureRate))
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		wait := d.o.FirstFailure + 30*time.Second
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			if err := d.report(ctx, rng); err != nil && ctx.Err() == nil {
+				d.o.Logger.Warn("demo report", "err", err)
+			}
+			wait = time.Duration(rng.ExpFloat64() * float64(mean))
+		}
+	}()
+}
+
+// report has a tenant report one of its ready committed nodes.
+func (d *Demo) report(ctx context.Context, rng *rand.Rand) error {
+	us, err := d.Server.Store.NodeUses(ctx)
+	if err != nil {
+		return err
+	}
+	var candidates []sales.NodeUse
+	for _, u := range us {
+		if sn := d.nodes[u.NodeID]; sn != nil && !sn.hung() && u.State == sales.AllocationReady && (u.Class == placement.ClassReserved || u.Class == placement.ClassLease) {
+			candidates = append(candidates, u)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	slices.SortFunc(candidates, func(a, b sales.NodeUse) int {
+		return strings.Compare(a.NodeID+a.ReservationID, b.NodeID+b.ReservationID)
+	})
+	u := candidates[rng.IntN(len(candidates))]
+	p := neocloud.Principal{TokenID: reporter, Role: neocloud.RoleTenantAdmin, TenantID: u.TenantID}
+	b, err := d.Server.Sales.NodeBreakFix(ctx, p, u.NodeID, sales.BreakFixReport, sales.BreakFixInput{Reason: reportReasons[rng.IntN(len(reportReasons))]})
+	if err != nil {
+		return err
+	}
+	sn := d.nodes[u.NodeID]
+	d.o.Logger.Info("demo: node reported by its tenant", "node", sn.hostname, "report", b.ID)
+	if rng.IntN(3) > 0 {
+		return nil
+	}
+	// The first sign of a real fault: the agent sees it a quarter of an
+	// hour later, and the node's failure confirms the report.
+	k, gpu := failing[rng.IntN(len(failing))], rng.IntN(len(sn.gpus.Info()))
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-time.After(d.Clock.Real(15 * time.Minute)):
+			k.apply(sn, gpu)
+			d.failed.Add(1)
+			d.o.Logger.Info("demo: fault injected", "node", sn.hostname, "gpu", gpu, "fault", k.name)
+		}
+	}()
+	return nil
+}
+
+// onCall declines the demo's reports that have waited ReportWait for an
+// operator: diagnostics found nothing.
+func (d *Demo) onCall(ctx context.Context) error {
+	open, err := d.Server.Sales.BreakFixes(ctx, d.op, sales.BreakFixFilter{Kind: sales.BreakFixReport, State: sales.BreakFixOpen}, neocloud.Page{Limit: neocloud.MaxLimit})
+	if err != nil {
+		return err
+	}
+	now := d.Clock.Now()
+	for _, b := range open {
+		if b.CreatedBy != reporter || now.Sub(b.CreatedAt) < ReportWait {
+			continue
+		}
+		_, err := d.Server.Sales.DeclineReport(ctx, d.op, b.ID, sales.DeclineInput{Reason: "on-call: dcgmi diag -r 3 and NCCL tests passed on this node; no fault found"})
+		if err != nil && neocloud.ErrorKind(err) != neocloud.KindConflict {
+			return err
+		}
+	}
+	return nil
+}
