@@ -301,6 +301,10 @@ func TestConfirmReportFromHealth(t *testing.T) {
 		t.Fatalf("report: %d %+v", resp.StatusCode, b)
 	}
 
+	admin := browser(t, r.URL, opToken)
+	if code, page := get(t, admin, r.URL+"/"); code != 200 || !strings.Contains(page, `<div class="big" id="open-reports">1</div>`) {
+		t.Fatalf("the overview's count of open reports: %d %.3000s", code, page)
+	}
 	_, viewerToken, err := r.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "viewer", Role: neocloud.RoleOperatorViewer})
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +330,6 @@ func TestConfirmReportFromHealth(t *testing.T) {
 		t.Fatalf("a refused confirmation changed the report: %+v", got)
 	}
 
-	admin := browser(t, r.URL, opToken)
 	if code, page := post(admin, "decline", url.Values{"reason": {""}}); code != http.StatusUnprocessableEntity || !strings.Contains(page, "say why the report is declined") {
 		t.Fatalf("a decline without a reason: %d %.2000s", code, page)
 	}
@@ -336,6 +339,9 @@ func TestConfirmReportFromHealth(t *testing.T) {
 	}
 	if got, _ := r.Sales.BreakFixRequest(ctx, opP, b.ID); got.State != sales.BreakFixConfirmed {
 		t.Fatalf("after the confirmation: %+v", got)
+	}
+	if _, overview := get(t, admin, r.URL+"/"); !strings.Contains(overview, `<div class="big" id="open-reports">0</div>`) {
+		t.Fatalf("the overview's count after the confirmation: %.3000s", overview)
 	}
 	// Its repair ticket is on the page, saying where the node is.
 	if want := `<td><a href="/nodes/` + node.ID + `">` + node.Hostname + `</a></td><td>` + node.Domain + `</td><td>` + node.Serial + `</td>`; !strings.Contains(page, want) {

@@ -103,6 +103,7 @@ type overviewData struct {
 	Incidents    []agents.Incident
 	Replacements []sales.Event
 	Sites        []fleet.Site
+	OpenReports  int // tenants' reports awaiting an operator
 }
 
 type resRow struct {
@@ -178,6 +179,12 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, err)
 		return
 	}
+	open, err := c.cfg.Sales.BreakFixes(ctx, s.P, sales.BreakFixFilter{Kind: sales.BreakFixReport, State: sales.BreakFixOpen}, neocloud.Page{Limit: neocloud.MaxLimit})
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	d.OpenReports = len(open)
 	c.render(w, r, http.StatusOK, "overview", "overview", "Overview", s, d)
 }
 
