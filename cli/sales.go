@@ -30,7 +30,8 @@ var allocationCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"GPUS", "gpus
 
 var contractCols = []column{{"ID", "id"}, {"TENANT", "tenant_id"}, {"KIND", "kind"}, {"SKU", "sku"}, {"PER GPU-HOUR", "terms.price_per_gpu_hour"}, {"BILLING", "terms.billing_schedule"}, {"COMMITMENT µ", "terms.commitment_micros"}, {"START", "start"}, {"END", "end"}}
 
-var contractViewCols = append(append([]column{}, contractCols...), column{"GPUS", "delivery.contracted_gpus"}, column{"READY", "delivery.ready_gpus"}, column{"REMAINING µ", "delivery.remaining_commitment_micros"})
+var contractViewCols = append(append([]column{}, contractCols...), column{"GPUS", "delivery.contracted_gpus"}, column{"READY", "delivery.ready_gpus"}, column{"REMAINING µ", "delivery.remaining_commitment_micros"},
+	column{"REPLACED THIS MONTH", "delivery.replacements_used"}, column{"REPLACEMENTS A MONTH", "terms.sla.replacements_per_month"})
 
 var eventCols = []column{{"SEQ", "seq"}, {"AT", "at"}, {"KIND", "kind"}, {"SUBJECT", "subject"}, {"DATA", "data"}}
 

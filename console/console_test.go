@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -342,6 +343,23 @@ func TestConfirmReportFromHealth(t *testing.T) {
 	}
 	if _, overview := get(t, admin, r.URL+"/"); !strings.Contains(overview, `<div class="big" id="open-reports">0</div>`) {
 		t.Fatalf("the overview's count after the confirmation: %.3000s", overview)
+	}
+	// The tenant's replacement of another of its nodes shows on the
+	// contracts page, against its contract's allowance.
+	c, err := r.Sales.Contract(ctx, opP, rs[0].ContractID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest(http.MethodPost, r.URL+"/v1/nodes/"+rs[0].Nodes[1].NodeID+"/replace", strings.NewReader(`{"reason":"slow NVLink"}`))
+	req.Header.Set("Authorization", "Bearer "+tenantToken)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the tenant's replacement: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if _, page := get(t, admin, r.URL+"/contracts"); !strings.Contains(page, fmt.Sprintf(`<td class="num">1 of %d</td>`, c.Terms.SLA.ReplacementsPerMonth)) {
+		t.Fatalf("the contracts page after a replacement: %.3000s", page)
 	}
 	// Its repair ticket is on the page, saying where the node is.
 	if want := `<td><a href="/nodes/` + node.ID + `">` + node.Hostname + `</a></td><td>` + node.Domain + `</td><td>` + node.Serial + `</td>`; !strings.Contains(page, want) {

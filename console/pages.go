@@ -664,6 +664,8 @@ func (c *Console) reservation(w http.ResponseWriter, r *http.Request, s session)
 type contractsData struct {
 	Rows    []sales.ContractView
 	Tenants map[string]string
+	// Replaced is each contract's replacements this month.
+	Replaced map[string]int
 }
 
 func (c *Console) contracts(w http.ResponseWriter, r *http.Request, s session) {
@@ -688,6 +690,13 @@ func (c *Console) contracts(w http.ResponseWriter, r *http.Request, s session) {
 	for _, k := range cs {
 		if k.Kind != placement.ClassLease {
 			d.Rows = append(d.Rows, sales.ContractView{Contract: k})
+		}
+	}
+	d.Replaced = map[string]int{}
+	for _, k := range cs {
+		if d.Replaced[k.ID], err = c.cfg.Sales.ReplacementsThisMonth(ctx, k.ID); err != nil {
+			c.fail(w, r, err)
+			return
 		}
 	}
 	d.Tenants = c.tenantNames(ctx)

@@ -421,6 +421,12 @@ func TestBreakFix(t *testing.T) {
 				t.Fatalf("replacement %d: %d %s", i+1, r.status, r.body)
 			}
 		}
+		// The contract says how many it has had this month.
+		r = e.do("GET", "/v1/contracts/"+b.ContractID, ta, nil)
+		var cv sales.ContractView
+		if err := json.Unmarshal(r.body, &cv); r.status != 200 || err != nil || cv.Delivery == nil || cv.Delivery.ReplacementsUsed != 4 || cv.Terms.SLA.ReplacementsPerMonth != 4 {
+			t.Fatalf("the contract's replacements: %d %s", r.status, r.body)
+		}
 	})
 }
 

@@ -178,8 +178,7 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 				if err != nil {
 					return err
 				}
-				monthStart := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-				used, err := s.Store.CountBreakFix(ctx, c.ID, BreakFixReplace, monthStart)
+				used, err := s.replacementsUsed(ctx, c.ID, now)
 				if err != nil {
 					return err
 				}
@@ -282,6 +281,18 @@ func (s *Service) DeclineReport(ctx context.Context, p neocloud.Principal, id st
 		return s.emitReport(ctx, b)
 	})
 	return b, err
+}
+
+// ReplacementsThisMonth counts the replacements a contract's tenant asked
+// for this month (UTC), against its terms' replacements a month.
+func (s *Service) ReplacementsThisMonth(ctx context.Context, contractID string) (int, error) {
+	return s.replacementsUsed(ctx, contractID, s.now())
+}
+
+// replacementsUsed is ReplacementsThisMonth in now's month.
+func (s *Service) replacementsUsed(ctx context.Context, contractID string, now time.Time) (int, error) {
+	now = now.UTC()
+	return s.Store.CountBreakFix(ctx, contractID, BreakFixReplace, time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC))
 }
 
 // openReport loads a report that still awaits an operator.

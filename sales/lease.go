@@ -65,6 +65,7 @@ type Delivered struct {
 	Phases            []PhaseProgess `json:"phases,omitempty"`
 	RemainingMicros   int64          `json:"remaining_commitment_micros" doc:"Rate × each reservation's GPUs × what is left of its window."`
 	RemainingCurrency string         `json:"currency"`
+	ReplacementsUsed  int            `json:"replacements_used" doc:"Nodes the tenant had replaced this month (UTC), of terms.sla.replacements_per_month."`
 }
 
 // PhaseProgess is one phase's state.
@@ -352,6 +353,9 @@ func (s *Service) view(ctx context.Context, c Contract, now time.Time) (Contract
 		if rem, err := pricing.TotalSeconds(c.Terms.RateMicros, gpuSeconds); err == nil {
 			d.RemainingMicros = min(rem, c.Terms.CommitmentMicros)
 		}
+	}
+	if d.ReplacementsUsed, err = s.replacementsUsed(ctx, c.ID, now); err != nil {
+		return v, err
 	}
 	v.Delivery = d
 	return v, nil
