@@ -257,17 +257,18 @@ func poisson(rng *rand.Rand, m float64) int {
 type faultKind struct {
 	name  string
 	share float64
+	fails bool // the node fails (the others degrade it)
 	apply func(sn *simNode, gpu int)
 }
 
 var faultKinds = []faultKind{
-	{"GPU fell off the bus (XID 79)", 0.40, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, XID: 79}) }},
-	{"uncorrectable HBM error, row remap failed", 0.22, func(sn *simNode, g int) {
+	{"GPU fell off the bus (XID 79)", 0.40, true, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, XID: 79}) }},
+	{"uncorrectable HBM error, row remap failed", 0.22, true, func(sn *simNode, g int) {
 		sn.gpus.Inject(agent.Fault{GPU: g, XID: 48, ECC: 1, RemapFailed: true})
 	}},
-	{"NVLink error (XID 74)", 0.13, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, XID: 74}) }},
-	{"InfiniBand link down", 0.10, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, LinkDown: true}) }},
-	{"host hung (silent)", 0.15, func(sn *simNode, _ int) { sn.hang() }},
+	{"NVLink error (XID 74)", 0.13, false, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, XID: 74}) }},
+	{"InfiniBand link down", 0.10, false, func(sn *simNode, g int) { sn.gpus.Inject(agent.Fault{GPU: g, LinkDown: true}) }},
+	{"host hung (silent)", 0.15, true, func(sn *simNode, _ int) { sn.hang() }},
 }
 
 // failures injects faults into the simulated nodes: the first soon after
@@ -427,8 +428,15 @@ const (
 	reporter = "demo-support"
 )
 
-// failing are the fault kinds that fail a node (the others degrade it).
-var failing = []faultKind{faultKinds[0], faultKinds[1], faultKinds[4]}
+// failing are the fault kinds that fail a node.
+var failing = func() (out []faultKind) {
+	for _, k := range faultKinds {
+		if k.fails {
+			out = append(out, k)
+		}
+	}
+	return out
+}()
 
 var reportReasons = []string{
 	"NCCL all-reduce hangs on this node",
