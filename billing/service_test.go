@@ -654,6 +654,14 @@ func TestReportsResolved(t *testing.T) {
 		if err != nil || len(open) != 0 {
 			t.Fatalf("open reports left: %v %+v", err, open)
 		}
+		for state, want := range map[string]int{sales.BreakFixOpen: 0, sales.BreakFixConfirmed: 2, sales.BreakFixDeclined: 1, sales.BreakFixDone: 1} {
+			if n, err := w.sales.CountBreakFixes(ctx, w.acme, sales.BreakFixFilter{State: state}); err != nil || n != want {
+				t.Errorf("%s requests counted: %d, want %d (%v)", state, n, want, err)
+			}
+		}
+		if n, err := w.sales.CountBreakFixes(ctx, w.beta, sales.BreakFixFilter{}); err != nil || n != 0 {
+			t.Errorf("beta counts acme's requests: %d %v", n, err)
+		}
 
 		w.at(time.Date(2027, 2, 1, 1, 0, 0, 0, time.UTC))
 		credits, err := w.billing.Credits(ctx, w.acme, "", "2027-01")

@@ -179,12 +179,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, err)
 		return
 	}
-	open, err := c.cfg.Sales.BreakFixes(ctx, s.P, sales.BreakFixFilter{Kind: sales.BreakFixReport, State: sales.BreakFixOpen}, neocloud.Page{Limit: neocloud.MaxLimit})
-	if err != nil {
+	if d.OpenReports, err = c.cfg.Sales.CountBreakFixes(ctx, s.P, openReports); err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	d.OpenReports = len(open)
 	c.render(w, r, http.StatusOK, "overview", "overview", "Overview", s, d)
 }
 
@@ -661,6 +659,9 @@ func (c *Console) reservation(w http.ResponseWriter, r *http.Request, s session)
 	c.render(w, r, http.StatusOK, "reservation", "reservations", res.ID, s, reservationData{R: res, Tenant: c.tenantNames(ctx)[res.TenantID], Allocations: as, Hostnames: hn})
 }
 
+// openReports are the tenants' reports awaiting an operator.
+var openReports = sales.BreakFixFilter{Kind: sales.BreakFixReport, State: sales.BreakFixOpen}
+
 type contractsData struct {
 	Rows    []sales.ContractView
 	Tenants map[string]string
@@ -735,12 +736,14 @@ type healthData struct {
 	Incidents    []agents.Incident
 	Tickets      []agents.RepairTicket
 	Replacements []replacement
-	// Reports are tenants' reports awaiting an operator, oldest first.
-	Reports []sales.BreakFix
-	Tenants map[string]string
-	Admin   bool
-	Message string
-	Error   string
+	// Reports are tenants' reports awaiting an operator, the oldest
+	// MaxLimit of OpenReports.
+	Reports     []sales.BreakFix
+	OpenReports int
+	Tenants     map[string]string
+	Admin       bool
+	Message     string
+	Error       string
 }
 
 type replacement struct {
@@ -789,9 +792,15 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s session, 
 	ctx := r.Context()
 	d := healthData{Admin: s.P.Role == neocloud.RoleOperatorAdmin, Message: msg, Error: errMsg}
 	var err error
-	if d.Reports, err = c.cfg.Sales.BreakFixes(ctx, s.P, sales.BreakFixFilter{Kind: sales.BreakFixReport, State: sales.BreakFixOpen}, neocloud.Page{Limit: neocloud.MaxLimit}); err != nil {
+	if d.Reports, err = c.cfg.Sales.BreakFixes(ctx, s.P, openReports, neocloud.Page{Limit: neocloud.MaxLimit}); err != nil {
 		c.fail(w, r, err)
 		return
+	}
+	if d.OpenReports = len(d.Reports); d.OpenReports == neocloud.MaxLimit {
+		if d.OpenReports, err = c.cfg.Sales.CountBreakFixes(ctx, s.P, openReports); err != nil {
+			c.fail(w, r, err)
+			return
+		}
 	}
 	if len(d.Reports) > 0 {
 		d.Tenants = c.tenantNames(ctx)

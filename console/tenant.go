@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +57,7 @@ func (c *Console) routeTenant() {
 	c.mux.HandleFunc("POST /my/quote", c.tenantOnly(c.myQuote))
 	c.mux.HandleFunc("POST /my/reserve", c.tenantOnly(c.myReserve))
 	c.mux.HandleFunc("GET /my/events", c.tenantOnly(c.myEvents))
+	c.mux.HandleFunc("GET /my/break-fix", c.tenantOnly(c.myBreakFix))
 	c.mux.HandleFunc("GET /my/tokens", c.tenantOnly(c.myTokens))
 	c.mux.HandleFunc("POST /my/tokens", c.tenantOnly(c.myCreateToken))
 	c.mux.HandleFunc("POST /my/tokens/{id}/revoke", c.tenantOnly(c.myRevokeToken))
@@ -589,6 +591,19 @@ func (c *Console) myEvents(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	c.render(w, r, http.StatusOK, "my-events", "my-events", "Events", s, l.Items)
+}
+
+// myBreakFix lists the tenant's break-fix requests, newest first: its
+// reports (open, confirmed, or declined and why), reboots, GPU resets and
+// replacements, on nodes it holds or has held.
+func (c *Console) myBreakFix(w http.ResponseWriter, r *http.Request, s session) {
+	var l struct{ Items []sales.BreakFix }
+	if err := c.getJSON(r, s, "/v1/break-fix?limit=1000", &l); err != nil {
+		c.myFail(w, r, err)
+		return
+	}
+	slices.Reverse(l.Items)
+	c.render(w, r, http.StatusOK, "my-break-fix", "my-break-fix", "Break-fix", s, l.Items)
 }
 
 func (c *Console) myTokens(w http.ResponseWriter, r *http.Request, s session) {

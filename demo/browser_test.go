@@ -362,6 +362,14 @@ func TestTenantPortalInABrowser(t *testing.T) {
 	if got, why := text(`#reports td.state`), text(`#reports`); got != "declined" || !strings.Contains(why, "NCCL tests within spec") {
 		t.Fatalf("the report on the tenant's node page after the decline: %q: %s", got, why)
 	}
+	// The portal's Break-fix page lists it too.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`nav a[href="/my/break-fix"]`))); err != nil {
+		t.Fatalf("break-fix page: %v", err)
+	}
+	if got := text(`#break-fix tr[data-id="` + reportID + `"]`); !strings.Contains(got, "declined") || !strings.Contains(got, "NCCL tests within spec") || !strings.Contains(got, host) {
+		t.Fatalf("the report on the portal's break-fix page: %q", got)
+	}
+	collect()
 	// Downloads: an invoice PDF (once the demo's month closes) and the
 	// emissions report.
 	fetchType := func(sel string) string {

@@ -73,6 +73,7 @@ type BreakFixStore interface {
 	BreakFix(ctx context.Context, id string) (BreakFix, error)
 	// BreakFixes lists requests oldest first (by id), a page at a time.
 	BreakFixes(ctx context.Context, f BreakFixFilter, pg neocloud.Page) ([]BreakFix, error)
+	CountBreakFixes(ctx context.Context, f BreakFixFilter) (int, error)
 	// CountBreakFix counts a contract's requests of a kind made by its
 	// tenant since a time.
 	CountBreakFix(ctx context.Context, contractID, kind string, since time.Time) (int, error)
@@ -95,6 +96,14 @@ func (s *Service) BreakFixes(ctx context.Context, p neocloud.Principal, f BreakF
 		f.TenantID = p.TenantID
 	}
 	return s.Store.BreakFixes(ctx, f, pg)
+}
+
+// CountBreakFixes counts the break-fix requests BreakFixes would list.
+func (s *Service) CountBreakFixes(ctx context.Context, p neocloud.Principal, f BreakFixFilter) (int, error) {
+	if !p.Role.Operator() {
+		f.TenantID = p.TenantID
+	}
+	return s.Store.CountBreakFixes(ctx, f)
 }
 
 // BreakFixRequest returns a break-fix request the caller may see (another

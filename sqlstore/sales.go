@@ -657,13 +657,25 @@ func (db *DB) BreakFix(ctx context.Context, id string) (sales.BreakFix, error) {
 }
 
 func (db *DB) BreakFixes(ctx context.Context, f sales.BreakFixFilter, pg neocloud.Page) ([]sales.BreakFix, error) {
-	where, args := []string{"id > ?"}, []any{pg.After()}
+	where, args := breakFixWhere(f, []string{"id > ?"}, []any{pg.After()})
+	return collect(db, ctx, scanBreakFix, `SELECT state, body FROM break_fix WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, append(args, limitOf(pg))...)
+}
+
+func (db *DB) CountBreakFixes(ctx context.Context, f sales.BreakFixFilter) (int, error) {
+	where, args := breakFixWhere(f, []string{"1 = 1"}, nil)
+	var n int
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM break_fix WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	return n, db.translate(err)
+}
+
+// breakFixWhere adds a filter's conditions to where and args.
+func breakFixWhere(f sales.BreakFixFilter, where []string, args []any) ([]string, []any) {
 	for _, c := range []struct{ col, v string }{{"tenant_id", f.TenantID}, {"node_id", f.NodeID}, {"reservation_id", f.ReservationID}, {"kind", f.Kind}, {"state", f.State}} {
 		if c.v != "" {
 			where, args = append(where, c.col+" = ?"), append(args, c.v)
 		}
 	}
-	return collect(db, ctx, scanBreakFix, `SELECT state, body FROM break_fix WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, append(args, limitOf(pg))...)
+	return where, args
 }
 
 func (db *DB) CountBreakFix(ctx context.Context, contractID, kind string, since time.Time) (int, error) {
