@@ -243,24 +243,8 @@ func TestAgentWithoutGPUs(t *testing.T) {
 func TestCLIBreakFix(t *testing.T) {
 	srv := startServer(t)
 	op := srv.Token
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	var spec bytes.Buffer
-	o := fleet.ColossusOptions(sku, 256)
-	o.Fanout = []int{2, 2, 2, 4}
-	if _, err := fleet.Generate(&spec, o); err != nil {
-		t.Fatal(err)
-	}
-	specPath := filepath.Join(t.TempDir(), "site.yaml")
-	os.WriteFile(specPath, spec.Bytes(), 0o644)
-	must := func(token string, args ...string) string {
-		t.Helper()
-		out, errOut, code := run(t, srv.URL, token, args...)
-		if code != 0 {
-			t.Fatalf("%v: exit %d: %s", args, code, errOut)
-		}
-		return out
-	}
-	must(op, "fleet", "apply", "-f", specPath)
+	must := func(token string, args ...string) string { t.Helper(); return mustRun(t, srv.URL, token, args...) }
+	sku := applySite(t, srv.URL, op, 2, 2, 2, 4)
 	must(op, "price", "set", "--sku", sku.Name, "--class", "on_demand", "--rate", "3.20")
 	must(op, "tenant", "create", "acme")
 	var tok struct{ Secret string }

@@ -375,8 +375,17 @@ func TestBreakFix(t *testing.T) {
 		if got := listed(op, "?state=open"); len(got) != 2 {
 			t.Fatalf("open reports after a refused decline: %v", got)
 		}
-		if r := e.do("POST", "/v1/break-fix/"+ob.ID+"/decline", op, map[string]any{"reason": "all-gather within spec on our run"}); r.status != 200 || !strings.Contains(string(r.body), `"state":"declined"`) {
-			t.Fatalf("decline: %d %s", r.status, r.body)
+		// A decline retried with its Idempotency-Key answers as the first
+		// did and tells the tenant once.
+		declined := e.do("POST", "/v1/break-fix/"+ob.ID+"/decline", op, map[string]any{"reason": "all-gather within spec on our run"}, "Idempotency-Key", "decline-1")
+		if declined.status != 200 || !strings.Contains(string(declined.body), `"state":"declined"`) {
+			t.Fatalf("decline: %d %s", declined.status, declined.body)
+		}
+		if again := e.do("POST", "/v1/break-fix/"+ob.ID+"/decline", op, map[string]any{"reason": "all-gather within spec on our run"}, "Idempotency-Key", "decline-1"); again.status != 200 || string(again.body) != string(declined.body) {
+			t.Fatalf("the decline retried: %d %s", again.status, again.body)
+		}
+		if evs, _ := db.RecentEvents(context.Background(), 100, "node.report_declined"); len(evs) != 1 {
+			t.Fatalf("%d node.report_declined events after a retried decline", len(evs))
 		}
 		if r := e.do("POST", "/v1/break-fix/"+ob.ID+"/confirm", op, nil); r.status != 409 {
 			t.Fatalf("confirming a declined report: %d %s", r.status, r.body)

@@ -22,7 +22,7 @@ func (s *Service) NodeAssignment(ctx context.Context, nodeID string) (*wire.Assi
 		return nil, err
 	}
 	for _, a := range allocs {
-		if a.State == AllocationReleasing || a.State == AllocationEnded {
+		if !a.State.Live() {
 			continue
 		}
 		r, err := s.cachedReservation(ctx, a.ReservationID)

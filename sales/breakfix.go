@@ -120,7 +120,7 @@ func (s *Service) ServesTenant(ctx context.Context, nodeID, tenantID string) (bo
 		return false, err
 	}
 	for _, a := range allocs {
-		if a.State != AllocationReleasing && a.State != AllocationEnded && a.TenantID == tenantID {
+		if a.State.Live() && a.TenantID == tenantID {
 			return true, nil
 		}
 	}
@@ -148,7 +148,7 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 		}
 		var alloc *Allocation
 		for i, a := range allocs {
-			if a.State == AllocationReleasing || a.State == AllocationEnded {
+			if !a.State.Live() {
 				continue
 			}
 			if p.Role.Operator() || a.TenantID == p.TenantID {
@@ -241,7 +241,7 @@ func (s *Service) ConfirmReport(ctx context.Context, p neocloud.Principal, id st
 			return err
 		}
 		for _, a := range allocs {
-			serving = serving || a.ReservationID == b.ReservationID && a.State != AllocationReleasing && a.State != AllocationEnded
+			serving = serving || a.ReservationID == b.ReservationID && a.State.Live()
 		}
 		now := s.now()
 		b.State, b.ConfirmedAt, b.ConfirmedBy = BreakFixConfirmed, &now, p.TokenID

@@ -828,7 +828,7 @@ func (s *Service) nodeFailed(ctx context.Context, nodeID, why string, evidence b
 		}
 		now := s.now()
 		for _, a := range allocs {
-			if a.State == AllocationReleasing || a.State == AllocationEnded {
+			if !a.State.Live() {
 				continue
 			}
 			r, err := s.Store.Reservation(ctx, a.ReservationID)
@@ -860,7 +860,7 @@ func (s *Service) BareMetal(ctx context.Context, nodeID string) (bool, error) {
 		return false, err
 	}
 	for _, a := range allocs {
-		if a.State == AllocationReleasing || a.State == AllocationEnded {
+		if !a.State.Live() {
 			continue
 		}
 		r, err := s.Store.Reservation(ctx, a.ReservationID)

@@ -92,6 +92,10 @@ var allocationMoves = map[AllocationState][]AllocationState{
 	AllocationReleasing:    {AllocationReleasing, AllocationEnded},
 }
 
+// Live says whether an allocation in this state holds its node for its
+// reservation: bound, provisioning or ready, not on its way out.
+func (s AllocationState) Live() bool { return s != AllocationReleasing && s != AllocationEnded }
+
 // Move checks an allocation state change.
 func (s AllocationState) Move(to AllocationState) error {
 	for _, ok := range allocationMoves[s] {
