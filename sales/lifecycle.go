@@ -118,6 +118,9 @@ func (s *Service) bind(ctx context.Context, cal *calendar, r *Reservation, now t
 		if err != nil {
 			return err
 		}
+		// A replacement waiting for its node keeps its link to the failed
+		// allocation, whichever node it ends up on.
+		k := slices.IndexFunc(r.Replacing, func(p Replacing) bool { return p.NodeID == n.NodeID })
 		for try := 0; !free && try < 3; try++ {
 			res, err := cal.RechooseFree(r.ID, n.NodeID)
 			if err != nil {
@@ -129,6 +132,9 @@ func (s *Service) bind(ctx context.Context, cal *calendar, r *Reservation, now t
 			cm, _ := cal.Reservation(r.ID)
 			r.Nodes = s.nodesOf(cm)
 			n = r.Nodes[j]
+			if k >= 0 {
+				r.Replacing[k].NodeID = n.NodeID
+			}
 			if free, err = s.freeNow(ctx, n); err != nil {
 				return err
 			}
@@ -137,9 +143,16 @@ func (s *Service) bind(ctx context.Context, cal *calendar, r *Reservation, now t
 			waiting++
 			continue
 		}
-		if _, err := s.newAllocation(ctx, r, n, now); err != nil {
+		if k < 0 {
+			if _, err := s.newAllocation(ctx, r, n, now); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := s.bindReplacement(ctx, r, n, r.Replacing[k].Replaces, r.Replacing[k].FailedAt, now); err != nil {
 			return err
 		}
+		r.Replacing = slices.Delete(r.Replacing, k, k+1)
 	}
 	r.Bound = waiting == 0
 	r.DueAt, r.Reason = r.Shape.due(), ""
@@ -719,24 +732,46 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 	cm, _ := cal.Reservation(r.ID)
 	r.Nodes = s.nodesOf(cm)
 	r.ReplacedAt = &t
-	if err := s.saveReservation(ctx, r, now); err != nil {
-		return err
-	}
 	var repl NodeGPUs
 	for _, n := range r.Nodes {
 		if n.NodeID == res.Plan.Nodes[0].NodeID {
 			repl = n
 		}
 	}
-	na, err := s.newAllocation(ctx, r, repl, now)
+	// With no spare, the replacement may be a node spot or internal work
+	// holds: that work gets its notice, and bind makes the allocation
+	// once it has left.
+	if err := s.preempt(ctx, cal, r, now); err != nil {
+		return err
+	}
+	free, err := s.freeNow(ctx, repl)
 	if err != nil {
 		return err
 	}
-	na.Replaces, na.FailedAt = a.ID, &t
-	if err := s.saveAllocation(ctx, &na, now, ""); err != nil {
+	if err := s.emit(ctx, r.TenantID, "node.replaced", r.ID, map[string]any{"failed": a.Hostname, "replacement": repl.Hostname, "reason": why}); err != nil {
 		return err
 	}
-	return s.emit(ctx, r.TenantID, "node.replaced", r.ID, map[string]any{"failed": a.Hostname, "replacement": repl.Hostname, "reason": why})
+	if !free {
+		r.Replacing = append(r.Replacing, Replacing{NodeID: repl.NodeID, Replaces: a.ID, FailedAt: t})
+		r.Bound, r.DueAt = false, now.Add(s.Policy.BindRetry)
+		return s.saveReservation(ctx, r, now)
+	}
+	if err := s.saveReservation(ctx, r, now); err != nil {
+		return err
+	}
+	return s.bindReplacement(ctx, r, repl, a.ID, t, now)
+}
+
+// bindReplacement makes the allocation of a replacement node, linked to the
+// failed allocation it replaces (the time to ready and the SLA's downtime
+// run from failedAt).
+func (s *Service) bindReplacement(ctx context.Context, r *Reservation, n NodeGPUs, replaces string, failedAt, now time.Time) error {
+	na, err := s.newAllocation(ctx, r, n, now)
+	if err != nil {
+		return err
+	}
+	na.Replaces, na.FailedAt = replaces, &failedAt
+	return s.saveAllocation(ctx, &na, now, "")
 }
 
 // shrinkFailed gives back the step of an elastic reservation that holds a

@@ -242,10 +242,21 @@ type Reservation struct {
 	Elastic    *Elastic         `json:"elastic,omitempty" doc:"Elastic internal work: its steps and what reclaims cost it."`
 	Shortfalls []Shortfall      `json:"shortfalls,omitempty" doc:"GPUs it ran short of when a failed node found no replacement: downtime for the SLA."`
 	ReplacedAt *time.Time       `json:"replaced_at,omitempty" doc:"When its latest failed node was replaced."`
-	DueAt      time.Time        `json:"due_at" doc:"When its next step is due (binding, or its end)."`
-	Version    int64            `json:"version"`
-	CreatedAt  time.Time        `json:"created_at"`
-	UpdatedAt  time.Time        `json:"updated_at"`
+	// Replacing are replacements chosen onto nodes that spot or internal
+	// work still holds: each is bound once that work has had its notice and
+	// left, and keeps the failed allocation it replaces.
+	Replacing []Replacing `json:"replacing,omitempty" doc:"Replacement nodes waiting for the spot or internal work reclaimed from them to leave."`
+	DueAt     time.Time   `json:"due_at" doc:"When its next step is due (binding, or its end)."`
+	Version   int64       `json:"version"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
+}
+
+// Replacing is a replacement node waiting to be bound.
+type Replacing struct {
+	NodeID   string    `json:"node_id"`
+	Replaces string    `json:"replaces" doc:"The failed node's allocation."`
+	FailedAt time.Time `json:"failed_at"`
 }
 
 // Shortfall is a node's GPUs a reservation went without, from the failure

@@ -400,6 +400,65 @@ func TestProvisioningFailureReplacesTheNode(t *testing.T) {
 	})
 }
 
+// A failed node whose constraint has no spare left is replaced by a node
+// spot work holds: the spot work gets its notice, and the replacement is
+// bound once it has left, linked to the failed allocation (time to ready
+// and downtime run from the failure).
+func TestFailedNodeReplacedFromSpot(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 24, Class: placement.ClassOnDemand, Within: "rack"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.advance(5 * time.Minute)
+		// Spot work takes every other node, the rack's fourth included.
+		sp, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 232, Class: placement.ClassSpot}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.advance(5 * time.Minute)
+		if st := w.allocStates(sp.ID); st[sales.AllocationReady] != 29 {
+			t.Fatalf("spot: %v", st)
+		}
+		r = w.reservation(r.ID)
+		bad := r.Nodes[0]
+		failed, err := db.LastNodeAllocation(ctx, bad.NodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := w.sales.NodeFailed(ctx, bad.NodeID, "gpu 3: XID 79", true); err != nil || n != 1 {
+			t.Fatalf("node failed: %d %v", n, err)
+		}
+		r = w.reservation(r.ID)
+		if len(r.Replacing) != 1 || r.Replacing[0].Replaces != failed.ID || r.Bound {
+			t.Fatalf("the replacement waits for the spot work: bound %v, %+v", r.Bound, r.Replacing)
+		}
+		if got := strings.Join(w.events(w.beta), " "); !strings.Contains(got, "reservation.preempting") {
+			t.Fatalf("the spot work was not told: %s", got)
+		}
+		w.advance(30 * time.Minute)
+		r = w.reservation(r.ID)
+		if st := w.allocStates(r.ID); st[sales.AllocationReady] != 3 || st[sales.AllocationEnded] != 1 || len(r.Replacing) != 0 || !r.Bound {
+			t.Fatalf("after the spot work left: %v, replacing %+v, bound %v", st, r.Replacing, r.Bound)
+		}
+		var repl sales.Allocation
+		as, _ := db.Allocations(ctx, r.ID)
+		for _, a := range as {
+			if a.Replaces != "" {
+				repl = a
+			}
+		}
+		if repl.Replaces != failed.ID || repl.FailedAt == nil || repl.ReadyAt == nil || rackOf(r.Nodes[0].Domain) != rackOf(bad.Domain) {
+			t.Fatalf("the replacement: %+v in %s", repl, r.Nodes[0].Domain)
+		}
+		if got := strings.Join(w.events(w.acme), " "); !strings.Contains(got, "node.replaced") || !strings.Contains(got, "node.replacement_ready") {
+			t.Fatalf("acme's events: %s", got)
+		}
+	})
+}
+
 func rackOf(domain string) string { return domain[:strings.LastIndexByte(domain, '/')] }
 
 // failing is a provisioner that always fails on chosen nodes.
