@@ -141,6 +141,18 @@ func (s *Service) downtime(ctx context.Context, c ContractWork, r sales.Reservat
 		add(DownInterval{Slot: rt.ID, Node: prev.Hostname, GPUs: len(prev.GPUs), From: *a.FailedAt, To: until, Cause: DownFailed,
 			Evidence: fmt.Sprintf("%s failed: %s; replaced by %s (%s)", prev.Hostname, prev.Reason, a.Hostname, a.ID)})
 	}
+	// Failed nodes whose replacement has no allocation yet: it waits for
+	// the spot or internal work reclaimed from its node to leave. Down
+	// until now; once bound, the replacement's allocation carries the
+	// failure on (and the reservation no longer lists it here).
+	for _, p := range r.Replacing {
+		prev, ok := byID[p.Replaces]
+		if !ok || root(prev).ReadyAt == nil {
+			continue
+		}
+		add(DownInterval{Slot: root(prev).ID, Node: prev.Hostname, GPUs: len(prev.GPUs), From: p.FailedAt, To: to, Cause: DownFailed,
+			Evidence: fmt.Sprintf("%s failed: %s; its replacement waits for the work reclaimed from node %s", prev.Hostname, prev.Reason, p.NodeID)})
+	}
 	// Shortfalls: no replacement to be had.
 	for _, sf := range r.Shortfalls {
 		until := to

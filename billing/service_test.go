@@ -697,3 +697,96 @@ func TestReportsResolved(t *testing.T) {
 		}
 	})
 }
+
+// A failed node whose replacement waits for the spot work reclaimed from
+// its node is down while it waits: in the month it failed, even when that
+// month is closed before the replacement is bound, and in the next one
+// until the replacement is ready, counted once.
+func TestWaitingReplacementIsDowntime(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		w := newWorld(t, db, time.Date(2027, 1, 4, 0, 0, 0, 0, time.UTC))
+		start, end := time.Date(2027, 1, 5, 0, 0, 0, 0, time.UTC), time.Date(2027, 2, 5, 0, 0, 0, 0, time.UTC)
+		acme, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassReserved,
+			Start: &start, DurationS: int64(end.Sub(start) / time.Second), Within: "rack"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.at(start)
+		// Spot work takes every other node, the rest of acme's rack too,
+		// and is given two hours' notice when reclaimed.
+		if _, err := w.sales.SetPrice(ctx, w.op, sales.PriceInput{SKU: "h100-sxm5-80gb", Class: placement.ClassSpot, SpotFloor: "0.80", SpotCeiling: "2.40"}); err != nil {
+			t.Fatal(err)
+		}
+		w.sales.Policy.SpotNotice = 2 * time.Hour
+		if _, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 240, Class: placement.ClassSpot}}); err != nil {
+			t.Fatal(err)
+		}
+		w.at(start.Add(10 * time.Minute))
+		w.sales.Provisioner = &sales.SimStage{Duration: time.Hour}
+
+		// January 31st, 23:00: a node of acme's fails; its replacement waits
+		// for the spot work until one in the morning.
+		failedAt := time.Date(2027, 1, 31, 23, 0, 0, 0, time.UTC)
+		w.at(failedAt)
+		acme, _ = db.Reservation(ctx, acme.ID)
+		if n, err := w.sales.NodeFailed(ctx, acme.Nodes[0].NodeID, "gpu 3: XID 79 GPU has fallen off the bus", true); err != nil || n != 1 {
+			t.Fatalf("node failed: %d %v", n, err)
+		}
+		w.at(time.Date(2027, 2, 1, 0, 30, 0, 0, time.UTC))
+		if r, _ := db.Reservation(ctx, acme.ID); len(r.Replacing) != 1 {
+			t.Fatalf("the replacement does not wait: %+v", r)
+		}
+		failedDown := func(month string) (int64, []billing.DownInterval) {
+			t.Helper()
+			cs, err := w.billing.Credits(ctx, w.acme, "", month)
+			if err != nil || len(cs) != 1 {
+				t.Fatalf("%s credits: %v %+v", month, err, cs)
+			}
+			var gm int64
+			var ds []billing.DownInterval
+			for _, d := range cs[0].Down {
+				if d.Cause == billing.DownFailed {
+					gm += int64(d.GPUs) * int64(d.To.Sub(d.From)/time.Minute)
+					ds = append(ds, d)
+				}
+			}
+			if gm != cs[0].DownGPUMinutes {
+				t.Fatalf("%s: %d GPU-minutes down, %d of them failed: %+v", month, cs[0].DownGPUMinutes, gm, cs[0].Down)
+			}
+			return gm, ds
+		}
+		// January, closed while the replacement waits: the last hour.
+		if gm, ds := failedDown("2027-01"); gm != 8*60 || !ds[0].From.Equal(failedAt) || !strings.Contains(ds[0].Evidence, "waits") {
+			t.Fatalf("January while waiting: %d GPU-minutes, %+v", gm, ds)
+		}
+		if _, _, err := w.billing.Close(ctx, w.op, "2027-01"); err != nil {
+			t.Fatal(err)
+		}
+		// The spot work leaves at one; the replacement is ready about an
+		// hour later.
+		for at := w.clock.Now(); at.Before(time.Date(2027, 2, 1, 3, 0, 0, 0, time.UTC)); at = at.Add(5 * time.Minute) {
+			w.at(at)
+		}
+		r, _ := db.Reservation(ctx, acme.ID)
+		as, _ := db.Allocations(ctx, acme.ID)
+		var repl sales.Allocation
+		for _, a := range as {
+			if a.Replaces != "" {
+				repl = a
+			}
+		}
+		if len(r.Replacing) != 0 || repl.ReadyAt == nil || !repl.FailedAt.Equal(failedAt) {
+			t.Fatalf("the replacement: %+v, replacing %+v", repl, r.Replacing)
+		}
+		// January still counts its hour; February counts from midnight to
+		// the replacement's ready.
+		if gm, _ := failedDown("2027-01"); gm != 8*60 {
+			t.Fatalf("January after: %d GPU-minutes", gm)
+		}
+		want := 8 * int64(repl.ReadyAt.Sub(time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC))/time.Minute)
+		if gm, ds := failedDown("2027-02"); gm != want || len(ds) != 1 || want < 8*120 {
+			t.Fatalf("February: %d GPU-minutes, want %d: %+v", gm, want, ds)
+		}
+	})
+}

@@ -211,9 +211,47 @@ func (s *Service) newAllocation(ctx context.Context, r *Reservation, n NodeGPUs,
 	return a, s.emit(ctx, r.TenantID, "allocation.bound", a.ID, map[string]any{"reservation": r.ID, "node": n.Hostname})
 }
 
-// end moves a bound reservation to ending: its allocations release (network
-// detached, node sanitized) and its calendar entry ends now, so that the
-// nodes are free again after turnaround.
+// withdraw ends a reservation before its time (r.Reason says why): one
+// that holds no node is cancelled, one that does ends.
+func (s *Service) withdraw(ctx context.Context, cal *calendar, r *Reservation, now time.Time) error {
+	held, err := s.holding(ctx, *r)
+	if err != nil {
+		return err
+	}
+	if held {
+		return s.end(ctx, cal, r, now)
+	}
+	if err := r.State.Move(ReservationCancelled); err != nil {
+		return err
+	}
+	cal.Drop(r.ID)
+	r.State, r.DueAt = ReservationCancelled, farFuture
+	if err := s.saveReservation(ctx, r, now); err != nil {
+		return err
+	}
+	return s.emit(ctx, r.TenantID, "reservation.cancelled", r.ID, map[string]any{"reason": r.Reason})
+}
+
+// holding says whether a reservation is to end rather than be dropped:
+// it has been active, or it has an allocation not yet ended. A reservation
+// need not be bound whole to hold nodes: some of its nodes may wait for
+// work reclaimed from them, or for maintenance, or a replacement may.
+func (s *Service) holding(ctx context.Context, r Reservation) (bool, error) {
+	if r.State == ReservationActive {
+		return true, nil
+	}
+	allocs, err := s.Store.Allocations(ctx, r.ID)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(allocs, func(a Allocation) bool { return a.State != AllocationEnded }), nil
+}
+
+// end moves a reservation that holds nodes to ending: its allocations
+// release (network detached, node sanitized) and its calendar entry ends
+// now, so that the nodes are free again after turnaround. A replacement
+// still waiting for its node is given up: the reservation went without the
+// failed node's GPUs from the failure to now, a shortfall.
 func (s *Service) end(ctx context.Context, cal *calendar, r *Reservation, now time.Time) error {
 	if err := r.State.Move(ReservationEnding); err != nil {
 		return err
@@ -236,6 +274,14 @@ func (s *Service) end(ctx context.Context, cal *calendar, r *Reservation, now ti
 	if err != nil {
 		return err
 	}
+	for _, p := range r.Replacing {
+		if i := slices.IndexFunc(allocs, func(a Allocation) bool { return a.ID == p.Replaces }); i >= 0 {
+			a, t := allocs[i], now
+			r.Shortfalls = append(r.Shortfalls, Shortfall{Node: a.Hostname, GPUs: len(a.GPUs), Allocation: a.ID, Since: p.FailedAt, Until: &t,
+				Reason: "its replacement still waited for the work reclaimed from its node when the reservation ended"})
+		}
+	}
+	r.Replacing = nil
 	for _, a := range allocs {
 		if a.State == AllocationEnded || a.State == AllocationReleasing {
 			continue
@@ -451,15 +497,7 @@ func (s *Service) stepReservation(ctx context.Context, id string, now time.Time)
 		if err := s.emit(ctx, r.TenantID, "reservation.evicted", r.ID, data); err != nil {
 			return err
 		}
-		if !r.Bound {
-			cal.Drop(r.ID)
-			r.State, r.DueAt = ReservationCancelled, farFuture
-			if err := s.saveReservation(ctx, &r, now); err != nil {
-				return err
-			}
-			return s.emit(ctx, r.TenantID, "reservation.cancelled", r.ID, map[string]any{"reason": r.Reason})
-		}
-		return s.end(ctx, cal, &r, now)
+		return s.withdraw(ctx, cal, &r, now)
 	case r.Elastic != nil && (r.State == ReservationScheduled || r.State == ReservationActive):
 		return s.stepElastic(ctx, cal, &r, now)
 	case (r.State == ReservationScheduled || r.State == ReservationActive) && !r.Shape.end().After(now):

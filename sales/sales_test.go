@@ -408,36 +408,7 @@ func TestFailedNodeReplacedFromSpot(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		w := newWorld(t, db)
 		ctx := context.Background()
-		r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 24, Class: placement.ClassOnDemand, Within: "rack"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.advance(5 * time.Minute)
-		// Spot work takes every other node, the rack's fourth included.
-		sp, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 232, Class: placement.ClassSpot}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.advance(5 * time.Minute)
-		if st := w.allocStates(sp.ID); st[sales.AllocationReady] != 29 {
-			t.Fatalf("spot: %v", st)
-		}
-		r = w.reservation(r.ID)
-		bad := r.Nodes[0]
-		failed, err := db.LastNodeAllocation(ctx, bad.NodeID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n, err := w.sales.NodeFailed(ctx, bad.NodeID, "gpu 3: XID 79", true); err != nil || n != 1 {
-			t.Fatalf("node failed: %d %v", n, err)
-		}
-		r = w.reservation(r.ID)
-		if len(r.Replacing) != 1 || r.Replacing[0].Replaces != failed.ID || r.Bound {
-			t.Fatalf("the replacement waits for the spot work: bound %v, %+v", r.Bound, r.Replacing)
-		}
-		if got := strings.Join(w.events(w.beta), " "); !strings.Contains(got, "reservation.preempting") {
-			t.Fatalf("the spot work was not told: %s", got)
-		}
+		r, bad, failed := w.replacementWaitsForSpot(ctx)
 		w.advance(30 * time.Minute)
 		r = w.reservation(r.ID)
 		if st := w.allocStates(r.ID); st[sales.AllocationReady] != 3 || st[sales.AllocationEnded] != 1 || len(r.Replacing) != 0 || !r.Bound {
@@ -455,6 +426,77 @@ func TestFailedNodeReplacedFromSpot(t *testing.T) {
 		}
 		if got := strings.Join(w.events(w.acme), " "); !strings.Contains(got, "node.replaced") || !strings.Contains(got, "node.replacement_ready") {
 			t.Fatalf("acme's events: %s", got)
+		}
+	})
+}
+
+// replacementWaitsForSpot makes acme's three nodes in a rack whose fourth
+// holds spot work (beta's, on every other node too), fails one of acme's,
+// and checks that its replacement waits for the spot work, told to leave.
+// It returns acme's reservation, the failed node and its allocation.
+func (w *world) replacementWaitsForSpot(ctx context.Context) (sales.Reservation, sales.NodeGPUs, sales.Allocation) {
+	t := w.t
+	t.Helper()
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 24, Class: placement.ClassOnDemand, Within: "rack"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.advance(5 * time.Minute)
+	sp, err := w.sales.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 232, Class: placement.ClassSpot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.advance(5 * time.Minute)
+	if st := w.allocStates(sp.ID); st[sales.AllocationReady] != 29 {
+		t.Fatalf("spot: %v", st)
+	}
+	r = w.reservation(r.ID)
+	bad := r.Nodes[0]
+	failed, err := w.db.LastNodeAllocation(ctx, bad.NodeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.sales.NodeFailed(ctx, bad.NodeID, "gpu 3: XID 79", true); err != nil || n != 1 {
+		t.Fatalf("node failed: %d %v", n, err)
+	}
+	r = w.reservation(r.ID)
+	if len(r.Replacing) != 1 || r.Replacing[0].Replaces != failed.ID || r.Bound {
+		t.Fatalf("the replacement waits for the spot work: bound %v, %+v", r.Bound, r.Replacing)
+	}
+	if got := strings.Join(w.events(w.beta), " "); !strings.Contains(got, "reservation.preempting") {
+		t.Fatalf("the spot work was not told: %s", got)
+	}
+	return r, bad, failed
+}
+
+// A reservation cancelled while a replacement waits for reclaimed work
+// ends like any other: its allocations are released, none is left
+// holding a node, and the node it went without counts as a shortfall
+// from the failure to the end.
+func TestCancelWhileAReplacementWaits(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db)
+		ctx := context.Background()
+		r, bad, failed := w.replacementWaitsForSpot(ctx)
+		w.advance(time.Minute)
+		if _, err := w.sales.Cancel(ctx, w.acme, r.ID); err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
+		w.advance(30 * time.Minute)
+		r = w.reservation(r.ID)
+		st := w.allocStates(r.ID)
+		if r.State != sales.ReservationEnded || st[sales.AllocationEnded] != 3 || len(st) != 1 || len(r.Replacing) != 0 {
+			t.Fatalf("after cancelling: %s, allocations %v, replacing %+v", r.State, st, r.Replacing)
+		}
+		if len(r.Shortfalls) != 1 || r.Shortfalls[0].Allocation != failed.ID || r.Shortfalls[0].Node != bad.Hostname || r.Shortfalls[0].GPUs != 8 ||
+			r.Shortfalls[0].Until == nil || !r.Shortfalls[0].Until.After(r.Shortfalls[0].Since) {
+			t.Fatalf("shortfalls: %+v", r.Shortfalls)
+		}
+		// Nothing of acme's holds a node any more.
+		for _, n := range r.Nodes {
+			if a, err := db.LastNodeAllocation(ctx, n.NodeID); err == nil && a.ReservationID == r.ID && a.State.Live() {
+				t.Fatalf("node %s still held: %+v", n.Hostname, a)
+			}
 		}
 	})
 }

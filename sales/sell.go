@@ -540,20 +540,8 @@ func (s *Service) Cancel(ctx context.Context, p neocloud.Principal, id string) (
 		if r.State.Terminal() || r.State == ReservationEnding {
 			return neocloud.Conflict(string(r.State), "reservation %s is %s", r.ID, r.State)
 		}
-		if !r.Bound {
-			if err := r.State.Move(ReservationCancelled); err != nil {
-				return err
-			}
-			cal.Drop(r.ID)
-			r.State, r.Reason = ReservationCancelled, "cancelled"
-			r.DueAt = farFuture
-			if err := s.saveReservation(ctx, &r, now); err != nil {
-				return err
-			}
-			return s.emit(ctx, r.TenantID, "reservation.cancelled", r.ID, nil)
-		}
 		r.Reason = "cancelled"
-		return s.end(ctx, cal, &r, now)
+		return s.withdraw(ctx, cal, &r, now)
 	})
 	return r, err
 }
