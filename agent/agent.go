@@ -9,6 +9,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -724,6 +726,9 @@ func (sp *spool) drop(n int) error {
 
 // Simulated is a simulated node's GPUs. It is safe for concurrent use.
 type Simulated struct {
+	// Host names the simulated machine: its GPUs' UUIDs derive from it,
+	// distinct across a simulated fleet and the same on every start.
+	Host   string
 	mu     sync.Mutex
 	gpus   []simGPU
 	nics   []simNIC
@@ -780,9 +785,17 @@ func NewSimulated(n int, model string, memMiB int, maxW float64) *Simulated {
 func (s *Simulated) Info() []wire.GPUInfo {
 	out := make([]wire.GPUInfo, len(s.gpus))
 	for i := range out {
-		out[i] = wire.GPUInfo{Index: i, UUID: fmt.Sprintf("GPU-sim-%02d", i), Model: s.model, MemoryMiB: s.memMiB}
+		out[i] = wire.GPUInfo{Index: i, UUID: simUUID(s.Host, i), Model: s.model, MemoryMiB: s.memMiB}
 	}
 	return out
+}
+
+// simUUID is a simulated GPU's UUID, shaped as NVML's
+// (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), from its host and index.
+func simUUID(host string, index int) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s/gpu/%d", host, index))
+	x := hex.EncodeToString(h[:16])
+	return "GPU-" + x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
 }
 
 // Fault is something to inject into a simulated GPU (or its NIC: one

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -656,6 +657,7 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 		t.Fatal(err)
 	}
 	gpus := agent.NewSimulated(8, sku.GPUModel, sku.GPUMemoryMiB, 700)
+	gpus.Host = fn.Serial
 	opts := agent.Options{Server: srv.URL, JoinToken: n.join, Hostname: victim, Serial: fn.Serial, StateDir: t.TempDir(), Interval: 30 * time.Millisecond, GPUs: gpus}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -799,7 +801,7 @@ func TestXID79ReplacedWithinTheSU(t *testing.T) {
 		t.Fatalf("repair tickets: %+v %v", tickets.Items, err)
 	}
 	tk := tickets.Items[0]
-	if tk.State != agents.TicketOpen || len(tk.GPUs) != 8 || !tk.GPUs[3].Suspect || tk.GPUs[3].UUID != "GPU-sim-03" || tk.GPUs[2].Suspect || !strings.Contains(strings.Join(tk.Reasons, ";"), "XID 79") {
+	if tk.State != agents.TicketOpen || len(tk.GPUs) != 8 || !tk.GPUs[3].Suspect || tk.GPUs[3].UUID != gpus.Info()[3].UUID || tk.GPUs[3].UUID == tk.GPUs[2].UUID || tk.GPUs[2].Suspect || !strings.Contains(strings.Join(tk.Reasons, ";"), "XID 79") {
 		t.Fatalf("the ticket: %+v", tk)
 	}
 	op.Do(ctx, http.MethodGet, "/v1/nodes/"+victim, nil, nil, &fn)
@@ -1225,3 +1227,22 @@ func TestSanitizeNeedsAWipe(t *testing.T) {
 
 // noWipe hides the simulated GPUs' own wipe, as a real node's GPUs have none.
 type noWipe struct{ agent.GPUs }
+
+// Simulated GPUs have UUIDs shaped as NVML's, distinct across GPUs and
+// hosts, and the same on every start.
+func TestSimulatedUUIDs(t *testing.T) {
+	shape := regexp.MustCompile(`^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for _, host := range []string{"SN1", "SN2"} {
+		g := agent.NewSimulated(8, "H100", 81559, 700)
+		g.Host = host
+		again := agent.NewSimulated(8, "H100", 81559, 700)
+		again.Host = host
+		for i, info := range g.Info() {
+			if !shape.MatchString(info.UUID) || seen[info.UUID] || again.Info()[i].UUID != info.UUID {
+				t.Fatalf("%s gpu %d: %q (seen %v, again %q)", host, i, info.UUID, seen[info.UUID], again.Info()[i].UUID)
+			}
+			seen[info.UUID] = true
+		}
+	}
+}

@@ -42,6 +42,7 @@ func agentCmd(g *globals) *cobra.Command {
 					return neocloud.Invalid("--sku", "unknown SKU %q", skuName)
 				}
 				sim := agent.NewSimulated(simulate, sku.GPUModel, sku.GPUMemoryMiB, sku.MaxGPUPowerW())
+				sim.Host = o.Hostname
 				sim.SetBurnIn(burnIn, burnInFail)
 				o.GPUs = sim
 			} else {

@@ -176,7 +176,9 @@ func TestNodeShowOnTheServersClock(t *testing.T) {
 	json.Unmarshal([]byte(mustRun(t, srv.URL, op, "node", "join-token", "create", "--site", "colossus-1", "--uses", "1", "--ttl", "1h", "-o", "json")), &jt)
 	ctx := context.Background()
 	var jr wire.JoinResponse
-	if err := client.New(srv.URL, jt.Secret).Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: node.Hostname, Serial: node.Serial}, &jr); err != nil {
+	uuid := "GPU-2a1f9c3e-5b7d-4e6f-8a9b-0c1d2e3f4a5b"
+	if err := client.New(srv.URL, jt.Secret).Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: node.Hostname, Serial: node.Serial,
+		GPUs: []wire.GPUInfo{{Index: 0, UUID: uuid, Model: "NVIDIA H100 80GB HBM3", MemoryMiB: 81559}}}, &jr); err != nil {
 		t.Fatal(err)
 	}
 	at := clk.Now().Add(-2 * time.Minute).UTC()
@@ -191,5 +193,10 @@ func TestNodeShowOnTheServersClock(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`\((\S+) ago\)`).FindStringSubmatch(out); m == nil || strings.HasPrefix(m[1], "-") || !strings.HasPrefix(m[1], "2m") {
 		t.Fatalf("the last report's age: %v in\n%s", m, out)
+	}
+	// The GPUs as the agent found them, a row each; no JSON, no empty
+	// driver.
+	if !regexp.MustCompile(`(?m)^0\s+NVIDIA H100 80GB HBM3\s+81559\s+` + uuid + `$`).MatchString(out) || strings.Contains(out, `{"`) || strings.Contains(out, "driver ,") {
+		t.Fatalf("node show's GPUs:\n%s", out)
 	}
 }

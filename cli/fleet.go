@@ -177,11 +177,11 @@ func nodeCmd(g *globals) *cobra.Command {
 
 	show := &cobra.Command{Use: "show HOSTNAME|ID", Short: "Show a node; in a table, with its agent's last report (per-GPU telemetry, NICs, conditions) and its last hour, minute by minute", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if err := g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, append(nodeCols, column{"GPUS", "gpus"})); err != nil {
-				return err
+			if g.output != "table" { // json and csv print the API's object alone
+				return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, append(nodeCols, column{"GPUS", "gpus"}))
 			}
-			if g.output != "table" {
-				return nil // json and csv print the API's object alone
+			if err := g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, nodeCols); err != nil {
+				return err
 			}
 			return g.nodeTelemetry(c.Context(), args[0])
 		}}
@@ -291,6 +291,7 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 			Reason string `json:"reason"`
 			Action string `json:"action"`
 		} `json:"conditions"`
+		Found     []json.RawMessage `json:"gpus_found"`
 		Heartbeat struct {
 			AgentVersion  string            `json:"agent_version"`
 			DriverVersion string            `json:"driver_version"`
@@ -301,10 +302,31 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		} `json:"heartbeat"`
 	}
 	path := "/v1/nodes/" + url.PathEscape(ref)
+	// The node's GPUs: as its agent found them when it joined (a repair
+	// ticket names them by UUID), else as the fleet lists them.
+	inventory := func(gpus []json.RawMessage) error {
+		if len(gpus) == 0 {
+			return nil
+		}
+		fmt.Fprintln(g.stdout)
+		return printItems(g.stdout, "table", gpus, false, []column{{"GPU", "index"}, {"MODEL", "model"}, {"MEMORY MIB", "memory_mib"}, {"UUID", "uuid"}})
+	}
 	if err := c.Do(ctx, http.MethodGet, path+"/agent", nil, nil, &st); neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		var n struct {
+			GPUs []json.RawMessage `json:"gpus"`
+		}
+		if err := c.Do(ctx, http.MethodGet, path, nil, nil, &n); err != nil {
+			return err
+		}
+		if err := inventory(n.GPUs); err != nil {
+			return err
+		}
 		fmt.Fprintln(g.stdout, "\nno agent has reported for this node")
 		return nil
 	} else if err != nil {
+		return err
+	}
+	if err := inventory(st.Found); err != nil {
 		return err
 	}
 	hb := st.Heartbeat
@@ -316,8 +338,12 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		return err
 	}
 	now := me.Now.UTC()
-	fmt.Fprintf(g.stdout, "\nAGENT  report %d at %s (%s ago), health %s, action %q, agent %s, driver %s, up %s\n", st.Seq, st.SeenAt.Format(time.RFC3339),
-		now.Sub(st.SeenAt).Truncate(time.Second), st.Health, st.Action, hb.AgentVersion, hb.DriverVersion, time.Duration(hb.UptimeS)*time.Second)
+	driver := ""
+	if hb.DriverVersion != "" {
+		driver = ", driver " + hb.DriverVersion
+	}
+	fmt.Fprintf(g.stdout, "\nAGENT  report %d at %s (%s ago), health %s, action %q, agent %s%s, up %s\n", st.Seq, st.SeenAt.Format(time.RFC3339),
+		now.Sub(st.SeenAt).Truncate(time.Second), st.Health, st.Action, hb.AgentVersion, driver, time.Duration(hb.UptimeS)*time.Second)
 	for _, cd := range st.Conditions {
 		fmt.Fprintf(g.stdout, "  condition: %s (%s)\n", cd.Reason, cd.Action)
 	}

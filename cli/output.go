@@ -53,7 +53,7 @@ func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, 
 		}
 		cw.Write(hdr)
 		for _, r := range raw {
-			cw.Write(cells(r, cols))
+			cw.Write(cells(r, cols, false))
 		}
 		cw.Flush()
 		return cw.Error()
@@ -70,7 +70,7 @@ func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, 
 		}
 		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
 		for _, r := range raw {
-			row := cells(r, cols)
+			row := cells(r, cols, true)
 			for i, c := range cols {
 				if n, err := strconv.ParseInt(row[i], 10, 64); err == nil && isMicros(c) {
 					row[i] = pricing.FormatMicros(pricing.Micros(n))
@@ -86,7 +86,9 @@ func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, 
 // isMicros says whether a column holds money in micro-units.
 func isMicros(c column) bool { return strings.HasSuffix(c.Key, "_micros") }
 
-func cells(r json.RawMessage, cols []column) []string {
+// cells are a row's values of cols; for a table (people reading), a list
+// of strings reads as the strings, separated by "; " (csv keeps its JSON).
+func cells(r json.RawMessage, cols []column, table bool) []string {
 	var m map[string]any
 	d := json.NewDecoder(bytes.NewReader(r))
 	d.UseNumber() // micros past 2^53 stay exact
@@ -103,8 +105,26 @@ func cells(r json.RawMessage, cols []column) []string {
 			v = mm[k]
 		}
 		out[i] = cellString(v)
+		if l, ok := v.([]any); ok && table {
+			if ss, ok := strs(l); ok {
+				out[i] = strings.Join(ss, "; ")
+			}
+		}
 	}
 	return out
+}
+
+// strs returns a JSON list's strings, if that is all it holds.
+func strs(l []any) ([]string, bool) {
+	out := make([]string, len(l))
+	for i, v := range l {
+		s, ok := v.(string)
+		if !ok {
+			return nil, false
+		}
+		out[i] = s
+	}
+	return out, true
 }
 
 func cellString(v any) string {

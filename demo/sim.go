@@ -57,6 +57,7 @@ func (d *Demo) startAgents(ctx context.Context) error {
 	interval := time.Duration(d.o.HeartbeatS) * time.Second
 	for i, n := range nodes {
 		sn := &simNode{id: n.ID, hostname: n.Hostname, serial: n.Serial, gpus: agent.NewSimulated(len(n.GPUs), sku.GPUModel, sku.GPUMemoryMiB, sku.MaxGPUPowerW())}
+		sn.gpus.Host = n.Serial
 		sn.gpus.SetBurnIn(time.Minute, 0)
 		sn.gpus.SetHealthCheck(2 * time.Second)
 		host := n.Hostname
