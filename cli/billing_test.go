@@ -196,7 +196,7 @@ func TestNodeShowOnTheServersClock(t *testing.T) {
 	}
 	// The GPUs as the agent found them, a row each; no JSON, no empty
 	// driver.
-	if !regexp.MustCompile(`(?m)^0\s+NVIDIA H100 80GB HBM3\s+81559\s+` + uuid + `$`).MatchString(out) || strings.Contains(out, `{"`) || strings.Contains(out, "driver ,") {
+	if !regexp.MustCompile(`(?m)^0\s+NVIDIA H100 80GB HBM3\s+81559\s+`+uuid+`$`).MatchString(out) || strings.Contains(out, `{"`) || strings.Contains(out, "driver ,") {
 		t.Fatalf("node show's GPUs:\n%s", out)
 	}
 }
