@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/neocloud/neocloud"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,18 @@ func TestTablesShowMoney(t *testing.T) {
 	}
 	if strings.Contains(table.String(), "µ") {
 		t.Errorf("a money header kept its µ")
+	}
+}
+
+// A conflict names the current state once, whether or not the server's
+// detail already does.
+func TestDescribeNamesTheStateOnce(t *testing.T) {
+	for _, c := range []struct{ msg, want string }{
+		{"node n1 has no open repair ticket (current state: burn_in)", "conflict: node n1 has no open repair ticket (current state: burn_in)"},
+		{"node n1 has no open repair ticket", "conflict: node n1 has no open repair ticket (current state: burn_in)"},
+	} {
+		if got := describe(&neocloud.Error{Kind: neocloud.KindConflict, Message: c.msg, State: "burn_in"}); got != c.want {
+			t.Errorf("describe(%q) = %q, want %q", c.msg, got, c.want)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +39,7 @@ func describe(err error) string {
 		if e.Field != "" {
 			s = e.Field + ": " + s
 		}
-		if e.State != "" {
+		if e.State != "" && !strings.Contains(s, e.State) { // the server's detail may say it already
 			s += " (current state: " + e.State + ")"
 		}
 		return string(e.Kind) + ": " + s
