@@ -87,6 +87,13 @@ type SanitizeRecord struct {
 	FinishedAt time.Time `json:"finished_at"`
 }
 
+// TicketFilter selects repair tickets: one node's ("" for all), and open
+// ones (Closed false), closed ones (true) or both (nil).
+type TicketFilter struct {
+	NodeID string
+	Closed *bool
+}
+
 // RemediationStore is what remediation needs from storage.
 type RemediationStore interface {
 	InsertTicket(ctx context.Context, t RepairTicket) error
@@ -94,6 +101,10 @@ type RemediationStore interface {
 	// Tickets returns tickets newest first: of one node ("" for all), not
 	// closed when openOnly.
 	Tickets(ctx context.Context, nodeID string, openOnly bool) ([]RepairTicket, error)
+	// TicketPage returns a page of the tickets f selects, newest first
+	// (the cursor is the last one's id); CountTickets counts them all.
+	TicketPage(ctx context.Context, f TicketFilter, pg neocloud.Page) ([]RepairTicket, error)
+	CountTickets(ctx context.Context, f TicketFilter) (int, error)
 	InsertSanitizeRecord(ctx context.Context, r SanitizeRecord) error
 	SanitizeRecords(ctx context.Context, nodeID string) ([]SanitizeRecord, error)
 }

@@ -426,7 +426,7 @@ func repairCmd(g *globals) *cobra.Command {
 			if all {
 				q.Set("all", "true")
 			}
-			return g.list(c.Context(), "/v1/repairs", q, listFlags{limit: 1000}, ticketCols)
+			return g.list(c.Context(), "/v1/repairs", q, listFlags{limit: 1000, all: true}, ticketCols) // every page
 		}}
 	list.Flags().StringVar(&node, "node", "", "one node's (hostname or id)")
 	list.Flags().BoolVar(&all, "all", false, "closed tickets too")

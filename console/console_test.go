@@ -4,17 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/audit"
 	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/console"
@@ -288,19 +291,7 @@ func TestConfirmReportFromHealth(t *testing.T) {
 		t.Fatalf("acme's reservation: %v %d", err, len(rs))
 	}
 	node, _ := r.Fleet.Snapshot.Node(rs[0].Nodes[0].NodeID)
-	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/nodes/"+node.Hostname+"/report", strings.NewReader(`{"reason":"NCCL all-reduce hangs"}`))
-	req.Header.Set("Authorization", "Bearer "+tenantToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b sales.BreakFix
-	json.NewDecoder(resp.Body).Decode(&b)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated || b.ID == "" {
-		t.Fatalf("report: %d %+v", resp.StatusCode, b)
-	}
+	b := report(t, r.URL, tenantToken, node.Hostname)
 
 	admin := browser(t, r.URL, opToken)
 	if code, page := get(t, admin, r.URL+"/"); code != 200 || !strings.Contains(page, `<div class="big" id="open-reports">1</div>`) {
@@ -350,7 +341,7 @@ func TestConfirmReportFromHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ = http.NewRequest(http.MethodPost, r.URL+"/v1/nodes/"+rs[0].Nodes[1].NodeID+"/replace", strings.NewReader(`{"reason":"slow NVLink"}`))
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/nodes/"+rs[0].Nodes[1].NodeID+"/replace", strings.NewReader(`{"reason":"slow NVLink"}`))
 	req.Header.Set("Authorization", "Bearer "+tenantToken)
 	req.Header.Set("Content-Type", "application/json")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusCreated {
@@ -407,5 +398,113 @@ func TestUtilizationSurvivesARestart(t *testing.T) {
 	}
 	if len(before) == 0 || before[len(before)-1].GPUs != 64 || !kept {
 		t.Fatalf("before %+v, after %+v", before, after)
+	}
+}
+
+// report has a tenant's user report a node (hostname or id) as broken.
+func report(t *testing.T, base, token, node string) sales.BreakFix {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/nodes/"+node+"/report", strings.NewReader(`{"reason":"NCCL all-reduce hangs"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b sales.BreakFix
+	json.NewDecoder(resp.Body).Decode(&b)
+	if resp.StatusCode != http.StatusCreated || b.ID == "" {
+		t.Fatalf("report: %d %+v", resp.StatusCode, b)
+	}
+	return b
+}
+
+// The Health page pages through tenants' reports (oldest first) and open
+// repair tickets (newest first), with exact counts, and lists the repairs
+// closed lately apart: an old open ticket is never hidden behind newer
+// closed ones.
+func TestHealthPagePages(t *testing.T) {
+	r, opToken, tenantToken := site(t)
+	ctx := context.Background()
+	rs, err := r.Sales.Reservations(ctx, opP, sales.ReservationFilter{State: sales.ReservationActive}, neocloud.Page{Limit: 1})
+	if err != nil || len(rs) != 1 || len(rs[0].Nodes) < 2 {
+		t.Fatalf("acme's reservation: %v %+v", err, rs)
+	}
+	var reports []string
+	for _, n := range rs[0].Nodes[:2] {
+		reports = append(reports, report(t, r.URL, tenantToken, n.NodeID).ID)
+	}
+	// Two open tickets, the oldest first, then a closed one newer than
+	// both.
+	nodes := r.Fleet.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 100})
+	at := time.Now().UTC().Add(-time.Hour)
+	var open []string
+	for i := range 3 {
+		tk := agents.RepairTicket{ID: neocloud.NewID("rpr_"), NodeID: nodes[len(nodes)-1-i].ID, State: agents.TicketOpen, Reasons: []string{fmt.Sprintf("gpu %d: XID 79", i)},
+			OpenedAt: at.Add(time.Duration(i) * time.Minute), UpdatedAt: at}
+		if i == 2 {
+			closed := at.Add(10 * time.Minute)
+			tk.State, tk.ClosedAt = agents.TicketClosed, &closed
+		} else {
+			open = append(open, tk.ID)
+		}
+		if err := r.Store.InsertTicket(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := browser(t, r.URL, opToken)
+	rows := func(page, table string) []string {
+		t.Helper()
+		i := strings.Index(page, `<table id="`+table+`">`)
+		if i < 0 {
+			return nil
+		}
+		body := page[i:]
+		body = body[:strings.Index(body, "</table>")]
+		var ids []string
+		for _, m := range regexp.MustCompile(`<tr data-id="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+			ids = append(ids, m[1])
+		}
+		return ids
+	}
+	next := func(page, id string) string {
+		t.Helper()
+		m := regexp.MustCompile(`<a href="([^"]+)" id="` + id + `"`).FindStringSubmatch(page)
+		if m == nil {
+			t.Fatalf("no %s link in %.3000s", id, page)
+		}
+		return r.URL + html.UnescapeString(m[1])
+	}
+	code, page := get(t, admin, r.URL+"/health?per=1")
+	if code != 200 || !slices.Equal(rows(page, "reports"), reports[:1]) || !strings.Contains(page, `<p id="reports-shown">1 of 2, oldest first.`) ||
+		!slices.Equal(rows(page, "tickets"), open[1:]) || !strings.Contains(page, `<p id="tickets-shown">1 of 2, newest first.`) ||
+		len(rows(page, "closed-tickets")) != 1 {
+		t.Fatalf("the first pages: %d reports %v, tickets %v, closed %v\n%.4000s", code, rows(page, "reports"), rows(page, "tickets"), rows(page, "closed-tickets"), page)
+	}
+	// The reports' next page keeps the tickets' place, and the other way.
+	_, page = get(t, admin, next(page, "reports-next"))
+	if got := rows(page, "reports"); !slices.Equal(got, reports[1:]) || !slices.Equal(rows(page, "tickets"), open[1:]) || strings.Contains(page, `id="reports-next"`) {
+		t.Fatalf("the reports' second page: %v, tickets %v", got, rows(page, "tickets"))
+	}
+	_, page = get(t, admin, next(page, "tickets-next"))
+	if got := rows(page, "tickets"); !slices.Equal(got, open[:1]) || !slices.Equal(rows(page, "reports"), reports[1:]) {
+		t.Fatalf("the tickets' second page: %v, reports %v", got, rows(page, "reports"))
+	}
+	// The API pages the same way.
+	var l struct {
+		Items      []agents.RepairTicket
+		NextCursor string `json:"next_cursor"`
+	}
+	req, _ := http.NewRequest(http.MethodGet, r.URL+"/v1/repairs?limit=1", nil)
+	req.Header.Set("Authorization", "Bearer "+opToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&l)
+	resp.Body.Close()
+	if len(l.Items) != 1 || l.Items[0].ID != open[1] || l.NextCursor == "" {
+		t.Fatalf("GET /v1/repairs?limit=1: %+v", l)
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"github.com/neocloud/neocloud/pricing"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -734,16 +736,56 @@ func (c *Console) maintenance(w http.ResponseWriter, r *http.Request, s session)
 
 type healthData struct {
 	Incidents    []agents.Incident
-	Tickets      []agents.RepairTicket
 	Replacements []replacement
-	// Reports are tenants' reports awaiting an operator, the oldest
-	// MaxLimit of OpenReports.
-	Reports     []sales.BreakFix
-	OpenReports int
-	Tenants     map[string]string
-	Admin       bool
-	Message     string
-	Error       string
+	// Reports are a page of the tenants' reports awaiting an operator,
+	// oldest first, of OpenReports; Tickets a page of the open repair
+	// tickets, newest first, of OpenTickets; Closed the latest closed.
+	// The links page on (Next) and back to the first page (First).
+	Reports                   []sales.BreakFix
+	OpenReports               int
+	NextReports, FirstReports string
+	Tickets                   []agents.RepairTicket
+	OpenTickets               int
+	NextTickets, FirstTickets string
+	Closed                    []agents.RepairTicket
+	Tenants                   map[string]string
+	Admin                     bool
+	Message                   string
+	Error                     string
+}
+
+// healthPerPage is how many reports and open tickets the Health page
+// lists at a time, unless ?per= says (1 to 1,000).
+const healthPerPage = 100
+
+// pageLinks trims a page of the Health page, read with one row more than
+// the per it shows, and returns it with the links to the next page (when
+// there is one) and back to the first (when not on it): the page's cursor
+// is query q's key, keyed by id.
+func pageLinks[T any](items []T, per int, q url.Values, key string, id func(T) string) (page []T, next, first string) {
+	if len(items) > per {
+		items = items[:per]
+		next = healthLink(q, key, neocloud.EncodeCursor(id(items[per-1])))
+	}
+	if q.Get(key) != "" {
+		first = healthLink(q, key, "")
+	}
+	return items, next, first
+}
+
+// healthLink is the Health page with query q changed: key set to v
+// (removed when empty).
+func healthLink(q url.Values, key, v string) string {
+	q = maps.Clone(q)
+	if v == "" {
+		q.Del(key)
+	} else {
+		q.Set(key, v)
+	}
+	if len(q) == 0 {
+		return "/health"
+	}
+	return "/health?" + q.Encode()
 }
 
 type replacement struct {
@@ -791,17 +833,32 @@ func (c *Console) resolveReport(w http.ResponseWriter, r *http.Request, s sessio
 func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s session, status int, msg, errMsg string) {
 	ctx := r.Context()
 	d := healthData{Admin: s.P.Role == neocloud.RoleOperatorAdmin, Message: msg, Error: errMsg}
+	// A page's query (after a form's post: the first pages).
+	q := url.Values{}
+	if r.Method == http.MethodGet {
+		for _, k := range []string{"per", "reports", "tickets"} {
+			if v := r.URL.Query().Get(k); v != "" {
+				q.Set(k, v)
+			}
+		}
+	}
+	per := healthPerPage
+	if n, err := strconv.Atoi(q.Get("per")); err == nil && n >= 1 && n <= neocloud.MaxLimit {
+		per = n
+	}
+	// A page is read with one row more than it shows: whether there is a
+	// next one.
+	page := func(cursor string) neocloud.Page { return neocloud.Page{Limit: per + 1, Cursor: cursor} }
 	var err error
-	if d.Reports, err = c.cfg.Sales.BreakFixes(ctx, s.P, openReports, neocloud.Page{Limit: neocloud.MaxLimit}); err != nil {
+	if d.Reports, err = c.cfg.Sales.BreakFixes(ctx, s.P, openReports, page(q.Get("reports"))); err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	if d.OpenReports = len(d.Reports); d.OpenReports == neocloud.MaxLimit {
-		if d.OpenReports, err = c.cfg.Sales.CountBreakFixes(ctx, s.P, openReports); err != nil {
-			c.fail(w, r, err)
-			return
-		}
+	if d.OpenReports, err = c.cfg.Sales.CountBreakFixes(ctx, s.P, openReports); err != nil {
+		c.fail(w, r, err)
+		return
 	}
+	d.Reports, d.NextReports, d.FirstReports = pageLinks(d.Reports, per, q, "reports", func(b sales.BreakFix) string { return b.ID })
 	if len(d.Reports) > 0 {
 		d.Tenants = c.tenantNames(ctx)
 	}
@@ -809,14 +866,22 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s session, 
 		c.fail(w, r, err)
 		return
 	}
-	if d.Tickets, err = c.cfg.Agents.Store.Tickets(ctx, "", false); err != nil {
+	open, closed := false, true
+	if d.Tickets, err = c.cfg.Agents.Store.TicketPage(ctx, agents.TicketFilter{Closed: &open}, page(q.Get("tickets"))); err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	if len(d.Tickets) > 100 {
-		d.Tickets = d.Tickets[:100]
+	if d.OpenTickets, err = c.cfg.Agents.Store.CountTickets(ctx, agents.TicketFilter{Closed: &open}); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	d.Tickets, d.NextTickets, d.FirstTickets = pageLinks(d.Tickets, per, q, "tickets", func(t agents.RepairTicket) string { return t.ID })
+	if d.Closed, err = c.cfg.Agents.Store.TicketPage(ctx, agents.TicketFilter{Closed: &closed}, neocloud.Page{Limit: 20}); err != nil {
+		c.fail(w, r, err)
+		return
 	}
 	c.cfg.Agents.Located(d.Tickets...)
+	c.cfg.Agents.Located(d.Closed...)
 	evs, err := c.cfg.Store.RecentEvents(ctx, 400, "node.replaced", "node.replacement_ready")
 	if err != nil {
 		c.fail(w, r, err)

@@ -297,22 +297,31 @@ func (s *Server) registerAgents() {
 
 	register(s, opRead, huma.Operation{OperationID: "list-repairs", Method: http.MethodGet, Path: "/v1/repairs", Summary: "Repair tickets, newest first", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
+			PageParams
 			Node string `query:"node" doc:"One node's (hostname or id)."`
 			All  bool   `query:"all" doc:"Closed ones too."`
 		}) (*struct{ Body List[agents.RepairTicket] }, error) {
-			id := ""
+			pg := in.page()
+			if err := pg.Normalize(); err != nil {
+				return nil, err
+			}
+			open := false
+			f := agents.TicketFilter{Closed: &open}
+			if in.All {
+				f.Closed = nil
+			}
 			if in.Node != "" {
 				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
 				if !ok {
 					return nil, neocloud.NotFound("node", in.Node)
 				}
-				id = n.ID
+				f.NodeID = n.ID
 			}
-			ts, err := av.Store.Tickets(ctx, id, !in.All)
+			ts, err := av.Store.TicketPage(ctx, f, pg)
 			if err != nil {
 				return nil, err
 			}
-			return &struct{ Body List[agents.RepairTicket] }{List[agents.RepairTicket]{Items: nonNil(av.Located(ts...))}}, nil
+			return listOf(nonNil(av.Located(ts...)), limitOf(pg), func(t agents.RepairTicket) string { return t.ID }), nil
 		})
 
 	register(s, opRead, huma.Operation{OperationID: "node-sanitize-records", Method: http.MethodGet, Path: "/v1/nodes/{node}/sanitize-records", Summary: "A node's sanitize records, newest first", Tags: []string{"agents"}},

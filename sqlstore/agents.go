@@ -453,6 +453,37 @@ func (db *DB) Tickets(ctx context.Context, nodeID string, openOnly bool) ([]agen
 	return collect(db, ctx, scanTicket, q+` ORDER BY opened_at DESC, id DESC`, nodeID, nodeID)
 }
 
+func (db *DB) TicketPage(ctx context.Context, f agents.TicketFilter, pg neocloud.Page) ([]agents.RepairTicket, error) {
+	where, args := ticketWhere(f)
+	if after := pg.After(); after != "" {
+		where, args = append(where, "id < ?"), append(args, after)
+	}
+	return collect(db, ctx, scanTicket, `SELECT `+ticketCols+` FROM repair_tickets WHERE `+strings.Join(where, " AND ")+` ORDER BY id DESC LIMIT ?`, append(args, limitOf(pg))...)
+}
+
+func (db *DB) CountTickets(ctx context.Context, f agents.TicketFilter) (int, error) {
+	where, args := ticketWhere(f)
+	var n int
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM repair_tickets WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	return n, db.translate(err)
+}
+
+// ticketWhere is a ticket filter's conditions.
+func ticketWhere(f agents.TicketFilter) ([]string, []any) {
+	where, args := []string{"1 = 1"}, []any{}
+	if f.NodeID != "" {
+		where, args = append(where, "node_id = ?"), append(args, f.NodeID)
+	}
+	if f.Closed != nil {
+		op := "<>"
+		if *f.Closed {
+			op = "="
+		}
+		where = append(where, "state "+op+" 'closed'")
+	}
+	return where, args
+}
+
 func (db *DB) InsertSanitizeRecord(ctx context.Context, r agents.SanitizeRecord) error {
 	return db.write(ctx, func(ctx context.Context) error {
 		_, err := db.exec(ctx, `INSERT INTO sanitize_records (id, node_id, ticket_id, command_id, result, steps, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
