@@ -186,7 +186,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		inc := s.incidents[key]
 		if silent[k] >= 2 && share > pol.Breaker[k.level] {
 			open[k] = true
-			msg := fmt.Sprintf("%d of %d reporting nodes of %s %s silent at once (over %.0f%%): not failing or replacing any of them; check the network and the out-of-band controllers",
+			msg := fmt.Sprintf("%d of %d reporting nodes of %s %s silent at once (over %.0f%%): not failing or replacing any of them; check the network and the out-of-band controllers, and fail (neocloud node fail) a node found truly down",
 				silent[k], n, k.level, k.domain, 100*pol.Breaker[k.level])
 			if inc == nil || inc.ClosedAt != nil {
 				inc = &Incident{ID: neocloud.NewID(PrefixIncident), Kind: "silent_domain", SiteID: k.site, Level: k.level, Domain: k.domain, OpenedAt: now}

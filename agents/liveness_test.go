@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -82,7 +83,7 @@ func (l *lab) start() {
 	ag.OnFailed = func(_ context.Context, id, why string, evidence bool) error {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if evidence != strings.Contains(why, "powered off") {
+		if evidence != (strings.Contains(why, "powered off") || strings.HasPrefix(why, "failed by an operator: ")) {
 			l.t.Errorf("%s failed with evidence %v: %s", id, evidence, why)
 		}
 		l.failed = append(l.failed, id)
@@ -204,6 +205,29 @@ func TestLivenessBreaker(t *testing.T) {
 		}
 		if len(l.failed) != 0 {
 			t.Fatalf("replaced behind an open breaker: %v", l.failed)
+		}
+		// An operator who finds one of them truly down fails it: its work
+		// goes (on the operator's evidence) and its repair opens; the
+		// others stay held. Without a reason, nothing changes.
+		ctx := context.Background()
+		if _, err := l.ag.FailNode(ctx, silent[0].Hostname, "  "); neocloud.ErrorKind(err) != neocloud.KindInvalid || !strings.Contains(err.Error(), "reason") ||
+			l.health(silent[0]) != fleet.HealthOK || len(l.failed) != 0 {
+			t.Fatalf("failed without a reason: %v, %s, %v", err, l.health(silent[0]), l.failed)
+		}
+		tk, err := l.ag.FailNode(ctx, silent[0].Hostname, "PSU burnt out")
+		if err != nil || tk.State != agents.TicketOpen || tk.NodeID != silent[0].ID || !slices.Contains(tk.Reasons, "failed by an operator: PSU burnt out") {
+			t.Fatalf("an operator's failure: %v %+v", err, tk)
+		}
+		if n, _ := l.fl.Snapshot.Node(silent[0].ID); n.Health != fleet.HealthFailed || n.Lifecycle != fleet.LifecycleRepair || !slices.Equal(l.failed, []string{silent[0].ID}) {
+			t.Fatalf("after an operator's failure: %s %s, OnFailed %v", n.Health, n.Lifecycle, l.failed)
+		}
+		for i := 0; i < 6; i++ {
+			l.now = l.now.Add(10 * time.Second)
+			l.beat(silent...)
+			l.sweep()
+		}
+		if len(l.failed) != 1 || l.health(silent[1]) != fleet.HealthOK || len(l.incidents(l.ag, true)) != 1 {
+			t.Fatalf("the breaker let go: OnFailed %v, %s", l.failed, l.health(silent[1]))
 		}
 		// The incident is stored: a restarted server (or another one)
 		// shows it and carries it on.

@@ -133,6 +133,45 @@ func (s *Service) failed(ctx context.Context, nodeID, why string, evidence bool)
 	return err
 }
 
+// FailNode is an operator's word that a node is broken: seen on the floor,
+// or one of a silent domain the breaker holds, checked by hand. It is
+// evidence, as the out-of-band controller's is: the node is failed, its
+// work replaced (bare metal too, and counted as the tenant's downtime) and
+// its repair opened, in one transaction. It returns the repair ticket.
+func (s *Service) FailNode(ctx context.Context, ref, reason string) (RepairTicket, error) {
+	var t RepairTicket
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return t, neocloud.Invalid("body.reason", "say why the node is failed (the ticket and the tenant's event carry it)")
+	}
+	n, ok := s.Fleet.Snapshot.Node(ref)
+	if !ok {
+		return t, neocloud.NotFound("node", ref)
+	}
+	if n.Lifecycle == fleet.LifecycleRetired {
+		return t, neocloud.Conflict(string(n.Lifecycle), "node %s is retired", n.Hostname)
+	}
+	why := "failed by an operator: " + reason
+	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if err := s.SetHealth(ctx, n.ID, fleet.HealthFailed, []string{why}); err != nil {
+			return err
+		}
+		if err := s.failed(ctx, n.ID, why, true); err != nil {
+			return err
+		}
+		ts, err := s.Store.Tickets(ctx, n.ID, true)
+		if err != nil {
+			return err
+		}
+		if len(ts) == 0 {
+			return fmt.Errorf("node %s failed without a repair ticket", n.Hostname)
+		}
+		t = ts[0]
+		return nil
+	})
+	return t, err
+}
+
 // OpenRepair moves a node to repair with a ticket naming why, or adds the
 // reason to its open ticket.
 func (s *Service) OpenRepair(ctx context.Context, nodeID, why string) (RepairTicket, error) {

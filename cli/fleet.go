@@ -235,7 +235,9 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/repair-done", map[string]any{"force": force}, ticketCols)
 		}}
 	repairDone.Flags().BoolVar(&force, "force", false, "let a quarantined node back")
-	cmd.AddCommand(repairDone, &cobra.Command{Use: "sanitize-records HOSTNAME|ID", Short: "A node's sanitize records: steps and result, before each new tenant", Args: cobra.ExactArgs(1),
+	fail := g.reasonCmd("fail HOSTNAME|ID --reason TEXT", "Fail a node found broken (say, in a silent domain the breaker holds): its work is replaced and its repair opened",
+		"why (required): the ticket and the tenants' events carry it", func(ref string) string { return "/v1/nodes/" + url.PathEscape(ref) + "/fail" }, ticketCols)
+	cmd.AddCommand(repairDone, fail, &cobra.Command{Use: "sanitize-records HOSTNAME|ID", Short: "A node's sanitize records: steps and result, before each new tenant", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.list(c.Context(), "/v1/nodes/"+url.PathEscape(args[0])+"/sanitize-records", nil, listFlags{limit: 1000},
 				[]column{{"ID", "id"}, {"RESULT", "result"}, {"TICKET", "ticket_id"}, {"STARTED", "started_at"}, {"FINISHED", "finished_at"}, {"STEPS", "steps"}})
@@ -395,12 +397,8 @@ func breakFixCmd(g *globals) *cobra.Command {
 	list.Flags().StringVar(&f.node, "node", "", "one node's (hostname or id)")
 	list.Flags().StringVar(&f.reservation, "reservation", "", "one reservation's")
 	lf.add(list)
-	var reason string
-	decline := &cobra.Command{Use: "decline ID --reason TEXT", Short: "Decline a tenant's report: no fault found, the node stays in the work, no downtime counts (the tenant is told why)", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			return g.one(c.Context(), http.MethodPost, "/v1/break-fix/"+url.PathEscape(args[0])+"/decline", map[string]any{"reason": reason}, breakFixCols)
-		}}
-	decline.Flags().StringVar(&reason, "reason", "", "why no fault is behind the report")
+	decline := g.reasonCmd("decline ID --reason TEXT", "Decline a tenant's report: no fault found, the node stays in the work, no downtime counts (the tenant is told why)",
+		"why no fault is behind the report", func(id string) string { return "/v1/break-fix/" + url.PathEscape(id) + "/decline" }, breakFixCols)
 	cmd.AddCommand(list, decline, &cobra.Command{Use: "show ID", Short: "Show a break-fix request", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.one(c.Context(), http.MethodGet, "/v1/break-fix/"+url.PathEscape(args[0]), nil, breakFixCols)
@@ -412,6 +410,18 @@ func breakFixCmd(g *globals) *cobra.Command {
 }
 
 var ticketCols = []column{{"ID", "id"}, {"NODE", "hostname"}, {"SERIAL", "serial"}, {"WHERE", "domain"}, {"STATE", "state"}, {"QUARANTINED", "quarantined"}, {"OPENED", "opened_at"}, {"REASONS", "reasons"}, {"MESSAGE", "message"}}
+
+// reasonCmd is a command that posts its one argument's --reason to the
+// path made from that argument and prints the answer.
+func (g *globals) reasonCmd(use, short, reasonDoc string, path func(arg string) string, cols []column) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return g.one(c.Context(), http.MethodPost, path(args[0]), map[string]any{"reason": reason}, cols)
+		}}
+	cmd.Flags().StringVar(&reason, "reason", "", reasonDoc)
+	return cmd
+}
 
 func repairCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "repair", Short: "Repair tickets: failed nodes on their way back to service"}

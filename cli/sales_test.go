@@ -292,4 +292,20 @@ func TestCLIBreakFix(t *testing.T) {
 	if len(tickets) != 1 || tickets[0].Hostname != r.Nodes[1].Hostname || tickets[0].Domain == "" || tickets[0].Serial == "" {
 		t.Fatalf("repair list: %+v", tickets)
 	}
+	// The operator finds the first node broken after all and fails it:
+	// a reason is required; with one, the tenant's work on it is replaced
+	// and its repair opens.
+	if _, errOut, code := run(t, srv.URL, op, "node", "fail", r.Nodes[0].Hostname); code != 1 || !strings.Contains(errOut, "body.reason") {
+		t.Fatalf("node fail without a reason: %d %s", code, errOut)
+	}
+	if out := must(op, "node", "fail", r.Nodes[0].Hostname, "--reason", "burnt smell from GPU 5"); !strings.Contains(out, "failed by an operator: burnt smell from GPU 5") || !strings.Contains(out, "open") {
+		t.Fatalf("node fail:\n%s", out)
+	}
+	json.Unmarshal([]byte(must(op, "repair", "list", "-o", "json")), &tickets)
+	if len(tickets) != 2 || tickets[0].Hostname != r.Nodes[0].Hostname {
+		t.Fatalf("repair list after node fail: %+v", tickets)
+	}
+	if evs := must(ta, "events", "-o", "csv"); strings.Count(evs, "node.replaced") != 2 {
+		t.Fatalf("the tenant's events after node fail:\n%s", evs)
+	}
 }

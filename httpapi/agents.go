@@ -295,6 +295,22 @@ func (s *Server) registerAgents() {
 			return &struct{ Body agents.RepairTicket }{av.Located(t)[0]}, nil
 		})
 
+	register(s, opAdmin, huma.Operation{OperationID: "fail-node", Method: http.MethodPost, Path: "/v1/nodes/{node}/fail", Summary: "An operator fails a node: its work is replaced, its repair opened",
+		Description: "The operator's word that the node is broken (seen on the floor, or a silent domain the liveness breaker holds, checked by hand) is evidence, as the out-of-band controller's is: the node is failed, the work it serves (bare metal too) moves to replacements within each reservation's constraint, the time counts as the tenants' downtime, and a repair ticket opens. Answers the ticket. A reason is required; a retired node answers 409.", Tags: []string{"agents"}},
+		func(ctx context.Context, in *struct {
+			Node string `path:"node" doc:"Node id or hostname."`
+			Body struct {
+				Reason string `json:"reason" maxLength:"500" doc:"Why: the ticket and the tenants' events carry it."`
+			}
+		}) (*struct{ Body agents.RepairTicket }, error) {
+			t, err := av.FailNode(ctx, in.Node, in.Body.Reason)
+			if err != nil {
+				return nil, err
+			}
+			info(ctx).Object = t.NodeID
+			return &struct{ Body agents.RepairTicket }{av.Located(t)[0]}, nil
+		})
+
 	register(s, opRead, huma.Operation{OperationID: "list-repairs", Method: http.MethodGet, Path: "/v1/repairs", Summary: "Repair tickets, newest first", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			PageParams

@@ -96,6 +96,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"list-incidents":        {OA, OV},
 	"list-repairs":          {OA, OV},
 	"repair-done":           {OA},
+	"fail-node":             {OA},
 	"node-sanitize-records": {OA, OV},
 	// Break-fix: a tenant on its own nodes (another's answer 404).
 	"node-report":    {OA, TA},
@@ -297,6 +298,9 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		}
 		path = strings.Replace(path, "{node}", e.hosts[9], 1)
 		body = map[string]any{}
+	case "fail-node":
+		path = strings.Replace(path, "{node}", e.hosts[60], 1)
+		body = map[string]any{"reason": "smoke from the PSU"}
 	case "node-samples":
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?to_seq=10"
 	case "rekey-node":
