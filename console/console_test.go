@@ -508,3 +508,47 @@ func TestHealthPagePages(t *testing.T) {
 		t.Fatalf("GET /v1/repairs?limit=1: %+v", l)
 	}
 }
+
+// An operator-admin fails a node found broken from its page, with a
+// reason (without one, nothing changes): the tenant's work on it is
+// replaced and its repair opens.
+func TestFailNodeFromItsPage(t *testing.T) {
+	r, opToken, _ := site(t)
+	ctx := context.Background()
+	rs, err := r.Sales.Reservations(ctx, opP, sales.ReservationFilter{State: sales.ReservationActive}, neocloud.Page{Limit: 1})
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("acme's reservation: %v %d", err, len(rs))
+	}
+	n := rs[0].Nodes[0]
+	admin := browser(t, r.URL, opToken)
+	if _, page := get(t, admin, r.URL+"/nodes/"+n.NodeID); !strings.Contains(page, `<input id="fail-reason" name="reason" required`) {
+		t.Fatalf("no fail action on the node page: %.3000s", page)
+	}
+	fail := func(reason string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.NodeID+"/fail", strings.NewReader(url.Values{"reason": {reason}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("HX-Request", "true")
+		resp, err := admin.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if _, frag := fail(""); !strings.Contains(frag, `role="alert"`) || !strings.Contains(frag, "reason") {
+		t.Fatalf("a failure without a reason: %.2000s", frag)
+	}
+	if got, _ := r.Fleet.Snapshot.Node(n.NodeID); got.Health == fleet.HealthFailed {
+		t.Fatalf("failed without a reason")
+	}
+	code, frag := fail("burnt smell from GPU 5")
+	got, _ := r.Fleet.Snapshot.Node(n.NodeID)
+	if code != 200 || got.Health != fleet.HealthFailed || got.Lifecycle != fleet.LifecycleRepair || !strings.Contains(frag, "failed by an operator: burnt smell from GPU 5") {
+		t.Fatalf("fail: %d, node %s %s: %.2000s", code, got.Health, got.Lifecycle, frag)
+	}
+	if r2, _ := r.Sales.Reservation(ctx, opP, rs[0].ID); slices.ContainsFunc(r2.Nodes, func(x sales.NodeGPUs) bool { return x.NodeID == n.NodeID }) {
+		t.Fatalf("the failed node still in the reservation: %+v", r2.Nodes)
+	}
+}

@@ -471,12 +471,16 @@ func (c *Console) nodeData(ctx context.Context, ref string, s session) (nodeData
 		if (a == "maintenance" || a == "available") && !fleet.CanTransition(n.Lifecycle, fleet.Lifecycle(a)) {
 			continue
 		}
+		if a == "fail" && (n.Lifecycle == fleet.LifecycleRepair || n.Lifecycle == fleet.LifecycleRetired) {
+			continue
+		}
 		d.Actions = append(d.Actions, a)
 	}
 	return d, nil
 }
 
-var nodeActions = []string{"cordon", "uncordon", "drain", "maintenance", "available", "repair-done"}
+// nodeActions are the node page's actions; fail takes a reason.
+var nodeActions = []string{"cordon", "uncordon", "drain", "maintenance", "available", "repair-done", "fail"}
 
 func (c *Console) node(w http.ResponseWriter, r *http.Request, s session) {
 	d, err := c.nodeData(r.Context(), r.PathValue("node"), s)
@@ -553,7 +557,11 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, neocloud.NotFound("node", ref))
 		return
 	}
-	req := httptest.NewRequestWithContext(r.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(n.ID)+"/"+action, strings.NewReader("{}"))
+	body := []byte("{}")
+	if action == "fail" {
+		body, _ = json.Marshal(map[string]string{"reason": r.PostFormValue("reason")})
+	}
+	req := httptest.NewRequestWithContext(r.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(n.ID)+"/"+action, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+s.secret)
 	req.Header.Set("Content-Type", "application/json")
 	req.RemoteAddr = r.RemoteAddr
