@@ -32,6 +32,13 @@ import (
 // the tenant's tokens.
 func site(t *testing.T) (*cli.Running, string, string) {
 	t.Helper()
+	s, op, tenantSecret := siteServer(t)
+	return s.Running, op, tenantSecret
+}
+
+// siteServer is site with the test server (its clock) itself.
+func siteServer(t *testing.T) (*testServer, string, string) {
+	t.Helper()
 	ctx := context.Background()
 	s := start(t, filepath.Join(t.TempDir(), "data"))
 	t.Cleanup(func() { s.Close() })
@@ -52,7 +59,7 @@ func site(t *testing.T) (*cli.Running, string, string) {
 		t.Fatal(err)
 	}
 	s.runUntilActive(t, 1)
-	return s.Running, s.Token, secret
+	return s, s.Token, secret
 }
 
 // browser is an HTTP client with a cookie jar, signed in with token.
@@ -550,5 +557,46 @@ func TestFailNodeFromItsPage(t *testing.T) {
 	}
 	if r2, _ := r.Sales.Reservation(ctx, opP, rs[0].ID); slices.ContainsFunc(r2.Nodes, func(x sales.NodeGPUs) bool { return x.NodeID == n.NodeID }) {
 		t.Fatalf("the failed node still in the reservation: %+v", r2.Nodes)
+	}
+}
+
+// A failed node whose replacement waits for the spot work reclaimed from
+// its node shows, on the operator's reservation page and the tenant's, as
+// a replacement on its way.
+func TestWaitingReplacementShown(t *testing.T) {
+	s, opToken, tenantToken := siteServer(t)
+	ctx := context.Background()
+	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassSpot, SpotFloor: "0.80", SpotCeiling: "2.40"}); err != nil {
+		t.Fatal(err)
+	}
+	beta, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "beta"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp := neocloud.Principal{TokenID: "t", Role: neocloud.RoleTenantAdmin, TenantID: beta.ID}
+	if _, err := s.Sales.Reserve(ctx, bp, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: h100.Name, GPUs: 496, Class: placement.ClassSpot}}); err != nil {
+		t.Fatal(err)
+	}
+	s.runUntilActive(t, 2)
+	rs, err := s.Sales.Reservations(ctx, opP, sales.ReservationFilter{Class: placement.ClassOnDemand}, neocloud.Page{Limit: 1})
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("acme's reservation: %v %+v", err, rs)
+	}
+	failed := rs[0].Nodes[0]
+	if n, err := s.Sales.NodeFailed(ctx, failed.NodeID, "gpu 3: XID 79", true); err != nil || n != 1 {
+		t.Fatalf("node failed: %d %v", n, err)
+	}
+	r, _ := s.Sales.Reservation(ctx, opP, rs[0].ID)
+	if len(r.Replacing) != 1 {
+		t.Fatalf("no replacement waits: %+v", r)
+	}
+	repl := r.Replacing[0].NodeID
+	host, _ := s.Fleet.Snapshot.Node(repl)
+	want := failed.Hostname + " failed "
+	for _, c := range []struct{ token, path string }{{opToken, "/reservations/" + r.ID}, {tenantToken, "/my/reservations/" + r.ID}} {
+		code, page := get(t, browser(t, s.URL, c.token), s.URL+c.path)
+		if code != 200 || !strings.Contains(page, `<ul id="waiting"><li>`+want) || !strings.Contains(page, host.Hostname+" replaces it once the work reclaimed from it has left") {
+			t.Fatalf("%s: %d %.3000s", c.path, code, page)
+		}
 	}
 }

@@ -646,6 +646,32 @@ type reservationData struct {
 	Tenant      string
 	Allocations []sales.Allocation
 	Hostnames   map[string]string
+	Waiting     []waitingReplacement
+}
+
+// waitingReplacement is a failed node's replacement waiting for the spot
+// or internal work reclaimed from its node to leave.
+type waitingReplacement struct {
+	Failed, Replacement string
+	FailedAt            time.Time
+}
+
+// waitingReplacements names a reservation's waiting replacements: the
+// failed node by its allocation, the replacement by the reservation's
+// nodes.
+func waitingReplacements(r sales.Reservation, allocs []sales.Allocation) []waitingReplacement {
+	var out []waitingReplacement
+	for _, p := range r.Replacing {
+		w := waitingReplacement{Failed: p.Replaces, Replacement: p.NodeID, FailedAt: p.FailedAt}
+		if i := slices.IndexFunc(allocs, func(a sales.Allocation) bool { return a.ID == p.Replaces }); i >= 0 {
+			w.Failed = allocs[i].Hostname
+		}
+		if i := slices.IndexFunc(r.Nodes, func(n sales.NodeGPUs) bool { return n.NodeID == p.NodeID }); i >= 0 {
+			w.Replacement = r.Nodes[i].Hostname
+		}
+		out = append(out, w)
+	}
+	return out
 }
 
 func (c *Console) reservation(w http.ResponseWriter, r *http.Request, s session) {
@@ -666,7 +692,8 @@ func (c *Console) reservation(w http.ResponseWriter, r *http.Request, s session)
 			hn[a.NodeID] = n.Hostname
 		}
 	}
-	c.render(w, r, http.StatusOK, "reservation", "reservations", res.ID, s, reservationData{R: res, Tenant: c.tenantNames(ctx)[res.TenantID], Allocations: as, Hostnames: hn})
+	c.render(w, r, http.StatusOK, "reservation", "reservations", res.ID, s, reservationData{R: res, Tenant: c.tenantNames(ctx)[res.TenantID], Allocations: as, Hostnames: hn,
+		Waiting: waitingReplacements(res, as)})
 }
 
 // openReports are the tenants' reports awaiting an operator.

@@ -211,7 +211,8 @@ func (c *Console) myReservation(w http.ResponseWriter, r *http.Request, s sessio
 		Levels      []string
 		Ready, Live int
 		Events      []sales.Event
-	}{res, slots, site.Levels, ready, live, mine})
+		Waiting     []waitingReplacement
+	}{res, slots, site.Levels, ready, live, mine, waitingReplacements(res, al.Items)})
 }
 
 func (c *Console) myTopology(w http.ResponseWriter, r *http.Request, s session) {
