@@ -757,7 +757,14 @@ func TestWaitingReplacementIsDowntime(t *testing.T) {
 			return gm, ds
 		}
 		// January, closed while the replacement waits: the last hour.
-		if gm, ds := failedDown("2027-01"); gm != 8*60 || !ds[0].From.Equal(failedAt) || !strings.Contains(ds[0].Evidence, "waits") {
+		waiting, _ := db.Reservation(ctx, acme.ID)
+		replHost := ""
+		for _, n := range waiting.Nodes {
+			if n.NodeID == waiting.Replacing[0].NodeID {
+				replHost = n.Hostname
+			}
+		}
+		if gm, ds := failedDown("2027-01"); gm != 8*60 || !ds[0].From.Equal(failedAt) || replHost == "" || !strings.Contains(ds[0].Evidence, "its replacement "+replHost+" waits") {
 			t.Fatalf("January while waiting: %d GPU-minutes, %+v", gm, ds)
 		}
 		if _, _, err := w.billing.Close(ctx, w.op, "2027-01"); err != nil {
