@@ -3,9 +3,10 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/neocloud/neocloud"
 	"strings"
 	"testing"
+
+	"github.com/neocloud/neocloud"
 )
 
 // TestTablesShowMoney: a table shows money in micro-units as money, under
