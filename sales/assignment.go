@@ -1,6 +1,7 @@
 package sales
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -91,6 +92,16 @@ func (s *Service) NodeGeneration(ctx context.Context, nodeID string) (int64, err
 const ReplacementNoticeFor = time.Hour
 
 func (s *Service) replacementNotices(ctx context.Context, out *wire.Assignment, r Reservation) error {
+	// Replacements waiting for the work reclaimed from their nodes: the
+	// reservation lists them (saving it reads every node's notices again).
+	for _, p := range r.Replacing {
+		host, failed := p.NodeID, cmp.Or(p.Failed, p.Replaces)
+		if i := slices.IndexFunc(r.Nodes, func(n NodeGPUs) bool { return n.NodeID == p.NodeID }); i >= 0 {
+			host = r.Nodes[i].Hostname
+		}
+		out.Notices = append(out.Notices, wire.Notice{Kind: "replacement", Deadline: p.FailedAt,
+			Reason: fmt.Sprintf("node %s failed; %s replaces it (waiting for the work reclaimed from it)", failed, host)})
+	}
 	now := s.now()
 	if r.ReplacedAt == nil || now.Sub(*r.ReplacedAt) > ReplacementNoticeFor {
 		return nil // none in the last hour: no need to read its allocations

@@ -790,7 +790,7 @@ func (s *Service) replace(ctx context.Context, r *Reservation, a *Allocation, wh
 		return err
 	}
 	if !free {
-		r.Replacing = append(r.Replacing, Replacing{NodeID: repl.NodeID, Replaces: a.ID, FailedAt: t})
+		r.Replacing = append(r.Replacing, Replacing{NodeID: repl.NodeID, Replaces: a.ID, Failed: a.Hostname, FailedAt: t})
 		r.Bound, r.DueAt = false, now.Add(s.Policy.BindRetry)
 		return s.saveReservation(ctx, r, now)
 	}

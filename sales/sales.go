@@ -256,6 +256,7 @@ type Reservation struct {
 type Replacing struct {
 	NodeID   string    `json:"node_id"`
 	Replaces string    `json:"replaces" doc:"The failed node's allocation."`
+	Failed   string    `json:"failed,omitempty" doc:"The failed node's hostname."`
 	FailedAt time.Time `json:"failed_at"`
 }
 

@@ -409,7 +409,29 @@ func TestFailedNodeReplacedFromSpot(t *testing.T) {
 		w := newWorld(t, db)
 		ctx := context.Background()
 		r, bad, failed := w.replacementWaitsForSpot(ctx)
+		// The reservation's other nodes are told at once, and again when
+		// the replacement is bound.
+		failedAt := r.Replacing[0].FailedAt
+		notice := func() string {
+			t.Helper()
+			a, err := w.sales.NodeAssignment(ctx, r.Nodes[1].NodeID)
+			if err != nil || a == nil {
+				t.Fatalf("assignment: %v %+v", err, a)
+			}
+			for _, n := range a.Notices {
+				if n.Kind == "replacement" && n.Deadline.Equal(failedAt) {
+					return n.Reason
+				}
+			}
+			return ""
+		}
+		if got := notice(); !strings.Contains(got, "node "+bad.Hostname+" failed;") || !strings.Contains(got, "waiting for the work reclaimed from it") {
+			t.Fatalf("the notice while waiting: %q", got)
+		}
 		w.advance(30 * time.Minute)
+		if got := notice(); !strings.Contains(got, "node "+bad.Hostname+" failed;") || !strings.Contains(got, "(ready)") {
+			t.Fatalf("the notice once bound: %q", got)
+		}
 		r = w.reservation(r.ID)
 		if st := w.allocStates(r.ID); st[sales.AllocationReady] != 3 || st[sales.AllocationEnded] != 1 || len(r.Replacing) != 0 || !r.Bound {
 			t.Fatalf("after the spot work left: %v, replacing %+v, bound %v", st, r.Replacing, r.Bound)
