@@ -22,22 +22,7 @@ import (
 func TestPurgeTelemetry(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
-			t.Fatal(err)
-		}
-		site := fleet.Site{ID: "site_purge", Name: "purge", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
-		if err := db.PutSite(ctx, site); err != nil {
-			t.Fatal(err)
-		}
-		var ns []fleet.Node
-		for i := range 70 {
-			id := fmt.Sprintf("node_purge%02d", i)
-			ns = append(ns, fleet.Node{ID: id, Hostname: id, SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1",
-				Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0})
-		}
-		if err := db.InsertNodes(ctx, ns); err != nil {
-			t.Fatal(err)
-		}
+		rackOfNodes(t, db, "purge", 70)
 		// Node 3 reports every 10 s for 100 s; node 5 three times early;
 		// node 66 with its clock set back once (seq 3).
 		at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
@@ -107,4 +92,28 @@ func TestPurgeTelemetry(t *testing.T) {
 			t.Errorf("purge says it deleted %d rows, want %d", n, wantN)
 		}
 	})
+}
+
+// rackOfNodes stores a site of one rack, named name, with n available
+// nodes node_<name>00, node_<name>01, …
+func rackOfNodes(t *testing.T, db *sqlstore.DB, name string, n int) []fleet.Node {
+	t.Helper()
+	ctx := context.Background()
+	if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
+		t.Fatal(err)
+	}
+	site := fleet.Site{ID: "site_" + name, Name: name, Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
+	if err := db.PutSite(ctx, site); err != nil {
+		t.Fatal(err)
+	}
+	var ns []fleet.Node
+	for i := range n {
+		id := fmt.Sprintf("node_%s%02d", name, i)
+		ns = append(ns, fleet.Node{ID: id, Hostname: id, SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1",
+			Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0})
+	}
+	if err := db.InsertNodes(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns
 }

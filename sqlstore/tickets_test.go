@@ -2,14 +2,12 @@ package sqlstore_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
-	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/sqlstore"
 )
@@ -19,22 +17,7 @@ import (
 func TestTicketPages(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
-			t.Fatal(err)
-		}
-		site := fleet.Site{ID: "site_tk", Name: "tk", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
-		if err := db.PutSite(ctx, site); err != nil {
-			t.Fatal(err)
-		}
-		var ns []fleet.Node
-		for i := range 2 {
-			id := fmt.Sprintf("node_tk%d", i)
-			ns = append(ns, fleet.Node{ID: id, Hostname: id, SiteID: site.ID, SKU: fleet.Catalog[0].Name, Domain: "r1",
-				Lifecycle: fleet.LifecycleRepair, Health: fleet.HealthFailed, Version: 1, CreatedAt: t0, UpdatedAt: t0})
-		}
-		if err := db.InsertNodes(ctx, ns); err != nil {
-			t.Fatal(err)
-		}
+		ns := rackOfNodes(t, db, "tk", 2)
 		// Five tickets, oldest first: node 0's closed, then open ones
 		// alternating between the nodes.
 		var ids []string
