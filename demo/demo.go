@@ -113,6 +113,7 @@ type Demo struct {
 	wg        sync.WaitGroup
 	closed    sync.Once
 	err       error
+	outages   outages
 }
 
 // simNode is one simulated node: its GPUs and its agent.
@@ -234,6 +235,7 @@ func Start(ctx context.Context, o Options) (*Demo, error) {
 	d.loop(bg, "save", 5*time.Second, func(context.Context) error { return d.save() })
 	d.loop(bg, "on-call", 5*time.Second, d.onCall)
 	d.failures(bg)
+	d.outage(bg)
 	d.reports(bg)
 	return d, nil
 }

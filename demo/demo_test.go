@@ -3,16 +3,19 @@ package demo_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/billing"
 	"github.com/neocloud/neocloud/demo"
 	"github.com/neocloud/neocloud/fleet"
@@ -176,6 +179,44 @@ func TestDemoSellsFailsHealsAndResumes(t *testing.T) {
 		if !(b.State == sales.BreakFixConfirmed && b.ConfirmedBy == sales.ConfirmedByHealth && b.ConfirmedAt.After(b.CreatedAt)) &&
 			!(b.State == sales.BreakFixDeclined && b.DeclinedAt.Sub(b.CreatedAt) >= demo.ReportWait && strings.Contains(b.Resolution, "no fault found")) {
 			t.Errorf("a tenant's report resolved as neither the node's failure nor the on-call would: %+v", b)
+		}
+	}
+
+	// A top-of-rack switch went down for an hour: the breaker opened an
+	// incident and failed none of the rack's nodes; back, they closed it.
+	var og demo.Outage
+	var incs []agents.Incident
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if all := d.Outages(); len(all) == 1 && !all[0].To.IsZero() {
+			og = all[0]
+			if incs, err = d.Server.Agents.Incidents(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			if len(incs) > 0 && !slices.ContainsFunc(incs, func(i agents.Incident) bool { return i.ClosedAt == nil }) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the switch outage: %+v, incidents %+v\n%s", d.Outages(), incs, out.String())
+		}
+	}
+	if len(og.Nodes) < 2 || !strings.Contains(out.String(), "the top-of-rack switch of "+og.Rack+" is down") {
+		t.Fatalf("the outage: %+v\n%s", og, out.String())
+	}
+	for _, inc := range incs {
+		if !strings.HasPrefix(og.Rack, inc.Domain) || inc.OpenedAt.Before(og.From) || !strings.HasPrefix(inc.Message, fmt.Sprintf("%d of %d reporting nodes", len(og.Nodes), inc.Nodes)) {
+			t.Errorf("an incident not of the outage: %+v (outage %+v)", inc, og)
+		}
+	}
+	for _, id := range og.Nodes {
+		ts, err := d.Server.Agents.Store.Tickets(ctx, id, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tk := range ts {
+			if strings.Contains(strings.Join(tk.Reasons, ";"), "no heartbeat") && !tk.OpenedAt.Before(og.From) {
+				t.Errorf("node %s failed for silence behind the breaker: %+v", id, tk)
+			}
 		}
 	}
 
