@@ -600,3 +600,29 @@ func TestWaitingReplacementShown(t *testing.T) {
 		}
 	}
 }
+
+// An incident on the Health page links to its domain on the topology
+// page, where the operator finds its silent nodes.
+func TestIncidentLinksToItsDomain(t *testing.T) {
+	r, opToken, _ := site(t)
+	ctx := context.Background()
+	st := r.Fleet.Snapshot.Sites()[0]
+	inc := agents.Incident{ID: neocloud.NewID(agents.PrefixIncident), Kind: "silent_domain", SiteID: st.ID, Level: "su", Domain: "h1/p1/su1",
+		Silent: 8, Nodes: 32, Message: "8 of 32 reporting nodes of su h1/p1/su1 silent at once", OpenedAt: time.Now().UTC()}
+	if err := r.Store.PutIncidents(ctx, []agents.Incident{inc}); err != nil {
+		t.Fatal(err)
+	}
+	admin := browser(t, r.URL, opToken)
+	_, page := get(t, admin, r.URL+"/health")
+	m := regexp.MustCompile(`<a href="(/topology\?[^"]+)">su h1/p1/su1</a>`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no link to the incident's domain in %.4000s", page)
+	}
+	u, err := url.Parse(html.UnescapeString(m[1]))
+	if err != nil || u.Query().Get("site") != st.ID || u.Query().Get("domain") != "h1/p1/su1" {
+		t.Fatalf("the link %q: %v", m[1], err)
+	}
+	if code, topo := get(t, admin, r.URL+u.String()); code != 200 || !strings.Contains(topo, `data-path="h1/p1/su1/r1"`) {
+		t.Fatalf("the incident's domain: %d %.2000s", code, topo)
+	}
+}
