@@ -150,12 +150,8 @@ func (s *Service) downtime(ctx context.Context, c ContractWork, r sales.Reservat
 		if !ok || root(prev).ReadyAt == nil {
 			continue
 		}
-		repl := p.NodeID
-		if i := slices.IndexFunc(r.Nodes, func(n sales.NodeGPUs) bool { return n.NodeID == p.NodeID }); i >= 0 {
-			repl = r.Nodes[i].Hostname
-		}
 		add(DownInterval{Slot: root(prev).ID, Node: prev.Hostname, GPUs: len(prev.GPUs), From: p.FailedAt, To: to, Cause: DownFailed,
-			Evidence: fmt.Sprintf("%s failed: %s; its replacement %s waits for the work reclaimed from it", prev.Hostname, prev.Reason, repl)})
+			Evidence: fmt.Sprintf("%s failed: %s; its replacement %s waits for the work reclaimed from it", prev.Hostname, prev.Reason, r.NodeHostname(p.NodeID))})
 	}
 	// Shortfalls: no replacement to be had.
 	for _, sf := range r.Shortfalls {

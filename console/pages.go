@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -656,20 +657,12 @@ type waitingReplacement struct {
 	FailedAt            time.Time
 }
 
-// waitingReplacements names a reservation's waiting replacements: the
-// failed node by its allocation, the replacement by the reservation's
-// nodes.
-func waitingReplacements(r sales.Reservation, allocs []sales.Allocation) []waitingReplacement {
+// waitingReplacements names a reservation's waiting replacements by
+// hostname.
+func waitingReplacements(r sales.Reservation) []waitingReplacement {
 	var out []waitingReplacement
 	for _, p := range r.Replacing {
-		w := waitingReplacement{Failed: p.Replaces, Replacement: p.NodeID, FailedAt: p.FailedAt}
-		if i := slices.IndexFunc(allocs, func(a sales.Allocation) bool { return a.ID == p.Replaces }); i >= 0 {
-			w.Failed = allocs[i].Hostname
-		}
-		if i := slices.IndexFunc(r.Nodes, func(n sales.NodeGPUs) bool { return n.NodeID == p.NodeID }); i >= 0 {
-			w.Replacement = r.Nodes[i].Hostname
-		}
-		out = append(out, w)
+		out = append(out, waitingReplacement{Failed: cmp.Or(p.Failed, p.Replaces), Replacement: r.NodeHostname(p.NodeID), FailedAt: p.FailedAt})
 	}
 	return out
 }
@@ -693,7 +686,7 @@ func (c *Console) reservation(w http.ResponseWriter, r *http.Request, s session)
 		}
 	}
 	c.render(w, r, http.StatusOK, "reservation", "reservations", res.ID, s, reservationData{R: res, Tenant: c.tenantNames(ctx)[res.TenantID], Allocations: as, Hostnames: hn,
-		Waiting: waitingReplacements(res, as)})
+		Waiting: waitingReplacements(res)})
 }
 
 // openReports are the tenants' reports awaiting an operator.
@@ -715,6 +708,7 @@ func (c *Console) contracts(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, err)
 		return
 	}
+	d.Replaced = map[string]int{}
 	for _, k := range cs {
 		if k.Kind == placement.ClassLease {
 			v, err := c.cfg.Sales.ContractView(ctx, operatorP, k.ID)
@@ -723,18 +717,16 @@ func (c *Console) contracts(w http.ResponseWriter, r *http.Request, s session) {
 				return
 			}
 			d.Rows = append(d.Rows, v)
+			d.Replaced[k.ID] = v.Delivery.ReplacementsUsed
 		}
 	}
 	for _, k := range cs {
 		if k.Kind != placement.ClassLease {
 			d.Rows = append(d.Rows, sales.ContractView{Contract: k})
-		}
-	}
-	d.Replaced = map[string]int{}
-	for _, k := range cs {
-		if d.Replaced[k.ID], err = c.cfg.Sales.ReplacementsThisMonth(ctx, k.ID); err != nil {
-			c.fail(w, r, err)
-			return
+			if d.Replaced[k.ID], err = c.cfg.Sales.ReplacementsThisMonth(ctx, k.ID); err != nil {
+				c.fail(w, r, err)
+				return
+			}
 		}
 	}
 	d.Tenants = c.tenantNames(ctx)

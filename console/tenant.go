@@ -212,7 +212,7 @@ func (c *Console) myReservation(w http.ResponseWriter, r *http.Request, s sessio
 		Ready, Live int
 		Events      []sales.Event
 		Waiting     []waitingReplacement
-	}{res, slots, site.Levels, ready, live, mine, waitingReplacements(res, al.Items)})
+	}{res, slots, site.Levels, ready, live, mine, waitingReplacements(res)})
 }
 
 func (c *Console) myTopology(w http.ResponseWriter, r *http.Request, s session) {

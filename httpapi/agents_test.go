@@ -436,6 +436,23 @@ func TestBreakFix(t *testing.T) {
 		if err := json.Unmarshal(r.body, &cv); r.status != 200 || err != nil || cv.Delivery == nil || cv.Delivery.ReplacementsUsed != 4 || cv.Terms.SLA.ReplacementsPerMonth != 4 {
 			t.Fatalf("the contract's replacements: %d %s", r.status, r.body)
 		}
+		// An operator fails a node of a's found broken: a reason is
+		// required; retried with its Idempotency-Key, the failure answers
+		// as the first did and replaces the node once.
+		broken := e.servedNode(t, e.a, true)
+		if r := e.do("POST", "/v1/nodes/"+broken+"/fail", op, map[string]any{"reason": " "}); r.status != 422 || !strings.Contains(string(r.body), "body.reason") {
+			t.Fatalf("a failure without a reason: %d %s", r.status, r.body)
+		}
+		replaced := func() int { evs, _ := db.RecentEvents(context.Background(), 1000, "node.replaced"); return len(evs) }
+		before := replaced()
+		failed := e.do("POST", "/v1/nodes/"+broken+"/fail", op, map[string]any{"reason": "fans stopped"}, "Idempotency-Key", "fail-1")
+		again := e.do("POST", "/v1/nodes/"+broken+"/fail", op, map[string]any{"reason": "fans stopped"}, "Idempotency-Key", "fail-1")
+		if failed.status != 200 || !strings.Contains(string(failed.body), "failed by an operator: fans stopped") || again.status != 200 || string(again.body) != string(failed.body) {
+			t.Fatalf("fail, then retried: %d %s / %d %s", failed.status, failed.body, again.status, again.body)
+		}
+		if n := replaced() - before; n != 1 {
+			t.Fatalf("%d replacements of a node failed once", n)
+		}
 	})
 }
 

@@ -95,12 +95,8 @@ func (s *Service) replacementNotices(ctx context.Context, out *wire.Assignment, 
 	// Replacements waiting for the work reclaimed from their nodes: the
 	// reservation lists them (saving it reads every node's notices again).
 	for _, p := range r.Replacing {
-		host, failed := p.NodeID, cmp.Or(p.Failed, p.Replaces)
-		if i := slices.IndexFunc(r.Nodes, func(n NodeGPUs) bool { return n.NodeID == p.NodeID }); i >= 0 {
-			host = r.Nodes[i].Hostname
-		}
 		out.Notices = append(out.Notices, wire.Notice{Kind: "replacement", Deadline: p.FailedAt,
-			Reason: fmt.Sprintf("node %s failed; %s replaces it (waiting for the work reclaimed from it)", failed, host)})
+			Reason: fmt.Sprintf("node %s failed; %s replaces it (waiting for the work reclaimed from it)", cmp.Or(p.Failed, p.Replaces), r.NodeHostname(p.NodeID))})
 	}
 	now := s.now()
 	if r.ReplacedAt == nil || now.Sub(*r.ReplacedAt) > ReplacementNoticeFor {

@@ -9,6 +9,7 @@ package sales
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -250,6 +251,15 @@ type Reservation struct {
 	Version   int64       `json:"version"`
 	CreatedAt time.Time   `json:"created_at"`
 	UpdatedAt time.Time   `json:"updated_at"`
+}
+
+// NodeHostname is the hostname of one of the reservation's nodes (the id
+// itself for a node it does not hold).
+func (r Reservation) NodeHostname(nodeID string) string {
+	if i := slices.IndexFunc(r.Nodes, func(n NodeGPUs) bool { return n.NodeID == nodeID }); i >= 0 {
+		return r.Nodes[i].Hostname
+	}
+	return nodeID
 }
 
 // Replacing is a replacement node waiting to be bound.
