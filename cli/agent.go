@@ -29,6 +29,10 @@ func agentCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "agent", Short: "Run the node agent: join with a site join token, then report this node's GPUs", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			o.Server, o.Log = g.server, g.stderr
+			if o.JoinToken == "" {
+				// Read here, not as the flag's default: help would print it.
+				o.JoinToken = os.Getenv("NEOCLOUD_JOIN_TOKEN")
+			}
 			if o.Hostname == "" {
 				h, err := os.Hostname()
 				if err != nil {
@@ -62,7 +66,7 @@ func agentCmd(g *globals) *cobra.Command {
 			}
 			return agent.Run(ctx, o)
 		}}
-	cmd.Flags().StringVar(&o.JoinToken, "join-token", os.Getenv("NEOCLOUD_JOIN_TOKEN"), "site join token (first start only; NEOCLOUD_JOIN_TOKEN)")
+	cmd.Flags().StringVar(&o.JoinToken, "join-token", "", "site join token (first start only; default NEOCLOUD_JOIN_TOKEN)")
 	cmd.Flags().StringVar(&o.Hostname, "hostname", "", "the node's hostname (default: this machine's)")
 	cmd.Flags().StringVar(&o.Serial, "serial", "", "the node's serial number")
 	cmd.Flags().StringVar(&o.StateDir, "state-dir", "./neocloud-agent", "where the node's credential and sequence number are kept")

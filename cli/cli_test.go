@@ -128,6 +128,37 @@ func TestBootstrapTokenIsIdempotent(t *testing.T) {
 	}
 }
 
+// Secrets in the environment (the bearer token, a join token, the
+// database URL's password) are used, and help, which lists flags with their
+// defaults, does not print them.
+func TestSecretsFromEnvironmentStayOutOfHelp(t *testing.T) {
+	srv := startServer(t)
+	const joinSecret, dbPassword = "njt_join-secret-in-env", "db-password-in-env"
+	t.Setenv("NEOCLOUD_TOKEN", srv.Token)
+	t.Setenv("NEOCLOUD_JOIN_TOKEN", joinSecret)
+	t.Setenv("NEOCLOUD_DATABASE_URL", "postgres://neocloud:"+dbPassword+"@127.0.0.1:1/neocloud")
+	var out, errb bytes.Buffer
+	if code := cli.Main([]string{"--server", srv.URL, "tenant", "list"}, &out, &errb); code != 0 {
+		t.Fatalf("tenant list with the token from the environment: %d %q", code, errb.String())
+	}
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{{[]string{"--help"}, "--token"}, {[]string{"tenant", "list", "--help"}, "--token"},
+		{[]string{"agent", "--help"}, "--join-token"}, {[]string{"server", "--help"}, "--database-url"}} {
+		out.Reset()
+		cli.Main(c.args, &out, &out)
+		if !strings.Contains(out.String(), c.flag) {
+			t.Fatalf("%v printed no %s flag: %q", c.args, c.flag, out.String())
+		}
+		for _, secret := range []string{srv.Token, joinSecret, dbPassword} {
+			if strings.Contains(out.String(), secret) {
+				t.Errorf("%v printed a secret from the environment: %q", c.args, secret)
+			}
+		}
+	}
+}
+
 // mustRun runs the CLI against url with token, failing the test on a
 // non-zero exit; it returns standard output.
 func mustRun(t *testing.T, url, token string, args ...string) string {

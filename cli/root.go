@@ -59,7 +59,12 @@ func (g *globals) client() (*client.Client, error) {
 	if g.server == "" {
 		return nil, errors.New("no server: pass --server or set NEOCLOUD_SERVER")
 	}
-	return client.New(g.server, g.token), nil
+	token := g.token
+	if token == "" {
+		// Read here, not as the flag's default: help would print it.
+		token = os.Getenv("NEOCLOUD_TOKEN")
+	}
+	return client.New(g.server, token), nil
 }
 
 // extra are commands built on this package (the demo runs its server):
@@ -82,7 +87,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.server, "server", envOr("NEOCLOUD_SERVER", "http://127.0.0.1:8080"), "server URL (NEOCLOUD_SERVER)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("NEOCLOUD_TOKEN"), "bearer token (NEOCLOUD_TOKEN)")
+	root.PersistentFlags().StringVar(&g.token, "token", "", "bearer token (default NEOCLOUD_TOKEN)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or csv")
 	root.AddCommand(serverCmd(g), tenantCmd(g), tokenCmd(g), auditCmd(g), fleetCmd(g), siteCmd(g), nodeCmd(g), skuCmd(g),
 		priceCmd(g), quotaCmd(g), quoteCmd(g), reservationCmd(g), contractCmd(g), eventsCmd(g), internalCmd(g), maintenanceCmd(g), simCmd(g), agentCmd(g), relayCmd(g), healthCmd(g), repairCmd(g), breakFixCmd(g), benchCmd(g), usageCmd(g), invoiceCmd(g), billingCmd(g), creditsCmd(g), emissionsCmd(g), financeCmd(g))

@@ -413,6 +413,10 @@ func serverCmd(g *globals) *cobra.Command {
 
 func serve(ctx context.Context, g *globals, o ServerOptions) error {
 	o.Bootstrap = os.Getenv("NEOCLOUD_BOOTSTRAP_TOKEN")
+	if o.DatabaseURL == "" {
+		// Read here, not as the flag's default: help would print its password.
+		o.DatabaseURL = os.Getenv("NEOCLOUD_DATABASE_URL")
+	}
 	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	r, err := StartServer(ctx, o)
@@ -444,7 +448,7 @@ func serverFlags(cmd *cobra.Command, o *ServerOptions) {
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:8080", "HOST:PORT to listen on (port 0 picks a free one)")
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "./neocloud-data", "directory of the embedded SQLite database")
 	cmd.Flags().DurationVar(&o.IdempotencyLease, "idempotency-lease", idempotency.DefaultLease, "how long a request with an Idempotency-Key blocks retries of that key (after a crash, retries wait this long)")
-	cmd.Flags().StringVar(&o.DatabaseURL, "database-url", os.Getenv("NEOCLOUD_DATABASE_URL"), "postgres://… to use PostgreSQL (NEOCLOUD_DATABASE_URL)")
+	cmd.Flags().StringVar(&o.DatabaseURL, "database-url", "", "postgres://… to use PostgreSQL (default NEOCLOUD_DATABASE_URL)")
 	cmd.Flags().Float64Var(&o.RateLimit, "rate-limit", 50, "requests per second each token may make (0: no limit); above it, 429 with Retry-After")
 	cmd.Flags().IntVar(&o.RateBurst, "rate-burst", 0, "requests a token may make at once above the rate (default 2 × rate-limit)")
 	cmd.Flags().DurationVar(&o.Policy.QuoteTTL, "quote-ttl", 15*time.Minute, "how long a quote, and the capacity it holds, lasts")
