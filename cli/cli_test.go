@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,6 +83,20 @@ func TestCLITenantsTokensAudit(t *testing.T) {
 	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
 	if err != nil || len(rows) != 2 || rows[0][0] != "id" || rows[1][0] != tok["id"] {
 		t.Errorf("token list -o csv = %q (%v)", out, err)
+	}
+	// A table names the tenant for an operator, and shows the id to a
+	// tenant, whose token may not list tenants; csv keeps the id.
+	tenantID := tenants[0]["id"].(string)
+	if rows[1][3] != tenantID {
+		t.Errorf("token list -o csv: tenant_id %q, want %q", rows[1][3], tenantID)
+	}
+	out, _, _ = run(t, srv.URL, op, "token", "list", "--tenant", "acme")
+	if lines := strings.Split(out, "\n"); len(lines) < 2 || !slices.Contains(strings.Fields(lines[1]), "acme") || strings.Contains(out, tenantID) {
+		t.Errorf("operator's token list names no tenant: %q", out)
+	}
+	out, _, _ = run(t, srv.URL, secret, "token", "list")
+	if !strings.Contains(out, tenantID) {
+		t.Errorf("tenant's token list shows no tenant id: %q", out)
 	}
 	if _, errOut, code := run(t, srv.URL, op, "token", "revoke", tok["id"].(string)); code != 0 {
 		t.Errorf("token revoke: %d %q", code, errOut)

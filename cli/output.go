@@ -25,6 +25,15 @@ type column struct {
 // answered (one object, or the items array of a list); table and csv show
 // the given columns.
 func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, cols []column) error {
+	return printNamed(w, format, raw, single, cols, nil)
+}
+
+// tenantIDKey is the key of the columns that a table shows by tenant name.
+const tenantIDKey = "tenant_id"
+
+// printNamed is printItems whose table shows, in a tenant_id column, the
+// tenant's name from names where it has one.
+func printNamed(w io.Writer, format string, raw []json.RawMessage, single bool, cols []column, names map[string]string) error {
 	switch format {
 	case "json":
 		var out []byte
@@ -74,6 +83,9 @@ func printItems(w io.Writer, format string, raw []json.RawMessage, single bool, 
 			for i, c := range cols {
 				if n, err := strconv.ParseInt(row[i], 10, 64); err == nil && isMicros(c) {
 					row[i] = pricing.FormatMicros(pricing.Micros(n))
+				}
+				if name, ok := names[row[i]]; ok && c.Key == tenantIDKey {
+					row[i] = name
 				}
 			}
 			fmt.Fprintln(tw, strings.Join(row, "\t"))

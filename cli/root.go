@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -146,7 +147,7 @@ func (g *globals) list(ctx context.Context, path string, q url.Values, lf listFl
 			break
 		}
 	}
-	if err := printItems(g.stdout, g.output, items, false, cols); err != nil {
+	if err := g.print(ctx, c, items, false, cols); err != nil {
 		return err
 	}
 	if cursor != "" && !lf.all {
@@ -165,7 +166,44 @@ func (g *globals) one(ctx context.Context, method, path string, body any, cols [
 	if err != nil {
 		return err
 	}
-	return printItems(g.stdout, g.output, []json.RawMessage{raw}, true, cols)
+	return g.print(ctx, c, []json.RawMessage{raw}, true, cols)
+}
+
+// print prints API objects in g's output format. A table names the
+// tenants whose ids the objects hold, where the token may list tenants (an
+// operator's); json and csv keep the ids.
+func (g *globals) print(ctx context.Context, c *client.Client, raw []json.RawMessage, single bool, cols []column) error {
+	var names map[string]string
+	if g.output == "table" && slices.ContainsFunc(cols, func(c column) bool { return c.Key == tenantIDKey }) {
+		names = tenantNames(ctx, c)
+	}
+	return printNamed(g.stdout, g.output, raw, single, cols, names)
+}
+
+// tenantNames maps tenant ids to names, or is nil where the token may not
+// list tenants (a table then shows the ids).
+func tenantNames(ctx context.Context, c *client.Client) map[string]string {
+	names := map[string]string{}
+	q := url.Values{"limit": {"1000"}}
+	for {
+		var page struct {
+			Items []struct {
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			} `json:"items"`
+			NextCursor string `json:"next_cursor"`
+		}
+		if err := c.Do(ctx, http.MethodGet, "/v1/tenants", q, nil, &page); err != nil {
+			return nil
+		}
+		for _, t := range page.Items {
+			names[t.ID] = t.Name
+		}
+		if page.NextCursor == "" {
+			return names
+		}
+		q.Set("cursor", page.NextCursor)
+	}
 }
 
 // filters makes list query parameters from flag values, leaving out the
