@@ -58,16 +58,19 @@ const LineRecordLimit = 1000
 // (lease and reserved, with credit tiers) for the month [start, end).
 func (s *Service) credits(ctx context.Context, contracts []ContractWork, start, end time.Time) ([]Credit, error) {
 	var out []Credit
+	to := minTime(end, s.now())
+	if !start.Before(to) {
+		return nil, nil // a month yet to come has nothing to measure
+	}
 	for _, c := range contracts {
 		if (c.Kind != placement.ClassLease && c.Kind != placement.ClassReserved) || len(c.Terms.SLA.CreditTiers) == 0 {
 			continue
 		}
 		for _, r := range c.Reservations {
 			if r.State == sales.ReservationCancelled || r.State == sales.ReservationFailed || r.State == sales.ReservationPending ||
-				r.Shape.End == nil || !r.Shape.Start.Before(end) || !r.Shape.End.After(start) || !r.Shape.Start.Before(minTime(end, s.now())) {
+				r.Shape.End == nil || !r.Shape.Start.Before(to) || !r.Shape.End.After(start) {
 				continue
 			}
-			to := minTime(end, s.now())
 			down, excluded, err := s.downtime(ctx, c, r, start, to)
 			if err != nil {
 				return nil, err
@@ -75,6 +78,7 @@ func (s *Service) credits(ctx context.Context, contracts []ContractWork, start, 
 			gs := committedSeconds(ContractWork{Reservations: []sales.Reservation{r}}, start, end)
 			charge := roundHalfEven(new(big.Rat).SetFrac(new(big.Int).Mul(big.NewInt(c.Terms.RateMicros), big.NewInt(gs)), big.NewInt(3600)))
 			cr := ComputeCredit(SLAInput{Reservation: r, SLA: c.Terms.SLA, Start: start, End: end, Down: down, Excluded: excluded, ChargeMicros: charge})
+			cr.AsOf = to
 			out = append(out, cr)
 		}
 	}

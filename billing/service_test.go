@@ -729,6 +729,11 @@ func TestWaitingReplacementIsDowntime(t *testing.T) {
 		// for the spot work until one in the morning.
 		failedAt := time.Date(2027, 1, 31, 23, 0, 0, 0, time.UTC)
 		w.at(failedAt)
+		// A month yet to come has nothing to measure, though acme's
+		// reservation runs into it.
+		if cs, err := w.billing.Credits(ctx, w.acme, "", "2027-02"); err != nil || len(cs) != 0 {
+			t.Errorf("credits of a month yet to come: %v %+v", err, cs)
+		}
 		acme, _ = db.Reservation(ctx, acme.ID)
 		if n, err := w.sales.NodeFailed(ctx, acme.Nodes[0].NodeID, "gpu 3: XID 79 GPU has fallen off the bus", true); err != nil || n != 1 {
 			t.Fatalf("node failed: %d %v", n, err)
@@ -766,6 +771,12 @@ func TestWaitingReplacementIsDowntime(t *testing.T) {
 		}
 		if gm, ds := failedDown("2027-01"); gm != 8*60 || !ds[0].From.Equal(failedAt) || replHost == "" || !strings.Contains(ds[0].Evidence, "its replacement "+replHost+" waits") {
 			t.Fatalf("January while waiting: %d GPU-minutes, %+v", gm, ds)
+		}
+		// A month over is measured up to its end, the open one up to now.
+		for month, want := range map[string]time.Time{"2027-01": time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC), "2027-02": w.clock.Now()} {
+			if cs, err := w.billing.Credits(ctx, w.acme, "", month); err != nil || len(cs) != 1 || !cs[0].AsOf.Equal(want) {
+				t.Errorf("%s credits: %v %+v, want them as of %s", month, err, cs, want)
+			}
 		}
 		if _, _, err := w.billing.Close(ctx, w.op, "2027-01"); err != nil {
 			t.Fatal(err)

@@ -69,6 +69,7 @@ type Credit struct {
 	Charge         string         `json:"charge" doc:"charge_micros in the currency's units, e.g. 1365388.80."`
 	Credit         string         `json:"credit" doc:"credit_micros in the currency's units."`
 	Down           []DownInterval `json:"down,omitempty"`
+	AsOf           time.Time      `json:"as_of,omitzero" doc:"Down time is counted up to here: the month's end once it is over; while it is open, now, and availability assumes nothing more goes down."`
 }
 
 // ComputeCredit measures a reservation's availability in a month per

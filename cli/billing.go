@@ -235,7 +235,7 @@ func creditsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if err := printItems(g.stdout, g.output, page.Items, false, []column{{"RESERVATION", "reservation_id"}, {"GPU-MINUTES", "gpu_minutes"},
-				{"DOWN", "down_gpu_minutes"}, {"AVAILABILITY %", "availability_percent"}, {"TIER", "tier"}, {"CREDIT %", "credit_percent"}, {"CHARGE", "charge"}, {"CREDIT", "credit"}}); err != nil || g.output != "table" {
+				{"DOWN", "down_gpu_minutes"}, {"AVAILABILITY %", "availability_percent"}, {"TIER", "tier"}, {"CREDIT %", "credit_percent"}, {"CHARGE", "charge"}, {"CREDIT", "credit"}, {"AS OF", "as_of"}}); err != nil || g.output != "table" {
 				return err
 			}
 			for _, it := range page.Items {

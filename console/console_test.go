@@ -626,3 +626,51 @@ func TestIncidentLinksToItsDomain(t *testing.T) {
 		t.Fatalf("the incident's domain: %d %.2000s", code, topo)
 	}
 }
+
+// A tenant's availability page measures each committed reservation of the
+// month up to now, with the failed node's down interval and its evidence;
+// a month yet to come, which the reservation runs into, has nothing to
+// measure.
+func TestTenantAvailabilityPage(t *testing.T) {
+	ctx := context.Background()
+	s := start(t, filepath.Join(t.TempDir(), "data"))
+	t.Cleanup(func() { s.Close() })
+	s.mu.Lock()
+	s.now = time.Date(2027, 3, 10, 8, 0, 0, 0, time.UTC)
+	s.mu.Unlock()
+	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 256, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 2}})
+	tn, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := s.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassReserved, List: "2.50"}); err != nil {
+		t.Fatal(err)
+	}
+	from := s.clock().Add(time.Minute)
+	r, err := s.Sales.Reserve(ctx, neocloud.Principal{TokenID: "t", Role: neocloud.RoleTenantAdmin, TenantID: tn.ID},
+		sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: h100.Name, GPUs: 16, Class: placement.ClassReserved, Start: &from, DurationS: 30 * 86400}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.runUntilActive(t, 1)
+	r, _ = s.Sales.Reservation(ctx, opP, r.ID)
+	failed := r.Nodes[0]
+	if n, err := s.Sales.NodeFailed(ctx, failed.NodeID, "gpu 3: XID 79 GPU has fallen off the bus", true); err != nil || n != 1 {
+		t.Fatalf("node failed: %d %v", n, err)
+	}
+	s.advance(10 * time.Minute)
+	acme := browser(t, s.URL, secret)
+	code, page := get(t, acme, s.URL+"/my/availability")
+	asOf := s.clock().Format("2006-01-02 15:04")
+	if code != 200 || !strings.Contains(page, "/my/reservations/"+r.ID) || !strings.Contains(page, "as of "+asOf) ||
+		!strings.Contains(page, "<td>"+failed.Hostname+"</td>") || !strings.Contains(page, "XID 79") {
+		t.Fatalf("availability of 2027-03 as of %s: %d %.4000s", asOf, code, page)
+	}
+	if code, page := get(t, acme, s.URL+"/my/availability?period=2027-04"); code != 200 || strings.Contains(page, r.ID) || !strings.Contains(page, "No committed reservation in 2027-04 so far") {
+		t.Fatalf("availability of a month yet to come: %d %.4000s", code, page)
+	}
+}
