@@ -188,7 +188,7 @@ func TestNodeShowOnTheServersClock(t *testing.T) {
 	}
 	clk.Jump(2 * time.Minute) // the server heard it two minutes ago
 	out := mustRun(t, srv.URL, op, "node", "show", node.Hostname)
-	if !strings.Contains(out, "LAST HOUR (1 minutes with reports)") || !strings.Contains(out, at.Truncate(time.Minute).Format(time.RFC3339)) {
+	if !strings.Contains(out, "LAST HOUR (1 minute with reports)") || !strings.Contains(out, at.Truncate(time.Minute).Format(time.RFC3339)) {
 		t.Fatalf("node show on the server's clock:\n%s", out)
 	}
 	if m := regexp.MustCompile(`\((\S+) ago\)`).FindStringSubmatch(out); m == nil || strings.HasPrefix(m[1], "-") || !strings.HasPrefix(m[1], "2m") {

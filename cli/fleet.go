@@ -371,7 +371,11 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 	if err := c.Do(ctx, http.MethodGet, path+"/minutes", q, nil, &ms); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "\nLAST HOUR (%d minutes with reports)\n", len(ms.Items))
+	if len(ms.Items) == 1 {
+		fmt.Fprintln(g.stdout, "\nLAST HOUR (1 minute with reports)")
+	} else {
+		fmt.Fprintf(g.stdout, "\nLAST HOUR (%d minutes with reports)\n", len(ms.Items))
+	}
 	return printItems(g.stdout, "table", ms.Items, false, []column{{"MINUTE", "minute"}, {"REPORTS", "samples"}, {"POWER AVG W", "power_avg_w"}, {"POWER MAX W", "power_max_w"},
 		{"TEMP MAX C", "temp_max_c"}, {"ENERGY FIRST J", "energy_first_j"}, {"ENERGY LAST J", "energy_last_j"}})
 }
