@@ -3,7 +3,6 @@ package console_test
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/placement"
 	"github.com/neocloud/neocloud/sales"
-	"github.com/neocloud/neocloud/tenant"
 )
 
 // The invoices page: the open month's drafts, what was issued with
@@ -20,20 +18,9 @@ import (
 // none of it for a tenant.
 func TestInvoicePages(t *testing.T) {
 	ctx := context.Background()
-	s := start(t, filepath.Join(t.TempDir(), "data"))
-	t.Cleanup(func() { s.Close() })
-	s.mu.Lock()
-	s.now = time.Date(2027, 1, 31, 21, 0, 0, 0, time.UTC)
-	s.mu.Unlock()
+	s := startAt(t, time.Date(2027, 1, 31, 21, 0, 0, 0, time.UTC))
 	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 128, Levels: []string{"hall", "rack"}, Fanout: []int{1, 16}})
-	tn, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, secret, err := s.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn, secret := s.acme(t)
 	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
 		t.Fatal(err)
 	}

@@ -40,17 +40,9 @@ func site(t *testing.T) (*cli.Running, string, string) {
 func siteServer(t *testing.T) (*testServer, string, string) {
 	t.Helper()
 	ctx := context.Background()
-	s := start(t, filepath.Join(t.TempDir(), "data"))
-	t.Cleanup(func() { s.Close() })
+	s := startAt(t, time.Now().UTC())
 	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 512, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}})
-	tn, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, secret, err := s.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn, secret := s.acme(t)
 	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
 		t.Fatal(err)
 	}
@@ -633,20 +625,9 @@ func TestIncidentLinksToItsDomain(t *testing.T) {
 // measure.
 func TestTenantAvailabilityPage(t *testing.T) {
 	ctx := context.Background()
-	s := start(t, filepath.Join(t.TempDir(), "data"))
-	t.Cleanup(func() { s.Close() })
-	s.mu.Lock()
-	s.now = time.Date(2027, 3, 10, 8, 0, 0, 0, time.UTC)
-	s.mu.Unlock()
+	s := startAt(t, time.Date(2027, 3, 10, 8, 0, 0, 0, time.UTC))
 	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 256, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 2}})
-	tn, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, secret, err := s.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn, secret := s.acme(t)
 	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassReserved, List: "2.50"}); err != nil {
 		t.Fatal(err)
 	}

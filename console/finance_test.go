@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +18,7 @@ import (
 // to the fleet; the revenue chart covers twelve months; none of it for a
 // tenant.
 func TestFinancePage(t *testing.T) {
-	s := start(t, filepath.Join(t.TempDir(), "data"))
-	t.Cleanup(func() { s.Close() })
-	s.mu.Lock()
-	s.now = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-	s.mu.Unlock()
+	s := startAt(t, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
 	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 128, Levels: []string{"hall", "rack"}, Fanout: []int{1, 16}})
 	s.mu.Lock()
 	s.now = time.Date(2027, 1, 20, 12, 30, 0, 0, time.UTC)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/tenant"
 )
 
 var (
@@ -38,6 +40,34 @@ func start(tb testing.TB, dir string) *testServer {
 	}
 	s.Running = r
 	return s
+}
+
+// startAt starts a server on a fresh store with its clock at at, stopped
+// when the test ends.
+func startAt(t *testing.T, at time.Time) *testServer {
+	t.Helper()
+	s := start(t, filepath.Join(t.TempDir(), "data"))
+	t.Cleanup(func() { s.Close() })
+	s.mu.Lock()
+	s.now = at
+	s.mu.Unlock()
+	return s
+}
+
+// acme creates the tenant acme and a tenant-admin token of it; it returns
+// the tenant and the token's secret.
+func (s *testServer) acme(t *testing.T) (tenant.Tenant, string) {
+	t.Helper()
+	ctx := context.Background()
+	tn, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := s.Tenants.CreateToken(ctx, opP, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn, secret
 }
 
 func (s *testServer) clock() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.now }

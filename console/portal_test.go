@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -82,17 +81,9 @@ func crawl(t *testing.T, c *http.Client, base, start string) (gets, posts []stri
 func TestPortalIsolation(t *testing.T) {
 	ctx := context.Background()
 	op := neocloud.Principal{TokenID: "op", Role: neocloud.RoleOperatorAdmin}
-	s := start(t, filepath.Join(t.TempDir(), "data"))
-	t.Cleanup(func() { s.Close() })
+	s := startAt(t, time.Now().UTC())
 	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 512, Levels: []string{"hall", "pod", "su", "rack"}, Fanout: []int{2, 2, 2, 4}})
-	acmeT, err := s.Tenants.Create(ctx, tenant.CreateInput{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, acmeToken, err := s.Tenants.CreateToken(ctx, op, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	acmeT, acmeToken := s.acme(t)
 	if _, err := s.Sales.SetPrice(ctx, opP, sales.PriceInput{SKU: h100.Name, Class: placement.ClassOnDemand, List: "3.20"}); err != nil {
 		t.Fatal(err)
 	}

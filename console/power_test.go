@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +17,7 @@ import (
 // energy and emissions by party with downloads, and the hourly chart's
 // data; none of it for a tenant.
 func TestPowerPage(t *testing.T) {
-	s := start(t, filepath.Join(t.TempDir(), "data"))
-	t.Cleanup(func() { s.Close() })
-	s.mu.Lock()
-	s.now = time.Date(2027, 1, 20, 12, 0, 0, 0, time.UTC)
-	s.mu.Unlock()
+	s := startAt(t, time.Date(2027, 1, 20, 12, 0, 0, 0, time.UTC))
 	s.apply(t, fleet.GenerateOptions{Site: "s1", Region: "us-south", Timezone: "UTC", SKU: h100, GPUs: 128, Levels: []string{"hall", "rack"}, Fanout: []int{1, 16}})
 
 	c := browser(t, s.URL, s.Token)
