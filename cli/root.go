@@ -170,8 +170,7 @@ func (g *globals) one(ctx context.Context, method, path string, body any, cols [
 }
 
 // print prints API objects in g's output format. A table names the
-// tenants whose ids the objects hold, where the token may list tenants (an
-// operator's); json and csv keep the ids.
+// tenants whose ids the objects hold; json and csv keep the ids.
 func (g *globals) print(ctx context.Context, c *client.Client, raw []json.RawMessage, single bool, cols []column) error {
 	var names map[string]string
 	if g.output == "table" && slices.ContainsFunc(cols, func(c column) bool { return c.Key == tenantIDKey }) {
@@ -180,18 +179,34 @@ func (g *globals) print(ctx context.Context, c *client.Client, raw []json.RawMes
 	return printNamed(g.stdout, g.output, raw, single, cols, names)
 }
 
-// tenantNames maps tenant ids to names, or is nil where the token may not
-// list tenants (a table then shows the ids).
+// tenantNames maps tenant ids to names: every tenant's for an operator's
+// token, its own tenant's for a tenant's (which may not list tenants, and
+// is not sent to be refused: a denied read is audited). It is nil when
+// they cannot be read; a table then shows the ids.
 func tenantNames(ctx context.Context, c *client.Client) map[string]string {
+	type named struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	var me struct {
+		TenantID string `json:"tenant_id"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &me); err != nil {
+		return nil
+	}
+	if me.TenantID != "" {
+		var t named
+		if err := c.Do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(me.TenantID), nil, nil, &t); err != nil {
+			return nil
+		}
+		return map[string]string{t.ID: t.Name}
+	}
 	names := map[string]string{}
 	q := url.Values{"limit": {"1000"}}
 	for {
 		var page struct {
-			Items []struct {
-				ID   string `json:"id"`
-				Name string `json:"name"`
-			} `json:"items"`
-			NextCursor string `json:"next_cursor"`
+			Items      []named `json:"items"`
+			NextCursor string  `json:"next_cursor"`
 		}
 		if err := c.Do(ctx, http.MethodGet, "/v1/tenants", q, nil, &page); err != nil {
 			return nil
