@@ -81,6 +81,22 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// hxPost posts form to u as htmx does, and answers the status and the
+// fragment.
+func hxPost(t *testing.T, c *http.Client, u string, form url.Values) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("HX-Request", "true")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func TestLoginPageAndOperatorPages(t *testing.T) {
 	r, opToken, _ := site(t)
 	// / answers the login page itself, with no redirect.
@@ -235,17 +251,9 @@ func TestDrainThroughTheAPI(t *testing.T) {
 		t.Fatalf("audited cross-site refusals: %d (%v)", len(refused), err)
 	}
 
-	req, _ = http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.ID+"/drain", nil)
-	req.Header.Set("HX-Request", "true")
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	frag := string(b)
-	if resp.StatusCode != 200 || !strings.HasPrefix(strings.TrimSpace(frag), `<section id="node-status"`) || !strings.Contains(frag, `<dd id="cordoned">true</dd>`) {
-		t.Fatalf("drain: %d %.600s", resp.StatusCode, frag)
+	code, frag := hxPost(t, c, r.URL+"/nodes/"+n.ID+"/drain", nil)
+	if code != 200 || !strings.HasPrefix(strings.TrimSpace(frag), `<section id="node-status"`) || !strings.Contains(frag, `<dd id="cordoned">true</dd>`) {
+		t.Fatalf("drain: %d %.600s", code, frag)
 	}
 	if cur, _ := r.Fleet.Snapshot.Node(n.ID); !cur.Cordoned {
 		t.Errorf("after drain: %+v", cur)
@@ -266,16 +274,8 @@ func TestDrainThroughTheAPI(t *testing.T) {
 	}
 	// An illegal move answers the API's reason in the fragment and changes
 	// nothing.
-	req, _ = http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.ID+"/repair-done", nil)
-	req.Header.Set("HX-Request", "true")
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(b), `class="error"`) {
-		t.Errorf("maintenance of a node in maintenance: %.600s", b)
+	if _, frag := hxPost(t, c, r.URL+"/nodes/"+n.ID+"/repair-done", nil); !strings.Contains(frag, `class="error"`) {
+		t.Errorf("maintenance of a node in maintenance: %.600s", frag)
 	}
 }
 
@@ -525,16 +525,7 @@ func TestFailNodeFromItsPage(t *testing.T) {
 	}
 	fail := func(reason string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, r.URL+"/nodes/"+n.NodeID+"/fail", strings.NewReader(url.Values{"reason": {reason}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("HX-Request", "true")
-		resp, err := admin.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return hxPost(t, admin, r.URL+"/nodes/"+n.NodeID+"/fail", url.Values{"reason": {reason}})
 	}
 	if _, frag := fail(""); !strings.Contains(frag, `role="alert"`) || !strings.Contains(frag, "reason") {
 		t.Fatalf("a failure without a reason: %.2000s", frag)
@@ -653,5 +644,37 @@ func TestTenantAvailabilityPage(t *testing.T) {
 	}
 	if code, page := get(t, acme, s.URL+"/my/availability?period=2027-04"); code != 200 || strings.Contains(page, r.ID) || !strings.Contains(page, "No committed reservation in 2027-04 so far") {
 		t.Fatalf("availability of a month yet to come: %d %.4000s", code, page)
+	}
+}
+
+// A quarantined node's repair-done on its page asks the operator to
+// confirm the review; without it the node stays in repair, with it the
+// node goes to burn-in.
+func TestQuarantinedNodeReviewedFromItsPage(t *testing.T) {
+	r, opToken, _ := site(t)
+	ctx := context.Background()
+	r.Agents.Remediation.QuarantineAfter = 1 // its first failure quarantines it
+	idle := r.Fleet.Snapshot.Nodes(fleet.NodeFilter{Lifecycle: fleet.LifecycleAvailable}, neocloud.Page{Limit: 1})
+	if len(idle) != 1 {
+		t.Fatal("no available node")
+	}
+	host := idle[0]
+	if tk, err := r.Agents.FailNode(ctx, host.ID, "smoke from the PSU"); err != nil || !tk.Quarantined {
+		t.Fatalf("fail: %v %+v", err, tk)
+	}
+	admin := browser(t, r.URL, opToken)
+	_, page := get(t, admin, r.URL+"/nodes/"+host.ID)
+	if !strings.Contains(page, `<input type="checkbox" id="repair-force" name="force" value="true" required>`) || !strings.Contains(page, "quarantined for operator review") {
+		t.Fatalf("no review asked of a quarantined node's repair-done: %.4000s", page)
+	}
+	if _, frag := hxPost(t, admin, r.URL+"/nodes/"+host.ID+"/repair-done", nil); !strings.Contains(frag, `role="alert"`) || !strings.Contains(frag, "quarantined") {
+		t.Fatalf("repair-done without the review: %.2000s", frag)
+	}
+	if got, _ := r.Fleet.Snapshot.Node(host.ID); got.Lifecycle != fleet.LifecycleRepair {
+		t.Fatalf("repair-done without the review moved the node to %s", got.Lifecycle)
+	}
+	code, frag := hxPost(t, admin, r.URL+"/nodes/"+host.ID+"/repair-done", url.Values{"force": {"true"}})
+	if got, _ := r.Fleet.Snapshot.Node(host.ID); code != 200 || got.Lifecycle != fleet.LifecycleBurnIn || strings.Contains(frag, `role="alert"`) {
+		t.Fatalf("repair-done after the review: %d, node %s: %.2000s", code, got.Lifecycle, frag)
 	}
 }

@@ -429,6 +429,9 @@ type nodeData struct {
 	Admin     bool
 	Error     string
 	Actions   []string
+	// Quarantined is why the node's open repair holds it for review: its
+	// repair-done asks the operator to confirm that they reviewed it.
+	Quarantined string
 }
 
 func (c *Console) nodeData(ctx context.Context, ref string, s session) (nodeData, error) {
@@ -452,6 +455,11 @@ func (c *Console) nodeData(ctx context.Context, ref string, s session) (nodeData
 	}
 	if d.Tickets, err = c.cfg.Agents.Store.Tickets(ctx, n.ID, false); err != nil {
 		return d, err
+	}
+	for _, t := range d.Tickets {
+		if t.Quarantined && t.ClosedAt == nil {
+			d.Quarantined = t.Message
+		}
 	}
 	if d.Sanitized, err = c.cfg.Agents.Store.SanitizeRecords(ctx, n.ID); err != nil {
 		return d, err
@@ -559,8 +567,11 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	body := []byte("{}")
-	if action == "fail" {
+	switch action {
+	case "fail":
 		body, _ = json.Marshal(map[string]string{"reason": r.PostFormValue("reason")})
+	case "repair-done":
+		body, _ = json.Marshal(map[string]bool{"force": r.PostFormValue("force") == "true"})
 	}
 	req := httptest.NewRequestWithContext(r.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(n.ID)+"/"+action, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+s.secret)
