@@ -177,13 +177,26 @@ func nodeCmd(g *globals) *cobra.Command {
 
 	show := &cobra.Command{Use: "show HOSTNAME|ID", Short: "Show a node; in a table, with its agent's last report (per-GPU telemetry, NICs, conditions) and its last hour, minute by minute", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if g.output != "table" { // json and csv print the API's object alone
-				return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, append(nodeCols, column{"GPUS", "gpus"}))
-			}
-			if err := g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0]), nil, nodeCols); err != nil {
+			me, err := g.me(c.Context())
+			if err != nil {
 				return err
 			}
-			return g.nodeTelemetry(c.Context(), args[0])
+			path := "/v1/nodes/" + url.PathEscape(args[0])
+			if me.TenantID != "" {
+				// A tenant sees its own node through its agent's last
+				// report; the fleet's record of it is the operator's.
+				if g.output != "table" {
+					return g.one(c.Context(), http.MethodGet, path+"/agent", nil, agentCols)
+				}
+				return g.nodeTelemetry(c.Context(), args[0], me)
+			}
+			if g.output != "table" { // json and csv print the API's object alone
+				return g.one(c.Context(), http.MethodGet, path, nil, append(nodeCols, column{"GPUS", "gpus"}))
+			}
+			if err := g.one(c.Context(), http.MethodGet, path, nil, nodeCols); err != nil {
+				return err
+			}
+			return g.nodeTelemetry(c.Context(), args[0], me)
 		}}
 	cmd.AddCommand(list, show)
 	for _, a := range []struct {
@@ -272,14 +285,17 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.one(c.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(args[0])+"/rekey", nil, nodeCols)
 		}}, &cobra.Command{Use: "agent HOSTNAME|ID", Short: "A node's last agent report: health, action and conditions", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0])+"/agent", nil,
-				[]column{{"NODE", "node_id"}, {"SEQ", "seq"}, {"SEEN", "seen_at"}, {"HEALTH", "health"}, {"ACTION", "action"}, {"CONDITIONS", "conditions"}})
+			return g.one(c.Context(), http.MethodGet, "/v1/nodes/"+url.PathEscape(args[0])+"/agent", nil, agentCols)
 		}})
 	return cmd
 }
 
-// nodeTelemetry prints a node's last agent report and its last hour.
-func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
+// agentCols are the columns of a node's last agent report.
+var agentCols = []column{{"NODE", "node_id"}, {"SEQ", "seq"}, {"SEEN", "seen_at"}, {"HEALTH", "health"}, {"ACTION", "action"}, {"CONDITIONS", "conditions"}}
+
+// nodeTelemetry prints a node's last agent report and, to an operator, its
+// last hour.
+func (g *globals) nodeTelemetry(ctx context.Context, ref string, me me) error {
 	c, err := g.client()
 	if err != nil {
 		return err
@@ -313,7 +329,8 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		fmt.Fprintln(g.stdout)
 		return printItems(g.stdout, "table", gpus, false, []column{{"GPU", "index"}, {"MODEL", "model"}, {"MEMORY MIB", "memory_mib"}, {"UUID", "uuid"}})
 	}
-	if err := c.Do(ctx, http.MethodGet, path+"/agent", nil, nil, &st); neocloud.ErrorKind(err) == neocloud.KindNotFound {
+	// A tenant is told of a node not its own as of one without reports.
+	if err := c.Do(ctx, http.MethodGet, path+"/agent", nil, nil, &st); neocloud.ErrorKind(err) == neocloud.KindNotFound && me.TenantID == "" {
 		var n struct {
 			GPUs []json.RawMessage `json:"gpus"`
 		}
@@ -332,14 +349,7 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		return err
 	}
 	hb := st.Heartbeat
-	// Now is the control plane's (a demo's runs ahead of this machine's).
-	var me struct {
-		Now time.Time `json:"now"`
-	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &me); err != nil {
-		return err
-	}
-	now := me.Now.UTC()
+	now := me.Now.UTC() // the control plane's (a demo's runs ahead of this machine's)
 	driver := ""
 	if hb.DriverVersion != "" {
 		driver = ", driver " + hb.DriverVersion
@@ -365,6 +375,9 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string) error {
 		if err := printItems(g.stdout, "table", hb.Checks, false, []column{{"CHECK", "name"}, {"OK", "ok"}, {"MESSAGE", "message"}}); err != nil {
 			return err
 		}
+	}
+	if me.TenantID != "" {
+		return nil // the minutes are the operator's
 	}
 	var ms struct{ Items []json.RawMessage }
 	q := url.Values{"from": {now.Add(-time.Hour).Format(time.RFC3339)}, "to": {now.Add(time.Minute).Format(time.RFC3339)}}

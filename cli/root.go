@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -179,6 +180,22 @@ func (g *globals) print(ctx context.Context, c *client.Client, raw []json.RawMes
 	return printNamed(g.stdout, g.output, raw, single, cols, names)
 }
 
+// me is who the token is, and the control plane's clock.
+type me struct {
+	TenantID string    `json:"tenant_id"`
+	Now      time.Time `json:"now"`
+}
+
+func (g *globals) me(ctx context.Context) (me, error) {
+	c, err := g.client()
+	if err != nil {
+		return me{}, err
+	}
+	var m me
+	err = c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &m)
+	return m, err
+}
+
 // tenantNames maps tenant ids to names: every tenant's for an operator's
 // token, its own tenant's for a tenant's (which may not list tenants, and
 // is not sent to be refused: a denied read is audited). It is nil when
@@ -188,15 +205,13 @@ func tenantNames(ctx context.Context, c *client.Client) map[string]string {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	}
-	var me struct {
-		TenantID string `json:"tenant_id"`
-	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &me); err != nil {
+	var m me
+	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &m); err != nil {
 		return nil
 	}
-	if me.TenantID != "" {
+	if m.TenantID != "" {
 		var t named
-		if err := c.Do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(me.TenantID), nil, nil, &t); err != nil {
+		if err := c.Do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(m.TenantID), nil, nil, &t); err != nil {
 			return nil
 		}
 		return map[string]string{t.ID: t.Name}

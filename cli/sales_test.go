@@ -255,6 +255,14 @@ func TestCLIBreakFix(t *testing.T) {
 	if len(r.Nodes) != 2 {
 		t.Fatalf("reservation: %+v", r)
 	}
+	// The tenant shows its own node: its agent's report (here: none yet),
+	// without the fleet's record (the operator's), and no refused request.
+	if out, errOut, code := run(t, srv.URL, ta, "node", "show", r.Nodes[0].Hostname); code != 1 || !strings.Contains(errOut, "no agent has reported for node "+r.Nodes[0].Hostname) {
+		t.Errorf("the tenant's node show: %d %q %q", code, out, errOut)
+	}
+	if out := must(op, "audit", "list", "--result", "denied", "-o", "json"); strings.Contains(out, "get-node") {
+		t.Errorf("the tenant's node show was refused: %s", out)
+	}
 	report := func(host string) string {
 		t.Helper()
 		var b struct{ ID, State string }

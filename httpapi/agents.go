@@ -107,7 +107,7 @@ func (s *Server) registerAgents() {
 		})
 
 	register(s, opReadTenant, huma.Operation{OperationID: "get-node-agent", Method: http.MethodGet, Path: "/v1/nodes/{node}/agent", Summary: "A node's last report: health, conditions with their reasons, telemetry",
-		Description: "A tenant sees the nodes that serve it now; any other answers 404.", Tags: []string{"agents"}},
+		Description: "A tenant sees the nodes that serve it now; any other answers 404, as does a node no agent has reported for.", Tags: []string{"agents"}},
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`
 		}) (*struct{ Body agents.State }, error) {
@@ -125,6 +125,9 @@ func (s *Server) registerAgents() {
 				}
 			}
 			st, err := av.Latest(ctx, n.ID)
+			if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+				return nil, neocloud.Errorf(neocloud.KindNotFound, "no agent has reported for node %s", n.Hostname)
+			}
 			if err != nil {
 				return nil, err
 			}
