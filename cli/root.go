@@ -182,8 +182,9 @@ func (g *globals) print(ctx context.Context, c *client.Client, raw []json.RawMes
 
 // me is who the token is, and the control plane's clock.
 type me struct {
-	TenantID string    `json:"tenant_id"`
-	Now      time.Time `json:"now"`
+	Role     neocloud.Role `json:"role"`
+	TenantID string        `json:"tenant_id"`
+	Now      time.Time     `json:"now"`
 }
 
 func (g *globals) me(ctx context.Context) (me, error) {
@@ -215,6 +216,9 @@ func tenantNames(ctx context.Context, c *client.Client) map[string]string {
 			return nil
 		}
 		return map[string]string{t.ID: t.Name}
+	}
+	if !m.Role.Operator() {
+		return nil // an agent's token, say
 	}
 	names := map[string]string{}
 	q := url.Values{"limit": {"1000"}}
