@@ -329,7 +329,8 @@ func (g *globals) nodeTelemetry(ctx context.Context, ref string, me me) error {
 		fmt.Fprintln(g.stdout)
 		return printItems(g.stdout, "table", gpus, false, []column{{"GPU", "index"}, {"MODEL", "model"}, {"MEMORY MIB", "memory_mib"}, {"UUID", "uuid"}})
 	}
-	// A tenant is told of a node not its own as of one without reports.
+	// To a tenant, a node without reports answers 404 as one not its own
+	// does: the API's answer says which.
 	if err := c.Do(ctx, http.MethodGet, path+"/agent", nil, nil, &st); neocloud.ErrorKind(err) == neocloud.KindNotFound && me.TenantID == "" {
 		var n struct {
 			GPUs []json.RawMessage `json:"gpus"`

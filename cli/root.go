@@ -55,6 +55,7 @@ type globals struct {
 	output string
 	stdout io.Writer
 	stderr io.Writer
+	who    *me // the token's answer from /v1/me, once asked
 }
 
 func (g *globals) client() (*client.Client, error) {
@@ -175,7 +176,7 @@ func (g *globals) one(ctx context.Context, method, path string, body any, cols [
 func (g *globals) print(ctx context.Context, c *client.Client, raw []json.RawMessage, single bool, cols []column) error {
 	var names map[string]string
 	if g.output == "table" && slices.ContainsFunc(cols, func(c column) bool { return c.Key == tenantIDKey }) {
-		names = tenantNames(ctx, c)
+		names = g.tenantNames(ctx, c)
 	}
 	return printNamed(g.stdout, g.output, raw, single, cols, names)
 }
@@ -187,27 +188,34 @@ type me struct {
 	Now      time.Time     `json:"now"`
 }
 
+// me asks the server who the token is, once a command.
 func (g *globals) me(ctx context.Context) (me, error) {
+	if g.who != nil {
+		return *g.who, nil
+	}
 	c, err := g.client()
 	if err != nil {
 		return me{}, err
 	}
 	var m me
-	err = c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &m)
-	return m, err
+	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &m); err != nil {
+		return me{}, err
+	}
+	g.who = &m
+	return m, nil
 }
 
 // tenantNames maps tenant ids to names: every tenant's for an operator's
 // token, its own tenant's for a tenant's (which may not list tenants, and
 // is not sent to be refused: a denied read is audited). It is nil when
 // they cannot be read; a table then shows the ids.
-func tenantNames(ctx context.Context, c *client.Client) map[string]string {
+func (g *globals) tenantNames(ctx context.Context, c *client.Client) map[string]string {
 	type named struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	}
-	var m me
-	if err := c.Do(ctx, http.MethodGet, "/v1/me", nil, nil, &m); err != nil {
+	m, err := g.me(ctx)
+	if err != nil {
 		return nil
 	}
 	if m.TenantID != "" {
