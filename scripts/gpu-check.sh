@@ -26,6 +26,20 @@ TOLERANCE_PCT=${TOLERANCE_PCT:-2}
 [ -x "$BIN" ] || { echo "gpu-check: no neocloud binary at $BIN (set NEOCLOUD_BIN)" >&2; exit 2; }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 command -v python3 >/dev/null || { echo "gpu-check: python3 is needed for the independent reading" >&2; exit 2; }
+# The driver's libnvidia-ml may lie outside the loader's path (a container
+# mounts the driver's folder, /usr/local/nvidia say): the agent, which
+# loads it at run time, and the independent reader look there too
+# (NVML_DIRS: where to look, in order).
+NVML_DIRS=${NVML_DIRS:-/usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib64/nvidia /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/compat}
+if ! python3 -c 'import ctypes; ctypes.CDLL("libnvidia-ml.so.1")' 2>/dev/null; then
+  for d in $NVML_DIRS; do
+    if [ -e "$d/libnvidia-ml.so.1" ]; then
+      export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      echo "== libnvidia-ml.so.1 from $d"
+      break
+    fi
+  done
+fi
 # The independent reading goes through NVML's Python binding (pip package
 # nvidia-ml-py) where it is installed, else straight to the driver's
 # libnvidia-ml with ctypes (a GPU machine may have no network to install it).

@@ -50,9 +50,13 @@ func TestGPUCheckScript(t *testing.T) {
 		scale float64 // the agent's counter reads this many times the card's
 		ok    bool
 		diff  float64 // stored vs counter, %
+		// search: the script finds the library in NVML_DIRS (as in a
+		// container that mounts the driver's folder) rather than through
+		// LD_LIBRARY_PATH.
+		search bool
 	}{
-		{"counters agree", 1, true, 0},
-		{"agent counter 5% high", 1.05, false, 5},
+		{"counters agree", 1, true, 0, true},
+		{"agent counter 5% high", 1.05, false, 5, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -63,9 +67,17 @@ func TestGPUCheckScript(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(script)
-			cmd.Env = append(os.Environ(), "NEOCLOUD_BIN="+wrapper, "LD_LIBRARY_PATH="+lib, "NEOCLOUD_FAKE_NVML_GPUS=2", "LOAD_S=12")
+			cmd.Env = append(os.Environ(), "NEOCLOUD_BIN="+wrapper, "NEOCLOUD_FAKE_NVML_GPUS=2", "LOAD_S=12")
+			if tc.search {
+				cmd.Env = append(cmd.Env, "LD_LIBRARY_PATH=", "NVML_DIRS="+filepath.Join(lib, "none")+" "+lib)
+			} else {
+				cmd.Env = append(cmd.Env, "LD_LIBRARY_PATH="+lib)
+			}
 			out, err := cmd.CombinedOutput()
 			text := string(out)
+			if found := strings.Contains(text, "libnvidia-ml.so.1 from "+lib+"\n"); found != tc.search {
+				t.Errorf("the script said it took the library from %s: %v, want %v:\n%s", lib, found, tc.search, text)
+			}
 			if tc.ok != (err == nil) {
 				t.Fatalf("exit %v, want success %v:\n%s", err, tc.ok, text)
 			}
