@@ -44,12 +44,12 @@ type env struct {
 	sales      *sales.Service
 	agents     *agents.Service
 	// per tenant ("a", "b"): a future reserved reservation, a quote
-	rsv, quote map[string]sales.Reservation
-	quotes     map[string]sales.Quote
-	served     map[string]string // per tenant id: a node serving it (break-fix)
-	billing    *billing.Service
-	invoices   map[string]billing.Invoice // per tenant ("a", "b"): a finalized invoice
-	closes     int                        // months closed so far
+	rsv      map[string]sales.Reservation
+	quotes   map[string]sales.Quote
+	served   map[string]string // per tenant id: a node serving it (break-fix)
+	billing  *billing.Service
+	invoices map[string]billing.Invoice // per tenant ("a", "b"): a finalized invoice
+	closes   int                        // months closed so far
 }
 
 func newEnv(t *testing.T, db *sqlstore.DB) *env { return newEnvTB(t, db) }

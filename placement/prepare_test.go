@@ -7,12 +7,6 @@ import (
 	"time"
 )
 
-// freeOver (a reference, by scanning one node's intervals) reports whether all of node i can take committed work of
-// tenant over [s, e); see freeMask.
-func (c *Calendar) freeOver(i int, s, e int64, tenant string, skip *Reservation) bool {
-	return c.freeMask(i, s, e, tenant, skip, false) == c.scratch.full
-}
-
 // freeMask (the reference for prepare, by scanning one node's intervals)
 // returns the GPUs of node i free for committed work of tenant
 // over [s, e): no maintenance overlaps them, and every committed interval

@@ -182,8 +182,6 @@ func (w *world) events(p neocloud.Principal) []string {
 	return out
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func reserved(gpus int, start time.Time, d time.Duration, within string) sales.ShapeInput {
 	return sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: gpus, Class: placement.ClassReserved, Start: &start, DurationS: int64(d / time.Second), Within: within}
 }
