@@ -48,25 +48,23 @@ func (db *DB) DownSpans(ctx context.Context, siteID string, from, to time.Time) 
 		`SELECT s.node_id, s.started_at, s.finished_at FROM sanitize_records s JOIN nodes n ON n.id = s.node_id
 			WHERE n.site_id = ? AND s.started_at < ? AND s.finished_at > ?`,
 	} {
-		rows, err := db.query(ctx, q, siteID, micros(to), micros(from))
+		type span struct {
+			node string
+			a, b int64
+		}
+		spans, err := collect(db, ctx, func(r scanner) (span, error) {
+			var s span
+			return s, r.Scan(&s.node, &s.a, &s.b)
+		}, q, siteID, micros(to), micros(from))
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			var node string
-			var a, b int64
-			if err := rows.Scan(&node, &a, &b); err != nil {
-				rows.Close()
-				return nil, db.translate(err)
-			}
+		for _, s := range spans {
 			end := to
-			if b != 0 {
-				end = fromMicros(b)
+			if s.b != 0 {
+				end = fromMicros(s.b)
 			}
-			out[node] = append(out[node], finance.Interval{From: fromMicros(a), To: end})
-		}
-		if err := rows.Close(); err != nil {
-			return nil, db.translate(err)
+			out[s.node] = append(out[s.node], finance.Interval{From: fromMicros(s.a), To: end})
 		}
 	}
 	return out, nil

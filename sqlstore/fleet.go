@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -20,6 +21,16 @@ func mustJSON(v any) string {
 		panic("sqlstore: marshal: " + err.Error())
 	}
 	return string(b)
+}
+
+// fromJSON decodes a column stored as JSON text (mustJSON's) into v; a
+// column that does not decode is an error naming it, never a zero value
+// read as if it had been stored.
+func fromJSON(column, text string, v any) error {
+	if err := json.Unmarshal([]byte(text), v); err != nil {
+		return fmt.Errorf("sqlstore: stored %s does not decode: %w", column, err)
+	}
+	return nil
 }
 
 func (db *DB) PutSKUs(ctx context.Context, skus []fleet.SKU) error {
@@ -63,13 +74,9 @@ func scanSite(row interface{ Scan(...any) error }) (fleet.Site, error) {
 	if err := row.Scan(&s.ID, &s.Name, &s.Region, &s.Timezone, &levels, &hier, &power, &policy, &economics, &c, &u); err != nil {
 		return s, err
 	}
-	json.Unmarshal([]byte(policy), &s.Policy)
 	s.CreatedAt, s.UpdatedAt = fromMicros(c), fromMicros(u)
-	json.Unmarshal([]byte(levels), &s.Levels)
-	json.Unmarshal([]byte(hier), &s.Hierarchies)
-	json.Unmarshal([]byte(power), &s.Power)
-	json.Unmarshal([]byte(economics), &s.Economics)
-	return s, nil
+	return s, errors.Join(fromJSON("sites.policy", policy, &s.Policy), fromJSON("sites.levels", levels, &s.Levels),
+		fromJSON("sites.hierarchies", hier, &s.Hierarchies), fromJSON("sites.power", power, &s.Power), fromJSON("sites.economics", economics, &s.Economics))
 }
 
 func (db *DB) SiteByName(ctx context.Context, name string) (fleet.Site, error) {
@@ -104,9 +111,7 @@ func scanNode(row interface{ Scan(...any) error }) (fleet.Node, error) {
 		return n, err
 	}
 	n.CreatedAt, n.UpdatedAt = fromMicros(c), fromMicros(u)
-	json.Unmarshal([]byte(hier), &n.Hierarchies)
-	json.Unmarshal([]byte(reasons), &n.HealthReasons)
-	return n, nil
+	return n, errors.Join(fromJSON("nodes.hierarchies", hier, &n.Hierarchies), fromJSON("nodes.health_reasons", reasons, &n.HealthReasons))
 }
 
 // nodes runs a node query and attaches GPUs.

@@ -96,19 +96,16 @@ func (db *DB) migrateThrough(ctx context.Context, through int) error {
 			return fmt.Errorf("sqlstore: schema_migrations: %w", err)
 		}
 		applied := map[int]bool{}
-		rows, err := db.query(ctx, "SELECT version FROM schema_migrations")
+		versions, err := collect(db, ctx, func(r scanner) (int, error) {
+			var v int
+			return v, r.Scan(&v)
+		}, "SELECT version FROM schema_migrations")
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var v int
-			if err := rows.Scan(&v); err != nil {
-				rows.Close()
-				return err
-			}
+		for _, v := range versions {
 			applied[v] = true
 		}
-		rows.Close()
 		for _, m := range ms {
 			if applied[m.version] || m.version > through {
 				continue

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -32,12 +33,12 @@ func (db *DB) Prices(ctx context.Context) ([]pricing.Price, error) {
 		var p pricing.Price
 		var eff, created int64
 		var terms, vol string
-		err := r.Scan(&p.ID, &p.SKU, &p.Class, &eff, &p.ListMicros, &terms, &vol, &p.SpotFloor, &p.SpotCeiling, &p.Currency, &p.CreatedBy, &created)
+		if err := r.Scan(&p.ID, &p.SKU, &p.Class, &eff, &p.ListMicros, &terms, &vol, &p.SpotFloor, &p.SpotCeiling, &p.Currency, &p.CreatedBy, &created); err != nil {
+			return p, err
+		}
 		p.EffectiveAt, p.CreatedAt = fromMicros(eff), fromMicros(created)
-		json.Unmarshal([]byte(terms), &p.TermDiscounts)
-		json.Unmarshal([]byte(vol), &p.VolumeTiers)
 		p.List = pricing.FormatMicros(p.ListMicros)
-		return p, err
+		return p, errors.Join(fromJSON("prices.term_discounts", terms, &p.TermDiscounts), fromJSON("prices.volume_tiers", vol, &p.VolumeTiers))
 	}, `SELECT id, sku, class, effective_at, list_micros, term_discounts, volume_tiers, spot_floor_micros, spot_ceiling_micros, currency, created_by, created_at
 		FROM prices ORDER BY sku, class, effective_at`)
 	return out, err
@@ -93,39 +94,24 @@ func (db *DB) HeldGPUs(ctx context.Context, tenantID, sku string, class sales.Cl
 		e = math.MaxInt64
 	}
 	var n int64
-	rows, err := db.query(ctx, `SELECT body FROM reservations WHERE tenant_id = ? AND sku = ? AND class = ? AND state IN ('pending','scheduled','active','ending')
+	rs, err := collect(db, ctx, scanBody[sales.Reservation], `SELECT body FROM reservations WHERE tenant_id = ? AND sku = ? AND class = ? AND state IN ('pending','scheduled','active','ending')
 		AND start_at < ? AND end_at > ?`, tenantID, sku, string(class), e, micros(start))
 	if err != nil {
 		return 0, err
 	}
-	for rows.Next() {
-		var body string
-		if err := rows.Scan(&body); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		var r sales.Reservation
-		json.Unmarshal([]byte(body), &r)
+	for _, r := range rs {
 		n += int64(r.Shape.GPUs)
 	}
-	rows.Close()
-	holds, err := db.query(ctx, `SELECT body FROM quotes WHERE tenant_id = ? AND state = 'open' AND hold AND expires_at > ?`, tenantID, micros(now))
+	qs, err := collect(db, ctx, scanBody[sales.Quote], `SELECT body FROM quotes WHERE tenant_id = ? AND state = 'open' AND hold AND expires_at > ?`, tenantID, micros(now))
 	if err != nil {
 		return 0, err
 	}
-	defer holds.Close()
-	for holds.Next() {
-		var body string
-		if err := holds.Scan(&body); err != nil {
-			return 0, err
-		}
-		var q sales.Quote
-		json.Unmarshal([]byte(body), &q)
+	for _, q := range qs {
 		if q.Shape.SKU == sku && q.Shape.Class == class && q.Shape.Start.Before(end) && (q.Shape.End == nil || q.Shape.End.After(start)) {
 			n += int64(q.Shape.GPUs)
 		}
 	}
-	return n, db.translate(holds.Err())
+	return n, nil
 }
 
 func scanBody[T any](r scanner) (T, error) {
@@ -134,7 +120,10 @@ func scanBody[T any](r scanner) (T, error) {
 	if err := r.Scan(&body); err != nil {
 		return v, err
 	}
-	return v, json.Unmarshal([]byte(body), &v)
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		return v, fmt.Errorf("sqlstore: stored %T body does not decode: %w", v, err)
+	}
+	return v, nil
 }
 
 func (db *DB) InsertQuote(ctx context.Context, q sales.Quote) error {
@@ -419,19 +408,16 @@ func (db *DB) LiveAllocationNodes(ctx context.Context, nodeIDs []string) (map[st
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := db.query(ctx, `SELECT node_id, reservation_id FROM allocations WHERE state <> 'ended' AND node_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		held, err := collect(db, ctx, func(r scanner) ([2]string, error) {
+			var nr [2]string
+			return nr, r.Scan(&nr[0], &nr[1])
+		}, `SELECT node_id, reservation_id FROM allocations WHERE state <> 'ended' AND node_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			var n, r string
-			if err := rows.Scan(&n, &r); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[n] = "allocated to reservation " + r
+		for _, nr := range held {
+			out[nr[0]] = "allocated to reservation " + nr[1]
 		}
-		rows.Close()
 	}
 	return out, nil
 }
@@ -487,10 +473,11 @@ func scanEvent(r scanner) (sales.Event, error) {
 	var e sales.Event
 	var data string
 	var at int64
-	err := r.Scan(&e.Seq, &e.ID, &e.TenantID, &e.Kind, &e.Subject, &data, &at)
+	if err := r.Scan(&e.Seq, &e.ID, &e.TenantID, &e.Kind, &e.Subject, &data, &at); err != nil {
+		return e, err
+	}
 	e.At = fromMicros(at)
-	json.Unmarshal([]byte(data), &e.Data)
-	return e, err
+	return e, fromJSON("events.data", data, &e.Data)
 }
 
 func (db *DB) LiveGPUs(ctx context.Context, nodeIDs []string) (map[string][]int, error) {

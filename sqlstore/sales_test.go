@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +132,85 @@ func TestSamplesOnce(t *testing.T) {
 		got, err := db.Samples(ctx, node.ID, 1, 10)
 		if err != nil || len(got) != 3 || got[2].EnergyJ != 300 {
 			t.Fatalf("samples: %+v %v", got, err)
+		}
+	})
+}
+
+// TestStoredJSONThatDoesNotDecode: a column stored as JSON that no longer
+// decodes (edited by hand, say) is an error naming it, on both stores; it
+// is never read as an empty value. A reservation read as empty would have
+// counted no GPUs against its tenant's quota.
+func TestStoredJSONThatDoesNotDecode(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		tn := tenant.Tenant{ID: neocloud.NewID(neocloud.PrefixTenant), Name: "acme", CreatedAt: t0}
+		if err := db.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.PutSKUs(ctx, fleet.Catalog); err != nil {
+			t.Fatal(err)
+		}
+		sku := fleet.Catalog[0].Name
+		site := fleet.Site{ID: neocloud.NewID(fleet.PrefixSite), Name: "lab", Levels: []string{"rack"}, CreatedAt: t0, UpdatedAt: t0}
+		if err := db.PutSite(ctx, site); err != nil {
+			t.Fatal(err)
+		}
+		node := fleet.Node{ID: neocloud.NewID(fleet.PrefixNode), Hostname: "n1", SiteID: site.ID, SKU: sku, Domain: "r1", Lifecycle: fleet.LifecycleAvailable, Health: fleet.HealthOK, Version: 1, CreatedAt: t0, UpdatedAt: t0}
+		if err := db.InsertNodes(ctx, []fleet.Node{node}); err != nil {
+			t.Fatal(err)
+		}
+		c := sales.Contract{ID: neocloud.NewID(sales.PrefixContract), TenantID: tn.ID, Kind: placement.ClassReserved, SKU: sku, Start: t0, CreatedAt: t0}
+		if err := db.InsertContract(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		r := sales.Reservation{ID: neocloud.NewID(sales.PrefixReservation), TenantID: tn.ID, ContractID: c.ID, State: sales.ReservationScheduled,
+			Shape: sales.Shape{Site: site.ID, SKU: sku, GPUs: 16, Class: placement.ClassReserved, Start: t0}, DueAt: t0, Version: 1, CreatedAt: t0, UpdatedAt: t0}
+		if err := db.InsertReservation(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.AppendEvent(ctx, sales.Event{ID: neocloud.NewID(sales.PrefixEvent), TenantID: tn.ID, Kind: "reservation.scheduled", Subject: r.ID, Data: map[string]any{"gpus": 16}, At: t0}); err != nil {
+			t.Fatal(err)
+		}
+		held := func() (int64, error) {
+			return db.HeldGPUs(ctx, tn.ID, sku, placement.ClassReserved, t0, t0.Add(time.Hour), t0)
+		}
+		if n, err := held(); err != nil || n != 16 {
+			t.Fatalf("HeldGPUs = %d, %v; want 16", n, err)
+		}
+		for _, tc := range []struct {
+			table, column, key string
+			read               func() error
+		}{
+			{"sites", "policy", site.ID, func() error { _, err := db.SiteByName(ctx, site.Name); return err }},
+			{"sites", "economics", site.ID, func() error { _, err := db.Sites(ctx); return err }},
+			{"nodes", "health_reasons", node.ID, func() error { _, err := db.Node(ctx, node.ID); return err }},
+			{"reservations", "body", r.ID, func() error { _, err := held(); return err }},
+			{"events", "data", tn.ID, func() error { _, err := db.Events(ctx, tn.ID, 0, 10); return err }},
+		} {
+			where := "id"
+			if tc.table == "events" {
+				where = "tenant_id"
+			}
+			raw := db.RawDB()
+			var kept string
+			if err := raw.QueryRow(`SELECT ` + tc.column + ` FROM ` + tc.table + ` WHERE ` + where + ` = '` + tc.key + `'`).Scan(&kept); err != nil {
+				t.Fatal(err)
+			}
+			set := func(v string) {
+				t.Helper()
+				if _, err := raw.Exec(`UPDATE ` + tc.table + ` SET ` + tc.column + ` = '` + v + `' WHERE ` + where + ` = '` + tc.key + `'`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			set(`{"cut off`)
+			err := tc.read()
+			if err == nil || !strings.Contains(err.Error(), tc.column) {
+				t.Errorf("%s.%s that does not decode: read gave %v, want an error naming the column", tc.table, tc.column, err)
+			}
+			set(kept)
+			if err := tc.read(); err != nil {
+				t.Errorf("%s.%s restored: %v", tc.table, tc.column, err)
+			}
 		}
 	})
 }
