@@ -149,7 +149,6 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 					wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
 					if attempt < c.retries() && ctx.Err() == nil {
 						time.Sleep(min(10*time.Second, time.Duration(max(1, wait))*time.Second))
-						lastErr = perr
 						continue
 					}
 					return nil, perr
