@@ -345,6 +345,14 @@ func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
 
+// syncFleet reads what other servers sharing the store changed in the
+// fleet: a site or node this server has not seen may have been applied
+// through another a moment ago (servers sync every few seconds anyway).
+func (s *Service) syncFleet(ctx context.Context) error {
+	_, err := s.Fleet.Sync(ctx)
+	return err
+}
+
 // JoinTokenInput creates a join token.
 type JoinTokenInput struct {
 	Site    string `json:"site" doc:"Site name or id."`
@@ -355,6 +363,12 @@ type JoinTokenInput struct {
 // CreateJoinToken makes a join token and returns its secret, shown once.
 func (s *Service) CreateJoinToken(ctx context.Context, p neocloud.Principal, in JoinTokenInput) (JoinToken, string, error) {
 	site, ok := s.Fleet.Snapshot.Site(in.Site)
+	if !ok && s.SharedTTL > 0 {
+		if err := s.syncFleet(ctx); err != nil {
+			return JoinToken{}, "", err
+		}
+		site, ok = s.Fleet.Snapshot.Site(in.Site)
+	}
 	if !ok {
 		return JoinToken{}, "", neocloud.Invalid("body.site", "unknown site %q", in.Site)
 	}
@@ -396,6 +410,12 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 			return err
 		}
 		n, ok := s.Fleet.Snapshot.Node(in.Hostname)
+		if !ok && s.SharedTTL > 0 {
+			if err := s.syncFleet(ctx); err != nil {
+				return err
+			}
+			n, ok = s.Fleet.Snapshot.Node(in.Hostname)
+		}
 		if !ok || n.SiteID != jt.SiteID || n.Lifecycle == fleet.LifecycleRetired {
 			return neocloud.Invalid("body.hostname", "no node %q at the join token's site", in.Hostname)
 		}

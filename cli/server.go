@@ -128,11 +128,15 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 	}
 	tenants := tenant.NewService(db)
 	tenants.Now = o.Now
-	secret, err := tenants.Bootstrap(ctx, o.Bootstrap)
+	boot, err := tenants.Bootstrap(ctx, o.Bootstrap)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
+	if boot.Revoked {
+		o.Logger.Warn("NEOCLOUD_BOOTSTRAP_TOKEN names a revoked token: it stays revoked and signs nothing in; unset it, or set a new secret to add an operator-admin token")
+	}
+	secret := boot.Secret
 	fl := fleet.NewService(db, db)
 	fl.Now = o.Now
 	if err := fl.Load(ctx); err != nil {
@@ -285,6 +289,9 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 	}()
 	go purgeIdempotencyKeys(bg, db.Idempotency(), o.Logger)
+	if db.Dialect == sqlstore.Postgres {
+		go syncFleet(bg, fl, FleetSyncEvery, o.Logger)
+	}
 	sample := o.SampleEvery
 	if sample == 0 {
 		sample = 5 * time.Second
@@ -345,6 +352,27 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 
 // sweep judges silent nodes and moves repairs along, every half heartbeat
 // interval (or the lifecycle's cadence, when faster).
+// FleetSyncEvery is how often a server on PostgreSQL reads what other
+// servers changed in the fleet (sites, nodes: their health, lifecycle,
+// cordons) into its snapshot.
+const FleetSyncEvery = 2 * time.Second
+
+// syncFleet keeps the fleet snapshot current with other servers' writes.
+func syncFleet(ctx context.Context, fl *fleet.Service, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := fl.Sync(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("fleet sync", "err", err)
+		}
+	}
+}
+
 func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -35,6 +35,10 @@ type Store interface {
 	PutGPUs(ctx context.Context, nodes []Node) error
 	// LogHealth appends a node's new health to its history.
 	LogHealth(ctx context.Context, c HealthChange) error
+	// NodeVersions returns every node's id and version.
+	NodeVersions(ctx context.Context) (map[string]int64, error)
+	// NodesByID returns the given nodes with their GPUs.
+	NodesByID(ctx context.Context, ids []string) ([]Node, error)
 }
 
 // HealthChange is one change of a node's health, kept as its history.
@@ -88,6 +92,47 @@ func (s *Service) Load(ctx context.Context) error {
 	}
 	s.Snapshot.Load(sites, nodes)
 	return nil
+}
+
+// Sync takes into the snapshot what other servers sharing the store have
+// changed since: sites updated later than held, and nodes new or at a
+// newer version (every change of a node bumps it). Servers on one
+// PostgreSQL database call it every few seconds, and when asked for a
+// node they have not seen; a lone server's snapshot is never behind. It
+// returns how many sites and nodes it took in.
+func (s *Service) Sync(ctx context.Context) (int, error) {
+	sites, err := s.Store.Sites(ctx)
+	if err != nil {
+		return 0, err
+	}
+	took := 0
+	for _, st := range sites {
+		if held, ok := s.Snapshot.Site(st.ID); !ok || st.UpdatedAt.After(held.UpdatedAt) {
+			s.Snapshot.PutSite(st)
+			took++
+		}
+	}
+	versions, err := s.Store.NodeVersions(ctx)
+	if err != nil {
+		return took, err
+	}
+	held := s.Snapshot.Versions()
+	var stale []string
+	for id, v := range versions {
+		if h, ok := held[id]; !ok || v > h {
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) == 0 {
+		return took, nil
+	}
+	sort.Strings(stale)
+	nodes, err := s.Store.NodesByID(ctx, stale)
+	if err != nil {
+		return took, err
+	}
+	s.Snapshot.PutNodes(nodes)
+	return took + len(nodes), nil
 }
 
 func (s *Service) inUse(ctx context.Context, ids []string) (map[string]string, error) {

@@ -54,15 +54,30 @@ func (s *Snapshot) Load(sites []Site, nodes []Node) {
 	sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID })
 }
 
-// PutSite adds or replaces a site.
+// PutSite adds or replaces a site; a site updated before the one held is
+// ignored, so late reads never undo newer writes.
 func (s *Snapshot) PutSite(st Site) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.gen++
 	if old, ok := s.sites[st.ID]; ok {
+		if st.UpdatedAt.Before(old.UpdatedAt) {
+			return
+		}
 		delete(s.byName, old.Name)
 	}
+	s.gen++
 	s.sites[st.ID], s.byName[st.Name] = &st, &st
+}
+
+// Versions returns every node's version, by id.
+func (s *Snapshot) Versions() map[string]int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]int64, len(s.nodes))
+	for _, n := range s.nodes {
+		out[n.ID] = n.Version
+	}
+	return out
 }
 
 // PutNodes adds or replaces nodes; a node older (by Version) than the one

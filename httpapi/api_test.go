@@ -308,10 +308,11 @@ func FuzzCreateTenantBody(f *testing.F) {
 	}
 	srv := httptest.NewServer(httpapi.New(httpapi.Config{Tenants: ts, Fleet: fl, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping}).Handler())
 	defer srv.Close()
-	secret, err := ts.Bootstrap(context.Background(), "")
+	boot, err := ts.Bootstrap(context.Background(), "")
 	if err != nil {
 		f.Fatal(err)
 	}
+	secret := boot.Secret
 	count := func() (n int) {
 		db.RawDB().QueryRow(`SELECT COUNT(*) FROM tenants`).Scan(&n)
 		return n

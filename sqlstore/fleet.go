@@ -159,6 +159,42 @@ func (db *DB) SiteNodes(ctx context.Context, siteID string) ([]fleet.Node, error
 
 func (db *DB) AllNodes(ctx context.Context) ([]fleet.Node, error) { return db.nodes(ctx, ``) }
 
+func (db *DB) NodeVersions(ctx context.Context) (map[string]int64, error) {
+	type idVersion struct {
+		id string
+		v  int64
+	}
+	rows, err := collect(db, ctx, func(r scanner) (idVersion, error) {
+		var x idVersion
+		return x, r.Scan(&x.id, &x.v)
+	}, `SELECT id, version FROM nodes`)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(rows))
+	for _, x := range rows {
+		out[x.id] = x.v
+	}
+	return out, nil
+}
+
+func (db *DB) NodesByID(ctx context.Context, ids []string) ([]fleet.Node, error) {
+	var out []fleet.Node
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(len(ids), start+500)]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		ns, err := db.nodes(ctx, `WHERE n.id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ns...)
+	}
+	return out, nil
+}
+
 func (db *DB) Node(ctx context.Context, id string) (fleet.Node, error) {
 	ns, err := db.nodes(ctx, `WHERE n.id = ?`, id)
 	if err != nil {

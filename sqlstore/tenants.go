@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -141,8 +142,29 @@ func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) error {
 	})
 }
 
-func (db *DB) HasOperatorAdmin(ctx context.Context) (bool, error) {
-	var n int
-	err := db.queryRow(ctx, `SELECT COUNT(*) FROM tokens WHERE role = 'operator-admin' AND revoked_at IS NULL`).Scan(&n)
-	return n > 0, db.translate(err)
+func (db *DB) BootstrapToken(ctx context.Context, t tenant.Token, hash string, ifNoAdmin bool) (bool, error) {
+	stored := false
+	err := db.write(ctx, func(ctx context.Context) error {
+		// On SQLite the IMMEDIATE transaction serializes servers; on
+		// PostgreSQL this lock does (the check and the insert together).
+		if db.Dialect == Postgres {
+			if _, err := db.exec(ctx, "SELECT pg_advisory_xact_lock(7311002)"); err != nil {
+				return fmt.Errorf("sqlstore: bootstrap lock: %w", err)
+			}
+		}
+		q, args := `SELECT COUNT(*) FROM tokens WHERE hash = ?`, []any{hash}
+		if ifNoAdmin {
+			q, args = `SELECT COUNT(*) FROM tokens WHERE role = 'operator-admin' AND revoked_at IS NULL`, nil
+		}
+		var n int
+		if err := db.queryRow(ctx, q, args...).Scan(&n); err != nil {
+			return db.translate(err)
+		}
+		if n > 0 {
+			return nil
+		}
+		stored = true
+		return db.CreateToken(ctx, t, hash)
+	})
+	return stored && err == nil, err
 }

@@ -246,34 +246,46 @@ func ValidBootstrapSecret(s string) bool {
 	return true
 }
 
-// Bootstrap makes sure an operator-admin can sign in. With a bootstrap secret
-// it stores that secret's hash unless already stored (restarting with the
-// same value is a no-op); without one it creates an operator-admin token only
-// when none exists. It returns the new secret to print once, or "".
-func (s *Service) Bootstrap(ctx context.Context, bootstrapSecret string) (string, error) {
+// Bootstrap makes sure an operator-admin can sign in, and reports how.
+// With a bootstrap secret it stores that secret's hash unless already
+// stored (restarting with the same value is a no-op); a secret whose token
+// was revoked stays revoked. Without one it creates an operator-admin
+// token only when none exists, and returns its secret to print once.
+// Several servers may start at once on one database: one of them stores
+// the token.
+func (s *Service) Bootstrap(ctx context.Context, bootstrapSecret string) (Bootstrapped, error) {
 	if bootstrapSecret != "" {
 		if !ValidBootstrapSecret(bootstrapSecret) {
-			return "", neocloud.Invalid("NEOCLOUD_BOOTSTRAP_TOKEN", "must be at least 16 printable characters without spaces")
+			return Bootstrapped{}, neocloud.Invalid("NEOCLOUD_BOOTSTRAP_TOKEN", "must be at least 16 printable characters without spaces")
 		}
 		h := HashSecret(bootstrapSecret)
-		if _, err := s.Store.TokenByHash(ctx, h); err == nil {
-			return "", nil
-		} else if neocloud.ErrorKind(err) != neocloud.KindNotFound {
-			return "", err
-		}
 		tok := Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "bootstrap", Role: neocloud.RoleOperatorAdmin,
 			Hint: Hint(bootstrapSecret), CreatedAt: s.now(), CreatedBy: "bootstrap"}
-		return "", s.Store.CreateToken(ctx, tok, h)
-	}
-	ok, err := s.Store.HasOperatorAdmin(ctx)
-	if err != nil || ok {
-		return "", err
+		if _, err := s.Store.BootstrapToken(ctx, tok, h, false); err != nil {
+			return Bootstrapped{}, err
+		}
+		_, err := s.Store.TokenByHash(ctx, h)
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+			return Bootstrapped{Revoked: true}, nil
+		}
+		return Bootstrapped{}, err
 	}
 	secret := NewSecret()
 	tok := Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "bootstrap", Role: neocloud.RoleOperatorAdmin,
 		Hint: Hint(secret), CreatedAt: s.now(), CreatedBy: "bootstrap"}
-	if err := s.Store.CreateToken(ctx, tok, HashSecret(secret)); err != nil {
-		return "", err
+	stored, err := s.Store.BootstrapToken(ctx, tok, HashSecret(secret), true)
+	if err != nil || !stored {
+		return Bootstrapped{}, err
 	}
-	return secret, nil
+	return Bootstrapped{Secret: secret}, nil
+}
+
+// Bootstrapped is what Bootstrap did.
+type Bootstrapped struct {
+	// Secret is a new operator-admin token's secret, to print once ("":
+	// none was made).
+	Secret string
+	// Revoked: the bootstrap secret given names a revoked token, which
+	// signs nothing in.
+	Revoked bool
 }

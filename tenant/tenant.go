@@ -122,8 +122,12 @@ type Store interface {
 	TokenByHash(ctx context.Context, hash string) (Token, error)
 	Tokens(ctx context.Context, f TokenFilter, p neocloud.Page) ([]Token, error)
 	RevokeToken(ctx context.Context, id string, at time.Time) error
-	// HasOperatorAdmin reports whether any unrevoked operator-admin token exists.
-	HasOperatorAdmin(ctx context.Context) (bool, error)
+	// BootstrapToken stores t, an operator-admin token, with its secret's
+	// hash, unless one is there already: with ifNoAdmin, any unrevoked
+	// operator-admin token; else any token with that hash, revoked or not.
+	// Servers starting at once on one database take it in turn. It reports
+	// whether it stored t.
+	BootstrapToken(ctx context.Context, t Token, hash string, ifNoAdmin bool) (bool, error)
 }
 
 // NewSecret returns a fresh token secret: SecretPrefix and 43 base62

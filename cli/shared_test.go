@@ -1,0 +1,84 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud/cli"
+	"github.com/neocloud/neocloud/internal/testdb"
+)
+
+// TestServersShareOnePostgres: replicas started together on one empty
+// PostgreSQL database all start with the same bootstrap secret; a site
+// applied through one, and a cordon made through another, reach every
+// server's fleet (what each one lists, places on and judges) within a few
+// of their syncs.
+func TestServersShareOnePostgres(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	const secret = "operator-chosen-secret-0002"
+	const replicas = 3
+	srvs := make([]*cli.Running, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Go(func() {
+			srvs[i], errs[i] = cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DatabaseURL: url, Bootstrap: secret,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		})
+	}
+	wg.Wait()
+	for i := range replicas {
+		if errs[i] != nil {
+			t.Fatalf("replica %d of %d started together: %v", i, replicas, errs[i])
+		}
+		t.Cleanup(func() { srvs[i].Close() })
+	}
+	a, b, c := srvs[0], srvs[1], srvs[2]
+
+	path := filepath.Join(t.TempDir(), "site.yaml")
+	if _, errOut, code := run(t, a.URL, secret, "fleet", "generate", "--gpus", "32", "--out", path); code != 0 {
+		t.Fatal(errOut)
+	}
+	if _, errOut, code := run(t, a.URL, secret, "fleet", "apply", "-f", path); code != 0 {
+		t.Fatalf("fleet apply through the first server: %q", errOut)
+	}
+	nodes := func(srv *cli.Running) []map[string]any {
+		out, _, _ := run(t, srv.URL, secret, "node", "list", "-o", "json")
+		var ns []map[string]any
+		json.Unmarshal([]byte(out), &ns)
+		return ns
+	}
+	// eventually waits for every server's fleet to satisfy ok, for up to
+	// ten of their syncs.
+	eventually := func(what string, ok func(ns []map[string]any) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * cli.FleetSyncEvery)
+		for _, srv := range srvs {
+			for !ok(nodes(srv)) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: %s still lists %v", what, srv.URL, nodes(srv))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	eventually("the applied site's 4 nodes", func(ns []map[string]any) bool { return len(ns) == 4 })
+	host := nodes(c)[2]["hostname"].(string)
+	if _, errOut, code := run(t, b.URL, secret, "node", "cordon", host); code != 0 {
+		t.Fatalf("node cordon through the second server: %q", errOut)
+	}
+	eventually("the cordon", func(ns []map[string]any) bool {
+		for _, n := range ns {
+			if n["hostname"] == host {
+				return n["cordoned"] == true
+			}
+		}
+		return false
+	})
+}

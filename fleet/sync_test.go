@@ -1,0 +1,96 @@
+package fleet_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud"
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
+)
+
+// TestSyncAcrossServers: two servers on one PostgreSQL database, each with
+// its own connections and snapshot. What one applies or changes, the
+// other's Sync takes in (new nodes, a changed site, a node's health and
+// cordon), once; with nothing changed it takes nothing.
+func TestSyncAcrossServers(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *fleet.Service {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return newService(t, db)
+	}
+	a, b := open(), open()
+	sync := func(s *fleet.Service, want int) {
+		t.Helper()
+		took, err := s.Sync(ctx)
+		if err != nil || took != want {
+			t.Fatalf("Sync took %d, %v; want %d", took, err, want)
+		}
+	}
+
+	full := spec(t, 64) // 8 nodes
+	if _, err := a.Apply(ctx, parse(t, full)); err != nil {
+		t.Fatal(err)
+	}
+	host := a.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 100})[3].Hostname
+	if _, ok := b.Snapshot.Node(host); ok {
+		t.Fatal("b saw a's node before syncing")
+	}
+	sync(b, 1+8) // the site and its nodes
+	n, ok := b.Snapshot.Node(host)
+	if !ok || len(n.GPUs) != 8 {
+		t.Fatalf("b after Sync: %+v, %v; want the node with its 8 GPUs", n, ok)
+	}
+	sync(b, 0)
+
+	// b cordons the node and marks it failed; a learns both at its next Sync.
+	if _, err := b.Act(ctx, host, fleet.ActionCordon); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetHealth(ctx, n.ID, fleet.HealthFailed, []string{"xid 79"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Snapshot.Node(host); got.Cordoned || got.Health != fleet.HealthOK {
+		t.Fatalf("a saw b's change before syncing: %+v", got)
+	}
+	sync(a, 1)
+	if got, _ := a.Snapshot.Node(host); !got.Cordoned || got.Health != fleet.HealthFailed {
+		t.Fatalf("a after Sync: cordoned %v, health %s; want true, failed", got.Cordoned, got.Health)
+	}
+
+	// a changes the site's region; b takes the site in again.
+	changed := bytes.Replace(full, []byte("region: "), []byte("region: x"), 1)
+	if _, err := a.Apply(ctx, parse(t, changed)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := b.Snapshot.Site(n.SiteID)
+	sync(b, 1)
+	after, _ := b.Snapshot.Site(n.SiteID)
+	if after.Region != "x"+before.Region {
+		t.Errorf("b's site region after Sync: %q, want %q", after.Region, "x"+before.Region)
+	}
+}
+
+// TestSnapshotKeepsNewerSite: a site read before a newer write (a Sync
+// racing a local apply) does not undo it.
+func TestSnapshotKeepsNewerSite(t *testing.T) {
+	s := fleet.NewSnapshot()
+	t0 := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.PutSite(fleet.Site{ID: "site_1", Name: "lab", Region: "new", UpdatedAt: t0.Add(time.Minute)})
+	s.PutSite(fleet.Site{ID: "site_1", Name: "lab", Region: "old", UpdatedAt: t0})
+	if got, _ := s.Site("site_1"); got.Region != "new" {
+		t.Errorf("region %q after an older read, want new", got.Region)
+	}
+	s.PutSite(fleet.Site{ID: "site_1", Name: "lab", Region: "newer", UpdatedAt: t0.Add(2 * time.Minute)})
+	if got, _ := s.Site("lab"); got.Region != "newer" {
+		t.Errorf("region %q after a newer write, want newer", got.Region)
+	}
+}
