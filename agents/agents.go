@@ -142,6 +142,10 @@ type Store interface {
 	// PutAgentState stores a node's last heartbeat if seq is newer than the
 	// stored one, reporting whether it was.
 	PutAgentState(ctx context.Context, s State) (bool, error)
+	// LatestPower returns each node's GPU power draw (W) in its latest
+	// stored report made at or after since (the agent's clock), by node id:
+	// what every server stored.
+	LatestPower(ctx context.Context, since time.Time) (map[string]float64, error)
 	// PutSamples records heartbeats' samples, each (node, seq) once,
 	// reporting which were new.
 	PutSamples(ctx context.Context, ss []Sample) ([]bool, error)
@@ -500,7 +504,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	}
 	now := s.now()
 	rec := s.record(p.NodeID)
-	prev, known, err := s.latestOf(ctx, rec)
+	prev, known, err := s.latestOf(ctx, rec, hb.Seq)
 	if err != nil {
 		return ans, err
 	}
@@ -562,7 +566,7 @@ func (s *Service) Heartbeat(ctx context.Context, p neocloud.Principal, hb wire.H
 	if !fresh || hb.Seq <= prev.Seq {
 		// A replay, or a spooled report older than the last applied: its
 		// sample is kept (once), the node's state is not rolled back.
-		cur, _, err := s.latestOf(ctx, rec)
+		cur, _, err := s.latestOf(ctx, rec, 0)
 		if err != nil {
 			return ans, err
 		}
@@ -804,27 +808,41 @@ func (s *Service) outcomes(ctx context.Context, nodeID string, results []wire.Re
 // latestOf returns a node's last state from memory, else from the store
 // (and keeps it in memory), else an empty one; known says whether there
 // was one.
-func (s *Service) latestOf(ctx context.Context, r *nodeRecord) (State, bool, error) {
+func (s *Service) latestOf(ctx context.Context, r *nodeRecord, next int64) (State, bool, error) {
 	s.mu.RLock()
 	st, ok := r.state, r.known
 	s.mu.RUnlock()
-	if ok {
+	// With other servers on the database, the reports this one did not
+	// hear (a gap before next, the report at hand) went to them, and may
+	// have changed the node's state there: it is read again.
+	if ok && (s.SharedTTL == 0 || next <= st.Seq+1) {
 		return st, true, nil
 	}
-	st, err := s.Store.AgentState(ctx, r.id)
+	return s.reread(ctx, r)
+}
+
+// reread reads a node's state from the store, keeping the newer of it and
+// what is held.
+func (s *Service) reread(ctx context.Context, r *nodeRecord) (State, bool, error) {
+	stored, err := s.Store.AgentState(ctx, r.id)
 	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if r.known {
+			return r.state, true, nil
+		}
 		return State{NodeID: r.id}, false, nil
 	}
 	if err != nil {
-		return st, false, err
+		return State{}, false, err
 	}
-	st.storedAt = st.SeenAt
+	stored.storedAt = stored.SeenAt
 	s.mu.Lock()
-	if !r.known || r.state.Seq < st.Seq {
-		r.state, r.known = st, true
+	defer s.mu.Unlock()
+	if !r.known || r.state.Seq < stored.Seq {
+		r.state, r.known = stored, true
 	}
-	s.mu.Unlock()
-	return st, true, nil
+	return r.state, true, nil
 }
 
 // hbWrite is one heartbeat's writes, waiting for a group commit.
@@ -1056,7 +1074,9 @@ func (s *Service) Order(ctx context.Context, p neocloud.Principal, ref string, i
 	return c, s.Tx.InTx(ctx, func(ctx context.Context) error { return s.enqueue(ctx, c) })
 }
 
-// Latest returns a node's last heartbeat state, from memory or the store.
+// Latest returns a node's last heartbeat state, from memory or the store
+// (with other servers on the database, the store's when this server has
+// heard nothing newer for SharedTTL: the node may report to another).
 func (s *Service) Latest(ctx context.Context, nodeID string) (State, error) {
 	s.mu.RLock()
 	r := s.nodes[nodeID]
@@ -1066,10 +1086,17 @@ func (s *Service) Latest(ctx context.Context, nodeID string) (State, error) {
 		st = r.state
 	}
 	s.mu.RUnlock()
-	if ok {
+	if ok && s.fresh(st.SeenAt, s.now()) {
 		return st, nil
 	}
-	return s.Store.AgentState(ctx, nodeID)
+	if r == nil {
+		return s.Store.AgentState(ctx, nodeID)
+	}
+	st, known, err := s.reread(ctx, r)
+	if err == nil && !known {
+		return st, neocloud.NotFound("agent state of node", nodeID)
+	}
+	return st, err
 }
 
 func reasons(cs []Condition) []string {
@@ -1126,8 +1153,26 @@ func (s *Service) RecordEnergy(ctx context.Context, nodeID string, gpus []int, r
 }
 
 // GPUPower is every reporting node's GPUs' latest power draw (W), by
-// node id.
-func (s *Service) GPUPower() map[string]float64 {
+// node id. Servers sharing a PostgreSQL database each hear some of the
+// agents: for the others they read what was stored, reports of the last
+// three heartbeat intervals.
+func (s *Service) GPUPower(ctx context.Context) (map[string]float64, error) {
+	out := s.heardPower()
+	if s.SharedTTL == 0 {
+		return out, nil
+	}
+	stored, err := s.Store.LatestPower(ctx, time.Now().Add(-3*time.Duration(s.HeartbeatS)*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	for id, w := range stored {
+		out[id] = w // as fresh as what this server heard, or fresher
+	}
+	return out, nil
+}
+
+// heardPower is the latest power draw of the nodes this server has heard.
+func (s *Service) heardPower() map[string]float64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make(map[string]float64, len(s.nodes))

@@ -216,7 +216,7 @@ func (s *Service) OpenRepair(ctx context.Context, nodeID, why string) (RepairTic
 			t.Message = fmt.Sprintf("failed %d times in 30 days: quarantined for operator review", recent+1)
 		}
 		found := map[int]string{}
-		if st, _, err := s.latestOf(ctx, s.record(nodeID)); err == nil {
+		if st, _, err := s.latestOf(ctx, s.record(nodeID), 0); err == nil {
 			for _, g := range st.Found {
 				found[g.Index] = g.UUID
 			}

@@ -76,3 +76,144 @@ func TestJoinThroughAnotherServer(t *testing.T) {
 		t.Fatalf("a join through the other server: %+v, %v", res, err)
 	}
 }
+
+// TestPowerHeardThroughOtherServers: servers sharing a PostgreSQL database
+// each hear some agents; every one of them reports every node's draw (the
+// site's power page and load shedding read it), not only its own agents'.
+// A report older than three heartbeat intervals is not read back.
+func TestPowerHeardThroughOtherServers(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	l := newLab(t, openAt(t, url))
+	server := func() *agents.Service {
+		db := openAt(t, url)
+		fl := fleet.NewService(db, db)
+		if err := fl.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ag := agents.NewService(db, db, fl, tenant.NewService(db))
+		ag.SharedTTL = 10 * time.Second
+		return ag
+	}
+	one, two := server(), server()
+	now := time.Now().UTC()
+	beat := func(ag *agents.Service, n fleet.Node, seq int64, at time.Time, watts float64) {
+		t.Helper()
+		p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+		hb := wire.Heartbeat{Version: wire.Version, Seq: seq, At: at, GPUs: []wire.GPUSample{{Index: 0, PowerW: watts}, {Index: 1, PowerW: watts}}}
+		if _, err := ag.Heartbeat(ctx, p, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b, old := l.nodes[0], l.nodes[1], l.nodes[2]
+	beat(one, a, 1, now, 500)
+	beat(two, b, 1, now, 300)
+	beat(two, old, 1, now.Add(-time.Hour), 700)
+	for name, ag := range map[string]*agents.Service{"one": one, "two": two} {
+		draw, err := ag.GPUPower(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if draw[a.ID] != 1000 || draw[b.ID] != 600 {
+			t.Errorf("server %s: draw %v W and %v W, want 1000 and 600", name, draw[a.ID], draw[b.ID])
+		}
+		if w, ok := draw[old.ID]; ok && name == "one" {
+			t.Errorf("server one read back a report an hour old: %v W", w)
+		}
+	}
+	// A lone server (no sharing) reads nothing back.
+	one.SharedTTL = 0
+	if draw, _ := one.GPUPower(ctx); draw[b.ID] != 0 || draw[a.ID] != 1000 {
+		t.Errorf("a lone server's draw: %v", draw)
+	}
+}
+
+// TestLatestPower: each node's latest stored report since a time, on both
+// stores.
+func TestLatestPower(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		l := newLab(t, db)
+		now := time.Now().UTC().Truncate(time.Second)
+		for i, n := range l.nodes[:3] {
+			at := now.Add(-time.Duration(i) * time.Hour)
+			p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+			if _, err := l.ag.Heartbeat(ctx, p, wire.Heartbeat{Version: wire.Version, Seq: 1, At: at, GPUs: []wire.GPUSample{{PowerW: 100 * float64(i+1)}, {Index: 1, PowerW: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := db.LatestPower(ctx, now.Add(-90*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]float64{l.nodes[0].ID: 101, l.nodes[1].ID: 201}
+		if len(got) != len(want) || got[l.nodes[0].ID] != 101 || got[l.nodes[1].ID] != 201 {
+			t.Errorf("LatestPower = %v, want %v", got, want)
+		}
+	})
+}
+
+func openAt(t *testing.T, url string) *sqlstore.DB {
+	t.Helper()
+	db, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestStateAcrossServers: an agent whose reports go now to one server, now
+// to another (its connection moved), keeps one state. An XID 79 heard by
+// one server stays on the node (it needs a repair) when the next report,
+// clean, goes to the other, which had heard the node before the XID; and
+// what each server shows of the node is the latest report, wherever it
+// went.
+func TestStateAcrossServers(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	l := newLab(t, openAt(t, url))
+	server := func() *agents.Service {
+		db := openAt(t, url)
+		fl := fleet.NewService(db, db)
+		if err := fl.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ag := agents.NewService(db, db, fl, tenant.NewService(db))
+		ag.SharedTTL = 10 * time.Second
+		return ag
+	}
+	one, two := server(), server()
+	n := l.nodes[0]
+	p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
+	now := time.Now().UTC()
+	beat := func(ag *agents.Service, seq int64, xids ...wire.XID) wire.HeartbeatAnswer {
+		t.Helper()
+		ans, err := ag.Heartbeat(ctx, p, wire.Heartbeat{Version: wire.Version, Seq: seq, At: now.Add(time.Duration(seq) * time.Second),
+			GPUs: []wire.GPUSample{{Index: 0, PowerW: 400, XIDs: xids}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans
+	}
+	if ans := beat(one, 1); ans.Health != string(fleet.HealthOK) {
+		t.Fatalf("first report: health %s", ans.Health)
+	}
+	if ans := beat(two, 2, wire.XID{Code: 79, At: now}); ans.Health != string(fleet.HealthFailed) {
+		t.Fatalf("XID 79 through the second server: health %s, want failed", ans.Health)
+	}
+	if ans := beat(one, 3); ans.Health != string(fleet.HealthFailed) {
+		t.Errorf("a clean report through the first server after an XID 79 through the second: health %s, want still failed", ans.Health)
+	}
+	// Another XID changes the node's conditions: report 4 is stored. The
+	// second server last heard report 2: within SharedTTL it shows that;
+	// once what it holds is older, the stored one.
+	beat(one, 4, wire.XID{Code: 48, At: now})
+	if st, err := two.Latest(ctx, n.ID); err != nil || st.Seq != 2 {
+		t.Fatalf("the second server's view within SharedTTL: seq %d, %v; want 2 (what it heard)", st.Seq, err)
+	}
+	two.SharedTTL = time.Nanosecond
+	if st, err := two.Latest(ctx, n.ID); err != nil || st.Seq != 4 || len(st.Conditions) != 2 {
+		t.Errorf("the second server's view after SharedTTL: seq %d, conditions %+v, %v; want 4 with both XIDs", st.Seq, st.Conditions, err)
+	}
+}

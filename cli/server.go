@@ -197,7 +197,10 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 			for _, k := range skus {
 				floor[k.Name] = k.GPUMaxPowerW / 2
 			}
-			draw := ag.GPUPower()
+			draw, err := ag.GPUPower(ctx)
+			if err != nil {
+				return nil, err
+			}
 			contracts := map[string]sales.Contract{}
 			var out []power.ShedNode
 			for id, w := range live {
@@ -237,7 +240,11 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 			return nil, err
 		}
 		out := map[string]power.NodeLoad{}
-		for id, w := range ag.GPUPower() {
+		draw, err := ag.GPUPower(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for id, w := range draw {
 			out[id] = power.NodeLoad{GPUPowerW: w}
 		}
 		for id, c := range classes {

@@ -117,6 +117,59 @@ func (db *DB) PutAgentState(ctx context.Context, st agents.State) (bool, error) 
 	return newer, err
 }
 
+func (db *DB) LatestPower(ctx context.Context, since time.Time) (map[string]float64, error) {
+	type power struct {
+		node string
+		w    float64
+	}
+	out := map[string]float64{}
+	if db.Dialect == Postgres {
+		ps, err := collect(db, ctx, func(r scanner) (power, error) {
+			var p power
+			return p, r.Scan(&p.node, &p.w)
+		}, `SELECT DISTINCT ON (node_id) node_id, power_w FROM node_samples WHERE at >= ? ORDER BY node_id, at DESC, seq DESC`, micros(since))
+		for _, p := range ps {
+			out[p.node] = p.w
+		}
+		return out, err
+	}
+	// SQLite is open in one server, which has heard every report itself:
+	// this reads the stored states (at least a minute apart), decoding
+	// only their GPUs' power.
+	type gpus struct {
+		Heartbeat struct {
+			At   time.Time `json:"at"`
+			GPUs []struct {
+				PowerW float64 `json:"power_w"`
+			} `json:"gpus"`
+		} `json:"heartbeat"`
+	}
+	states, err := collect(db, ctx, func(r scanner) (power, error) {
+		var p power
+		var body string
+		if err := r.Scan(&p.node, &body); err != nil {
+			return p, err
+		}
+		var g gpus
+		if err := fromJSON("agent_state.body", body, &g); err != nil {
+			return p, err
+		}
+		if g.Heartbeat.At.Before(since) {
+			p.node = ""
+		}
+		for _, x := range g.Heartbeat.GPUs {
+			p.w += x.PowerW
+		}
+		return p, nil
+	}, `SELECT node_id, body FROM agent_state`)
+	for _, p := range states {
+		if p.node != "" {
+			out[p.node] = p.w
+		}
+	}
+	return out, err
+}
+
 func (db *DB) AgentNodes(ctx context.Context) ([]string, error) {
 	return collect(db, ctx, func(r scanner) (string, error) {
 		var id string
