@@ -156,6 +156,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
+		sv.Lead = LifecycleLease(db, neocloud.NewID("srv_"))
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {
@@ -359,6 +360,18 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 
 // sweep judges silent nodes and moves repairs along, every half heartbeat
 // interval (or the lifecycle's cadence, when faster).
+// LifecycleLease is the reservations' lifecycle's turn-taking among servers
+// sharing a database: the holder of the "lifecycle" lease steps it (binds,
+// provisions, readies, releases, sanitizes), renewing the lease at every
+// step; another takes over 10 s after the holder stops.
+func LifecycleLease(db *sqlstore.DB, instance string) func(ctx context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		now := time.Now().UTC()
+		_, held, err := db.TakeLease(ctx, "lifecycle", instance, now, now.Add(10*time.Second))
+		return held, err
+	}
+}
+
 // FleetSyncEvery is how often a server on PostgreSQL reads what other
 // servers changed in the fleet (sites, nodes: their health, lifecycle,
 // cordons) into its snapshot.

@@ -415,7 +415,14 @@ func (s *Service) Run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		for {
+		lead := true
+		if s.Lead != nil {
+			var err error
+			if lead, err = s.Lead(ctx); err != nil && ctx.Err() == nil {
+				s.log().Error("lifecycle lease", "err", err)
+			}
+		}
+		for lead {
 			n, err := s.Step(ctx)
 			if err != nil && ctx.Err() == nil {
 				s.log().Error("lifecycle step failed", "err", err)

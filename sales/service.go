@@ -182,6 +182,11 @@ type Service struct {
 	Network     NetworkAttacher
 	Sanitizer   Sanitizer
 	Logger      *slog.Logger
+	// Lead, when set, says whether this server is to do the lifecycle
+	// work now: servers sharing a database take it in turn (a lease), so
+	// that a step, and the seams it calls, runs on one of them. Run skips
+	// its steps while Lead says no.
+	Lead func(ctx context.Context) (bool, error)
 	// FailNode takes a node that failed provisioning out of service (in the
 	// caller's transaction); nil leaves it to the calendar alone.
 	FailNode func(ctx context.Context, nodeID, reason string) error

@@ -1,0 +1,95 @@
+package sales_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neocloud/neocloud/fleet"
+	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/placement"
+	"github.com/neocloud/neocloud/sales"
+	"github.com/neocloud/neocloud/sqlstore"
+	"github.com/neocloud/neocloud/tenant"
+)
+
+// countingStage is a seam that takes a minute and counts its Begins by
+// allocation, for every server that shares it.
+type countingStage struct {
+	mu     sync.Mutex
+	begins map[string]int
+}
+
+func (c *countingStage) Begin(_ context.Context, w sales.Work) (time.Time, error) {
+	c.mu.Lock()
+	c.begins[w.Allocation.ID]++
+	c.mu.Unlock()
+	return w.Now.Add(time.Minute), nil
+}
+
+func (c *countingStage) Check(context.Context, sales.Work) (bool, error) { return true, nil }
+
+// TestLifecycleOneServerAtATime: two servers on one PostgreSQL database
+// both run the reservations' lifecycle, taking turns through a lease:
+// every allocation is provisioned once (a provisioning seam is a real
+// system's API call), not once by each server.
+func TestLifecycleOneServerAtATime(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	db2 := open()
+	fl2 := fleet.NewService(db2, db2)
+	fl2.Now = w.clock.Now
+	if err := fl2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
+	other.Now = w.clock.Now
+	prov := &countingStage{begins: map[string]int{}}
+	var wg sync.WaitGroup
+	for i, s := range []*sales.Service{w.sales, other} {
+		s.SharedTTL = 10 * time.Second
+		s.Provisioner = prov
+		db := []*sqlstore.DB{w.db, db2}[i]
+		instance := []string{"srv_a", "srv_b"}[i]
+		s.Lead = func(ctx context.Context) (bool, error) {
+			now := time.Now()
+			_, held, err := db.TakeLease(ctx, "lifecycle", instance, now, now.Add(10*time.Second))
+			return held, err
+		}
+		wg.Go(func() { s.Run(ctx, time.Millisecond) })
+	}
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 64, Class: placement.ClassOnDemand}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; w.allocStates(r.ID)[sales.AllocationReady] != 8; i++ {
+		if i > 2000 {
+			t.Fatalf("not ready: %v", w.allocStates(r.ID))
+		}
+		w.clock.Add(10 * time.Second)
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	prov.mu.Lock()
+	defer prov.mu.Unlock()
+	if len(prov.begins) != 8 {
+		t.Errorf("%d allocations provisioned, want 8", len(prov.begins))
+	}
+	for id, n := range prov.begins {
+		if n != 1 {
+			t.Errorf("allocation %s provisioned %d times, want once", id, n)
+		}
+	}
+}
