@@ -197,6 +197,11 @@ func (s *Service) checkQuota(ctx context.Context, tenant string, sh Shape, now t
 		if q.SKU != sh.SKU || q.Class != sh.Class {
 			continue
 		}
+		// What is held is read, and this reservation written, before
+		// another request of the tenant reads it.
+		if err := s.Store.LockQuota(ctx, tenant); err != nil {
+			return err
+		}
 		held, err := s.Store.HeldGPUs(ctx, tenant, sh.SKU, sh.Class, sh.Start, sh.end(), now)
 		if err != nil {
 			return err

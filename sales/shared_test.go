@@ -2,6 +2,7 @@ package sales_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,5 +92,55 @@ func TestLifecycleOneServerAtATime(t *testing.T) {
 		if n != 1 {
 			t.Errorf("allocation %s provisioned %d times, want once", id, n)
 		}
+	}
+}
+
+// TestQuotaHoldsUnderConcurrentRequests: a tenant's requests that arrive
+// together, to one server or to two sharing the database, reserve no more
+// than its quota between them.
+func TestQuotaHoldsUnderConcurrentRequests(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	db2 := open()
+	fl2 := fleet.NewService(db2, db2)
+	fl2.Now = w.clock.Now
+	if err := fl2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
+	other.Now = w.clock.Now
+	if _, err := w.sales.SetQuota(ctx, w.op, "acme", "h100-sxm5-80gb", placement.ClassOnDemand, 16); err != nil {
+		t.Fatal(err)
+	}
+	const requests = 12
+	errs := make([]error, requests)
+	var wg sync.WaitGroup
+	for i := range requests {
+		s := []*sales.Service{w.sales, other}[i%2]
+		wg.Go(func() {
+			_, errs[i] = s.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !strings.Contains(err.Error(), "quota"):
+			t.Errorf("a request refused for another reason: %v", err)
+		}
+	}
+	if ok != 2 {
+		t.Errorf("%d of %d concurrent 8-GPU requests reserved under a 16-GPU quota, want 2", ok, requests)
 	}
 }

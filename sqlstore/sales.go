@@ -88,6 +88,16 @@ func (db *DB) Quotas(ctx context.Context, tenantID string) ([]sales.Quota, error
 	}, q+` ORDER BY tenant_id, sku, class`, args...)
 }
 
+func (db *DB) LockQuota(ctx context.Context, tenantID string) error {
+	return db.write(ctx, func(ctx context.Context) error {
+		if db.Dialect != Postgres {
+			return nil // the IMMEDIATE write transaction holds the database
+		}
+		_, err := db.exec(ctx, `SELECT pg_advisory_xact_lock(7311003, hashtext(?))`, tenantID)
+		return err
+	})
+}
+
 func (db *DB) HeldGPUs(ctx context.Context, tenantID, sku string, class sales.Class, start, end, now time.Time) (int64, error) {
 	e := micros(end)
 	if end.Year() > 9000 {
