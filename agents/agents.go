@@ -434,7 +434,11 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 		secret := tenant.NewSecret()
 		tok := tenant.Token{ID: neocloud.NewID(neocloud.PrefixToken), Name: "agent " + n.Hostname, Role: neocloud.RoleAgent, NodeID: n.ID,
 			Hint: tenant.Hint(secret), CreatedAt: now, CreatedBy: jt.ID}
-		if err := s.Tokens.Store.CreateToken(ctx, tok, tenant.HashSecret(secret)); err != nil {
+		if err := s.Tokens.Store.CreateToken(ctx, tok, tenant.HashSecret(secret)); neocloud.ErrorKind(err) == neocloud.KindConflict {
+			// Another agent joined as this node a moment ago (one live
+			// credential per node is the schema's rule).
+			return neocloud.Conflict("joined", "node %s has joined already; an operator must re-key it (neocloud node rekey)", n.Hostname)
+		} else if err != nil {
 			return err
 		}
 		out = wire.JoinResponse{Version: wire.Version, NodeID: n.ID, Credential: secret, HeartbeatS: s.HeartbeatS}

@@ -3,6 +3,8 @@ package agents_test
 import (
 	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,5 +217,61 @@ func TestStateAcrossServers(t *testing.T) {
 	two.SharedTTL = time.Nanosecond
 	if st, err := two.Latest(ctx, n.ID); err != nil || st.Seq != 4 || len(st.Conditions) != 2 {
 		t.Errorf("the second server's view after SharedTTL: seq %d, conditions %+v, %v; want 4 with both XIDs", st.Seq, st.Conditions, err)
+	}
+}
+
+// TestJoinOnceUnderConcurrentJoins: agents joining as the same node at
+// once, through two servers, get one credential between them; the others
+// are told the node has joined.
+func TestJoinOnceUnderConcurrentJoins(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	l := newLab(t, openAt(t, url))
+	server := func() *agents.Service {
+		db := openAt(t, url)
+		fl := fleet.NewService(db, db)
+		if err := fl.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ag := agents.NewService(db, db, fl, tenant.NewService(db))
+		ag.SharedTTL = 10 * time.Second
+		return ag
+	}
+	servers := []*agents.Service{server(), server()}
+	op := neocloud.Principal{TokenID: "tok_op", Role: neocloud.RoleOperatorAdmin}
+	// Each agent has a join token of its own (joins with one token take
+	// turns at its count of uses).
+	const joins = 8
+	secrets := make([]string, joins)
+	for i := range secrets {
+		var err error
+		if _, secrets[i], err = servers[0].CreateJoinToken(ctx, op, agents.JoinTokenInput{Site: "lab", MaxUses: 1, TTLS: 3600}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lab's nodes have credentials already; one is re-keyed for this.
+	n := l.nodes[5]
+	if _, err := servers[0].Rekey(ctx, op, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, joins)
+	var wg sync.WaitGroup
+	for i := range joins {
+		wg.Go(func() {
+			_, errs[i] = servers[i%2].Join(ctx, secrets[i], wire.JoinRequest{Version: wire.Version, Hostname: n.Hostname, Serial: n.Serial})
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case neocloud.ErrorKind(err) != neocloud.KindConflict || !strings.Contains(err.Error(), "joined already"):
+			t.Errorf("a join refused for another reason: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent joins as one node got a credential, want 1", ok, joins)
 	}
 }

@@ -259,6 +259,11 @@ func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in Quot
 		}
 		q = Quote{ID: neocloud.NewID(PrefixQuote), TenantID: tenant, State: "open", Shape: sh, ExpiresAt: now.Add(s.Policy.QuoteTTL), CreatedAt: now}
 		if in.Hold {
+			// The tenant's holds are counted, and this one written, before
+			// another of its requests counts them.
+			if err := s.Store.LockQuota(ctx, tenant); err != nil {
+				return err
+			}
 			if err := s.checkQuota(ctx, tenant, sh, now); err != nil {
 				return err
 			}

@@ -144,3 +144,51 @@ func TestQuotaHoldsUnderConcurrentRequests(t *testing.T) {
 		t.Errorf("%d of %d concurrent 8-GPU requests reserved under a 16-GPU quota, want 2", ok, requests)
 	}
 }
+
+// TestHoldLimitUnderConcurrentRequests: a tenant's hold requests that
+// arrive together, at two servers sharing the database, get no more open
+// holds than the limit between them.
+func TestHoldLimitUnderConcurrentRequests(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	db2 := open()
+	fl2 := fleet.NewService(db2, db2)
+	fl2.Now = w.clock.Now
+	if err := fl2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
+	other.Now = w.clock.Now
+	const requests = 10
+	errs := make([]error, requests)
+	start := epoch.Add(48 * time.Hour)
+	var wg sync.WaitGroup
+	for i := range requests {
+		s := []*sales.Service{w.sales, other}[i%2]
+		wg.Go(func() {
+			_, errs[i] = s.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(8, start, time.Hour, ""), Hold: true})
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !strings.Contains(err.Error(), "open holds"):
+			t.Errorf("a hold refused for another reason: %v", err)
+		}
+	}
+	if limit := w.sales.Policy.WithDefaults().MaxHolds; ok != limit {
+		t.Errorf("%d of %d concurrent hold requests held, want the limit, %d", ok, requests, limit)
+	}
+}

@@ -194,3 +194,54 @@ func TestBreakFixStateMigration(t *testing.T) {
 		t.Errorf("a state outside the four was stored")
 	}
 }
+
+// TestOneNodeCredentialMigration: a node with two live agent credentials
+// before 0032 keeps the newer; after it, a second live credential for a
+// node is refused, while one after a revocation (a re-key) is taken.
+func TestOneNodeCredentialMigration(t *testing.T) {
+	ctx := context.Background()
+	db := openThrough(t, 31, "node_c1", "node_c2")
+	for _, tk := range []struct{ id, node string }{{"tok_01", "node_c1"}, {"tok_02", "node_c1"}, {"tok_03", "node_c2"}} {
+		if _, err := db.exec(ctx, `INSERT INTO tokens (id, name, role, node_id, hash, hint, created_at, created_by) VALUES (?, 'agent', 'agent', ?, ?, 'h', ?, 'test')`,
+			tk.id, tk.node, "hash_"+tk.id, micros(t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	live := func(node string) []string {
+		var ids []string
+		rows, err := db.RawDB().Query(`SELECT id FROM tokens WHERE node_id = ? AND revoked_at IS NULL ORDER BY id`, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	if got := live("node_c1"); len(got) != 1 || got[0] != "tok_02" {
+		t.Errorf("node_c1's live credentials after 0032: %v, want tok_02", got)
+	}
+	if got := live("node_c2"); len(got) != 1 || got[0] != "tok_03" {
+		t.Errorf("node_c2's live credentials after 0032: %v, want tok_03", got)
+	}
+	insert := func(id string) error {
+		_, err := db.exec(ctx, `INSERT INTO tokens (id, name, role, node_id, hash, hint, created_at, created_by) VALUES (?, 'agent', 'agent', 'node_c2', ?, 'h', ?, 'test')`,
+			id, "hash_"+id, micros(t0))
+		return err
+	}
+	if err := insert("tok_04"); err == nil {
+		t.Error("a second live credential for node_c2 was stored")
+	}
+	if _, err := db.exec(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = 'tok_03'`, micros(t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := insert("tok_05"); err != nil {
+		t.Errorf("a credential after the revocation: %v", err)
+	}
+}
