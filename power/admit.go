@@ -39,6 +39,16 @@ func (s *Service) Admit(ctx context.Context, siteID, sku string, gpus int, start
 		return nil, nil
 	}
 	m := NewModel(site.Power)
+	// The site's committed work is read, and the work admitted written,
+	// before another admission at the site reads it (servers sharing a
+	// database, reservations of other SKUs).
+	if l, ok := s.Store.(interface {
+		LockSitePower(ctx context.Context, siteID string) error
+	}); ok {
+		if err := l.LockSitePower(ctx, siteID); err != nil {
+			return nil, err
+		}
+	}
 	st, ok := s.Store.(interface {
 		CommittedWork(ctx context.Context, siteID string, from, to time.Time) ([]CommittedWork, error)
 		CommittedNodeWork(ctx context.Context, siteID string, from, to time.Time) ([]CommittedWork, error)

@@ -187,6 +187,11 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 				if err != nil {
 					return err
 				}
+				// The tenant's replacements are counted, and this one
+				// written, before another of its requests counts them.
+				if err := s.Store.LockQuota(ctx, r.TenantID); err != nil {
+					return err
+				}
 				used, err := s.replacementsUsed(ctx, c.ID, now)
 				if err != nil {
 					return err

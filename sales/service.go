@@ -29,9 +29,10 @@ type Store interface {
 	PutQuota(ctx context.Context, q Quota) error
 	Quotas(ctx context.Context, tenantID string) ([]Quota, error)
 	// LockQuota makes the transaction in ctx the only one, until it ends,
-	// that checks a tenant's quota or holds and reserves or holds under
-	// them: concurrent requests of the tenant, on any server, take turns
-	// (on SQLite the write transaction alone does).
+	// that checks one of a tenant's limits (its quota, its holds, its
+	// contracts' replacement allowance) and acts under it: concurrent
+	// requests of the tenant, on any server, take turns (on SQLite the
+	// write transaction alone does).
 	LockQuota(ctx context.Context, tenantID string) error
 	// HeldGPUs sums the GPUs of a tenant's live reservations and open holds
 	// of one SKU and class that overlap [start, end).

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/fleet"
 	"github.com/neocloud/neocloud/internal/testdb"
 	"github.com/neocloud/neocloud/placement"
@@ -190,5 +191,75 @@ func TestHoldLimitUnderConcurrentRequests(t *testing.T) {
 	}
 	if limit := w.sales.Policy.WithDefaults().MaxHolds; ok != limit {
 		t.Errorf("%d of %d concurrent hold requests held, want the limit, %d", ok, requests, limit)
+	}
+}
+
+// TestReplacementAllowanceUnderConcurrentRequests: a tenant's requests to
+// replace nodes that arrive together, at two servers sharing the
+// database, take turns: as many are made as its contract allows a month,
+// and the rest are refused for the allowance (none for having raced
+// another).
+func TestReplacementAllowanceUnderConcurrentRequests(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 80, Class: placement.ClassOnDemand}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.advance(10 * time.Minute)
+	r = w.reservation(r.ID)
+	c, err := w.sales.Contract(ctx, w.acme, r.ContractID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := c.Terms.SLA.ReplacementsPerMonth
+	if len(r.Nodes) <= allow {
+		t.Fatalf("%d nodes for an allowance of %d", len(r.Nodes), allow)
+	}
+	db2 := open()
+	fl2 := fleet.NewService(db2, db2)
+	fl2.Now = w.clock.Now
+	if err := fl2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
+	other.Now = w.clock.Now
+	// The allowance counts the tenant's own requests: made with a token of
+	// its own.
+	tok, _, err := w.tenants.CreateToken(ctx, w.op, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := w.acme
+	acme.TokenID = tok.ID
+	errs := make([]error, len(r.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range r.Nodes {
+		s := []*sales.Service{w.sales, other}[i%2]
+		wg.Go(func() {
+			_, errs[i] = s.NodeBreakFix(ctx, acme, n.NodeID, sales.BreakFixReplace, sales.BreakFixInput{Reason: "slow NVLink"})
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !strings.Contains(err.Error(), "replacements a month"):
+			t.Errorf("a replacement refused for another reason: %v", err)
+		}
+	}
+	if ok != allow {
+		t.Errorf("%d of %d concurrent replacements made under an allowance of %d a month", ok, len(r.Nodes), allow)
 	}
 }

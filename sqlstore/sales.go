@@ -88,14 +88,28 @@ func (db *DB) Quotas(ctx context.Context, tenantID string) ([]sales.Quota, error
 	}, q+` ORDER BY tenant_id, sku, class`, args...)
 }
 
-func (db *DB) LockQuota(ctx context.Context, tenantID string) error {
+// LockSitePower makes the transaction in ctx the only one, until it ends,
+// that admits work against a site's power (on SQLite the write transaction
+// alone does).
+func (db *DB) LockSitePower(ctx context.Context, siteID string) error {
+	return db.advisoryLock(ctx, 7311004, siteID)
+}
+
+// advisoryLock takes, on PostgreSQL, a lock on (class, key) held until the
+// transaction in ctx ends; on SQLite the IMMEDIATE write transaction holds
+// the whole database already.
+func (db *DB) advisoryLock(ctx context.Context, class int, key string) error {
 	return db.write(ctx, func(ctx context.Context) error {
 		if db.Dialect != Postgres {
-			return nil // the IMMEDIATE write transaction holds the database
+			return nil
 		}
-		_, err := db.exec(ctx, `SELECT pg_advisory_xact_lock(7311003, hashtext(?))`, tenantID)
+		_, err := db.exec(ctx, `SELECT pg_advisory_xact_lock(?, hashtext(?))`, class, key)
 		return err
 	})
+}
+
+func (db *DB) LockQuota(ctx context.Context, tenantID string) error {
+	return db.advisoryLock(ctx, 7311003, tenantID)
 }
 
 func (db *DB) HeldGPUs(ctx context.Context, tenantID, sku string, class sales.Class, start, end, now time.Time) (int64, error) {
