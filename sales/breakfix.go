@@ -69,6 +69,9 @@ type BreakFixFilter struct {
 // BreakFixStore keeps break-fix requests.
 type BreakFixStore interface {
 	InsertBreakFix(ctx context.Context, b BreakFix) error
+	// UpdateBreakFix closes an open report with b's state: one no longer
+	// open (closed meanwhile, by another request or server) is a
+	// KindConflict naming its state, and stays as it is.
 	UpdateBreakFix(ctx context.Context, b BreakFix) error
 	BreakFix(ctx context.Context, id string) (BreakFix, error)
 	// BreakFixes lists requests oldest first (by id), a page at a time.
@@ -337,7 +340,9 @@ func (s *Service) confirmReports(ctx context.Context, nodeID, reservationID, by,
 		if by == ConfirmedByHealth {
 			b.Resolution = "the node failed: " + why
 		}
-		if err := s.Store.UpdateBreakFix(ctx, b); err != nil {
+		if err := s.Store.UpdateBreakFix(ctx, b); neocloud.ErrorKind(err) == neocloud.KindConflict {
+			continue // an operator closed it meanwhile
+		} else if err != nil {
 			return err
 		}
 		if err := s.emitReport(ctx, b); err != nil {

@@ -1,7 +1,9 @@
 package sales_test
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -261,5 +263,72 @@ func TestReplacementAllowanceUnderConcurrentRequests(t *testing.T) {
 	}
 	if ok != allow {
 		t.Errorf("%d of %d concurrent replacements made under an allowance of %d a month", ok, len(r.Nodes), allow)
+	}
+}
+
+// TestReportClosedOnce: an operator confirming a tenant's report while
+// another declines it, at two servers sharing the database, closes it
+// once: one of them gets a conflict naming the state it found, and the
+// tenant hears one outcome.
+func TestReportClosedOnce(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassOnDemand}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.advance(10 * time.Minute)
+	r = w.reservation(r.ID)
+	db2 := open()
+	fl2 := fleet.NewService(db2, db2)
+	fl2.Now = w.clock.Now
+	if err := fl2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
+	other.Now = w.clock.Now
+	for round := range 5 {
+		b, err := w.sales.NodeBreakFix(ctx, w.acme, r.Nodes[0].NodeID, sales.BreakFixReport, sales.BreakFixInput{Reason: fmt.Sprintf("round %d: link flaps", round)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var confirmErr, declineErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { _, confirmErr = w.sales.ConfirmReport(ctx, w.op, b.ID) })
+		wg.Go(func() {
+			_, declineErr = other.DeclineReport(ctx, w.op, b.ID, sales.DeclineInput{Reason: "no fault found"})
+		})
+		wg.Wait()
+		if (confirmErr == nil) == (declineErr == nil) {
+			t.Fatalf("round %d: confirm %v, decline %v; want exactly one to close the report", round, confirmErr, declineErr)
+		}
+		if err := cmp.Or(confirmErr, declineErr); neocloud.ErrorKind(err) != neocloud.KindConflict {
+			t.Fatalf("round %d: the other: %v, want a conflict", round, err)
+		}
+		evs, err := w.sales.Events(ctx, w.acme, 0, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes := 0
+		for _, e := range evs {
+			if strings.HasPrefix(e.Kind, "node.report_") && e.Data["break_fix"] == b.ID {
+				outcomes++
+			}
+		}
+		if outcomes > 1 {
+			t.Fatalf("round %d: acme heard %d outcomes of one report", round, outcomes)
+		}
+		if confirmErr == nil {
+			return // the node has left the work: the report is made on a serving node
+		}
 	}
 }

@@ -632,14 +632,20 @@ func (db *DB) InsertBreakFix(ctx context.Context, b sales.BreakFix) error {
 
 func (db *DB) UpdateBreakFix(ctx context.Context, b sales.BreakFix) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		res, err := db.exec(ctx, `UPDATE break_fix SET state = ?, confirmed_at = ?, body = ? WHERE id = ?`, b.State, closedMicros(b.ConfirmedAt), mustJSON(b), b.ID)
+		res, err := db.exec(ctx, `UPDATE break_fix SET state = ?, confirmed_at = ?, body = ? WHERE id = ? AND state = 'open'`, b.State, closedMicros(b.ConfirmedAt), mustJSON(b), b.ID)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return neocloud.NotFound("break-fix request", b.ID)
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
 		}
-		return nil
+		var state string
+		if err := db.queryRow(ctx, `SELECT state FROM break_fix WHERE id = ?`, b.ID).Scan(&state); errors.Is(err, sql.ErrNoRows) {
+			return neocloud.NotFound("break-fix request", b.ID)
+		} else if err != nil {
+			return db.translate(err)
+		}
+		return neocloud.Conflict(state, "break-fix request %s is %s", b.ID, state)
 	})
 }
 
