@@ -468,7 +468,9 @@ func (s *Service) expire(ctx context.Context, q Quote, now time.Time) error {
 		cal.Drop(q.ID)
 	}
 	q.State, q.Nodes = "expired", nil
-	if err := s.Store.UpdateQuote(ctx, q); err != nil {
+	if err := s.Store.UpdateQuote(ctx, q); neocloud.ErrorKind(err) == neocloud.KindConflict {
+		return nil // used meanwhile
+	} else if err != nil {
 		return err
 	}
 	return s.emit(ctx, q.TenantID, "quote.expired", q.ID, map[string]any{"held": q.Hold})

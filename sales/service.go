@@ -39,6 +39,9 @@ type Store interface {
 	HeldGPUs(ctx context.Context, tenantID, sku string, class Class, start, end time.Time, now time.Time) (int64, error)
 
 	InsertQuote(ctx context.Context, q Quote) error
+	// UpdateQuote closes an open quote with q's state (used, expired): one
+	// closed meanwhile (reserved from at once elsewhere, say) is a
+	// KindConflict naming its state, and stays as it is.
 	UpdateQuote(ctx context.Context, q Quote) error
 	Quote(ctx context.Context, id string) (Quote, error)
 	Quotes(ctx context.Context, tenantID string, pg neocloud.Page) ([]Quote, error)

@@ -3,6 +3,7 @@ package sales_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -329,6 +330,50 @@ func TestReportClosedOnce(t *testing.T) {
 		}
 		if confirmErr == nil {
 			return // the node has left the work: the report is made on a serving node
+		}
+	}
+}
+
+// TestQuoteUsedOnce: a quote reserved from twice at once, at two servers
+// sharing the database, makes one reservation; the other request is told
+// the quote is used.
+func TestQuoteUsedOnce(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	db2 := open()
+	fl2 := fleet.NewService(db2, db2)
+	fl2.Now = w.clock.Now
+	if err := fl2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
+	other.Now = w.clock.Now
+	for round, hold := range []bool{false, true, false, true} {
+		q, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(16, epoch.Add(time.Duration(48+round*24)*time.Hour), time.Hour, ""), Hold: hold})
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, s := range []*sales.Service{w.sales, other} {
+			wg.Go(func() { _, errs[i] = s.Reserve(ctx, w.acme, sales.ReserveInput{Quote: q.ID}) })
+		}
+		wg.Wait()
+		if (errs[0] == nil) == (errs[1] == nil) {
+			t.Fatalf("round %d (hold %v): %v; want exactly one reservation from the quote", round, hold, errs)
+		}
+		var ne *neocloud.Error
+		if err := cmp.Or(errs[0], errs[1]); !errors.As(err, &ne) || ne.Kind != neocloud.KindConflict || ne.State != "used" {
+			t.Fatalf("round %d: the other request: %v, want a conflict in state used", round, err)
 		}
 	}
 }

@@ -160,8 +160,20 @@ func (db *DB) InsertQuote(ctx context.Context, q sales.Quote) error {
 
 func (db *DB) UpdateQuote(ctx context.Context, q sales.Quote) error {
 	return db.write(ctx, func(ctx context.Context) error {
-		_, err := db.exec(ctx, `UPDATE quotes SET state = ?, body = ? WHERE id = ?`, q.State, mustJSON(q), q.ID)
-		return err
+		res, err := db.exec(ctx, `UPDATE quotes SET state = ?, body = ? WHERE id = ? AND state = 'open'`, q.State, mustJSON(q), q.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		var state string
+		if err := db.queryRow(ctx, `SELECT state FROM quotes WHERE id = ?`, q.ID).Scan(&state); errors.Is(err, sql.ErrNoRows) {
+			return neocloud.NotFound("quote", q.ID)
+		} else if err != nil {
+			return db.translate(err)
+		}
+		return neocloud.Conflict(state, "quote %s is %s", q.ID, state)
 	})
 }
 

@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -211,6 +212,40 @@ func TestStoredJSONThatDoesNotDecode(t *testing.T) {
 			if err := tc.read(); err != nil {
 				t.Errorf("%s.%s restored: %v", tc.table, tc.column, err)
 			}
+		}
+	})
+}
+
+// TestQuoteClosedOnce: closing an open quote (used, expired) is a
+// compare-and-set: a quote closed already stays as it was, and the second
+// close is a conflict naming its state.
+func TestQuoteClosedOnce(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		tn := tenant.Tenant{ID: neocloud.NewID(neocloud.PrefixTenant), Name: "acme", CreatedAt: t0}
+		if err := db.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+		q := sales.Quote{ID: neocloud.NewID(sales.PrefixQuote), TenantID: tn.ID, State: "open", ExpiresAt: t0.Add(time.Hour), CreatedAt: t0,
+			Shape: sales.Shape{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassReserved, Start: t0}}
+		if err := db.InsertQuote(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		q.State = "used"
+		if err := db.UpdateQuote(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		q.State = "expired"
+		var ne *neocloud.Error
+		if err := db.UpdateQuote(ctx, q); !errors.As(err, &ne) || ne.Kind != neocloud.KindConflict || ne.State != "used" {
+			t.Fatalf("expiring a used quote: %v, want a conflict in state used", err)
+		}
+		if got, err := db.Quote(ctx, q.ID); err != nil || got.State != "used" {
+			t.Fatalf("the quote after: %s, %v; want used", got.State, err)
+		}
+		q.ID = "quo_missing"
+		if err := db.UpdateQuote(ctx, q); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			t.Fatalf("closing a quote that is not there: %v", err)
 		}
 	})
 }
