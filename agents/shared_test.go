@@ -25,24 +25,10 @@ import (
 func TestJoinThroughAnotherServer(t *testing.T) {
 	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	server := func(shared time.Duration) (*fleet.Service, *agents.Service) {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		fl := fleet.NewService(db, db)
-		if err := fl.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ag := agents.NewService(db, db, fl, tenant.NewService(db))
-		ag.SharedTTL = shared
-		return fl, ag
-	}
-	applier, applied := server(10 * time.Second)
-	_, other := server(10 * time.Second)
-	_, another := server(10 * time.Second)
-	_, lone := server(0)
+	applier, applied := serverOn(t, url, 10*time.Second)
+	_, other := serverOn(t, url, 10*time.Second)
+	_, another := serverOn(t, url, 10*time.Second)
+	_, lone := serverOn(t, url, 0)
 
 	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
 	var spec bytes.Buffer
@@ -88,13 +74,7 @@ func TestPowerHeardThroughOtherServers(t *testing.T) {
 	ctx := context.Background()
 	l := newLab(t, openAt(t, url))
 	server := func() *agents.Service {
-		db := openAt(t, url)
-		fl := fleet.NewService(db, db)
-		if err := fl.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ag := agents.NewService(db, db, fl, tenant.NewService(db))
-		ag.SharedTTL = 10 * time.Second
+		_, ag := serverOn(t, url, 10*time.Second)
 		return ag
 	}
 	one, two := server(), server()
@@ -155,6 +135,21 @@ func TestLatestPower(t *testing.T) {
 	})
 }
 
+// serverOn starts another server's fleet and agents services on the
+// database at url (connections, fleet snapshot and memory of its own),
+// shared for SharedTTL shared (0: as if it were alone).
+func serverOn(t *testing.T, url string, shared time.Duration) (*fleet.Service, *agents.Service) {
+	t.Helper()
+	db := openAt(t, url)
+	fl := fleet.NewService(db, db)
+	if err := fl.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ag := agents.NewService(db, db, fl, tenant.NewService(db))
+	ag.SharedTTL = shared
+	return fl, ag
+}
+
 func openAt(t *testing.T, url string) *sqlstore.DB {
 	t.Helper()
 	db, err := sqlstore.Open(context.Background(), url)
@@ -176,13 +171,7 @@ func TestStateAcrossServers(t *testing.T) {
 	ctx := context.Background()
 	l := newLab(t, openAt(t, url))
 	server := func() *agents.Service {
-		db := openAt(t, url)
-		fl := fleet.NewService(db, db)
-		if err := fl.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ag := agents.NewService(db, db, fl, tenant.NewService(db))
-		ag.SharedTTL = 10 * time.Second
+		_, ag := serverOn(t, url, 10*time.Second)
 		return ag
 	}
 	one, two := server(), server()
@@ -228,13 +217,7 @@ func TestJoinOnceUnderConcurrentJoins(t *testing.T) {
 	ctx := context.Background()
 	l := newLab(t, openAt(t, url))
 	server := func() *agents.Service {
-		db := openAt(t, url)
-		fl := fleet.NewService(db, db)
-		if err := fl.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ag := agents.NewService(db, db, fl, tenant.NewService(db))
-		ag.SharedTTL = 10 * time.Second
+		_, ag := serverOn(t, url, 10*time.Second)
 		return ag
 	}
 	servers := []*agents.Service{server(), server()}

@@ -379,6 +379,15 @@ const FleetSyncEvery = 2 * time.Second
 
 // syncFleet keeps the fleet snapshot current with other servers' writes.
 func syncFleet(ctx context.Context, fl *fleet.Service, every time.Duration, log *slog.Logger) {
+	ticks(ctx, every, func() {
+		if _, err := fl.Sync(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("fleet sync", "err", err)
+		}
+	})
+}
+
+// ticks calls fn every interval until ctx ends.
+func ticks(ctx context.Context, every time.Duration, fn func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -387,21 +396,12 @@ func syncFleet(ctx context.Context, fl *fleet.Service, every time.Duration, log 
 			return
 		case <-t.C:
 		}
-		if _, err := fl.Sync(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("fleet sync", "err", err)
-		}
+		fn()
 	}
 }
 
 func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	ticks(ctx, every, func() {
 		res, err := ag.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("liveness sweep", "err", err)
@@ -412,7 +412,7 @@ func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *sl
 		if len(res.Unreachable)+len(res.Failed) > 0 {
 			log.Info("liveness", "silent", res.Silent, "unreachable", len(res.Unreachable), "failed", len(res.Failed), "held", res.Held)
 		}
-	}
+	})
 }
 
 // hourly records every reporting node's energy counters and forgets old

@@ -19,6 +19,57 @@ import (
 	"github.com/neocloud/neocloud/tenant"
 )
 
+// sharedWorld is a world on a fresh PostgreSQL database (or a skip), and
+// second, which starts another server's sales service on that database:
+// connections, fleet snapshot and memory of its own, the world's clock.
+func sharedWorld(t *testing.T) (*world, func() (*sales.Service, *sqlstore.DB)) {
+	url := testdb.PostgresURL(t)
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	w := newWorld(t, open())
+	return w, func() (*sales.Service, *sqlstore.DB) {
+		db := open()
+		fl := fleet.NewService(db, db)
+		fl.Now = w.clock.Now
+		if err := fl.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		s := sales.NewService(db, db, fl, tenant.NewService(db))
+		s.Now = w.clock.Now
+		return s, db
+	}
+}
+
+// together sends n requests at once, request i to servers[i%len(servers)],
+// and returns how many went through; one refused with a message that
+// lacks refusal fails the test.
+func together(t *testing.T, servers []*sales.Service, n int, refusal string, req func(s *sales.Service, i int) error) int {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		s := servers[i%len(servers)]
+		wg.Go(func() { errs[i] = req(s, i) })
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !strings.Contains(err.Error(), refusal):
+			t.Errorf("a request refused for another reason: %v", err)
+		}
+	}
+	return ok
+}
+
 // countingStage is a seam that takes a minute and counts its Begins by
 // allocation, for every server that shares it.
 type countingStage struct {
@@ -40,26 +91,10 @@ func (c *countingStage) Check(context.Context, sales.Work) (bool, error) { retur
 // every allocation is provisioned once (a provisioning seam is a real
 // system's API call), not once by each server.
 func TestLifecycleOneServerAtATime(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	open := func() *sqlstore.DB {
-		db, err := sqlstore.Open(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	w := newWorld(t, open())
-	db2 := open()
-	fl2 := fleet.NewService(db2, db2)
-	fl2.Now = w.clock.Now
-	if err := fl2.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
-	other.Now = w.clock.Now
+	w, second := sharedWorld(t)
+	other, db2 := second()
 	prov := &countingStage{begins: map[string]int{}}
 	var wg sync.WaitGroup
 	for i, s := range []*sales.Service{w.sales, other} {
@@ -103,47 +138,17 @@ func TestLifecycleOneServerAtATime(t *testing.T) {
 // together, to one server or to two sharing the database, reserve no more
 // than its quota between them.
 func TestQuotaHoldsUnderConcurrentRequests(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *sqlstore.DB {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	w := newWorld(t, open())
-	db2 := open()
-	fl2 := fleet.NewService(db2, db2)
-	fl2.Now = w.clock.Now
-	if err := fl2.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
-	other.Now = w.clock.Now
+	w, second := sharedWorld(t)
+	other, _ := second()
 	if _, err := w.sales.SetQuota(ctx, w.op, "acme", "h100-sxm5-80gb", placement.ClassOnDemand, 16); err != nil {
 		t.Fatal(err)
 	}
 	const requests = 12
-	errs := make([]error, requests)
-	var wg sync.WaitGroup
-	for i := range requests {
-		s := []*sales.Service{w.sales, other}[i%2]
-		wg.Go(func() {
-			_, errs[i] = s.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
-		})
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !strings.Contains(err.Error(), "quota"):
-			t.Errorf("a request refused for another reason: %v", err)
-		}
-	}
+	ok := together(t, []*sales.Service{w.sales, other}, requests, "quota", func(s *sales.Service, _ int) error {
+		_, err := s.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 8, Class: placement.ClassOnDemand}})
+		return err
+	})
 	if ok != 2 {
 		t.Errorf("%d of %d concurrent 8-GPU requests reserved under a 16-GPU quota, want 2", ok, requests)
 	}
@@ -153,45 +158,15 @@ func TestQuotaHoldsUnderConcurrentRequests(t *testing.T) {
 // arrive together, at two servers sharing the database, get no more open
 // holds than the limit between them.
 func TestHoldLimitUnderConcurrentRequests(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *sqlstore.DB {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	w := newWorld(t, open())
-	db2 := open()
-	fl2 := fleet.NewService(db2, db2)
-	fl2.Now = w.clock.Now
-	if err := fl2.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
-	other.Now = w.clock.Now
+	w, second := sharedWorld(t)
+	other, _ := second()
 	const requests = 10
-	errs := make([]error, requests)
 	start := epoch.Add(48 * time.Hour)
-	var wg sync.WaitGroup
-	for i := range requests {
-		s := []*sales.Service{w.sales, other}[i%2]
-		wg.Go(func() {
-			_, errs[i] = s.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(8, start, time.Hour, ""), Hold: true})
-		})
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !strings.Contains(err.Error(), "open holds"):
-			t.Errorf("a hold refused for another reason: %v", err)
-		}
-	}
+	ok := together(t, []*sales.Service{w.sales, other}, requests, "open holds", func(s *sales.Service, _ int) error {
+		_, err := s.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(8, start, time.Hour, ""), Hold: true})
+		return err
+	})
 	if limit := w.sales.Policy.WithDefaults().MaxHolds; ok != limit {
 		t.Errorf("%d of %d concurrent hold requests held, want the limit, %d", ok, requests, limit)
 	}
@@ -203,17 +178,8 @@ func TestHoldLimitUnderConcurrentRequests(t *testing.T) {
 // and the rest are refused for the allowance (none for having raced
 // another).
 func TestReplacementAllowanceUnderConcurrentRequests(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *sqlstore.DB {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	w := newWorld(t, open())
+	w, second := sharedWorld(t)
 	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 80, Class: placement.ClassOnDemand}})
 	if err != nil {
 		t.Fatal(err)
@@ -228,14 +194,7 @@ func TestReplacementAllowanceUnderConcurrentRequests(t *testing.T) {
 	if len(r.Nodes) <= allow {
 		t.Fatalf("%d nodes for an allowance of %d", len(r.Nodes), allow)
 	}
-	db2 := open()
-	fl2 := fleet.NewService(db2, db2)
-	fl2.Now = w.clock.Now
-	if err := fl2.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
-	other.Now = w.clock.Now
+	other, _ := second()
 	// The allowance counts the tenant's own requests: made with a token of
 	// its own.
 	tok, _, err := w.tenants.CreateToken(ctx, w.op, tenant.CreateTokenInput{Name: "acme-admin", Role: neocloud.RoleTenantAdmin, Tenant: "acme"})
@@ -244,24 +203,10 @@ func TestReplacementAllowanceUnderConcurrentRequests(t *testing.T) {
 	}
 	acme := w.acme
 	acme.TokenID = tok.ID
-	errs := make([]error, len(r.Nodes))
-	var wg sync.WaitGroup
-	for i, n := range r.Nodes {
-		s := []*sales.Service{w.sales, other}[i%2]
-		wg.Go(func() {
-			_, errs[i] = s.NodeBreakFix(ctx, acme, n.NodeID, sales.BreakFixReplace, sales.BreakFixInput{Reason: "slow NVLink"})
-		})
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !strings.Contains(err.Error(), "replacements a month"):
-			t.Errorf("a replacement refused for another reason: %v", err)
-		}
-	}
+	ok := together(t, []*sales.Service{w.sales, other}, len(r.Nodes), "replacements a month", func(s *sales.Service, i int) error {
+		_, err := s.NodeBreakFix(ctx, acme, r.Nodes[i].NodeID, sales.BreakFixReplace, sales.BreakFixInput{Reason: "slow NVLink"})
+		return err
+	})
 	if ok != allow {
 		t.Errorf("%d of %d concurrent replacements made under an allowance of %d a month", ok, len(r.Nodes), allow)
 	}
@@ -272,31 +217,15 @@ func TestReplacementAllowanceUnderConcurrentRequests(t *testing.T) {
 // once: one of them gets a conflict naming the state it found, and the
 // tenant hears one outcome.
 func TestReportClosedOnce(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *sqlstore.DB {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	w := newWorld(t, open())
+	w, second := sharedWorld(t)
 	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassOnDemand}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.advance(10 * time.Minute)
 	r = w.reservation(r.ID)
-	db2 := open()
-	fl2 := fleet.NewService(db2, db2)
-	fl2.Now = w.clock.Now
-	if err := fl2.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
-	other.Now = w.clock.Now
+	other, _ := second()
 	for round := range 5 {
 		b, err := w.sales.NodeBreakFix(ctx, w.acme, r.Nodes[0].NodeID, sales.BreakFixReport, sales.BreakFixInput{Reason: fmt.Sprintf("round %d: link flaps", round)})
 		if err != nil {
@@ -338,25 +267,9 @@ func TestReportClosedOnce(t *testing.T) {
 // sharing the database, makes one reservation; the other request is told
 // the quote is used.
 func TestQuoteUsedOnce(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *sqlstore.DB {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	w := newWorld(t, open())
-	db2 := open()
-	fl2 := fleet.NewService(db2, db2)
-	fl2.Now = w.clock.Now
-	if err := fl2.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	other := sales.NewService(db2, db2, fl2, tenant.NewService(db2))
-	other.Now = w.clock.Now
+	w, second := sharedWorld(t)
+	other, _ := second()
 	for round, hold := range []bool{false, true, false, true} {
 		q, err := w.sales.CreateQuote(ctx, w.acme, sales.QuoteInput{ShapeInput: reserved(16, epoch.Add(time.Duration(48+round*24)*time.Hour), time.Hour, ""), Hold: hold})
 		if err != nil {
