@@ -515,7 +515,7 @@ func (s *Service) contractFor(ctx context.Context, tenant string, sh Shape, entr
 			terms.EarlyTermination = "none: billed per second at the spot price; preemptible with notice"
 		}
 		c = Contract{ID: neocloud.NewID(PrefixContract), TenantID: tenant, Kind: sh.Class, SKU: sh.SKU, Terms: terms, Start: now, CreatedAt: now}
-		return c, s.Store.InsertContract(ctx, c)
+		return s.Store.PutStandingContract(ctx, c)
 	}
 	total, err := pricing.Total(rate, sh.GPUs, sh.duration())
 	if err != nil {

@@ -56,6 +56,10 @@ type Store interface {
 	// StandingContract returns a tenant's on-demand or spot contract for a
 	// SKU, or a KindNotFound error.
 	StandingContract(ctx context.Context, tenantID string, kind Class, sku string) (Contract, error)
+	// PutStandingContract stores c, a tenant's standing contract of a
+	// class and SKU, unless one is there already (made at once by another
+	// request), and returns the one stored.
+	PutStandingContract(ctx context.Context, c Contract) (Contract, error)
 	Contracts(ctx context.Context, tenantID string, pg neocloud.Page) ([]Contract, error)
 	// ContractReservations returns a contract's reservations by start.
 	ContractReservations(ctx context.Context, contractID string) ([]Reservation, error)

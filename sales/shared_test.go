@@ -1,6 +1,7 @@
 package sales_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -288,5 +289,44 @@ func TestQuoteUsedOnce(t *testing.T) {
 		if err := cmp.Or(errs[0], errs[1]); !errors.As(err, &ne) || ne.Kind != neocloud.KindConflict || ne.State != "used" {
 			t.Fatalf("round %d: the other request: %v, want a conflict in state used", round, err)
 		}
+	}
+}
+
+// TestOneStandingContract: a tenant's first on-demand reservations, made
+// at once at two sites through two servers sharing the database, both go
+// through under one standing contract.
+func TestOneStandingContract(t *testing.T) {
+	ctx := context.Background()
+	w, second := sharedWorld(t)
+	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
+	var b bytes.Buffer
+	o := fleet.ColossusOptions(sku, 64)
+	o.Site = "second-site"
+	if _, err := fleet.Generate(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := fleet.ParseSpec(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.fleet.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := second()
+	first := w.fleet.Snapshot.Sites()[0].Name
+	if first == o.Site {
+		first = w.fleet.Snapshot.Sites()[1].Name
+	}
+	sites := []string{first, o.Site}
+	ok := together(t, []*sales.Service{w.sales, other}, 2, "no error expected", func(s *sales.Service, i int) error {
+		_, err := s.Reserve(ctx, w.beta, sales.ReserveInput{ShapeInput: sales.ShapeInput{Site: sites[i], SKU: sku.Name, GPUs: 8, Class: placement.ClassOnDemand}})
+		return err
+	})
+	if ok != 2 {
+		t.Fatalf("%d of 2 first reservations went through", ok)
+	}
+	cs, err := w.sales.Contracts(ctx, w.beta, "", neocloud.Page{})
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("beta's contracts: %d, %v; want one standing contract", len(cs), err)
 	}
 }

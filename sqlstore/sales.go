@@ -259,6 +259,18 @@ func (db *DB) Contract(ctx context.Context, id string) (sales.Contract, error) {
 	return c, db.translate(err)
 }
 
+func (db *DB) PutStandingContract(ctx context.Context, c sales.Contract) (sales.Contract, error) {
+	err := db.write(ctx, func(ctx context.Context) error {
+		_, err := db.exec(ctx, `INSERT INTO contracts (id, tenant_id, kind, sku, terms, start_at, end_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			c.ID, c.TenantID, string(c.Kind), c.SKU, mustJSON(c.Terms), micros(c.Start), nullMicros(c.End), micros(c.CreatedAt))
+		return err
+	})
+	if err != nil {
+		return c, err
+	}
+	return db.StandingContract(ctx, c.TenantID, c.Kind, c.SKU)
+}
+
 func (db *DB) StandingContract(ctx context.Context, tenantID string, kind sales.Class, sku string) (sales.Contract, error) {
 	c, err := scanContract(db.queryRow(ctx, `SELECT `+contractCols+` FROM contracts WHERE tenant_id = ? AND kind = ? AND sku = ?`, tenantID, string(kind), sku))
 	if errors.Is(err, sql.ErrNoRows) {
