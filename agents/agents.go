@@ -1090,16 +1090,13 @@ func (s *Service) Latest(ctx context.Context, nodeID string) (State, error) {
 		st = r.state
 	}
 	s.mu.RUnlock()
-	if ok && s.fresh(st.SeenAt, s.now()) {
-		return st, nil
-	}
-	if r == nil {
+	if !ok {
 		return s.Store.AgentState(ctx, nodeID)
 	}
-	st, known, err := s.reread(ctx, r)
-	if err == nil && !known {
-		return st, neocloud.NotFound("agent state of node", nodeID)
+	if s.fresh(st.SeenAt, s.now()) {
+		return st, nil
 	}
+	st, _, err := s.reread(ctx, r)
 	return st, err
 }
 

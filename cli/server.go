@@ -358,8 +358,6 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 	}
 }
 
-// sweep judges silent nodes and moves repairs along, every half heartbeat
-// interval (or the lifecycle's cadence, when faster).
 // LifecycleLease is the reservations' lifecycle's turn-taking among servers
 // sharing a database: the holder of the "lifecycle" lease steps it (binds,
 // provisions, readies, releases, sanitizes), renewing the lease at every
@@ -400,6 +398,8 @@ func ticks(ctx context.Context, every time.Duration, fn func()) {
 	}
 }
 
+// sweep judges silent nodes and moves repairs along, every half heartbeat
+// interval (or the lifecycle's cadence, when faster).
 func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
 	ticks(ctx, every, func() {
 		res, err := ag.Sweep(ctx)
