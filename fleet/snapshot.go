@@ -69,6 +69,17 @@ func (s *Snapshot) PutSite(st Site) {
 	s.sites[st.ID], s.byName[st.Name] = &st, &st
 }
 
+// VersionSum returns how many nodes the snapshot holds and the sum of
+// their versions (Store.NodeVersionSum's, for what it holds).
+func (s *Snapshot) VersionSum() (count, sum int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, n := range s.nodes {
+		sum += n.Version
+	}
+	return int64(len(s.nodes)), sum
+}
+
 // Versions returns every node's version, by id.
 func (s *Snapshot) Versions() map[string]int64 {
 	s.mu.RLock()

@@ -178,6 +178,11 @@ func (db *DB) NodeVersions(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
+func (db *DB) NodeVersionSum(ctx context.Context) (count, sum int64, err error) {
+	err = db.queryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(version), 0) FROM nodes`).Scan(&count, &sum)
+	return count, sum, db.translate(err)
+}
+
 func (db *DB) NodesByID(ctx context.Context, ids []string) ([]fleet.Node, error) {
 	var out []fleet.Node
 	for start := 0; start < len(ids); start += 500 {
