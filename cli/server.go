@@ -156,7 +156,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
-		sv.Lead = LifecycleLease(db, neocloud.NewID("srv_"))
+		sv.Lead = LifecycleLease(db, neocloud.NewID("srv_"), o.Logger)
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {
@@ -361,11 +361,21 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 // LifecycleLease is the reservations' lifecycle's turn-taking among servers
 // sharing a database: the holder of the "lifecycle" lease steps it (binds,
 // provisions, readies, releases, sanitizes), renewing the lease at every
-// step; another takes over 10 s after the holder stops.
-func LifecycleLease(db *sqlstore.DB, instance string) func(ctx context.Context) (bool, error) {
+// step; another takes over 10 s after the holder stops. The log says when
+// this server takes it and when it loses it.
+func LifecycleLease(db *sqlstore.DB, instance string, log *slog.Logger) func(ctx context.Context) (bool, error) {
+	was := false
 	return func(ctx context.Context) (bool, error) {
 		now := time.Now().UTC()
 		_, held, err := db.TakeLease(ctx, "lifecycle", instance, now, now.Add(10*time.Second))
+		if err == nil && held != was {
+			was = held
+			if held {
+				log.Info("this server steps the reservations' lifecycle now", "lease", "lifecycle", "instance", instance)
+			} else {
+				log.Info("another server steps the reservations' lifecycle now", "lease", "lifecycle", "instance", instance)
+			}
+		}
 		return held, err
 	}
 }

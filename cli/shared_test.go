@@ -1,17 +1,20 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/neocloud/neocloud/cli"
 	"github.com/neocloud/neocloud/internal/testdb"
+	"github.com/neocloud/neocloud/sqlstore"
 )
 
 // TestServersShareOnePostgres: replicas started together on one empty
@@ -81,4 +84,41 @@ func TestServersShareOnePostgres(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestLifecycleLeaseSaysWhoSteps: the server that takes the lifecycle
+// lease says so in its log, once, and says so again when another has
+// taken it over.
+func TestLifecycleLeaseSaysWhoSteps(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var logA, logB bytes.Buffer
+	a := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)))
+	b := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)))
+	lead := func(f func(context.Context) (bool, error), want bool) {
+		t.Helper()
+		if held, err := f(ctx); err != nil || held != want {
+			t.Fatalf("lead: %v, %v; want %v", held, err, want)
+		}
+	}
+	lead(a, true)
+	lead(a, true)
+	lead(b, false)
+	// a stops renewing; its lease runs out.
+	if _, err := db.RawDB().Exec(`UPDATE leases SET until = 0 WHERE name = 'lifecycle'`); err != nil {
+		t.Fatal(err)
+	}
+	lead(b, true)
+	lead(a, false)
+	if n := strings.Count(logA.String(), "this server steps"); n != 1 || strings.Count(logA.String(), "another server steps") != 1 {
+		t.Errorf("a's log:\n%s", logA.String())
+	}
+	if strings.Count(logB.String(), "this server steps") != 1 || strings.Contains(logB.String(), "another server") {
+		t.Errorf("b's log:\n%s", logB.String())
+	}
 }
