@@ -76,6 +76,9 @@ const PrefixIncident = "inc_"
 
 // SweepResult says what one liveness sweep did.
 type SweepResult struct {
+	// Leads: this server judges liveness (with other servers on the
+	// database, it holds the lease; alone, always).
+	Leads       bool
 	Judged      bool     // false during the startup grace
 	Silent      int      // nodes silent now
 	Unreachable []string // nodes marked unreachable by this sweep
@@ -96,6 +99,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	interval := s.interval()
 	started := s.Started
 	var shared map[string]time.Time
+	res.Leads = true
 	if s.SharedTTL > 0 {
 		// Servers share the database: one judges at a time, from when any
 		// of them last heard each node; a new leader waits its grace too.
@@ -106,6 +110,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		if leader && epoch != s.leaseEpoch {
 			s.leaderSince, s.leaseEpoch = time.Time{}, epoch // taken over: a new leader
 		}
+		res.Leads = leader
 		if !leader {
 			s.leaderSince = time.Time{}
 			s.incMu.Lock()

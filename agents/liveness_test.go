@@ -508,8 +508,12 @@ func TestLivenessSharedDatabase(t *testing.T) {
 		beat(a, half)
 		beat(b, rest)
 		for _, ag := range []*agents.Service{a, b} {
-			if sweep(ag).Judged {
+			res := sweep(ag)
+			if res.Judged {
 				judgedBy[ag]++
+			}
+			if res.Leads != (ag == a) {
+				t.Fatalf("sweep %d: leads %v, want a alone to", i, res.Leads)
 			}
 		}
 	}
@@ -527,6 +531,9 @@ func TestLivenessSharedDatabase(t *testing.T) {
 	}
 	if takenOver.IsZero() {
 		t.Fatal("b never took over")
+	}
+	if res, _ := b.Sweep(context.Background()); !res.Leads {
+		t.Fatal("b does not say it leads after taking over")
 	}
 	// a, had it only been paused, writes nothing now: its lease's epoch is
 	// gone. b's writes go through.

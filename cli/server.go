@@ -411,10 +411,19 @@ func ticks(ctx context.Context, every time.Duration, fn func()) {
 // sweep judges silent nodes and moves repairs along, every half heartbeat
 // interval (or the lifecycle's cadence, when faster).
 func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
+	leads := false
 	ticks(ctx, every, func() {
 		res, err := ag.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("liveness sweep", "err", err)
+		}
+		if err == nil && res.Leads != leads && ag.SharedTTL > 0 {
+			leads = res.Leads
+			if leads {
+				log.Info("this server judges liveness and moves repairs along now", "lease", "liveness")
+			} else {
+				log.Info("another server judges liveness now", "lease", "liveness")
+			}
 		}
 		if _, err := ag.Remediate(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("remediation", "err", err)
