@@ -192,7 +192,7 @@ func (s *Service) NodeBreakFix(ctx context.Context, p neocloud.Principal, nodeRe
 				}
 				// The tenant's replacements are counted, and this one
 				// written, before another of its requests counts them.
-				if err := s.Store.LockQuota(ctx, r.TenantID); err != nil {
+				if err := s.Store.LockTenantLimits(ctx, r.TenantID); err != nil {
 					return err
 				}
 				used, err := s.replacementsUsed(ctx, c.ID, now)

@@ -199,7 +199,7 @@ func (s *Service) checkQuota(ctx context.Context, tenant string, sh Shape, now t
 		}
 		// What is held is read, and this reservation written, before
 		// another request of the tenant reads it.
-		if err := s.Store.LockQuota(ctx, tenant); err != nil {
+		if err := s.Store.LockTenantLimits(ctx, tenant); err != nil {
 			return err
 		}
 		held, err := s.Store.HeldGPUs(ctx, tenant, sh.SKU, sh.Class, sh.Start, sh.end(), now)
@@ -261,7 +261,7 @@ func (s *Service) CreateQuote(ctx context.Context, p neocloud.Principal, in Quot
 		if in.Hold {
 			// The tenant's holds are counted, and this one written, before
 			// another of its requests counts them.
-			if err := s.Store.LockQuota(ctx, tenant); err != nil {
+			if err := s.Store.LockTenantLimits(ctx, tenant); err != nil {
 				return err
 			}
 			if err := s.checkQuota(ctx, tenant, sh, now); err != nil {

@@ -28,12 +28,12 @@ type Store interface {
 
 	PutQuota(ctx context.Context, q Quota) error
 	Quotas(ctx context.Context, tenantID string) ([]Quota, error)
-	// LockQuota makes the transaction in ctx the only one, until it ends,
-	// that checks one of a tenant's limits (its quota, its holds, its
-	// contracts' replacement allowance) and acts under it: concurrent
+	// LockTenantLimits makes the transaction in ctx the only one, until it
+	// ends, that checks one of a tenant's limits (its quota, its holds,
+	// its contracts' replacement allowance) and acts under it: concurrent
 	// requests of the tenant, on any server, take turns (on SQLite the
 	// write transaction alone does).
-	LockQuota(ctx context.Context, tenantID string) error
+	LockTenantLimits(ctx context.Context, tenantID string) error
 	// HeldGPUs sums the GPUs of a tenant's live reservations and open holds
 	// of one SKU and class that overlap [start, end).
 	HeldGPUs(ctx context.Context, tenantID, sku string, class Class, start, end time.Time, now time.Time) (int64, error)

@@ -108,7 +108,7 @@ func (db *DB) advisoryLock(ctx context.Context, class int, key string) error {
 	})
 }
 
-func (db *DB) LockQuota(ctx context.Context, tenantID string) error {
+func (db *DB) LockTenantLimits(ctx context.Context, tenantID string) error {
 	return db.advisoryLock(ctx, 7311003, tenantID)
 }
 
