@@ -157,7 +157,7 @@ func Run(ctx context.Context, o Options) error {
 		if err := c.Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: o.Hostname, Serial: o.Serial, GPUs: o.GPUs.Info(), AgentVersion: Version, DriverVersion: driverOf(o.GPUs)}, &jr); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
-		st = state{NodeID: jr.NodeID, Credential: jr.Credential}
+		st = state{NodeID: jr.NodeID, Credential: jr.Credential, Seq: max(0, jr.NextSeq-1)}
 		if err := o.save(st); err != nil {
 			return err
 		}

@@ -1246,3 +1246,48 @@ func TestSimulatedUUIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestReimagedNodeIsHeard: a node has reported for a long time (its
+// agent's count of reports is at 100,000); an operator re-keys it and it
+// is re-imaged (its agent's state is gone); the new agent joins, and its
+// reports, an XID 79 among them, are applied at once rather than taken for
+// replays of the old agent's.
+func TestReimagedNodeIsHeard(t *testing.T) {
+	n := newNode(t, 16)
+	ctx := context.Background()
+	seq := func() int64 {
+		var st agents.State
+		n.op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host+"/agent", nil, nil, &st)
+		return st.Seq
+	}
+	var jr wire.JoinResponse
+	if err := client.New(n.srv.URL, n.join).Do(ctx, http.MethodPost, "/v1/agent/join", nil, wire.JoinRequest{Version: wire.Version, Hostname: n.host, Serial: n.serial}, &jr); err != nil {
+		t.Fatal(err)
+	}
+	old := wire.Heartbeat{Version: wire.Version, Seq: 100_000, At: time.Now().UTC(), GPUs: []wire.GPUSample{{Index: 0, PowerW: 500}}}
+	if err := client.New(n.srv.URL, jr.Credential).Do(ctx, http.MethodPost, "/v1/agent/heartbeat", nil, old, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.op.Raw(ctx, http.MethodPost, "/v1/nodes/"+n.host+"/rekey", nil, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	var jt struct{ Secret string }
+	if err := n.op.Do(ctx, http.MethodPost, "/v1/sites/colossus-1/join-tokens", nil, map[string]any{"max_uses": 1, "ttl_s": 600}, &jt); err != nil {
+		t.Fatal(err)
+	}
+	gpus := agent.NewSimulated(8, n.sku.GPUModel, n.sku.GPUMemoryMiB, 700)
+	gpus.Inject(agent.Fault{GPU: 2, XID: 79})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go agent.Run(rctx, agent.Options{Server: n.srv.URL, JoinToken: jt.Secret, Hostname: n.host, Serial: n.serial, StateDir: t.TempDir(), Interval: 20 * time.Millisecond, GPUs: gpus})
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var node fleet.Node
+		n.op.Do(ctx, http.MethodGet, "/v1/nodes/"+n.host, nil, nil, &node)
+		if node.Health == fleet.HealthFailed && seq() > old.Seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the re-imaged node's XID 79 was not applied: health %s, seq %d (the old agent's last %d)", node.Health, seq(), old.Seq)
+		}
+	}
+}

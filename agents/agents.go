@@ -357,6 +357,11 @@ func (s *Service) syncFleet(ctx context.Context) error {
 	return err
 }
 
+// rejoinSeqMargin is how far past a node's last known report a re-joined
+// agent starts counting: a server stores a node's state at least once a
+// minute, so fewer reports than this are ever unstored.
+const rejoinSeqMargin = 1_000_000
+
 // JoinTokenInput creates a join token.
 type JoinTokenInput struct {
 	Site    string `json:"site" doc:"Site name or id."`
@@ -442,6 +447,14 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 			return err
 		}
 		out = wire.JoinResponse{Version: wire.Version, NodeID: n.ID, Credential: secret, HeartbeatS: s.HeartbeatS}
+		// A node that reported before (re-keyed, re-imaged) counts on
+		// past its last report: past the last stored, by more reports
+		// than any server holds unstored.
+		if prev, known, err := s.latestOf(ctx, s.record(n.ID), 0); err != nil {
+			return err
+		} else if known && prev.Seq > 0 {
+			out.NextSeq = prev.Seq + rejoinSeqMargin
+		}
 		// The GPUs found (their UUIDs name them on repair tickets) are kept
 		// with the node's state from here on.
 		if _, err := s.Store.PutAgentState(ctx, State{NodeID: n.ID, SeenAt: now, Health: fleet.HealthOK, Found: in.GPUs}); err != nil {

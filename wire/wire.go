@@ -44,6 +44,11 @@ type JoinResponse struct {
 	NodeID     string `json:"node_id"`
 	Credential string `json:"credential" doc:"The node's own bearer secret (role agent, this node only). Shown once."`
 	HeartbeatS int    `json:"heartbeat_s"`
+	// NextSeq is the sequence number to report with first (0: 1): past
+	// every report of this node the server has seen, so that the agent of
+	// a re-imaged node, whose count starts again, is not taken for a
+	// replay of its predecessor.
+	NextSeq int64 `json:"next_seq,omitempty" doc:"The sequence number to report with first (absent: 1), past every report of this node the server has seen."`
 }
 
 // Heartbeat is an agent's periodic report. Seq grows by one per heartbeat
