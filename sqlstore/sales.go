@@ -158,22 +158,30 @@ func (db *DB) InsertQuote(ctx context.Context, q sales.Quote) error {
 	})
 }
 
+// closedOpen finishes closing a row that was to be open (an UPDATE … WHERE
+// id = ? AND state = 'open', whose result is res): one row changed is
+// done; else the row's state now is a conflict naming it, or the row is
+// not there.
+func (db *DB) closedOpen(ctx context.Context, res sql.Result, table, what, id string) error {
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	var state string
+	if err := db.queryRow(ctx, `SELECT state FROM `+table+` WHERE id = ?`, id).Scan(&state); errors.Is(err, sql.ErrNoRows) {
+		return neocloud.NotFound(what, id)
+	} else if err != nil {
+		return db.translate(err)
+	}
+	return neocloud.Conflict(state, "%s %s is %s", what, id, state)
+}
+
 func (db *DB) UpdateQuote(ctx context.Context, q sales.Quote) error {
 	return db.write(ctx, func(ctx context.Context) error {
 		res, err := db.exec(ctx, `UPDATE quotes SET state = ?, body = ? WHERE id = ? AND state = 'open'`, q.State, mustJSON(q), q.ID)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return nil
-		}
-		var state string
-		if err := db.queryRow(ctx, `SELECT state FROM quotes WHERE id = ?`, q.ID).Scan(&state); errors.Is(err, sql.ErrNoRows) {
-			return neocloud.NotFound("quote", q.ID)
-		} else if err != nil {
-			return db.translate(err)
-		}
-		return neocloud.Conflict(state, "quote %s is %s", q.ID, state)
+		return db.closedOpen(ctx, res, "quotes", "quote", q.ID)
 	})
 }
 
@@ -660,16 +668,7 @@ func (db *DB) UpdateBreakFix(ctx context.Context, b sales.BreakFix) error {
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return nil
-		}
-		var state string
-		if err := db.queryRow(ctx, `SELECT state FROM break_fix WHERE id = ?`, b.ID).Scan(&state); errors.Is(err, sql.ErrNoRows) {
-			return neocloud.NotFound("break-fix request", b.ID)
-		} else if err != nil {
-			return db.translate(err)
-		}
-		return neocloud.Conflict(state, "break-fix request %s is %s", b.ID, state)
+		return db.closedOpen(ctx, res, "break_fix", "break-fix request", b.ID)
 	})
 }
 
