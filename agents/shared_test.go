@@ -70,14 +70,8 @@ func TestJoinThroughAnotherServer(t *testing.T) {
 // site's power page and load shedding read it), not only its own agents'.
 // A report older than three heartbeat intervals is not read back.
 func TestPowerHeardThroughOtherServers(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	l := newLab(t, openAt(t, url))
-	server := func() *agents.Service {
-		_, ag := serverOn(t, url, 10*time.Second)
-		return ag
-	}
-	one, two := server(), server()
+	l, one, two := labOnTwoServers(t)
 	now := time.Now().UTC()
 	beat := func(ag *agents.Service, n fleet.Node, seq int64, at time.Time, watts float64) {
 		t.Helper()
@@ -135,6 +129,17 @@ func TestLatestPower(t *testing.T) {
 	})
 }
 
+// labOnTwoServers is a lab on a fresh PostgreSQL database (or a skip) and
+// two more servers' agents services on it, sharing it.
+func labOnTwoServers(t *testing.T) (*lab, *agents.Service, *agents.Service) {
+	t.Helper()
+	url := testdb.PostgresURL(t)
+	l := newLab(t, openAt(t, url))
+	_, one := serverOn(t, url, 10*time.Second)
+	_, two := serverOn(t, url, 10*time.Second)
+	return l, one, two
+}
+
 // serverOn starts another server's fleet and agents services on the
 // database at url (connections, fleet snapshot and memory of its own),
 // shared for SharedTTL shared (0: as if it were alone).
@@ -167,14 +172,8 @@ func openAt(t *testing.T, url string) *sqlstore.DB {
 // what each server shows of the node is the latest report, wherever it
 // went.
 func TestStateAcrossServers(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	l := newLab(t, openAt(t, url))
-	server := func() *agents.Service {
-		_, ag := serverOn(t, url, 10*time.Second)
-		return ag
-	}
-	one, two := server(), server()
+	l, one, two := labOnTwoServers(t)
 	n := l.nodes[0]
 	p := neocloud.Principal{TokenID: "tok_" + n.ID, Role: neocloud.RoleAgent, NodeID: n.ID}
 	now := time.Now().UTC()
@@ -213,14 +212,9 @@ func TestStateAcrossServers(t *testing.T) {
 // once, through two servers, get one credential between them; the others
 // are told the node has joined.
 func TestJoinOnceUnderConcurrentJoins(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	l := newLab(t, openAt(t, url))
-	server := func() *agents.Service {
-		_, ag := serverOn(t, url, 10*time.Second)
-		return ag
-	}
-	servers := []*agents.Service{server(), server()}
+	l, one, two := labOnTwoServers(t)
+	servers := []*agents.Service{one, two}
 	op := neocloud.Principal{TokenID: "tok_op", Role: neocloud.RoleOperatorAdmin}
 	// Each agent has a join token of its own (joins with one token take
 	// turns at its count of uses).

@@ -156,7 +156,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
-		sv.Lead = LifecycleLease(db, neocloud.NewID("srv_"), o.Logger)
+		sv.Lead, sv.Fence = LifecycleLease(db, neocloud.NewID("srv_"), o.Logger)
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {
@@ -361,13 +361,14 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 // LifecycleLease is the reservations' lifecycle's turn-taking among servers
 // sharing a database: the holder of the "lifecycle" lease steps it (binds,
 // provisions, readies, releases, sanitizes), renewing the lease at every
-// step; another takes over 10 s after the holder stops. The log says when
-// this server takes it and when it loses it.
-func LifecycleLease(db *sqlstore.DB, instance string, log *slog.Logger) func(ctx context.Context) (bool, error) {
+// step, each step fenced by it; another takes over 10 s after the holder
+// stops. lead takes the lease, and the log says when this server takes it
+// and when it loses it; fence is the steps' fence.
+func LifecycleLease(db *sqlstore.DB, instance string, log *slog.Logger) (lead func(ctx context.Context) (bool, error), fence func(ctx context.Context) error) {
+	l := db.Lease("lifecycle", instance, 10*time.Second)
 	was := false
 	return func(ctx context.Context) (bool, error) {
-		now := time.Now().UTC()
-		_, held, err := db.TakeLease(ctx, "lifecycle", instance, now, now.Add(10*time.Second))
+		held, err := l.Take(ctx)
 		if err == nil && held != was {
 			was = held
 			if held {
@@ -377,7 +378,7 @@ func LifecycleLease(db *sqlstore.DB, instance string, log *slog.Logger) func(ctx
 			}
 		}
 		return held, err
-	}
+	}, l.Fence
 }
 
 // FleetSyncEvery is how often a server on PostgreSQL reads what other

@@ -98,8 +98,8 @@ func TestLifecycleLeaseSaysWhoSteps(t *testing.T) {
 	}
 	defer db.Close()
 	var logA, logB bytes.Buffer
-	a := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)))
-	b := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)))
+	a, _ := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)))
+	b, _ := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)))
 	lead := func(f func(context.Context) (bool, error), want bool) {
 		t.Helper()
 		if held, err := f(ctx); err != nil || held != want {

@@ -346,7 +346,7 @@ func (s *Service) Step(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, q := range quotes {
-		if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return s.expire(ctx, q, now) }); err != nil {
+		if err := s.inStep(ctx, func(ctx context.Context) error { return s.expire(ctx, q, now) }); err != nil {
 			return done, err
 		}
 		done++
@@ -387,7 +387,7 @@ func batches[T any](ctx context.Context, s *Service, items []T, fn func(context.
 	done := 0
 	for lo := 0; lo < len(items); lo += size {
 		chunk := items[lo:min(len(items), lo+size)]
-		err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+		err := s.inStep(ctx, func(ctx context.Context) error {
 			for _, it := range chunk {
 				if err := fn(ctx, it); err != nil {
 					return err
@@ -400,13 +400,27 @@ func batches[T any](ctx context.Context, s *Service, items []T, fn func(context.
 			continue
 		}
 		for _, it := range chunk {
-			if err := s.Tx.InTx(ctx, func(ctx context.Context) error { return fn(ctx, it) }); err != nil {
+			if err := s.inStep(ctx, func(ctx context.Context) error { return fn(ctx, it) }); err != nil {
 				return done, err
 			}
 			done++
 		}
 	}
 	return done, nil
+}
+
+// inStep runs a lifecycle step in a transaction of its own, fenced first
+// when servers take turns at the lifecycle: a server that no longer holds
+// the lease (paused past it, say) calls no seam and writes nothing.
+func (s *Service) inStep(ctx context.Context, fn func(ctx context.Context) error) error {
+	return s.Tx.InTx(ctx, func(ctx context.Context) error {
+		if s.Fence != nil {
+			if err := s.Fence(ctx); err != nil {
+				return err
+			}
+		}
+		return fn(ctx)
+	})
 }
 
 // Run calls Step every interval, and at once after a commit that made

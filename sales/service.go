@@ -200,6 +200,11 @@ type Service struct {
 	// that a step, and the seams it calls, runs on one of them. Run skips
 	// its steps while Lead says no.
 	Lead func(ctx context.Context) (bool, error)
+	// Fence, when set, fails in ctx's transaction unless this server
+	// still holds the lease Lead took, at its epoch: each step's
+	// transaction calls it before anything else, and another server's
+	// takeover waits for that transaction to end.
+	Fence func(ctx context.Context) error
 	// FailNode takes a node that failed provisioning out of service (in the
 	// caller's transaction); nil leaves it to the calendar alone.
 	FailNode func(ctx context.Context, nodeID, reason string) error

@@ -101,13 +101,8 @@ func TestLifecycleOneServerAtATime(t *testing.T) {
 	for i, s := range []*sales.Service{w.sales, other} {
 		s.SharedTTL = 10 * time.Second
 		s.Provisioner = prov
-		db := []*sqlstore.DB{w.db, db2}[i]
-		instance := []string{"srv_a", "srv_b"}[i]
-		s.Lead = func(ctx context.Context) (bool, error) {
-			now := time.Now()
-			_, held, err := db.TakeLease(ctx, "lifecycle", instance, now, now.Add(10*time.Second))
-			return held, err
-		}
+		lease := []*sqlstore.DB{w.db, db2}[i].Lease("lifecycle", []string{"srv_a", "srv_b"}[i], 10*time.Second)
+		s.Lead, s.Fence = lease.Take, lease.Fence
 		wg.Go(func() { s.Run(ctx, time.Millisecond) })
 	}
 	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 64, Class: placement.ClassOnDemand}})
@@ -132,6 +127,45 @@ func TestLifecycleOneServerAtATime(t *testing.T) {
 		if n != 1 {
 			t.Errorf("allocation %s provisioned %d times, want once", id, n)
 		}
+	}
+}
+
+// TestLifecycleFencedByItsLease: a server that held the lifecycle lease
+// and was paused past it (another took it over meanwhile) steps nothing
+// when it wakes: no seam is called, nothing is written, and the new holder
+// goes on.
+func TestLifecycleFencedByItsLease(t *testing.T) {
+	ctx := context.Background()
+	w, second := sharedWorld(t)
+	other, db2 := second()
+	prov := &countingStage{begins: map[string]int{}}
+	leases := []*sqlstore.Lease{w.db.Lease("lifecycle", "srv_a", 10*time.Second), db2.Lease("lifecycle", "srv_b", 10*time.Second)}
+	for i, s := range []*sales.Service{w.sales, other} {
+		s.SharedTTL, s.Provisioner, s.Fence = 10*time.Second, prov, leases[i].Fence
+	}
+	if held, err := leases[0].Take(ctx); !held || err != nil {
+		t.Fatalf("a takes the lease: %v, %v", held, err)
+	}
+	r, err := w.sales.Reserve(ctx, w.acme, sales.ReserveInput{ShapeInput: sales.ShapeInput{SKU: "h100-sxm5-80gb", GPUs: 16, Class: placement.ClassOnDemand}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a is paused past its lease; b takes it over.
+	if _, err := w.db.RawDB().Exec(`UPDATE leases SET until = 0 WHERE name = 'lifecycle'`); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := leases[1].Take(ctx); !held || err != nil {
+		t.Fatalf("b takes the lease over: %v, %v", held, err)
+	}
+	w.clock.Add(time.Minute)
+	if _, err := w.sales.Step(ctx); !errors.Is(err, sqlstore.ErrLeaseLost) {
+		t.Fatalf("a steps after losing its lease: %v, want ErrLeaseLost", err)
+	}
+	if st := w.allocStates(r.ID); st[sales.AllocationBound] != 2 || len(prov.begins) != 0 {
+		t.Fatalf("after a's fenced step: allocations %v, %d provisioned; want both still bound, none", st, len(prov.begins))
+	}
+	if n, err := other.Step(ctx); err != nil || n == 0 || len(prov.begins) != 2 {
+		t.Fatalf("b steps: %d, %v, %d provisioned; want both", n, err, len(prov.begins))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	gojson "github.com/goccy/go-json"
@@ -657,4 +658,45 @@ func (db *DB) Incidents(ctx context.Context, openOnly bool) ([]agents.Incident, 
 		q += ` WHERE closed = FALSE`
 	}
 	return collect(db, ctx, scanBody[agents.Incident], q+` ORDER BY closed, opened_at DESC, id DESC`)
+}
+
+// ErrLeaseLost is a write fenced by a lease this server no longer holds at
+// the epoch it took: another server took it over.
+var ErrLeaseLost = errors.New("this server no longer holds the lease: another took it over")
+
+// Lease is one server's hold on a named lease (TakeLease, HoldsLease) for
+// background work that one server at a time does: Take takes or renews it;
+// Fence, in the transaction of a write, fails unless it is still held at
+// the epoch taken, and makes a takeover wait for that transaction.
+type Lease struct {
+	db     *DB
+	name   string
+	holder string
+	ttl    time.Duration
+	epoch  atomic.Int64
+}
+
+// Lease returns holder's hold on the lease name, taken for ttl at a time.
+func (db *DB) Lease(name, holder string, ttl time.Duration) *Lease {
+	return &Lease{db: db, name: name, holder: holder, ttl: ttl}
+}
+
+// Take takes or renews the lease, reporting whether it is held.
+func (l *Lease) Take(ctx context.Context) (bool, error) {
+	now := time.Now().UTC()
+	epoch, held, err := l.db.TakeLease(ctx, l.name, l.holder, now, now.Add(l.ttl))
+	if held {
+		l.epoch.Store(epoch)
+	}
+	return held, err
+}
+
+// Fence fails with ErrLeaseLost unless the lease is held at the epoch
+// Take last took.
+func (l *Lease) Fence(ctx context.Context) error {
+	held, err := l.db.HoldsLease(ctx, l.name, l.holder, l.epoch.Load(), time.Now().UTC())
+	if err == nil && !held {
+		return ErrLeaseLost
+	}
+	return err
 }

@@ -145,12 +145,9 @@ func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) error {
 func (db *DB) BootstrapToken(ctx context.Context, t tenant.Token, hash string, ifNoAdmin bool) (bool, error) {
 	stored := false
 	err := db.write(ctx, func(ctx context.Context) error {
-		// On SQLite the IMMEDIATE transaction serializes servers; on
-		// PostgreSQL this lock does (the check and the insert together).
-		if db.Dialect == Postgres {
-			if _, err := db.exec(ctx, "SELECT pg_advisory_xact_lock(7311002)"); err != nil {
-				return fmt.Errorf("sqlstore: bootstrap lock: %w", err)
-			}
+		// The check and the insert together, one server at a time.
+		if err := db.advisoryLock(ctx, 7311002, "bootstrap"); err != nil {
+			return fmt.Errorf("sqlstore: bootstrap lock: %w", err)
 		}
 		q, args := `SELECT COUNT(*) FROM tokens WHERE hash = ?`, []any{hash}
 		if ifNoAdmin {
