@@ -242,8 +242,7 @@ type Service struct {
 	incMu     sync.Mutex
 	incidents map[string]*Incident
 	// With other servers on the database, one of them judges liveness at a
-	// time: this one's id for the lease, and since when it has held it.
-	instance    string
+	// time: since when this one has held the lease.
 	leaderSince time.Time
 	leaseEpoch  int64
 
@@ -272,6 +271,9 @@ type Service struct {
 	// here are all it needs to hear of; with other servers on the same
 	// database, their changes are seen within it.
 	SharedTTL time.Duration
+	// Instance is this server's replica id: the holder it names when it
+	// takes the liveness lease (NewService gives it one of its own).
+	Instance string
 
 	assignMu sync.Mutex
 }
@@ -344,7 +346,7 @@ type nodeChange struct {
 // NewService returns a service over store.
 func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *Service {
 	return &Service{Store: store, Tx: tx, Fleet: fl, Tokens: tokens, Now: time.Now, HeartbeatS: 10, CommitWait: DefaultCommitWait, CommitIdle: DefaultCommitIdle, nodes: map[string]*nodeRecord{},
-		SetHealth: fl.SetHealth, Started: time.Now().UTC(), instance: neocloud.NewID("srv_")}
+		SetHealth: fl.SetHealth, Started: time.Now().UTC(), Instance: neocloud.NewID(neocloud.PrefixReplica)}
 }
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }

@@ -103,7 +103,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	if s.SharedTTL > 0 {
 		// Servers share the database: one judges at a time, from when any
 		// of them last heard each node; a new leader waits its grace too.
-		epoch, leader, err := s.Store.TakeLease(ctx, "liveness", s.instance, now, now.Add(3*interval))
+		epoch, leader, err := s.Store.TakeLease(ctx, "liveness", s.Instance, now, now.Add(3*interval))
 		if err != nil {
 			return res, err
 		}
@@ -311,7 +311,7 @@ func (s *Service) fenced(ctx context.Context) error {
 	if s.SharedTTL == 0 {
 		return nil
 	}
-	held, err := s.Store.HoldsLease(ctx, "liveness", s.instance, s.leaseEpoch, s.now())
+	held, err := s.Store.HoldsLease(ctx, "liveness", s.Instance, s.leaseEpoch, s.now())
 	if err != nil {
 		return err
 	}

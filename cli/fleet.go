@@ -462,10 +462,23 @@ func repairCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// replicaCols are the columns of the control plane's server processes.
+var replicaCols = []column{{"ID", "id"}, {"HOST", "host"}, {"ADDR", "addr"}, {"PID", "pid"}, {"VERSION", "version"}, {"STATE", "state"}, {"LEASES", "leases"},
+	{"STARTED", "started_at"}, {"SEEN", "seen_at"}, {"THIS", "this"}}
+
+func replicaCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "replica", Short: "The control plane's server processes on its database"}
+	cmd.AddCommand(&cobra.Command{Use: "list", Short: "Replicas, the latest started first: up, silent or stopped, and the leases each holds (lifecycle: steps reservations; liveness: judges nodes)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return g.list(c.Context(), "/v1/replicas", nil, listFlags{limit: 1000}, replicaCols)
+		}})
+	return cmd
+}
+
 func healthCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "health", Short: "Fleet health: incidents and nodes that are not ok"}
 	var all bool
-	list := &cobra.Command{Use: "list", Short: "Open incidents (domains gone silent), every node that is degraded, unreachable or failed, with its reasons, and tenants' reports awaiting an operator", Args: cobra.NoArgs,
+	list := &cobra.Command{Use: "list", Short: "Open incidents (domains gone silent), every node that is degraded, unreachable or failed, with its reasons, tenants' reports awaiting an operator, and the control plane's replicas", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			q := url.Values{}
 			if all {
@@ -484,8 +497,12 @@ func healthCmd(g *globals) *cobra.Command {
 				}
 			}
 			fmt.Fprintln(g.stdout, "\nTENANTS' REPORTS AWAITING AN OPERATOR (break-fix confirm|decline ID)")
-			return g.list(c.Context(), "/v1/break-fix", url.Values{"state": {"open"}}, listFlags{limit: 1000, all: true},
-				[]column{{"ID", "id"}, {"NODE", "hostname"}, {"TENANT", "tenant_id"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"CREATED", "created_at"}})
+			if err := g.list(c.Context(), "/v1/break-fix", url.Values{"state": {"open"}}, listFlags{limit: 1000, all: true},
+				[]column{{"ID", "id"}, {"NODE", "hostname"}, {"TENANT", "tenant_id"}, {"RESERVATION", "reservation_id"}, {"REASON", "reason"}, {"CREATED", "created_at"}}); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, "\nREPLICAS (the control plane's servers)")
+			return g.list(c.Context(), "/v1/replicas", nil, listFlags{limit: 1000}, replicaCols)
 		}}
 	list.Flags().BoolVar(&all, "all", false, "closed incidents too")
 	cmd.AddCommand(list)

@@ -93,7 +93,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.token, "token", "", "bearer token (default NEOCLOUD_TOKEN)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or csv")
 	root.AddCommand(serverCmd(g), tenantCmd(g), tokenCmd(g), auditCmd(g), fleetCmd(g), siteCmd(g), nodeCmd(g), skuCmd(g),
-		priceCmd(g), quotaCmd(g), quoteCmd(g), reservationCmd(g), contractCmd(g), eventsCmd(g), internalCmd(g), maintenanceCmd(g), simCmd(g), agentCmd(g), relayCmd(g), healthCmd(g), repairCmd(g), breakFixCmd(g), benchCmd(g), usageCmd(g), invoiceCmd(g), billingCmd(g), creditsCmd(g), emissionsCmd(g), financeCmd(g))
+		priceCmd(g), quotaCmd(g), quoteCmd(g), reservationCmd(g), contractCmd(g), eventsCmd(g), internalCmd(g), maintenanceCmd(g), simCmd(g), agentCmd(g), relayCmd(g), healthCmd(g), replicaCmd(g), repairCmd(g), breakFixCmd(g), benchCmd(g), usageCmd(g), invoiceCmd(g), billingCmd(g), creditsCmd(g), emissionsCmd(g), financeCmd(g))
 	for _, cmd := range extra {
 		root.AddCommand(cmd())
 	}

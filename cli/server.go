@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -107,6 +108,13 @@ type Running struct {
 	srv     *httpapi.Front
 	done    chan struct{}
 	stop    context.CancelFunc
+	// replica is this server's record in the store; recorded closes when
+	// the loop renewing it has stopped.
+	replica  neocloud.Replica
+	recorded chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // StartServer opens the store, bootstraps the operator token, and serves
@@ -156,7 +164,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
-		sv.Lead, sv.Fence = LifecycleLease(db, neocloud.NewID("srv_"), o.Logger)
+		sv.Lead, sv.Fence = LifecycleLease(db, ag.Instance, o.Logger)
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {
@@ -255,12 +263,26 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 		return out, nil
 	}
+	// Replicas are listed by the wall clock (each records itself by it),
+	// whatever clock the control plane runs on. On SQLite this one is the
+	// store's only server: it takes no leases and does what their holders
+	// do.
+	replicas := func(ctx context.Context) ([]neocloud.Replica, error) {
+		rs, err := db.Replicas(ctx, time.Now().UTC())
+		for i := range rs {
+			if rs[i].ID == ag.Instance && db.Dialect == sqlstore.SQLite {
+				rs[i].Leases = []string{"lifecycle", "liveness"}
+			}
+		}
+		return rs, err
+	}
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Shedder: &shedder, Finance: fs, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
+		Replicas: replicas, Replica: ag.Instance,
 	})
 	con, err := console.New(console.Config{Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Finance: fs, Store: db, API: api.Handler(), Now: o.Now,
-		Version: Version, Logger: o.Logger, Banner: o.Banner,
+		Version: Version, Logger: o.Logger, Banner: o.Banner, Replicas: replicas, Replica: ag.Instance,
 		Audit: func(ctx context.Context, r audit.Record) error {
 			return db.InTx(ctx, func(ctx context.Context) error { _, err := db.AppendAudit(ctx, r); return err })
 		}})
@@ -283,9 +305,27 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		db.Close()
 		return nil, fmt.Errorf("listen %s: %w", o.Listen, err)
 	}
+	host, _ := os.Hostname()
+	started := time.Now().UTC()
+	rep := neocloud.Replica{ID: ag.Instance, Host: host, Addr: ln.Addr().String(), PID: int64(os.Getpid()), Version: Version, StartedAt: started, SeenAt: started}
+	if err := db.PutReplica(ctx, rep); err != nil {
+		ln.Close()
+		db.Close()
+		return nil, fmt.Errorf("record this replica: %w", err)
+	}
+	o.Logger.Info("replica", "id", rep.ID, "addr", rep.Addr, "version", Version)
 	bg, stop := context.WithCancel(context.Background())
 	r := &Running{URL: "http://" + ln.Addr().String(), Token: secret, Store: db, done: make(chan struct{}), stop: stop, api: api,
-		Console: con}
+		Console: con, replica: rep, recorded: make(chan struct{})}
+	go func() {
+		defer close(r.recorded)
+		ticks(bg, neocloud.ReplicaEvery, func() {
+			rep.SeenAt = time.Now().UTC()
+			if err := db.PutReplica(bg, rep); err != nil && bg.Err() == nil {
+				o.Logger.Warn("record this replica", "err", err)
+			}
+		})
+	}()
 	// Agents' heartbeats are answered by the front itself; every other
 	// connection is net/http's.
 	r.srv = &httpapi.Front{Server: &http.Server{Handler: withConsole(api.Handler(), con.Handler()), ReadHeaderTimeout: 10 * time.Second},
@@ -456,15 +496,28 @@ func hourly(ctx context.Context, ag *agents.Service, now func() time.Time, scale
 	}
 }
 
-// Close stops serving (finishing requests in flight) and closes the store.
+// Close stops serving (finishing requests in flight), records this replica
+// stopped, gives its leases up and closes the store. Calls after the first
+// return what it returned.
 func (r *Running) Close() error {
+	r.closeOnce.Do(func() { r.closeErr = r.close() })
+	return r.closeErr
+}
+
+func (r *Running) close() error {
 	r.stop()
 	r.api.StopStreams()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r.srv.Shutdown(ctx)
 	<-r.done
-	return r.Store.Close()
+	<-r.recorded
+	// Said stopped, and its leases given up: another replica takes them
+	// over at its next try.
+	now := time.Now().UTC()
+	r.replica.SeenAt, r.replica.StoppedAt = now, &now
+	err := errors.Join(r.Store.PutReplica(ctx, r.replica), r.Store.ReleaseLeases(ctx, r.replica.ID))
+	return errors.Join(err, r.Store.Close())
 }
 
 func serverCmd(g *globals) *cobra.Command {

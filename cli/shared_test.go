@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -121,4 +122,118 @@ func TestLifecycleLeaseSaysWhoSteps(t *testing.T) {
 	if strings.Count(logB.String(), "this server steps") != 1 || strings.Contains(logB.String(), "another server") {
 		t.Errorf("b's log:\n%s", logB.String())
 	}
+}
+
+// TestReplicaList: every server on the database is listed, up, with the
+// leases it holds, by any of them; one that stops is listed stopped and
+// gives its leases up, so that another takes the lifecycle over at its next
+// step rather than when the lease would have run out (10 s). On SQLite the
+// one server holds both.
+func TestReplicaList(t *testing.T) {
+	type replica struct {
+		ID, State string
+		Leases    []string
+		This      bool
+	}
+	list := func(srv *cli.Running, token string) []replica {
+		t.Helper()
+		out, errOut, code := run(t, srv.URL, token, "replica", "list", "-o", "json")
+		if code != 0 {
+			t.Fatalf("replica list: %s", errOut)
+		}
+		var rs []replica
+		if err := json.Unmarshal([]byte(out), &rs); err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	holder := func(rs []replica, lease string) (string, int) {
+		var who string
+		n := 0
+		for _, r := range rs {
+			if slices.Contains(r.Leases, lease) {
+				who, n = r.ID, n+1
+			}
+		}
+		return who, n
+	}
+
+	t.Run("sqlite", func(t *testing.T) {
+		srv := startServer(t)
+		rs := list(srv, srv.Token)
+		if len(rs) != 1 || rs[0].State != "up" || !rs[0].This || !slices.Equal(rs[0].Leases, []string{"lifecycle", "liveness"}) {
+			t.Fatalf("replicas of one server on SQLite: %+v", rs)
+		}
+	})
+
+	t.Run("postgres", func(t *testing.T) {
+		url := testdb.PostgresURL(t)
+		const secret = "operator-chosen-secret-0003"
+		srvs := make([]*cli.Running, 2)
+		for i := range srvs {
+			srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DatabaseURL: url, Bootstrap: secret,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			srvs[i] = srv
+		}
+		// The lifecycle lease is taken at the first step (every second).
+		deadline := time.Now().Add(8 * time.Second)
+		var rs []replica
+		for {
+			rs = list(srvs[0], secret)
+			if _, n := holder(rs, "lifecycle"); n == 1 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if len(rs) != 2 || rs[0].State != "up" || rs[1].State != "up" {
+			t.Fatalf("two servers' replicas: %+v", rs)
+		}
+		lead, n := holder(rs, "lifecycle")
+		if n != 1 {
+			t.Fatalf("%d replicas hold the lifecycle lease: %+v", n, rs)
+		}
+		ids := map[string]*cli.Running{}
+		for _, srv := range srvs {
+			this := 0
+			for _, r := range list(srv, secret) {
+				if r.This {
+					this++
+					ids[r.ID] = srv
+				}
+			}
+			if this != 1 {
+				t.Fatalf("%s lists %d replicas as itself", srv.URL, this)
+			}
+		}
+		if len(ids) != 2 || ids[lead] == nil {
+			t.Fatalf("replicas by id: %v; the lead %s", ids, lead)
+		}
+		other := srvs[0]
+		if other == ids[lead] {
+			other = srvs[1]
+		}
+		if err := ids[lead].Close(); err != nil {
+			t.Fatal(err)
+		}
+		deadline = time.Now().Add(8 * time.Second)
+		for {
+			rs = list(other, secret)
+			if who, _ := holder(rs, "lifecycle"); who != "" && who != lead || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, r := range rs {
+			if r.ID == lead && (r.State != "stopped" || len(r.Leases) != 0) {
+				t.Fatalf("the stopped lead: %+v", r)
+			}
+			if r.ID != lead && !slices.Contains(r.Leases, "lifecycle") {
+				t.Fatalf("the other replica did not take the lifecycle over before its lease ran out: %+v", rs)
+			}
+		}
+	})
 }

@@ -76,6 +76,10 @@ type Config struct {
 	// console's denied requests are recorded as the API's are (its
 	// actions are API requests, recorded there).
 	Audit func(ctx context.Context, r audit.Record) error
+	// Replicas lists the control plane's server processes for the health
+	// page (optional); Replica is the id of this one.
+	Replicas func(ctx context.Context) ([]neocloud.Replica, error)
+	Replica  string
 }
 
 // Console serves the operator pages. Build it with New.

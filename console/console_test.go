@@ -610,6 +610,17 @@ func TestIncidentLinksToItsDomain(t *testing.T) {
 	}
 }
 
+// The Health page lists the control plane's replicas: on SQLite the one
+// server, up, holding both leases.
+func TestHealthPageListsReplicas(t *testing.T) {
+	r, opToken, _ := site(t)
+	_, page := get(t, browser(t, r.URL, opToken), r.URL+"/health")
+	rows := regexp.MustCompile(`(?s)<tr data-id="(srv_[0-9A-Z]+)" data-state="([a-z]+)"><td>[^<]*</td>.*?</tr>`).FindAllStringSubmatch(page, -1)
+	if len(rows) != 1 || rows[0][2] != "up" || !strings.Contains(rows[0][0], "(this one)") || !strings.Contains(rows[0][0], "<td>lifecycle, liveness</td>") {
+		t.Fatalf("replicas on the Health page: %q in %.6000s", rows, page)
+	}
+}
+
 // A tenant's availability page measures each committed reservation of the
 // month up to now, with the failed node's down interval and its evidence;
 // a month yet to come, which the reservation runs into, has nothing to

@@ -786,6 +786,7 @@ type healthData struct {
 	OpenTickets               int
 	NextTickets, FirstTickets string
 	Closed                    []agents.RepairTicket
+	Replicas                  []neocloud.Replica
 	Tenants                   map[string]string
 	Admin                     bool
 	Message                   string
@@ -920,6 +921,15 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s session, 
 	}
 	c.cfg.Agents.Located(d.Tickets...)
 	c.cfg.Agents.Located(d.Closed...)
+	if c.cfg.Replicas != nil {
+		if d.Replicas, err = c.cfg.Replicas(ctx); err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		for i := range d.Replicas {
+			d.Replicas[i].This = d.Replicas[i].ID == c.cfg.Replica
+		}
+	}
 	evs, err := c.cfg.Store.RecentEvents(ctx, 400, "node.replaced", "node.replacement_ready")
 	if err != nil {
 		c.fail(w, r, err)

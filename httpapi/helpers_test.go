@@ -76,7 +76,8 @@ func newEnvTB(t testing.TB, db *sqlstore.DB) *env {
 		Cap:     func(context.Context, string, int) error { return nil },
 		Preempt: func(context.Context, string) error { return nil },
 		Record:  db.PutPowerEvent,
-	}, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping})
+	}, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
+		Replicas: func(ctx context.Context) ([]neocloud.Replica, error) { return db.Replicas(ctx, time.Now()) }, Replica: ag.Instance})
 	// Served as neocloud serve serves it: heartbeats by the front, the
 	// rest by net/http.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

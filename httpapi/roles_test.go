@@ -94,6 +94,7 @@ var rolesTable = map[string][]neocloud.Role{
 	"node-energy":           {OA, OV},
 	"node-samples":          {OA, OV},
 	"list-incidents":        {OA, OV},
+	"list-replicas":         {OA, OV},
 	"list-repairs":          {OA, OV},
 	"repair-done":           {OA},
 	"fail-node":             {OA},
@@ -305,7 +306,7 @@ func (e *env) request(t *testing.T, op operation, c caller, target string, n int
 		path = strings.Replace(path, "{node}", e.hosts[0], 1) + "?to_seq=10"
 	case "rekey-node":
 		path = strings.Replace(path, "{node}", e.hosts[2], 1)
-	case "list-maintenance", "list-incidents", "list-repairs":
+	case "list-maintenance", "list-incidents", "list-repairs", "list-replicas":
 	case "create-maintenance":
 		body = map[string]any{"site": "lease-lab", "domain": "h1/r1", "start": time.Now().UTC().AddDate(2, 0, n), "duration_s": 3600, "reason": "firmware"}
 	case "cancel-maintenance":

@@ -72,6 +72,10 @@ type Config struct {
 	// (0: no limit); RateBurst the burst above it (default 2 × RateLimit).
 	RateLimit float64
 	RateBurst int
+	// Replicas lists the server processes on the store (optional: no
+	// replicas route); Replica is the id of this one.
+	Replicas func(ctx context.Context) ([]neocloud.Replica, error)
+	Replica  string
 }
 
 // Server serves the API. Build it with New; it is safe for concurrent use.
@@ -136,6 +140,9 @@ func New(cfg Config) *Server {
 	}
 	if s.cfg.Finance != nil {
 		s.registerFinance()
+	}
+	if cfg.Replicas != nil {
+		s.registerReplicas()
 	}
 	if cfg.Sales != nil && cfg.Sales.Notify == nil {
 		cfg.Sales.Notify = s.events.Wake
