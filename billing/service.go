@@ -788,7 +788,8 @@ func (s *Service) allTenants(ctx context.Context) ([]tenant.Tenant, error) {
 // AutoClose closes every month that ended at least the seller's
 // CloseAfterS ago and is not closed, in order, starting after the latest
 // closed one (or, on a store that never closed one, with the first month
-// it metered usage in).
+// it metered usage in). It returns those it closed: a month another server
+// closed meanwhile is not among them, and is no error.
 func (s *Service) AutoClose(ctx context.Context) ([]Period, error) {
 	seller, err := s.seller(ctx)
 	if err != nil || seller.CloseAfterS < 0 {
@@ -824,10 +825,16 @@ func (s *Service) AutoClose(ctx context.Context) ([]Period, error) {
 	var out []Period
 	for !next.AddDate(0, 1, 0).After(due) {
 		q, _, err := s.Close(ctx, neocloud.Principal{Role: neocloud.RoleOperatorAdmin}, MonthOf(next))
-		if err != nil {
+		var ne *neocloud.Error
+		switch {
+		case errors.As(err, &ne) && ne.Kind == neocloud.KindConflict && ne.State == "closed":
+			// Closed meanwhile by another server on the database (or by
+			// an operator): done all the same.
+		case err != nil:
 			return out, err
+		default:
+			out = append(out, q)
 		}
-		out = append(out, q)
 		next = next.AddDate(0, 1, 0)
 	}
 	return out, nil
