@@ -351,14 +351,6 @@ func NewService(store Store, tx Tx, fl *fleet.Service, tokens *tenant.Service) *
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
 
-// syncFleet reads what other servers sharing the store changed in the
-// fleet: a site or node this server has not seen may have been applied
-// through another a moment ago (servers sync every few seconds anyway).
-func (s *Service) syncFleet(ctx context.Context) error {
-	_, err := s.Fleet.Sync(ctx)
-	return err
-}
-
 // rejoinSeqMargin is how far past a node's last known report a re-joined
 // agent starts counting: a server stores a node's state at least once a
 // minute, so fewer reports than this are ever unstored.
@@ -373,15 +365,11 @@ type JoinTokenInput struct {
 
 // CreateJoinToken makes a join token and returns its secret, shown once.
 func (s *Service) CreateJoinToken(ctx context.Context, p neocloud.Principal, in JoinTokenInput) (JoinToken, string, error) {
-	site, ok := s.Fleet.Snapshot.Site(in.Site)
-	if !ok && s.SharedTTL > 0 {
-		if err := s.syncFleet(ctx); err != nil {
-			return JoinToken{}, "", err
-		}
-		site, ok = s.Fleet.Snapshot.Site(in.Site)
-	}
-	if !ok {
+	site, err := s.Fleet.Site(ctx, in.Site)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 		return JoinToken{}, "", neocloud.Invalid("body.site", "unknown site %q", in.Site)
+	} else if err != nil {
+		return JoinToken{}, "", err
 	}
 	if in.MaxUses <= 0 {
 		return JoinToken{}, "", neocloud.Invalid("body.max_uses", "must be positive")
@@ -420,14 +408,11 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 		if err != nil {
 			return err
 		}
-		n, ok := s.Fleet.Snapshot.Node(in.Hostname)
-		if !ok && s.SharedTTL > 0 {
-			if err := s.syncFleet(ctx); err != nil {
-				return err
-			}
-			n, ok = s.Fleet.Snapshot.Node(in.Hostname)
+		n, err := s.Fleet.Node(ctx, in.Hostname)
+		if err != nil && neocloud.ErrorKind(err) != neocloud.KindNotFound {
+			return err
 		}
-		if !ok || n.SiteID != jt.SiteID || n.Lifecycle == fleet.LifecycleRetired {
+		if err != nil || n.SiteID != jt.SiteID || n.Lifecycle == fleet.LifecycleRetired {
 			return neocloud.Invalid("body.hostname", "no node %q at the join token's site", in.Hostname)
 		}
 		if n.Serial != "" && n.Serial != in.Serial {

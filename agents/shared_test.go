@@ -150,6 +150,7 @@ func serverOn(t *testing.T, url string, shared time.Duration) (*fleet.Service, *
 	if err := fl.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	fl.Shared = shared > 0
 	ag := agents.NewService(db, db, fl, tenant.NewService(db))
 	ag.SharedTTL = shared
 	return fl, ag

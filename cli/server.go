@@ -164,6 +164,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
+		fl.Shared = true
 		sv.Lead, sv.Fence = LifecycleLease(db, ag.Instance, o.Logger)
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks

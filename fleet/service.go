@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/neocloud/neocloud"
@@ -72,7 +73,20 @@ type Service struct {
 	Snapshot *Snapshot
 	InUse    InUseFunc
 	Now      func() time.Time
+	// Shared says other servers write the same store (replicas on one
+	// PostgreSQL database): a site or node asked for (Site, Node) but not
+	// held may have been applied through one of them since the last Sync,
+	// so it is looked for again after one.
+	Shared bool
+
+	missMu sync.Mutex
+	missAt time.Time // when a lookup's miss last synced
 }
+
+// missSyncEvery bounds how often lookups of sites and nodes not held sync
+// the snapshot: misses within it (a typo, a scan) answer from the snapshot
+// synced a moment ago.
+const missSyncEvery = 250 * time.Millisecond
 
 // NewService returns a service over store with an empty snapshot; call Load.
 func NewService(store Store, tx Tx) *Service {
@@ -102,7 +116,8 @@ func (s *Service) Load(ctx context.Context) error {
 // changed since: sites updated later than held, and nodes new or at a
 // newer version (every change of a node bumps it). Servers on one
 // PostgreSQL database call it every few seconds, and when asked for a
-// node they have not seen; a lone server's snapshot is never behind. It
+// site or node they have not seen (Site, Node); a lone server's snapshot
+// is never behind. It
 // returns how many sites and nodes it took in.
 func (s *Service) Sync(ctx context.Context) (int, error) {
 	sites, err := s.Store.Sites(ctx)
@@ -145,6 +160,51 @@ func (s *Service) Sync(ctx context.Context) (int, error) {
 	}
 	s.Snapshot.PutNodes(nodes)
 	return took + len(nodes), nil
+}
+
+// Site returns the site named or with id ref, or a NotFound error.
+func (s *Service) Site(ctx context.Context, ref string) (Site, error) {
+	st, ok := s.Snapshot.Site(ref)
+	if !ok {
+		if err := s.syncOnMiss(ctx); err != nil {
+			return Site{}, err
+		}
+		if st, ok = s.Snapshot.Site(ref); !ok {
+			return Site{}, neocloud.NotFound("site", ref)
+		}
+	}
+	return st, nil
+}
+
+// Node returns the node with hostname or id ref, or a NotFound error.
+func (s *Service) Node(ctx context.Context, ref string) (Node, error) {
+	n, ok := s.Snapshot.Node(ref)
+	if !ok {
+		if err := s.syncOnMiss(ctx); err != nil {
+			return Node{}, err
+		}
+		if n, ok = s.Snapshot.Node(ref); !ok {
+			return Node{}, neocloud.NotFound("node", ref)
+		}
+	}
+	return n, nil
+}
+
+// syncOnMiss syncs the snapshot for a lookup that missed, on a shared
+// store, unless a miss did within missSyncEvery (lookups missing at once
+// wait for one sync).
+func (s *Service) syncOnMiss(ctx context.Context) error {
+	if !s.Shared {
+		return nil
+	}
+	s.missMu.Lock()
+	defer s.missMu.Unlock()
+	if time.Since(s.missAt) < missSyncEvery {
+		return nil
+	}
+	_, err := s.Sync(ctx)
+	s.missAt = time.Now()
+	return err
 }
 
 func (s *Service) inUse(ctx context.Context, ids []string) (map[string]string, error) {
@@ -355,12 +415,12 @@ const (
 // Act performs an action on the node named by id or hostname. An illegal
 // lifecycle move is a conflict naming the current state.
 func (s *Service) Act(ctx context.Context, ref string, a Action) (Node, error) {
-	cur, ok := s.Snapshot.Node(ref)
-	if !ok {
-		return Node{}, neocloud.NotFound("node", ref)
+	cur, err := s.Node(ctx, ref)
+	if err != nil {
+		return Node{}, err
 	}
 	var out Node
-	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
 		n, err := s.Store.Node(ctx, cur.ID)
 		if err != nil {
 			return err

@@ -144,3 +144,42 @@ func BenchmarkSync(b *testing.B) {
 		}
 	})
 }
+
+// TestLookupSyncsOnMiss: a server on a shared store asked for a site or
+// node it does not hold (applied through another server a moment ago)
+// syncs and finds it; misses within missSyncEvery of that answer from the
+// snapshot; a server alone on its store never syncs for a miss.
+func TestLookupSyncsOnMiss(t *testing.T) {
+	url := testdb.PostgresURL(t)
+	ctx := context.Background()
+	open := func() *fleet.Service {
+		db, err := sqlstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return newService(t, db)
+	}
+	a, b, lone := open(), open(), open()
+	b.Shared = true
+	if _, err := a.Apply(ctx, parse(t, spec(t, 64))); err != nil {
+		t.Fatal(err)
+	}
+	n := a.Snapshot.Nodes(fleet.NodeFilter{}, neocloud.Page{Limit: 100})[5]
+	if _, err := lone.Node(ctx, n.Hostname); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+		t.Fatalf("a lone server's lookup of a node it does not hold: %v, want not found", err)
+	}
+	if _, err := lone.Site(ctx, n.SiteID); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+		t.Fatalf("a lone server's lookup of a site it does not hold: %v, want not found", err)
+	}
+	got, err := b.Node(ctx, n.Hostname)
+	if err != nil || got.ID != n.ID || len(got.GPUs) != 8 {
+		t.Fatalf("b's lookup of a's node: %+v, %v", got, err)
+	}
+	if st, err := b.Site(ctx, n.SiteID); err != nil || st.ID != n.SiteID {
+		t.Fatalf("b's lookup of a's site: %+v, %v", st, err)
+	}
+	if _, err := b.Node(ctx, "no-such-node"); neocloud.ErrorKind(err) != neocloud.KindNotFound {
+		t.Fatalf("b's lookup of a node nowhere: %v, want not found", err)
+	}
+}

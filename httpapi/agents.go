@@ -111,9 +111,9 @@ func (s *Server) registerAgents() {
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`
 		}) (*struct{ Body agents.State }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			if p := principal(ctx); !p.Role.Operator() {
 				mine, err := s.cfg.Sales.ServesTenant(ctx, n.ID, p.TenantID)
@@ -140,9 +140,9 @@ func (s *Server) registerAgents() {
 			From time.Time `query:"from" required:"true"`
 			To   time.Time `query:"to" required:"true"`
 		}) (*struct{ Body List[agents.Minute] }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			ms, err := av.Store.Minutes(ctx, n.ID, in.From, in.To)
 			if err != nil {
@@ -200,9 +200,11 @@ func (s *Server) registerAgents() {
 			}
 			f := sales.BreakFixFilter{State: in.State, Kind: in.Kind, ReservationID: in.Reservation}
 			if in.Node != "" {
-				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-				if !ok {
+				n, err := s.cfg.Fleet.Node(ctx, in.Node)
+				if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 					return nil, neocloud.Invalid("query.node", "no node %q", in.Node)
+				} else if err != nil {
+					return nil, err
 				}
 				f.NodeID = n.ID
 			}
@@ -257,9 +259,9 @@ func (s *Server) registerAgents() {
 			func(ctx context.Context, in *struct {
 				Node string `path:"node"`
 			}) (*struct{ Body bmcState }, error) {
-				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-				if !ok {
-					return nil, neocloud.NotFound("node", in.Node)
+				n, err := s.cfg.Fleet.Node(ctx, in.Node)
+				if err != nil {
+					return nil, err
 				}
 				p, err := bmc.Power(ctx, n.ID)
 				return &struct{ Body bmcState }{bmcState{p}}, err
@@ -270,9 +272,9 @@ func (s *Server) registerAgents() {
 				Node string `path:"node"`
 				Body bmcState
 			}) (*struct{ Body bmcState }, error) {
-				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-				if !ok {
-					return nil, neocloud.NotFound("node", in.Node)
+				n, err := s.cfg.Fleet.Node(ctx, in.Node)
+				if err != nil {
+					return nil, err
 				}
 				if err := bmc.Set(n.ID, in.Body.Power); err != nil {
 					return nil, err
@@ -330,9 +332,9 @@ func (s *Server) registerAgents() {
 				f.Closed = nil
 			}
 			if in.Node != "" {
-				n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-				if !ok {
-					return nil, neocloud.NotFound("node", in.Node)
+				n, err := s.cfg.Fleet.Node(ctx, in.Node)
+				if err != nil {
+					return nil, err
 				}
 				f.NodeID = n.ID
 			}
@@ -347,9 +349,9 @@ func (s *Server) registerAgents() {
 		func(ctx context.Context, in *struct {
 			Node string `path:"node"`
 		}) (*struct{ Body List[agents.SanitizeRecord] }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			rs, err := av.Store.SanitizeRecords(ctx, n.ID)
 			if err != nil {
@@ -364,9 +366,9 @@ func (s *Server) registerAgents() {
 			FromSeq int64  `query:"from_seq" minimum:"1" default:"1"`
 			ToSeq   int64  `query:"to_seq" minimum:"1" required:"true" doc:"Inclusive; at most 100,000 after from_seq."`
 		}) (*struct{ Body List[agents.Sample] }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			if in.ToSeq < in.FromSeq || in.ToSeq-in.FromSeq >= 100_000 {
 				return nil, neocloud.Invalid("query.to_seq", "must be from from_seq to from_seq+99,999")
@@ -384,9 +386,9 @@ func (s *Server) registerAgents() {
 			From time.Time `query:"from" required:"true"`
 			To   time.Time `query:"to" required:"true"`
 		}) (*struct{ Body List[agents.EnergyReading] }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			rs, err := av.Store.EnergyReadings(ctx, n.ID, in.From, in.To)
 			if err != nil {
@@ -413,9 +415,9 @@ func (s *Server) registerAgents() {
 		func(ctx context.Context, in *struct {
 			Node string `path:"node"`
 		}) (*struct{ Body List[agents.NodeCommand] }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			cs, err := av.Store.Commands(ctx, n.ID, false)
 			if err != nil {

@@ -116,9 +116,9 @@ func (s *Server) registerFleet() {
 		func(ctx context.Context, in *struct {
 			Site string `path:"site" doc:"Site name or id."`
 		}) (*struct{ Body SiteSummary }, error) {
-			st, ok := s.cfg.Fleet.Snapshot.Site(in.Site)
-			if !ok {
-				return nil, neocloud.NotFound("site", in.Site)
+			st, err := s.cfg.Fleet.Site(ctx, in.Site)
+			if err != nil {
+				return nil, err
 			}
 			return &struct{ Body SiteSummary }{s.siteSummary(st)}, nil
 		})
@@ -134,9 +134,9 @@ func (s *Server) registerFleet() {
 			if err := pg.Normalize(); err != nil {
 				return nil, err
 			}
-			st, ok := s.cfg.Fleet.Snapshot.Site(in.Site)
-			if !ok {
-				return nil, neocloud.NotFound("site", in.Site)
+			st, err := s.cfg.Fleet.Site(ctx, in.Site)
+			if err != nil {
+				return nil, err
 			}
 			all, err := s.cfg.Fleet.Snapshot.Domains(st, in.Level)
 			if err != nil {
@@ -163,9 +163,11 @@ func (s *Server) registerFleet() {
 			}
 			f := fleet.NodeFilter{Domain: in.Domain, SKU: in.SKU, Lifecycle: fleet.Lifecycle(in.Lifecycle), Health: fleet.Health(in.Health)}
 			if in.Site != "" {
-				st, ok := s.cfg.Fleet.Snapshot.Site(in.Site)
-				if !ok {
+				st, err := s.cfg.Fleet.Site(ctx, in.Site)
+				if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 					return &struct{ Body List[fleet.Node] }{List[fleet.Node]{Items: []fleet.Node{}}}, nil
+				} else if err != nil {
+					return nil, err
 				}
 				f.SiteID = st.ID
 			}
@@ -184,9 +186,9 @@ func (s *Server) registerFleet() {
 		func(ctx context.Context, in *struct {
 			Node string `path:"node" doc:"Node id or hostname."`
 		}) (*struct{ Body fleet.Node }, error) {
-			n, ok := s.cfg.Fleet.Snapshot.Node(in.Node)
-			if !ok {
-				return nil, neocloud.NotFound("node", in.Node)
+			n, err := s.cfg.Fleet.Node(ctx, in.Node)
+			if err != nil {
+				return nil, err
 			}
 			return &struct{ Body fleet.Node }{n}, nil
 		})
