@@ -17,16 +17,8 @@ import (
 // other's Sync takes in (new nodes, a changed site, a node's health and
 // cordon), once; with nothing changed it takes nothing.
 func TestSyncAcrossServers(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *fleet.Service {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return newService(t, db)
-	}
+	open := servers(t)
 	a, b := open(), open()
 	sync := func(s *fleet.Service, want int) {
 		t.Helper()
@@ -150,16 +142,8 @@ func BenchmarkSync(b *testing.B) {
 // syncs and finds it; misses within missSyncEvery of that answer from the
 // snapshot; a server alone on its store never syncs for a miss.
 func TestLookupSyncsOnMiss(t *testing.T) {
-	url := testdb.PostgresURL(t)
 	ctx := context.Background()
-	open := func() *fleet.Service {
-		db, err := sqlstore.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return newService(t, db)
-	}
+	open := servers(t)
 	a, b, lone := open(), open(), open()
 	b.Shared = true
 	if _, err := a.Apply(ctx, parse(t, spec(t, 64))); err != nil {
@@ -181,5 +165,20 @@ func TestLookupSyncsOnMiss(t *testing.T) {
 	}
 	if _, err := b.Node(ctx, "no-such-node"); neocloud.ErrorKind(err) != neocloud.KindNotFound {
 		t.Fatalf("b's lookup of a node nowhere: %v, want not found", err)
+	}
+}
+
+// servers returns a function that starts another server's fleet service
+// (connections and snapshot of its own) on one fresh PostgreSQL database
+// (or skips).
+func servers(t *testing.T) func() *fleet.Service {
+	url := testdb.PostgresURL(t)
+	return func() *fleet.Service {
+		db, err := sqlstore.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return newService(t, db)
 	}
 }
