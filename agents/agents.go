@@ -462,9 +462,9 @@ func (s *Service) Join(ctx context.Context, joinSecret string, in wire.JoinReque
 
 // Rekey revokes a node's credential so that its agent may join again.
 func (s *Service) Rekey(ctx context.Context, p neocloud.Principal, ref string) (fleet.Node, error) {
-	n, ok := s.Fleet.Snapshot.Node(ref)
-	if !ok {
-		return fleet.Node{}, neocloud.NotFound("node", ref)
+	n, err := s.Fleet.Node(ctx, ref)
+	if err != nil {
+		return fleet.Node{}, err
 	}
 	return n, s.Tx.InTx(ctx, func(ctx context.Context) error {
 		tok, err := s.Store.NodeCredential(ctx, n.ID)
@@ -1044,9 +1044,9 @@ type CommandInput struct {
 // assignment generation. Sanitizing a node that serves work is refused
 // here as the agent would refuse it.
 func (s *Service) Order(ctx context.Context, p neocloud.Principal, ref string, in CommandInput) (NodeCommand, error) {
-	n, ok := s.Fleet.Snapshot.Node(ref)
-	if !ok {
-		return NodeCommand{}, neocloud.NotFound("node", ref)
+	n, err := s.Fleet.Node(ctx, ref)
+	if err != nil {
+		return NodeCommand{}, err
 	}
 	switch in.Kind {
 	case "drain", "health_check", "sanitize", "burn_in", "reboot", "gpu_reset":

@@ -144,15 +144,15 @@ func (s *Service) FailNode(ctx context.Context, ref, reason string) (RepairTicke
 	if reason == "" {
 		return t, neocloud.Invalid("body.reason", "say why the node is failed (the ticket and the tenant's event carry it)")
 	}
-	n, ok := s.Fleet.Snapshot.Node(ref)
-	if !ok {
-		return t, neocloud.NotFound("node", ref)
+	n, err := s.Fleet.Node(ctx, ref)
+	if err != nil {
+		return t, err
 	}
 	if n.Lifecycle == fleet.LifecycleRetired {
 		return t, neocloud.Conflict(string(n.Lifecycle), "node %s is retired", n.Hostname)
 	}
 	why := "failed by an operator: " + reason
-	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
 		if err := s.SetHealth(ctx, n.ID, fleet.HealthFailed, []string{why}); err != nil {
 			return err
 		}
@@ -243,11 +243,11 @@ func (s *Service) OpenRepair(ctx context.Context, nodeID, why string) (RepairTic
 // node needs force.
 func (s *Service) RepairDone(ctx context.Context, ref string, force bool) (RepairTicket, error) {
 	var t RepairTicket
-	n, ok := s.Fleet.Snapshot.Node(ref)
-	if !ok {
-		return t, neocloud.NotFound("node", ref)
+	n, err := s.Fleet.Node(ctx, ref)
+	if err != nil {
+		return t, err
 	}
-	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
+	err = s.Tx.InTx(ctx, func(ctx context.Context) error {
 		ts, err := s.Store.Tickets(ctx, n.ID, true)
 		if err != nil {
 			return err

@@ -292,9 +292,9 @@ func (c *Console) topology(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	site := sites[0]
 	if ref := q.Get("site"); ref != "" {
-		var ok bool
-		if site, ok = c.cfg.Fleet.Snapshot.Site(ref); !ok {
-			c.fail(w, r, neocloud.NotFound("site", ref))
+		var err error
+		if site, err = c.cfg.Fleet.Site(r.Context(), ref); err != nil {
+			c.fail(w, r, err)
 			return
 		}
 	}
@@ -435,9 +435,9 @@ type nodeData struct {
 }
 
 func (c *Console) nodeData(ctx context.Context, ref string, s session) (nodeData, error) {
-	n, ok := c.cfg.Fleet.Snapshot.Node(ref)
-	if !ok {
-		return nodeData{}, neocloud.NotFound("node", ref)
+	n, err := c.cfg.Fleet.Node(ctx, ref)
+	if err != nil {
+		return nodeData{}, err
 	}
 	d := nodeData{Node: n, Admin: s.P.Role == neocloud.RoleOperatorAdmin}
 	uses, err := c.nodeUses(ctx)
@@ -561,9 +561,9 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	ref := r.PathValue("node")
-	n, ok := c.cfg.Fleet.Snapshot.Node(ref)
-	if !ok {
-		c.fail(w, r, neocloud.NotFound("node", ref))
+	n, err := c.cfg.Fleet.Node(r.Context(), ref)
+	if err != nil {
+		c.fail(w, r, err)
 		return
 	}
 	body := []byte("{}")

@@ -254,9 +254,11 @@ func (c *Console) myNode(w http.ResponseWriter, r *http.Request, s session) {
 // reported yet has an empty state.
 func (c *Console) nodeState(r *http.Request, s session, ref string) (agents.State, error) {
 	var st agents.State
-	n, ok := c.cfg.Fleet.Snapshot.Node(ref)
-	if !ok {
+	n, err := c.cfg.Fleet.Node(r.Context(), ref)
+	if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 		return st, &apiError{Status: http.StatusNotFound, Message: "node " + ref + " not found"}
+	} else if err != nil {
+		return st, err
 	}
 	mine, err := c.cfg.Sales.ServesTenant(r.Context(), n.ID, s.P.TenantID)
 	if err != nil {

@@ -89,9 +89,11 @@ func (s *Service) CreateLease(ctx context.Context, p neocloud.Principal, in Leas
 		if err != nil {
 			return err
 		}
-		site, ok := s.Fleet.Snapshot.Site(in.Site)
-		if !ok {
+		site, err := s.Fleet.Site(ctx, in.Site)
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 			return neocloud.Invalid("body.site", "unknown site %q", in.Site)
+		} else if err != nil {
+			return err
 		}
 		start := in.Start.UTC().Truncate(time.Second)
 		switch {

@@ -73,9 +73,11 @@ func (s *Service) CreateMaintenance(ctx context.Context, p neocloud.Principal, i
 	var m Maintenance
 	err := s.Tx.InTx(ctx, func(ctx context.Context) error {
 		now := s.now()
-		site, ok := s.Fleet.Snapshot.Site(in.Site)
-		if !ok {
+		site, err := s.Fleet.Site(ctx, in.Site)
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 			return neocloud.Invalid("body.site", "unknown site %q", in.Site)
+		} else if err != nil {
+			return err
 		}
 		start := in.Start.UTC().Truncate(time.Second)
 		switch {
@@ -101,8 +103,11 @@ func (s *Service) CreateMaintenance(ctx context.Context, p neocloud.Principal, i
 			}
 		}
 		for i, ref := range in.Nodes {
-			n, ok := s.Fleet.Snapshot.Node(ref)
-			if !ok || n.SiteID != site.ID {
+			n, err := s.Fleet.Node(ctx, ref)
+			if err != nil && neocloud.ErrorKind(err) != neocloud.KindNotFound {
+				return err
+			}
+			if err != nil || n.SiteID != site.ID {
 				return neocloud.Invalid(fmt.Sprintf("body.nodes[%d]", i), "no node %q at %s", ref, site.Name)
 			}
 			bySKU[n.SKU] = append(bySKU[n.SKU], n.ID)
