@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,8 +100,9 @@ func TestLifecycleLeaseSaysWhoSteps(t *testing.T) {
 	}
 	defer db.Close()
 	var logA, logB bytes.Buffer
-	a, _ := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)))
-	b, _ := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)))
+	var heldA, heldB atomic.Bool
+	a, _ := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)), &heldA)
+	b, _ := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)), &heldB)
 	lead := func(f func(context.Context) (bool, error), want bool) {
 		t.Helper()
 		if held, err := f(ctx); err != nil || held != want {
@@ -211,6 +213,22 @@ func TestReplicaList(t *testing.T) {
 		}
 		if len(ids) != 2 || ids[lead] == nil {
 			t.Fatalf("replicas by id: %v; the lead %s", ids, lead)
+		}
+		// Its /metrics say so too, and the other's that it does not.
+		const held = `neocloud_lease_held{lease="lifecycle"}`
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			mine, others := scrape(t, ids[lead].URL)[held], 0.0
+			for id, srv := range ids {
+				if id != lead {
+					others += scrape(t, srv.URL)[held]
+				}
+			}
+			if mine == 1 && others == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v at the holder, %v at the other", held, mine, others)
+			}
 		}
 		other := srvs[0]
 		if other == ids[lead] {

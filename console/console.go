@@ -474,6 +474,16 @@ func (c *Console) Run(ctx context.Context, every time.Duration) {
 	}
 }
 
+// Latest returns the latest point of the utilization series, if any.
+func (c *Console) Latest() (Point, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.series) == 0 {
+		return Point{}, false
+	}
+	return c.series[len(c.series)-1], true
+}
+
 // Series returns a copy of the utilization series.
 func (c *Console) Series() []Point {
 	c.mu.Lock()

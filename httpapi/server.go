@@ -20,6 +20,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/neocloud/neocloud"
@@ -76,6 +77,8 @@ type Config struct {
 	// replicas route); Replica is the id of this one.
 	Replicas func(ctx context.Context) ([]neocloud.Replica, error)
 	Replica  string
+	// Metrics are more series for /metrics (the fleet's, this server's).
+	Metrics []prometheus.Collector
 }
 
 // Server serves the API. Build it with New; it is safe for concurrent use.
@@ -105,6 +108,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.metrics = newMetrics()
+	s.metrics.reg.MustRegister(cfg.Metrics...)
 
 	hc := huma.DefaultConfig("neocloud", cfg.Version)
 	hc.Info.Description = "Control plane of a GPU neocloud. Every route but the public ones needs a bearer token; mutating routes accept an Idempotency-Key header."
