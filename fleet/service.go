@@ -117,8 +117,7 @@ func (s *Service) Load(ctx context.Context) error {
 // newer version (every change of a node bumps it). Servers on one
 // PostgreSQL database call it every few seconds, and when asked for a
 // site or node they have not seen (Site, Node); a lone server's snapshot
-// is never behind. It
-// returns how many sites and nodes it took in.
+// is never behind. It returns how many sites and nodes it took in.
 func (s *Service) Sync(ctx context.Context) (int, error) {
 	sites, err := s.Store.Sites(ctx)
 	if err != nil {
