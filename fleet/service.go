@@ -163,30 +163,26 @@ func (s *Service) Sync(ctx context.Context) (int, error) {
 
 // Site returns the site named or with id ref, or a NotFound error.
 func (s *Service) Site(ctx context.Context, ref string) (Site, error) {
-	st, ok := s.Snapshot.Site(ref)
-	if !ok {
-		if err := s.syncOnMiss(ctx); err != nil {
-			return Site{}, err
-		}
-		if st, ok = s.Snapshot.Site(ref); !ok {
-			return Site{}, neocloud.NotFound("site", ref)
-		}
-	}
-	return st, nil
+	return lookup(ctx, s, "site", ref, s.Snapshot.Site)
 }
 
 // Node returns the node with hostname or id ref, or a NotFound error.
 func (s *Service) Node(ctx context.Context, ref string) (Node, error) {
-	n, ok := s.Snapshot.Node(ref)
+	return lookup(ctx, s, "node", ref, s.Snapshot.Node)
+}
+
+// lookup finds ref in the snapshot, again after a sync when it missed.
+func lookup[T any](ctx context.Context, s *Service, kind, ref string, find func(string) (T, bool)) (T, error) {
+	x, ok := find(ref)
 	if !ok {
 		if err := s.syncOnMiss(ctx); err != nil {
-			return Node{}, err
+			return x, err
 		}
-		if n, ok = s.Snapshot.Node(ref); !ok {
-			return Node{}, neocloud.NotFound("node", ref)
+		if x, ok = find(ref); !ok {
+			return x, neocloud.NotFound(kind, ref)
 		}
 	}
-	return n, nil
+	return x, nil
 }
 
 // syncOnMiss syncs the snapshot for a lookup that missed, on a shared
