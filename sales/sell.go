@@ -59,7 +59,7 @@ func (s *Service) shape(ctx context.Context, in ShapeInput, now time.Time) (Shap
 		if in.Elastic == nil {
 			return sh, neocloud.Invalid("body.elastic", "internal work is elastic: give min_gpus, max_gpus and step_gpus")
 		}
-		site, err := s.siteFor(in.Site, in.SKU)
+		site, err := s.siteFor(ctx, in.Site, in.SKU)
 		if err != nil {
 			return sh, err
 		}
@@ -88,7 +88,7 @@ func (s *Service) shape(ctx context.Context, in ShapeInput, now time.Time) (Shap
 	if partition && in.Within != "" {
 		return sh, neocloud.Invalid("body.within", "a partition lies in one node; within does not apply")
 	}
-	site, err := s.siteFor(in.Site, in.SKU)
+	site, err := s.siteFor(ctx, in.Site, in.SKU)
 	if err != nil {
 		return sh, err
 	}

@@ -567,13 +567,13 @@ func (s *Service) siteIndex() map[string][]string {
 
 // siteFor resolves the site of a shape: the one named, else the only site
 // with nodes of the SKU.
-func (s *Service) siteFor(ref, sku string) (fleet.Site, error) {
+func (s *Service) siteFor(ctx context.Context, ref, sku string) (fleet.Site, error) {
 	if ref != "" {
-		st, ok := s.Fleet.Snapshot.Site(ref)
-		if !ok {
+		st, err := s.Fleet.Site(ctx, ref)
+		if neocloud.ErrorKind(err) == neocloud.KindNotFound {
 			return fleet.Site{}, neocloud.Invalid("body.site", "unknown site %q", ref)
 		}
-		return st, nil
+		return st, err
 	}
 	ids := s.siteIndex()[sku]
 	switch len(ids) {
