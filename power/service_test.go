@@ -41,6 +41,29 @@ func site(t *testing.T, db *sqlstore.DB, n int) (*fleet.Service, *fleet.Spec) {
 	return fl, spec
 }
 
+// The SKUs of firmSite.
+const (
+	fullSKU   = "h100-sxm5-80gb"
+	cappedSKU = "h100-sxm5-80gb-500w" // the same, capped at 500 W per GPU
+)
+
+// firmSite applies a site of 8 nodes with 30 kW of firm capacity (one
+// 0.03 MW feed, PUE 1.25) and two SKUs, fullSKU and cappedSKU.
+func firmSite(t *testing.T, db *sqlstore.DB) (*fleet.Service, fleet.ApplyResult) {
+	t.Helper()
+	sku, _ := fleet.CatalogSKU(fullSKU)
+	fl, spec := site(t, db, 8)
+	spec.Site.Power = &fleet.Power{PUE: 1.25, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.03}}}
+	capped := sku
+	capped.Name, capped.PowerCapW = cappedSKU, 500
+	spec.SKUs = append(spec.SKUs, capped)
+	applied, err := fl.Apply(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fl, applied
+}
+
 // The power meter derives a site's node energy from the hourly readings;
 // the report attributes it to tenants (their records), the operator
 // (internal work, idle nodes, shared IT) and unallocated, to the
@@ -276,52 +299,43 @@ func TestMeterAndReport(t *testing.T) {
 func TestAdmissionHoldsFirmCapacity(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-		fl, spec := site(t, db, 8)
 		// 30 kW firm; a GPU plans at 10.2 kW / 8 × PUE 1.25 = 1.59375 kW.
-		spec.Site.Power = &fleet.Power{PUE: 1.25, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.03}}}
-		capped := sku
-		capped.Name, capped.PowerCapW = "h100-sxm5-80gb-500w", 500
-		spec.SKUs = append(spec.SKUs, capped)
-		applied, err := fl.Apply(ctx, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
+		fl, applied := firmSite(t, db)
 		ts := tenant.NewService(db)
 		acme, _ := ts.Create(ctx, tenant.CreateInput{Name: "acme"})
 		t0 := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
 		end := t0.Add(10 * time.Hour)
 		var rsvs []sales.Reservation
 		for i, c := range []placement.Class{placement.ClassReserved, placement.ClassSpot} {
-			ct := sales.Contract{ID: neocloud.NewID(sales.PrefixContract), TenantID: acme.ID, Kind: c, SKU: sku.Name, Start: t0, CreatedAt: t0}
+			ct := sales.Contract{ID: neocloud.NewID(sales.PrefixContract), TenantID: acme.ID, Kind: c, SKU: fullSKU, Start: t0, CreatedAt: t0}
 			if err := db.InsertContract(ctx, ct); err != nil {
 				t.Fatal(err)
 			}
 			rsvs = append(rsvs, sales.Reservation{ID: neocloud.NewID(sales.PrefixReservation), TenantID: acme.ID, ContractID: ct.ID, State: sales.ReservationScheduled,
-				Shape: sales.Shape{Site: applied.SiteID, SKU: sku.Name, GPUs: 8 * (i + 1), Class: c, Start: t0, End: &end}, Version: 1, CreatedAt: t0, UpdatedAt: t0})
+				Shape: sales.Shape{Site: applied.SiteID, SKU: fullSKU, GPUs: 8 * (i + 1), Class: c, Start: t0, End: &end}, Version: 1, CreatedAt: t0, UpdatedAt: t0})
 		}
 		if err := db.InsertReservations(ctx, rsvs); err != nil {
 			t.Fatal(err)
 		}
 		pw := power.NewService(db, db, fl.Snapshot)
 		// 8 committed GPUs hold 12.75 kW: 8 more fit (25.5 kW), 16 do not.
-		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 8, t0.Add(time.Hour), end, nil); err != nil {
+		if _, err := pw.Admit(ctx, applied.SiteID, fullSKU, 8, t0.Add(time.Hour), end, nil); err != nil {
 			t.Fatalf("8 GPUs beside 8: %v", err)
 		}
-		_, err = pw.Admit(ctx, applied.SiteID, sku.Name, 16, t0.Add(time.Hour), end, nil)
+		_, err := pw.Admit(ctx, applied.SiteID, fullSKU, 16, t0.Add(time.Hour), end, nil)
 		if neocloud.ErrorKind(err) != neocloud.KindNoCapacity || !strings.Contains(err.Error(), "power") ||
 			!strings.Contains(err.Error(), "0.017 MW of headroom") || !strings.Contains(err.Error(), "0.008 MW over") {
 			t.Fatalf("16 GPUs beside 8 on 30 kW: %v", err)
 		}
-		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 16, end, end.Add(time.Hour), nil); err != nil {
+		if _, err := pw.Admit(ctx, applied.SiteID, fullSKU, 16, end, end.Add(time.Hour), nil); err != nil {
 			t.Fatalf("16 GPUs after the committed work ends: %v", err)
 		}
 		// 12 GPUs at 700 W need 19.1 kW; capped at 500 W (8.6 kW a node),
 		// 16.1 kW: they fit in the 17.25 kW left.
-		if _, err := pw.Admit(ctx, applied.SiteID, sku.Name, 12, t0.Add(time.Hour), end, nil); neocloud.ErrorKind(err) != neocloud.KindNoCapacity {
+		if _, err := pw.Admit(ctx, applied.SiteID, fullSKU, 12, t0.Add(time.Hour), end, nil); neocloud.ErrorKind(err) != neocloud.KindNoCapacity {
 			t.Fatalf("12 GPUs at full power: %v", err)
 		}
-		if _, err := pw.Admit(ctx, applied.SiteID, capped.Name, 12, t0.Add(time.Hour), end, nil); err != nil {
+		if _, err := pw.Admit(ctx, applied.SiteID, cappedSKU, 12, t0.Add(time.Hour), end, nil); err != nil {
 			t.Fatalf("12 power-capped GPUs: %v", err)
 		}
 	})

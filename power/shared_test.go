@@ -32,18 +32,9 @@ func TestAdmissionUnderConcurrentReservations(t *testing.T) {
 		return db
 	}
 	db := open()
-	sku, _ := fleet.CatalogSKU("h100-sxm5-80gb")
-	fl, spec := site(t, db, 8)
 	// 30 kW firm; 8 committed GPUs hold 12.75 kW. 8 more at 700 W (12.75
 	// kW) fit, or 8 capped at 500 W (10.75 kW); not both.
-	spec.Site.Power = &fleet.Power{PUE: 1.25, Feeds: []fleet.Feed{{Name: "feed-1", CapacityMW: 0.03}}}
-	capped := sku
-	capped.Name, capped.PowerCapW = "h100-sxm5-80gb-500w", 500
-	spec.SKUs = append(spec.SKUs, capped)
-	applied, err := fl.Apply(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, applied := firmSite(t, db)
 	acme, err := tenant.NewService(db).Create(ctx, tenant.CreateInput{Name: "acme"})
 	if err != nil {
 		t.Fatal(err)
@@ -59,12 +50,12 @@ func TestAdmissionUnderConcurrentReservations(t *testing.T) {
 		return sales.Reservation{ID: neocloud.NewID(sales.PrefixReservation), TenantID: acme.ID, ContractID: ct.ID, State: sales.ReservationScheduled,
 			Shape: sales.Shape{Site: applied.SiteID, SKU: sku, GPUs: gpus, Class: placement.ClassReserved, Start: t0, End: &end}, Version: 1, CreatedAt: t0, UpdatedAt: t0}
 	}
-	if err := db.InsertReservations(ctx, []sales.Reservation{reservation(db, sku.Name, 8)}); err != nil {
+	if err := db.InsertReservations(ctx, []sales.Reservation{reservation(db, fullSKU, 8)}); err != nil {
 		t.Fatal(err)
 	}
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
-	for i, name := range []string{sku.Name, capped.Name} {
+	for i, name := range []string{fullSKU, cappedSKU} {
 		sdb := open()
 		sfl := fleet.NewService(sdb, sdb)
 		if err := sfl.Load(ctx); err != nil {
