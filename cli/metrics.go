@@ -2,21 +2,17 @@ package cli
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/neocloud/neocloud"
 	"github.com/neocloud/neocloud/agents"
 	"github.com/neocloud/neocloud/console"
 	"github.com/neocloud/neocloud/fleet"
 )
-
-// leasesHeld is what this server holds of the leases replicas take turns
-// at (on SQLite, the one server holds both).
-type leasesHeld struct {
-	lifecycle, liveness atomic.Bool
-}
 
 // fleetMetrics are the fleet's and this server's Prometheus series, read
 // at each scrape: nodes and GPUs by site, health and lifecycle, GPUs held
@@ -24,30 +20,33 @@ type leasesHeld struct {
 // this server holds. Labels are bounded: sites, health, lifecycle, class
 // and lease names.
 type fleetMetrics struct {
-	fl      *fleet.Service
-	ag      *agents.Service
-	con     atomic.Pointer[console.Console]
-	leases  *leasesHeld
-	nodes   *prometheus.Desc
-	gpus    *prometheus.Desc
-	held    *prometheus.Desc
-	down    *prometheus.Desc
-	inc     *prometheus.Desc
-	tickets *prometheus.Desc
-	lease   *prometheus.Desc
+	fl  *fleet.Service
+	ag  *agents.Service
+	con atomic.Pointer[console.Console]
+	// replicas lists the replicas, each with the leases it holds; self is
+	// this one's id.
+	replicas func(ctx context.Context) ([]neocloud.Replica, error)
+	self     string
+	nodes    *prometheus.Desc
+	gpus     *prometheus.Desc
+	held     *prometheus.Desc
+	down     *prometheus.Desc
+	inc      *prometheus.Desc
+	tickets  *prometheus.Desc
+	lease    *prometheus.Desc
 }
 
 // newFleetMetrics returns the series of fl and ag; those of the console's
 // samples once con is set.
-func newFleetMetrics(fl *fleet.Service, ag *agents.Service, leases *leasesHeld) *fleetMetrics {
-	return &fleetMetrics{fl: fl, ag: ag, leases: leases,
+func newFleetMetrics(fl *fleet.Service, ag *agents.Service, replicas func(ctx context.Context) ([]neocloud.Replica, error), self string) *fleetMetrics {
+	return &fleetMetrics{fl: fl, ag: ag, replicas: replicas, self: self,
 		nodes:   prometheus.NewDesc("neocloud_nodes", "Nodes by site, health and lifecycle.", []string{"site", "health", "lifecycle"}, nil),
 		gpus:    prometheus.NewDesc("neocloud_gpus", "GPUs by site and their node's lifecycle.", []string{"site", "lifecycle"}, nil),
 		held:    prometheus.NewDesc("neocloud_gpus_held", "GPUs held by live allocations, by class (sampled every few seconds).", []string{"class"}, nil),
-		down:    prometheus.NewDesc("neocloud_gpus_down", "GPUs of nodes failed, in repair or quarantined (sampled every few seconds).", nil, nil),
+		down:    prometheus.NewDesc("neocloud_gpus_down", "GPUs of nodes failed or unreachable, or in repair, burn-in or sanitizing (sampled every few seconds).", nil, nil),
 		inc:     prometheus.NewDesc("neocloud_incidents_open", "Open incidents: domains gone silent at once, held from automatic failing.", nil, nil),
 		tickets: prometheus.NewDesc("neocloud_repair_tickets_open", "Repair tickets open (repair, burn-in, sanitizing).", nil, nil),
-		lease:   prometheus.NewDesc("neocloud_lease_held", "1 when this server holds the lease (lifecycle: steps reservations; liveness: judges nodes); summed over replicas, 1.", []string{"lease"}, nil),
+		lease:   prometheus.NewDesc("neocloud_lease_held", "1 when this server holds the lease now, as the store says (lifecycle: steps reservations; liveness: judges nodes); summed over replicas, 1.", []string{"lease"}, nil),
 	}
 }
 
@@ -94,9 +93,20 @@ func (m *fleetMetrics) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.NewInvalidMetric(m.tickets, err)
 	}
-	for name, held := range map[string]*atomic.Bool{"lifecycle": &m.leases.lifecycle, "liveness": &m.leases.liveness} {
+	rs, err := m.replicas(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(m.lease, err)
+		return
+	}
+	var mine []string
+	for _, r := range rs {
+		if r.ID == m.self {
+			mine = r.Leases
+		}
+	}
+	for _, name := range []string{"lifecycle", "liveness"} {
 		v := 0.0
-		if held.Load() {
+		if slices.Contains(mine, name) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.lease, prometheus.GaugeValue, v, name)

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -161,17 +160,13 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		sv.Provisioner, sv.Network, sv.Sanitizer = o.Seams.Provision, o.Seams.Network, o.Seams.Sanitize
 	}
 	ag := agents.NewService(db, db, fl, tenants)
-	leases := &leasesHeld{}
 	ag.Now, ag.Started, ag.TimeScale = o.Now, o.Now().UTC(), o.TimeScale
 	if db.Dialect == sqlstore.Postgres {
 		// Other servers may write the same database: what is cached in
 		// memory is read again after this long.
 		tenants.SharedTTL, ag.SharedTTL, sv.SharedTTL = 10*time.Second, 10*time.Second, 10*time.Second
 		fl.Shared = true
-		sv.Lead, sv.Fence = LifecycleLease(db, ag.Instance, o.Logger, &leases.lifecycle)
-	} else {
-		leases.lifecycle.Store(true)
-		leases.liveness.Store(true)
+		sv.Lead, sv.Fence = LifecycleLease(db, ag.Instance, o.Logger)
 	}
 	ag.Liveness, ag.Remediation, ag.Checks = o.Liveness, o.Remediation, o.Checks
 	if o.HeartbeatS > 0 {
@@ -283,7 +278,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		}
 		return rs, err
 	}
-	metrics := newFleetMetrics(fl, ag, leases)
+	metrics := newFleetMetrics(fl, ag, replicas, ag.Instance)
 	api := httpapi.New(httpapi.Config{
 		Tenants: tenants, Fleet: fl, Sales: sv, Agents: ag, Billing: bl, Power: pw, PowerLoad: powerLoad, Shedder: &shedder, Finance: fs, Audit: db, Idempotency: db.Idempotency(), Tx: db, Ping: db.Ping,
 		Logger: o.Logger, Version: Version, IdempotencyLease: o.IdempotencyLease, RateLimit: o.RateLimit, RateBurst: o.RateBurst, Now: o.Now,
@@ -364,7 +359,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		if o.LifecycleEvery > 0 && o.LifecycleEvery < sweepEvery {
 			sweepEvery = o.LifecycleEvery
 		}
-		go sweep(bg, ag, sweepEvery, o.Logger, &leases.liveness)
+		go sweep(bg, ag, sweepEvery, o.Logger)
 		every := o.LifecycleEvery
 		if every == 0 {
 			every = time.Second
@@ -412,14 +407,12 @@ func purgeIdempotencyKeys(ctx context.Context, s idempotency.Store, log *slog.Lo
 // provisions, readies, releases, sanitizes), renewing the lease at every
 // step, each step fenced by it; another takes over 10 s after the holder
 // stops. lead takes the lease, and the log says when this server takes it
-// and when it loses it; holds says whether it held it at its last try;
-// fence is the steps' fence.
-func LifecycleLease(db *sqlstore.DB, instance string, log *slog.Logger, holds *atomic.Bool) (lead func(ctx context.Context) (bool, error), fence func(ctx context.Context) error) {
+// and when it loses it; fence is the steps' fence.
+func LifecycleLease(db *sqlstore.DB, instance string, log *slog.Logger) (lead func(ctx context.Context) (bool, error), fence func(ctx context.Context) error) {
 	l := db.Lease("lifecycle", instance, 10*time.Second)
 	was := false
 	return func(ctx context.Context) (bool, error) {
 		held, err := l.Take(ctx)
-		holds.Store(err == nil && held)
 		if err == nil && held != was {
 			was = held
 			if held {
@@ -461,17 +454,13 @@ func ticks(ctx context.Context, every time.Duration, fn func()) {
 }
 
 // sweep judges silent nodes and moves repairs along, every half heartbeat
-// interval (or the lifecycle's cadence, when faster); held says whether
-// this server held the liveness lease at its last sweep.
-func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger, held *atomic.Bool) {
+// interval (or the lifecycle's cadence, when faster).
+func sweep(ctx context.Context, ag *agents.Service, every time.Duration, log *slog.Logger) {
 	leads := false
 	ticks(ctx, every, func() {
 		res, err := ag.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("liveness sweep", "err", err)
-		}
-		if ag.SharedTTL > 0 {
-			held.Store(err == nil && res.Leads)
 		}
 		if err == nil && res.Leads != leads && ag.SharedTTL > 0 {
 			leads = res.Leads

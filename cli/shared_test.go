@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,9 +99,8 @@ func TestLifecycleLeaseSaysWhoSteps(t *testing.T) {
 	}
 	defer db.Close()
 	var logA, logB bytes.Buffer
-	var heldA, heldB atomic.Bool
-	a, _ := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)), &heldA)
-	b, _ := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)), &heldB)
+	a, _ := cli.LifecycleLease(db, "srv_a", slog.New(slog.NewTextHandler(&logA, nil)))
+	b, _ := cli.LifecycleLease(db, "srv_b", slog.New(slog.NewTextHandler(&logB, nil)))
 	lead := func(f func(context.Context) (bool, error), want bool) {
 		t.Helper()
 		if held, err := f(ctx); err != nil || held != want {
