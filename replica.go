@@ -7,8 +7,8 @@ const PrefixReplica = "srv_"
 
 // Replica is one server process of the control plane. Several may share a
 // PostgreSQL database; each records itself in the store when it starts,
-// every ReplicaEvery while it runs, and when it stops, and holds the
-// leases (one at a time across replicas) of the background work it does.
+// every ReplicaEvery while it runs, and when it stops; one replica at a
+// time leads each loop of background work (Leads).
 type Replica struct {
 	ID        string     `json:"id"`
 	Host      string     `json:"host" doc:"The machine's hostname."`
@@ -18,11 +18,12 @@ type Replica struct {
 	StartedAt time.Time  `json:"started_at"`
 	SeenAt    time.Time  `json:"seen_at" doc:"When it last recorded itself."`
 	StoppedAt *time.Time `json:"stopped_at,omitempty" doc:"When it stopped, when it stopped cleanly."`
-	// Leases are those it holds now: "lifecycle" (it steps the
+	// Leads is the background work it leads now, one replica at a time
+	// (each holding a lease in the store): "lifecycle" (it steps the
 	// reservations' lifecycle) and "liveness" (it judges which nodes are
-	// failed). The one server on SQLite holds both.
-	Leases []string `json:"leases" doc:"The leases it holds now: lifecycle (it steps reservations), liveness (it judges nodes)."`
-	State  string   `json:"state" enum:"up,silent,stopped" doc:"up; silent: not heard for 3 intervals (stopped without a word, or cut off from the database); stopped."`
+	// failed). The one server on SQLite leads both.
+	Leads []string `json:"leads" doc:"The background work it leads now: lifecycle (it steps reservations), liveness (it judges nodes)."`
+	State string   `json:"state" enum:"up,silent,stopped" doc:"up; silent: not heard for 3 intervals (stopped without a word, or cut off from the database); stopped."`
 	// This is the replica that answered.
 	This bool `json:"this" doc:"The replica that answered."`
 }

@@ -463,12 +463,12 @@ func repairCmd(g *globals) *cobra.Command {
 }
 
 // replicaCols are the columns of the control plane's server processes.
-var replicaCols = []column{{"ID", "id"}, {"HOST", "host"}, {"ADDR", "addr"}, {"PID", "pid"}, {"VERSION", "version"}, {"STATE", "state"}, {"LEASES", "leases"},
+var replicaCols = []column{{"ID", "id"}, {"HOST", "host"}, {"ADDR", "addr"}, {"PID", "pid"}, {"VERSION", "version"}, {"STATE", "state"}, {"LEADS", "leads"},
 	{"STARTED", "started_at"}, {"SEEN", "seen_at"}, {"THIS", "this"}}
 
 func replicaCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "replica", Short: "The control plane's server processes on its database"}
-	cmd.AddCommand(&cobra.Command{Use: "list", Short: "Replicas, the latest started first: up, silent or stopped, and the leases each holds (lifecycle: steps reservations; liveness: judges nodes)", Args: cobra.NoArgs,
+	cmd.AddCommand(&cobra.Command{Use: "list", Short: "Replicas, the latest started first: up, silent or stopped, and the work each leads (lifecycle: steps reservations; liveness: judges nodes)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return g.list(c.Context(), "/v1/replicas", nil, listFlags{limit: 1000}, replicaCols)
 		}})

@@ -16,14 +16,14 @@ import (
 
 // fleetMetrics are the fleet's and this server's Prometheus series, read
 // at each scrape: nodes and GPUs by site, health and lifecycle, GPUs held
-// by class and down, open incidents and repair tickets, and the leases
-// this server holds. Labels are bounded: sites, health, lifecycle, class
+// by class and down, open incidents and repair tickets, and the work this
+// server leads. Labels are bounded: sites, health, lifecycle, class
 // and lease names.
 type fleetMetrics struct {
 	fl  *fleet.Service
 	ag  *agents.Service
 	con atomic.Pointer[console.Console]
-	// replicas lists the replicas, each with the leases it holds; self is
+	// replicas lists the replicas, each with the work it leads; self is
 	// this one's id.
 	replicas func(ctx context.Context) ([]neocloud.Replica, error)
 	self     string
@@ -46,7 +46,7 @@ func newFleetMetrics(fl *fleet.Service, ag *agents.Service, replicas func(ctx co
 		down:    prometheus.NewDesc("neocloud_gpus_down", "GPUs of nodes failed or unreachable, or in repair, burn-in or sanitizing (sampled every few seconds).", nil, nil),
 		inc:     prometheus.NewDesc("neocloud_incidents_open", "Open incidents: domains gone silent at once, held from automatic failing.", nil, nil),
 		tickets: prometheus.NewDesc("neocloud_repair_tickets_open", "Repair tickets open (repair, burn-in, sanitizing).", nil, nil),
-		lease:   prometheus.NewDesc("neocloud_lease_held", "1 when this server holds the lease now, as the store says (lifecycle: steps reservations; liveness: judges nodes); summed over replicas, 1.", []string{"lease"}, nil),
+		lease:   prometheus.NewDesc("neocloud_leader", "1 when this server leads the loop now, as the store's lease says (lifecycle: steps reservations; liveness: judges nodes); summed over replicas, 1.", []string{"loop"}, nil),
 	}
 }
 
@@ -101,7 +101,7 @@ func (m *fleetMetrics) Collect(ch chan<- prometheus.Metric) {
 	var mine []string
 	for _, r := range rs {
 		if r.ID == m.self {
-			mine = r.Leases
+			mine = r.Leads
 		}
 	}
 	for _, name := range []string{"lifecycle", "liveness"} {

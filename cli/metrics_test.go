@@ -44,7 +44,7 @@ func scrape(t *testing.T, url string) map[string]float64 {
 
 // TestFleetMetrics: /metrics gives the fleet's nodes and GPUs by site,
 // health and lifecycle, the GPUs down (from the console's samples), open
-// incidents and repair tickets, and the leases this server holds (on
+// incidents and repair tickets, and the work this server leads (on
 // SQLite, both); a node an operator fails moves between the series.
 func TestFleetMetrics(t *testing.T) {
 	srv, err := cli.StartServer(context.Background(), cli.ServerOptions{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
@@ -66,8 +66,8 @@ func TestFleetMetrics(t *testing.T) {
 		`neocloud_gpus{lifecycle="available",site="m1"}`:              32,
 		`neocloud_incidents_open`:                                     0,
 		`neocloud_repair_tickets_open`:                                0,
-		`neocloud_lease_held{lease="lifecycle"}`:                      1,
-		`neocloud_lease_held{lease="liveness"}`:                       1,
+		`neocloud_leader{loop="lifecycle"}`:                           1,
+		`neocloud_leader{loop="liveness"}`:                            1,
 	} {
 		if got, ok := m[series]; !ok || got != want {
 			t.Errorf("%s = %v (listed %v), want %v", series, got, ok, want)

@@ -273,7 +273,7 @@ func StartServer(ctx context.Context, o ServerOptions) (*Running, error) {
 		rs, err := db.Replicas(ctx, time.Now().UTC())
 		for i := range rs {
 			if rs[i].ID == ag.Instance && db.Dialect == sqlstore.SQLite {
-				rs[i].Leases = []string{"lifecycle", "liveness"}
+				rs[i].Leads = []string{"lifecycle", "liveness"}
 			}
 		}
 		return rs, err

@@ -125,14 +125,14 @@ func TestLifecycleLeaseSaysWhoSteps(t *testing.T) {
 }
 
 // TestReplicaList: every server on the database is listed, up, with the
-// leases it holds, by any of them; one that stops is listed stopped and
+// work it leads, by any of them; one that stops is listed stopped and
 // gives its leases up, so that another takes the lifecycle over at its next
 // step rather than when the lease would have run out (10 s). On SQLite the
 // one server holds both.
 func TestReplicaList(t *testing.T) {
 	type replica struct {
 		ID, State string
-		Leases    []string
+		Leads     []string
 		This      bool
 	}
 	list := func(srv *cli.Running, token string) []replica {
@@ -151,7 +151,7 @@ func TestReplicaList(t *testing.T) {
 		var who string
 		n := 0
 		for _, r := range rs {
-			if slices.Contains(r.Leases, lease) {
+			if slices.Contains(r.Leads, lease) {
 				who, n = r.ID, n+1
 			}
 		}
@@ -161,7 +161,7 @@ func TestReplicaList(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
 		srv := startServer(t)
 		rs := list(srv, srv.Token)
-		if len(rs) != 1 || rs[0].State != "up" || !rs[0].This || !slices.Equal(rs[0].Leases, []string{"lifecycle", "liveness"}) {
+		if len(rs) != 1 || rs[0].State != "up" || !rs[0].This || !slices.Equal(rs[0].Leads, []string{"lifecycle", "liveness"}) {
 			t.Fatalf("replicas of one server on SQLite: %+v", rs)
 		}
 	})
@@ -213,7 +213,7 @@ func TestReplicaList(t *testing.T) {
 			t.Fatalf("replicas by id: %v; the lead %s", ids, lead)
 		}
 		// Its /metrics say so too, and the other's that it does not.
-		const held = `neocloud_lease_held{lease="lifecycle"}`
+		const held = `neocloud_leader{loop="lifecycle"}`
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			mine, others := scrape(t, ids[lead].URL)[held], 0.0
 			for id, srv := range ids {
@@ -244,10 +244,10 @@ func TestReplicaList(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		for _, r := range rs {
-			if r.ID == lead && (r.State != "stopped" || len(r.Leases) != 0) {
+			if r.ID == lead && (r.State != "stopped" || len(r.Leads) != 0) {
 				t.Fatalf("the stopped lead: %+v", r)
 			}
-			if r.ID != lead && !slices.Contains(r.Leases, "lifecycle") {
+			if r.ID != lead && !slices.Contains(r.Leads, "lifecycle") {
 				t.Fatalf("the other replica did not take the lifecycle over before its lease ran out: %+v", rs)
 			}
 		}

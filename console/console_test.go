@@ -611,7 +611,7 @@ func TestIncidentLinksToItsDomain(t *testing.T) {
 }
 
 // The Health page lists the control plane's replicas: on SQLite the one
-// server, up, holding both leases.
+// server, up, leading both loops.
 func TestHealthPageListsReplicas(t *testing.T) {
 	r, opToken, _ := site(t)
 	_, page := get(t, browser(t, r.URL, opToken), r.URL+"/health")

@@ -38,7 +38,7 @@ func (db *DB) ReleaseLeases(ctx context.Context, holder string) error {
 }
 
 // Replicas lists the replicas recorded, the latest started first, each
-// with the leases it holds at now and its state then.
+// with the work it leads (the leases it holds) at now and its state then.
 func (db *DB) Replicas(ctx context.Context, now time.Time) ([]neocloud.Replica, error) {
 	rs, err := collect(db, ctx, func(s interface{ Scan(...any) error }) (neocloud.Replica, error) {
 		var r neocloud.Replica
@@ -50,7 +50,7 @@ func (db *DB) Replicas(ctx context.Context, now time.Time) ([]neocloud.Replica, 
 			at := fromMicros(stopped.Int64)
 			r.StoppedAt = &at
 		}
-		r.Leases = []string{}
+		r.Leads = []string{}
 		return r, err
 	}, `SELECT id, host, addr, pid, version, started_at, seen_at, stopped_at FROM replicas ORDER BY started_at DESC, id DESC`)
 	if err != nil {
@@ -67,7 +67,7 @@ func (db *DB) Replicas(ctx context.Context, now time.Time) ([]neocloud.Replica, 
 	for i := range rs {
 		for _, l := range leases {
 			if l.holder == rs[i].ID && rs[i].StoppedAt == nil {
-				rs[i].Leases = append(rs[i].Leases, l.name)
+				rs[i].Leads = append(rs[i].Leads, l.name)
 			}
 		}
 		rs[i].State = rs[i].StateAt(now)

@@ -12,8 +12,8 @@ import (
 	"github.com/neocloud/neocloud/sqlstore"
 )
 
-// TestReplicas: each replica is listed with its state and the leases it
-// holds at the time asked; one that stops gives its leases up, so that
+// TestReplicas: each replica is listed with its state and the work it
+// leads (the leases it holds) at the time asked; one that stops gives its leases up, so that
 // another takes them at once; one not seen for a week is forgotten.
 func TestReplicas(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *sqlstore.DB) {
@@ -41,7 +41,7 @@ func TestReplicas(t *testing.T) {
 		}
 		type row struct {
 			ID, State string
-			Leases    []string
+			Leads     []string
 			Started   time.Time
 		}
 		list := func(at time.Time) []row {
@@ -52,7 +52,7 @@ func TestReplicas(t *testing.T) {
 			}
 			var out []row
 			for _, r := range rs {
-				out = append(out, row{r.ID, r.State, r.Leases, r.StartedAt})
+				out = append(out, row{r.ID, r.State, r.Leads, r.StartedAt})
 			}
 			return out
 		}
@@ -65,7 +65,7 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("replicas (-want +got):\n%s", d)
 		}
 		// Past the leases' end they are held by no one.
-		want[1].Leases = []string{}
+		want[1].Leads = []string{}
 		want[0].State, want[1].State = "silent", "silent"
 		if d := cmp.Diff(want, list(now.Add(20*time.Second))); d != "" {
 			t.Fatalf("replicas 20 s later (-want +got):\n%s", d)
@@ -84,15 +84,15 @@ func TestReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rs[1].ID != "srv_b" || rs[1].State != "stopped" || rs[1].StoppedAt == nil || !rs[1].StoppedAt.Equal(stopped) || len(rs[1].Leases) != 0 {
+		if rs[1].ID != "srv_b" || rs[1].State != "stopped" || rs[1].StoppedAt == nil || !rs[1].StoppedAt.Equal(stopped) || len(rs[1].Leads) != 0 {
 			t.Fatalf("b after it stopped: %+v", rs[1])
 		}
 		epoch, ok, err := db.TakeLease(ctx, "lifecycle", "srv_c", now.Add(2*time.Second), now.Add(12*time.Second))
 		if err != nil || !ok || epoch != 2 {
 			t.Fatalf("c takes the lifecycle lease b gave up: held %v epoch %d, %v; want held at epoch 2", ok, epoch, err)
 		}
-		if rs := list(now.Add(3 * time.Second)); len(rs[0].Leases) != 1 || rs[0].Leases[0] != "lifecycle" {
-			t.Fatalf("c's leases: %v", rs[0].Leases)
+		if rs := list(now.Add(3 * time.Second)); len(rs[0].Leads) != 1 || rs[0].Leads[0] != "lifecycle" {
+			t.Fatalf("c's leases: %v", rs[0].Leads)
 		}
 
 		// A week after a replica was last seen it is no longer listed: a
