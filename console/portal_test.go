@@ -275,6 +275,15 @@ func TestPortalIsolation(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Request.URL.Path, "/my/reservations/rsv_") || !strings.Contains(body, "on_demand") {
 		t.Fatalf("reserving the quote: %d at %s %.500s", resp.StatusCode, resp.Request.URL, body)
 	}
+	// The same quote again (used now): the quote form, saying why.
+	resp, err = acme.PostForm(r.URL+"/my/reserve", url.Values{"quote": {m[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = readAll(resp)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, `role="alert">quote `+m[1]+` is used. Ask for a new quote.`) || !strings.Contains(body, `id="gpus"`) {
+		t.Fatalf("reserving a used quote: %d %.3000s", resp.StatusCode, body)
+	}
 }
 
 // readAll reads and closes a response's body.

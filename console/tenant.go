@@ -570,6 +570,18 @@ func (c *Console) myQuote(w http.ResponseWriter, r *http.Request, s session) {
 
 func (c *Console) myReserve(w http.ResponseWriter, r *http.Request, s session) {
 	rec, err := c.call(r, s, http.MethodPost, "/v1/reservations", sales.ReserveInput{Quote: r.PostFormValue("quote")})
+	if e, ok := err.(*apiError); ok && e.Status == http.StatusConflict {
+		// The quote ran out, was used, or its capacity went: the form
+		// again, saying so, to ask for a new one.
+		f, ferr := c.newQuoteForm(r, s)
+		if ferr != nil {
+			c.myFail(w, r, ferr)
+			return
+		}
+		f.Error = e.Message + ". Ask for a new quote."
+		c.render(w, r, e.Status, "my-quote", "my-quote", "Request a quote", s, f)
+		return
+	}
 	if err != nil {
 		c.myFail(w, r, err)
 		return
